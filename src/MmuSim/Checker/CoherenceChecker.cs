@@ -1,0 +1,370 @@
+using MmuSim.Mm;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Checker;
+
+/// <summary>How much the checker does.</summary>
+public enum CheckMode
+{
+    /// <summary>Nothing (benchmarks).</summary>
+    Off,
+    /// <summary>Event checks only: accesses, frees, cleaning, pairing, release. Cheap; for large workloads.</summary>
+    Events,
+    /// <summary>Events plus a scan of every secondary translation after every step (exploration).</summary>
+    Full,
+}
+
+/// <summary>
+/// Tests the coherence invariants of kernel-facts.md §7 against the primary page tables and every registered
+/// secondary MMU, after every step (<see cref="CheckMode.Full"/>) and at the events where they can break.
+/// </summary>
+/// <remarks>
+/// <para><b>When is an address "in flight"?</b> From the moment a path calls invalidate_range_start on it until its end
+/// has returned, and while the page-table lock of its PTE (or PMD) is held. The second clause models the kernel's
+/// atomic PTL section: a PTE cleared and notified under the same PTL (2.6.32 invalidate_page, change_pte,
+/// invalidate_range) is coherent once the lock is dropped; a callback that comes after pte_unmap_unlock
+/// (3.6-4.12 invalidate_page) leaves a window the checker sees (race 5(a)).</para>
+/// <para><b>Checks</b> (names are <see cref="Invariants"/>):</para>
+/// <list type="bullet">
+/// <item>stale-translation (7.1): a start/end secondary holds a translation in a range whose start it has returned
+/// from and whose end it has not entered; (7.4) outside any in-flight window, a translation disagrees with the primary.</item>
+/// <item>freed-page-reachable (7.3): a translation or an access names a free frame, or a frame reused since.</item>
+/// <item>writable-secondary (7.5): a writable translation, or a write, where the primary PTE is read-only.</item>
+/// <item>lost-write: a secondary write lands in a frame the primary no longer maps at that address.</item>
+/// <item>dirty-lost (7.7): the primary cleans or discards a folio a secondary wrote without the folio being marked dirty.</item>
+/// <item>start-end-pairing (7.10): an end without start, a start never ended.</item>
+/// <item>release (7.14): a translation survives -&gt;release, or one is used after it.</item>
+/// </list>
+/// </remarks>
+public sealed class CoherenceChecker
+{
+    readonly Kernel _k;
+    readonly List<ISecondaryMmu> _secondaries = [];
+    readonly List<SecondaryTranslation> _scratch = [];
+    readonly List<(object Sub, MmuNotifierRange Range)> _startReturned = [];
+    readonly HashSet<string> _disabled = [];
+
+    public CoherenceChecker(Kernel k) => _k = k;
+
+    public CheckMode Mode { get; set; } = CheckMode.Full;
+
+    public IReadOnlyList<ISecondaryMmu> Secondaries => _secondaries;
+
+    Scheduler S => _k.S;
+
+    /// <summary>Turn one invariant off (scenario <c>check:</c> lists).</summary>
+    public void Disable(string invariant) => _disabled.Add(invariant);
+
+    public void EnableOnly(IEnumerable<string> invariants)
+    {
+        _disabled.Clear();
+        var keep = new HashSet<string>(invariants);
+        foreach (var i in Invariants.All)
+            if (!keep.Contains(i)) _disabled.Add(i);
+    }
+
+    public bool Enabled(string invariant) => Mode != CheckMode.Off && !_disabled.Contains(invariant);
+
+    void Fail(string inv, string msg, ulong addr = 0, long pfn = -1)
+    {
+        if (Enabled(inv)) S.Fail(inv, msg, addr, pfn);
+    }
+
+    public void AddSecondary(ISecondaryMmu sec)
+    {
+        if (!_secondaries.Contains(sec)) _secondaries.Add(sec);
+    }
+
+    public void RemoveSecondary(ISecondaryMmu sec) => _secondaries.Remove(sec);
+
+    // ------------------------------------------------------------------ in-flight windows
+
+    /// <summary>True if <paramref name="va"/> of <paramref name="mm"/> is inside a start..end in flight.</summary>
+    public bool InFlight(MmStruct mm, ulong va)
+    {
+        foreach (var r in mm.ActiveRanges)
+            if (va >= r.Start && va < r.End) return true;
+        return false;
+    }
+
+    /// <summary>True if the PTL (or PMD lock) covering <paramref name="va"/> is held by anyone.</summary>
+    public bool PtlHeld(MmStruct mm, ulong va)
+    {
+        var locks = _k.PageTables.Locks;
+        int pte = mm.PteTable(va);
+        if (pte != 0 && locks.IsHeld(pte)) return true;
+        int pmd = mm.PmdTable(va);
+        return pmd != 0 && locks.IsHeld(pmd);
+    }
+
+    internal void OnRangeStart(MmuNotifierRange r) => r.Mm.ActiveRanges.Add(r);
+
+    internal void OnRangeEnd(MmuNotifierRange r, bool failed)
+    {
+        if (!r.Mm.ActiveRanges.Remove(r)) Fail(Invariants.Pairing, $"end of a range that was never started {r}", r.Start);
+        _startReturned.RemoveAll(x => ReferenceEquals(x.Range, r));
+    }
+
+    internal void OnSubscriptionStartReturned(object sub, MmuNotifierRange r)
+    {
+        if (Mode == CheckMode.Off) return;
+        _startReturned.Add((sub, r));
+        if (sub is ISecondaryMmu sec && sec.UsesStartEnd && Enabled(Invariants.StaleTranslation))
+            CheckNoTranslation(sec, r, "after its invalidate_range_start returned");
+    }
+
+    internal void OnSubscriptionEndEntered(object sub, MmuNotifierRange r)
+    {
+        for (int i = _startReturned.Count - 1; i >= 0; i--)
+            if (ReferenceEquals(_startReturned[i].Sub, sub) && ReferenceEquals(_startReturned[i].Range, r))
+            {
+                _startReturned.RemoveAt(i);
+                return;
+            }
+    }
+
+    void CheckNoTranslation(ISecondaryMmu sec, MmuNotifierRange r, string when)
+    {
+        if (!ReferenceEquals(sec.MirroredMm, r.Mm)) return;
+        _scratch.Clear();
+        sec.CollectTranslations(_scratch);
+        foreach (var t in _scratch)
+            if (t.Hva < r.End && r.Start < t.Hva + t.Size)
+            {
+                Fail(Invariants.StaleTranslation,
+                    $"{sec.Name} still maps {t.Hva:#x} -> pfn {t.Pfn:#x} ({t.Where}) {when} for {r}", t.Hva, t.Pfn);
+                return;
+            }
+    }
+
+    // ------------------------------------------------------------------ registration and release
+
+    readonly HashSet<(object, int)> _released = [];
+
+    internal void OnRegister(MmuNotifier mn, MmStruct mm) => _released.Remove((mn, mm.Id));
+
+    internal void OnUnregister(MmuNotifier mn, MmStruct mm) { }
+
+    internal void OnReleaseReturned(MmuNotifier mn, MmStruct mm)
+    {
+        _released.Add((mn, mm.Id));
+        if (mn is ISecondaryMmu sec && Enabled(Invariants.Release))
+        {
+            _scratch.Clear();
+            sec.CollectTranslations(_scratch);
+            if (_scratch.Count > 0)
+                Fail(Invariants.Release, $"{sec.Name} still holds {_scratch.Count} translation(s) after ->release, e.g. {_scratch[0].Hva:#x}", _scratch[0].Hva, _scratch[0].Pfn);
+        }
+    }
+
+    // ------------------------------------------------------------------ events from the primary
+
+    /// <summary>A folio is about to be freed (refcount reached 0): no secondary may still reach it (7.3).</summary>
+    public void OnFree(long headPfn, int pages)
+    {
+        if (Mode != CheckMode.Full || !Enabled(Invariants.FreedPageReachable)) return;
+        foreach (var sec in _secondaries)
+        {
+            _scratch.Clear();
+            sec.CollectTranslations(_scratch);
+            foreach (var t in _scratch)
+            {
+                long first = t.Pfn, last = t.Pfn + (long)(t.Size / MmStruct.PageSize) - 1;
+                if (last >= headPfn && first < headPfn + pages && _k.Mem[t.Pfn].Generation == t.Generation)
+                {
+                    Fail(Invariants.FreedPageReachable,
+                        $"pfn {headPfn:#x} freed while {sec.Name} still maps it at {t.Hva:#x} ({t.Where})", t.Hva, t.Pfn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>The primary is about to clear a folio's dirty state or discard it as clean (7.7).</summary>
+    public void OnFolioCleaned(long headPfn, int pages, string how)
+    {
+        if (Mode == CheckMode.Off) return;
+        for (long p = headPfn; p < headPfn + pages; p++)
+            if (_k.Mem[p].Has(PageFlags.SecondaryDirtyPending))
+            {
+                Fail(Invariants.DirtyLost, $"{how} on pfn {p:#x}: a secondary wrote it and the folio was never marked dirty", 0, p);
+                return;
+            }
+    }
+
+    /// <summary>The folio was marked dirty: pending secondary writes are accounted for.</summary>
+    public void OnFolioDirtied(long headPfn, int pages)
+    {
+        for (long p = headPfn; p < headPfn + pages; p++) _k.Mem[p].Clear(PageFlags.SecondaryDirtyPending);
+    }
+
+    // ------------------------------------------------------------------ events from secondaries
+
+    /// <summary>
+    /// A secondary read or wrote <paramref name="hva"/> through a translation to (<paramref name="pfn"/>,
+    /// <paramref name="gen"/>). Call before the access takes effect.
+    /// </summary>
+    public void OnSecondaryAccess(ISecondaryMmu sec, ulong hva, long pfn, ushort gen, bool write)
+    {
+        if (Mode == CheckMode.Off) return;
+        var mm = sec.MirroredMm;
+        ref var f = ref _k.Mem[pfn];
+        if (f.Has(PageFlags.Free) || f.Generation != gen)
+        {
+            Fail(Invariants.FreedPageReachable, $"{sec.Name} {(write ? "writes" : "reads")} {hva:#x} through a translation to freed pfn {pfn:#x}", hva, pfn);
+            return;
+        }
+        if (mm.Exited)
+        {
+            Fail(Invariants.Release, $"{sec.Name} accesses {hva:#x} after its mm exited", hva, pfn);
+            return;
+        }
+        var (present, ppfn, pw, _) = mm.Translate(hva);
+        bool match = present && ppfn == pfn;
+        bool ptl = PtlHeld(mm, hva);
+        if (write)
+        {
+            if (!match && !ptl)
+            {
+                Fail(Invariants.LostWrite,
+                    $"{sec.Name} writes pfn {pfn:#x} at {hva:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} there", hva, pfn);
+                return;
+            }
+            if (match && !pw && !ptl)
+            {
+                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} writes {hva:#x} (pfn {pfn:#x}) while the primary PTE is read-only", hva, pfn);
+                return;
+            }
+            long head = _k.Mem.FolioOf(pfn);
+            if (!_k.Mem[head].Has(PageFlags.Dirty)) f.Set(PageFlags.SecondaryDirtyPending);
+        }
+        else if (!match && !ptl && !InFlight(mm, hva))
+        {
+            Fail(Invariants.StaleTranslation,
+                $"{sec.Name} reads pfn {pfn:#x} at {hva:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} there", hva, pfn);
+        }
+    }
+
+    // ------------------------------------------------------------------ per-step scan
+
+    /// <summary>Scan every translation of every secondary (after each step in <see cref="CheckMode.Full"/>).</summary>
+    public void AfterStep()
+    {
+        if (Mode != CheckMode.Full) return;
+        foreach (var sec in _secondaries)
+        {
+            var mm = sec.MirroredMm;
+            _scratch.Clear();
+            sec.CollectTranslations(_scratch);
+            foreach (var t in _scratch)
+            {
+                if (!CheckTranslation(sec, mm, t)) return;
+            }
+        }
+    }
+
+    bool CheckTranslation(ISecondaryMmu sec, MmStruct mm, SecondaryTranslation t)
+    {
+        int pages = (int)(t.Size / MmStruct.PageSize);
+        ref var f = ref _k.Mem[t.Pfn];
+        if (f.Has(PageFlags.Free) || f.Generation != t.Generation)
+        {
+            Fail(Invariants.FreedPageReachable, $"{sec.Name} maps {t.Hva:#x} ({t.Where}) to pfn {t.Pfn:#x}, which was freed", t.Hva, t.Pfn);
+            return false;
+        }
+        if (mm.Exited || _released.Contains((sec, mm.Id)))
+        {
+            Fail(Invariants.Release, $"{sec.Name} holds {t.Hva:#x} ({t.Where}) after ->release", t.Hva, t.Pfn);
+            return false;
+        }
+        if (sec.UsesStartEnd)
+            foreach (var (sub, r) in _startReturned)
+                if (ReferenceEquals(sub, sec) && t.Hva < r.End && r.Start < t.Hva + t.Size)
+                {
+                    Fail(Invariants.StaleTranslation, $"{sec.Name} maps {t.Hva:#x} ({t.Where}) inside {r} after its start returned", t.Hva, t.Pfn);
+                    return false;
+                }
+        for (int i = 0; i < pages; i++)
+        {
+            ulong va = t.Hva + (ulong)i * MmStruct.PageSize;
+            if (InFlight(mm, va) || PtlHeld(mm, va)) continue;
+            var (present, ppfn, pw, _) = mm.Translate(va);
+            if (!present || ppfn != t.Pfn + i)
+            {
+                Fail(Invariants.StaleTranslation,
+                    $"{sec.Name} maps {va:#x} ({t.Where}) to pfn {t.Pfn + i:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} and no invalidation is in flight", va, t.Pfn + i);
+                return false;
+            }
+            if (t.Writable && !pw)
+            {
+                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} maps {va:#x} ({t.Where}) writable, the primary PTE is read-only", va, t.Pfn + i);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>At the end of a completed run: every start was ended.</summary>
+    public void OnRunComplete()
+    {
+        if (Mode == CheckMode.Off) return;
+        foreach (var mm in _k.Mms)
+            if (mm.ActiveRanges.Count > 0)
+                Fail(Invariants.Pairing, $"{mm}: invalidate_range_start {mm.ActiveRanges[0]} never ended", mm.ActiveRanges[0].Start);
+    }
+
+    // ------------------------------------------------------------------ primary consistency
+
+    /// <summary>
+    /// Recompute mapcounts from every PTE/PMD of every live mm and compare with the frames; check refcount ≥ mapcount
+    /// and that each mapped anon page's rmap (anon root, index) leads back to the address. Returns null or a description.
+    /// </summary>
+    public string? CheckPrimaryConsistency()
+    {
+        var expected = new Dictionary<long, int>();
+        var entire = new Dictionary<long, int>();
+        foreach (var mm in _k.Mms)
+        {
+            if (mm.Exited) continue;
+            foreach (var vma in mm.Vmas)
+                for (ulong va = vma.Start; va < vma.End; va += MmStruct.PageSize)
+                {
+                    var pmd = mm.PeekPmd(va);
+                    if (pmd.Present && pmd.Huge)
+                    {
+                        if ((va & ~MmStruct.PmdMask) == 0) entire[pmd.Pfn] = entire.GetValueOrDefault(pmd.Pfn) + 1;
+                        continue;
+                    }
+                    var pte = mm.PeekPte(va);
+                    if (!pte.Present || pte.Special || pte.Pfn == PhysMem.ZeroPfn) continue;
+                    expected[pte.Pfn] = expected.GetValueOrDefault(pte.Pfn) + 1;
+                    ref var f = ref _k.Mem[pte.Pfn];
+                    if (f.Has(PageFlags.Free)) return $"{mm} maps free pfn {pte.Pfn:#x} at {va:#x}";
+                    if (f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm))
+                    {
+                        long head = _k.Mem.FolioOf(pte.Pfn);
+                        if (vma.AnonVma == null || _k.Mem[head].AnonRoot != vma.AnonVma.Id)
+                            return $"{mm} {va:#x}: pfn {pte.Pfn:#x} anon root {_k.Mem[head].AnonRoot} is not the VMA's family {vma.AnonVma?.Id}";
+                        if (vma.AddressOf(f.Index) != va)
+                            return $"{mm} {va:#x}: pfn {pte.Pfn:#x} index {f.Index:#x} resolves to {vma.AddressOf(f.Index):#x}";
+                    }
+                }
+        }
+        for (long p = 1; p < _k.Mem.Capacity; p++)
+        {
+            ref var f = ref _k.Mem[p];
+            if (f.Has(PageFlags.Free)) continue;
+            int want = expected.GetValueOrDefault(p);
+            if (f.MapCount != want) return $"pfn {p:#x}: mapcount {f.MapCount}, PTEs say {want}";
+            if (!f.Has(PageFlags.Tail))
+            {
+                int maps = _k.Mem.IsHuge(p) ? _k.Mem.FolioMapCount(p) : f.MapCount;
+                if (_k.Mem.IsHuge(p) && _k.Mem.EntireMapcountHolder(p).RefCount != entire.GetValueOrDefault(p))
+                    return $"THP {p:#x}: entire_mapcount {_k.Mem.EntireMapcountHolder(p).RefCount}, PMDs say {entire.GetValueOrDefault(p)}";
+                if (f.RefCount < maps) return $"pfn {p:#x}: refcount {f.RefCount} < mapcount {maps}";
+            }
+        }
+        return null;
+    }
+}

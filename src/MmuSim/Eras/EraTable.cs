@@ -1,0 +1,136 @@
+namespace MmuSim.Eras;
+
+/// <summary>
+/// The era table: every feature's version range, and the named eras a user can pick. This file is the only place that
+/// knows which kernel version did what; kernel-facts.md §1.0 is its source. A range is [since, until): the feature
+/// exists from <c>since</c> and is gone in <c>until</c>. Where the spec marks a version as recollection, the note says so.
+/// </summary>
+public static class EraTable
+{
+    public sealed record FeatureRange(Feature Feature, KernelVersion Since, KernelVersion Until, string Note);
+
+    static KernelVersion V(int a, int b, int c = 0) => new(a, b, c);
+    static readonly KernelVersion Forever = KernelVersion.Max;
+
+    /// <summary>Version range of every feature.</summary>
+    public static readonly IReadOnlyList<FeatureRange> Features =
+    [
+        new(Feature.Release, V(2, 6, 27), Forever, "mmu-notifiers core cddb8a5c14aa"),
+        new(Feature.ClearFlushYoung, V(2, 6, 27), Forever, "called under PTL from page_referenced_one"),
+        new(Feature.ClearFlushYoungRange, V(4, 0), Forever, "57128468080a kvm: Fix page ageing bugs"),
+        new(Feature.ClearYoung, V(4, 3), Forever, "recollection: 4.3; present in 4.10"),
+        new(Feature.TestYoung, V(2, 6, 38), Forever, "recollection: 2.6.38 (khugepaged); absent 2.6.32, present 3.10"),
+        new(Feature.ChangePte, V(2, 6, 32), V(6, 10), "added with KSM; removed by f3b65bbaed7c/531f52002432 (6.10, recollection)"),
+        new(Feature.InvalidatePage, V(2, 6, 27), V(4, 13), "killed by 5f32b265400d"),
+        new(Feature.InvalidateRangeStartEnd, V(2, 6, 27), Forever, ""),
+        new(Feature.InvalidateRange, V(3, 19), V(6, 6), "IOMMU/ATS; renamed arch_invalidate_secondary_tlbs in 6.6"),
+        new(Feature.ArchInvalidateSecondaryTlbs, V(6, 6), Forever, "called from the arch TLB flush"),
+        new(Feature.NotifierGetPut, V(5, 4), Forever, "recollection 2c7933f53f6b"),
+        new(Feature.IntervalNotifier, V(5, 5), Forever, "recollection 99cb252f5e68"),
+
+        new(Feature.SrcuReadSide, V(3, 7), Forever, "global SRCU 21a92735f660 (recollection for id)"),
+        new(Feature.BlockableStart, V(4, 19), Forever, "93065ac753e4 (recollection)"),
+        new(Feature.RangeEvents, V(5, 2), Forever, "MMU_NOTIFY_* (recollection for version)"),
+        new(Feature.NonblockFailureCallsEnd, V(5, 5), Forever, "mn_hlist_invalidate_range_start calls end on -EAGAIN (seen 5.15; version: recollection)"),
+        new(Feature.OnlyEnd, V(4, 15), V(6, 6), "mmu_notifier_invalidate_range_only_end"),
+        new(Feature.ChangePteFallbackToInvalidatePage, V(2, 6, 32), V(3, 7), "removed by 6bdb913f0a70"),
+        new(Feature.SetPteThenNotify, V(2, 6, 32), V(3, 7), "2.6.32 set_pte_at then change_pte; reversed by 3.10"),
+        new(Feature.SetPteAtNotifyBracketed, V(3, 7), Forever, "6bdb913f0a70 wraps set_pte_at_notify callers in start/end"),
+        new(Feature.InvalidatePageUnderPtl, V(2, 6, 27), V(3, 6), "ptep_clear_flush_notify under the PTL"),
+        new(Feature.InvalidatePageAfterPtl, V(3, 6), V(4, 13), "2ec74c3ef2d8 (recollection for id/version); race 5(a)"),
+        new(Feature.RmapRangeNotify, V(4, 13), Forever, "mm/rmap: update to new mmu_notifier semantic v2"),
+        new(Feature.ZapInvalidateRangeOnFlush, V(3, 19), V(6, 6), "tlb_flush_mmu_tlbonly -> invalidate_range"),
+
+        new(Feature.Thp, V(2, 6, 38), Forever, "anon THP"),
+        new(Feature.MprotectLazyStart, V(4, 0), Forever, "seen in 4.10 (mni_start); 2.6.32 brackets the whole range"),
+        new(Feature.OomReaper, V(4, 6), Forever, ""),
+        new(Feature.OomReaperNoNotifier, V(4, 6), V(4, 15), "unmap_page_range without notifier; race 5(d3)"),
+        new(Feature.OomReaperSkipsNotifierMm, V(4, 15), V(4, 19), "skip mm structs with mmu notifiers (recollection)"),
+        new(Feature.OomReaperNonblock, V(4, 19), Forever, "invalidate_range_start_nonblock per VMA"),
+
+        new(Feature.KvmMmuRwLock, V(5, 12), Forever, "x86 rwlock 531810caa9f4 (recollection)"),
+        new(Feature.KvmRetryBarriers, V(3, 6), Forever, "a355aa54f1d2 (version: recollection)"),
+        new(Feature.KvmFlushBeforeUnlock, V(3, 6), Forever, "2.6.32 flushed after unlock; 3.10 before (boundary placed at 3.6)"),
+        new(Feature.KvmChangePteSeqBump, V(2, 6, 32), V(5, 13), "seq++ + kvm_set_spte_hva under mmu_lock"),
+        new(Feature.KvmChangePteWarnEarlyReturn, V(5, 13), V(6, 10), "c13fda237f08 (recollection)"),
+        new(Feature.KvmInvalidateRange, V(4, 19), V(6, 2), "APIC access page reload; present 6.1, gone 6.8"),
+        new(Feature.KvmSkipLockWithoutSlot, V(5, 13), Forever, "071064f14d87"),
+        new(Feature.KvmMemslotWaitsForInvalidations, V(5, 13), Forever, "52ac8b358b0c (recollection)"),
+        new(Feature.KvmRetryGfnRange, V(6, 8), Forever, "gfn union + mmu_invalidate_retry_gfn; 5.x used an hva union"),
+        new(Feature.KvmEarlyUnsafeRetry, V(6, 8), Forever, "mmu_invalidate_retry_gfn_unsafe before and after GUP"),
+        new(Feature.KvmZapMarksDirty, V(2, 6, 27), V(6, 13), "kvm_set_pfn_dirty on zap"),
+        new(Feature.KvmDirtyAtFault, V(6, 13), Forever, "kvm_release_faultin_page(dirty = map_writable) under mmu_lock"),
+        new(Feature.KvmMmuInvalidateNames, V(6, 1), Forever, "20ec3ebd707c rename (recollection)"),
+
+        new(Feature.Ksm, V(2, 6, 32), Forever, ""),
+        new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),
+        new(Feature.KsmWriteProtectDirty, V(3, 7), Forever, "pte_write || pte_dirty (seen 3.10)"),
+        new(Feature.KsmTlbFlushPending, V(4, 19), Forever, "mm_tlb_flush_pending (seen 4.19); race 5(d8)"),
+        new(Feature.KsmClearFlushNotify, V(3, 19), V(4, 15), "ptep_clear_flush_notify in 4.10, plain in 4.19"),
+        new(Feature.KsmUseZeroPages, V(4, 11), Forever, "use_zero_pages knob"),
+        new(Feature.KsmStableNodeChains, V(4, 13), Forever, "max_page_sharing"),
+        new(Feature.KsmMergeAny, V(6, 4), Forever, "PR_SET_MEMORY_MERGE"),
+        new(Feature.KsmZeroPagesCounter, V(6, 10), Forever, "ksm_zero_pages (recollection)"),
+    ];
+
+    static readonly (string Name, KernelVersion Version, string Summary)[] EraList =
+    [
+        ("2.6.27", V(2, 6, 27), "MMU notifiers introduced: release, clear_flush_young, invalidate_page (under PTL), start/end; RCU read side"),
+        ("2.6.32", V(2, 6, 32), "KSM, change_pte + set_pte_at_notify (set, then notify; no start/end); change_pte falls back to invalidate_page"),
+        ("3.6", V(3, 6), "invalidate_page moved after the PTL is dropped (race 5(a)); KVM retry barriers"),
+        ("3.7", V(3, 7), "global SRCU (callbacks may sleep); set_pte_at_notify bracketed by start/end: change_pte becomes dead for KVM"),
+        ("3.10", V(3, 10), "(reference tree) same notifier semantics as 3.7"),
+        ("3.19", V(3, 19), "invalidate_range for IOMMU/ATS; *_clear_flush_notify call it under the PTL"),
+        ("4.10", V(4, 10), "OOM reaper unmaps without notifiers (5(d3)); clear_flush_young takes a range since 4.0"),
+        ("4.12", V(4, 12), "last era with invalidate_page (single address, after the PTL)"),
+        ("4.13", V(4, 13), "invalidate_page killed; rmap walkers use start/end over the whole mapping + invalidate_range under PTL"),
+        ("4.15", V(4, 15), "only_end; OOM reaper skips mms with blockable notifiers"),
+        ("4.19", V(4, 19), "blockable start returning int; OOM reaper uses nonblock start per VMA"),
+        ("5.5", V(5, 5), "mmu_notifier_range with events; get/put; mmu_interval_notifier"),
+        ("5.13", V(5, 13), "KVM rwlock mmu_lock; generic hva walker skips mmu_lock without a slot; change_pte WARNs; memslots wait"),
+        ("6.1", V(6, 1), "KVM mmu_invalidate_* rename; last era with KVM invalidate_range"),
+        ("6.6", V(6, 6), "invalidate_range -> arch_invalidate_secondary_tlbs from the TLB flush; only_end gone"),
+        ("6.8", V(6, 8), "KVM gfn-range retry, early unsafe retry checks (reference tree)"),
+        ("6.10", V(6, 10), "change_pte and set_pte_at_notify removed"),
+        ("6.13", V(6, 13), "KVM x86 marks folios dirty/accessed at fault time under mmu_lock, not on zap"),
+    ];
+
+    static readonly Lazy<IReadOnlyList<KernelEra>> _eras = new(BuildAll);
+
+    /// <summary>Every named era, oldest first.</summary>
+    public static IReadOnlyList<KernelEra> All => _eras.Value;
+
+    /// <summary>The era used when a scenario or command names none.</summary>
+    public static KernelEra Default => Get("6.13");
+
+    static IReadOnlyList<KernelEra> BuildAll()
+    {
+        int words = (Enum.GetValues<Feature>().Length + 63) / 64;
+        var list = new List<KernelEra>();
+        foreach (var (name, v, summary) in EraList)
+        {
+            var bits = new ulong[words];
+            foreach (var r in Features)
+                if (v >= r.Since && v < r.Until) bits[(int)r.Feature >> 6] |= 1UL << ((int)r.Feature & 63);
+            list.Add(new KernelEra(name, v, summary, bits));
+        }
+        return list;
+    }
+
+    /// <summary>Look up a named era. Accepts <c>6.10+</c>, <c>v4.19</c> and <c>latest</c>.</summary>
+    public static bool TryGet(string name, out KernelEra era)
+    {
+        var t = name.Trim();
+        if (t.Equals("latest", StringComparison.OrdinalIgnoreCase)) t = All[^1].Name;
+        if (KernelVersion.TryParse(t, out var v))
+            foreach (var e in All)
+                if (e.Version == v) { era = e; return true; }
+        era = null!;
+        return false;
+    }
+
+    public static KernelEra Get(string name) =>
+        TryGet(name, out var e) ? e : throw new ArgumentException($"unknown era '{name}' (known: {KnownList})");
+
+    public static string KnownList => string.Join(", ", EraList.Select(e => e.Name));
+}

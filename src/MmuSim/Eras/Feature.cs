@@ -1,0 +1,114 @@
+namespace MmuSim.Eras;
+
+/// <summary>
+/// One behavioural difference between kernel versions. Call sites ask <c>Era.Has(Feature.X)</c>; the version range of
+/// every feature lives in one table, <see cref="EraTable.Features"/>. Sources: kernel-facts.md §1.0 timeline, §3, §4.
+/// </summary>
+public enum Feature
+{
+    // ---- struct mmu_notifier_ops: which callbacks exist (§1.1)
+    Release,
+    ClearFlushYoung,
+    /// <summary>clear_flush_young(mn, mm, start, end) instead of (address); PMD-sized ranges from aging (57128468080a).</summary>
+    ClearFlushYoungRange,
+    ClearYoung,
+    TestYoung,
+    ChangePte,
+    InvalidatePage,
+    InvalidateRangeStartEnd,
+    /// <summary>invalidate_range (IOMMU/ATS) callback, called under the PTL by the *_clear_flush_notify helpers and from end.</summary>
+    InvalidateRange,
+    /// <summary>arch_invalidate_secondary_tlbs, called from the arch TLB flush.</summary>
+    ArchInvalidateSecondaryTlbs,
+    /// <summary>mmu_notifier_get/put with alloc_notifier/free_notifier.</summary>
+    NotifierGetPut,
+    /// <summary>mmu_interval_notifier with invalidate_seq, read_begin/read_retry.</summary>
+    IntervalNotifier,
+
+    // ---- core dispatch semantics (§1.3, §2)
+    /// <summary>Global SRCU read side: callbacks may sleep. Before: RCU, callbacks run atomic.</summary>
+    SrcuReadSide,
+    /// <summary>start takes blockable and returns int; invalidate_range_start_nonblock exists.</summary>
+    BlockableStart,
+    /// <summary>struct mmu_notifier_range with MMU_NOTIFY_* events.</summary>
+    RangeEvents,
+    /// <summary>On a failed non-blocking start, end is called for the subscriptions whose start succeeded (5.5 rework).</summary>
+    NonblockFailureCallsEnd,
+    /// <summary>mmu_notifier_invalidate_range_only_end (IR already done under the PTL).</summary>
+    OnlyEnd,
+    /// <summary>__mmu_notifier_change_pte falls back to invalidate_page when change_pte is not implemented.</summary>
+    ChangePteFallbackToInvalidatePage,
+    /// <summary>set_pte_at_notify sets the PTE first, then notifies (2.6.32). Later: notify, then set.</summary>
+    SetPteThenNotify,
+    /// <summary>Every set_pte_at_notify caller (COW, KSM, uprobes) is bracketed by start/end (6bdb913f0a70).</summary>
+    SetPteAtNotifyBracketed,
+    /// <summary>invalidate_page is called with the PTL held (ptep_clear_flush_notify).</summary>
+    InvalidatePageUnderPtl,
+    /// <summary>invalidate_page is called after pte_unmap_unlock (2ec74c3ef2d8): race §5(a).</summary>
+    InvalidatePageAfterPtl,
+    /// <summary>rmap walkers (try_to_unmap_one, page_mkclean_one) notify with start/end sized to the whole mapping (4.13).</summary>
+    RmapRangeNotify,
+    /// <summary>tlb_flush_mmu_tlbonly calls invalidate_range before batched pages are freed.</summary>
+    ZapInvalidateRangeOnFlush,
+
+    // ---- primary mm
+    /// <summary>Transparent huge pages (anon).</summary>
+    Thp,
+    /// <summary>mprotect starts its range lazily at the first populated PMD.</summary>
+    MprotectLazyStart,
+    /// <summary>OOM reaper exists.</summary>
+    OomReaper,
+    /// <summary>OOM reaper unmaps with no notifier at all (§5(d3)).</summary>
+    OomReaperNoNotifier,
+    /// <summary>OOM reaper skips mms with blockable notifiers (4.15).</summary>
+    OomReaperSkipsNotifierMm,
+    /// <summary>OOM reaper uses invalidate_range_start_nonblock per VMA and retries on -EAGAIN.</summary>
+    OomReaperNonblock,
+
+    // ---- KVM (§3)
+    /// <summary>mmu_lock is an rwlock: notifiers write, TDP faults read. Before: spinlock.</summary>
+    KvmMmuRwLock,
+    /// <summary>smp_wmb between seq++ and count-- in end, smp_rmb in the retry check (a355aa54f1d2).</summary>
+    KvmRetryBarriers,
+    /// <summary>Remote TLB flush before mmu_lock is dropped (2.6.32 flushed after unlock).</summary>
+    KvmFlushBeforeUnlock,
+    /// <summary>change_pte bumps mmu_notifier_seq and calls kvm_set_spte_hva.</summary>
+    KvmChangePteSeqBump,
+    /// <summary>change_pte WARNs unless inside start/end and returns early when count is 0 (c13fda237f08).</summary>
+    KvmChangePteWarnEarlyReturn,
+    /// <summary>KVM implements invalidate_range (APIC access page reload).</summary>
+    KvmInvalidateRange,
+    /// <summary>__kvm_handle_hva_range takes mmu_lock only when a memslot matches (071064f14d87).</summary>
+    KvmSkipLockWithoutSlot,
+    /// <summary>Memslot updates wait for mn_active_invalidate_count == 0 (52ac8b358b0c).</summary>
+    KvmMemslotWaitsForInvalidations,
+    /// <summary>The in-progress range is a gfn union and the retry check is mmu_invalidate_retry_gfn.</summary>
+    KvmRetryGfnRange,
+    /// <summary>Lockless mmu_invalidate_retry_gfn_unsafe before and after GUP.</summary>
+    KvmEarlyUnsafeRetry,
+    /// <summary>Zap transfers SPTE dirty/accessed to the folio (kvm_set_pfn_dirty). Removed in 6.13.</summary>
+    KvmZapMarksDirty,
+    /// <summary>Folio marked dirty at fault time under mmu_lock; page ref released under the lock (6.13).</summary>
+    KvmDirtyAtFault,
+    /// <summary>The mmu_notifier_* fields are named mmu_invalidate_* (6.1). Trace and diagram naming only.</summary>
+    KvmMmuInvalidateNames,
+
+    // ---- KSM (§4.1)
+    Ksm,
+    /// <summary>write_protect_page checks mapcount + 2 + swapped == refcount (2.6.32); later + 1.</summary>
+    KsmMapcountPlusTwo,
+    /// <summary>write_protect_page also triggers on pte_dirty (not only pte_write).</summary>
+    KsmWriteProtectDirty,
+    /// <summary>write_protect_page also triggers when mm_tlb_flush_pending (§5(d8)).</summary>
+    KsmTlbFlushPending,
+    /// <summary>KSM clears PTEs with ptep_clear_flush_notify (calls invalidate_range under the PTL).</summary>
+    KsmClearFlushNotify,
+    /// <summary>use_zero_pages knob.</summary>
+    KsmUseZeroPages,
+    /// <summary>Stable-node chains bounded by max_page_sharing.</summary>
+    KsmStableNodeChains,
+    /// <summary>PR_SET_MEMORY_MERGE (process-wide merge-any).</summary>
+    KsmMergeAny,
+    /// <summary>ksm_zero_pages counter and per-process ksm_merging_pages.</summary>
+    KsmZeroPagesCounter,
+}

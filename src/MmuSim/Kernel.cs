@@ -1,0 +1,159 @@
+using MmuSim.Eras;
+using MmuSim.Mm;
+using MmuSim.Sched;
+using MmuSim.Trace;
+
+namespace MmuSim;
+
+/// <summary>Construction options of a <see cref="Kernel"/>.</summary>
+public sealed record KernelOptions
+{
+    /// <summary>Initial physical frames (the array grows on demand up to <see cref="MaxFrames"/>).</summary>
+    public long InitialFrames { get; init; } = 4096;
+
+    public long MaxFrames { get; init; } = 1L << 30;
+
+    public MmuSim.Checker.CheckMode CheckMode { get; init; } = MmuSim.Checker.CheckMode.Full;
+
+    public IReadOnlySet<Mutation> Mutations { get; init; } = new HashSet<Mutation>();
+
+    public CostModel? Costs { get; init; }
+
+    /// <summary>Seed for data choices in plain simulation.</summary>
+    public ulong Seed { get; init; } = 1;
+}
+
+/// <summary>
+/// One simulated machine: the scheduler, the era, physical memory, page tables, every mm, and the checker.
+/// Kernel paths (faults, zap, rmap, KSM, KVM...) are methods that take it as their context; one instance is one run.
+/// </summary>
+/// <remarks>
+/// Everything here is touched only from the scheduler's single thread. Independent runs (exploration iterations)
+/// each build their own Kernel, so runs may go in parallel on separate cores without sharing state.
+/// </remarks>
+public sealed class Kernel
+{
+    readonly List<MmStruct> _mms = [];
+    readonly List<AnonVma> _anonVmas = [null!];
+    readonly ulong _mutations;
+
+    public Kernel(KernelEra era, IStrategy? strategy = null, KernelOptions? options = null)
+    {
+        options ??= new KernelOptions();
+        Era = era;
+        S = new Scheduler(strategy, options.Costs);
+        S.SeedPlain(options.Seed);
+        Mem = new PhysMem(options.InitialFrames, options.MaxFrames);
+        PageTables = new PageTablePool(S);
+        Stats = new Stats();
+        Trace = new Tracer(this);
+        Checker = new Checker.CoherenceChecker(this) { Mode = options.CheckMode };
+        SrcuWq = new WaitQueue(S, "srcu");
+        foreach (var m in options.Mutations) _mutations |= 1UL << (int)m;
+        if (options.CheckMode == MmuSim.Checker.CheckMode.Full) S.AfterStep = Checker.AfterStep;
+    }
+
+    public KernelEra Era { get; }
+
+    public Scheduler S { get; }
+
+    public PhysMem Mem { get; }
+
+    public PageTablePool PageTables { get; }
+
+    public Stats Stats { get; }
+
+    public Tracer Trace { get; }
+
+    public Checker.CoherenceChecker Checker { get; }
+
+    public IReadOnlyList<MmStruct> Mms => _mms;
+
+    /// <summary>Swap space: slot → page contents written out by reclaim.</summary>
+    public SwapSpace Swap { get; } = new();
+
+    /// <summary>Global SRCU readers of the notifier core (3.7+) and the queue synchronize_srcu waits on.</summary>
+    public int SrcuReaders { get; internal set; }
+
+    public WaitQueue SrcuWq { get; }
+
+    /// <summary>Subsystems attached to this kernel (KSM's ksmd state, KVM VMs...), by type.</summary>
+    public Dictionary<Type, object> Subsystems { get; } = [];
+
+    public T GetSubsystem<T>(Func<Kernel, T> create) where T : class
+    {
+        if (Subsystems.TryGetValue(typeof(T), out var o)) return (T)o;
+        var t = create(this);
+        Subsystems[typeof(T)] = t;
+        return t;
+    }
+
+    /// <summary>Is a mutation switch on? One bit test.</summary>
+    public bool Mutated(Mutation m) => (_mutations & (1UL << (int)m)) != 0;
+
+    /// <summary>mm_alloc: a new address space with one user.</summary>
+    public MmStruct CreateMm(string name)
+    {
+        var mm = new MmStruct(this, _mms.Count + 1, name);
+        _mms.Add(mm);
+        return mm;
+    }
+
+    internal AnonVma NewAnonVma(MmStruct owner)
+    {
+        if (_anonVmas.Count > 0xFFFF) throw new ModelException("more than 65535 anon_vma families");
+        var a = new AnonVma(_anonVmas.Count, S);
+        a.Members.Add(owner);
+        _anonVmas.Add(a);
+        return a;
+    }
+
+    public AnonVma AnonVmaById(int id) => _anonVmas[id];
+
+    /// <summary>Every anon_vma family <paramref name="mm"/> belongs to.</summary>
+    public IEnumerable<AnonVma> AnonVmasOf(MmStruct mm)
+    {
+        for (int i = 1; i < _anonVmas.Count; i++)
+            if (_anonVmas[i].Members.Contains(mm)) yield return _anonVmas[i];
+    }
+
+    /// <summary>Run every context to completion (or violation), then the end-of-run checks.</summary>
+    public Violation? Run(int iteration = 0)
+    {
+        var v = S.Run(iteration);
+        if (v == null)
+        {
+            Checker.OnRunComplete();
+            v = S.Violation;
+        }
+        return v;
+    }
+
+    /// <summary>Bytes of model memory for frames and page tables.</summary>
+    public long ModelBytes => Mem.ModelBytes + PageTables.ModelBytes;
+}
+
+/// <summary>Swap slots holding the contents of pages written out by reclaim.</summary>
+public sealed class SwapSpace
+{
+    readonly List<ulong> _slots = [0];
+    readonly Stack<int> _free = new();
+
+    public int Store(ulong contents)
+    {
+        if (_free.Count > 0)
+        {
+            int s = _free.Pop();
+            _slots[s] = contents;
+            return s;
+        }
+        _slots.Add(contents);
+        return _slots.Count - 1;
+    }
+
+    public ulong Load(int slot) => _slots[slot];
+
+    public void Free(int slot) => _free.Push(slot);
+
+    public int InUse => _slots.Count - 1 - _free.Count;
+}

@@ -1,0 +1,102 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// Folio reference and state helpers (include/linux/mm.h, mm/swap.c, mm/page-writeback.c). Every update is one step
+/// behind a <c>Point(Counter)</c> by the caller where another CPU could race with it; these helpers themselves do not yield.
+/// </summary>
+public static class Folio
+{
+    /// <summary>folio_get.</summary>
+    public static void Get(Kernel k, long pfn)
+    {
+        long head = k.Mem.FolioOf(pfn);
+        if (head == PhysMem.ZeroPfn) return;
+        ref var f = ref k.Mem[head];
+        if (f.Has(PageFlags.Free)) throw new ModelException($"folio_get on free pfn {head:#x}");
+        f.RefCount++;
+    }
+
+    /// <summary>folio_put: drop a reference; the last one frees the folio (the checker verifies no secondary reaches it).</summary>
+    public static void Put(Kernel k, long pfn)
+    {
+        long head = k.Mem.FolioOf(pfn);
+        if (head == PhysMem.ZeroPfn) return;
+        ref var f = ref k.Mem[head];
+        if (f.RefCount <= 0) throw new ModelException($"folio_put on pfn {head:#x} with refcount {f.RefCount}");
+        if (--f.RefCount > 0) return;
+        int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        if (f.MapCount != 0) throw new ModelException($"freeing pfn {head:#x} with mapcount {f.MapCount}");
+        k.Checker.OnFree(head, pages);
+        k.Mem.FreeFolio(head);
+        k.Stats.Inc(Stat.PagesFreed, pages);
+    }
+
+    /// <summary>folio_mark_dirty / set_page_dirty.</summary>
+    public static void MarkDirty(Kernel k, long pfn)
+    {
+        long head = k.Mem.FolioOf(pfn);
+        if (head == PhysMem.ZeroPfn) return;
+        k.Mem[head].Set(PageFlags.Dirty);
+        k.Checker.OnFolioDirtied(head, k.Mem.IsHuge(head) ? PhysMem.HugePages : 1);
+    }
+
+    /// <summary>folio_test_clear_dirty (writeback's clear_page_dirty_for_io, MADV_FREE's folio_clear_dirty).</summary>
+    public static bool TestClearDirty(Kernel k, long pfn, string why)
+    {
+        long head = k.Mem.FolioOf(pfn);
+        ref var f = ref k.Mem[head];
+        int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        k.Checker.OnFolioCleaned(head, pages, why);
+        bool was = f.Has(PageFlags.Dirty);
+        f.Clear(PageFlags.Dirty);
+        return was;
+    }
+
+    public static bool IsDirty(Kernel k, long pfn) => k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Dirty);
+
+    /// <summary>folio_add_new_anon_rmap: first mapping of a fresh anon folio at <paramref name="addr"/> (exclusive).</summary>
+    public static void AddNewAnonRmap(Kernel k, long pfn, Vma vma, ulong addr, bool huge = false)
+    {
+        var anon = vma.Mm.AnonVmaPrepare(vma);
+        ref var f = ref k.Mem[pfn];
+        f.Set(PageFlags.Anon | PageFlags.AnonExclusive);
+        f.AnonRoot = anon.Id;
+        f.Index = vma.IndexOf(addr);
+        if (huge)
+        {
+            k.Mem.EntireMapcountHolder(pfn).RefCount = 1;
+            for (long p = pfn + 1; p < pfn + PhysMem.HugePages; p++) k.Mem[p].Index = f.Index + (ulong)(p - pfn);
+        }
+        else f.MapCount = 1;
+        vma.Mm.RssAnon += huge ? PhysMem.HugePages : 1;
+    }
+
+    /// <summary>folio_add_anon_rmap_pte (an existing anon page gains a mapping: fork, swap-in of a shared page).</summary>
+    public static void AddAnonRmap(Kernel k, long pfn, MmStruct mm)
+    {
+        k.Mem[pfn].MapCount++;
+        mm.RssAnon++;
+    }
+
+    /// <summary>folio_remove_rmap_pte / page_remove_rmap.</summary>
+    public static void RemoveRmap(Kernel k, long pfn, MmStruct mm)
+    {
+        if (pfn == PhysMem.ZeroPfn) return;
+        ref var f = ref k.Mem[pfn];
+        if (f.MapCount <= 0) throw new ModelException($"page_remove_rmap on pfn {pfn:#x} with mapcount {f.MapCount}");
+        f.MapCount--;
+        mm.RssAnon--;
+        if (f.MapCount == 0 && !f.Has(PageFlags.Tail)) f.Clear(PageFlags.AnonExclusive);
+    }
+
+    /// <summary>folio_remove_rmap_pmd: a PMD mapping of a THP goes away.</summary>
+    public static void RemoveRmapPmd(Kernel k, long head, MmStruct mm)
+    {
+        ref var e = ref k.Mem.EntireMapcountHolder(head);
+        if (e.RefCount <= 0) throw new ModelException($"folio_remove_rmap_pmd on {head:#x} with entire_mapcount {e.RefCount}");
+        e.RefCount--;
+        mm.RssAnon -= PhysMem.HugePages;
+    }
+}

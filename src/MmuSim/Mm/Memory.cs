@@ -1,0 +1,308 @@
+using MmuSim.Eras;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>vm_fault_t results.</summary>
+public enum VmFault : byte
+{
+    Ok,
+    /// <summary>VM_FAULT_RETRY / a pte_same check failed: the caller re-walks.</summary>
+    Retry,
+    /// <summary>VM_FAULT_SIGSEGV: no VMA, or the access is not allowed by its protection.</summary>
+    SigSegv,
+    Oom,
+}
+
+/// <summary>FAULT_FLAG_*.</summary>
+[Flags]
+public enum FaultFlags : byte
+{
+    None = 0,
+    Write = 1,
+    /// <summary>FAULT_FLAG_UNSHARE: break COW without writing (KSM unmerge, GUP pin).</summary>
+    Unshare = 2,
+    /// <summary>FAULT_FLAG_REMOTE: on behalf of another task (GUP from KVM/KSM).</summary>
+    Remote = 4,
+}
+
+/// <summary>
+/// mm/memory.c: page faults, COW and the user access that triggers them.
+/// Callers hold mmap_lock for read around <see cref="HandleMmFault"/> (faults never take it themselves).
+/// </summary>
+public static partial class Memory
+{
+    const ulong PageSize = MmStruct.PageSize;
+
+    /// <summary>handle_mm_fault: resolve a fault at <paramref name="addr"/>. Caller holds mmap_lock (read).</summary>
+    public static async ValueTask<VmFault> HandleMmFault(MmStruct mm, ulong addr, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("handle_mm_fault");
+        k.S.Charge(CostKind.Fault);
+        k.Stats.Inc(Stat.Faults);
+        addr &= MmStruct.PageMask;
+        bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
+        var vma = mm.FindVma(addr);
+        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable)) return VmFault.SigSegv;
+
+        var pmd = mm.PeekPmd(addr);
+        if (pmd.Present && pmd.Huge)
+            return await HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
+        if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
+        {
+            var r = await HugeMemory.DoHugePmdAnonymousPage(mm, vma, addr, write);
+            if (r != VmFault.Retry) return r;
+        }
+
+        int t = mm.PteAlloc(addr);
+        if (t == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
+        var pte = await mm.PtepGet(t, addr);
+        if (pte.IsNone) return await DoAnonymousPage(mm, vma, addr, t, write);
+        if (pte.IsSwapEntry)
+        {
+            if (pte.IsMigration) return await Migrate.MigrationEntryWait(mm, t, addr, pte);
+            return await DoSwapPage(mm, vma, addr, t, pte);
+        }
+
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (cur != pte)
+        {
+            await mm.UnlockPtl(t);
+            return VmFault.Retry;
+        }
+        if (write && !pte.Writable) return await DoWpPage(mm, vma, addr, t, pte, flags); // drops the PTL
+        // Spurious or access-bit fault: mark young (and dirty for writes).
+        var young = pte.WithAccessed(true);
+        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true);
+        if (young != pte) await mm.SetPte(t, addr, young);
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>do_anonymous_page: map the zero page for a read, a fresh zeroed page for a write.</summary>
+    public static async ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_anonymous_page");
+        if (!write)
+        {
+            k.Stats.Inc(Stat.AnonReadFaults);
+            await mm.LockPtl(t);
+            var p = await mm.PtepGet(t, addr);
+            if (p.IsNone)
+            {
+                await mm.SetPte(t, addr, Pte.Make(PhysMem.ZeroPfn, writable: false, special: true));
+                k.Stats.Inc(Stat.ZeroPageMaps);
+            }
+            await mm.UnlockPtl(t);
+            return VmFault.Ok;
+        }
+        k.Stats.Inc(Stat.AnonWriteFaults);
+        mm.AnonVmaPrepare(vma);
+        await k.S.Point(PointKind.Alloc, addr);
+        long pfn = k.Mem.AllocPage();
+        if (pfn < 0) return VmFault.Oom;
+        k.S.Charge(CostKind.ZeroPage);
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (!cur.IsNone)
+        {
+            await mm.UnlockPtl(t);
+            Folio.Put(k, pfn);
+            return VmFault.Retry;
+        }
+        Folio.AddNewAnonRmap(k, pfn, vma, addr);
+        await mm.SetPte(t, addr, Pte.Make(pfn, writable: vma.Writable, dirty: true));
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// do_wp_page: write (or unshare) fault on a present read-only PTE. Called with the PTL held; drops it.
+    /// Reuses an exclusive anon folio in place (no notifier: upgrades are never notified) or copies.
+    /// </summary>
+    public static async ValueTask<VmFault> DoWpPage(MmStruct mm, Vma vma, ulong addr, int t, Pte orig, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_wp_page");
+        long pfn = orig.Pfn;
+        if (!orig.Special && pfn != PhysMem.ZeroPfn && vma.Writable)
+        {
+            ref var f = ref k.Mem[pfn];
+            // wp_can_reuse_anon_folio: never a KSM page; only when we hold the only reference.
+            if (f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm) && !f.Has(PageFlags.Tail) && f.RefCount == 1 && f.MapCount == 1)
+            {
+                await WpPageReuse(mm, vma, addr, t, orig, flags);
+                return VmFault.Ok;
+            }
+        }
+        if (!orig.Special && pfn != PhysMem.ZeroPfn) Folio.Get(k, pfn); // the fault's reference to the old page
+        await mm.UnlockPtl(t);
+        return await WpPageCopy(mm, vma, addr, t, orig, flags);
+    }
+
+    /// <summary>wp_page_reuse: make the PTE writable (and dirty for a write) in place. No notifier. Drops the PTL.</summary>
+    public static async ValueTask WpPageReuse(MmStruct mm, Vma vma, ulong addr, int t, Pte orig, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("wp_page_reuse");
+        k.Stats.Inc(Stat.CowReuses);
+        k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
+        var pte = orig.WithAccessed(true);
+        if ((flags & FaultFlags.Write) != 0 || vma.Writable) pte = pte.WithWrite(vma.Writable);
+        if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true);
+        await mm.SetPte(t, addr, pte);
+        await mm.UnlockPtl(t);
+    }
+
+    /// <summary>
+    /// wp_page_copy: copy the old page (or zero-fill for the zero page) into a new one and switch the PTE.
+    /// 2.6.32: ptep_clear_flush + set_pte_at_notify with no start/end. 3.7+: start/end CLEAR around it; 3.19-6.5
+    /// the clear calls invalidate_range under the PTL and end is only_end from 4.15. The old folio is put after end.
+    /// The fault's reference on the old page was taken by <see cref="DoWpPage"/>; the PTL is not held on entry.
+    /// </summary>
+    public static async ValueTask<VmFault> WpPageCopy(MmStruct mm, Vma vma, ulong addr, int t, Pte orig, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("wp_page_copy");
+        long oldPfn = orig.Pfn;
+        bool oldIsZero = orig.Special || oldPfn == PhysMem.ZeroPfn;
+        mm.AnonVmaPrepare(vma);
+        await k.S.Point(PointKind.Alloc, addr);
+        long newPfn = k.Mem.AllocPage();
+        if (newPfn < 0)
+        {
+            if (!oldIsZero) Folio.Put(k, oldPfn);
+            return VmFault.Oom;
+        }
+        if (oldIsZero) k.S.Charge(CostKind.ZeroPage);
+        else
+        {
+            k.Mem[newPfn].Contents = k.Mem[oldPfn].Contents;
+            k.S.Charge(CostKind.CopyPage);
+        }
+
+        bool bracket = k.Era.Has(Feature.SetPteAtNotifyBracketed);
+        var range = new MmuNotifierRange(mm, addr, addr + PageSize, MmuNotifyEvent.Clear);
+        if (bracket) await mm.Notifiers.InvalidateRangeStart(range);
+
+        bool copied = false;
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (cur == orig)
+        {
+            // 2.6.32 and 3.7-3.18 clear with plain ptep_clear_flush (set_pte_at_notify does the notifying);
+            // 3.19-6.5 use ptep_clear_flush_notify (invalidate_range under the PTL).
+            if (k.Era.Has(Feature.InvalidateRange)) await Tlb.PtepClearFlushNotify(mm, t, addr);
+            else await Tlb.PtepClearFlush(mm, t, addr);
+            Folio.AddNewAnonRmap(k, newPfn, vma, addr);
+            bool w = (flags & FaultFlags.Write) != 0;
+            await Tlb.SetPteAtNotify(mm, t, addr, Pte.Make(newPfn, writable: vma.Writable, dirty: w));
+            if (!oldIsZero) Folio.RemoveRmap(k, oldPfn, mm);
+            copied = true;
+            k.Stats.Inc(Stat.CowCopies);
+        }
+        await mm.UnlockPtl(t);
+        if (bracket) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
+
+        await k.S.Point(PointKind.Free, addr);
+        if (!copied) Folio.Put(k, newPfn);
+        if (!oldIsZero)
+        {
+            if (copied) Folio.Put(k, oldPfn); // the old PTE's reference
+            Folio.Put(k, oldPfn);             // the fault's reference
+        }
+        return copied ? VmFault.Ok : VmFault.Retry;
+    }
+
+    /// <summary>do_swap_page: bring a swapped-out page back into a new frame (no swap cache in the model).</summary>
+    public static async ValueTask<VmFault> DoSwapPage(MmStruct mm, Vma vma, ulong addr, int t, Pte orig)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_swap_page");
+        await k.S.Point(PointKind.Alloc, addr);
+        long pfn = k.Mem.AllocPage();
+        if (pfn < 0) return VmFault.Oom;
+        int slot = (int)orig.Pfn;
+        k.Mem[pfn].Contents = k.Swap.Load(slot);
+        k.S.Charge(CostKind.CopyPage);
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (cur != orig)
+        {
+            await mm.UnlockPtl(t);
+            Folio.Put(k, pfn);
+            return VmFault.Retry;
+        }
+        Folio.AddNewAnonRmap(k, pfn, vma, addr);
+        k.Mem[pfn].Set(PageFlags.Dirty); // only copy is in memory now
+        await mm.SetPte(t, addr, Pte.Make(pfn, writable: vma.Writable, dirty: false));
+        k.Swap.Free(slot);
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// A user-space load or store at <paramref name="addr"/> by a task of <paramref name="mm"/>: one atomic step that
+    /// walks the primary tables, sets Accessed/Dirty as the hardware walker does and moves the data; a missing or
+    /// read-only translation faults and retries. Returns the value read (or written), or null on SIGSEGV/OOM.
+    /// </summary>
+    public static async ValueTask<ulong?> UserAccess(MmStruct mm, ulong addr, bool write, ulong value = 0)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter(write ? "user_write" : "user_read");
+        await mm.MmapLock.ReadLock();
+        try
+        {
+            for (int attempt = 0; attempt < 64; attempt++)
+            {
+                await k.S.Point(PointKind.PteRead, addr);
+                if (TryTouch(mm, addr, write, value, out var result)) return result;
+                var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
+                if (r is VmFault.SigSegv or VmFault.Oom) return null;
+            }
+            k.S.Fail(Invariants.Liveness, $"user access to {addr:#x} kept faulting", addr);
+            return null;
+        }
+        finally
+        {
+            await mm.MmapLock.ReadUnlock();
+        }
+    }
+
+    /// <summary>The hardware part of an access: walk, check permission, set A/D, move data. No scheduling point.</summary>
+    static bool TryTouch(MmStruct mm, ulong addr, bool write, ulong value, out ulong result)
+    {
+        var k = mm.Kernel;
+        var pool = k.PageTables;
+        result = 0;
+        ulong va = addr & MmStruct.PageMask;
+        int pmdT = mm.PmdTable(va);
+        if (pmdT == 0) return false;
+        ref ulong pmdE = ref pool.Entry(pmdT, PageTablePool.PmdIndex(va));
+        var pmd = new Pte(pmdE);
+        long pfn;
+        if (pmd.Present && pmd.Huge)
+        {
+            if (write && !pmd.Writable) return false;
+            pmdE = pmd.WithAccessed(true).WithDirty(pmd.Dirty || write).Raw;
+            pfn = pmd.Pfn + (long)((va & ~MmStruct.PmdMask) >> MmStruct.PageShift);
+        }
+        else
+        {
+            if (!pmd.Present) return false;
+            ref ulong e = ref pool.Entry(pmd.TableId, PageTablePool.PteIndex(va));
+            var pte = new Pte(e);
+            if (!pte.Present || (write && !pte.Writable)) return false;
+            e = pte.WithAccessed(true).WithDirty(pte.Dirty || write).Raw;
+            pfn = pte.Pfn;
+        }
+        k.S.Charge(CostKind.Access);
+        if (write) k.Mem[pfn].Contents = value;
+        result = k.Mem[pfn].Contents;
+        return true;
+    }
+}

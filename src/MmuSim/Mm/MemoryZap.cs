@@ -1,0 +1,159 @@
+using MmuSim.Eras;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// struct mmu_gather (mm/mmu_gather.c): pages whose PTEs were cleared wait here until the TLB is flushed, then are
+/// freed. The batch flushes early when full (still after invalidate_range_start); normally at tlb_finish_mmu, after end.
+/// </summary>
+public sealed class MmuGather(MmStruct mm)
+{
+    readonly List<long> _pages = [];
+    ulong _start = ulong.MaxValue, _end;
+
+    /// <summary>Pages per batch before an early tlb_flush_mmu (MAX_GATHER_BATCH-like). Scenarios may lower it.</summary>
+    public static int DefaultBatch { get; set; } = 512;
+
+    public int Batch { get; init; } = DefaultBatch;
+
+    public MmStruct Mm => mm;
+
+    public int Pending => _pages.Count;
+
+    /// <summary>Record a flushed range (tlb_flush_pte_range).</summary>
+    public void TrackRange(ulong start, ulong end)
+    {
+        if (start < _start) _start = start;
+        if (end > _end) _end = end;
+    }
+
+    /// <summary>__tlb_remove_page: queue the mapping's reference; returns true when the batch is full.</summary>
+    public bool RemovePage(long pfn)
+    {
+        _pages.Add(pfn);
+        return _pages.Count >= Batch;
+    }
+
+    /// <summary>tlb_flush_mmu: flush the TLB for the gathered range (3.19-6.5: + invalidate_range), then free the batch.</summary>
+    public async ValueTask FlushMmu()
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("tlb_flush_mmu");
+        if (_end > _start)
+        {
+            await Tlb.FlushTlbRange(mm, _start, _end);
+            if (k.Era.Has(Feature.ZapInvalidateRangeOnFlush)) await mm.Notifiers.InvalidateRange(_start, _end);
+            _start = ulong.MaxValue;
+            _end = 0;
+        }
+        if (_pages.Count == 0) return;
+        await k.S.Point(PointKind.Free);
+        foreach (var pfn in _pages) Folio.Put(k, pfn);
+        _pages.Clear();
+    }
+
+    /// <summary>tlb_finish_mmu.</summary>
+    public ValueTask Finish() => FlushMmu();
+}
+
+public static partial class Memory
+{
+    /// <summary>
+    /// zap_pte_range / zap_pmd_range for [start, end) of one VMA: clear PTEs under their PTL, transfer dirty to the
+    /// folio, drop rmap, queue the pages in <paramref name="tlb"/>. Huge PMDs are zapped whole (zap_huge_pmd).
+    /// Runs inside the caller's invalidate_range_start/end.
+    /// </summary>
+    public static async ValueTask UnmapPageRange(MmuGather tlb, Vma vma, ulong start, ulong end)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("unmap_page_range");
+        ulong addr = start;
+        while (addr < end)
+        {
+            ulong pmdEnd = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, end);
+            var pmd = mm.PeekPmd(addr);
+            if (pmd.Present && pmd.Huge)
+            {
+                if ((addr & ~MmStruct.PmdMask) != 0 || pmdEnd - addr != MmStruct.PmdSize)
+                    await HugeMemory.SplitHugePmd(vma, addr, notify: false);
+                else
+                {
+                    await HugeMemory.ZapHugePmd(tlb, vma, addr);
+                    addr = pmdEnd;
+                    continue;
+                }
+            }
+            int t = mm.PteTable(addr);
+            if (t != 0) await ZapPteRange(tlb, vma, t, addr, pmdEnd);
+            addr = pmdEnd;
+        }
+    }
+
+    /// <summary>zap_pte_range: one PTE table's part of the range, under its PTL.</summary>
+    public static async ValueTask ZapPteRange(MmuGather tlb, Vma vma, int t, ulong start, ulong end)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("zap_pte_range");
+        bool full = false;
+        await mm.LockPtl(t);
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+        {
+            if (mm.PeekPte(a).IsNone) continue;
+            var old = await mm.PtepGetAndClear(t, a);
+            if (old.Present)
+            {
+                k.S.Charge(CostKind.Zap);
+                k.Stats.Inc(Stat.PagesZapped);
+                tlb.TrackRange(a, a + MmStruct.PageSize);
+                if (old.Special || old.Pfn == PhysMem.ZeroPfn) continue;
+                if (old.Dirty) Folio.MarkDirty(k, old.Pfn);
+                Folio.RemoveRmap(k, old.Pfn, mm);
+                if (k.Mutated(Mutation.FreeBeforeEnd)) Folio.Put(k, old.Pfn);
+                else full |= tlb.RemovePage(old.Pfn);
+            }
+            else if (old.SwapKind == SwapType.Swap) k.Swap.Free((int)old.Pfn);
+        }
+        await mm.UnlockPtl(t);
+        if (full) await tlb.FlushMmu();
+    }
+
+    /// <summary>
+    /// unmap_vmas: zap every VMA overlapping [start, end) inside one invalidate_range_start/end (UNMAP). Pages are
+    /// freed by the caller's tlb_finish_mmu, after end.
+    /// </summary>
+    public static async ValueTask UnmapVmas(MmuGather tlb, MmStruct mm, ulong start, ulong end)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("unmap_vmas");
+        var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.Unmap);
+        await mm.Notifiers.InvalidateRangeStart(range);
+        foreach (var vma in mm.Vmas.ToArray())
+        {
+            ulong s = Math.Max(vma.Start, start), e = Math.Min(vma.End, end);
+            if (s < e) await UnmapPageRange(tlb, vma, s, e);
+        }
+        await mm.Notifiers.InvalidateRangeEnd(range);
+    }
+
+    /// <summary>
+    /// zap_page_range_single (MADV_DONTNEED and friends): CLEAR invalidation around the zap of one VMA's range;
+    /// tlb_finish_mmu after end frees the pages.
+    /// </summary>
+    public static async ValueTask ZapPageRangeSingle(Vma vma, ulong start, ulong end)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("zap_page_range_single");
+        var tlb = new MmuGather(mm);
+        var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.Clear);
+        bool notify = !k.Mutated(Mutation.SkipStartOnZap);
+        if (notify) await mm.Notifiers.InvalidateRangeStart(range);
+        await UnmapPageRange(tlb, vma, start, end);
+        if (notify) await mm.Notifiers.InvalidateRangeEnd(range);
+        await tlb.Finish();
+    }
+}

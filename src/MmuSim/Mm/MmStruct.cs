@@ -1,0 +1,303 @@
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// struct mm_struct: one process address space: its page-table root, VMAs, mmap_lock and notifier subscriptions.
+/// </summary>
+/// <remarks>
+/// <para>Locking rules (include/linux/mm_types.h, mm/memory.c):</para>
+/// <list type="bullet">
+/// <item>VMAs change under <see cref="MmapLock"/> for write (mmap, munmap, mprotect, mremap, madvise(MADV_MERGEABLE),
+/// fork on the parent). Faults, madvise(DONTNEED/FREE) and GUP hold it for read.</item>
+/// <item>A PTE changes only under its table's PTL (<see cref="PageTablePool.Locks"/>); a huge PMD under its PMD lock.</item>
+/// <item>Upper levels (PGD/PUD/PMD table pointers) are populated within one step of a path holding mmap_lock, so two
+/// faults never race to populate (the kernel's pmd_populate under the PMD lock is folded into that step).</item>
+/// <item>Frame refcounts/mapcounts change under the PTL of the mapping being changed, or by the holder of a reference.</item>
+/// </list>
+/// <para>Every access to a PTE goes through <see cref="PtepGet"/>/<see cref="SetPte"/>, each a scheduling point.</para>
+/// </remarks>
+public sealed class MmStruct
+{
+    public const int PageShift = 12;
+    public const ulong PageSize = 1UL << PageShift;
+    public const ulong PageMask = ~(PageSize - 1);
+    public const ulong PmdSize = 1UL << 21;
+    public const ulong PmdMask = ~(PmdSize - 1);
+
+    readonly Kernel _k;
+    readonly List<Vma> _vmas = [];
+
+    internal MmStruct(Kernel k, int id, string name)
+    {
+        _k = k;
+        Id = id;
+        Name = name;
+        Pgd = k.PageTables.AllocTable();
+        MmapLock = new KRwLock(k.S, $"mm{id}->mmap_lock", sleeping: true);
+        Notifiers = new MmuNotifierCore(k, this);
+        Users = 1;
+        Count = 1;
+    }
+
+    public Kernel Kernel => _k;
+    public int Id { get; }
+    public string Name { get; }
+
+    /// <summary>Table id of the PGD.</summary>
+    public int Pgd { get; private set; }
+
+    public KRwLock MmapLock { get; }
+
+    /// <summary>mm->notifier_subscriptions.</summary>
+    public MmuNotifierCore Notifiers { get; }
+
+    /// <summary>mm_users (address-space users) and mm_count (struct pins, incl. notifiers).</summary>
+    public int Users { get; internal set; }
+    public int Count { get; internal set; }
+
+    /// <summary>exit_mmap has run; the address space is gone.</summary>
+    public bool Exited { get; internal set; }
+
+    /// <summary>OOM victim: MMF_OOM_SKIP etc. (reaper bookkeeping).</summary>
+    public bool OomReaped { get; internal set; }
+
+    /// <summary>mm->tlb_flush_pending: batched TLB flushes not yet done (§5(d8)).</summary>
+    public int TlbFlushPending { get; internal set; }
+
+    /// <summary>RSS counters (MM_ANONPAGES).</summary>
+    public long RssAnon { get; internal set; }
+
+    /// <summary>KSM: MMF_VM_MERGE_ANY (PR_SET_MEMORY_MERGE).</summary>
+    public bool MergeAny { get; internal set; }
+
+    /// <summary>Opaque per-mm KSM state (mm_slot), owned by the Ksm subsystem.</summary>
+    public object? KsmSlot { get; set; }
+
+    public IReadOnlyList<Vma> Vmas => _vmas;
+
+    /// <summary>invalidate_range_start..end regions in flight on this mm (checker bookkeeping; nested and concurrent).</summary>
+    public List<MmuNotifierRange> ActiveRanges { get; } = [];
+
+    Scheduler S => _k.S;
+    PageTablePool Pool => _k.PageTables;
+
+    // ------------------------------------------------------------------ VMAs
+
+    /// <summary>find_vma: the VMA containing <paramref name="addr"/>, or null. Binary search, no allocation.</summary>
+    public Vma? FindVma(ulong addr)
+    {
+        int lo = 0, hi = _vmas.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            var v = _vmas[mid];
+            if (addr < v.Start) hi = mid - 1;
+            else if (addr >= v.End) lo = mid + 1;
+            else return v;
+        }
+        return null;
+    }
+
+    /// <summary>Insert a VMA (caller holds mmap_lock for write or is setting up). Fails on overlap.</summary>
+    public Vma InsertVma(Vma vma)
+    {
+        if (vma.Start >= vma.End || (vma.Start & ~PageMask) != 0 || (vma.End & ~PageMask) != 0)
+            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) is empty or not page aligned");
+        int i = 0;
+        while (i < _vmas.Count && _vmas[i].Start < vma.Start) i++;
+        if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
+            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) overlaps an existing mapping");
+        _vmas.Insert(i, vma);
+        return vma;
+    }
+
+    internal void RemoveVma(Vma vma) => _vmas.Remove(vma);
+
+    /// <summary>__split_vma: split at <paramref name="addr"/>, returning the upper part.</summary>
+    internal Vma SplitVma(Vma vma, ulong addr)
+    {
+        var upper = new Vma(this, addr, vma.End, vma.Prot, vma.Flags)
+        {
+            AnonVma = vma.AnonVma,
+            PgOff = vma.PgOff + ((addr - vma.Start) >> PageShift),
+            Name = vma.Name,
+        };
+        vma.End = addr;
+        _vmas.Insert(_vmas.IndexOf(vma) + 1, upper);
+        return upper;
+    }
+
+    /// <summary>anon_vma_prepare: the VMA's anon_vma family (created on first anonymous fault).</summary>
+    internal AnonVma AnonVmaPrepare(Vma vma) => vma.AnonVma ??= _k.NewAnonVma(this);
+
+    // ------------------------------------------------------------------ page-table walk
+
+    /// <summary>Table id of the PMD table for <paramref name="va"/>, or 0 when not populated.</summary>
+    public int PmdTable(ulong va)
+    {
+        var pgd = new Pte(Pool.Entry(Pgd, PageTablePool.PgdIndex(va)));
+        if (!pgd.Present) return 0;
+        var pud = new Pte(Pool.Entry(pgd.TableId, PageTablePool.PudIndex(va)));
+        return pud.Present ? pud.TableId : 0;
+    }
+
+    /// <summary>Raw PMD entry for <paramref name="va"/> (none when not populated). No scheduling point.</summary>
+    public Pte PeekPmd(ulong va)
+    {
+        int pmdt = PmdTable(va);
+        return pmdt == 0 ? Pte.None : new Pte(Pool.Entry(pmdt, PageTablePool.PmdIndex(va)));
+    }
+
+    /// <summary>Table id of the PTE table for <paramref name="va"/>, or 0 when none (or when the PMD is huge).</summary>
+    public int PteTable(ulong va)
+    {
+        var pmd = PeekPmd(va);
+        return pmd.Present && !pmd.Huge ? pmd.TableId : 0;
+    }
+
+    /// <summary>The PTE for <paramref name="va"/> without a scheduling point (checker, tests, debugging).</summary>
+    public Pte PeekPte(ulong va)
+    {
+        int t = PteTable(va);
+        return t == 0 ? Pte.None : new Pte(Pool.Entry(t, PageTablePool.PteIndex(va)));
+    }
+
+    /// <summary>
+    /// What the primary maps at <paramref name="va"/>, at 4 KiB granularity: for a huge PMD the sub-page pfn.
+    /// (present, pfn, writable, dirty); no scheduling point.
+    /// </summary>
+    public (bool Present, long Pfn, bool Writable, bool Dirty) Translate(ulong va)
+    {
+        var pmd = PeekPmd(va);
+        if (pmd.Present && pmd.Huge)
+            return (true, pmd.Pfn + (long)((va & ~PmdMask) >> PageShift), pmd.Writable, pmd.Dirty);
+        if (!pmd.Present) return (false, -1, false, false);
+        var pte = new Pte(Pool.Entry(pmd.TableId, PageTablePool.PteIndex(va)));
+        return pte.Present ? (true, pte.Pfn, pte.Writable, pte.Dirty) : (false, -1, false, false);
+    }
+
+    /// <summary>__pmd_alloc: populate PGD/PUD levels so that a PMD table exists for <paramref name="va"/>.</summary>
+    public int PmdAlloc(ulong va)
+    {
+        ref ulong pgdE = ref Pool.Entry(Pgd, PageTablePool.PgdIndex(va));
+        if (!new Pte(pgdE).Present) pgdE = Pte.Table(Pool.AllocTable()).Raw;
+        int pudT = new Pte(pgdE).TableId;
+        ref ulong pudE = ref Pool.Entry(pudT, PageTablePool.PudIndex(va));
+        if (!new Pte(pudE).Present) pudE = Pte.Table(Pool.AllocTable()).Raw;
+        return new Pte(pudE).TableId;
+    }
+
+    /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge.</summary>
+    public int PteAlloc(ulong va)
+    {
+        int pmdT = PmdAlloc(va);
+        ref ulong pmdE = ref Pool.Entry(pmdT, PageTablePool.PmdIndex(va));
+        var pmd = new Pte(pmdE);
+        if (pmd.Present) return pmd.Huge ? 0 : pmd.TableId;
+        int t = Pool.AllocTable();
+        pmdE = Pte.Table(t).Raw;
+        return t;
+    }
+
+    /// <summary>The PTL protecting the PTE table <paramref name="table"/> (pte_lockptr).</summary>
+    public ValueTask LockPtl(int table) => Pool.Locks.Lock(table);
+
+    public ValueTask UnlockPtl(int table) => Pool.Locks.Unlock(table);
+
+    /// <summary>pmd_lock: the PMD table's lock.</summary>
+    public ValueTask LockPmd(ulong va) => Pool.Locks.Lock(PmdTable(va));
+
+    public ValueTask UnlockPmd(ulong va) => Pool.Locks.Unlock(PmdTable(va));
+
+    /// <summary>ptep_get: read a PTE (a scheduling point).</summary>
+    public ValueTask<Pte> PtepGet(int table, ulong va)
+    {
+        if (S.OnPoint(PointKind.PteRead, va)) return new(new Pte(Pool.Entry(table, PageTablePool.PteIndex(va))));
+        return PtepGetSlow(table, va);
+    }
+
+    async ValueTask<Pte> PtepGetSlow(int table, ulong va)
+    {
+        await S.Parked();
+        return new Pte(Pool.Entry(table, PageTablePool.PteIndex(va)));
+    }
+
+    /// <summary>set_pte_at: write a PTE (a scheduling point before the store).</summary>
+    public ValueTask SetPte(int table, ulong va, Pte pte)
+    {
+        if (S.OnPoint(PointKind.PteWrite, va))
+        {
+            Pool.Entry(table, PageTablePool.PteIndex(va)) = pte.Raw;
+            return default;
+        }
+        return SetPteSlow(table, va, pte);
+    }
+
+    async ValueTask SetPteSlow(int table, ulong va, Pte pte)
+    {
+        await S.Parked();
+        Pool.Entry(table, PageTablePool.PteIndex(va)) = pte.Raw;
+    }
+
+    /// <summary>ptep_get_and_clear: read and clear atomically (one step).</summary>
+    public async ValueTask<Pte> PtepGetAndClear(int table, ulong va)
+    {
+        await S.Point(PointKind.PteWrite, va);
+        ref ulong e = ref Pool.Entry(table, PageTablePool.PteIndex(va));
+        var old = new Pte(e);
+        e = 0;
+        return old;
+    }
+
+    /// <summary>pmdp_get / set_pmd_at on the PMD entry for <paramref name="va"/> (scheduling points).</summary>
+    public async ValueTask<Pte> PmdpGet(ulong va)
+    {
+        await S.Point(PointKind.PmdRead, va);
+        return PeekPmd(va);
+    }
+
+    public async ValueTask SetPmd(ulong va, Pte pmd)
+    {
+        await S.Point(PointKind.PmdWrite, va);
+        int t = PmdTable(va);
+        if (t == 0) t = PmdAlloc(va);
+        Pool.Entry(t, PageTablePool.PmdIndex(va)) = pmd.Raw;
+    }
+
+    // ------------------------------------------------------------------ mm_take_all_locks
+
+    /// <summary>mm_take_all_locks (model): every anon_vma lock of this mm, for write. Caller holds mmap_lock for write.</summary>
+    internal async ValueTask TakeAllLocks()
+    {
+        foreach (var v in _vmas)
+            if (v.AnonVma != null && !v.AnonVma.Lock.IsWriteLockedByCurrent) await v.AnonVma.Lock.WriteLock();
+    }
+
+    internal void DropAllLocks()
+    {
+        // Released without extra points: mm_drop_all_locks is one step in the model.
+        foreach (var v in _vmas)
+            if (v.AnonVma != null && v.AnonVma.Lock.IsWriteLockedByCurrent) v.AnonVma.Lock.ForceWriteUnlock();
+    }
+
+    internal void FreeAllTables()
+    {
+        FreeLevel(Pgd, 3);
+        Pgd = 0;
+    }
+
+    void FreeLevel(int table, int level)
+    {
+        if (level > 0)
+            foreach (var raw in Pool.Table(table))
+            {
+                var e = new Pte(raw);
+                if (e.Present && !e.Huge) FreeLevel(e.TableId, level - 1);
+            }
+        Pool.FreeTable(table);
+    }
+
+    public override string ToString() => $"mm{Id}({Name})";
+}

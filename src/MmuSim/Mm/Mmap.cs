@@ -1,0 +1,95 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>mm/mmap.c: mmap, munmap and exit_mmap.</summary>
+public static class Mmap
+{
+    /// <summary>do_mmap of anonymous memory at a fixed address. Takes mmap_lock for write.</summary>
+    public static async ValueTask<Vma> DoMmap(MmStruct mm, ulong addr, ulong len, Prot prot, VmFlags flags, string name = "")
+    {
+        using var _ = mm.Kernel.S.Current.Enter("do_mmap");
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags) { Name = name });
+        }
+        finally
+        {
+            await mm.MmapLock.WriteUnlock();
+        }
+    }
+
+    /// <summary>
+    /// do_vmi_munmap: split the VMAs at the edges, unmap_region (unmap_vmas inside UNMAP start/end, then
+    /// tlb_finish_mmu frees the pages), remove the VMAs. Takes mmap_lock for write.
+    /// </summary>
+    public static async ValueTask Munmap(MmStruct mm, ulong start, ulong len)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_vmi_munmap");
+        ulong end = start + len;
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            var victims = SplitAround(mm, start, end);
+            if (victims.Count == 0) return;
+            await UnmapRegion(mm, start, end);
+            foreach (var v in victims) mm.RemoveVma(v);
+        }
+        finally
+        {
+            await mm.MmapLock.WriteUnlock();
+        }
+    }
+
+    /// <summary>unmap_region: tlb_gather_mmu, unmap_vmas, free_pgtables (tables kept in the model), tlb_finish_mmu.</summary>
+    public static async ValueTask UnmapRegion(MmStruct mm, ulong start, ulong end)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("unmap_region");
+        var tlb = new MmuGather(mm);
+        await Memory.UnmapVmas(tlb, mm, start, end);
+        await tlb.Finish();
+    }
+
+    /// <summary>Split VMAs so that [start, end) is covered by whole VMAs; return those VMAs.</summary>
+    internal static List<Vma> SplitAround(MmStruct mm, ulong start, ulong end)
+    {
+        var list = new List<Vma>();
+        foreach (var v in mm.Vmas.ToArray())
+        {
+            if (v.End <= start || v.Start >= end) continue;
+            var cur = v;
+            if (cur.Start < start) cur = mm.SplitVma(cur, start);
+            if (cur.End > end) mm.SplitVma(cur, end);
+            list.Add(cur);
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// exit_mmap: mmu_notifier_release first (every secondary is torn down before any page is freed), then unmap
+    /// everything (interval subscriptions still see that UNMAP), free the tables.
+    /// </summary>
+    public static async ValueTask ExitMmap(MmStruct mm)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("exit_mmap");
+        if (mm.Exited) return;
+        mm.Users = 0;
+        await mm.Notifiers.Release();
+        await mm.MmapLock.WriteLock();
+        if (mm.Vmas.Count > 0)
+        {
+            var tlb = new MmuGather(mm);
+            await Memory.UnmapVmas(tlb, mm, mm.Vmas[0].Start, mm.Vmas[^1].End);
+            await tlb.Finish();
+        }
+        foreach (var v in mm.Vmas.ToArray()) mm.RemoveVma(v);
+        foreach (var a in k.AnonVmasOf(mm)) a.Members.Remove(mm);
+        mm.Exited = true;
+        await mm.MmapLock.WriteUnlock();
+        await k.S.Point(PointKind.Free);
+        mm.FreeAllTables();
+    }
+}

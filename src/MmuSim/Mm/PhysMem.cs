@@ -1,0 +1,297 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace MmuSim.Mm;
+
+/// <summary>Folio/page flags kept in <see cref="Frame"/> (12 bits).</summary>
+[Flags]
+public enum PageFlags : ushort
+{
+    None = 0,
+    Dirty = 1 << 0,
+    Referenced = 1 << 1,
+    Anon = 1 << 2,
+    Ksm = 1 << 3,
+    Lazyfree = 1 << 4,
+    AnonExclusive = 1 << 5,
+    /// <summary>Head of a compound (2 MiB) folio.</summary>
+    Head = 1 << 6,
+    /// <summary>Tail page of a compound folio; its head is pfn &amp; ~511.</summary>
+    Tail = 1 << 7,
+    /// <summary>On the allocator's free list.</summary>
+    Free = 1 << 8,
+    /// <summary>Checker bookkeeping: a secondary wrote the page while the folio was clean (invariant 7).</summary>
+    SecondaryDirtyPending = 1 << 9,
+    /// <summary>The shared zero page.</summary>
+    Zero = 1 << 10,
+    /// <summary>Under writeback / in the swap cache (reclaim bookkeeping).</summary>
+    Swapcache = 1 << 11,
+}
+
+/// <summary>
+/// Model metadata of one 4 KiB physical frame: 24 bytes, packed.
+/// <code>
+///   Contents  bits 0..63   the page's bytes, as one value: equal values = equal bytes; the zero page holds 0
+///   Counts    bits 0..23   refcount (folio refcount on the head; on the first tail: entire_mapcount of a PMD-mapped THP)
+///             bits 24..47  mapcount (PTE mappings of this 4 KiB page)
+///             bits 48..63  anon root: id of the anon_vma family (rmap), 0 = none
+///   Meta      bits 0..35   index: virtual page number the folio was first mapped at (anon rmap, like page->index)
+///             bits 36..51  generation: bumped on every free, so a stale (pfn, gen) is detectable after reuse
+///             bits 52..63  <see cref="PageFlags"/>
+/// </code>
+/// For a free frame, the refcount bits hold the next free pfn (intrusive free list; nothing is allocated per page).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Pack = 8)]
+public struct Frame
+{
+    public ulong Contents;
+    ulong _counts;
+    ulong _meta;
+
+    const int MapShift = 24, RootShift = 48, GenShift = 36, FlagShift = 52;
+    const ulong Mask24 = (1UL << 24) - 1, Mask16 = 0xFFFF, Mask36 = (1UL << 36) - 1, Mask12 = 0xFFF;
+
+    public int RefCount
+    {
+        readonly get => (int)(_counts & Mask24);
+        set => _counts = (_counts & ~Mask24) | ((ulong)value & Mask24);
+    }
+
+    public int MapCount
+    {
+        readonly get => (int)((_counts >> MapShift) & Mask24);
+        set => _counts = (_counts & ~(Mask24 << MapShift)) | (((ulong)value & Mask24) << MapShift);
+    }
+
+    public int AnonRoot
+    {
+        readonly get => (int)(_counts >> RootShift);
+        set => _counts = (_counts & ~(Mask16 << RootShift)) | (((ulong)value & Mask16) << RootShift);
+    }
+
+    public ulong Index
+    {
+        readonly get => _meta & Mask36;
+        set => _meta = (_meta & ~Mask36) | (value & Mask36);
+    }
+
+    public ushort Generation
+    {
+        readonly get => (ushort)((_meta >> GenShift) & Mask16);
+        set => _meta = (_meta & ~(Mask16 << GenShift)) | ((ulong)value << GenShift);
+    }
+
+    public PageFlags Flags
+    {
+        readonly get => (PageFlags)((_meta >> FlagShift) & Mask12);
+        set => _meta = (_meta & ~(Mask12 << FlagShift)) | (((ulong)value & Mask12) << FlagShift);
+    }
+
+    public readonly bool Has(PageFlags f) => (Flags & f) != 0;
+
+    public void Set(PageFlags f) => Flags |= f;
+
+    public void Clear(PageFlags f) => Flags &= ~f;
+
+    internal void ResetForAlloc()
+    {
+        var gen = Generation;
+        Contents = 0;
+        _counts = 0;
+        _meta = 0;
+        Generation = gen;
+    }
+}
+
+/// <summary>
+/// Physical memory: a flat array of <see cref="Frame"/>s and a free-frame allocator for 4 KiB pages and 2 MiB
+/// compound folios. pfn 0 is the shared zero page. The array grows by doubling when memory runs out, so a small
+/// exploration scenario costs a few KiB and a 16 GiB workload costs 24 bytes per frame.
+/// </summary>
+/// <remarks>
+/// Locking rules: frame metadata is changed only by model code between scheduling points; every refcount, mapcount
+/// or flag update that another CPU could race with is preceded by a <c>Point(Counter)</c> in the caller.
+/// Freed 4 KiB frames are not coalesced back into 2 MiB blocks (no buddy merging, no compaction): a THP allocation
+/// fails once no whole aligned block is free, and the fault falls back to 4 KiB, as the kernel does without compaction.
+/// </remarks>
+public sealed class PhysMem
+{
+    public const int HugeOrder = 9;
+    public const int HugePages = 1 << HugeOrder;
+    public const long ZeroPfn = 0;
+
+    Frame[] _frames;
+    long _free4k = -1;       // head of the intrusive 4 KiB free list (-1 = empty)
+    long _free2m = -1;       // head of the free 2 MiB block list (head pfns)
+    long _limit;             // frames beyond this are not yet handed to the allocator
+
+    public PhysMem(long initialFrames = 4096, long maxFrames = 1L << 30)
+    {
+        MaxFrames = maxFrames;
+        long n = Math.Max(HugePages * 2, RoundUp(initialFrames));
+        _frames = new Frame[n];
+        _frames[0].Set(PageFlags.Zero);
+        _frames[0].RefCount = 1;
+        _limit = 1;
+        AddFrames(1, n);
+    }
+
+    static long RoundUp(long n) => (n + HugePages - 1) & ~(long)(HugePages - 1);
+
+    /// <summary>Hard ceiling; allocation past it fails with an out-of-memory result.</summary>
+    public long MaxFrames { get; }
+
+    public long Capacity => _frames.Length;
+
+    /// <summary>Frames currently allocated (excluding the zero page).</summary>
+    public long Allocated { get; private set; }
+
+    public long FreedTotal { get; private set; }
+
+    /// <summary>Bytes of model memory held by frame metadata.</summary>
+    public long ModelBytes => (long)_frames.Length * Unsafe.SizeOf<Frame>();
+
+    public ref Frame this[long pfn] => ref _frames[pfn];
+
+    public bool IsValidPfn(long pfn) => pfn >= 0 && pfn < _limit;
+
+    void AddFrames(long from, long to)
+    {
+        // Single 4 KiB frames up to the first aligned block, then whole 2 MiB blocks.
+        long aligned = RoundUp(from);
+        for (long p = aligned - 1; p >= from; p--) Push4k(p);
+        for (long h = to - HugePages; h >= aligned; h -= HugePages)
+        {
+            ref var f = ref _frames[h];
+            f.Flags = PageFlags.Free | PageFlags.Head;
+            f.Contents = (ulong)_free2m;
+            _free2m = h;
+        }
+        _limit = to;
+    }
+
+    void Push4k(long pfn)
+    {
+        ref var f = ref _frames[pfn];
+        f.Flags = PageFlags.Free;
+        f.Contents = (ulong)_free4k;
+        _free4k = pfn;
+    }
+
+    bool Grow()
+    {
+        long n = _frames.Length;
+        if (n >= MaxFrames) return false;
+        long m = Math.Min(n * 2, RoundUp(MaxFrames));
+        Array.Resize(ref _frames, checked((int)m));
+        AddFrames(n, m);
+        return true;
+    }
+
+    /// <summary>alloc_page: a zeroed 4 KiB frame with refcount 1, or -1 when memory is exhausted.</summary>
+    public long AllocPage()
+    {
+        if (_free4k < 0 && !SplitBlock() && !(Grow() && (_free4k >= 0 || SplitBlock()))) return -1;
+        long pfn = _free4k;
+        ref var f = ref _frames[pfn];
+        _free4k = (long)f.Contents;
+        f.ResetForAlloc();
+        f.RefCount = 1;
+        Allocated++;
+        return pfn;
+    }
+
+    bool SplitBlock()
+    {
+        if (_free2m < 0) return false;
+        long h = _free2m;
+        _free2m = (long)_frames[h].Contents;
+        for (long p = h + HugePages - 1; p >= h; p--) Push4k(p);
+        return true;
+    }
+
+    /// <summary>alloc_pages(order 9): a zeroed 2 MiB compound folio (head refcount 1), or -1 if no whole block is free.</summary>
+    public long AllocHuge()
+    {
+        if (_free2m < 0 && !Grow()) return -1;
+        if (_free2m < 0) return -1;
+        long h = _free2m;
+        _free2m = (long)_frames[h].Contents;
+        for (long p = h; p < h + HugePages; p++)
+        {
+            _frames[p].ResetForAlloc();
+            _frames[p].Flags = p == h ? PageFlags.Head : PageFlags.Tail;
+        }
+        _frames[h].RefCount = 1;
+        Allocated += HugePages;
+        return h;
+    }
+
+    /// <summary>Head pfn of the folio containing <paramref name="pfn"/>.</summary>
+    public long FolioOf(long pfn) => _frames[pfn].Has(PageFlags.Tail) ? pfn & ~(long)(HugePages - 1) : pfn;
+
+    public bool IsHuge(long headPfn) => _frames[headPfn].Has(PageFlags.Head) && !_frames[headPfn].Has(PageFlags.Free);
+
+    /// <summary>entire_mapcount of a PMD-mapped THP, kept in the first tail page as the kernel does.</summary>
+    public ref Frame EntireMapcountHolder(long headPfn) => ref _frames[headPfn + 1];
+
+    /// <summary>folio_mapcount: PTE mappings of every page plus PMD mappings.</summary>
+    public int FolioMapCount(long headPfn)
+    {
+        if (!IsHuge(headPfn)) return _frames[headPfn].MapCount;
+        int n = _frames[headPfn + 1].RefCount;
+        for (long p = headPfn; p < headPfn + HugePages; p++) n += _frames[p].MapCount;
+        return n;
+    }
+
+    /// <summary>
+    /// Release a folio whose refcount reached zero: bump generations, return frames to the allocator.
+    /// Callers (folio_put) have already checked refcount == 0.
+    /// </summary>
+    public void FreeFolio(long headPfn)
+    {
+        if (headPfn == ZeroPfn) throw new Sched.ModelException("freeing the zero page");
+        bool huge = IsHuge(headPfn);
+        if (huge)
+        {
+            for (long p = headPfn; p < headPfn + HugePages; p++) _frames[p].Generation++;
+            ref var f = ref _frames[headPfn];
+            f.Flags = PageFlags.Free | PageFlags.Head;
+            f.Contents = (ulong)_free2m;
+            _free2m = headPfn;
+            for (long p = headPfn + 1; p < headPfn + HugePages; p++) _frames[p].Flags = PageFlags.Free | PageFlags.Tail;
+            Allocated -= HugePages;
+            FreedTotal += HugePages;
+            return;
+        }
+        _frames[headPfn].Generation++;
+        Push4k(headPfn);
+        Allocated--;
+        FreedTotal++;
+    }
+
+    /// <summary>Turn a compound folio into 512 independent 4 KiB folios (split_huge_page), sharing the refcount out.</summary>
+    public void SplitFolio(long headPfn)
+    {
+        int refs = _frames[headPfn].RefCount;
+        var flags = _frames[headPfn].Flags & ~(PageFlags.Head | PageFlags.Tail);
+        int root = _frames[headPfn].AnonRoot;
+        ulong index = _frames[headPfn].Index;
+        _frames[headPfn + 1].RefCount = 0;
+        for (long p = headPfn; p < headPfn + HugePages; p++)
+        {
+            ref var f = ref _frames[p];
+            f.Flags = flags;
+            f.AnonRoot = root;
+            f.Index = index + (ulong)(p - headPfn);
+            f.RefCount = Math.Max(f.MapCount, p == headPfn ? refs - SumOtherMaps(headPfn) : 0);
+        }
+    }
+
+    int SumOtherMaps(long headPfn)
+    {
+        int n = 0;
+        for (long p = headPfn + 1; p < headPfn + HugePages; p++) n += _frames[p].MapCount;
+        return n;
+    }
+}

@@ -1,0 +1,75 @@
+using System.Runtime.CompilerServices;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// A page-table entry at any level, packed in 64 bits with the x86-64 layout:
+/// <code>
+///   bit 0      P   present
+///   bit 1      RW  writable
+///   bit 2      US  user
+///   bit 5      A   accessed
+///   bit 6      D   dirty
+///   bit 7      PS  huge (2 MiB leaf in a PMD)
+///   bit 9      special (software: zero page / no struct page, vm_normal_page() == NULL)
+///   bits 12-51 pfn, or the table id for a non-leaf entry
+/// non-present entries (bit 0 clear, value != 0) are swap-style entries:
+///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write)
+///   bits 12-51 swap slot or migration source pfn
+/// </code>
+/// </summary>
+public readonly record struct Pte(ulong Raw)
+{
+    public const ulong PresentBit = 1UL << 0, WriteBit = 1UL << 1, UserBit = 1UL << 2, AccessedBit = 1UL << 5,
+        DirtyBit = 1UL << 6, HugeBit = 1UL << 7, SpecialBit = 1UL << 9;
+    const int PfnShift = 12;
+    const ulong PfnMask = ((1UL << 40) - 1) << PfnShift;
+    const int TypeShift = 1;
+    const ulong TypeMask = 0xFUL << TypeShift;
+
+    public static readonly Pte None = new(0);
+
+    public bool IsNone => Raw == 0;
+    public bool Present => (Raw & PresentBit) != 0;
+    public bool Writable => (Raw & WriteBit) != 0;
+    public bool User => (Raw & UserBit) != 0;
+    public bool Accessed => (Raw & AccessedBit) != 0;
+    public bool Dirty => (Raw & DirtyBit) != 0;
+    public bool Huge => (Raw & HugeBit) != 0;
+    public bool Special => (Raw & SpecialBit) != 0;
+    public long Pfn => (long)((Raw & PfnMask) >> PfnShift);
+
+    /// <summary>Non-present, non-none: a swap or migration entry.</summary>
+    public bool IsSwapEntry => !Present && Raw != 0;
+    public SwapType SwapKind => IsSwapEntry ? (SwapType)((Raw & TypeMask) >> TypeShift) : SwapType.None;
+    public bool IsMigration => SwapKind is SwapType.MigrationRead or SwapType.MigrationWrite;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Pte Make(long pfn, bool writable, bool dirty = false, bool accessed = true, bool huge = false, bool special = false) =>
+        new(PresentBit | UserBit | ((ulong)pfn << PfnShift) | (writable ? WriteBit : 0) | (dirty ? DirtyBit : 0) |
+            (accessed ? AccessedBit : 0) | (huge ? HugeBit : 0) | (special ? SpecialBit : 0));
+
+    /// <summary>A non-leaf entry pointing at page-table <paramref name="tableId"/>.</summary>
+    public static Pte Table(int tableId) => new(PresentBit | WriteBit | UserBit | ((ulong)tableId << PfnShift));
+
+    public static Pte SwapEntry(SwapType type, long slotOrPfn) =>
+        new(((ulong)type << TypeShift) | ((ulong)slotOrPfn << PfnShift));
+
+    public int TableId => (int)Pfn;
+
+    public Pte WithWrite(bool w) => new(w ? Raw | WriteBit : Raw & ~WriteBit);
+    public Pte WithDirty(bool d) => new(d ? Raw | DirtyBit : Raw & ~DirtyBit);
+    public Pte WithAccessed(bool a) => new(a ? Raw | AccessedBit : Raw & ~AccessedBit);
+    public Pte Mkclean() => new(Raw & ~DirtyBit);
+    public Pte Mkold() => new(Raw & ~AccessedBit);
+    public Pte Wrprotect() => new(Raw & ~WriteBit);
+
+    public override string ToString()
+    {
+        if (Raw == 0) return "none";
+        if (!Present) return $"{SwapKind}:{Pfn:#x}";
+        return $"pfn {Pfn:#x} {(Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
+    }
+}
+
+public enum SwapType : byte { None = 0, Swap = 1, MigrationRead = 2, MigrationWrite = 3 }

@@ -1,0 +1,92 @@
+namespace MmuSim.Mm;
+
+/// <summary>VMA protection (vm_flags VM_READ/VM_WRITE/VM_EXEC).</summary>
+[Flags]
+public enum Prot : byte
+{
+    None = 0,
+    Read = 1,
+    Write = 2,
+    Exec = 4,
+    ReadWrite = Read | Write,
+}
+
+/// <summary>vm_flags beyond protection.</summary>
+[Flags]
+public enum VmFlags : ushort
+{
+    None = 0,
+    /// <summary>MAP_SHARED (not COW on fork).</summary>
+    Shared = 1 << 0,
+    /// <summary>VM_MERGEABLE (MADV_MERGEABLE).</summary>
+    Mergeable = 1 << 1,
+    /// <summary>VM_HUGEPAGE (MADV_HUGEPAGE).</summary>
+    HugePage = 1 << 2,
+    /// <summary>VM_NOHUGEPAGE.</summary>
+    NoHugePage = 1 << 3,
+    /// <summary>VM_LOCKED (never reclaimed).</summary>
+    Locked = 1 << 4,
+    /// <summary>VM_DONTCOPY (MADV_DONTFORK).</summary>
+    DontCopy = 1 << 5,
+}
+
+/// <summary>
+/// struct vm_area_struct: [Start, End) with protection, flags and the anon_vma family used by rmap.
+/// <see cref="PgOff"/> is vm_pgoff: the virtual page number the first page had when the anon memory was created,
+/// kept across mremap so that a folio's index still finds its address: addr = Start + ((index - PgOff) &lt;&lt; 12).
+/// </summary>
+public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags flags)
+{
+    public MmStruct Mm { get; } = mm;
+    public ulong Start { get; internal set; } = start;
+    public ulong End { get; internal set; } = end;
+    public Prot Prot { get; internal set; } = prot;
+    public VmFlags Flags { get; internal set; } = flags;
+    public ulong PgOff { get; internal set; } = start >> MmStruct.PageShift;
+    public AnonVma? AnonVma { get; internal set; }
+    public string Name { get; init; } = "";
+
+    public bool Readable => (Prot & Prot.Read) != 0;
+    public bool Writable => (Prot & Prot.Write) != 0;
+    public bool Shared => (Flags & VmFlags.Shared) != 0;
+
+    /// <summary>is_cow_mapping(): private and may be written.</summary>
+    public bool IsCowMapping => !Shared && (Prot & Prot.Write) != 0;
+
+    public bool Contains(ulong addr) => addr >= Start && addr < End;
+
+    public ulong Pages => (End - Start) >> MmStruct.PageShift;
+
+    /// <summary>vma_address(): where a folio with <paramref name="index"/> would be mapped in this VMA, or null.</summary>
+    public ulong? AddressOf(ulong index)
+    {
+        if (index < PgOff) return null;
+        ulong addr = Start + ((index - PgOff) << MmStruct.PageShift);
+        return addr < End ? addr : null;
+    }
+
+    /// <summary>linear_page_index(): the folio index for <paramref name="addr"/>.</summary>
+    public ulong IndexOf(ulong addr) => PgOff + ((addr - Start) >> MmStruct.PageShift);
+
+    public override string ToString() => $"{Start:x}-{End:x} {(Readable ? 'r' : '-')}{(Writable ? 'w' : '-')}{(Shared ? 's' : 'p')} {Flags}";
+}
+
+/// <summary>
+/// An anon_vma family: the mms that may map anonymous folios created in one process (it and its fork descendants).
+/// Folios record the family id (<see cref="Frame.AnonRoot"/>) and their index; rmap walks visit every member's VMAs
+/// of this family. Its lock is anon_vma->root->rwsem (anon_vma_lock_read for rmap walks, write for fork).
+/// </summary>
+public sealed class AnonVma
+{
+    internal AnonVma(int id, Sched.Scheduler s)
+    {
+        Id = id;
+        Lock = new Sched.KRwLock(s, $"anon_vma{id}", sleeping: true);
+    }
+
+    public int Id { get; }
+
+    public List<MmStruct> Members { get; } = [];
+
+    public Sched.KRwLock Lock { get; }
+}

@@ -1,0 +1,73 @@
+namespace MmuSim;
+
+/// <summary>
+/// Mutation switches: each breaks one protocol element so that the checker's power can be shown
+/// (<c>mmusim explore --mutate NAME</c>, <c>mmusim mutants</c>). Call sites test <c>K.Mutated(Mutation.X)</c>.
+/// </summary>
+public enum Mutation
+{
+    // ---- foundation
+    /// <summary>Skip the TLB flush after clearing a PTE (primary).</summary>
+    SkipTlbFlush,
+    /// <summary>Free zapped pages before invalidate_range_end (and before start's effects are guaranteed).</summary>
+    FreeBeforeEnd,
+    /// <summary>Skip invalidate_range_start/end on the MADV_DONTNEED path.</summary>
+    SkipStartOnZap,
+
+    // ---- KVM
+    KvmNoRetryCheck,
+    KvmNoCountCheck,
+    KvmSeqBumpAfterUnlock,
+    KvmNoZapOnStart,
+    KvmFlushAfterUnlockBeforeFree,
+    KvmHoldPageRefs,
+    KvmNoMemslotWait,
+
+    // ---- KSM
+    KsmSkipRefcountCheck,
+    KsmNoNotifierBracket,
+    KsmReplaceWithoutPteSame,
+}
+
+public static class Mutations
+{
+    /// <summary>Command-line name: <c>KvmNoRetryCheck</c> → <c>kvm-no-retry-check</c>.</summary>
+    public static string NameOf(Mutation m)
+    {
+        var n = m.ToString();
+        var sb = new System.Text.StringBuilder(n.Length + 8);
+        for (int i = 0; i < n.Length; i++)
+        {
+            if (char.IsUpper(n[i]) && i > 0) sb.Append('-');
+            sb.Append(char.ToLowerInvariant(n[i]));
+        }
+        return sb.ToString();
+    }
+
+    public static bool TryParse(string name, out Mutation m)
+    {
+        foreach (var v in Enum.GetValues<Mutation>())
+            if (NameOf(v) == name.Trim().ToLowerInvariant()) { m = v; return true; }
+        m = default;
+        return false;
+    }
+
+    public static string KnownList => string.Join(", ", Enum.GetValues<Mutation>().Select(NameOf));
+
+    public static readonly IReadOnlyDictionary<Mutation, string> Descriptions = new Dictionary<Mutation, string>
+    {
+        [Mutation.SkipTlbFlush] = "primary: skip the TLB flush after clearing a PTE",
+        [Mutation.FreeBeforeEnd] = "primary: free zapped pages before invalidate_range_end",
+        [Mutation.SkipStartOnZap] = "primary: MADV_DONTNEED zaps without invalidate_range_start/end",
+        [Mutation.KvmNoRetryCheck] = "KVM fault installs the SPTE without mmu_invalidate_retry",
+        [Mutation.KvmNoCountCheck] = "KVM retry check compares seq only, ignores in_progress",
+        [Mutation.KvmSeqBumpAfterUnlock] = "KVM bumps mmu_invalidate_seq after dropping mmu_lock (2.6.32 comment)",
+        [Mutation.KvmNoZapOnStart] = "KVM invalidate_range_start does not zap SPTEs",
+        [Mutation.KvmFlushAfterUnlockBeforeFree] = "KVM flushes remote TLBs after dropping mmu_lock in start",
+        [Mutation.KvmHoldPageRefs] = "KVM keeps a page reference for every SPTE (breaks KSM's refcount test)",
+        [Mutation.KvmNoMemslotWait] = "memslot updates do not wait for mn_active_invalidate_count == 0",
+        [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
+        [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",
+        [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",
+    };
+}

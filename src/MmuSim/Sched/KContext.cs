@@ -1,0 +1,88 @@
+namespace MmuSim.Sched;
+
+/// <summary>Scheduling state of one kernel context.</summary>
+public enum ContextState : byte { Runnable, Blocked, Sleeping, Done }
+
+/// <summary>
+/// One kernel execution context: a CPU running a user task, a vCPU thread, ksmd, kswapd, the OOM reaper...
+/// Its body is an ordinary async method that awaits <see cref="Scheduler.Point"/> wherever another CPU
+/// could interleave.
+/// </summary>
+/// <remarks>
+/// Locking rules: a context's fields are touched only by the scheduler's single OS thread. <see cref="AtomicDepth"/>
+/// counts spinlocks held, RCU read-side sections (pre-3.7 notifier dispatch) and preempt-disabled regions; any sleeping
+/// operation while it is non-zero is the "sleep-in-atomic" violation, as might_sleep() would report.
+/// <see cref="NonBlockDepth"/> counts non_block_start() regions (non-blockable notifier callbacks, 5.x+).
+/// </remarks>
+public sealed class KContext
+{
+    internal KContext(int id, string name, Func<KContext, ValueTask> body, bool daemon)
+    {
+        Id = id;
+        Name = name;
+        Body = body;
+        IsDaemon = daemon;
+    }
+
+    /// <summary>Dense id, also the CPU number shown in traces (<c>[003]</c>).</summary>
+    public int Id { get; }
+
+    /// <summary>Task name, e.g. <c>kswapd0</c>, <c>qemu-vcpu0</c>, <c>ksmd</c>, <c>task1</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>Daemons (ksmd, kswapd) loop forever; a run ends when every non-daemon context is done.</summary>
+    public bool IsDaemon { get; }
+
+    /// <summary>Pid shown in traces.</summary>
+    public int Pid { get; set; }
+
+    internal Func<KContext, ValueTask> Body { get; }
+    internal Action? Continuation;
+    internal ContextState State;
+    internal object? BlockedOn;
+    internal long WakeAtNs;
+    internal bool Started;
+
+    /// <summary>Spinlocks held + RCU read-side sections + preempt-disabled regions.</summary>
+    public int AtomicDepth;
+
+    /// <summary>non_block_start() nesting (non-blockable notifier callbacks).</summary>
+    public int NonBlockDepth;
+
+    /// <summary>Simulated nanoseconds this context spent working.</summary>
+    public long BusyNs;
+
+    /// <summary>Number of steps (scheduling points) this context executed.</summary>
+    public long Steps;
+
+    readonly string[] _funcs = new string[48];
+    int _funcDepth;
+
+    /// <summary>Innermost kernel function this context is executing, for traces and race diagrams.</summary>
+    public string CurrentFunction => _funcDepth == 0 ? Name : _funcs[_funcDepth - 1];
+
+    /// <summary>Outermost kernel function (the "operation"), for diagram column headers.</summary>
+    public string OuterFunction => _funcDepth == 0 ? Name : _funcs[0];
+
+    public int FunctionDepth => _funcDepth;
+
+    /// <summary>Enter a kernel function: <c>using var _ = ctx.Enter("try_to_unmap_one");</c></summary>
+    public FuncScope Enter(string kernelFunction)
+    {
+        if (_funcDepth < _funcs.Length) _funcs[_funcDepth] = kernelFunction;
+        _funcDepth++;
+        return new FuncScope(this);
+    }
+
+    internal void Leave() => _funcDepth--;
+
+    public string FunctionAt(int depth) => depth < Math.Min(_funcDepth, _funcs.Length) ? _funcs[depth] : "?";
+
+    public override string ToString() => $"CPU{Id} ({Name})";
+}
+
+/// <summary>Pops a kernel function name from the context's stack when disposed.</summary>
+public readonly struct FuncScope(KContext ctx) : IDisposable
+{
+    public void Dispose() => ctx.Leave();
+}

@@ -1,0 +1,294 @@
+namespace MmuSim.Sched;
+
+/// <summary>
+/// A set of exclusive locks addressed by index: the split page-table locks (one per PTE table) and PMD locks live
+/// in one of these so that nothing is allocated per table. Slot i is free when its owner is 0, else owner = ctx id + 1.
+/// Contended acquirers block (spinning or sleeping is the same to the model: the context cannot progress) and are
+/// all woken by the release; they re-check. Spinning locks raise <see cref="KContext.AtomicDepth"/> while held;
+/// sleeping locks call <see cref="Scheduler.MightSleep"/> on acquire, as mutex_lock() does.
+/// </summary>
+public sealed class LockSet
+{
+    readonly Scheduler _s;
+    int[] _owner;
+    ulong[] _waiters;
+
+    public LockSet(Scheduler s, string name, bool sleeping, int capacity = 1)
+    {
+        _s = s;
+        Name = name;
+        Sleeping = sleeping;
+        _owner = new int[capacity];
+        _waiters = new ulong[capacity];
+    }
+
+    public string Name { get; }
+
+    /// <summary>True for mutex-like locks (may sleep), false for spinlocks.</summary>
+    public bool Sleeping { get; }
+
+    public int Capacity => _owner.Length;
+
+    /// <summary>Grow to hold at least <paramref name="n"/> locks (page-table pool growth).</summary>
+    public void EnsureCapacity(int n)
+    {
+        if (n <= _owner.Length) return;
+        int cap = Math.Max(n, _owner.Length * 2);
+        Array.Resize(ref _owner, cap);
+        Array.Resize(ref _waiters, cap);
+    }
+
+    public bool IsHeld(int i) => _owner[i] != 0;
+
+    public bool IsHeldByCurrent(int i) => _owner[i] == _s.Current.Id + 1;
+
+    public int OwnerId(int i) => _owner[i] - 1;
+
+    /// <summary>spin_lock / mutex_lock.</summary>
+    public async ValueTask Lock(int i = 0)
+    {
+        await _s.Point(PointKind.LockAcquire, (ulong)i);
+        var me = _s.Current;
+        if (Sleeping) _s.MightSleep($"mutex_lock({Name})");
+        while (_owner[i] != 0)
+        {
+            if (_owner[i] == me.Id + 1)
+            {
+                _s.Fail(Invariants.Deadlock, $"{me} takes {Name}[{i}] recursively");
+                await _s.Block(this);
+            }
+            _waiters[i] |= 1UL << me.Id;
+            await _s.Block(LockLabel(i), PointKind.LockAcquire);
+        }
+        Take(i, me);
+    }
+
+    /// <summary>spin_trylock / mutex_trylock: no point, never blocks.</summary>
+    public bool TryLock(int i = 0)
+    {
+        if (_owner[i] != 0) return false;
+        Take(i, _s.Current);
+        return true;
+    }
+
+    void Take(int i, KContext me)
+    {
+        _owner[i] = me.Id + 1;
+        if (!Sleeping) me.AtomicDepth++;
+        _s.Charge(CostKind.Lock);
+    }
+
+    /// <summary>spin_unlock / mutex_unlock.</summary>
+    public async ValueTask Unlock(int i = 0)
+    {
+        await _s.Point(PointKind.LockRelease, (ulong)i);
+        UnlockNoPoint(i);
+    }
+
+    /// <summary>Release without a preceding point (used when the release is part of the same atomic step).</summary>
+    public void UnlockNoPoint(int i = 0)
+    {
+        var me = _s.Current;
+        if (_owner[i] != me.Id + 1)
+            throw new ModelException($"{me} releases {Name}[{i}] owned by {(_owner[i] == 0 ? "nobody" : "CPU" + (_owner[i] - 1))}");
+        _owner[i] = 0;
+        if (!Sleeping) me.AtomicDepth--;
+        WakeWaiters(ref _waiters[i]);
+    }
+
+    void WakeWaiters(ref ulong mask)
+    {
+        ulong m = mask;
+        mask = 0;
+        while (m != 0)
+        {
+            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
+            m &= m - 1;
+            _s.Wake(_s.Contexts[id]);
+        }
+    }
+
+    string LockLabel(int i) => Capacity == 1 ? Name : $"{Name}[{i}]";
+
+    public override string ToString() => Name;
+}
+
+/// <summary>A single spinlock_t (mmu_lock before 5.12, mn_invalidate_lock, subscriptions->lock).</summary>
+public sealed class KSpinLock(Scheduler s, string name)
+{
+    readonly LockSet _set = new(s, name, sleeping: false);
+
+    public string Name => name;
+
+    public bool IsHeld => _set.IsHeld(0);
+
+    public bool IsHeldByCurrent => _set.IsHeldByCurrent(0);
+
+    public ValueTask Lock() => _set.Lock();
+
+    public ValueTask Unlock() => _set.Unlock();
+
+    public bool TryLock() => _set.TryLock();
+
+    public override string ToString() => name;
+}
+
+/// <summary>A struct mutex (sleeping). mutex_lock in atomic context is a violation.</summary>
+public sealed class KMutex(Scheduler s, string name)
+{
+    readonly LockSet _set = new(s, name, sleeping: true);
+
+    public string Name => name;
+
+    public bool IsHeld => _set.IsHeld(0);
+
+    public bool IsHeldByCurrent => _set.IsHeldByCurrent(0);
+
+    public ValueTask Lock() => _set.Lock();
+
+    public ValueTask Unlock() => _set.Unlock();
+
+    public bool TryLock() => _set.TryLock();
+
+    public override string ToString() => name;
+}
+
+/// <summary>
+/// Reader/writer lock: <c>rw_semaphore</c> (mmap_lock; sleeping) or <c>rwlock_t</c> (KVM mmu_lock from 5.12; spinning).
+/// Writers exclude everyone; readers share. Waiting writers do not block new readers (the model keeps it simple;
+/// the kernel's rwsem is writer-preferring, which only narrows interleavings).
+/// </summary>
+public sealed class KRwLock(Scheduler s, string name, bool sleeping)
+{
+    int _writer;         // ctx id + 1, or 0
+    ulong _readers;      // bit per reading ctx
+    ulong _waiters;
+
+    public string Name => name;
+
+    public bool Sleeping => sleeping;
+
+    public bool IsWriteLocked => _writer != 0;
+
+    public bool IsReadLockedByCurrent => (_readers & (1UL << s.Current.Id)) != 0;
+
+    public bool IsWriteLockedByCurrent => _writer == s.Current.Id + 1;
+
+    public bool IsLockedByCurrent => IsReadLockedByCurrent || IsWriteLockedByCurrent;
+
+    /// <summary>down_read / read_lock.</summary>
+    public async ValueTask ReadLock()
+    {
+        await s.Point(PointKind.LockAcquire);
+        var me = s.Current;
+        if (sleeping) s.MightSleep($"down_read({name})");
+        while (_writer != 0)
+        {
+            if (_writer == me.Id + 1) s.Fail(Invariants.Deadlock, $"{me} read-locks {name} while write-holding it");
+            _waiters |= 1UL << me.Id;
+            await s.Block(this, PointKind.LockAcquire);
+        }
+        _readers |= 1UL << me.Id;
+        if (!sleeping) me.AtomicDepth++;
+        s.Charge(CostKind.Lock);
+    }
+
+    /// <summary>down_write / write_lock.</summary>
+    public async ValueTask WriteLock()
+    {
+        await s.Point(PointKind.LockAcquire);
+        var me = s.Current;
+        if (sleeping) s.MightSleep($"down_write({name})");
+        while (_writer != 0 || _readers != 0)
+        {
+            if (_writer == me.Id + 1 || (_readers & (1UL << me.Id)) != 0)
+                s.Fail(Invariants.Deadlock, $"{me} write-locks {name} while holding it");
+            _waiters |= 1UL << me.Id;
+            await s.Block(this, PointKind.LockAcquire);
+        }
+        _writer = me.Id + 1;
+        if (!sleeping) me.AtomicDepth++;
+        s.Charge(CostKind.Lock);
+    }
+
+    public async ValueTask ReadUnlock()
+    {
+        await s.Point(PointKind.LockRelease);
+        var me = s.Current;
+        ulong bit = 1UL << me.Id;
+        if ((_readers & bit) == 0) throw new ModelException($"{me} read-unlocks {name} it does not hold");
+        _readers &= ~bit;
+        if (!sleeping) me.AtomicDepth--;
+        WakeAll();
+    }
+
+    public async ValueTask WriteUnlock()
+    {
+        await s.Point(PointKind.LockRelease);
+        var me = s.Current;
+        if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
+        _writer = 0;
+        if (!sleeping) me.AtomicDepth--;
+        WakeAll();
+    }
+
+    /// <summary>write_unlock without a scheduling point (releases folded into the same step, e.g. mm_drop_all_locks).</summary>
+    public void ForceWriteUnlock()
+    {
+        var me = s.Current;
+        if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
+        _writer = 0;
+        if (!sleeping) me.AtomicDepth--;
+        WakeAll();
+    }
+
+    /// <summary>Release whichever side the current context holds (mmap_lock users that may hold either).</summary>
+    public ValueTask Unlock() => IsWriteLockedByCurrent ? WriteUnlock() : ReadUnlock();
+
+    void WakeAll()
+    {
+        ulong m = _waiters;
+        _waiters = 0;
+        while (m != 0)
+        {
+            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
+            m &= m - 1;
+            s.Wake(s.Contexts[id]);
+        }
+    }
+
+    public override string ToString() => name;
+}
+
+/// <summary>
+/// A wait queue: <c>while (!cond) await wq.Wait();</c> sleeps until <see cref="WakeAll"/>. Used for
+/// mmu_interval_read_begin, memslot updates waiting for mn_active_invalidate_count, synchronize_srcu.
+/// </summary>
+public sealed class WaitQueue(Scheduler s, string name)
+{
+    ulong _waiters;
+
+    public string Name => name;
+
+    /// <summary>Sleep until woken (a sleeping operation). The caller re-checks its condition.</summary>
+    public BlockAwaiter Wait()
+    {
+        s.MightSleep($"wait_event({name})");
+        _waiters |= 1UL << s.Current.Id;
+        return s.Block(this);
+    }
+
+    public void WakeAll()
+    {
+        ulong m = _waiters;
+        _waiters = 0;
+        while (m != 0)
+        {
+            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
+            m &= m - 1;
+            s.Wake(s.Contexts[id]);
+        }
+    }
+
+    public override string ToString() => name;
+}

@@ -1,0 +1,437 @@
+using System.Runtime.CompilerServices;
+
+namespace MmuSim.Sched;
+
+/// <summary>
+/// The deterministic scheduler. Every kernel context is an async method; all of them run on the caller's OS thread.
+/// A context yields only at <see cref="Point"/>s (and when it blocks on a lock, a wait queue or the simulated clock).
+/// At a point the <see cref="IStrategy"/> picks who runs next; if it picks the same context the await completes
+/// synchronously (the fast path), otherwise the continuation is parked and the driver loop in <see cref="Run"/>
+/// resumes the chosen one.
+/// </summary>
+/// <remarks>
+/// <para>Plain simulation has no strategy: points never switch (one compare each), contexts switch only when they
+/// block, sleep or finish, or when a sleeping daemon's wake-up time has passed on the simulated clock (a timer tick).</para>
+/// <para>Determinism: no wall-clock, no thread pool, no hashing of object identities. Every choice, scheduling or data,
+/// goes through the strategy and is appended to <see cref="Decisions"/>; replaying those entries reproduces the run.</para>
+/// <para>Invariants: exactly one context is current while the driver runs a continuation; a parked context has a
+/// non-null continuation; <see cref="Violation"/> once set never changes and freezes the run at the next point.</para>
+/// </remarks>
+public sealed class Scheduler
+{
+    readonly List<KContext> _contexts = [];
+    readonly int[] _runnableBuf = new int[64];
+    KContext? _current;
+    IStrategy? _strategy;
+    int _pendingNext = -1;
+    long _slowAtStep;
+    long _nextWakeNs = long.MaxValue;
+    bool _hooks;
+
+    public Scheduler(IStrategy? strategy = null, CostModel? costs = null)
+    {
+        _strategy = strategy;
+        Costs = costs ?? new CostModel();
+        UpdateSlowPath();
+    }
+
+    /// <summary>The strategy, or null for plain simulation.</summary>
+    public IStrategy? Strategy
+    {
+        get => _strategy;
+        set { _strategy = value; UpdateSlowPath(); }
+    }
+
+    public CostModel Costs { get; }
+
+    public IReadOnlyList<KContext> Contexts => _contexts;
+
+    /// <summary>The context currently executing (valid inside kernel code).</summary>
+    public KContext Current => _current ?? throw new ModelException("no current context: kernel code called outside Scheduler.Run");
+
+    public bool HasCurrent => _current != null;
+
+    /// <summary>Total steps (scheduling points passed) in this run.</summary>
+    public long Steps { get; private set; }
+
+    /// <summary>A run that exceeds this many steps is a liveness violation (livelock or stuck retry).</summary>
+    public long MaxSteps { get; set; } = 5_000_000;
+
+    /// <summary>Simulated time in nanoseconds, advanced by <see cref="Charge"/> and by sleeping.</summary>
+    public long ClockNs { get; private set; }
+
+    public DecisionLog Decisions { get; } = new();
+
+    public Violation? Violation { get; private set; }
+
+    /// <summary>Non-null when the model itself threw (a bug in MmuSim, not in the modelled kernel).</summary>
+    public Exception? ModelError { get; private set; }
+
+    /// <summary>Called after every step (at each point, before the decision): the checker's hook.</summary>
+    public Action? AfterStep
+    {
+        get => _afterStep;
+        set { _afterStep = value; UpdateSlowPath(); }
+    }
+    Action? _afterStep;
+
+    /// <summary>Optional per-step recorder (race diagrams, ftrace output); null in fast exploration.</summary>
+    public IStepSink? StepSink
+    {
+        get => _stepSink;
+        set { _stepSink = value; UpdateSlowPath(); }
+    }
+    IStepSink? _stepSink;
+
+    void UpdateSlowPath()
+    {
+        _hooks = _afterStep != null || _stepSink != null;
+        _slowAtStep = _hooks || _strategy != null ? 0 : MaxSteps;
+    }
+
+    /// <summary>Create a context. Its body starts at the first decision that picks it.</summary>
+    public KContext Spawn(string name, Func<KContext, ValueTask> body, bool daemon = false)
+    {
+        if (_contexts.Count >= _runnableBuf.Length) throw new ModelException($"at most {_runnableBuf.Length} contexts per run");
+        var ctx = new KContext(_contexts.Count, name, body, daemon) { Pid = 100 + _contexts.Count };
+        _contexts.Add(ctx);
+        return ctx;
+    }
+
+    // ---------------------------------------------------------------- points
+
+    /// <summary>A scheduling point: another CPU may run here. <c>await S.Point(PointKind.PteWrite, addr);</c></summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public SchedPoint Point(PointKind kind, ulong arg = 0) => new(this, kind, arg);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool OnPoint(PointKind kind, ulong arg)
+    {
+        if (++Steps < _slowAtStep && ClockNs < _nextWakeNs) return true;
+        return OnPointSlow(kind, arg);
+    }
+
+    bool OnPointSlow(PointKind kind, ulong arg)
+    {
+        var cur = _current!;
+        cur.Steps++;
+        if (Violation != null || ModelError != null) return false;
+        _stepSink?.OnStep(this, cur, kind, arg);
+        _afterStep?.Invoke();
+        if (Violation != null) return false;
+        if (Steps > MaxSteps)
+        {
+            Fail(Invariants.Liveness, $"no termination within {MaxSteps} steps (livelock or stuck retry)");
+            return false;
+        }
+        bool woke = WakeExpiredSleepers();
+        if (_strategy == null)
+        {
+            // Plain simulation: a timer tick lets a daemon whose sleep just expired preempt the current context.
+            int daemon = woke ? FirstRunnableDaemonOtherThan(cur.Id) : -1;
+            if (daemon < 0) return true;
+            _pendingNext = daemon;
+            return false;
+        }
+        int n = CollectRunnable();
+        if (n <= 1) return true;
+        int next = _strategy.Next(new Decision(_runnableBuf.AsSpan(0, n), cur.Id, Steps, kind));
+        Decisions.AddSchedule(next, preempted: next != cur.Id);
+        if (next == cur.Id) return true;
+        _pendingNext = next;
+        return false;
+    }
+
+    /// <summary>
+    /// Park after a direct <see cref="OnPoint"/> call returned false (hand-written fast paths such as
+    /// <c>MmStruct.PtepGet</c> avoid an async state machine when no switch happens).
+    /// </summary>
+    internal BlockAwaiter Parked() => new(this);
+
+    internal void Park(Action continuation)
+    {
+        var cur = _current!;
+        if (Violation != null || ModelError != null) return; // frozen: the context is abandoned
+        cur.Continuation = continuation;
+    }
+
+    // ---------------------------------------------------------------- blocking
+
+    /// <summary>Block the current context on <paramref name="on"/> until someone calls <see cref="Wake"/>.</summary>
+    public BlockAwaiter Block(object on, PointKind kind = PointKind.Wait)
+    {
+        var cur = Current;
+        cur.State = ContextState.Blocked;
+        cur.BlockedOn = on;
+        _stepSink?.OnStep(this, cur, kind, 0);
+        return new BlockAwaiter(this);
+    }
+
+    /// <summary>Make a blocked context runnable again; it re-checks its condition when resumed.</summary>
+    public void Wake(KContext ctx)
+    {
+        if (ctx.State == ContextState.Blocked)
+        {
+            ctx.State = ContextState.Runnable;
+            ctx.BlockedOn = null;
+        }
+    }
+
+    /// <summary>Sleep on the simulated clock (daemons, schedule_timeout). A sleeping operation: see <see cref="MightSleep"/>.</summary>
+    public BlockAwaiter Sleep(long ns)
+    {
+        MightSleep("schedule_timeout");
+        var cur = Current;
+        cur.State = ContextState.Sleeping;
+        cur.WakeAtNs = ClockNs + Math.Max(ns, 1);
+        if (cur.WakeAtNs < _nextWakeNs) _nextWakeNs = cur.WakeAtNs;
+        _stepSink?.OnStep(this, cur, PointKind.Sleep, (ulong)ns);
+        return new BlockAwaiter(this);
+    }
+
+    /// <summary>might_sleep(): flags sleeping in atomic context or in a non-blockable notifier callback.</summary>
+    public void MightSleep(string what)
+    {
+        var cur = Current;
+        if (cur.AtomicDepth > 0)
+            Fail(Invariants.SleepInAtomic, $"{what} may sleep while a spinlock or RCU read lock is held (atomic depth {cur.AtomicDepth})");
+        else if (cur.NonBlockDepth > 0)
+            Fail(Invariants.SleepInNonBlock, $"{what} may sleep inside a non-blockable notifier callback");
+    }
+
+    // ---------------------------------------------------------------- time and data
+
+    /// <summary>Advance the simulated clock by the cost of <paramref name="count"/> units of <paramref name="kind"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Charge(CostKind kind, long count = 1)
+    {
+        long ns = Costs[kind] * count;
+        ClockNs += ns;
+        if (_current != null) _current.BusyNs += ns;
+    }
+
+    /// <summary>A recorded data choice in [0, bound) (workload randomness).</summary>
+    public int ChooseInt(int bound)
+    {
+        if (bound <= 1) return 0;
+        int v = _strategy?.NextInt(bound) ?? _plainRng.Below(bound);
+        Decisions.AddData(v);
+        return v;
+    }
+    Rng _plainRng = new(1);
+
+    /// <summary>Seed for data choices in plain simulation (no strategy).</summary>
+    public void SeedPlain(ulong seed) => _plainRng = new Rng(seed);
+
+    // ---------------------------------------------------------------- violations
+
+    /// <summary>Record a violation; the run freezes at the next point. The first violation wins.</summary>
+    public void Fail(string invariant, string message, ulong address = 0, long pfn = -1)
+    {
+        if (Violation != null) return;
+        var cur = _current;
+        Violation = new Violation(invariant, message, cur?.Id ?? -1, cur?.Name ?? "-", cur?.CurrentFunction ?? "-", Steps, address, pfn);
+        _stepSink?.OnViolation(this, Violation);
+    }
+
+    // ---------------------------------------------------------------- driver
+
+    /// <summary>
+    /// Run until every non-daemon context is done, a violation is found, or the model throws.
+    /// Returns the violation, if any. Model bugs are rethrown.
+    /// </summary>
+    public Violation? Run()
+    {
+        _strategy?.BeginRun(0);
+        return RunLoop();
+    }
+
+    /// <summary>Run as iteration <paramref name="iteration"/> of an exploration (seeds the strategy per iteration).</summary>
+    public Violation? Run(int iteration)
+    {
+        _strategy?.BeginRun(iteration);
+        return RunLoop();
+    }
+
+    Violation? RunLoop()
+    {
+        UpdateSlowPath();
+        foreach (var c in _contexts)
+            if (c.WakeAtNs > 0 && c.State == ContextState.Sleeping && c.WakeAtNs < _nextWakeNs) _nextWakeNs = c.WakeAtNs;
+        while (Violation == null && ModelError == null)
+        {
+            if (!AnyLiveNonDaemon()) break;
+            int next = _pendingNext;
+            _pendingNext = -1;
+            if (next < 0 || _contexts[next].State != ContextState.Runnable)
+            {
+                WakeExpiredSleepers();
+                int n = CollectRunnable();
+                if (n == 0)
+                {
+                    if (AdvanceClockToNextSleeper()) continue;
+                    _current = null;
+                    Fail(Invariants.Deadlock, "every context is blocked: " + DescribeBlocked());
+                    break;
+                }
+                if (n == 1 || _strategy == null) next = _runnableBuf[0];
+                else
+                {
+                    next = _strategy.Next(new Decision(_runnableBuf.AsSpan(0, n), -1, Steps, PointKind.Wait));
+                    Decisions.AddSchedule(next, preempted: false);
+                }
+            }
+            Resume(_contexts[next]);
+        }
+        _current = null;
+        if (ModelError != null) throw new ModelException($"model error: {ModelError.Message}\n{ModelError}");
+        return Violation;
+    }
+
+    void Resume(KContext ctx)
+    {
+        _current = ctx;
+        if (!ctx.Started)
+        {
+            ctx.Started = true;
+            ctx.Steps++;
+            _stepSink?.OnStep(this, ctx, PointKind.Start, 0);
+            ValueTask t;
+            try { t = ctx.Body(ctx); }
+            catch (Exception e) { ModelError = e; return; }
+            if (t.IsCompleted) Finish(ctx, t);
+            else
+            {
+                var awaiter = t.GetAwaiter();
+                awaiter.UnsafeOnCompleted(() => Finish(ctx, t));
+            }
+            return;
+        }
+        var k = ctx.Continuation ?? throw new ModelException($"{ctx} resumed without a continuation");
+        ctx.Continuation = null;
+        k();
+    }
+
+    void Finish(KContext ctx, ValueTask t)
+    {
+        ctx.State = ContextState.Done;
+        try { t.GetAwaiter().GetResult(); }
+        catch (Exception e) { ModelError ??= e; }
+    }
+
+    bool AnyLiveNonDaemon()
+    {
+        foreach (var c in _contexts)
+            if (!c.IsDaemon && c.State != ContextState.Done) return true;
+        return false;
+    }
+
+    int CollectRunnable()
+    {
+        int n = 0;
+        foreach (var c in _contexts)
+            if (c.State == ContextState.Runnable) _runnableBuf[n++] = c.Id;
+        return n;
+    }
+
+    int FirstRunnableDaemonOtherThan(int id)
+    {
+        foreach (var c in _contexts)
+            if (c.Id != id && c.IsDaemon && c.State == ContextState.Runnable) return c.Id;
+        return -1;
+    }
+
+    bool WakeExpiredSleepers()
+    {
+        if (ClockNs < _nextWakeNs) return false;
+        long next = long.MaxValue;
+        bool woke = false;
+        foreach (var c in _contexts)
+        {
+            if (c.State != ContextState.Sleeping) continue;
+            if (c.WakeAtNs <= ClockNs)
+            {
+                c.State = ContextState.Runnable;
+                woke = true;
+            }
+            else if (c.WakeAtNs < next) next = c.WakeAtNs;
+        }
+        _nextWakeNs = next;
+        return woke;
+    }
+
+    bool AdvanceClockToNextSleeper()
+    {
+        long min = long.MaxValue;
+        foreach (var c in _contexts)
+            if (c.State == ContextState.Sleeping && c.WakeAtNs < min) min = c.WakeAtNs;
+        if (min == long.MaxValue) return false;
+        ClockNs = Math.Max(ClockNs, min);
+        _nextWakeNs = min;
+        WakeExpiredSleepers();
+        return true;
+    }
+
+    string DescribeBlocked()
+    {
+        var parts = new List<string>();
+        foreach (var c in _contexts)
+            if (c.State == ContextState.Blocked) parts.Add($"{c} waits on {c.BlockedOn} in {c.CurrentFunction}");
+        return string.Join("; ", parts);
+    }
+}
+
+/// <summary>Awaiter for <see cref="Scheduler.Point"/>: completes synchronously unless the strategy switches.</summary>
+public readonly struct SchedPoint : ICriticalNotifyCompletion
+{
+    readonly Scheduler _s;
+    readonly PointKind _kind;
+    readonly ulong _arg;
+
+    internal SchedPoint(Scheduler s, PointKind kind, ulong arg)
+    {
+        _s = s;
+        _kind = kind;
+        _arg = arg;
+    }
+
+    public SchedPoint GetAwaiter() => this;
+
+    public bool IsCompleted
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _s.OnPoint(_kind, _arg);
+    }
+
+    public void GetResult() { }
+
+    public void OnCompleted(Action continuation) => _s.Park(continuation);
+
+    public void UnsafeOnCompleted(Action continuation) => _s.Park(continuation);
+}
+
+/// <summary>Awaiter for a blocked or sleeping context: never completes synchronously.</summary>
+public readonly struct BlockAwaiter : ICriticalNotifyCompletion
+{
+    readonly Scheduler _s;
+
+    internal BlockAwaiter(Scheduler s) => _s = s;
+
+    public BlockAwaiter GetAwaiter() => this;
+
+    public bool IsCompleted => false;
+
+    public void GetResult() { }
+
+    public void OnCompleted(Action continuation) => _s.Park(continuation);
+
+    public void UnsafeOnCompleted(Action continuation) => _s.Park(continuation);
+}
+
+/// <summary>Receives every step when tracing: race diagrams, ftrace and Perfetto writers implement it.</summary>
+public interface IStepSink
+{
+    void OnStep(Scheduler s, KContext ctx, PointKind kind, ulong arg);
+
+    void OnViolation(Scheduler s, Violation v);
+}

@@ -1,0 +1,95 @@
+namespace MmuSim;
+
+/// <summary>
+/// Workload counters. One enum for every subsystem so that a run reports them in one table; names print in snake_case.
+/// Add new counters at the end of their subsystem's block.
+/// </summary>
+public enum Stat
+{
+    // ---- primary mm
+    Faults,
+    AnonReadFaults,
+    AnonWriteFaults,
+    ZeroPageMaps,
+    CowCopies,
+    CowReuses,
+    ThpFaults,
+    ThpSplits,
+    PagesZapped,
+    PagesFreed,
+    TlbFlushesLocal,
+    TlbFlushesRemote,
+    PagesReclaimed,
+    PagesMigrated,
+    PagesCleaned,
+    LazyfreeDiscarded,
+    OomReapRetries,
+    ForkCopiedPtes,
+
+    // ---- notifier core
+    NotifierStarts,
+    NotifierEnds,
+    NotifierInvalidatePage,
+    NotifierChangePte,
+    NotifierInvalidateRange,
+    NotifierClearFlushYoung,
+
+    // ---- KVM
+    VmExits,
+    VmExitsEptViolation,
+    VmExitsWriteProtect,
+    GuestReads,
+    GuestWrites,
+    GuestTlbHits,
+    SptesInstalled,
+    SptesZapped,
+    KvmRemoteTlbFlushes,
+    KvmFaultRetries,
+    KvmChangePteFoundPresent,
+    KvmChangePteCalls,
+    KvmAgeCalls,
+    KvmEfaults,
+
+    // ---- KSM
+    KsmPagesScanned,
+    KsmMerges,
+    KsmMergeFailures,
+    KsmUnmerges,
+    KsmFullScans,
+
+    // ---- devices
+    DeviceFaults,
+    DeviceInvalidations,
+}
+
+/// <summary>Counter storage: a flat array indexed by <see cref="Stat"/>.</summary>
+public sealed class Stats
+{
+    readonly long[] _v = new long[Enum.GetValues<Stat>().Length];
+
+    public long this[Stat s] => _v[(int)s];
+
+    public void Inc(Stat s, long n = 1) => _v[(int)s] += n;
+
+    public void Reset() => Array.Clear(_v);
+
+    /// <summary>snake_case name: <c>VmExitsEptViolation</c> → <c>vm_exits_ept_violation</c>.</summary>
+    public static string NameOf(Stat s)
+    {
+        var n = s.ToString();
+        var sb = new System.Text.StringBuilder(n.Length + 8);
+        for (int i = 0; i < n.Length; i++)
+        {
+            if (char.IsUpper(n[i]) && i > 0) sb.Append('_');
+            sb.Append(char.ToLowerInvariant(n[i]));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Non-zero counters in declaration order.</summary>
+    public IEnumerable<(string Name, long Value)> NonZero()
+    {
+        foreach (var s in Enum.GetValues<Stat>())
+            if (_v[(int)s] != 0) yield return (NameOf(s), _v[(int)s]);
+    }
+}
