@@ -284,7 +284,7 @@ public sealed class Scheduler
             Resume(_contexts[next]);
         }
         _current = null;
-        if (ModelError != null) throw new ModelException($"model error: {ModelError.Message}\n{ModelError}");
+        if (ModelError != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ModelError).Throw();
         return Violation;
     }
 
