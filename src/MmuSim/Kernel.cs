@@ -13,6 +13,9 @@ public sealed record KernelOptions
 
     public long MaxFrames { get; init; } = 1L << 30;
 
+    /// <summary>Initial page-table pages (all levels); the pool grows by half again when full.</summary>
+    public int InitialPageTables { get; init; } = 64;
+
     public MmuSim.Checker.CheckMode CheckMode { get; init; } = MmuSim.Checker.CheckMode.Full;
 
     public IReadOnlySet<Mutation> Mutations { get; init; } = new HashSet<Mutation>();
@@ -44,7 +47,7 @@ public sealed class Kernel
         S = new Scheduler(strategy, options.Costs);
         S.SeedPlain(options.Seed);
         Mem = new PhysMem(options.InitialFrames, options.MaxFrames);
-        PageTables = new PageTablePool(S);
+        PageTables = new PageTablePool(S, options.InitialPageTables);
         Stats = new Stats();
         Trace = new Tracer(this);
         Checker = new Checker.CoherenceChecker(this) { Mode = options.CheckMode };

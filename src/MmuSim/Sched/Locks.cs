@@ -45,9 +45,21 @@ public sealed class LockSet
     public int OwnerId(int i) => _owner[i] - 1;
 
     /// <summary>spin_lock / mutex_lock.</summary>
-    public async ValueTask Lock(int i = 0)
+    public ValueTask Lock(int i = 0)
     {
-        await _s.Point(PointKind.LockAcquire, (ulong)i);
+        // Fast path (no switch, uncontended spinlock): no async state machine.
+        bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i);
+        if (passed && !Sleeping && _owner[i] == 0)
+        {
+            Take(i, _s.Current);
+            return default;
+        }
+        return LockSlow(i, passed);
+    }
+
+    async ValueTask LockSlow(int i, bool pointPassed)
+    {
+        if (!pointPassed) await _s.Parked();
         var me = _s.Current;
         if (Sleeping) _s.MightSleep($"mutex_lock({Name})");
         while (_owner[i] != 0)
@@ -79,9 +91,19 @@ public sealed class LockSet
     }
 
     /// <summary>spin_unlock / mutex_unlock.</summary>
-    public async ValueTask Unlock(int i = 0)
+    public ValueTask Unlock(int i = 0)
     {
-        await _s.Point(PointKind.LockRelease, (ulong)i);
+        if (_s.OnPoint(PointKind.LockRelease, (ulong)i))
+        {
+            UnlockNoPoint(i);
+            return default;
+        }
+        return UnlockSlow(i);
+    }
+
+    async ValueTask UnlockSlow(int i)
+    {
+        await _s.Parked();
         UnlockNoPoint(i);
     }
 
@@ -93,7 +115,7 @@ public sealed class LockSet
             throw new ModelException($"{me} releases {Name}[{i}] owned by {(_owner[i] == 0 ? "nobody" : "CPU" + (_owner[i] - 1))}");
         _owner[i] = 0;
         if (!Sleeping) me.AtomicDepth--;
-        WakeWaiters(ref _waiters[i]);
+        if (_waiters[i] != 0) WakeWaiters(ref _waiters[i]);
     }
 
     void WakeWaiters(ref ulong mask)
