@@ -115,19 +115,7 @@ public sealed class LockSet
             throw new ModelException($"{me} releases {Name}[{i}] owned by {(_owner[i] == 0 ? "nobody" : "CPU" + (_owner[i] - 1))}");
         _owner[i] = 0;
         if (!Sleeping) me.AtomicDepth--;
-        if (_waiters[i] != 0) WakeWaiters(ref _waiters[i]);
-    }
-
-    void WakeWaiters(ref ulong mask)
-    {
-        ulong m = mask;
-        mask = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            _s.Wake(_s.Contexts[id]);
-        }
+        if (_waiters[i] != 0) _s.WakeMask(ref _waiters[i]);
     }
 
     string LockLabel(int i) => Capacity == 1 ? Name : $"{Name}[{i}]";
@@ -267,17 +255,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>Release whichever side the current context holds (mmap_lock users that may hold either).</summary>
     public ValueTask Unlock() => IsWriteLockedByCurrent ? WriteUnlock() : ReadUnlock();
 
-    void WakeAll()
-    {
-        ulong m = _waiters;
-        _waiters = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            s.Wake(s.Contexts[id]);
-        }
-    }
+    void WakeAll() => s.WakeMask(ref _waiters);
 
     public override string ToString() => name;
 }
@@ -300,17 +278,7 @@ public sealed class WaitQueue(Scheduler s, string name)
         return s.Block(this);
     }
 
-    public void WakeAll()
-    {
-        ulong m = _waiters;
-        _waiters = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            s.Wake(s.Contexts[id]);
-        }
-    }
+    public void WakeAll() => s.WakeMask(ref _waiters);
 
     public override string ToString() => name;
 }
