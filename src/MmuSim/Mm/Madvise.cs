@@ -30,11 +30,15 @@ public static class Madvise
         }
     }
 
-    /// <summary>madvise(MADV_FREE): madvise_free_single_vma on every anonymous private VMA in the range. Holds mmap_lock for read.</summary>
-    public static async ValueTask MadviseFree(MmStruct mm, ulong start, ulong len)
+    /// <summary>
+    /// madvise(MADV_FREE): madvise_free_single_vma on every anonymous private VMA in the range. Holds mmap_lock for
+    /// read. Returns false (-EINVAL) in eras before 4.5.
+    /// </summary>
+    public static async ValueTask<bool> MadviseFree(MmStruct mm, ulong start, ulong len)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("madvise_free");
+        if (!k.Era.Has(Eras.Feature.MadvFree)) return false;
         ulong end = start + len;
         await mm.MmapLock.ReadLock();
         try
@@ -44,6 +48,7 @@ public static class Madvise
                 ulong s = Math.Max(vma.Start, start), e = Math.Min(vma.End, end);
                 if (s < e && !vma.Shared) await MadviseFreeSingleVma(vma, s, e);
             }
+            return true;
         }
         finally
         {
