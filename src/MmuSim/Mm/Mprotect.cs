@@ -9,8 +9,9 @@ public static class Mprotect
 {
     /// <summary>
     /// do_mprotect_pkey: split the VMAs at the edges, then mprotect_fixup each (new vm_flags, change_protection).
-    /// Takes mmap_lock for write. Upgrades only change the VMA (PTEs become writable lazily, at the next write fault,
-    /// with no notifier); downgrades write-protect the PTEs inside a PROTECTION_VMA invalidation.
+    /// Takes mmap_lock for write. Downgrades write-protect the PTEs inside a PROTECTION_VMA invalidation. Upgrades
+    /// change the VMA only: PTEs become writable lazily, at the next write fault (wp_page_reuse, no notifier); the
+    /// kernel's change_pmd_range still brackets the populated part with PROTECTION_VMA, and so does the model.
     /// PROT_NONE is not modelled (the model's PTE has no protnone encoding).
     /// </summary>
     public static async ValueTask DoMprotect(MmStruct mm, ulong start, ulong len, Prot prot)
