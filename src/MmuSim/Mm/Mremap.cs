@@ -68,9 +68,8 @@ public static class Mremap
             var pmd = mm.PeekPmd(o);
             if (pmd.Present && pmd.Huge)
             {
-                if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone)
+                if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone && await MoveHugePmd(mm, o, n))
                 {
-                    await MoveHugePmd(mm, o, n);
                     off += extent;
                     continue;
                 }
@@ -104,8 +103,8 @@ public static class Mremap
         await mm.UnlockPtl(ot);
     }
 
-    /// <summary>move_huge_pmd: move one huge PMD under both PMD locks and flush the old range.</summary>
-    static async ValueTask MoveHugePmd(MmStruct mm, ulong oldAddr, ulong newAddr)
+    /// <summary>move_huge_pmd: move one huge PMD under both PMD locks and flush the old range. False: no longer huge.</summary>
+    static async ValueTask<bool> MoveHugePmd(MmStruct mm, ulong oldAddr, ulong newAddr)
     {
         using var _ = mm.Kernel.S.Current.Enter("move_huge_pmd");
         mm.PmdAlloc(newAddr);
@@ -113,10 +112,15 @@ public static class Mremap
         await mm.LockPmd(oldAddr);
         if (a != b) await mm.LockPmd(newAddr);
         var pmd = await mm.PmdpGet(oldAddr);
-        await mm.SetPmd(oldAddr, Pte.None);
-        await mm.SetPmd(newAddr, pmd);
-        await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + MmStruct.PmdSize);
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge)
+        {
+            await mm.SetPmd(oldAddr, Pte.None);
+            await mm.SetPmd(newAddr, pmd);
+            await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + MmStruct.PmdSize);
+        }
         if (a != b) await mm.UnlockPmd(newAddr);
         await mm.UnlockPmd(oldAddr);
+        return huge;
     }
 }
