@@ -21,6 +21,9 @@ public sealed record KernelOptions
 
     /// <summary>Seed for data choices in plain simulation.</summary>
     public ulong Seed { get; init; } = 1;
+
+    /// <summary>Initial page-table pages (4 KiB each; the pool grows on demand). Small scenarios run faster with few.</summary>
+    public int InitialPageTables { get; init; } = 64;
 }
 
 /// <summary>
@@ -44,7 +47,7 @@ public sealed class Kernel
         S = new Scheduler(strategy, options.Costs);
         S.SeedPlain(options.Seed);
         Mem = new PhysMem(options.InitialFrames, options.MaxFrames);
-        PageTables = new PageTablePool(S);
+        PageTables = new PageTablePool(S, options.InitialPageTables);
         Stats = new Stats();
         Trace = new Tracer(this);
         Checker = new Checker.CoherenceChecker(this) { Mode = options.CheckMode };

@@ -82,6 +82,7 @@ public static class ScenarioLoader
                 // YamlDotNet prefixes "(Line: a, Col: b, ...): "; the position is in our prefix already.
                 int close = msg.IndexOf("): ", StringComparison.Ordinal);
                 if (msg.StartsWith("(Line", StringComparison.Ordinal) && close > 0) msg = msg[(close + 3)..];
+                msg = System.Text.RegularExpressions.Regex.Replace(msg.Trim(), @"\s+", " ");
                 throw new ScenarioException(file, (int)e.Start.Line, "yaml", $"malformed YAML: {msg}");
             }
             if (stream.Documents.Count == 0) throw new ScenarioException(file, 1, "yaml", "empty file");

@@ -118,6 +118,7 @@ public static class ScenarioRunner
         var k = new Kernel(era, null, new KernelOptions
         {
             InitialFrames = InitialFrames(s),
+            InitialPageTables = 8 + 4 * s.Processes.Count,
             CheckMode = options.CheckMode,
             Mutations = mutations,
             Costs = costs,
