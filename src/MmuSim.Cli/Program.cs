@@ -25,6 +25,7 @@ public static class Program
         root.Subcommands.Add(ListCommand.Create(cli));
         root.Subcommands.Add(ExploreCommand.Create(cli));
         root.Subcommands.Add(ErasCommand.Create(cli));
+        root.Subcommands.Add(OpsCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;
