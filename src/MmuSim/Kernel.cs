@@ -24,9 +24,6 @@ public sealed record KernelOptions
 
     /// <summary>Seed for data choices in plain simulation.</summary>
     public ulong Seed { get; init; } = 1;
-
-    /// <summary>Initial page-table pages (4 KiB each; the pool grows on demand). Small scenarios run faster with few.</summary>
-    public int InitialPageTables { get; init; } = 64;
 }
 
 /// <summary>

@@ -125,6 +125,11 @@ public class LoaderTests
     [InlineData("<=3.6", "3.6", true)]
     [InlineData("2.6.32, 6.10+", "6.13", true)]
     [InlineData("2.6.32, 6.10+", "4.19", false)]
+    [InlineData("4.13+", "4.13-rc1", false)]
+    [InlineData("<4.13", "4.13-rc1", true)]
+    [InlineData("4.13-rc1", "4.13-rc1", true)]
+    [InlineData("4.13-rc1", "4.13", false)]
+    [InlineData("3.6..4.12", "4.13-rc1", false)]
     public void EraSets(string set, string era, bool contains)
     {
         var s = EraSet.TryParse(set, out var err);
