@@ -350,8 +350,8 @@ public static class ScenarioLoader
                 if (op == "mmap" && args.Has("process") && args.Has("addr") && args.Has("len") &&
                     OpArgs.TryParseULong(args.GetString("addr"), out var a) && OpArgs.TryParseULong(args.GetString("len"), out var l))
                     _info.AddRange(args.GetString("process"), a, a + l);
-                if (op == "mremap" && args.Has("process") && args.Has("new_addr") && args.Has("new_len") &&
-                    OpArgs.TryParseULong(args.GetString("new_addr"), out var na) && OpArgs.TryParseULong(args.GetString("new_len"), out var nl))
+                if (op == "mremap" && args.Has("process") && args.Has("new_addr") && args.Has("len") &&
+                    OpArgs.TryParseULong(args.GetString("new_addr"), out var na) && OpArgs.TryParseULong(args.GetString("len"), out var nl))
                     _info.AddRange(args.GetString("process"), na, na + nl);
             }
             return list;
