@@ -40,7 +40,7 @@ public static partial class CoreOps
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
         r.Register(new OpSpec("madvise", "madvise(addr, len, advice): " + string.Join(", ", MadviseHandlers.Keys.Order()),
-            ["process", "addr", "len", "advice"], [], Madvise) { Check = CheckMadvise });
+            ["process", "addr", "len", "advice"], [], MadviseOp) { Check = CheckMadvise });
         r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
         r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",
             ["process"], ["name"], Record));
@@ -135,7 +135,7 @@ public static partial class CoreOps
             throw a.Error("advice", $"unknown or not yet modelled advice '{adv}' (available: {string.Join(", ", MadviseHandlers.Keys.Order())})");
     }
 
-    static ValueTask Madvise(ScenarioWorld w, OpArgs a)
+    static ValueTask MadviseOp(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
         ulong start = a.GetAddress("addr");
