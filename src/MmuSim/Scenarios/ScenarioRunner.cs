@@ -118,7 +118,7 @@ public static class ScenarioRunner
         var k = new Kernel(era, null, new KernelOptions
         {
             InitialFrames = InitialFrames(s),
-            InitialPageTables = 8 + 4 * s.Processes.Count,
+            InitialPageTables = InitialPageTables(s),
             CheckMode = options.CheckMode,
             Mutations = mutations,
             Costs = costs,
@@ -202,12 +202,21 @@ public static class ScenarioRunner
     /// <summary>The random strategy, as <see cref="Explore"/> and <c>mmusim run</c> use it.</summary>
     public static IStrategy RandomStrategyFactory(ulong seed) => new RandomStrategy(seed);
 
+    /// <summary>Enough frames for twice the declared memory (COW copies); the array grows on demand.</summary>
     static long InitialFrames(Scenario s)
     {
         ulong pages = 0;
         foreach (var p in s.Processes)
             foreach (var v in p.Vmas) pages += v.Len >> MmStruct.PageShift;
-        return (long)Math.Clamp(pages * 2 + 64, 256, 4096);
+        return (long)Math.Clamp(pages * 2 + 16, 32, 4096);
+    }
+
+    /// <summary>A PGD per process and a PUD/PMD/PTE table per declared VMA (fork doubles it; the pool grows on demand).</summary>
+    static int InitialPageTables(Scenario s)
+    {
+        int n = 0;
+        foreach (var p in s.Processes) n += 1 + 3 * Math.Max(1, p.Vmas.Count);
+        return Math.Clamp(n, 4, 64);
     }
 
     static async ValueTask Setup(ScenarioWorld world, Scenario s)

@@ -132,6 +132,21 @@ public class BadInputTests
         AssertBadInput(With(10, "      - madvise: { addr: 0x100000, len: 4K, advice: sideways }"), 10, "madvise.advice", "advice 'sideways'");
 
     [Fact]
+    public void RunTimeOpErrorIsReportedLikeALoadError()
+    {
+        // Only known at run time: the mmap overlaps a VMA. The op raises file:line: field, the CLI exits 2.
+        var path = WriteScenario(With(10, "      - mmap: { addr: 0x102000, len: 8K }"));
+        foreach (var cmd in new[] { "run", "explore" })
+        {
+            var (code, _, err) = Run(cmd, path);
+            Assert.Equal(2, code);
+            Assert.StartsWith($"{path}:10: mmap.addr: mmap [0x102000, 0x104000) overlaps the VMA", err);
+            Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.DoesNotContain("   at ", err);
+        }
+    }
+
+    [Fact]
     public void UnknownEraOnCommandLine()
     {
         var (code, _, err) = Run("run", WriteScenario(Good), "--era", "1.0");

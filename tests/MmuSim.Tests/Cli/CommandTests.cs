@@ -72,6 +72,15 @@ public class CommandTests
     }
 
     [Fact]
+    public void OpsListsEveryRegisteredOp()
+    {
+        var (code, o, _) = Run("ops");
+        Assert.Equal(0, code);
+        foreach (var op in OpRegistry.Default.All) Assert.Contains(op.Name, o);
+        Assert.Contains("expect-value", o);
+    }
+
+    [Fact]
     public void ExploreCleanScenarioExitsZero()
     {
         var (code, o, err) = Run("explore", "munmap-vs-fault", "-n", "200", "--seed", "3");
