@@ -199,4 +199,23 @@ public class RunnerTests
         Assert.True(r.Kernel.S.Contexts[1].Steps > 10, "the daemon loops (read, sleep 1 us) while cpu0 sleeps 10 us");
         Assert.Equal(1UL, r.Kernel.Mem[r.World.Processes["p"].PeekPte(0x100000).Pfn].Contents);
     }
+
+    sealed class FakeSubsystem : IRunReport
+    {
+        public string ReportTitle => "/sys/kernel/mm/fake";
+
+        public void Report(TextWriter w) => w.WriteLine("pages_shared 1");
+    }
+
+    [Fact]
+    public void SubsystemsImplementingIRunReportAreReportedFirst()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("cow-zero-page");
+        var r = ScenarioRunner.Run(s, EraTable.Default, null, new RunOptions { Configure = k => k.GetSubsystem(_ => new FakeSubsystem()) });
+        Assert.Equal(["/sys/kernel/mm/fake", "recorder rec: 2 callback(s)"], r.Reports.Select(x => x.ReportTitle));
+        var w = new StringWriter();
+        r.Reports[1].Report(w);
+        Assert.Equal("CPU0 InvalidateRangeStart(0x10000, 0x11000, Clear)\nCPU0 InvalidateRangeEnd(0x10000, 0x11000, Clear)\n",
+            w.ToString().ReplaceLineEndings("\n"));
+    }
 }
