@@ -35,6 +35,7 @@ public static class ExploreCommand
             if (n < 1) throw new UsageException("--iterations", $"must be at least 1, got {n}");
             ulong sd = p.GetValue(seed);
             var all = s.Mutations.Concat(muts).Distinct().Select(Mutations.NameOf).ToArray();
+            cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, random strategy, seed {sd}, {n} schedules, mutations: {(all.Length == 0 ? "none" : string.Join(", ", all))}");
 
             ExploreResult res;
             if (cli.InteractiveErr)
@@ -59,7 +60,6 @@ public static class ExploreCommand
             else res = ScenarioRunner.Explore(s, e, ScenarioRunner.RandomStrategyFactory, n, sd, muts);
 
             double avg = res.Iterations > 0 ? (double)res.TotalSteps / res.Iterations : 0;
-            cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, random strategy, seed {sd}, budget {n} schedules, mutations: {(all.Length == 0 ? "none" : string.Join(", ", all))}");
             cli.Err.WriteLine($"{res.Iterations} schedules in {res.Elapsed.TotalSeconds:0.00} s ({res.SchedulesPerSecond:0} schedules/s), steps min/avg/max {res.MinSteps}/{avg:0}/{res.MaxSteps}");
             if (res.FirstViolation is not { } bad)
             {
