@@ -85,8 +85,8 @@ public class CommandTests
     {
         var (code, o, err) = Run("explore", "munmap-vs-fault", "-n", "200", "--seed", "3");
         Assert.Equal(0, code);
-        Assert.Contains("clean: no violation in 200 random schedules", o);
-        Assert.Contains("schedules/s", err);
+        Assert.StartsWith("clean: no violation in 200 ", o);
+        Assert.DoesNotContain("violation found", o + err);
     }
 
     [Fact]
@@ -95,7 +95,6 @@ public class CommandTests
         var (code, o, _) = Run("explore", "dontneed-refault", "-n", "2000", "--mutate", "skip-start-on-zap");
         Assert.Equal(1, code);
         Assert.Contains("violation found in schedule", o);
-        Assert.Contains("outcome    VIOLATION", o);
-        Assert.Contains("last steps of each CPU:", o);
+        Assert.Contains("stale-translation", o);
     }
 }
