@@ -50,6 +50,9 @@ public sealed class RunResult
 
     public required ExpectedOutcome Expected { get; init; }
 
+    /// <summary>Mutations that were on: the scenario's own plus the run's.</summary>
+    public IReadOnlyList<Mutation> Mutations { get; init; } = [];
+
     /// <summary>Does the outcome match what the scenario declares for this era?</summary>
     public bool MatchesExpectation => Expected.Matches(Violation);
 
@@ -168,6 +171,7 @@ public static class ScenarioRunner
             Steps = k.S.Steps,
             SimulatedNs = k.S.ClockNs,
             Expected = s.ExpectedIn(era),
+            Mutations = mutations.Order().ToArray(),
         };
     }
 

@@ -39,6 +39,39 @@ public class CommandTests
     }
 
     [Fact]
+    public void RunWithAMutationReportsItAndComparesWithTheExpectation()
+    {
+        // The device maps the page before the zap (forced by wait/signal). With skip-start-on-zap its translation
+        // goes stale, so the outcome no longer matches `expect: pass`: exit 1.
+        var path = WriteScenario("""
+            name: ordered-dontneed
+            processes:
+              - name: p
+                vmas: [ { start: 0x200000, len: 4K, contents: [0x5a] } ]
+            setup:
+              - mirror: { process: p, name: dev }
+            threads:
+              - name: device
+                ops:
+                  - mirror.read: { mirror: dev, addr: 0x200000 }
+                  - signal: { event: mapped }
+              - name: cpu0
+                process: p
+                ops:
+                  - wait: { event: mapped }
+                  - madvise: { addr: 0x200000, len: 4K, advice: dontneed }
+            expect: pass
+            """);
+        var (code, o, _) = Run("run", path, "--mutate", "skip-start-on-zap");
+        Assert.Equal(1, code);
+        Assert.Contains("mutations  skip-start-on-zap", o);
+        Assert.Contains("outcome    VIOLATION stale-translation", o);
+        Assert.Contains("NOT AS EXPECTED", o);
+        Assert.Equal(0, Run("run", path).Code);
+        Assert.Equal(0, Run("run", path, "--plain").Code);
+    }
+
+    [Fact]
     public void RunHonoursPerEraExpectations()
     {
         var yaml = ScenarioLoader.BuiltInText("mutant-skip-start-on-zap")!
