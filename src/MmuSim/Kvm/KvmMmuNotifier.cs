@@ -152,7 +152,9 @@ public sealed partial class Kvm
         }
         if (locked)
         {
-            bool late = !Era.Has(Feature.KvmFlushBeforeUnlock) ||
+            // 2.6.32 flushed after spin_unlock in start and clear_flush_young; its change_pte handler
+            // (kvm_set_pte_rmapp) flushed by itself under mmu_lock.
+            bool late = (!Era.Has(Feature.KvmFlushBeforeUnlock) && op != HvaRangeOp.ChangePte) ||
                         (op == HvaRangeOp.Unmap && _k.Mutated(Mutation.KvmFlushAfterUnlockBeforeFree));
             if (flushOnRet && ret && !late) await FlushRemoteTlbs();
             await MmuLock.Unlock();
@@ -261,7 +263,7 @@ public sealed partial class Kvm
         {
             await S.Point(PointKind.Counter);
             if (MnActiveInvalidateCount == 0)
-                S.Fail(Invariants.Pairing, $"{Name}: change_pte({address:#x}) outside invalidate_range_start/end (WARN_ON_ONCE(!kvm->mn_active_invalidate_count))", address);
+                S.Fail(Invariants.Pairing, $"{Name}: change_pte(0x{address:x}) outside invalidate_range_start/end (WARN_ON_ONCE(!kvm->mn_active_invalidate_count))", address);
             if (InvalidateInProgress == 0) return;
         }
         await HandleHvaRange(address, address + 1, HvaRangeOp.ChangePte, pte);

@@ -7,7 +7,7 @@ namespace MmuSim.Kvm;
 /// <summary>Result of a guest access: the value read (or written), or the error the VMM got.</summary>
 public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultResult Error)
 {
-    public override string ToString() => Ok ? $"{Value:#x}" : Error.ToString();
+    public override string ToString() => Ok ? $"0x{Value:x}" : Error.ToString();
 }
 
 /// <summary>
@@ -109,7 +109,7 @@ public sealed class KvmVcpu
             if (++retries > MaxRetries)
             {
                 k.S.Fail(Invariants.Liveness,
-                    $"{_kvm.Name} vcpu{Index}: fault on gfn {gfn:#x} retried {MaxRetries} times (in_progress {_kvm.InvalidateInProgress}, seq {_kvm.InvalidateSeq})",
+                    $"{_kvm.Name} vcpu{Index}: fault on gfn 0x{gfn:x} retried {MaxRetries} times (in_progress {_kvm.InvalidateInProgress}, seq {_kvm.InvalidateSeq})",
                     0);
                 return new GuestAccessResult(false, 0, KvmFaultResult.Retry);
             }

@@ -120,5 +120,5 @@ public sealed class Memslot
     }
 
     public override string ToString() =>
-        $"slot{Id} gfn [{BaseGfn:#x}, {EndGfn:#x}) hva {UserspaceAddr:#x}{(ReadOnly ? " ro" : "")}{(LogDirty ? " log-dirty" : "")}{(Invalid ? " invalid" : "")}";
+        $"slot{Id} gfn [0x{BaseGfn:x}, 0x{EndGfn:x}) hva 0x{UserspaceAddr:x}{(ReadOnly ? " ro" : "")}{(LogDirty ? " log-dirty" : "")}{(Invalid ? " invalid" : "")}";
 }

@@ -50,7 +50,7 @@ public readonly record struct Spte(ulong Raw)
     public long PfnAt(int index) => Pfn + index;
 
     public override string ToString() =>
-        !Present ? "none" : $"pfn {Pfn:#x} {(Writable ? "W" : "R")}{(Accessed ? "A" : "")}{(Dirty ? "D" : "")}{(Huge ? "H" : "")}";
+        !Present ? "none" : $"pfn 0x{Pfn:x} {(Writable ? "W" : "R")}{(Accessed ? "A" : "")}{(Dirty ? "D" : "")}{(Huge ? "H" : "")}";
 
     /// <summary>Bytes per SPTE (the issue's budget: at most 8).</summary>
     public const int Size = sizeof(ulong);

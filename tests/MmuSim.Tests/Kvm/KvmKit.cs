@@ -41,14 +41,14 @@ public sealed class KvmKit
     public async ValueTask<ulong> GuestRead(ulong gfn, int vcpu = 0)
     {
         var r = await Vm.Vcpu(vcpu).GuestRead(gfn);
-        Assert.True(r.Ok, $"guest read of {gfn:#x} failed: {r}");
+        Assert.True(r.Ok, $"guest read of 0x{gfn:x} failed: {r}");
         return r.Value;
     }
 
     public async ValueTask GuestWrite(ulong gfn, ulong value, int vcpu = 0)
     {
         var r = await Vm.Vcpu(vcpu).GuestWrite(gfn, value);
-        Assert.True(r.Ok, $"guest write of {gfn:#x} failed: {r}");
+        Assert.True(r.Ok, $"guest write of 0x{gfn:x} failed: {r}");
     }
 
     /// <summary>madvise(MADV_DONTNEED) as the kernel does it: mmap_lock for read, zap_page_range_single.</summary>
@@ -63,8 +63,8 @@ public sealed class KvmKit
     /// <summary>No SPTE and no vCPU TLB entry maps <paramref name="gfn"/>.</summary>
     public void AssertUnmapped(ulong gfn)
     {
-        Assert.False(Vm.PeekSpte(gfn).Present, $"SPTE for {gfn:#x} survived");
-        foreach (var v in Vm.Vcpus) Assert.False(v.TlbLookup(gfn).Present, $"{v} TLB still caches {gfn:#x}");
+        Assert.False(Vm.PeekSpte(gfn).Present, $"SPTE for 0x{gfn:x} survived");
+        foreach (var v in Vm.Vcpus) Assert.False(v.TlbLookup(gfn).Present, $"{v} TLB still caches 0x{gfn:x}");
     }
 
     public long Stat(MmuSim.Stat s) => K.Stats[s];

@@ -10,7 +10,7 @@ public class KvmScenarioTests
     static readonly string[] BuiltIns =
     [
         "kvm-fault-vs-invalidate", "kvm-munmap", "kvm-dontneed", "kvm-exit", "kvm-zap-on-start", "kvm-double-invalidate",
-        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log",
+        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86",
     ];
 
     public static TheoryData<string, string> BuiltInsByEra()
