@@ -43,6 +43,8 @@ public static class KvmOps
             ["vm", "slot"], ["expect"], DirtyLogGet) { Check = (a, _) => { a.GetInt("slot"); ParseGfns(a); } });
         r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages",
             ["vm", "addr", "len"], ["young", "flush"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); } });
+        r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",
+            ["vm", "gfn"], [], ExpectNoPageRefs) { Check = (a, _) => a.GetULong("gfn") });
         r.Register(new OpSpec("vm.expect-sptes", "the number of present SPTEs of the VM; a different count is an unexpected-value violation",
             ["vm", "count"], [], ExpectSptes) { Check = (a, _) => a.GetInt("count") });
     }
@@ -225,6 +227,23 @@ public static class KvmOps
                 young++;
         if (a.Has("young") && young != a.GetInt("young"))
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {young} page(s) young in [0x{start:x}, 0x{end:x}), expected {a.GetInt("young")}");
+    }
+
+    static async ValueTask ExpectNoPageRefs(ScenarioWorld w, OpArgs a)
+    {
+        var vm = w.Get<Kvm>(a, "vm");
+        ulong gfn = a.GetULong("gfn");
+        var slot = vm.GfnToMemslot(gfn) ?? throw a.Error("gfn", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name}");
+        ulong hva = slot.GfnToHva(gfn);
+        var mm = vm.MirroredMm;
+        await w.K.S.Point(Sched.PointKind.Counter, hva);
+        var (present, pfn, _, _) = mm.Translate(hva);
+        if (!present || pfn == PhysMem.ZeroPfn) return;
+        long head = w.K.Mem.FolioOf(pfn);
+        int refs = w.K.Mem[head].RefCount, maps = w.K.Mem.FolioMapCount(head);
+        if (refs != maps)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: page 0x{pfn:x} behind gfn 0x{gfn:x} has refcount {refs} but mapcount {maps}: someone holds a reference (KSM could never merge it)", hva, pfn);
     }
 
     static ValueTask ExpectSptes(ScenarioWorld w, OpArgs a)

@@ -10,7 +10,7 @@ public class KvmScenarioTests
     static readonly string[] BuiltIns =
     [
         "kvm-fault-vs-invalidate", "kvm-munmap", "kvm-dontneed", "kvm-exit", "kvm-zap-on-start", "kvm-double-invalidate",
-        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86",
+        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs",
     ];
 
     public static TheoryData<string, string> BuiltInsByEra()
@@ -56,6 +56,8 @@ public class KvmScenarioTests
     [InlineData("kvm-double-invalidate", "kvm-flush-after-unlock-before-free", "6.8", Invariants.StaleTranslation)]
     [InlineData("kvm-double-invalidate", "kvm-flush-after-unlock-before-free", "4.10", Invariants.StaleTranslation)]
     [InlineData("kvm-memslot-vs-invalidate", "kvm-no-memslot-wait", "6.8", null)]
+    [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "6.8", ScenarioInvariants.UnexpectedValue)]
+    [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "2.6.32", ScenarioInvariants.UnexpectedValue)]
     public void MutationIsCaughtWithin10000Schedules_AndTheUnmutatedScenarioIsClean(string name, string mutation, string era, string? invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(name);
