@@ -161,6 +161,7 @@ public sealed class OpRegistry
     public static readonly List<Action<OpRegistry>> Providers =
     [
         CoreOps.Register,
+        Kvm.KvmOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
