@@ -151,7 +151,10 @@ public sealed class OpRegistry
     readonly Dictionary<string, OpSpec> _ops = new(StringComparer.Ordinal);
 
     /// <summary>Subsystem registration functions. Append one line per subsystem.</summary>
-    public static readonly List<Action<OpRegistry>> Providers = [];
+    public static readonly List<Action<OpRegistry>> Providers =
+    [
+        MmuSim.Ksm.KsmOps.Register,
+    ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
     {

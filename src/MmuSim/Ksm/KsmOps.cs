@@ -1,0 +1,92 @@
+using MmuSim.Scenarios;
+
+namespace MmuSim.Ksm;
+
+/// <summary>
+/// Scenario ops of the KSM subsystem (<c>ksm.*</c>). Each runs on the scenario thread that performs it; the ksmd
+/// daemon is started by <c>ksmd</c>. Errors from the kernel (-EINVAL, -EBUSY) are scenario errors naming file:line.
+/// </summary>
+public static class KsmOps
+{
+    /// <summary>Register the KSM ops (listed in <see cref="OpRegistry.Providers"/>).</summary>
+    public static void Register(OpRegistry r)
+    {
+        r.Register(new OpSpec("ksm.madvise", "madvise(MADV_MERGEABLE|MADV_UNMERGEABLE) on [start, start+len)",
+            ["process", "start", "len", "advice"], [], Madvise));
+        r.Register(new OpSpec("ksm.merge_any", "prctl(PR_SET_MEMORY_MERGE, enable): merge every compatible VMA of the process",
+            ["process"], ["enable"], MergeAny));
+        r.Register(new OpSpec("ksm.set", "write a /sys/kernel/mm/ksm knob: knob (run, pages_to_scan, sleep_millisecs, use_zero_pages, max_page_sharing, merge_across_nodes, smart_scan), value",
+            ["knob", "value"], [], Set));
+        r.Register(new OpSpec("ksm.run", "echo VALUE > /sys/kernel/mm/ksm/run (0 stop, 1 merge, 2 unmerge all)",
+            ["value"], [], RunOp));
+        r.Register(new OpSpec("ksm.scan", "run ksmd's scanner on this thread until full_scans more full scans completed (default 1)",
+            [], ["full_scans"], Scan));
+        r.Register(new OpSpec("ksmd", "start the ksmd daemon (run=1 unless run: is given); it scans pages_to_scan pages every sleep_millisecs",
+            [], ["run", "pages_to_scan", "sleep_millisecs", "use_zero_pages"], Daemon));
+        r.Register(new OpSpec("ksm.read", "read a /sys/kernel/mm/ksm counter (or ksm_merging_pages/ksm_rmap_items/ksm_zero_pages of process:) into label as:",
+            ["counter"], ["as", "process"], Read));
+    }
+
+    static async ValueTask Check(OpArgs a, string field, ValueTask<int> op)
+    {
+        int err = await op;
+        if (err != 0) throw a.Error(field, $"the kernel returned {err}");
+    }
+
+    static ValueTask Madvise(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        bool mergeable = a.GetString("advice").ToLowerInvariant() switch
+        {
+            "mergeable" or "madv_mergeable" => true,
+            "unmergeable" or "madv_unmergeable" => false,
+            var s => throw a.Error("advice", $"'{s}' is not mergeable or unmergeable"),
+        };
+        return Check(a, "advice", Ksmd.Of(w.K).KsmMadvise(mm, a.GetAddress("start"), a.GetULong("len"), mergeable));
+    }
+
+    static ValueTask MergeAny(ScenarioWorld w, OpArgs a) =>
+        Check(a, "enable", Ksmd.Of(w.K).PrSetMemoryMerge(w.Process(a), a.GetBool("enable", true)));
+
+    static ValueTask Set(ScenarioWorld w, OpArgs a) =>
+        Check(a, "value", Ksmd.Of(w.K).Store(a.GetString("knob"), a.GetString("value")));
+
+    static ValueTask RunOp(ScenarioWorld w, OpArgs a) =>
+        Check(a, "value", Ksmd.Of(w.K).Store("run", a.GetString("value")));
+
+    static ValueTask Scan(ScenarioWorld w, OpArgs a) => Ksmd.Of(w.K).ScanFull(a.GetInt("full_scans", 1));
+
+    static async ValueTask Daemon(ScenarioWorld w, OpArgs a)
+    {
+        var ksm = Ksmd.Of(w.K);
+        foreach (var knob in new[] { "pages_to_scan", "sleep_millisecs", "use_zero_pages" })
+            if (a.Has(knob)) await Check(a, knob, ksm.Store(knob, a.GetString(knob)));
+        ksm.StartDaemon();
+        await Check(a, "run", ksm.Store("run", a.GetString("run", "1")));
+    }
+
+    static ValueTask Read(ScenarioWorld w, OpArgs a)
+    {
+        var ksm = Ksmd.Of(w.K);
+        var name = a.GetString("counter");
+        long value;
+        if (a.Has("process"))
+        {
+            var mm = w.Process(a);
+            value = name switch
+            {
+                "ksm_merging_pages" => ksm.MergingPagesOf(mm),
+                "ksm_rmap_items" => ksm.RmapItemsOf(mm),
+                "ksm_zero_pages" => ksm.KsmZeroPagesOf(mm),
+                _ => throw a.Error("counter", $"'{name}' is not a ksm_stat field (ksm_merging_pages, ksm_rmap_items, ksm_zero_pages)"),
+            };
+        }
+        else
+        {
+            var s = ksm.Show(name) ?? throw a.Error("counter", $"/sys/kernel/mm/ksm/{name} does not exist in era {w.K.Era.Name}");
+            value = long.Parse(s, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        w.Observed[a.GetString("as", name)] = unchecked((ulong)value);
+        return default;
+    }
+}
