@@ -676,6 +676,8 @@ public sealed partial class Ksmd
     /// stable node, the VMAs of the item's anon_vma family covering the item's address, first in the item's own mm,
     /// then in other mms (children forked since ksmd merged). <paramref name="rmapOne"/> returns false to stop.
     /// Takes each anon_vma lock for read. The primary's rmap_walk calls this when the folio has PageFlags.Ksm.
+    /// As in the kernel, a VMA may be offered more than once, or one that no longer maps the page: rmap_one must check
+    /// the PTE (page_vma_mapped_walk) before acting.
     /// </summary>
     public static async ValueTask RmapWalkKsm(Kernel k, long pfn, Func<Vma, ulong, ValueTask<bool>> rmapOne)
     {
