@@ -104,11 +104,11 @@ public sealed class MmStruct
     public Vma InsertVma(Vma vma)
     {
         if (vma.Start >= vma.End || (vma.Start & ~PageMask) != 0 || (vma.End & ~PageMask) != 0)
-            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) is empty or not page aligned");
+            throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) is empty or not page aligned");
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < vma.Start) i++;
         if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
-            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) overlaps an existing mapping");
+            throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) overlaps an existing mapping");
         _vmas.Insert(i, vma);
         return vma;
     }
@@ -190,9 +190,11 @@ public sealed class MmStruct
     }
 
     /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge.</summary>
-    public int PteAlloc(ulong va)
+    public int PteAlloc(ulong va) => PteAllocAt(PmdAlloc(va), va);
+
+    /// <summary>__pte_alloc given the PMD table already walked to.</summary>
+    public int PteAllocAt(int pmdT, ulong va)
     {
-        int pmdT = PmdAlloc(va);
         ref ulong pmdE = ref Pool.Entry(pmdT, PageTablePool.PmdIndex(va));
         var pmd = new Pte(pmdE);
         if (pmd.Present) return pmd.Huge ? 0 : pmd.TableId;
