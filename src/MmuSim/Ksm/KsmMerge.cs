@@ -311,7 +311,7 @@ public sealed partial class Ksmd
             if (f == VmFault.SigSegv) return 0;
             if (f == VmFault.Ok) k.Stats.Inc(Stat.KsmUnmerges);
         }
-        k.S.Fail(Invariants.Liveness, $"break_ksm({addr:#x}) kept finding a KSM page", addr);
+        k.S.Fail(Invariants.Liveness, $"break_ksm(0x{addr:x}) kept finding a KSM page", addr);
         return 0;
     }
 

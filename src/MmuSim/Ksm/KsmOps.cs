@@ -23,9 +23,15 @@ public static class KsmOps
             [], ["full_scans"], Scan));
         r.Register(new OpSpec("ksmd", "start the ksmd daemon (run=1 unless run: is given); it scans pages_to_scan pages every sleep_millisecs",
             [], ["run", "pages_to_scan", "sleep_millisecs", "use_zero_pages"], Daemon));
-        r.Register(new OpSpec("ksm.read", "read a /sys/kernel/mm/ksm counter (or ksm_merging_pages/ksm_rmap_items/ksm_zero_pages of process:) into label as:",
-            ["counter"], ["as", "process"], Read));
+        r.Register(new OpSpec("ksm.read", "read a /sys/kernel/mm/ksm counter (or ksm_merging_pages/ksm_rmap_items/ksm_zero_pages of process of:) into label as:",
+            ["counter"], ["as", "of"], Read));
+        r.Register(new OpSpec("ksm.expect", "a /sys/kernel/mm/ksm counter (or a ksm_stat field of process of:) must equal value; else an unexpected-value violation",
+            ["counter", "value"], ["of"], Expect));
+        CoreOps.MadviseHandlers.TryAdd("mergeable", (mm, s, e) => Discard(Ksmd.Of(mm.Kernel).KsmMadvise(mm, s, e - s, mergeable: true)));
+        CoreOps.MadviseHandlers.TryAdd("unmergeable", (mm, s, e) => Discard(Ksmd.Of(mm.Kernel).KsmMadvise(mm, s, e - s, mergeable: false)));
     }
+
+    static async ValueTask Discard(ValueTask<int> op) => await op;
 
     static async ValueTask Check(OpArgs a, string field, ValueTask<int> op)
     {
@@ -67,12 +73,31 @@ public static class KsmOps
 
     static ValueTask Read(ScenarioWorld w, OpArgs a)
     {
+        var v = Value(w, a) ?? throw a.Error("counter", $"/sys/kernel/mm/ksm/{a.GetString("counter")} does not exist in era {w.K.Era.Name}");
+        w.Observed[a.GetString("as", a.GetString("counter"))] = unchecked((ulong)v);
+        return default;
+    }
+
+    static ValueTask Expect(ScenarioWorld w, OpArgs a)
+    {
+        long? got = Value(w, a);
+        long want = (long)a.GetULong("value");
+        if (got != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: {(a.Has("of") ? a.GetString("of") + " " : "/sys/kernel/mm/ksm/")}{a.GetString("counter")} is " +
+                $"{(got is { } g ? g.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"absent in era {w.K.Era.Name}")}, expected {want}");
+        return default;
+    }
+
+    /// <summary>The counter's value, or null when the era has no such sysfs file.</summary>
+    static long? Value(ScenarioWorld w, OpArgs a)
+    {
         var ksm = Ksmd.Of(w.K);
         var name = a.GetString("counter");
         long value;
-        if (a.Has("process"))
+        if (a.Has("of"))
         {
-            var mm = w.Process(a);
+            var mm = w.Process(a, "of");
             value = name switch
             {
                 "ksm_merging_pages" => ksm.MergingPagesOf(mm),
@@ -83,10 +108,10 @@ public static class KsmOps
         }
         else
         {
-            var s = ksm.Show(name) ?? throw a.Error("counter", $"/sys/kernel/mm/ksm/{name} does not exist in era {w.K.Era.Name}");
+            var s = ksm.Show(name);
+            if (s == null) return null;
             value = long.Parse(s, System.Globalization.CultureInfo.InvariantCulture);
         }
-        w.Observed[a.GetString("as", name)] = unchecked((ulong)value);
-        return default;
+        return value;
     }
 }

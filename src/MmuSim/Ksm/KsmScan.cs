@@ -37,6 +37,7 @@ public sealed partial class Ksmd
     {
         var k = _k;
         using var _ = k.S.Current.Enter("scan_get_next_rmap_item");
+        if (_scanSlot == null) AdoptMergeableMms();
         if (_slots.Count == 0) return (null, -1);
         var slot = _scanSlot;
         if (slot == null)

@@ -61,7 +61,7 @@ public sealed class RmapItem
     /// <summary>The fake kernel pointer printed for <c>%p</c>.</summary>
     public ulong FakePointer => 0xffff888000000000UL + (ulong)Id * 64;
 
-    public override string ToString() => $"rmap_item({Mm}, {Address:#x}, {State})";
+    public override string ToString() => $"rmap_item({Mm}, 0x{Address:x}, {State})";
 }
 
 /// <summary>

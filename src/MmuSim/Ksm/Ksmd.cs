@@ -20,7 +20,7 @@ namespace MmuSim.Ksm;
 /// pages_sharing = Σ(hlist length − 1); pages_unshared = items in the current unstable tree; the sum of the slots'
 /// rmap_items = ksm_rmap_items.</para>
 /// </remarks>
-public sealed partial class Ksmd
+public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
 {
     /// <summary>KSM_RUN_STOP / MERGE / UNMERGE.</summary>
     public const int RunStop = 0, RunMerge = 1, RunUnmerge = 2;
@@ -217,8 +217,29 @@ public sealed partial class Ksmd
         return sb.ToString();
     }
 
-    /// <summary>Print the counters (<see cref="FormatSysfs"/>) to <paramref name="w"/>: the end-of-run report.</summary>
-    public void WriteReport(TextWriter w) => w.Write(FormatSysfs());
+    /// <summary>IRunReport: the section heading printed after a run.</summary>
+    public string ReportTitle => "/sys/kernel/mm/ksm";
+
+    /// <summary>IRunReport: the counters, one <c>name value</c> line per /sys/kernel/mm/ksm file (<see cref="FormatSysfs"/>).</summary>
+    public void Report(TextWriter w) => w.Write(FormatSysfs());
+
+    /// <summary>
+    /// Register mms whose VMAs are VM_MERGEABLE but that never went through ksm_madvise (VMAs declared mergeable in a
+    /// scenario, or flagged by another path): the model's stand-in for the __ksm_enter that madvise would have done.
+    /// </summary>
+    void AdoptMergeableMms()
+    {
+        foreach (var mm in _k.Mms)
+        {
+            if (mm.KsmSlot != null || KsmTestExit(mm)) continue;
+            foreach (var vma in mm.Vmas)
+                if ((vma.Flags & VmFlags.Mergeable) != 0)
+                {
+                    KsmEnter(mm);
+                    break;
+                }
+        }
+    }
 
     /// <summary>
     /// A sysfs store (<c>echo VALUE &gt; /sys/kernel/mm/ksm/NAME</c>): 0, or -EINVAL / -EBUSY as the kernel returns.
@@ -446,6 +467,7 @@ public sealed partial class Ksmd
         while (true)
         {
             await ThreadMutex.Lock();
+            AdoptMergeableMms();
             if (KsmdShouldRun()) await KsmDoScan(PagesToScan);
             await ThreadMutex.Unlock();
             if (KsmdShouldRun()) await _k.S.Sleep(SleepMillisecs * 1_000_000L);
@@ -463,6 +485,7 @@ public sealed partial class Ksmd
         await ThreadMutex.Lock();
         try
         {
+            AdoptMergeableMms();
             long target = FullScans + fullScans;
             while (FullScans < target && _slots.Count > 0)
                 await KsmDoScan(Math.Max(PagesToScan, 1));

@@ -1,0 +1,68 @@
+using MmuSim.Eras;
+using MmuSim.Ksm;
+using MmuSim.Scenarios;
+
+namespace MmuSim.Tests.Ksm;
+
+public class KsmScenarioTests
+{
+    public static TheoryData<string> KsmScenarios()
+    {
+        var d = new TheoryData<string>();
+        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("ksm-", StringComparison.Ordinal))) d.Add(n);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(KsmScenarios))]
+    public void BuiltIn_MatchesItsExpectation_InDeclaredEraAnd4_19(string name)
+    {
+        var s = ScenarioLoader.LoadBuiltIn(name);
+        foreach (var era in new[] { s.EraOrDefault(null), EraTable.Get("4.19") })
+        {
+            var r = ScenarioRunner.Run(s, era, null);
+            Assert.True(r.MatchesExpectation, $"{name} in {era.Name}: {r.Violation}");
+            Assert.Null(Ksmd.Of(r.Kernel).CheckInvariants());
+        }
+    }
+
+    [Fact]
+    public void TenIdentical_ReportPrintsSharedOneSharingNine()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-ten-identical");
+        var r = ScenarioRunner.Run(s, s.EraOrDefault(null), null);
+        Assert.Null(r.Violation);
+        var report = Assert.Single(r.Reports.OfType<Ksmd>());
+        Assert.Equal("/sys/kernel/mm/ksm", report.ReportTitle);
+        var w = new StringWriter();
+        report.Report(w);
+        var lines = w.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains("pages_shared 1", lines);
+        Assert.Contains("pages_sharing 9", lines);
+        Assert.Contains("full_scans 2", lines);
+        Assert.All(lines, l => Assert.Matches(@"^[a-z_]+ -?\d+$", l));
+    }
+
+    [Fact]
+    public void KsmExpect_MismatchIsAnUnexpectedValueViolation()
+    {
+        var s = ScenarioLoader.Parse("""
+            name: t
+            era: 6.13
+            processes:
+              - name: p
+                vmas:
+                  - { start: 0x100000, len: 8K, prot: rw, contents: { value: 1 } }
+            setup:
+              - madvise: { process: p, addr: 0x100000, len: 8K, advice: mergeable }
+            threads:
+              - name: cpu0
+                ops:
+                  - ksm.scan: { full_scans: 2 }
+                  - ksm.expect: { counter: pages_sharing, value: 5 }
+            """, "t.yaml");
+        var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, r.Violation?.Invariant);
+        Assert.Contains("pages_sharing is 1, expected 5", r.Violation!.Message);
+    }
+}
