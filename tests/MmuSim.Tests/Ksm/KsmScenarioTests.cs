@@ -66,3 +66,28 @@ public class KsmScenarioTests
         Assert.Contains("pages_sharing is 1, expected 5", r.Violation!.Message);
     }
 }
+
+public class KsmExplorationTests
+{
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void WriteRace_UnmodifiedCodeStaysClean(string era)
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-write-race");
+        var r = ScenarioRunner.Explore(s, EraTable.Get(era), ScenarioRunner.RandomStrategyFactory, 400, 1);
+        Assert.Null(r.FirstViolation?.Violation);
+    }
+
+    [Fact]
+    public void WriteRace_ReplaceWithoutPteSame_LosesTheWrite()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-write-race");
+        var r = ScenarioRunner.Explore(s, EraTable.Get("6.13"), ScenarioRunner.RandomStrategyFactory, 2000, 1,
+            [Mutation.KsmReplaceWithoutPteSame]);
+        Assert.NotNull(r.FirstViolation);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, r.FirstViolation!.Violation!.Invariant);
+        Assert.Contains("expected 0x77", r.FirstViolation.Violation.Message);
+    }
+}
