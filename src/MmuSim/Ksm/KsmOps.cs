@@ -12,11 +12,11 @@ public static class KsmOps
     public static void Register(OpRegistry r)
     {
         r.Register(new OpSpec("ksm.madvise", "madvise(MADV_MERGEABLE|MADV_UNMERGEABLE) on [start, start+len)",
-            ["process", "start", "len", "advice"], [], Madvise));
+            ["process", "start", "len", "advice"], [], Madvise) { Check = (a, _) => { ParseAdvice(a); a.GetAddress("start"); a.GetULong("len"); } });
         r.Register(new OpSpec("ksm.merge_any", "prctl(PR_SET_MEMORY_MERGE, enable): merge every compatible VMA of the process",
             ["process"], ["enable"], MergeAny));
         r.Register(new OpSpec("ksm.set", "write a /sys/kernel/mm/ksm knob: knob (run, pages_to_scan, sleep_millisecs, use_zero_pages, max_page_sharing, merge_across_nodes, smart_scan), value",
-            ["knob", "value"], [], Set));
+            ["knob", "value"], [], Set) { Check = (a, _) => CheckKnob(a) });
         r.Register(new OpSpec("ksm.run", "echo VALUE > /sys/kernel/mm/ksm/run (0 stop, 1 merge, 2 unmerge all)",
             ["value"], [], RunOp));
         r.Register(new OpSpec("ksm.scan", "run ksmd's scanner on this thread until full_scans more full scans completed (default 1)",
@@ -39,17 +39,25 @@ public static class KsmOps
         if (err != 0) throw a.Error(field, $"the kernel returned {err}");
     }
 
-    static ValueTask Madvise(ScenarioWorld w, OpArgs a)
+    static bool ParseAdvice(OpArgs a) => a.GetString("advice").ToLowerInvariant() switch
     {
-        var mm = w.Process(a);
-        bool mergeable = a.GetString("advice").ToLowerInvariant() switch
-        {
-            "mergeable" or "madv_mergeable" => true,
-            "unmergeable" or "madv_unmergeable" => false,
-            var s => throw a.Error("advice", $"'{s}' is not mergeable or unmergeable"),
-        };
-        return Check(a, "advice", Ksmd.Of(w.K).KsmMadvise(mm, a.GetAddress("start"), a.GetULong("len"), mergeable));
+        "mergeable" or "madv_mergeable" => true,
+        "unmergeable" or "madv_unmergeable" => false,
+        var s => throw a.Error("advice", $"'{s}' is not mergeable or unmergeable"),
+    };
+
+    static readonly string[] Knobs =
+        ["run", "pages_to_scan", "sleep_millisecs", "use_zero_pages", "max_page_sharing", "merge_across_nodes", "smart_scan", "stable_node_chains_prune_millisecs"];
+
+    static void CheckKnob(OpArgs a)
+    {
+        var knob = a.GetString("knob");
+        if (Array.IndexOf(Knobs, knob) < 0) throw a.Error("knob", $"unknown knob '{knob}' (known: {string.Join(", ", Knobs)})");
+        if (!OpArgs.TryParseULong(a.GetString("value"), out _)) throw a.Error("value", $"'{a.GetString("value")}' is not a number");
     }
+
+    static ValueTask Madvise(ScenarioWorld w, OpArgs a) =>
+        Check(a, "advice", Ksmd.Of(w.K).KsmMadvise(w.Process(a), a.GetAddress("start"), a.GetULong("len"), ParseAdvice(a)));
 
     static ValueTask MergeAny(ScenarioWorld w, OpArgs a) =>
         Check(a, "enable", Ksmd.Of(w.K).PrSetMemoryMerge(w.Process(a), a.GetBool("enable", true)));

@@ -91,3 +91,60 @@ public class KsmExplorationTests
         Assert.Contains("expected 0x77", r.FirstViolation.Violation.Message);
     }
 }
+
+public class KsmOpsTests
+{
+    [Fact]
+    public void KsmOps_MadviseReadRunMergeAny_ThroughYaml()
+    {
+        var s = ScenarioLoader.Parse("""
+            name: ops
+            era: 6.13
+            processes:
+              - name: p
+                vmas:
+                  - { start: 0x100000, len: 16K, prot: rw, contents: { value: 3 } }
+              - name: q
+                vmas:
+                  - { start: 0x100000, len: 8K, prot: rw, contents: { value: 3 } }
+            threads:
+              - name: t
+                process: p
+                ops:
+                  - ksm.madvise: { start: 0x100000, len: 16K, advice: mergeable }
+                  - ksm.merge_any: { process: q }
+                  - ksm.set: { knob: pages_to_scan, value: 1000 }
+                  - ksm.scan: { full_scans: 2 }
+                  - ksm.read: { counter: pages_sharing, as: sharing }
+                  - ksm.read: { counter: ksm_merging_pages, of: q, as: q_merging }
+                  - ksm.run: { value: 2 }
+                  - ksm.expect: { counter: pages_shared, value: 0 }
+                  - ksm.expect: { counter: run, value: 2 }
+                  - expect-value: { addr: 0x103000, value: 3 }
+            """, "ops.yaml");
+        var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);
+        Assert.Null(r.Violation);
+        Assert.Equal(5UL, r.Observed["sharing"]);
+        Assert.Equal(2UL, r.Observed["q_merging"]);
+    }
+
+    [Fact]
+    public void KsmOps_BadAdviceAndUnknownCounter_AreFileLineErrors()
+    {
+        var ex = Assert.Throws<ScenarioException>(() => ScenarioLoader.Parse("""
+            name: bad
+            processes:
+              - name: p
+                vmas:
+                  - { start: 0x100000, len: 8K }
+            threads:
+              - name: t
+                process: p
+                ops:
+                  - ksm.madvise: { start: 0x100000, len: 8K, advice: sometimes }
+            """, "bad.yaml"));
+        Assert.Equal("bad.yaml", ex.File);
+        Assert.Equal("ksm.madvise.advice", ex.Field);
+        Assert.Equal(10, ex.Line);
+    }
+}

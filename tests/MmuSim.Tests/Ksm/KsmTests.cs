@@ -441,3 +441,44 @@ public class KsmTests
         Assert.Contains(recs, r => r.Event == "ksm_remove_ksm_page" && r.Fields == $"pfn {kpfn}");
     }
 }
+
+public class KsmWriteProtectTriggerTests
+{
+    const ulong A = 0x100000;
+
+    /// <summary>Two identical pages whose PTEs are read-only and clean; returns the TLB flushes the merge made.</summary>
+    static long MergeReadOnlyClean(string era, bool flushPending)
+    {
+        var k = Harness.Kernel(era);
+        var mm = k.CreateMm("task");
+        mm.InsertVma(new Vma(mm, A, A + 0x2000, Prot.ReadWrite, VmFlags.None));
+        Assert.Null(Harness.Run(k, async _ =>
+        {
+            await Memory.UserAccess(mm, A, write: true, value: 4);
+            await Memory.UserAccess(mm, A + 0x1000, write: true, value: 4);
+            Assert.Equal(0, await Ksmd.Of(k).KsmMadvise(mm, A, 0x2000, mergeable: true));
+        }));
+        for (ulong va = A; va < A + 0x2000; va += 0x1000)
+        {
+            int t = mm.PteTable(va);
+            ref ulong e = ref k.PageTables.Entry(t, PageTablePool.PteIndex(va));
+            e = new Pte(e).Wrprotect().Mkclean().Raw;
+        }
+        mm.TlbFlushPending = flushPending ? 1 : 0;
+        Assert.Null(Harness.Run(k, async _ => await Ksmd.Of(k).ScanFull(1)));
+        long before = k.Stats[Stat.TlbFlushesLocal];
+        Assert.Null(Harness.Run(k, async _ => await Ksmd.Of(k).ScanFull(1)));
+        Assert.Equal(1, Ksmd.Of(k).PagesSharing);
+        return k.Stats[Stat.TlbFlushesLocal] - before;
+    }
+
+    [Fact]
+    public void PendingTlbFlush_TriggersClearAndFlush_From4_19()
+    {
+        // A read-only clean PTE needs no write-protection; only replace_page flushes (once).
+        Assert.Equal(1, MergeReadOnlyClean("4.10", flushPending: true));
+        Assert.Equal(1, MergeReadOnlyClean("4.19", flushPending: false));
+        // 4.19+: mm_tlb_flush_pending forces the clear+flush in write_protect_page for both pages (§5(d8)).
+        Assert.Equal(3, MergeReadOnlyClean("4.19", flushPending: true));
+    }
+}
