@@ -1,3 +1,4 @@
+using MmuSim.Mm;
 using MmuSim.Scenarios;
 
 namespace MmuSim.Ksm;
@@ -27,11 +28,32 @@ public static class KsmOps
             ["counter"], ["as", "of"], Read));
         r.Register(new OpSpec("ksm.expect", "a /sys/kernel/mm/ksm counter (or a ksm_stat field of process of:) must equal value; else an unexpected-value violation",
             ["counter", "value"], ["of"], Expect));
+        r.Register(new OpSpec("gup.pinned-write", "O_DIRECT-style: get_user_pages(FOLL_WRITE) pins the page at addr, sleeps ns, stores value through the pin (DMA), unpins",
+            ["process", "addr", "value"], ["ns"], PinnedWrite) { Check = (a, _) => { a.GetAddress("addr"); a.GetULong("value"); a.GetULong("ns", 0); } });
         CoreOps.MadviseHandlers.TryAdd("mergeable", (mm, s, e) => Discard(Ksmd.Of(mm.Kernel).KsmMadvise(mm, s, e - s, mergeable: true)));
         CoreOps.MadviseHandlers.TryAdd("unmergeable", (mm, s, e) => Discard(Ksmd.Of(mm.Kernel).KsmMadvise(mm, s, e - s, mergeable: false)));
     }
 
     static async ValueTask Discard(ValueTask<int> op) => await op;
+
+    /// <summary>
+    /// A device writing into user memory through a GUP pin, as O_DIRECT reads, vhost or VFIO do: the pin (an extra page
+    /// reference, no notifier) is exactly what write_protect_page's mapcount/refcount check exists to see. If KSM merges
+    /// the page while it is pinned, the store lands in a page the process no longer maps.
+    /// </summary>
+    static async ValueTask PinnedWrite(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        var k = w.K;
+        var r = await Gup.GetUserPage(mm, a.GetAddress("addr"), write: true);
+        if (!r.Ok) throw a.Error("addr", $"get_user_pages failed with {r.Error}");
+        ulong ns = a.GetULong("ns", 0);
+        if (ns > 0) await k.S.Sleep((long)ns);
+        await k.S.Point(Sched.PointKind.Counter, a.GetAddress("addr"));
+        k.Mem[r.Pfn].Contents = a.GetULong("value"); // the DMA
+        Folio.MarkDirty(k, r.Pfn);                   // set_page_dirty_lock before unpin_user_page
+        Folio.Put(k, r.Pfn);
+    }
 
     static async ValueTask Check(OpArgs a, string field, ValueTask<int> op)
     {

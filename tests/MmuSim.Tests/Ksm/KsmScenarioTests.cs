@@ -80,6 +80,22 @@ public class KsmExplorationTests
         Assert.Null(r.FirstViolation?.Violation);
     }
 
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void PinnedWrite_RefcountCheckProtectsIt_SkippingItLosesTheWrite(string era)
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-pinned-write");
+        var clean = ScenarioRunner.Explore(s, EraTable.Get(era), ScenarioRunner.RandomStrategyFactory, 300, 1);
+        Assert.Null(clean.FirstViolation?.Violation);
+        var bad = ScenarioRunner.Explore(s, EraTable.Get(era), ScenarioRunner.RandomStrategyFactory, 10_000, 1,
+            [Mutation.KsmSkipRefcountCheck]);
+        Assert.NotNull(bad.FirstViolation);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, bad.FirstViolation!.Violation!.Invariant);
+        Assert.Contains("expected 0x77", bad.FirstViolation.Violation.Message);
+    }
+
     [Fact]
     public void WriteRace_ReplaceWithoutPteSame_LosesTheWrite()
     {
