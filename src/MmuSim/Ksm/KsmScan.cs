@@ -675,12 +675,13 @@ public sealed partial class Ksmd
     /// <summary>
     /// rmap_walk_ksm: visit every (VMA, address) mapping the KSM page <paramref name="pfn"/>: for each rmap_item of its
     /// stable node, the VMAs of the item's anon_vma family covering the item's address, first in the item's own mm,
-    /// then in other mms (children forked since ksmd merged). <paramref name="rmapOne"/> returns false to stop.
+    /// then in other mms (children forked since ksmd merged). <paramref name="rmapOne"/> returns false to stop;
+    /// <paramref name="done"/> (rwc->done) is asked after each call.
     /// Takes each anon_vma lock for read. The primary's rmap_walk calls this when the folio has PageFlags.Ksm.
     /// As in the kernel, a VMA may be offered more than once, or one that no longer maps the page: rmap_one must check
     /// the PTE (page_vma_mapped_walk) before acting.
     /// </summary>
-    public static async ValueTask RmapWalkKsm(Kernel k, long pfn, Func<Vma, ulong, ValueTask<bool>> rmapOne)
+    public static async ValueTask RmapWalkKsm(Kernel k, long pfn, Func<Vma, ulong, ValueTask<bool>> rmapOne, Func<bool>? done = null)
     {
         using var _ = k.S.Current.Enter("rmap_walk_ksm");
         if (!k.Subsystems.TryGetValue(typeof(Ksmd), out var o)) return;
@@ -703,6 +704,7 @@ public sealed partial class Ksmd
                         var vma = mm.FindVma(item.Address);
                         if (vma == null || !ReferenceEquals(vma.AnonVma, anon)) continue;
                         if (!await rmapOne(vma, item.Address)) return;
+                        if (done != null && done()) return;
                     }
                 }
                 finally
