@@ -110,6 +110,7 @@ public sealed partial class Ksmd
         if (k.Trace.On) k.Trace.Event("ksm_stop_scan", $"seq {FullScans} rmap size {RmapItems}");
         FullScans++;
         k.Stats.Inc(Stat.KsmFullScans);
+        AssertInvariants();
         return (null, -1);
     }
 
