@@ -47,7 +47,7 @@ public sealed class LockSet
     /// <summary>spin_lock / mutex_lock.</summary>
     public async ValueTask Lock(int i = 0)
     {
-        await _s.Point(PointKind.LockAcquire, (ulong)i);
+        await _s.Point(PointKind.LockAcquire, (ulong)i, this);
         var me = _s.Current;
         if (Sleeping) _s.MightSleep($"mutex_lock({Name})");
         while (_owner[i] != 0)
@@ -81,7 +81,7 @@ public sealed class LockSet
     /// <summary>spin_unlock / mutex_unlock.</summary>
     public async ValueTask Unlock(int i = 0)
     {
-        await _s.Point(PointKind.LockRelease, (ulong)i);
+        await _s.Point(PointKind.LockRelease, (ulong)i, this);
         UnlockNoPoint(i);
     }
 
@@ -179,7 +179,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>down_read / read_lock.</summary>
     public async ValueTask ReadLock()
     {
-        await s.Point(PointKind.LockAcquire);
+        await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_read({name})");
         while (_writer != 0)
@@ -196,7 +196,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>down_write / write_lock.</summary>
     public async ValueTask WriteLock()
     {
-        await s.Point(PointKind.LockAcquire);
+        await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_write({name})");
         while (_writer != 0 || _readers != 0)
@@ -213,7 +213,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     public async ValueTask ReadUnlock()
     {
-        await s.Point(PointKind.LockRelease);
+        await s.Point(PointKind.LockRelease, 0, this);
         var me = s.Current;
         ulong bit = 1UL << me.Id;
         if ((_readers & bit) == 0) throw new ModelException($"{me} read-unlocks {name} it does not hold");
@@ -224,7 +224,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     public async ValueTask WriteUnlock()
     {
-        await s.Point(PointKind.LockRelease);
+        await s.Point(PointKind.LockRelease, 0, this);
         var me = s.Current;
         if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
         _writer = 0;
