@@ -239,7 +239,7 @@ public sealed class CoherenceChecker
             long head = _k.Mem.FolioOf(pfn);
             if (!_k.Mem[head].Has(PageFlags.Dirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
-        else if (!match && !ptl && !InFlight(mm, hva))
+        else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)))
         {
             Fail(Invariants.StaleTranslation,
                 $"{sec.Name} reads pfn {pfn:#x} at {hva:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} there", hva, pfn);
@@ -288,8 +288,17 @@ public sealed class CoherenceChecker
         for (int i = 0; i < pages; i++)
         {
             ulong va = t.Hva + (ulong)i * MmStruct.PageSize;
-            if (InFlight(mm, va) || PtlHeld(mm, va)) continue;
+            if (PtlHeld(mm, va)) continue;
             var (present, ppfn, pw, _) = mm.Translate(va);
+            // A TLB that shares the page tables (invariant 13) must be flushed under the PTL before the PTE points at
+            // another page: once the PTL is dropped, no start..end window excuses a translation to the old page.
+            if (!sec.UsesStartEnd && present && ppfn != t.Pfn + i)
+            {
+                Fail(Invariants.StaleTranslation,
+                    $"{sec.Name} caches {va:#x} -> pfn {t.Pfn + i:#x} ({t.Where}) but the primary now maps pfn {ppfn:#x}: device and CPU see different pages", va, t.Pfn + i);
+                return false;
+            }
+            if (InFlight(mm, va)) continue;
             if (!present || ppfn != t.Pfn + i)
             {
                 Fail(Invariants.StaleTranslation,

@@ -190,9 +190,11 @@ public sealed class MmStruct
     }
 
     /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge.</summary>
-    public int PteAlloc(ulong va)
+    public int PteAlloc(ulong va) => PteAllocAt(PmdAlloc(va), va);
+
+    /// <summary>__pte_alloc given the PMD table already walked to.</summary>
+    public int PteAllocAt(int pmdT, ulong va)
     {
-        int pmdT = PmdAlloc(va);
         ref ulong pmdE = ref Pool.Entry(pmdT, PageTablePool.PmdIndex(va));
         var pmd = new Pte(pmdE);
         if (pmd.Present) return pmd.Huge ? 0 : pmd.TableId;
