@@ -38,7 +38,7 @@ public sealed class Counterexample
         }
     }
 
-    public static Counterexample From(ExplorableInfo info, string strategy, ulong seed, int iteration, RunResult r) => new()
+    public static Counterexample From(ExplorableInfo info, string strategy, ulong seed, int iteration, RunOutcome r) => new()
     {
         Info = info,
         Strategy = strategy,
@@ -65,7 +65,7 @@ public sealed class Counterexample
 /// <param name="Run">The replayed run.</param>
 /// <param name="Diverged">The program asked for a decision the log could not supply (or supplied one not runnable).</param>
 /// <param name="Reproduced">The replay ended in a violation of the expected invariant without diverging.</param>
-public sealed record ReplayResult(RunResult Run, bool Diverged, bool Reproduced)
+public sealed record ReplayResult(RunOutcome Run, bool Diverged, bool Reproduced)
 {
     public Violation? Violation => Run.Violation;
 }

@@ -18,7 +18,7 @@ public interface IExplorable
     ExplorableInfo Info { get; }
 
     /// <param name="observer">Attached before the run (trace sinks, race diagrams) and detached after it.</param>
-    RunResult RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null);
+    RunOutcome RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null);
 }
 
 /// <summary>Observes one run: attach step sinks and function hooks before it starts, collect after it ends.</summary>
@@ -30,7 +30,7 @@ public interface IRunObserver
 }
 
 /// <summary>The outcome of one run.</summary>
-public sealed class RunResult
+public sealed class RunOutcome
 {
     public Violation? Violation { get; init; }
 
@@ -52,10 +52,10 @@ public sealed class RunResult
     public long ClockNs { get; init; }
 
     /// <summary>Build the result of a finished run from its scheduler.</summary>
-    public static RunResult Capture(Scheduler s, Violation? v, bool keepLog)
+    public static RunOutcome Capture(Scheduler s, Violation? v, bool keepLog)
     {
         var log = s.Decisions;
-        return new RunResult
+        return new RunOutcome
         {
             Violation = v,
             Steps = s.Steps,
@@ -68,6 +68,18 @@ public sealed class RunResult
     }
 
     /// <summary>FNV-1a over (kind, value) pairs.</summary>
+    public static ulong Hash(IReadOnlyList<(byte Kind, int Value)> log)
+    {
+        ulong h = 0xcbf29ce484222325UL;
+        for (int i = 0; i < log.Count; i++)
+        {
+            h = (h ^ (ulong)(uint)log[i].Value) * 0x100000001b3UL;
+            h = (h ^ log[i].Kind) * 0x100000001b3UL;
+        }
+        return h;
+    }
+
+    /// <summary>FNV-1a over (kind, value) pairs (equal to the list overload for the same entries).</summary>
     public static ulong Hash(DecisionLog log)
     {
         ulong h = 0xcbf29ce484222325UL;
@@ -86,14 +98,14 @@ public sealed class KernelExplorable(ExplorableInfo info, Func<IStrategy, Kernel
 {
     public ExplorableInfo Info => info;
 
-    public RunResult RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null)
+    public RunOutcome RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null)
     {
         var k = build(strategy);
         observer?.Attach(k.S, k);
         Violation? v;
         try { v = k.Run(iteration); }
         finally { observer?.Detach(k.S, k); }
-        return RunResult.Capture(k.S, v, keepLog: observer != null);
+        return RunOutcome.Capture(k.S, v, keepLog: observer != null);
     }
 }
 
@@ -103,13 +115,13 @@ public sealed class SchedulerExplorable(ExplorableInfo info, Func<IStrategy, Sch
 {
     public ExplorableInfo Info => info;
 
-    public RunResult RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null)
+    public RunOutcome RunOnce(IStrategy strategy, int iteration, IRunObserver? observer = null)
     {
         var s = build(strategy);
         observer?.Attach(s, null);
         Violation? v;
         try { v = s.Run(iteration); }
         finally { observer?.Detach(s, null); }
-        return RunResult.Capture(s, v, keepLog: observer != null);
+        return RunOutcome.Capture(s, v, keepLog: observer != null);
     }
 }

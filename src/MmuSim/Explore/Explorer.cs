@@ -116,7 +116,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
         var instances = new IStrategy[workers];
         for (int w = 0; w < workers; w++) instances[w] = spec.Create();
         var exhaustive = instances[0] as IExhaustiveStrategy;
-        var results = new RunResult[RoundSize];
+        var results = new RunOutcome[RoundSize];
         var descriptions = new string[RoundSize];
         var finishedAt = new TimeSpan[RoundSize];
         bool stop = false;
@@ -198,7 +198,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
 
         void RunOne(IStrategy strategy, int iteration, int slot)
         {
-            RunResult r;
+            RunOutcome r;
             try { r = program.RunOnce(strategy, iteration); }
             catch (Exception e) when (e is not OperationCanceledException)
             {

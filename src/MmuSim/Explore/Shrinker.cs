@@ -33,9 +33,9 @@ public sealed class Shrinker(IExplorable program, ShrinkOptions? options = null)
     /// <summary>Replays performed by the last <see cref="Shrink"/>.</summary>
     public int Runs => _runs;
 
-    sealed class Candidate(RunResult run, List<int> preemptAt, List<int> currents)
+    sealed class Candidate(RunOutcome run, List<int> preemptAt, List<int> currents)
     {
-        public RunResult Run { get; } = run;
+        public RunOutcome Run { get; } = run;
         public (byte Kind, int Value)[] Log => Run.Log!;
         public List<int> PreemptAt { get; } = preemptAt;
         public List<int> Currents { get; } = currents;

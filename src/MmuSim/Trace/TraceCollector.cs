@@ -53,6 +53,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
     Scheduler? _s;
     Tracer? _tracer;
     int _pulled;
+    int _firstId = -1;
 
     public IReadOnlyList<TraceEvent> Events => _events;
 
@@ -63,14 +64,27 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
     /// <summary>Label of the run (scenario and era) for trace headers.</summary>
     public string Title { get; set; } = "mmusim";
 
+    /// <summary>Record the next run of <paramref name="s"/>: installs the step sink (and, at the first step, the function hook).</summary>
     public void Attach(Scheduler s, Kernel? k)
     {
-        _s = s;
+        if (k != null) Bind(k);
         s.StepSink = this;
+    }
+
+    /// <summary>
+    /// Know the kernel (for its <see cref="Tracer"/>) without installing anything: for runners that install the step
+    /// sink themselves at the start of the explored phase (the scenario runner's setup phase is not recorded).
+    /// </summary>
+    public void Bind(Kernel k) => _tracer = k.Trace;
+
+    /// <summary>Recording starts at the first step: function hook on, tracer on, earlier tracer records skipped.</summary>
+    void Start(Scheduler s)
+    {
+        _s = s;
+        _firstId = s.Contexts.Count > 0 ? FirstLive(s) : 0;
         s.FunctionHook = this;
-        if (k != null)
+        if (_tracer != null)
         {
-            _tracer = k.Trace;
             _tracer.On = true;
             _pulled = _tracer.Records.Count;
         }
@@ -78,6 +92,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
 
     public void Detach(Scheduler s, Kernel? k)
     {
+        if (_s == null) return;
         Pull();
         NoteExits();
         s.StepSink = null;
@@ -87,6 +102,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
         foreach (var c in s.Contexts)
         {
             Grow(c.Id);
+            if (_firstId < 0 || c.Id < _firstId) continue;
             _contexts.Add(new TraceContext(c.Id, c.Name, c.Pid, _operations[c.Id] ?? c.Name));
         }
         Violation ??= s.Violation;
@@ -94,6 +110,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
 
     public void OnStep(Scheduler s, KContext ctx, PointKind kind, ulong arg)
     {
+        if (_s == null) Start(s);
         Pull();
         NoteExits();
         string subject = s.StepSubject switch
@@ -109,6 +126,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
 
     public void OnViolation(Scheduler s, Violation v)
     {
+        if (_s == null) return;
         Pull();
         Violation = v;
         _events.Add(new TraceEvent(s.ClockNs, s.Steps, Math.Max(v.ContextId, 0), TraceEventKind.Violation, PointKind.Yield, v.Address,
@@ -133,6 +151,14 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
         _events.Add(new TraceEvent(s.ClockNs, s.Steps, ctx.Id, TraceEventKind.Leave, PointKind.Yield, 0, fn, "", 0, ctx.AtomicDepth, false));
     }
 
+    /// <summary>Contexts that finished before recording started (a scenario's setup) are left out of the outputs.</summary>
+    static int FirstLive(Scheduler s)
+    {
+        foreach (var c in s.Contexts)
+            if (c.State != ContextState.Done) return c.Id;
+        return s.Contexts.Count;
+    }
+
     void Grow(int id)
     {
         while (_operations.Count <= id)
@@ -149,7 +175,7 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
         foreach (var c in s.Contexts)
         {
             Grow(c.Id);
-            if (c.State != ContextState.Done || _exited[c.Id]) continue;
+            if (c.Id < _firstId || c.State != ContextState.Done || _exited[c.Id]) continue;
             _exited[c.Id] = true;
             _events.Add(new TraceEvent(s.ClockNs, s.Steps, c.Id, TraceEventKind.Exit, PointKind.Yield, 0, c.Name, "", 0, 0, false));
         }
