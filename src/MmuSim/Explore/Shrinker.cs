@@ -21,8 +21,9 @@ public sealed record ShrinkOptions
 /// <remarks>
 /// Passes, repeated until nothing improves or the budget is spent:
 /// (1) truncation: the shortest prefix that still fails (geometric probe, then binary search);
-/// (2) preemption removal: replace one preempting decision by "keep the current context", either keeping the rest of
-/// the list or dropping it; from the last preemption to the first.
+/// (2) preemption removal: replace one preempting decision by "keep the current context" (keeping the rest of the
+/// list, or dropping it), or delete that decision so the later ones shift one earlier; from the last preemption to the
+/// first; (3) chunk deletion (halves, quarters, ... of the list) for fewer steps.
 /// </remarks>
 public sealed class Shrinker(IExplorable program, ShrinkOptions? options = null)
 {
@@ -96,17 +97,32 @@ public sealed class Shrinker(IExplorable program, ShrinkOptions? options = null)
                 int i = best.PreemptAt[p];
                 var log = best.Log;
                 var keep = (byte)DecisionLog.SchedKind;
+                // (a) keep the current context here, rest unchanged; (b) same, then no preemption at all;
+                // (c) drop the decision, shifting the rest one earlier (moves every later preemption one point earlier
+                // in the other context's run, which is how a preemption "moves" to where it matters).
                 var a = log.ToArray();
                 a[i] = (keep, best.Currents[i]);
-                var cand = Try(a, invariant);
                 var b = log.AsSpan(0, i + 1).ToArray();
                 b[i] = (keep, best.Currents[i]);
-                var cand2 = Try(b, invariant);
-                if (cand2 != null && (cand == null || cand2.BetterThan(cand))) cand = cand2;
+                var cDrop = Remove(log, i, 1);
+                var cand = Best(Try(a, invariant), Try(b, invariant), Try(cDrop, invariant));
                 if (cand != null && cand.BetterThan(best))
                 {
                     best = cand;
                     improved = true;
+                }
+            }
+            // Fewer steps: drop chunks of decisions (halves, quarters, ...), keeping what still fails no worse.
+            for (int size = best.Log.Length / 2; size >= 1 && Budget(); size /= 2)
+            {
+                for (int at = 0; at + size <= best.Log.Length && Budget(); at += size)
+                {
+                    var cand = Try(Remove(best.Log, at, size), invariant);
+                    if (cand != null && cand.BetterThan(best))
+                    {
+                        best = cand;
+                        improved = true;
+                    }
                 }
             }
         }
@@ -122,6 +138,22 @@ public sealed class Shrinker(IExplorable program, ShrinkOptions? options = null)
             Steps = best.Steps,
             Preemptions = best.Preemptions,
         };
+    }
+
+    static (byte Kind, int Value)[] Remove((byte Kind, int Value)[] log, int at, int count)
+    {
+        var r = new (byte Kind, int Value)[log.Length - count];
+        Array.Copy(log, 0, r, 0, at);
+        Array.Copy(log, at + count, r, at, log.Length - at - count);
+        return r;
+    }
+
+    static Candidate? Best(params Candidate?[] cs)
+    {
+        Candidate? best = null;
+        foreach (var c in cs)
+            if (c != null && (best == null || c.BetterThan(best))) best = c;
+        return best;
     }
 
     bool Budget() => _runs < _opt.MaxRuns && _sw.Elapsed < _opt.TimeLimit;
