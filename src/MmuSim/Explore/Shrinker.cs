@@ -19,7 +19,9 @@ public sealed record ShrinkOptions
 /// the run it produced, so the result always replays exactly.
 /// </summary>
 /// <remarks>
-/// Passes, repeated until nothing improves or the budget is spent:
+/// First, a preemption-bounded DFS (bounds 0, 1, ... below the counterexample's count, with half the run budget)
+/// looks for a schedule with fewer preemptions anywhere; a single-decision edit cannot always get there (a
+/// preemption often has to move, not vanish). Then local passes, repeated until nothing improves or the budget is spent:
 /// (1) truncation: the shortest prefix that still fails (geometric probe, then binary search);
 /// (2) preemption removal: replace one preempting decision by "keep the current context" (keeping the rest of the
 /// list, or dropping it), or delete that decision so the later ones shift one earlier; from the last preemption to the
@@ -84,6 +86,29 @@ public sealed class Shrinker(IExplorable program, ShrinkOptions? options = null)
         string invariant = c.Violation.Invariant;
         var best = Try(c.Decisions, invariant)
             ?? throw new InvalidOperationException($"the counterexample does not reproduce ({invariant}); cannot shrink");
+
+        // Fewest preemptions first: a preemption-bounded DFS finds a schedule with b preemptions if one exists.
+        int dfsBudget = _runs + _opt.MaxRuns / 2;
+        for (int b = 0; b < best.Preemptions && _runs < dfsBudget && Budget(); b++)
+        {
+            var dfs = new DfsStrategy(b);
+            Candidate? hit = null;
+            for (int it = 0; dfs.HasMore && _runs < dfsBudget && Budget(); it++)
+            {
+                _runs++;
+                var r = program.RunOnce(dfs, it);
+                if (r.Violation?.Invariant == invariant && r.Log != null)
+                {
+                    hit = Try(r.Log, invariant);
+                    break;
+                }
+            }
+            if (hit != null && hit.BetterThan(best))
+            {
+                best = hit;
+                break;
+            }
+        }
 
         bool improved = true;
         while (improved && Budget())

@@ -10,7 +10,7 @@ public sealed record DiagramOptions
     public bool Collapse { get; init; } = true;
 
     /// <summary>Widest column; longer cells are cut with "...".</summary>
-    public int MaxColumnWidth { get; init; } = 52;
+    public int MaxColumnWidth { get; init; } = 64;
 }
 
 /// <summary>One row of a race diagram: a step of one CPU.</summary>
@@ -126,7 +126,8 @@ public sealed class RaceDiagram
     static string EventText(TraceEvent e)
     {
         string name = ShortName(e.Name);
-        return e.Fields.Length == 0 ? name : $"{name}: {e.Fields}";
+        // Long TP_printk texts (kvm_unmap_hva_range's range) would widen the column: the name says enough there.
+        return e.Fields.Length == 0 || e.Fields.Length > 40 ? name : $"{name}: {e.Fields}";
     }
 
     static string LockName(string subject)

@@ -181,8 +181,10 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
         }
     }
 
+    /// <summary>Before recording an event: contexts that finished since, then tracer records made since.</summary>
     void Pull()
     {
+        NoteExits();
         var t = _tracer;
         if (t == null) return;
         var recs = t.Records;

@@ -110,11 +110,11 @@ public static class Programs
             using (ctx.Enter("mmu_notifier_invalidate_page"))
             {
                 await s.Point(PointKind.Callback, H);
-                k.Trace.Event("kvm_unmap_hva_range", $"mmu notifier unmap range: {H:#016x} -- {H + 0x1000:#016x}");
+                k.Trace.Event("kvm_unmap_hva_range", $"mmu notifier unmap range: 0x{H:x14} -- 0x{H + 0x1000:x14}");
                 spte = false;
                 k.Trace.Counter("mmu_invalidate_seq", ++seq);
             }
-            if (++done == 2 && spte && !pte) s.Fail(Invariants.StaleTranslation, $"secondary maps {H:#x} but the primary PTE is none", H);
+            if (++done == 2 && spte && !pte) s.Fail(Invariants.StaleTranslation, $"secondary maps 0x{H:x} but the primary PTE is none", H);
         });
         s.Spawn("vcpu0", async ctx =>
         {
@@ -131,7 +131,7 @@ public static class Programs
                     await s.Point(PointKind.SpteWrite, H);
                     spte = true;
                 }
-            if (++done == 2 && spte && !pte) s.Fail(Invariants.StaleTranslation, $"secondary maps {H:#x} but the primary PTE is none", H);
+            if (++done == 2 && spte && !pte) s.Fail(Invariants.StaleTranslation, $"secondary maps 0x{H:x} but the primary PTE is none", H);
         });
         return k;
     });
