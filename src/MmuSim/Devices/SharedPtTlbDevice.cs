@@ -103,7 +103,7 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
                 if (r is VmFault.SigSegv or VmFault.Oom) return null;
             }
         }
-        _k.S.Fail(Invariants.Liveness, $"{Name}: DMA to {hva:#x} kept faulting", hva);
+        _k.S.Fail(Invariants.Liveness, $"{Name}: DMA to 0x{hva:x} kept faulting", hva);
         return null;
     }
 

@@ -267,7 +267,7 @@ public static partial class Memory
                 var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
                 if (r is VmFault.SigSegv or VmFault.Oom) return null;
             }
-            k.S.Fail(Invariants.Liveness, $"user access to {addr:#x} kept faulting", addr);
+            k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);
             return null;
         }
         finally

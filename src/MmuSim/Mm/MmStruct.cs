@@ -104,11 +104,11 @@ public sealed class MmStruct
     public Vma InsertVma(Vma vma)
     {
         if (vma.Start >= vma.End || (vma.Start & ~PageMask) != 0 || (vma.End & ~PageMask) != 0)
-            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) is empty or not page aligned");
+            throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) is empty or not page aligned");
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < vma.Start) i++;
         if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
-            throw new ArgumentException($"VMA [{vma.Start:#x}, {vma.End:#x}) overlaps an existing mapping");
+            throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) overlaps an existing mapping");
         _vmas.Insert(i, vma);
         return vma;
     }
