@@ -15,6 +15,7 @@ namespace MmuSim.Explore;
 /// mmusim-trace 1
 /// model 1.0.0+4f3c2a1
 /// scenario invalidate-page-after-ptl
+/// source builtin/invalidate-page-after-ptl.yaml
 /// era 4.10
 /// mutations -
 /// seed 42
@@ -47,6 +48,9 @@ public sealed class TraceFile
     public int Format { get; init; } = FormatVersion;
     public string Model { get; init; } = ModelVersion;
     public required string Scenario { get; init; }
+
+    /// <summary>Where the scenario came from (a file path or <c>builtin/NAME.yaml</c>), when known.</summary>
+    public string? Source { get; init; }
     public string Era { get; init; } = "-";
     public IReadOnlyList<string> Mutations { get; init; } = [];
     public ulong Seed { get; init; }
@@ -60,9 +64,10 @@ public sealed class TraceFile
 
     public ExplorableInfo Info => new(Scenario, Era, Mutations);
 
-    public static TraceFile From(Counterexample c) => new()
+    public static TraceFile From(Counterexample c, string? source = null) => new()
     {
         Scenario = c.Info.Scenario,
+        Source = source,
         Era = c.Info.Era,
         Mutations = c.Info.Mutations,
         Seed = c.Seed,
@@ -86,6 +91,7 @@ public sealed class TraceFile
         w.Write(Magic); w.Write(' '); w.WriteLine(Format.ToString(CultureInfo.InvariantCulture));
         Line("model", Model);
         Line("scenario", Scenario);
+        if (Source != null) Line("source", Source);
         Line("era", Era);
         Line("mutations", Mutations.Count == 0 ? "-" : string.Join(",", Mutations));
         Line("seed", Seed.ToString(CultureInfo.InvariantCulture));
@@ -178,6 +184,7 @@ public sealed class TraceFile
             Format = format,
             Model = header.GetValueOrDefault("model", "?"),
             Scenario = scenario,
+            Source = header.GetValueOrDefault("source"),
             Era = header.GetValueOrDefault("era", "-"),
             Mutations = header.GetValueOrDefault("mutations", "-") is "-" or "" ? [] : header["mutations"].Split(','),
             Seed = ulong.TryParse(header.GetValueOrDefault("seed", "0"), NumberStyles.None, CultureInfo.InvariantCulture, out var seed) ? seed : 0,

@@ -73,8 +73,9 @@ public sealed class RaceDiagram
                         if (pending.TryGetValue(e.Cpu, out var pc)) pc.Notes.Add(note);
                         else raw.Add(new DiagramRow(e.Cpu, note, 1));
                     }
-                    else if (e.Phase is TracePhase.Event or TracePhase.Begin)
+                    else if (e.Phase is TracePhase.Event or TracePhase.Begin && !e.Name.StartsWith("mmusim:", StringComparison.Ordinal))
                     {
+                        // The model's own mmusim: events repeat what the notifier's callback points already show.
                         var row = new DiagramRow(e.Cpu, EventText(e), 1);
                         if (pending.TryGetValue(e.Cpu, out var pe)) pe.After.Add(row);
                         else raw.Add(row);
@@ -186,6 +187,14 @@ public sealed class RaceDiagram
             for (int t = i; t < j; t++)
             {
                 if (raw[t].Rank == 0 && t != keepMinor) continue;
+                // "lock X" directly followed by "unlock X": one row.
+                if (prev != null && prev.StartsWith("lock ", StringComparison.Ordinal) && raw[t].Text == "un" + prev)
+                {
+                    outRows[^1] = outRows[^1] with { Text = $"{prev}; {raw[t].Text}" };
+                    prev = outRows[^1].Text;
+                    repeat = 0;
+                    continue;
+                }
                 if (raw[t].Text == prev)
                 {
                     repeat++;
