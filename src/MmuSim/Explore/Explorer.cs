@@ -47,7 +47,7 @@ public sealed class ExploreReport
     public double StepsAvg => Schedules == 0 ? 0 : (double)TotalSteps / Schedules;
     public long MaxDecisions { get; internal set; }
 
-    /// <summary>Distinct decision lists among the schedules run (schedule coverage).</summary>
+    /// <summary>Distinct decision lists among the schedules run (schedule coverage; a lower bound past <see cref="Explorer.MaxDistinctTracked"/>).</summary>
     public int DistinctSchedules { get; internal set; }
 
     public int Violations { get; internal set; }
@@ -105,6 +105,9 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
 {
     /// <summary>Iterations per round; adaptive strategies commit their step-bound estimates at round boundaries.</summary>
     public const int RoundSize = 32;
+
+    /// <summary>Distinct schedule hashes kept (8 bytes each); beyond it the distinct count is a lower bound.</summary>
+    public const int MaxDistinctTracked = 1 << 22;
 
     public ExploreReport Run()
     {
@@ -164,7 +167,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
                 report.StepsMin = Math.Min(report.StepsMin, r.Steps);
                 report.StepsMax = Math.Max(report.StepsMax, r.Steps);
                 report.MaxDecisions = Math.Max(report.MaxDecisions, r.Decisions);
-                distinct.Add(r.ScheduleHash);
+                if (distinct.Count < MaxDistinctTracked) distinct.Add(r.ScheduleHash);
                 if (r.Violation != null && !stop)
                 {
                     report.Violations++;
