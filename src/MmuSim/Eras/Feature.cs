@@ -64,6 +64,10 @@ public enum Feature
     OomReaperSkipsNotifierMm,
     /// <summary>OOM reaper uses invalidate_range_start_nonblock per VMA and retries on -EAGAIN.</summary>
     OomReaperNonblock,
+    /// <summary>madvise(MADV_FREE) (4.5).</summary>
+    MadvFree,
+    /// <summary>uprobes __replace_page (kernel/events/uprobes.c).</summary>
+    Uprobes,
 
     // ---- KVM (§3)
     /// <summary>mmu_lock is an rwlock: notifiers write, TDP faults read. Before: spinlock.</summary>
