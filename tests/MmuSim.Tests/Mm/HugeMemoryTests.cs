@@ -152,7 +152,7 @@ public class HugeMemoryTests
         Ok(k, async () => await Mmap.Munmap(mm, H, 0x1000));
         // Only munmap's own UNMAP range: zap splits with notify=false inside it.
         Assert.All(rec.Calls, c => Assert.Equal((H, H + 0x1000), (c.Start, c.End)));
-        Assert.Equal(2, rec.Calls.Count(c => c.Kind is MmuSim.Devices.CallbackKind.InvalidateRangeStart or MmuSim.Devices.CallbackKind.InvalidateRangeEnd));
+        Assert.Equal(2, rec.Calls.Count(c => c.Kind is Devices.CallbackKind.InvalidateRangeStart or Devices.CallbackKind.InvalidateRangeEnd));
         Assert.True(mm.PeekPte(H).IsNone);
         Assert.Equal(head + 1, mm.PeekPte(H + 0x1000).Pfn);
         Assert.Equal(0, k.Mem[head].MapCount);

@@ -109,7 +109,7 @@ public class MigrateTests
         Assert.Equal(dst + 3, mm.PeekPte(H + 0x3000).Pfn);
         Assert.Equal(PhysMem.HugePages, k.Mem[dst].RefCount);
         if (k.Era.Has(Eras.Feature.InvalidatePage)) Assert.Equal("IP(200000)", Seq(rec)); // 5(b) shape
-        else Assert.Equal(2, rec.Calls.Count(c => c.Kind == MmuSim.Devices.CallbackKind.InvalidateRangeStart));
+        else Assert.Equal(2, rec.Calls.Count(c => c.Kind == Devices.CallbackKind.InvalidateRangeStart));
         Ok(k, async () => Assert.Equal(3UL, await Read(mm, H + 0x3000)));
         Consistent(k);
     }

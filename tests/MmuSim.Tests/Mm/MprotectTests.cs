@@ -104,7 +104,7 @@ public class MprotectTests
         Ok(k, async () => await Write(mm, 0x200000, 7));
         var rec = Recorder(k, mm);
         Ok(k, async () => await Mprotect.DoMprotect(mm, 0x200000, 0x200000, Prot.Read));
-        Assert.Equal(2, rec.Calls.Count(c => c.Kind is MmuSim.Devices.CallbackKind.InvalidateRangeStart or MmuSim.Devices.CallbackKind.InvalidateRangeEnd));
+        Assert.Equal(2, rec.Calls.Count(c => c.Kind is Devices.CallbackKind.InvalidateRangeStart or Devices.CallbackKind.InvalidateRangeEnd));
         var pmd = mm.PeekPmd(0x200000);
         Assert.True(pmd.Huge && !pmd.Writable);
         Assert.Equal(1, k.Mem.EntireMapcountHolder(pmd.Pfn).RefCount);

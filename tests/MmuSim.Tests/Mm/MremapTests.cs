@@ -59,7 +59,7 @@ public class MremapTests
         long head = mm.PeekPmd(0x200000).Pfn;
         var rec = Recorder(k, mm);
         Ok(k, async () => await Mremap.DoMremap(mm, 0x200000, 0x200000, 0x600000));
-        Assert.Equal(4, rec.Calls.Count(c => c.Kind is MmuSim.Devices.CallbackKind.InvalidateRangeStart or MmuSim.Devices.CallbackKind.InvalidateRangeEnd));
+        Assert.Equal(4, rec.Calls.Count(c => c.Kind is Devices.CallbackKind.InvalidateRangeStart or Devices.CallbackKind.InvalidateRangeEnd));
         Assert.All(rec.Calls, c => Assert.Equal(0x200000UL, c.Start));
         var pmd = mm.PeekPmd(0x600000);
         Assert.True(pmd.Huge);

@@ -103,8 +103,8 @@ public class OomKillTests
         Assert.True(k.S.ClockNs - t0 >= 3 * OomKill.RetryDelayNs);
         // The recorder (newest subscription) is called first: every attempt starts it; the failed attempts never
         // unmap; from 5.5 the core ends the subscriptions whose start succeeded, before 5.5 nobody does.
-        var kinds = rec.Calls.Where(c => c.Kind is MmuSim.Devices.CallbackKind.InvalidateRangeStart or MmuSim.Devices.CallbackKind.InvalidateRangeEnd)
-            .Select(c => c.Kind == MmuSim.Devices.CallbackKind.InvalidateRangeStart ? "S" : "E");
+        var kinds = rec.Calls.Where(c => c.Kind is Devices.CallbackKind.InvalidateRangeStart or Devices.CallbackKind.InvalidateRangeEnd)
+            .Select(c => c.Kind == Devices.CallbackKind.InvalidateRangeStart ? "S" : "E");
         Assert.Equal(k.Era.Has(Eras.Feature.NonblockFailureCallsEnd) ? "S E S E S E S E" : "S S S S E", string.Join(" ", kinds));
         Assert.True(k.Mem[pfn].Has(PageFlags.Free));
     }

@@ -82,7 +82,7 @@ public class PrimaryPropertyTests
         var model = new RefPage[2][];
         model[0] = new RefPage[Pages];
         for (int i = 0; i < Pages; i++) model[0][i] = new RefPage { Mapped = true, Writable = true };
-        var rec = new MmuSim.Devices.RecordingSecondary(k);
+        var rec = new Devices.RecordingSecondary(k);
         string? failure = null;
         int step = 0;
 
