@@ -9,9 +9,12 @@ namespace MmuSim;
 public sealed record KernelOptions
 {
     /// <summary>Initial physical frames (the array grows on demand up to <see cref="MaxFrames"/>).</summary>
-    public long InitialFrames { get; init; } = 4096;
+    public long InitialFrames { get; init; } = 1024;
 
     public long MaxFrames { get; init; } = 1L << 30;
+
+    /// <summary>Initial page-table pages (all levels); the pool grows by half again when full.</summary>
+    public int InitialPageTables { get; init; } = 8;
 
     public MmuSim.Checker.CheckMode CheckMode { get; init; } = MmuSim.Checker.CheckMode.Full;
 
@@ -44,7 +47,7 @@ public sealed class Kernel
         S = new Scheduler(strategy, options.Costs);
         S.SeedPlain(options.Seed);
         Mem = new PhysMem(options.InitialFrames, options.MaxFrames);
-        PageTables = new PageTablePool(S);
+        PageTables = new PageTablePool(S, options.InitialPageTables);
         Stats = new Stats();
         Trace = new Tracer(this);
         Checker = new Checker.CoherenceChecker(this) { Mode = options.CheckMode };

@@ -133,7 +133,7 @@ public sealed class CoherenceChecker
             if (t.Hva < r.End && r.Start < t.Hva + t.Size)
             {
                 Fail(Invariants.StaleTranslation,
-                    $"{sec.Name} still maps {t.Hva:#x} -> pfn {t.Pfn:#x} ({t.Where}) {when} for {r}", t.Hva, t.Pfn);
+                    $"{sec.Name} still maps 0x{t.Hva:x} -> pfn 0x{t.Pfn:x} ({t.Where}) {when} for {r}", t.Hva, t.Pfn);
                 return;
             }
     }
@@ -154,7 +154,7 @@ public sealed class CoherenceChecker
             _scratch.Clear();
             sec.CollectTranslations(_scratch);
             if (_scratch.Count > 0)
-                Fail(Invariants.Release, $"{sec.Name} still holds {_scratch.Count} translation(s) after ->release, e.g. {_scratch[0].Hva:#x}", _scratch[0].Hva, _scratch[0].Pfn);
+                Fail(Invariants.Release, $"{sec.Name} still holds {_scratch.Count} translation(s) after ->release, e.g. 0x{_scratch[0].Hva:x}", _scratch[0].Hva, _scratch[0].Pfn);
         }
     }
 
@@ -174,7 +174,7 @@ public sealed class CoherenceChecker
                 if (last >= headPfn && first < headPfn + pages && _k.Mem[t.Pfn].Generation == t.Generation)
                 {
                     Fail(Invariants.FreedPageReachable,
-                        $"pfn {headPfn:#x} freed while {sec.Name} still maps it at {t.Hva:#x} ({t.Where})", t.Hva, t.Pfn);
+                        $"pfn 0x{headPfn:x} freed while {sec.Name} still maps it at 0x{t.Hva:x} ({t.Where})", t.Hva, t.Pfn);
                     return;
                 }
             }
@@ -188,7 +188,7 @@ public sealed class CoherenceChecker
         for (long p = headPfn; p < headPfn + pages; p++)
             if (_k.Mem[p].Has(PageFlags.SecondaryDirtyPending))
             {
-                Fail(Invariants.DirtyLost, $"{how} on pfn {p:#x}: a secondary wrote it and the folio was never marked dirty", 0, p);
+                Fail(Invariants.DirtyLost, $"{how} on pfn 0x{p:x}: a secondary wrote it and the folio was never marked dirty", 0, p);
                 return;
             }
     }
@@ -212,12 +212,12 @@ public sealed class CoherenceChecker
         ref var f = ref _k.Mem[pfn];
         if (f.Has(PageFlags.Free) || f.Generation != gen)
         {
-            Fail(Invariants.FreedPageReachable, $"{sec.Name} {(write ? "writes" : "reads")} {hva:#x} through a translation to freed pfn {pfn:#x}", hva, pfn);
+            Fail(Invariants.FreedPageReachable, $"{sec.Name} {(write ? "writes" : "reads")} 0x{hva:x} through a translation to freed pfn 0x{pfn:x}", hva, pfn);
             return;
         }
         if (mm.Exited)
         {
-            Fail(Invariants.Release, $"{sec.Name} accesses {hva:#x} after its mm exited", hva, pfn);
+            Fail(Invariants.Release, $"{sec.Name} accesses 0x{hva:x} after its mm exited", hva, pfn);
             return;
         }
         var (present, ppfn, pw, _) = mm.Translate(hva);
@@ -228,21 +228,21 @@ public sealed class CoherenceChecker
             if (!match && !ptl)
             {
                 Fail(Invariants.LostWrite,
-                    $"{sec.Name} writes pfn {pfn:#x} at {hva:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} there", hva, pfn);
+                    $"{sec.Name} writes pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
                 return;
             }
             if (match && !pw && !ptl)
             {
-                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} writes {hva:#x} (pfn {pfn:#x}) while the primary PTE is read-only", hva, pfn);
+                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} writes 0x{hva:x} (pfn 0x{pfn:x}) while the primary PTE is read-only", hva, pfn);
                 return;
             }
             long head = _k.Mem.FolioOf(pfn);
             if (!_k.Mem[head].Has(PageFlags.Dirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
-        else if (!match && !ptl && !InFlight(mm, hva))
+        else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)))
         {
             Fail(Invariants.StaleTranslation,
-                $"{sec.Name} reads pfn {pfn:#x} at {hva:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} there", hva, pfn);
+                $"{sec.Name} reads pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
         }
     }
 
@@ -270,35 +270,44 @@ public sealed class CoherenceChecker
         ref var f = ref _k.Mem[t.Pfn];
         if (f.Has(PageFlags.Free) || f.Generation != t.Generation)
         {
-            Fail(Invariants.FreedPageReachable, $"{sec.Name} maps {t.Hva:#x} ({t.Where}) to pfn {t.Pfn:#x}, which was freed", t.Hva, t.Pfn);
+            Fail(Invariants.FreedPageReachable, $"{sec.Name} maps 0x{t.Hva:x} ({t.Where}) to pfn 0x{t.Pfn:x}, which was freed", t.Hva, t.Pfn);
             return false;
         }
         if (mm.Exited || _released.Contains((sec, mm.Id)))
         {
-            Fail(Invariants.Release, $"{sec.Name} holds {t.Hva:#x} ({t.Where}) after ->release", t.Hva, t.Pfn);
+            Fail(Invariants.Release, $"{sec.Name} holds 0x{t.Hva:x} ({t.Where}) after ->release", t.Hva, t.Pfn);
             return false;
         }
         if (sec.UsesStartEnd)
             foreach (var (sub, r) in _startReturned)
                 if (ReferenceEquals(sub, sec) && t.Hva < r.End && r.Start < t.Hva + t.Size)
                 {
-                    Fail(Invariants.StaleTranslation, $"{sec.Name} maps {t.Hva:#x} ({t.Where}) inside {r} after its start returned", t.Hva, t.Pfn);
+                    Fail(Invariants.StaleTranslation, $"{sec.Name} maps 0x{t.Hva:x} ({t.Where}) inside {r} after its start returned", t.Hva, t.Pfn);
                     return false;
                 }
         for (int i = 0; i < pages; i++)
         {
             ulong va = t.Hva + (ulong)i * MmStruct.PageSize;
-            if (InFlight(mm, va) || PtlHeld(mm, va)) continue;
+            if (PtlHeld(mm, va)) continue;
             var (present, ppfn, pw, _) = mm.Translate(va);
+            // A TLB that shares the page tables (invariant 13) must be flushed under the PTL before the PTE points at
+            // another page: once the PTL is dropped, no start..end window excuses a translation to the old page.
+            if (!sec.UsesStartEnd && present && ppfn != t.Pfn + i)
+            {
+                Fail(Invariants.StaleTranslation,
+                    $"{sec.Name} caches 0x{va:x} -> pfn 0x{t.Pfn + i:x} ({t.Where}) but the primary now maps pfn 0x{ppfn:x}: device and CPU see different pages", va, t.Pfn + i);
+                return false;
+            }
+            if (InFlight(mm, va)) continue;
             if (!present || ppfn != t.Pfn + i)
             {
                 Fail(Invariants.StaleTranslation,
-                    $"{sec.Name} maps {va:#x} ({t.Where}) to pfn {t.Pfn + i:#x} but the primary maps {(present ? $"pfn {ppfn:#x}" : "nothing")} and no invalidation is in flight", va, t.Pfn + i);
+                    $"{sec.Name} maps 0x{va:x} ({t.Where}) to pfn 0x{t.Pfn + i:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} and no invalidation is in flight", va, t.Pfn + i);
                 return false;
             }
             if (t.Writable && !pw)
             {
-                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} maps {va:#x} ({t.Where}) writable, the primary PTE is read-only", va, t.Pfn + i);
+                Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} maps 0x{va:x} ({t.Where}) writable, the primary PTE is read-only", va, t.Pfn + i);
                 return false;
             }
         }
@@ -340,14 +349,14 @@ public sealed class CoherenceChecker
                     if (!pte.Present || pte.Special || pte.Pfn == PhysMem.ZeroPfn) continue;
                     expected[pte.Pfn] = expected.GetValueOrDefault(pte.Pfn) + 1;
                     ref var f = ref _k.Mem[pte.Pfn];
-                    if (f.Has(PageFlags.Free)) return $"{mm} maps free pfn {pte.Pfn:#x} at {va:#x}";
+                    if (f.Has(PageFlags.Free)) return $"{mm} maps free pfn 0x{pte.Pfn:x} at 0x{va:x}";
                     if (f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm))
                     {
                         long head = _k.Mem.FolioOf(pte.Pfn);
                         if (vma.AnonVma == null || _k.Mem[head].AnonRoot != vma.AnonVma.Id)
-                            return $"{mm} {va:#x}: pfn {pte.Pfn:#x} anon root {_k.Mem[head].AnonRoot} is not the VMA's family {vma.AnonVma?.Id}";
+                            return $"{mm} 0x{va:x}: pfn 0x{pte.Pfn:x} anon root {_k.Mem[head].AnonRoot} is not the VMA's family {vma.AnonVma?.Id}";
                         if (vma.AddressOf(f.Index) != va)
-                            return $"{mm} {va:#x}: pfn {pte.Pfn:#x} index {f.Index:#x} resolves to {vma.AddressOf(f.Index):#x}";
+                            return $"{mm} 0x{va:x}: pfn 0x{pte.Pfn:x} index 0x{f.Index:x} resolves to 0x{vma.AddressOf(f.Index):x}";
                     }
                 }
         }
@@ -356,13 +365,13 @@ public sealed class CoherenceChecker
             ref var f = ref _k.Mem[p];
             if (f.Has(PageFlags.Free)) continue;
             int want = expected.GetValueOrDefault(p);
-            if (f.MapCount != want) return $"pfn {p:#x}: mapcount {f.MapCount}, PTEs say {want}";
+            if (f.MapCount != want) return $"pfn 0x{p:x}: mapcount {f.MapCount}, PTEs say {want}";
             if (!f.Has(PageFlags.Tail))
             {
                 int maps = _k.Mem.IsHuge(p) ? _k.Mem.FolioMapCount(p) : f.MapCount;
                 if (_k.Mem.IsHuge(p) && _k.Mem.EntireMapcountHolder(p).RefCount != entire.GetValueOrDefault(p))
-                    return $"THP {p:#x}: entire_mapcount {_k.Mem.EntireMapcountHolder(p).RefCount}, PMDs say {entire.GetValueOrDefault(p)}";
-                if (f.RefCount < maps) return $"pfn {p:#x}: refcount {f.RefCount} < mapcount {maps}";
+                    return $"THP 0x{p:x}: entire_mapcount {_k.Mem.EntireMapcountHolder(p).RefCount}, PMDs say {entire.GetValueOrDefault(p)}";
+                if (f.RefCount < maps) return $"pfn 0x{p:x}: refcount {f.RefCount} < mapcount {maps}";
             }
         }
         return null;

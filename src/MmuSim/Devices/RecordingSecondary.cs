@@ -30,7 +30,7 @@ public enum CallbackKind : byte
 public readonly record struct NotifierCall(CallbackKind Kind, ulong Start, ulong End, MmuNotifyEvent Event, bool Blockable, bool Atomic, Pte Pte, int Cpu)
 {
     public override string ToString() =>
-        $"{Kind}({Start:#x}, {End:#x}{(Event != MmuNotifyEvent.None ? ", " + Event : "")}{(Blockable ? "" : ", nonblock")}{(Atomic ? ", atomic" : "")}{(Kind == CallbackKind.ChangePte ? ", " + Pte : "")})";
+        $"{Kind}(0x{Start:x}, 0x{End:x}{(Event != MmuNotifyEvent.None ? ", " + Event : "")}{(Blockable ? "" : ", nonblock")}{(Atomic ? ", atomic" : "")}{(Kind == CallbackKind.ChangePte ? ", " + Pte : "")})";
 }
 
 /// <summary>

@@ -75,6 +75,22 @@ public static class EraTable
         new(Feature.KsmZeroPagesCounter, V(6, 10), Forever, "ksm_zero_pages (recollection)"),
     ];
 
+    /// <summary>
+    /// A release candidate whose behaviour differs from its release: (feature, on/off) applied over the version's
+    /// feature set. 4.13-rc1 carried c7ab0d2fdc84, which moved invalidate_page back under the PTL while callbacks had
+    /// been sleepable since 3.6 (the over-correction of §5(a)); 4.13 final killed invalidate_page.
+    /// </summary>
+    static readonly Dictionary<string, (Feature Feature, bool On)[]> Overrides = new()
+    {
+        ["4.13-rc1"] =
+        [
+            (Feature.InvalidatePage, true),
+            (Feature.InvalidatePageUnderPtl, true),
+            (Feature.InvalidatePageAfterPtl, false),
+            (Feature.RmapRangeNotify, false),
+        ],
+    };
+
     static readonly (string Name, KernelVersion Version, string Summary)[] EraList =
     [
         ("2.6.27", V(2, 6, 27), "MMU notifiers introduced: release, clear_flush_young, invalidate_page (under PTL), start/end; RCU read side"),
@@ -85,6 +101,7 @@ public static class EraTable
         ("3.19", V(3, 19), "invalidate_range for IOMMU/ATS; *_clear_flush_notify call it under the PTL"),
         ("4.10", V(4, 10), "OOM reaper unmaps without notifiers (5(d3)); clear_flush_young takes a range since 4.0"),
         ("4.12", V(4, 12), "last era with invalidate_page (single address, after the PTL)"),
+        ("4.13-rc1", V(4, 13), "c7ab0d2fdc84: invalidate_page back under the PTL, but callers may sleep since 3.6 (over-correction)"),
         ("4.13", V(4, 13), "invalidate_page killed; rmap walkers use start/end over the whole mapping + invalidate_range under PTL"),
         ("4.15", V(4, 15), "only_end; OOM reaper skips mms with blockable notifiers"),
         ("4.19", V(4, 19), "blockable start returning int; OOM reaper uses nonblock start per VMA"),
@@ -114,7 +131,10 @@ public static class EraTable
             var bits = new ulong[words];
             foreach (var r in Features)
                 if (v >= r.Since && v < r.Until) bits[(int)r.Feature >> 6] |= 1UL << ((int)r.Feature & 63);
-            list.Add(new KernelEra(name, v, summary, bits));
+            var era = new KernelEra(name, v, summary, bits);
+            if (Overrides.TryGetValue(name, out var changes))
+                foreach (var (f, on) in changes) era = era.With(f, on);
+            list.Add(era);
         }
         return list;
     }
@@ -124,9 +144,11 @@ public static class EraTable
     {
         var t = name.Trim();
         if (t.Equals("latest", StringComparison.OrdinalIgnoreCase)) t = All[^1].Name;
+        foreach (var e in All)
+            if (e.Name.Equals(t, StringComparison.OrdinalIgnoreCase)) { era = e; return true; }
         if (KernelVersion.TryParse(t, out var v))
             foreach (var e in All)
-                if (e.Version == v) { era = e; return true; }
+                if (e.Version == v && !Overrides.ContainsKey(e.Name)) { era = e; return true; }
         era = null!;
         return false;
     }

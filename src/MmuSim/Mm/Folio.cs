@@ -14,7 +14,7 @@ public static class Folio
         long head = k.Mem.FolioOf(pfn);
         if (head == PhysMem.ZeroPfn) return;
         ref var f = ref k.Mem[head];
-        if (f.Has(PageFlags.Free)) throw new ModelException($"folio_get on free pfn {head:#x}");
+        if (f.Has(PageFlags.Free)) throw new ModelException($"folio_get on free pfn 0x{head:x}");
         f.RefCount++;
     }
 
@@ -24,10 +24,10 @@ public static class Folio
         long head = k.Mem.FolioOf(pfn);
         if (head == PhysMem.ZeroPfn) return;
         ref var f = ref k.Mem[head];
-        if (f.RefCount <= 0) throw new ModelException($"folio_put on pfn {head:#x} with refcount {f.RefCount}");
+        if (f.RefCount <= 0) throw new ModelException($"folio_put on pfn 0x{head:x} with refcount {f.RefCount}");
         if (--f.RefCount > 0) return;
         int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
-        if (f.MapCount != 0) throw new ModelException($"freeing pfn {head:#x} with mapcount {f.MapCount}");
+        if (f.MapCount != 0) throw new ModelException($"freeing pfn 0x{head:x} with mapcount {f.MapCount}");
         k.Checker.OnFree(head, pages);
         k.Mem.FreeFolio(head);
         k.Stats.Inc(Stat.PagesFreed, pages);
@@ -85,7 +85,7 @@ public static class Folio
     {
         if (pfn == PhysMem.ZeroPfn) return;
         ref var f = ref k.Mem[pfn];
-        if (f.MapCount <= 0) throw new ModelException($"page_remove_rmap on pfn {pfn:#x} with mapcount {f.MapCount}");
+        if (f.MapCount <= 0) throw new ModelException($"page_remove_rmap on pfn 0x{pfn:x} with mapcount {f.MapCount}");
         f.MapCount--;
         mm.RssAnon--;
         if (f.MapCount == 0 && !f.Has(PageFlags.Tail)) f.Clear(PageFlags.AnonExclusive);
@@ -95,7 +95,7 @@ public static class Folio
     public static void RemoveRmapPmd(Kernel k, long head, MmStruct mm)
     {
         ref var e = ref k.Mem.EntireMapcountHolder(head);
-        if (e.RefCount <= 0) throw new ModelException($"folio_remove_rmap_pmd on {head:#x} with entire_mapcount {e.RefCount}");
+        if (e.RefCount <= 0) throw new ModelException($"folio_remove_rmap_pmd on 0x{head:x} with entire_mapcount {e.RefCount}");
         e.RefCount--;
         mm.RssAnon -= PhysMem.HugePages;
     }

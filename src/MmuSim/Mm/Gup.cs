@@ -41,7 +41,7 @@ public static class Gup
                 if (f == VmFault.SigSegv) return new GupResult(-1, false, 0, false, GupResult.EFAULT);
                 if (f == VmFault.Oom) return new GupResult(-1, false, 0, false, GupResult.ENOMEM);
             }
-            k.S.Fail(Invariants.Liveness, $"get_user_pages({addr:#x}) kept faulting", addr);
+            k.S.Fail(Invariants.Liveness, $"get_user_pages(0x{addr:x}) kept faulting", addr);
             return new GupResult(-1, false, 0, false, GupResult.EFAULT);
         }
         finally

@@ -47,7 +47,10 @@ public static partial class Memory
         var vma = mm.FindVma(addr);
         if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable)) return VmFault.SigSegv;
 
-        var pmd = mm.PeekPmd(addr);
+        // __handle_mm_fault: walk (allocating) to the PMD once, then pick the huge or the PTE path.
+        int pmdT = mm.PmdAlloc(addr);
+        ref ulong pmdE = ref k.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr));
+        var pmd = new Pte(pmdE);
         if (pmd.Present && pmd.Huge)
             return await HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
         if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
@@ -56,7 +59,7 @@ public static partial class Memory
             if (r != VmFault.Retry) return r;
         }
 
-        int t = mm.PteAlloc(addr);
+        int t = mm.PteAllocAt(pmdT, addr);
         if (t == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
         var pte = await mm.PtepGet(t, addr);
         if (pte.IsNone) return await DoAnonymousPage(mm, vma, addr, t, write);
@@ -264,7 +267,7 @@ public static partial class Memory
                 var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
                 if (r is VmFault.SigSegv or VmFault.Oom) return null;
             }
-            k.S.Fail(Invariants.Liveness, $"user access to {addr:#x} kept faulting", addr);
+            k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);
             return null;
         }
         finally

@@ -22,7 +22,7 @@ public static class Mremap
         try
         {
             var src = mm.FindVma(oldAddr);
-            if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [{oldAddr:#x}, {oldEnd:#x}) is not inside one VMA");
+            if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [0x{oldAddr:x}, 0x{oldEnd:x}) is not inside one VMA");
             // MREMAP_FIXED: unmap whatever is at the destination.
             var victims = Mmap.SplitAround(mm, newAddr, newEnd);
             if (victims.Count > 0)
@@ -87,7 +87,7 @@ public static class Mremap
     {
         using var _ = mm.Kernel.S.Current.Enter("move_ptes");
         int nt = mm.PteAlloc(newAddr);
-        if (nt == 0) throw new ModelException($"mremap destination {newAddr:#x} is mapped by a huge PMD");
+        if (nt == 0) throw new ModelException($"mremap destination 0x{newAddr:x} is mapped by a huge PMD");
         await mm.LockPtl(ot);
         if (nt != ot) await mm.LockPtl(nt);
         bool flush = false;

@@ -41,7 +41,7 @@ public sealed class PageTablePool
         else
         {
             t = _next++;
-            if ((long)_next * Entries > _e.Length) Array.Resize(ref _e, checked(_e.Length * 2));
+            if ((long)_next * Entries > _e.Length) Array.Resize(ref _e, checked(_e.Length + Math.Max(_e.Length / 2, 8 * Entries)));
             Locks.EnsureCapacity(_next);
         }
         Array.Clear(_e, t * Entries, Entries);

@@ -67,8 +67,8 @@ public readonly record struct Pte(ulong Raw)
     public override string ToString()
     {
         if (Raw == 0) return "none";
-        if (!Present) return $"{SwapKind}:{Pfn:#x}";
-        return $"pfn {Pfn:#x} {(Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
+        if (!Present) return $"{SwapKind}:0x{Pfn:x}";
+        return $"pfn 0x{Pfn:x} {(Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
     }
 }
 

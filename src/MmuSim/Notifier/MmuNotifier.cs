@@ -65,7 +65,7 @@ public sealed class MmuNotifierRange(MmStruct mm, ulong start, ulong end, MmuNot
 
     public bool Overlaps(ulong start, ulong end) => start < End && Start < end;
 
-    public override string ToString() => $"[{Start:#x}, {End:#x}) {Event}{(Blockable ? "" : " nonblock")}";
+    public override string ToString() => $"[0x{Start:x}, 0x{End:x}) {Event}{(Blockable ? "" : " nonblock")}";
 }
 
 /// <summary>

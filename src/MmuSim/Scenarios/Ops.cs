@@ -78,8 +78,8 @@ public sealed class OpArgs
     public ulong GetAddress(string key, ulong? def = null)
     {
         ulong a = GetULong(key, def);
-        if ((a & ~MmStruct.PageMask) != 0) throw Error(key, $"{a:#x} is not page aligned");
-        if (a >= 1UL << 47) throw Error(key, $"{a:#x} is outside the 47-bit user address space");
+        if ((a & ~MmStruct.PageMask) != 0) throw Error(key, $"0x{a:x} is not page aligned");
+        if (a >= 1UL << 47) throw Error(key, $"0x{a:x} is outside the 47-bit user address space");
         return a;
     }
 
@@ -140,7 +140,14 @@ public delegate ValueTask OpHandler(ScenarioWorld world, OpArgs args);
 /// <param name="Required">Fields that must be present.</param>
 /// <param name="Optional">Fields that may be present (anything else is an "unknown field" error).</param>
 /// <param name="Run">The operation.</param>
-public sealed record OpSpec(string Name, string Summary, string[] Required, string[] Optional, OpHandler Run);
+public sealed record OpSpec(string Name, string Summary, string[] Required, string[] Optional, OpHandler Run)
+{
+    /// <summary>
+    /// Optional load-time validation beyond required/unknown fields (e.g. the address lies in a VMA of the process):
+    /// throw <see cref="OpArgs.Error"/>. Runs once per op when the scenario is loaded, never per run.
+    /// </summary>
+    public Action<OpArgs, ScenarioInfo>? Check { get; init; }
+}
 
 /// <summary>
 /// Every op, by name. Subsystems contribute through <see cref="Providers"/>: one static <c>Register(OpRegistry)</c>
@@ -151,7 +158,10 @@ public sealed class OpRegistry
     readonly Dictionary<string, OpSpec> _ops = new(StringComparer.Ordinal);
 
     /// <summary>Subsystem registration functions. Append one line per subsystem.</summary>
-    public static readonly List<Action<OpRegistry>> Providers = [];
+    public static readonly List<Action<OpRegistry>> Providers =
+    [
+        CoreOps.Register,
+    ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
     {

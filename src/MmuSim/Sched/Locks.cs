@@ -45,9 +45,21 @@ public sealed class LockSet
     public int OwnerId(int i) => _owner[i] - 1;
 
     /// <summary>spin_lock / mutex_lock.</summary>
-    public async ValueTask Lock(int i = 0)
+    public ValueTask Lock(int i = 0)
     {
-        await _s.Point(PointKind.LockAcquire, (ulong)i);
+        // Fast path (no switch, uncontended spinlock): no async state machine.
+        bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i);
+        if (passed && !Sleeping && _owner[i] == 0)
+        {
+            Take(i, _s.Current);
+            return default;
+        }
+        return LockSlow(i, passed);
+    }
+
+    async ValueTask LockSlow(int i, bool pointPassed)
+    {
+        if (!pointPassed) await _s.Parked();
         var me = _s.Current;
         if (Sleeping) _s.MightSleep($"mutex_lock({Name})");
         while (_owner[i] != 0)
@@ -79,9 +91,19 @@ public sealed class LockSet
     }
 
     /// <summary>spin_unlock / mutex_unlock.</summary>
-    public async ValueTask Unlock(int i = 0)
+    public ValueTask Unlock(int i = 0)
     {
-        await _s.Point(PointKind.LockRelease, (ulong)i);
+        if (_s.OnPoint(PointKind.LockRelease, (ulong)i))
+        {
+            UnlockNoPoint(i);
+            return default;
+        }
+        return UnlockSlow(i);
+    }
+
+    async ValueTask UnlockSlow(int i)
+    {
+        await _s.Parked();
         UnlockNoPoint(i);
     }
 
@@ -93,19 +115,7 @@ public sealed class LockSet
             throw new ModelException($"{me} releases {Name}[{i}] owned by {(_owner[i] == 0 ? "nobody" : "CPU" + (_owner[i] - 1))}");
         _owner[i] = 0;
         if (!Sleeping) me.AtomicDepth--;
-        WakeWaiters(ref _waiters[i]);
-    }
-
-    void WakeWaiters(ref ulong mask)
-    {
-        ulong m = mask;
-        mask = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            _s.Wake(_s.Contexts[id]);
-        }
+        if (_waiters[i] != 0) _s.WakeMask(ref _waiters[i]);
     }
 
     string LockLabel(int i) => Capacity == 1 ? Name : $"{Name}[{i}]";
@@ -245,17 +255,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>Release whichever side the current context holds (mmap_lock users that may hold either).</summary>
     public ValueTask Unlock() => IsWriteLockedByCurrent ? WriteUnlock() : ReadUnlock();
 
-    void WakeAll()
-    {
-        ulong m = _waiters;
-        _waiters = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            s.Wake(s.Contexts[id]);
-        }
-    }
+    void WakeAll() => s.WakeMask(ref _waiters);
 
     public override string ToString() => name;
 }
@@ -278,17 +278,7 @@ public sealed class WaitQueue(Scheduler s, string name)
         return s.Block(this);
     }
 
-    public void WakeAll()
-    {
-        ulong m = _waiters;
-        _waiters = 0;
-        while (m != 0)
-        {
-            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
-            m &= m - 1;
-            s.Wake(s.Contexts[id]);
-        }
-    }
+    public void WakeAll() => s.WakeMask(ref _waiters);
 
     public override string ToString() => name;
 }

@@ -177,6 +177,19 @@ public sealed class Scheduler
         }
     }
 
+    /// <summary>Wake every context whose bit is set in <paramref name="mask"/> and clear it (lock and wait-queue waiters).</summary>
+    public void WakeMask(ref ulong mask)
+    {
+        ulong m = mask;
+        mask = 0;
+        while (m != 0)
+        {
+            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
+            m &= m - 1;
+            Wake(_contexts[id]);
+        }
+    }
+
     /// <summary>Sleep on the simulated clock (daemons, schedule_timeout). A sleeping operation: see <see cref="MightSleep"/>.</summary>
     public BlockAwaiter Sleep(long ns)
     {

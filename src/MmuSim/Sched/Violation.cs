@@ -55,7 +55,7 @@ public sealed record Violation(
 {
     public override string ToString() =>
         $"{Invariant}: {Message} (CPU{ContextId} {ContextName} in {Function}, step {Step}" +
-        (Address != 0 ? $", addr {Address:#x}" : "") + (Pfn >= 0 ? $", pfn {Pfn:#x}" : "") + ")";
+        (Address != 0 ? $", addr 0x{Address:x}" : "") + (Pfn >= 0 ? $", pfn 0x{Pfn:x}" : "") + ")";
 }
 
 /// <summary>Thrown by the model for bugs in the model itself or impossible parameters (not a kernel violation).</summary>

@@ -45,18 +45,18 @@ public sealed class Tracer(Kernel k)
     internal void RangeStart(MmuNotifierRange r)
     {
         k.Stats.Inc(Stat.NotifierStarts);
-        if (On) Event("mmusim:mn_invalidate_start", $"mm {r.Mm.Id} start={r.Start:#x} end={r.End:#x} event={r.Cause} blockable={(r.Blockable ? 1 : 0)}");
+        if (On) Event("mmusim:mn_invalidate_start", $"mm {r.Mm.Id} start=0x{r.Start:x} end=0x{r.End:x} event={r.Cause} blockable={(r.Blockable ? 1 : 0)}");
     }
 
     internal void RangeEnd(MmuNotifierRange r)
     {
         k.Stats.Inc(Stat.NotifierEnds);
-        if (On) Event("mmusim:mn_invalidate_end", $"mm {r.Mm.Id} start={r.Start:#x} end={r.End:#x} event={r.Cause}");
+        if (On) Event("mmusim:mn_invalidate_end", $"mm {r.Mm.Id} start=0x{r.Start:x} end=0x{r.End:x} event={r.Cause}");
     }
 
     internal void InvalidatePage(ulong address)
     {
         k.Stats.Inc(Stat.NotifierInvalidatePage);
-        if (On) Event("mmusim:mn_invalidate_page", $"address={address:#x}");
+        if (On) Event("mmusim:mn_invalidate_page", $"address=0x{address:x}");
     }
 }

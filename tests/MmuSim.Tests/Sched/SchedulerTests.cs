@@ -118,3 +118,35 @@ public class SchedulerTests
         Assert.Equal([0L, 20_000_000L, 40_000_000L], wakes);
     }
 }
+
+public class EraTableTests
+{
+    [Theory]
+    [InlineData("2.6.32", "2.6.32")]
+    [InlineData("v4.19", "4.19")]
+    [InlineData("6.10+", "6.10")]
+    [InlineData("4.13", "4.13")]
+    [InlineData("4.13-rc1", "4.13-rc1")]
+    public void ParsesEraNames(string input, string name) => Assert.Equal(name, MmuSim.Eras.EraTable.Get(input).Name);
+
+    [Theory]
+    [InlineData("2.6.20")]
+    [InlineData("banana")]
+    [InlineData("5.10")]
+    public void RejectsUnknownEras(string input) => Assert.False(MmuSim.Eras.EraTable.TryGet(input, out _));
+
+    [Fact]
+    public void FeaturesFollowTheTimeline()
+    {
+        static bool Has(string era, MmuSim.Eras.Feature f) => MmuSim.Eras.EraTable.Get(era).Has(f);
+        Assert.True(Has("2.6.32", MmuSim.Eras.Feature.ChangePte));
+        Assert.False(Has("6.10", MmuSim.Eras.Feature.ChangePte));
+        Assert.True(Has("3.6", MmuSim.Eras.Feature.InvalidatePageAfterPtl));
+        Assert.False(Has("4.13", MmuSim.Eras.Feature.InvalidatePage));
+        Assert.True(Has("4.13-rc1", MmuSim.Eras.Feature.InvalidatePageUnderPtl));
+        Assert.True(Has("4.13-rc1", MmuSim.Eras.Feature.SrcuReadSide));
+        Assert.False(Has("3.6", MmuSim.Eras.Feature.SrcuReadSide));
+        Assert.True(Has("6.6", MmuSim.Eras.Feature.ArchInvalidateSecondaryTlbs));
+        Assert.False(Has("6.6", MmuSim.Eras.Feature.InvalidateRange));
+    }
+}

@@ -1,0 +1,55 @@
+using MmuSim.Scenarios;
+using Spectre.Console;
+
+namespace MmuSim.Cli;
+
+/// <summary>Prints a run: outcome, expectation, violation report with each CPU's last steps, counters, reports.</summary>
+public static class ResultPrinter
+{
+    public static void Print(CliContext cli, RunResult r, LastStepsSink? steps, string how)
+    {
+        var o = cli.Out;
+        o.WriteLine($"scenario   {r.Scenario.Name} ({r.Scenario.File})");
+        o.WriteLine($"era        {r.Era.Name}");
+        o.WriteLine($"schedule   {how}");
+        if (r.Mutations.Count > 0)
+            o.WriteLine($"mutations  {string.Join(", ", r.Mutations.Select(Mutations.NameOf))}");
+        o.WriteLine($"outcome    {(r.Violation == null ? "pass" : "VIOLATION " + r.Violation.Invariant)}");
+        o.WriteLine($"expected   {r.Expected} -> {(r.MatchesExpectation ? "as expected" : "NOT AS EXPECTED")}");
+        o.WriteLine($"simulated  {CliContext.FormatNs(r.SimulatedNs)}");
+        o.WriteLine($"steps      {r.Steps} (decisions {r.Decisions.Length}, preemptions {r.Preemptions})");
+        if (r.Violation is { } v)
+        {
+            o.WriteLine();
+            o.WriteLine($"violation: {v.Invariant}");
+            o.WriteLine($"  {v.Message}");
+            o.WriteLine($"  at CPU{v.ContextId} ({v.ContextName}) in {v.Function}, step {v.Step}" +
+                (v.Address != 0 ? $", address 0x{v.Address:x}" : "") + (v.Pfn >= 0 ? $", pfn 0x{v.Pfn:x}" : ""));
+            if (steps != null)
+            {
+                o.WriteLine("last steps of each CPU:");
+                steps.Write(o, r.Kernel.S);
+            }
+        }
+        if (r.Observed.Count > 0)
+        {
+            o.WriteLine();
+            o.WriteLine("observed:");
+            foreach (var (k, val) in r.Observed.OrderBy(x => x.Key, StringComparer.Ordinal)) o.WriteLine($"  {k} = 0x{val:x}");
+        }
+        var stats = r.Stats;
+        if (stats.Count > 0)
+        {
+            o.WriteLine();
+            var t = new Table().Border(TableBorder.Simple).AddColumn("counter").AddColumn(new TableColumn("value").RightAligned());
+            foreach (var (name, value) in stats) t.AddRow(Markup.Escape(name), value.ToString());
+            cli.OutConsole().Write(t);
+        }
+        foreach (var rep in r.Reports)
+        {
+            o.WriteLine();
+            o.WriteLine(rep.ReportTitle);
+            rep.Report(o);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+using MmuSim.Devices;
+using MmuSim.Mm;
+using MmuSim.Sched;
+
+namespace MmuSim.Scenarios;
+
+/// <summary>
+/// Scenario ops for the primary mm and the scenario machinery itself (docs/scenarios.md lists them all):
+/// user accesses, faults, mmap/munmap/madvise/exit, a recording secondary, simulated sleep, thread events and
+/// value assertions. Registered through <see cref="OpRegistry.Providers"/>.
+/// </summary>
+public static partial class CoreOps
+{
+    static readonly string[] P = ["process"];
+
+    /// <summary>
+    /// madvise advice handlers by name (<c>madvise: {advice: dontneed}</c>). Subsystems add theirs (KSM: mergeable,
+    /// unmergeable) before the registry is first used; the loader rejects advice nobody handles.
+    /// Each handler runs with no lock held and takes what the kernel's madvise takes.
+    /// </summary>
+    public static readonly Dictionary<string, Func<MmStruct, ulong, ulong, ValueTask>> MadviseHandlers = new(StringComparer.Ordinal)
+    {
+        ["dontneed"] = MadviseDontneed,
+        ["hugepage"] = (mm, s, e) => MadviseVmFlags(mm, s, e, VmFlags.HugePage, VmFlags.NoHugePage),
+        ["nohugepage"] = (mm, s, e) => MadviseVmFlags(mm, s, e, VmFlags.NoHugePage, VmFlags.HugePage),
+    };
+
+    public static void Register(OpRegistry r)
+    {
+        r.Register(new OpSpec("read", "user load from addr (faults it in); `as` stores the value for reports",
+            ["process", "addr"], ["as"], Read) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW)",
+            ["process", "addr", "value"], [], Write) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("expect-value", "user load from addr; a different value is an unexpected-value violation",
+            ["process", "addr", "value"], [], ExpectValue) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("fault", "handle_mm_fault at addr under mmap_lock (read), without touching the data",
+            ["process", "addr"], ["write"], Fault) { Check = (a, i) => { a.GetBool("write"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("mmap", "anonymous mmap at a fixed address (prot: rw default; flags: mergeable, hugepage, shared...)",
+            ["process", "addr", "len"], ["prot", "flags"], DoMmap) { Check = CheckMmap });
+        r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
+            ["process", "addr", "len"], [], DoMunmap));
+        r.Register(new OpSpec("madvise", "madvise(addr, len, advice): " + string.Join(", ", MadviseHandlers.Keys.Order()),
+            ["process", "addr", "len", "advice"], [], MadviseOp) { Check = CheckMadvise });
+        r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
+        r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",
+            ["process"], ["name"], Record));
+        r.Register(new OpSpec("expect-calls", "the recorder's callbacks since the last expect-calls, as kinds: InvalidateRangeStart,...",
+            ["recorder", "calls"], [], ExpectCalls));
+        r.Register(new OpSpec("mirror", "attach a dmirror-style device that mirrors process (checked for coherence); name it for mirror.read/write",
+            ["process"], ["name"], Mirror));
+        r.Register(new OpSpec("mirror.read", "device read of addr through the mirror (faults through GUP; `as` stores the value)",
+            ["mirror", "addr"], ["as"], MirrorRead));
+        r.Register(new OpSpec("mirror.write", "device write of value at addr through the mirror (GUP for write breaks COW)",
+            ["mirror", "addr", "value"], [], MirrorWrite) { Check = (a, _) => a.GetULong("value") });
+        r.Register(new OpSpec("sleep", "sleep on the simulated clock for ns nanoseconds", ["ns"], [], Sleep)
+        { Check = (a, _) => a.GetULong("ns") });
+        r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
+        r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
+        RegisterPending(r);
+    }
+
+    /// <summary>Ops whose mm paths are still being written land here (see CoreOps.Pending.cs).</summary>
+    static partial void RegisterPending(OpRegistry r);
+
+    // ---------------------------------------------------------------- accesses
+
+    static async ValueTask Read(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        var v = await Memory.UserAccess(mm, addr, write: false);
+        if (a.Has("as") && v is { } value) w.Observed[a.GetString("as")] = value;
+    }
+
+    static async ValueTask Write(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        await Memory.UserAccess(mm, a.GetAddress("addr"), write: true, a.GetULong("value"));
+    }
+
+    static async ValueTask ExpectValue(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr"), want = a.GetULong("value");
+        var got = await Memory.UserAccess(mm, addr, write: false);
+        if (got != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: {mm} reads {(got is { } g ? $"0x{g:x}" : "SIGSEGV")} at 0x{addr:x}, expected 0x{want:x}", addr);
+    }
+
+    /// <summary>A fault without the access: what GUP or a prefault does.</summary>
+    static async ValueTask Fault(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        await mm.MmapLock.ReadLock();
+        try { await Memory.HandleMmFault(mm, addr, a.GetBool("write") ? FaultFlags.Write : FaultFlags.None); }
+        finally { await mm.MmapLock.ReadUnlock(); }
+    }
+
+    // ---------------------------------------------------------------- address space
+
+    static void CheckMmap(OpArgs a, ScenarioInfo _)
+    {
+        if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot")) == null)
+            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, rw, rwx, none)");
+        if (a.Has("flags"))
+            foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+                if (ScenarioLoader.ParseVmFlag(f) == null) throw a.Error("flags", $"unknown VMA flag '{f}'");
+    }
+
+    static async ValueTask DoMmap(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        var prot = a.Has("prot") ? ScenarioLoader.ParseProt(a.GetString("prot"))!.Value : Prot.ReadWrite;
+        var flags = VmFlags.None;
+        if (a.Has("flags"))
+            foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+                flags |= ScenarioLoader.ParseVmFlag(f)!.Value;
+        ulong addr = a.GetAddress("addr"), len = a.GetULong("len");
+        foreach (var v in mm.Vmas)
+            if (v.Start < addr + len && addr < v.End)
+                throw a.Error("addr", $"mmap [0x{addr:x}, 0x{addr + len:x}) overlaps the VMA {v} of {mm} (MAP_FIXED_NOREPLACE)");
+        await Mmap.DoMmap(mm, addr, len, prot, flags);
+    }
+
+    static ValueTask DoMunmap(ScenarioWorld w, OpArgs a) => Mmap.Munmap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"));
+
+    static ValueTask Exit(ScenarioWorld w, OpArgs a) => Mmap.ExitMmap(w.Process(a));
+
+    static void CheckMadvise(OpArgs a, ScenarioInfo _)
+    {
+        var adv = a.GetString("advice");
+        if (!MadviseHandlers.ContainsKey(adv))
+            throw a.Error("advice", $"unknown or not yet modelled advice '{adv}' (available: {string.Join(", ", MadviseHandlers.Keys.Order())})");
+    }
+
+    static ValueTask MadviseOp(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong start = a.GetAddress("addr");
+        return MadviseHandlers[a.GetString("advice")](mm, start, start + a.GetULong("len"));
+    }
+
+    /// <summary>madvise_dontneed_free (MADV_DONTNEED): mmap_lock for read, zap_page_range_single per VMA.</summary>
+    static async ValueTask MadviseDontneed(MmStruct mm, ulong start, ulong end)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("madvise_dontneed_single_vma");
+        await mm.MmapLock.ReadLock();
+        try
+        {
+            foreach (var v in mm.Vmas.ToArray())
+            {
+                ulong s = Math.Max(start, v.Start), e = Math.Min(end, v.End);
+                if (s < e) await Memory.ZapPageRangeSingle(v, s, e);
+            }
+        }
+        finally { await mm.MmapLock.ReadUnlock(); }
+    }
+
+    /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges. mmap_lock for write.</summary>
+    static async ValueTask MadviseVmFlags(MmStruct mm, ulong start, ulong end, VmFlags set, VmFlags clear)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("madvise_update_vma");
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            foreach (var v in Mmap.SplitAround(mm, start, end)) v.Flags = (v.Flags & ~clear) | set;
+        }
+        finally { await mm.MmapLock.WriteUnlock(); }
+    }
+
+    // ---------------------------------------------------------------- recording secondary
+
+    static async ValueTask Record(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        string name = a.GetString("name", "recorder");
+        if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
+        var rec = new RecordingSecondary(w.K);
+        w.Objects[name] = rec;
+        w.Objects["report:" + name] = new RecorderReport(name, rec);
+        await mm.Notifiers.Register(rec);
+    }
+
+    static ValueTask ExpectCalls(ScenarioWorld w, OpArgs a)
+    {
+        var rec = w.Get<RecordingSecondary>(a, "recorder");
+        var report = (RecorderReport)w.Objects["report:" + a.GetString("recorder")];
+        var want = string.Join(",", a.GetString("calls").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+        var calls = rec.Calls.Skip(report.Checked).Select(c => c.Kind.ToString());
+        var got = string.Join(",", calls);
+        report.Checked = rec.Calls.Count;
+        if (got != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: recorder '{a.GetString("recorder")}' saw [{got}], expected [{want}]");
+        return default;
+    }
+
+    sealed class RecorderReport(string name, RecordingSecondary rec) : IRunReport
+    {
+        public int Checked;
+
+        public string ReportTitle => $"recorder {name}: {rec.Calls.Count} callback(s)";
+
+        public void Report(TextWriter w)
+        {
+            foreach (var c in rec.Calls)
+                w.WriteLine($"CPU{c.Cpu} {c.Kind}(0x{c.Start:x}, 0x{c.End:x}" +
+                    (c.Event != MmuSim.Notifier.MmuNotifyEvent.None ? $", {c.Event}" : "") + (c.Blockable ? "" : ", nonblock") +
+                    (c.Atomic ? ", atomic" : "") + (c.Kind == CallbackKind.ChangePte ? $", pfn 0x{c.Pte.Pfn:x}{(c.Pte.Writable ? " writable" : "")}" : "") + ")");
+        }
+    }
+
+    // ---------------------------------------------------------------- device mirror
+
+    static async ValueTask Mirror(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        string name = a.GetString("name", "mirror");
+        if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
+        var dev = new DeviceMirror(w.K, mm, name);
+        w.Objects[name] = dev;
+        await mm.Notifiers.Register(dev);
+        w.K.Checker.AddSecondary(dev);
+    }
+
+    static async ValueTask MirrorRead(ScenarioWorld w, OpArgs a)
+    {
+        var v = await w.Get<DeviceMirror>(a, "mirror").Access(a.GetAddress("addr"), write: false);
+        if (a.Has("as") && v is { } value) w.Observed[a.GetString("as")] = value;
+    }
+
+    static async ValueTask MirrorWrite(ScenarioWorld w, OpArgs a) =>
+        await w.Get<DeviceMirror>(a, "mirror").Access(a.GetAddress("addr"), write: true, a.GetULong("value"));
+
+    // ---------------------------------------------------------------- time and ordering
+
+    static async ValueTask Sleep(ScenarioWorld w, OpArgs a) => await w.K.S.Sleep((long)a.GetULong("ns"));
+
+    /// <summary>A one-shot completion between scenario threads.</summary>
+    sealed class ScenarioEvent(Scheduler s, string name)
+    {
+        public bool Done;
+        public readonly WaitQueue Wq = new(s, "event:" + name);
+    }
+
+    static ScenarioEvent EventOf(ScenarioWorld w, OpArgs a)
+    {
+        var key = "event:" + a.GetString("event");
+        if (!w.Objects.TryGetValue(key, out var o)) w.Objects[key] = o = new ScenarioEvent(w.K.S, a.GetString("event"));
+        return (ScenarioEvent)o;
+    }
+
+    static async ValueTask Signal(ScenarioWorld w, OpArgs a)
+    {
+        var e = EventOf(w, a);
+        await w.K.S.Point(PointKind.Yield);
+        e.Done = true;
+        e.Wq.WakeAll();
+    }
+
+    static async ValueTask Wait(ScenarioWorld w, OpArgs a)
+    {
+        var e = EventOf(w, a);
+        while (!e.Done) await e.Wq.Wait();
+    }
+}
