@@ -234,4 +234,32 @@ public class ConcurrentPrimaryTests
                 rec.Calls.Count(c => c.Kind == Devices.CallbackKind.InvalidateRangeEnd));
         }
     }
+
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.13")]
+    [InlineData("6.13")]
+    public void ReclaimAndMigrationOfTheSameFolio_OnlyOneIsolatesIt(string era)
+    {
+        for (ulong seed = 1; seed <= 40; seed++)
+        {
+            var k = Kernel(era, new RandomStrategy(seed));
+            var mm = MmWithVma(k, A, 0x1000);
+            Ok(k, async () => await Write(mm, A, 7));
+            long pfn = mm.PeekPte(A).Pfn;
+            ushort gen = k.Mem[pfn].Generation;
+            bool reclaimed = false;
+            long migrated = -1;
+            k.S.Spawn("kswapd", async _ => reclaimed = await Vmscan.ShrinkFolio(k, pfn));
+            k.S.Spawn("kcompactd", async _ => migrated = await Migrate.MigrateFolio(k, pfn));
+            ulong? got = null;
+            k.S.Spawn("task", async _ => got = await Read(mm, A));
+            var v = k.Run();
+            Assert.True(v == null, $"seed {seed}: {v}");
+            Assert.False(reclaimed && migrated > 0);
+            Assert.Equal(7UL, got);
+            Assert.Equal(reclaimed || migrated > 0, k.Mem[pfn].Generation != gen); // freed (maybe reused) iff one succeeded
+            Consistent(k);
+        }
+    }
 }
