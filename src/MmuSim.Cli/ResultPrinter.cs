@@ -43,7 +43,7 @@ public static class ResultPrinter
             o.WriteLine();
             var t = new Table().Border(TableBorder.Simple).AddColumn("counter").AddColumn(new TableColumn("value").RightAligned());
             foreach (var (name, value) in stats) t.AddRow(Markup.Escape(name), value.ToString());
-            cli.OutConsole().Write(t);
+            cli.WriteTable(t);
         }
         foreach (var rep in r.Reports)
         {
