@@ -54,8 +54,9 @@ public static class Program
             stderr.WriteLine($"mmusim: {e.Field}: {OneLine(e.Message)}");
             return BadInput;
         }
-        catch (Exception e) when (e is ModelException or NotImplementedException or InvalidOperationException)
+        catch (Exception e)
         {
+            // A bug in MmuSim (or an unmodelled path), not bad input: one line, exit 3; MMUSIM_DEBUG=1 shows the trace.
             stderr.WriteLine($"mmusim: internal model error: {e.GetType().Name}: {OneLine(e.Message)}");
             if (Environment.GetEnvironmentVariable("MMUSIM_DEBUG") == "1") stderr.WriteLine(e);
             return InternalError;
