@@ -136,27 +136,51 @@ public sealed class Kernel
     public long ModelBytes => Mem.ModelBytes + PageTables.ModelBytes;
 }
 
-/// <summary>Swap slots holding the contents of pages written out by reclaim.</summary>
+/// <summary>
+/// Swap slots holding the contents of pages written out by reclaim, with a use count per slot (swap_map): one for the
+/// swap cache while reclaim holds the folio, one per swap PTE (fork duplicates it). The slot is free at count zero.
+/// </summary>
 public sealed class SwapSpace
 {
     readonly List<ulong> _slots = [0];
+    readonly List<int> _refs = [0];
     readonly Stack<int> _free = new();
 
+    /// <summary>Allocate a slot holding <paramref name="contents"/> with one use (get_swap_page / add_to_swap).</summary>
     public int Store(ulong contents)
     {
         if (_free.Count > 0)
         {
             int s = _free.Pop();
             _slots[s] = contents;
+            _refs[s] = 1;
             return s;
         }
         _slots.Add(contents);
+        _refs.Add(1);
         return _slots.Count - 1;
     }
 
     public ulong Load(int slot) => _slots[slot];
 
-    public void Free(int slot) => _free.Push(slot);
+    /// <summary>swap_writepage: (re)write the slot's contents.</summary>
+    public void Write(int slot, ulong contents) => _slots[slot] = contents;
+
+    /// <summary>swap_duplicate: one more user of the slot (a swap PTE copied by fork or installed by reclaim).</summary>
+    public void Dup(int slot)
+    {
+        if (_refs[slot] <= 0) throw new Sched.ModelException($"swap_duplicate of free slot {slot}");
+        _refs[slot]++;
+    }
+
+    /// <summary>swap_free: drop one use; the last frees the slot.</summary>
+    public void Free(int slot)
+    {
+        if (_refs[slot] <= 0) throw new Sched.ModelException($"swap_free of free slot {slot}");
+        if (--_refs[slot] == 0) _free.Push(slot);
+    }
+
+    public int RefCount(int slot) => _refs[slot];
 
     public int InUse => _slots.Count - 1 - _free.Count;
 }

@@ -1,8 +1,22 @@
 using MmuSim.Eras;
+using MmuSim.Notifier;
+using MmuSim.Sched;
 
 namespace MmuSim.Mm;
 
-/// <summary>mm/huge_memory.c: anonymous THP fault, wp, split and zap. (Skeleton: filled in by the primary-paths work.)</summary>
+/// <summary>
+/// mm/huge_memory.c: anonymous THP fault, wp fault, PMD split and zap.
+/// </summary>
+/// <remarks>
+/// <para>A PMD-mapped THP holds one folio reference and one entire_mapcount (kept in the first tail page,
+/// <see cref="PhysMem.EntireMapcountHolder"/>). <see cref="SplitHugePmd"/> turns that into 512 PTEs, each holding a
+/// per-page mapcount and one folio reference (the kernel's page_ref_add(HPAGE_PMD_NR - 1)); the folio itself stays
+/// compound. All PMD changes happen under the PMD lock (pmd_lock).</para>
+/// <para>Era simplifications (documented): read faults allocate a THP as with use_zero_page=0 (the huge zero page is
+/// not modelled); do_huge_pmd_wp_page follows 6.8 in every era (reuse in place or split and fall back to the 4 KiB
+/// COW path; 4.10's whole-THP copy with pmdp_huge_clear_flush_notify is not modelled); PMD swap/migration entries
+/// do not exist: reclaim and migration split the PMD first.</para>
+/// </remarks>
 public static class HugeMemory
 {
     /// <summary>thp_vma_allowable_order for an anon fault: VM_HUGEPAGE VMA covering the whole aligned 2 MiB, era with THP.</summary>
@@ -13,19 +27,166 @@ public static class HugeMemory
         return h >= vma.Start && h + MmStruct.PmdSize <= vma.End;
     }
 
-    /// <summary>do_huge_pmd_anonymous_page.</summary>
-    public static ValueTask<VmFault> DoHugePmdAnonymousPage(MmStruct mm, Vma vma, ulong addr, bool write) =>
-        throw new NotImplementedException("do_huge_pmd_anonymous_page");
+    /// <summary>
+    /// do_huge_pmd_anonymous_page: allocate a 2 MiB folio and map it with one huge PMD. Returns
+    /// <see cref="VmFault.Retry"/> when the allocation fails or the PMD was populated meanwhile, so that the caller
+    /// falls back to the 4 KiB path (VM_FAULT_FALLBACK).
+    /// </summary>
+    public static async ValueTask<VmFault> DoHugePmdAnonymousPage(MmStruct mm, Vma vma, ulong addr, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_huge_pmd_anonymous_page");
+        if (!ThpEligible(mm, vma, addr)) return VmFault.Retry;
+        ulong haddr = addr & MmStruct.PmdMask;
+        mm.AnonVmaPrepare(vma);
+        await k.S.Point(PointKind.Alloc, haddr);
+        long head = k.Mem.AllocHuge();
+        if (head < 0) return VmFault.Retry;
+        for (int i = 0; i < PhysMem.HugePages; i++) k.S.Charge(CostKind.ZeroPage);
+        mm.PmdAlloc(haddr);
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        if (!pmd.IsNone)
+        {
+            await mm.UnlockPmd(haddr);
+            Folio.Put(k, head);
+            return VmFault.Retry;
+        }
+        Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true);
+        await mm.SetPmd(haddr, Pte.Make(head, writable: vma.Writable, dirty: vma.Writable, huge: true));
+        await mm.UnlockPmd(haddr);
+        k.Stats.Inc(Stat.ThpFaults);
+        return VmFault.Ok;
+    }
 
-    /// <summary>Fault on a present huge PMD (do_huge_pmd_wp_page or access-bit update).</summary>
-    public static ValueTask<VmFault> HugePmdFault(MmStruct mm, Vma vma, ulong addr, Pte pmd, FaultFlags flags) =>
-        throw new NotImplementedException("huge pmd fault");
+    /// <summary>
+    /// Fault on a present huge PMD: do_huge_pmd_wp_page for a write to a read-only PMD (reuse an exclusive folio in
+    /// place, with no notifier; otherwise __split_huge_pmd and fall back to the 4 KiB COW path, as 6.8 does), or
+    /// huge_pmd_set_accessed.
+    /// </summary>
+    public static async ValueTask<VmFault> HugePmdFault(MmStruct mm, Vma vma, ulong addr, Pte pmd, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
+        ulong haddr = addr & MmStruct.PmdMask;
+        if (write && !pmd.Writable)
+        {
+            using var _ = k.S.Current.Enter("do_huge_pmd_wp_page");
+            await mm.LockPmd(haddr);
+            var cur = await mm.PmdpGet(haddr);
+            if (cur != pmd)
+            {
+                await mm.UnlockPmd(haddr);
+                return VmFault.Retry;
+            }
+            long head = pmd.Pfn;
+            ref var f = ref k.Mem[head];
+            bool exclusive = vma.Writable && f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm) && f.RefCount == 1 &&
+                             k.Mem.FolioMapCount(head) == 1;
+            if (exclusive)
+            {
+                f.Set(PageFlags.AnonExclusive);
+                var pw = pmd.WithAccessed(true).WithWrite(true);
+                if ((flags & FaultFlags.Write) != 0) pw = pw.WithDirty(true);
+                await mm.SetPmd(haddr, pw);
+                await mm.UnlockPmd(haddr);
+                k.Stats.Inc(Stat.CowReuses);
+                return VmFault.Ok;
+            }
+            await mm.UnlockPmd(haddr);
+            await SplitHugePmd(vma, haddr, notify: true);
+            return VmFault.Retry; // VM_FAULT_FALLBACK: the 4 KiB path copies the one page
+        }
+        using (k.S.Current.Enter("huge_pmd_set_accessed"))
+        {
+            await mm.LockPmd(haddr);
+            var cur = await mm.PmdpGet(haddr);
+            if (cur == pmd)
+            {
+                var young = pmd.WithAccessed(true);
+                if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true);
+                if (young != pmd) await mm.SetPmd(haddr, young);
+            }
+            await mm.UnlockPmd(haddr);
+        }
+        return VmFault.Ok;
+    }
 
-    /// <summary>__split_huge_pmd: with <paramref name="notify"/>, inside its own CLEAR start/end.</summary>
-    public static ValueTask SplitHugePmd(Vma vma, ulong addr, bool notify) =>
-        throw new NotImplementedException("__split_huge_pmd");
+    /// <summary>
+    /// __split_huge_pmd: replace the huge PMD covering <paramref name="addr"/> by a PTE table of 512 PTEs to the same
+    /// pages (same W/D/A bits), per-page mapcounts, entire_mapcount−1 and 511 more folio references. With
+    /// <paramref name="notify"/> it runs inside its own start/end CLEAR over the aligned 2 MiB (nested inside the
+    /// caller's range when there is one); end is only_end (4.15-6.5: no invalidate_range, the PTEs still point to the
+    /// same pages). Callers that already invalidated the range pass notify=false (zap).
+    /// </summary>
+    public static async ValueTask SplitHugePmd(Vma vma, ulong addr, bool notify)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("__split_huge_pmd");
+        ulong haddr = addr & MmStruct.PmdMask;
+        var range = new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
+        if (notify) await mm.Notifiers.InvalidateRangeStart(range);
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        if (pmd.Present && pmd.Huge) await SplitHugePmdLocked(vma, haddr, pmd);
+        await mm.UnlockPmd(haddr);
+        if (notify) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
+    }
 
-    /// <summary>zap_huge_pmd.</summary>
-    public static ValueTask ZapHugePmd(MmuGather tlb, Vma vma, ulong addr) =>
-        throw new NotImplementedException("zap_huge_pmd");
+    /// <summary>__split_huge_pmd_locked: caller holds the PMD lock and saw <paramref name="pmd"/> present and huge.</summary>
+    static async ValueTask SplitHugePmdLocked(Vma vma, ulong haddr, Pte pmd)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("__split_huge_pmd_locked");
+        long head = pmd.Pfn;
+        // The kernel's pmdp_invalidate leaves a non-present but still "huge" PMD that other walkers wait on (they take
+        // the PMD lock); the model installs the populated PTE table in one step and then flushes, which is equivalent.
+        int t = k.PageTables.AllocTable();
+        var pool = k.PageTables;
+        bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            pool.Entry(t, i) = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed).Raw;
+            ref var p = ref k.Mem[head + i];
+            p.MapCount++;
+            if (exclusive) p.Set(PageFlags.AnonExclusive);
+        }
+        k.Mem.EntireMapcountHolder(head).RefCount--;
+        k.Mem[head].RefCount += PhysMem.HugePages - 1;
+        await mm.SetPmd(haddr, Pte.Table(t));
+        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+        k.Stats.Inc(Stat.ThpSplits);
+    }
+
+    /// <summary>
+    /// zap_huge_pmd: clear a huge PMD inside the caller's invalidation, transfer dirty to the folio, drop the PMD
+    /// mapping and queue the folio reference in the mmu_gather (freed after end, at tlb_finish_mmu). Returns false
+    /// when the PMD was no longer huge once locked (split meanwhile): the caller zaps the PTE table instead.
+    /// </summary>
+    public static async ValueTask<bool> ZapHugePmd(MmuGather tlb, Vma vma, ulong addr)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("zap_huge_pmd");
+        ulong haddr = addr & MmStruct.PmdMask;
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        bool full = false, huge = pmd.Present && pmd.Huge;
+        if (huge)
+        {
+            await mm.SetPmd(haddr, Pte.None);
+            tlb.TrackRange(haddr, haddr + MmStruct.PmdSize);
+            k.S.Charge(CostKind.Zap);
+            k.Stats.Inc(Stat.PagesZapped, PhysMem.HugePages);
+            if (pmd.Dirty) Folio.MarkDirty(k, pmd.Pfn);
+            Folio.RemoveRmapPmd(k, pmd.Pfn, mm);
+            if (k.Mutated(Mutation.FreeBeforeEnd)) Folio.Put(k, pmd.Pfn);
+            else full = tlb.RemovePage(pmd.Pfn);
+        }
+        await mm.UnlockPmd(haddr);
+        if (full) await tlb.FlushMmu();
+        return huge;
+    }
 }

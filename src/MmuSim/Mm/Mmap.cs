@@ -69,7 +69,7 @@ public static class Mmap
 
     /// <summary>
     /// exit_mmap: mmu_notifier_release first (every secondary is torn down before any page is freed), then unmap
-    /// everything (interval subscriptions still see that UNMAP), free the tables.
+    /// everything with unmap_vmas(0, ULONG_MAX) (interval subscriptions still see that UNMAP), free the tables.
     /// </summary>
     public static async ValueTask ExitMmap(MmStruct mm)
     {
@@ -82,7 +82,7 @@ public static class Mmap
         if (mm.Vmas.Count > 0)
         {
             var tlb = new MmuGather(mm);
-            await Memory.UnmapVmas(tlb, mm, mm.Vmas[0].Start, mm.Vmas[^1].End);
+            await Memory.UnmapVmas(tlb, mm, 0, ulong.MaxValue);
             await tlb.Finish();
         }
         foreach (var v in mm.Vmas.ToArray()) mm.RemoveVma(v);

@@ -271,8 +271,12 @@ public sealed class PhysMem
     }
 
     /// <summary>Turn a compound folio into 512 independent 4 KiB folios (split_huge_page), sharing the refcount out.</summary>
+    /// <remarks>The folio must not be PMD-mapped (entire_mapcount 0); each tail page keeps one reference per PTE
+    /// mapping, the head keeps the rest (the caller's pins included).</remarks>
     public void SplitFolio(long headPfn)
     {
+        if (!IsHuge(headPfn)) throw new Sched.ModelException($"split_huge_page of non-THP pfn 0x{headPfn:x}");
+        if (_frames[headPfn + 1].RefCount != 0) throw new Sched.ModelException($"split_huge_page of PMD-mapped THP 0x{headPfn:x}");
         int refs = _frames[headPfn].RefCount;
         var flags = _frames[headPfn].Flags & ~(PageFlags.Head | PageFlags.Tail);
         int root = _frames[headPfn].AnonRoot;

@@ -1,0 +1,46 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>kernel/fork.c: the mm half of fork.</summary>
+public static class Fork
+{
+    /// <summary>
+    /// dup_mmap: a new mm (<see cref="Kernel.CreateMm"/>) with a copy of every VMA of <paramref name="parent"/> except
+    /// VM_DONTCOPY ones; each copy joins its parent VMA's anon_vma family (anon_vma_fork) and keeps vm_pgoff, so rmap
+    /// finds the child's mappings; copy_page_range copies the PTEs (COW). Holds the parent's mmap_lock for write;
+    /// flush_tlb_mm(oldmm) runs after the copy, before the lock is dropped.
+    /// </summary>
+    public static async ValueTask<MmStruct> DupMmap(MmStruct parent, string childName)
+    {
+        var k = parent.Kernel;
+        using var _ = k.S.Current.Enter("dup_mmap");
+        await parent.MmapLock.WriteLock();
+        var child = k.CreateMm(childName);
+        try
+        {
+            ulong lo = ulong.MaxValue, hi = 0;
+            for (int i = 0; i < parent.Vmas.Count; i++)
+            {
+                var src = parent.Vmas[i];
+                if ((src.Flags & VmFlags.DontCopy) != 0) continue;
+                var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, src.Flags)
+                {
+                    PgOff = src.PgOff,
+                    AnonVma = src.AnonVma,
+                    Name = src.Name,
+                });
+                if (src.AnonVma != null && !src.AnonVma.Members.Contains(child)) src.AnonVma.Members.Add(child);
+                await Memory.CopyPageRange(dst, src);
+                lo = Math.Min(lo, src.Start);
+                hi = Math.Max(hi, src.End);
+            }
+            if (hi > lo) await Tlb.FlushTlbRange(parent, lo, hi);
+        }
+        finally
+        {
+            await parent.MmapLock.WriteUnlock();
+        }
+        return child;
+    }
+}

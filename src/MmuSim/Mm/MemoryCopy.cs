@@ -1,0 +1,117 @@
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+public static partial class Memory
+{
+    /// <summary>
+    /// copy_page_range: copy the page tables of <paramref name="src"/> (parent) into <paramref name="dst"/> (child).
+    /// For a COW mapping the parent mm gets start/end PROTECTION_PAGE around the copy (the child has no secondary);
+    /// writable PTEs are write-protected in both, under both PTLs. Each copied anon page gains a mapping and a
+    /// reference and loses PageAnonExclusive; the zero page is shared as is; swap entries are duplicated; a huge PMD is
+    /// copied write-protected (entire_mapcount+1). VMAs without an anon_vma have nothing to copy (they refault).
+    /// </summary>
+    public static async ValueTask CopyPageRange(Vma dst, Vma src)
+    {
+        var parent = src.Mm;
+        var child = dst.Mm;
+        var k = parent.Kernel;
+        using var _ = k.S.Current.Enter("copy_page_range");
+        if (src.AnonVma == null) return;
+        bool cow = src.IsCowMapping;
+        var range = new MmuNotifierRange(parent, src.Start, src.End, MmuNotifyEvent.ProtectionPage);
+        if (cow) await parent.Notifiers.InvalidateRangeStart(range);
+        for (ulong addr = src.Start; addr < src.End;)
+        {
+            ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, src.End);
+            var pmd = parent.PeekPmd(addr);
+            // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.
+            if (pmd.Present && pmd.Huge && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
+            pmd = parent.PeekPmd(addr);
+            if (pmd.Present && !pmd.Huge) await CopyPteRange(dst, src, pmd.TableId, addr, next, cow);
+            addr = next;
+        }
+        if (cow) await parent.Notifiers.InvalidateRangeEnd(range);
+    }
+
+    /// <summary>copy_pte_range: one PTE table's part, with the child's PTL and then the parent's held.</summary>
+    static async ValueTask CopyPteRange(Vma dst, Vma src, int st, ulong start, ulong end, bool cow)
+    {
+        var parent = src.Mm;
+        var child = dst.Mm;
+        var k = parent.Kernel;
+        using var _ = k.S.Current.Enter("copy_pte_range");
+        int dt = child.PteAlloc(start);
+        await child.LockPtl(dt);
+        await parent.LockPtl(st);
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+        {
+            if (parent.PeekPte(a).IsNone) continue;
+            var pte = await parent.PtepGet(st, a);
+            if (pte.IsNone) continue;
+            if (!pte.Present)
+            {
+                // copy_nonpresent_pte: swap_duplicate; a writable migration entry becomes a read one in both (COW).
+                if (pte.SwapKind == SwapType.Swap) k.Swap.Dup((int)pte.Pfn);
+                else if (pte.SwapKind == SwapType.MigrationWrite && cow)
+                {
+                    pte = Pte.SwapEntry(SwapType.MigrationRead, pte.Pfn);
+                    await parent.SetPte(st, a, pte);
+                }
+                await child.SetPte(dt, a, pte);
+                continue;
+            }
+            if (!pte.Special && pte.Pfn != PhysMem.ZeroPfn)
+            {
+                await k.S.Point(PointKind.Counter, a);
+                Folio.Get(k, pte.Pfn);
+                Folio.AddAnonRmap(k, pte.Pfn, child); // folio_try_dup_anon_rmap_pte
+                k.Mem[pte.Pfn].Clear(PageFlags.AnonExclusive);
+                k.Mem[k.Mem.FolioOf(pte.Pfn)].Clear(PageFlags.AnonExclusive);
+            }
+            if (cow && pte.Writable)
+            {
+                await parent.SetPte(st, a, pte.Wrprotect()); // ptep_set_wrprotect
+                pte = pte.Wrprotect();
+            }
+            if (dst.Shared) pte = pte.Mkclean();
+            await child.SetPte(dt, a, pte.Mkold());
+            k.Stats.Inc(Stat.ForkCopiedPtes);
+        }
+        await parent.UnlockPtl(st);
+        await child.UnlockPtl(dt);
+    }
+
+    /// <summary>copy_huge_pmd: share the THP write-protected (folio_get, entire_mapcount+1), under both PMD locks.</summary>
+    static async ValueTask<bool> CopyHugePmd(Vma dst, Vma src, ulong haddr, bool cow)
+    {
+        var parent = src.Mm;
+        var child = dst.Mm;
+        var k = parent.Kernel;
+        using var _ = k.S.Current.Enter("copy_huge_pmd");
+        child.PmdAlloc(haddr);
+        await child.LockPmd(haddr);
+        await parent.LockPmd(haddr);
+        var pmd = await parent.PmdpGet(haddr);
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge)
+        {
+            long head = pmd.Pfn;
+            Folio.Get(k, head);
+            k.Mem.EntireMapcountHolder(head).RefCount++; // folio_try_dup_anon_rmap_pmd
+            child.RssAnon += PhysMem.HugePages;
+            k.Mem[head].Clear(PageFlags.AnonExclusive);
+            if (cow && pmd.Writable)
+            {
+                await parent.SetPmd(haddr, pmd.Wrprotect()); // pmdp_set_wrprotect
+                pmd = pmd.Wrprotect();
+            }
+            await child.SetPmd(haddr, pmd.Mkold());
+            k.Stats.Inc(Stat.ForkCopiedPtes);
+        }
+        await parent.UnlockPmd(haddr);
+        await child.UnlockPmd(haddr);
+        return huge;
+    }
+}

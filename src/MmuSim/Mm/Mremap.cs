@@ -1,0 +1,126 @@
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>mm/mremap.c.</summary>
+public static class Mremap
+{
+    /// <summary>
+    /// mremap(old, len, len, MREMAP_MAYMOVE|MREMAP_FIXED, new) → move_vma: a new VMA at <paramref name="newAddr"/>
+    /// (same prot, flags, anon_vma and vm_pgoff, so rmap still finds moved folios), move_page_tables, then
+    /// do_vmi_munmap of the old range (which notifies UNMAP over it once more, with nothing left to zap). Anything
+    /// mapped at the destination is unmapped first. The old range must lie in one VMA. Takes mmap_lock for write.
+    /// </summary>
+    public static async ValueTask DoMremap(MmStruct mm, ulong oldAddr, ulong len, ulong newAddr)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("mremap");
+        ulong oldEnd = oldAddr + len, newEnd = newAddr + len;
+        if (newAddr < oldEnd && oldAddr < newEnd) throw new ArgumentException("mremap ranges overlap");
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            var src = mm.FindVma(oldAddr);
+            if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [0x{oldAddr:x}, 0x{oldEnd:x}) is not inside one VMA");
+            // MREMAP_FIXED: unmap whatever is at the destination.
+            var victims = Mmap.SplitAround(mm, newAddr, newEnd);
+            if (victims.Count > 0)
+            {
+                await Mmap.UnmapRegion(mm, newAddr, newEnd);
+                foreach (var v in victims) mm.RemoveVma(v);
+            }
+            var moved = Mmap.SplitAround(mm, oldAddr, oldEnd);
+            var old = moved[0];
+            var dst = mm.InsertVma(new Vma(mm, newAddr, newEnd, old.Prot, old.Flags)
+            {
+                PgOff = old.PgOff,
+                AnonVma = old.AnonVma,
+                Name = old.Name,
+            });
+            await MovePageTables(old, oldAddr, dst, newAddr, len);
+            await Mmap.UnmapRegion(mm, oldAddr, oldEnd);
+            mm.RemoveVma(old);
+        }
+        finally
+        {
+            await mm.MmapLock.WriteUnlock();
+        }
+    }
+
+    /// <summary>
+    /// move_page_tables: start/end UNMAP on the old range only (the new range had no secondary mappings); PTEs move
+    /// under both PTLs with the old range's TLB flushed; an aligned whole huge PMD moves as one (move_huge_pmd),
+    /// a partly covered one is split first (its own nested CLEAR start/end).
+    /// </summary>
+    public static async ValueTask MovePageTables(Vma vma, ulong oldAddr, Vma newVma, ulong newAddr, ulong len)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("move_page_tables");
+        var range = new MmuNotifierRange(mm, oldAddr, oldAddr + len, MmuNotifyEvent.Unmap);
+        await mm.Notifiers.InvalidateRangeStart(range);
+        for (ulong off = 0; off < len;)
+        {
+            ulong o = oldAddr + off, n = newAddr + off;
+            ulong extent = Math.Min((o & MmStruct.PmdMask) + MmStruct.PmdSize - o, (n & MmStruct.PmdMask) + MmStruct.PmdSize - n);
+            extent = Math.Min(extent, len - off);
+            var pmd = mm.PeekPmd(o);
+            if (pmd.Present && pmd.Huge)
+            {
+                if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone && await MoveHugePmd(mm, o, n))
+                {
+                    off += extent;
+                    continue;
+                }
+                await HugeMemory.SplitHugePmd(vma, o, notify: true);
+            }
+            int ot = mm.PteTable(o);
+            if (ot != 0) await MovePtes(mm, ot, o, n, extent);
+            off += extent;
+        }
+        await mm.Notifiers.InvalidateRangeEnd(range);
+    }
+
+    /// <summary>move_ptes: under the old and the new PTL, get-and-clear each old PTE and set it at the new address.</summary>
+    static async ValueTask MovePtes(MmStruct mm, int ot, ulong oldAddr, ulong newAddr, ulong extent)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("move_ptes");
+        int nt = mm.PteAlloc(newAddr);
+        if (nt == 0) throw new ModelException($"mremap destination 0x{newAddr:x} is mapped by a huge PMD");
+        await mm.LockPtl(ot);
+        if (nt != ot) await mm.LockPtl(nt);
+        bool flush = false;
+        for (ulong off = 0; off < extent; off += MmStruct.PageSize)
+        {
+            if (mm.PeekPte(oldAddr + off).IsNone) continue;
+            var pte = await mm.PtepGetAndClear(ot, oldAddr + off);
+            flush |= pte.Present;
+            await mm.SetPte(nt, newAddr + off, pte);
+        }
+        if (flush) await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + extent);
+        if (nt != ot) await mm.UnlockPtl(nt);
+        await mm.UnlockPtl(ot);
+    }
+
+    /// <summary>move_huge_pmd: move one huge PMD under both PMD locks and flush the old range. False: no longer huge.</summary>
+    static async ValueTask<bool> MoveHugePmd(MmStruct mm, ulong oldAddr, ulong newAddr)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("move_huge_pmd");
+        mm.PmdAlloc(newAddr);
+        int a = mm.PmdTable(oldAddr), b = mm.PmdTable(newAddr);
+        await mm.LockPmd(oldAddr);
+        if (a != b) await mm.LockPmd(newAddr);
+        var pmd = await mm.PmdpGet(oldAddr);
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge)
+        {
+            await mm.SetPmd(oldAddr, Pte.None);
+            await mm.SetPmd(newAddr, pmd);
+            await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + MmStruct.PmdSize);
+        }
+        if (a != b) await mm.UnlockPmd(newAddr);
+        await mm.UnlockPmd(oldAddr);
+        return huge;
+    }
+}

@@ -1,0 +1,54 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>mm/vmscan.c: reclaim of one folio.</summary>
+public static class Vmscan
+{
+    /// <summary>
+    /// shrink_folio_list for one anonymous folio: isolate it (a reference), add_to_swap (one slot per sub-page, the
+    /// folio marked dirty) unless it is lazyfree, try_to_unmap through rmap, then pageout (folio_clear_dirty_for_io and
+    /// write the contents to the slots), drop the swap cache and the isolation reference: the folio is freed after
+    /// try_to_unmap's invalidations ended. A lazyfree folio is discarded only if every mapping was still clean.
+    /// Returns false (folio kept) if some mapping could not be removed. KSM folios are not reclaimed here.
+    /// </summary>
+    public static async ValueTask<bool> ShrinkFolio(Kernel k, long pfn)
+    {
+        using var _ = k.S.Current.Enter("shrink_folio_list");
+        await k.S.Point(PointKind.Counter, (ulong)pfn);
+        long head = k.Mem.FolioOf(pfn);
+        ref var f = ref k.Mem[head];
+        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return false;
+        int n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        Folio.Get(k, head); // isolate_lru_folio
+        bool lazy = f.Has(PageFlags.Lazyfree);
+        int[]? slots = null;
+        if (!lazy)
+        {
+            // add_to_swap
+            slots = new int[n];
+            for (int i = 0; i < n; i++) slots[i] = k.Swap.Store(k.Mem[head + i].Contents);
+            k.Mem[head].Set(PageFlags.Swapcache);
+            Folio.MarkDirty(k, head);
+        }
+        var st = new TtuState(head, n, migrate: false) { SwapSlots = slots };
+        await Rmap.TryToUnmap(k, st);
+        bool unmapped = !st.Failed && k.Mem.FolioMapCount(head) == 0;
+        if (unmapped && !lazy)
+        {
+            // pageout: folio_clear_dirty_for_io (nothing is mapped any more), then swap_writepage.
+            if (Folio.TestClearDirty(k, head, "pageout"))
+                for (int i = 0; i < n; i++) k.Swap.Write(slots![i], k.Mem[head + i].Contents);
+        }
+        if (slots != null)
+        {
+            // __remove_mapping / delete_from_swap_cache: the swap cache's use of each slot goes away.
+            foreach (var s in slots) k.Swap.Free(s);
+            k.Mem[head].Clear(PageFlags.Swapcache);
+        }
+        await k.S.Point(PointKind.Free, (ulong)head);
+        Folio.Put(k, head);
+        if (unmapped) k.Stats.Inc(Stat.PagesReclaimed, n);
+        return unmapped;
+    }
+}
