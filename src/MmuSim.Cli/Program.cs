@@ -21,10 +21,13 @@ public static class Program
     {
         var cli = new CliContext(stdout, stderr);
         var root = new RootCommand("MmuSim: an executable model of Linux MMU notifiers keeping secondary MMUs (KVM, KSM, IOMMU) coherent");
+        root.Subcommands.Add(OpsCommand.Create(cli));
         root.Subcommands.Add(RunCommand.Create(cli));
         root.Subcommands.Add(ListCommand.Create(cli));
         root.Subcommands.Add(ExploreCommand.Create(cli));
         root.Subcommands.Add(ErasCommand.Create(cli));
+        root.Subcommands.Add(ReplayCommand.Create(cli));
+        root.Subcommands.Add(MutantsCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;

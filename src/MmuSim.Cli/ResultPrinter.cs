@@ -12,8 +12,8 @@ public static class ResultPrinter
         o.WriteLine($"scenario   {r.Scenario.Name} ({r.Scenario.File})");
         o.WriteLine($"era        {r.Era.Name}");
         o.WriteLine($"schedule   {how}");
-        if (r.Kernel.Stats != null && r.Scenario.Mutations.Count > 0)
-            o.WriteLine($"mutations  {string.Join(", ", r.Scenario.Mutations.Select(Mutations.NameOf))}");
+        if (r.Mutations.Count > 0)
+            o.WriteLine($"mutations  {string.Join(", ", r.Mutations.Select(Mutations.NameOf))}");
         o.WriteLine($"outcome    {(r.Violation == null ? "pass" : "VIOLATION " + r.Violation.Invariant)}");
         o.WriteLine($"expected   {r.Expected} -> {(r.MatchesExpectation ? "as expected" : "NOT AS EXPECTED")}");
         o.WriteLine($"simulated  {CliContext.FormatNs(r.SimulatedNs)}");

@@ -13,14 +13,19 @@ public static class RunCommand
         var era = new Option<string?>("--era") { Description = "kernel era (mmusim eras); default: the scenario's era:, else 6.13" };
         var seed = new Option<ulong>("--seed") { Description = "seed of the random schedule", DefaultValueFactory = _ => 1UL };
         var plain = new Option<bool>("--plain") { Description = "plain simulation: no preemption at scheduling points (contexts switch only when they block or sleep)" };
+        var mutate = new Option<string[]>("--mutate")
+        {
+            Description = "turn on a mutation switch on top of the scenario's own (repeatable, or comma-separated): " + Mutations.KnownList,
+        };
         var cmd = new Command("run", "Run one schedule of a scenario and compare the outcome with its declared expectation (exit 0 if it matches, 1 if not, 2 on bad input)")
         {
-            scenario, era, seed, plain,
+            scenario, era, seed, plain, mutate,
         };
         cmd.SetAction(p =>
         {
             var s = CliContext.LoadScenario(p.GetValue(scenario)!);
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
+            var muts = CliContext.ParseMutations(p.GetValue(mutate));
             var expected = s.ExpectedIn(e);
             if (expected.Kind == ExpectKind.NotApplicable)
             {
@@ -30,7 +35,7 @@ public static class RunCommand
             ulong sd = p.GetValue(seed);
             var sink = new LastStepsSink();
             IStrategy? strategy = p.GetValue(plain) ? null : new RandomStrategy(sd);
-            var r = ScenarioRunner.Run(s, e, strategy, new RunOptions { Seed = sd, StepSink = sink });
+            var r = ScenarioRunner.Run(s, e, strategy, new RunOptions { Seed = sd, StepSink = sink, Mutations = muts });
             ResultPrinter.Print(cli, r, sink, strategy == null ? $"plain simulation, seed {sd}" : $"random, seed {sd}");
             return r.MatchesExpectation ? Program.Ok : Program.Failed;
         });

@@ -141,9 +141,8 @@ public static class HugeMemory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("__split_huge_pmd_locked");
         long head = pmd.Pfn;
-        // pmdp_invalidate: make the PMD non-present and flush, then populate the deposited PTE table.
-        await mm.SetPmd(haddr, Pte.None);
-        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+        // The kernel's pmdp_invalidate leaves a non-present but still "huge" PMD that other walkers wait on (they take
+        // the PMD lock); the model installs the populated PTE table in one step and then flushes, which is equivalent.
         int t = k.PageTables.AllocTable();
         var pool = k.PageTables;
         bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
@@ -157,14 +156,16 @@ public static class HugeMemory
         k.Mem.EntireMapcountHolder(head).RefCount--;
         k.Mem[head].RefCount += PhysMem.HugePages - 1;
         await mm.SetPmd(haddr, Pte.Table(t));
+        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
         k.Stats.Inc(Stat.ThpSplits);
     }
 
     /// <summary>
     /// zap_huge_pmd: clear a huge PMD inside the caller's invalidation, transfer dirty to the folio, drop the PMD
-    /// mapping and queue the folio reference in the mmu_gather (freed after end, at tlb_finish_mmu).
+    /// mapping and queue the folio reference in the mmu_gather (freed after end, at tlb_finish_mmu). Returns false
+    /// when the PMD was no longer huge once locked (split meanwhile): the caller zaps the PTE table instead.
     /// </summary>
-    public static async ValueTask ZapHugePmd(MmuGather tlb, Vma vma, ulong addr)
+    public static async ValueTask<bool> ZapHugePmd(MmuGather tlb, Vma vma, ulong addr)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -172,8 +173,8 @@ public static class HugeMemory
         ulong haddr = addr & MmStruct.PmdMask;
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
-        bool full = false;
-        if (pmd.Present && pmd.Huge)
+        bool full = false, huge = pmd.Present && pmd.Huge;
+        if (huge)
         {
             await mm.SetPmd(haddr, Pte.None);
             tlb.TrackRange(haddr, haddr + MmStruct.PmdSize);
@@ -186,5 +187,6 @@ public static class HugeMemory
         }
         await mm.UnlockPmd(haddr);
         if (full) await tlb.FlushMmu();
+        return huge;
     }
 }

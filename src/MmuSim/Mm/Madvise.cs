@@ -80,11 +80,13 @@ public static class Madvise
             {
                 if ((addr & ~MmStruct.PmdMask) == 0 && next - addr == MmStruct.PmdSize)
                 {
-                    await MadviseFreeHugePmd(tlb, vma, addr);
-                    addr = next;
-                    continue;
+                    if (await MadviseFreeHugePmd(tlb, vma, addr))
+                    {
+                        addr = next;
+                        continue;
+                    }
                 }
-                await HugeMemory.SplitHugePmd(vma, addr, notify: false);
+                else await HugeMemory.SplitHugePmd(vma, addr, notify: false);
             }
             int t = mm.PteTable(addr);
             if (t != 0) await MadviseFreePteRange(tlb, vma, t, addr, next);
@@ -134,14 +136,15 @@ public static class Madvise
     }
 
     /// <summary>madvise_free_huge_pmd: a whole, exclusively mapped THP is cleaned and marked lazyfree under the PMD lock.</summary>
-    static async ValueTask MadviseFreeHugePmd(MmuGather tlb, Vma vma, ulong haddr)
+    static async ValueTask<bool> MadviseFreeHugePmd(MmuGather tlb, Vma vma, ulong haddr)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("madvise_free_huge_pmd");
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
-        if (pmd.Present && pmd.Huge && k.Mem.FolioMapCount(pmd.Pfn) == 1)
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge && k.Mem.FolioMapCount(pmd.Pfn) == 1)
         {
             long head = pmd.Pfn;
             if (k.Mem[head].Has(PageFlags.Dirty)) Folio.TestClearDirty(k, head, "MADV_FREE folio_clear_dirty");
@@ -153,5 +156,6 @@ public static class Madvise
             k.Mem[head].Set(PageFlags.Lazyfree);
         }
         await mm.UnlockPmd(haddr);
+        return huge;
     }
 }

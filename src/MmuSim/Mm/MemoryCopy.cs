@@ -26,8 +26,10 @@ public static partial class Memory
         {
             ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, src.End);
             var pmd = parent.PeekPmd(addr);
-            if (pmd.Present && pmd.Huge) await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow);
-            else if (pmd.Present) await CopyPteRange(dst, src, pmd.TableId, addr, next, cow);
+            // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.
+            if (pmd.Present && pmd.Huge && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
+            pmd = parent.PeekPmd(addr);
+            if (pmd.Present && !pmd.Huge) await CopyPteRange(dst, src, pmd.TableId, addr, next, cow);
             addr = next;
         }
         if (cow) await parent.Notifiers.InvalidateRangeEnd(range);
@@ -82,7 +84,7 @@ public static partial class Memory
     }
 
     /// <summary>copy_huge_pmd: share the THP write-protected (folio_get, entire_mapcount+1), under both PMD locks.</summary>
-    static async ValueTask CopyHugePmd(Vma dst, Vma src, ulong haddr, bool cow)
+    static async ValueTask<bool> CopyHugePmd(Vma dst, Vma src, ulong haddr, bool cow)
     {
         var parent = src.Mm;
         var child = dst.Mm;
@@ -92,7 +94,8 @@ public static partial class Memory
         await child.LockPmd(haddr);
         await parent.LockPmd(haddr);
         var pmd = await parent.PmdpGet(haddr);
-        if (pmd.Present && pmd.Huge)
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge)
         {
             long head = pmd.Pfn;
             Folio.Get(k, head);
@@ -109,5 +112,6 @@ public static partial class Memory
         }
         await parent.UnlockPmd(haddr);
         await child.UnlockPmd(haddr);
+        return huge;
     }
 }

@@ -79,9 +79,8 @@ public static partial class Memory
             {
                 if ((addr & ~MmStruct.PmdMask) != 0 || pmdEnd - addr != MmStruct.PmdSize)
                     await HugeMemory.SplitHugePmd(vma, addr, notify: false);
-                else
+                else if (await HugeMemory.ZapHugePmd(tlb, vma, addr))
                 {
-                    await HugeMemory.ZapHugePmd(tlb, vma, addr);
                     addr = pmdEnd;
                     continue;
                 }

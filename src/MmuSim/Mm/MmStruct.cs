@@ -181,12 +181,20 @@ public sealed class MmStruct
     /// <summary>__pmd_alloc: populate PGD/PUD levels so that a PMD table exists for <paramref name="va"/>.</summary>
     public int PmdAlloc(ulong va)
     {
-        ref ulong pgdE = ref Pool.Entry(Pgd, PageTablePool.PgdIndex(va));
-        if (!new Pte(pgdE).Present) pgdE = Pte.Table(Pool.AllocTable()).Raw;
-        int pudT = new Pte(pgdE).TableId;
-        ref ulong pudE = ref Pool.Entry(pudT, PageTablePool.PudIndex(va));
-        if (!new Pte(pudE).Present) pudE = Pte.Table(Pool.AllocTable()).Raw;
-        return new Pte(pudE).TableId;
+        // AllocTable may grow the pool's array: allocate first, then take the ref (a ref taken before would write
+        // into the old array and the entry would be lost).
+        if (!new Pte(Pool.Entry(Pgd, PageTablePool.PgdIndex(va))).Present)
+        {
+            int t = Pool.AllocTable();
+            Pool.Entry(Pgd, PageTablePool.PgdIndex(va)) = Pte.Table(t).Raw;
+        }
+        int pudT = new Pte(Pool.Entry(Pgd, PageTablePool.PgdIndex(va))).TableId;
+        if (!new Pte(Pool.Entry(pudT, PageTablePool.PudIndex(va))).Present)
+        {
+            int t = Pool.AllocTable();
+            Pool.Entry(pudT, PageTablePool.PudIndex(va)) = Pte.Table(t).Raw;
+        }
+        return new Pte(Pool.Entry(pudT, PageTablePool.PudIndex(va))).TableId;
     }
 
     /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge.</summary>
@@ -195,11 +203,10 @@ public sealed class MmStruct
     /// <summary>__pte_alloc given the PMD table already walked to.</summary>
     public int PteAllocAt(int pmdT, ulong va)
     {
-        ref ulong pmdE = ref Pool.Entry(pmdT, PageTablePool.PmdIndex(va));
-        var pmd = new Pte(pmdE);
+        var pmd = new Pte(Pool.Entry(pmdT, PageTablePool.PmdIndex(va)));
         if (pmd.Present) return pmd.Huge ? 0 : pmd.TableId;
-        int t = Pool.AllocTable();
-        pmdE = Pte.Table(t).Raw;
+        int t = Pool.AllocTable(); // may grow the pool: write the entry through a fresh ref
+        Pool.Entry(pmdT, PageTablePool.PmdIndex(va)) = Pte.Table(t).Raw;
         return t;
     }
 

@@ -98,11 +98,15 @@ public static class Mprotect
             {
                 if ((addr & ~MmStruct.PmdMask) == 0 && next - addr == MmStruct.PmdSize)
                 {
-                    pages += await ChangeHugePmd(vma, addr, prot);
-                    addr = next;
-                    continue;
+                    long changed = await ChangeHugePmd(vma, addr, prot);
+                    if (changed >= 0)
+                    {
+                        pages += changed;
+                        addr = next;
+                        continue;
+                    }
                 }
-                await HugeMemory.SplitHugePmd(vma, addr, notify: true);
+                else await HugeMemory.SplitHugePmd(vma, addr, notify: true);
             }
             int t = mm.PteTable(addr);
             if (t != 0) pages += await ChangePteRange(vma, t, addr, next, prot);
@@ -142,16 +146,16 @@ public static class Mprotect
         return pages;
     }
 
-    /// <summary>change_huge_pmd: under the PMD lock, write-protect a writable huge PMD on a downgrade.</summary>
+    /// <summary>change_huge_pmd: under the PMD lock, write-protect a writable huge PMD on a downgrade. -1: no longer huge.</summary>
     static async ValueTask<long> ChangeHugePmd(Vma vma, ulong haddr, Prot prot)
     {
         var mm = vma.Mm;
         using var _ = mm.Kernel.S.Current.Enter("change_huge_pmd");
-        if ((prot & Prot.Write) != 0) return 0;
         long pages = 0;
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
-        if (pmd.Present && pmd.Huge && pmd.Writable)
+        if (!(pmd.Present && pmd.Huge)) pages = -1;
+        else if ((prot & Prot.Write) == 0 && pmd.Writable)
         {
             await mm.SetPmd(haddr, pmd.Wrprotect());
             pages = PhysMem.HugePages;

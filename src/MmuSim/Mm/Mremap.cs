@@ -22,7 +22,7 @@ public static class Mremap
         try
         {
             var src = mm.FindVma(oldAddr);
-            if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [{oldAddr:#x}, {oldEnd:#x}) is not inside one VMA");
+            if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [0x{oldAddr:x}, 0x{oldEnd:x}) is not inside one VMA");
             // MREMAP_FIXED: unmap whatever is at the destination.
             var victims = Mmap.SplitAround(mm, newAddr, newEnd);
             if (victims.Count > 0)
@@ -68,9 +68,8 @@ public static class Mremap
             var pmd = mm.PeekPmd(o);
             if (pmd.Present && pmd.Huge)
             {
-                if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone)
+                if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone && await MoveHugePmd(mm, o, n))
                 {
-                    await MoveHugePmd(mm, o, n);
                     off += extent;
                     continue;
                 }
@@ -88,7 +87,7 @@ public static class Mremap
     {
         using var _ = mm.Kernel.S.Current.Enter("move_ptes");
         int nt = mm.PteAlloc(newAddr);
-        if (nt == 0) throw new ModelException($"mremap destination {newAddr:#x} is mapped by a huge PMD");
+        if (nt == 0) throw new ModelException($"mremap destination 0x{newAddr:x} is mapped by a huge PMD");
         await mm.LockPtl(ot);
         if (nt != ot) await mm.LockPtl(nt);
         bool flush = false;
@@ -104,8 +103,8 @@ public static class Mremap
         await mm.UnlockPtl(ot);
     }
 
-    /// <summary>move_huge_pmd: move one huge PMD under both PMD locks and flush the old range.</summary>
-    static async ValueTask MoveHugePmd(MmStruct mm, ulong oldAddr, ulong newAddr)
+    /// <summary>move_huge_pmd: move one huge PMD under both PMD locks and flush the old range. False: no longer huge.</summary>
+    static async ValueTask<bool> MoveHugePmd(MmStruct mm, ulong oldAddr, ulong newAddr)
     {
         using var _ = mm.Kernel.S.Current.Enter("move_huge_pmd");
         mm.PmdAlloc(newAddr);
@@ -113,10 +112,15 @@ public static class Mremap
         await mm.LockPmd(oldAddr);
         if (a != b) await mm.LockPmd(newAddr);
         var pmd = await mm.PmdpGet(oldAddr);
-        await mm.SetPmd(oldAddr, Pte.None);
-        await mm.SetPmd(newAddr, pmd);
-        await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + MmStruct.PmdSize);
+        bool huge = pmd.Present && pmd.Huge;
+        if (huge)
+        {
+            await mm.SetPmd(oldAddr, Pte.None);
+            await mm.SetPmd(newAddr, pmd);
+            await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + MmStruct.PmdSize);
+        }
         if (a != b) await mm.UnlockPmd(newAddr);
         await mm.UnlockPmd(oldAddr);
+        return huge;
     }
 }

@@ -275,8 +275,8 @@ public sealed class PhysMem
     /// mapping, the head keeps the rest (the caller's pins included).</remarks>
     public void SplitFolio(long headPfn)
     {
-        if (!IsHuge(headPfn)) throw new Sched.ModelException($"split_huge_page of non-THP pfn {headPfn:#x}");
-        if (_frames[headPfn + 1].RefCount != 0) throw new Sched.ModelException($"split_huge_page of PMD-mapped THP {headPfn:#x}");
+        if (!IsHuge(headPfn)) throw new Sched.ModelException($"split_huge_page of non-THP pfn 0x{headPfn:x}");
+        if (_frames[headPfn + 1].RefCount != 0) throw new Sched.ModelException($"split_huge_page of PMD-mapped THP 0x{headPfn:x}");
         int refs = _frames[headPfn].RefCount;
         var flags = _frames[headPfn].Flags & ~(PageFlags.Head | PageFlags.Tail);
         int root = _frames[headPfn].AnonRoot;

@@ -111,8 +111,12 @@ public static class Rmap
         bool rangeNotify = k.Era.Has(Feature.RmapRangeNotify);
         if (MapsHuge(mm, addr, st.Head, first, count))
         {
-            if (!rangeNotify) return await UnmapHugePmdLegacy(vma, addr, st);
-            await HugeMemory.SplitHugePmd(vma, addr, notify: true); // TTU_SPLIT_HUGE_PMD
+            if (!rangeNotify)
+            {
+                var r = await UnmapHugePmdLegacy(vma, addr, st);
+                if (r.HasValue) return r.Value; // else split meanwhile: handle the PTEs below
+            }
+            else await HugeMemory.SplitHugePmd(vma, addr, notify: true); // TTU_SPLIT_HUGE_PMD
         }
         MmuNotifierRange? range = null;
         if (rangeNotify)
@@ -186,9 +190,9 @@ public static class Rmap
     /// <summary>
     /// Before 4.13, a PMD-mapped THP: under the PMD lock the huge PMD is replaced by a PTE table of swap/migration
     /// entries in one step, and invalidate_page is sent for the first address only, after the lock (§5(b): a
-    /// secondary that mapped the THP with 4 KiB entries keeps the other 511).
+    /// secondary that mapped the THP with 4 KiB entries keeps the other 511). Null: the PMD was split meanwhile.
     /// </summary>
-    static async ValueTask<bool> UnmapHugePmdLegacy(Vma vma, ulong haddr, TtuState st)
+    static async ValueTask<bool?> UnmapHugePmdLegacy(Vma vma, ulong haddr, TtuState st)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -198,10 +202,8 @@ public static class Rmap
         if (!(pmd.Present && pmd.Huge && pmd.Pfn == st.Head))
         {
             await mm.UnlockPmd(haddr);
-            return true;
+            return null;
         }
-        await mm.SetPmd(haddr, Pte.None);
-        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
         if (pmd.Dirty) Folio.MarkDirty(k, st.Head);
         var h = k.Mem[st.Head];
         bool discard = false;
@@ -215,7 +217,6 @@ public static class Rmap
             }
             else
             {
-                await mm.SetPmd(haddr, pmd);
                 k.Mem[st.Head].Clear(PageFlags.Lazyfree);
                 st.Failed = true;
                 await mm.UnlockPmd(haddr);
@@ -238,7 +239,8 @@ public static class Rmap
             }
             k.PageTables.Entry(t, i) = e.Raw;
         }
-        await mm.SetPmd(haddr, Pte.Table(t));
+        await mm.SetPmd(haddr, Pte.Table(t)); // pmdp_huge_clear_flush + the entries, one step under the PMD lock
+        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
         await k.S.Point(PointKind.Counter, haddr);
         Folio.RemoveRmapPmd(k, st.Head, mm);
         Folio.Put(k, st.Head);
@@ -277,10 +279,10 @@ public static class Rmap
         {
             await mm.LockPmd(addr);
             var pmd = mm.PeekPmd(addr);
-            if (pmd.Present && pmd.Huge && pmd.Pfn == head &&
-                await Tlb.PtepClearFlushYoungNotify(mm, 0, addr, MmStruct.PmdSize)) referenced++;
+            bool huge = pmd.Present && pmd.Huge && pmd.Pfn == head;
+            if (huge && await Tlb.PtepClearFlushYoungNotify(mm, 0, addr, MmStruct.PmdSize)) referenced++;
             await mm.UnlockPmd(addr);
-            return referenced;
+            if (huge) return referenced; // else split meanwhile: age the PTEs
         }
         for (int i = 0; i < count; i++)
         {
@@ -330,24 +332,26 @@ public static class Rmap
             await mm.Notifiers.InvalidateRangeStart(range);
         }
         int cleaned = 0;
+        bool huge = false;
         if (MapsHuge(mm, addr, head, first, count))
         {
             await mm.LockPmd(addr);
             var pmd = await mm.PmdpGet(addr);
             bool did = false;
-            if (pmd.Present && pmd.Huge && pmd.Pfn == head && (pmd.Writable || pmd.Dirty))
+            huge = pmd.Present && pmd.Huge && pmd.Pfn == head;
+            if (huge && (pmd.Writable || pmd.Dirty))
             {
-                await mm.SetPmd(addr, Pte.None); // pmdp_invalidate
+                // pmdp_invalidate + set_pmd_at in one step under the PMD lock, then the flush
+                await mm.SetPmd(addr, pmd.Wrprotect().Mkclean());
                 await Tlb.FlushTlbRange(mm, addr, addr + MmStruct.PmdSize);
                 if (ipUnder) await mm.Notifiers.InvalidatePage(addr);
-                await mm.SetPmd(addr, pmd.Wrprotect().Mkclean());
                 cleaned++;
                 did = true;
             }
             await mm.UnlockPmd(addr);
             if (did && ipAfter) await mm.Notifiers.InvalidatePage(addr);
         }
-        else
+        if (!huge)
         {
             for (int i = 0; i < count; i++)
             {

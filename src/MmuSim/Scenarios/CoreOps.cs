@@ -40,12 +40,18 @@ public static partial class CoreOps
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
         r.Register(new OpSpec("madvise", "madvise(addr, len, advice): " + string.Join(", ", MadviseHandlers.Keys.Order()),
-            ["process", "addr", "len", "advice"], [], Madvise) { Check = CheckMadvise });
+            ["process", "addr", "len", "advice"], [], MadviseOp) { Check = CheckMadvise });
         r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
         r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",
             ["process"], ["name"], Record));
         r.Register(new OpSpec("expect-calls", "the recorder's callbacks since the last expect-calls, as kinds: InvalidateRangeStart,...",
             ["recorder", "calls"], [], ExpectCalls));
+        r.Register(new OpSpec("mirror", "attach a dmirror-style device that mirrors process (checked for coherence); name it for mirror.read/write",
+            ["process"], ["name"], Mirror));
+        r.Register(new OpSpec("mirror.read", "device read of addr through the mirror (faults through GUP; `as` stores the value)",
+            ["mirror", "addr"], ["as"], MirrorRead));
+        r.Register(new OpSpec("mirror.write", "device write of value at addr through the mirror (GUP for write breaks COW)",
+            ["mirror", "addr", "value"], [], MirrorWrite) { Check = (a, _) => a.GetULong("value") });
         r.Register(new OpSpec("sleep", "sleep on the simulated clock for ns nanoseconds", ["ns"], [], Sleep)
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
@@ -129,7 +135,7 @@ public static partial class CoreOps
             throw a.Error("advice", $"unknown or not yet modelled advice '{adv}' (available: {string.Join(", ", MadviseHandlers.Keys.Order())})");
     }
 
-    static ValueTask Madvise(ScenarioWorld w, OpArgs a)
+    static ValueTask MadviseOp(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
         ulong start = a.GetAddress("addr");
@@ -198,9 +204,34 @@ public static partial class CoreOps
 
         public void Report(TextWriter w)
         {
-            foreach (var c in rec.Calls) w.WriteLine($"CPU{c.Cpu} {c}");
+            foreach (var c in rec.Calls)
+                w.WriteLine($"CPU{c.Cpu} {c.Kind}(0x{c.Start:x}, 0x{c.End:x}" +
+                    (c.Event != MmuSim.Notifier.MmuNotifyEvent.None ? $", {c.Event}" : "") + (c.Blockable ? "" : ", nonblock") +
+                    (c.Atomic ? ", atomic" : "") + (c.Kind == CallbackKind.ChangePte ? $", pfn 0x{c.Pte.Pfn:x}{(c.Pte.Writable ? " writable" : "")}" : "") + ")");
         }
     }
+
+    // ---------------------------------------------------------------- device mirror
+
+    static async ValueTask Mirror(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        string name = a.GetString("name", "mirror");
+        if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
+        var dev = new DeviceMirror(w.K, mm, name);
+        w.Objects[name] = dev;
+        await mm.Notifiers.Register(dev);
+        w.K.Checker.AddSecondary(dev);
+    }
+
+    static async ValueTask MirrorRead(ScenarioWorld w, OpArgs a)
+    {
+        var v = await w.Get<DeviceMirror>(a, "mirror").Access(a.GetAddress("addr"), write: false);
+        if (a.Has("as") && v is { } value) w.Observed[a.GetString("as")] = value;
+    }
+
+    static async ValueTask MirrorWrite(ScenarioWorld w, OpArgs a) =>
+        await w.Get<DeviceMirror>(a, "mirror").Access(a.GetAddress("addr"), write: true, a.GetULong("value"));
 
     // ---------------------------------------------------------------- time and ordering
 

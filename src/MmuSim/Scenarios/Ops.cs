@@ -162,6 +162,7 @@ public sealed class OpRegistry
     [
         CoreOps.Register,
         Kvm.KvmOps.Register,
+        Ksm.KsmOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

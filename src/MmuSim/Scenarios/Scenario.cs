@@ -121,13 +121,14 @@ public readonly record struct ExpectedOutcome(ExpectKind Kind, string? Invariant
 /// <summary>
 /// A set of eras written as a key of <c>expect:</c>: an era (<c>4.19</c>), an inclusive range (<c>3.6..4.12</c>),
 /// from an era on (<c>4.13+</c>), before an era (<c>&lt;3.6</c>), up to one (<c>..4.12</c>), or a comma list of those.
-/// Endpoints must be named eras (<c>mmusim eras</c>); they compare by version.
+/// Endpoints must be named eras (<c>mmusim eras</c>); ranges follow the era table's order, oldest first, so a release
+/// candidate such as <c>4.13-rc1</c> comes before its release (<c>4.13+</c> excludes it, <c>&lt;4.13</c> includes it).
 /// </summary>
 public sealed class EraSet
 {
-    readonly (KernelVersion Lo, bool LoIncl, KernelVersion Hi, bool HiIncl)[] _parts;
+    readonly (int Lo, int Hi)[] _parts; // inclusive positions in EraTable.All
 
-    EraSet(string text, (KernelVersion, bool, KernelVersion, bool)[] parts)
+    EraSet(string text, (int, int)[] parts)
     {
         Text = text;
         _parts = parts;
@@ -137,58 +138,58 @@ public sealed class EraSet
 
     public bool Contains(KernelEra era)
     {
-        var v = era.Version;
-        foreach (var (lo, li, hi, hiIncl) in _parts)
-            if ((li ? v >= lo : v > lo) && (hiIncl ? v <= hi : v < hi)) return true;
+        int i = Position(era);
+        foreach (var (lo, hi) in _parts)
+            if (i >= lo && i <= hi) return true;
         return false;
+    }
+
+    /// <summary>Position of an era in the table; an era built outside it sorts with the last named era of its version.</summary>
+    static int Position(KernelEra era)
+    {
+        var all = EraTable.All;
+        for (int i = 0; i < all.Count; i++)
+            if (ReferenceEquals(all[i], era) || all[i].Name == era.Name) return i;
+        int p = -1;
+        for (int i = 0; i < all.Count; i++)
+            if (all[i].Version <= era.Version) p = i;
+        return p;
     }
 
     /// <summary>Parse; on failure returns the offending era name in <paramref name="error"/>.</summary>
     public static EraSet? TryParse(string text, out string? error)
     {
         error = null;
-        var parts = new List<(KernelVersion, bool, KernelVersion, bool)>();
-        var min = new KernelVersion(0, 0);
+        int last = EraTable.All.Count - 1;
+        var parts = new List<(int, int)>();
         foreach (var raw in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
             string p = raw;
-            bool Era(string name, out KernelVersion v)
+            string? bad = null;
+            int At(string name)
             {
-                if (EraTable.TryGet(name, out var e)) { v = e.Version; return true; }
-                v = default;
-                return false;
+                name = name.Trim();
+                if (EraTable.TryGet(name, out var e)) return Position(e);
+                bad ??= name;
+                return 0;
             }
-            KernelVersion a, b;
+            (int, int) part;
             if (p.Contains(".."))
             {
-                var ends = p.Split("..", 2, StringSplitOptions.TrimEntries);
-                a = min;
-                b = KernelVersion.Max;
-                if (ends[0].Length > 0 && !Era(ends[0], out a)) { error = ends[0]; return null; }
-                if (ends[1].Length > 0 && !Era(ends[1], out b)) { error = ends[1]; return null; }
-                parts.Add((a, true, b, true));
+                var ends = p.Split("..", 2);
+                part = (ends[0].Trim().Length > 0 ? At(ends[0]) : 0, ends[1].Trim().Length > 0 ? At(ends[1]) : last);
             }
-            else if (p.EndsWith('+') || p.StartsWith(">="))
-            {
-                var n = p.StartsWith(">=") ? p[2..] : p[..^1];
-                if (!Era(n.Trim(), out a)) { error = n.Trim(); return null; }
-                parts.Add((a, true, KernelVersion.Max, true));
-            }
-            else if (p.StartsWith("<="))
-            {
-                if (!Era(p[2..].Trim(), out b)) { error = p[2..].Trim(); return null; }
-                parts.Add((min, true, b, true));
-            }
-            else if (p.StartsWith('<'))
-            {
-                if (!Era(p[1..].Trim(), out b)) { error = p[1..].Trim(); return null; }
-                parts.Add((min, true, b, false));
-            }
+            else if (p.StartsWith(">=")) part = (At(p[2..]), last);
+            else if (p.EndsWith('+')) part = (At(p[..^1]), last);
+            else if (p.StartsWith("<=")) part = (0, At(p[2..]));
+            else if (p.StartsWith('<')) part = (0, At(p[1..]) - 1);
             else
             {
-                if (!Era(p, out a)) { error = p; return null; }
-                parts.Add((a, true, a, true));
+                int i = At(p);
+                part = (i, i);
             }
+            if (bad != null) { error = bad; return null; }
+            parts.Add(part);
         }
         if (parts.Count == 0) { error = text; return null; }
         return new EraSet(text, [.. parts]);

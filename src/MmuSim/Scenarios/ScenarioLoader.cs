@@ -82,6 +82,7 @@ public static class ScenarioLoader
                 // YamlDotNet prefixes "(Line: a, Col: b, ...): "; the position is in our prefix already.
                 int close = msg.IndexOf("): ", StringComparison.Ordinal);
                 if (msg.StartsWith("(Line", StringComparison.Ordinal) && close > 0) msg = msg[(close + 3)..];
+                msg = System.Text.RegularExpressions.Regex.Replace(msg.Trim(), @"\s+", " ");
                 throw new ScenarioException(file, (int)e.Start.Line, "yaml", $"malformed YAML: {msg}");
             }
             if (stream.Documents.Count == 0) throw new ScenarioException(file, 1, "yaml", "empty file");
@@ -349,8 +350,8 @@ public static class ScenarioLoader
                 if (op == "mmap" && args.Has("process") && args.Has("addr") && args.Has("len") &&
                     OpArgs.TryParseULong(args.GetString("addr"), out var a) && OpArgs.TryParseULong(args.GetString("len"), out var l))
                     _info.AddRange(args.GetString("process"), a, a + l);
-                if (op == "mremap" && args.Has("process") && args.Has("new_addr") && args.Has("new_len") &&
-                    OpArgs.TryParseULong(args.GetString("new_addr"), out var na) && OpArgs.TryParseULong(args.GetString("new_len"), out var nl))
+                if (op == "mremap" && args.Has("process") && args.Has("new_addr") && args.Has("len") &&
+                    OpArgs.TryParseULong(args.GetString("new_addr"), out var na) && OpArgs.TryParseULong(args.GetString("len"), out var nl))
                     _info.AddRange(args.GetString("process"), na, na + nl);
             }
             return list;

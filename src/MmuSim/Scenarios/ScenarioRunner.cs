@@ -50,6 +50,9 @@ public sealed class RunResult
 
     public required ExpectedOutcome Expected { get; init; }
 
+    /// <summary>Mutations that were on: the scenario's own plus the run's.</summary>
+    public IReadOnlyList<Mutation> Mutations { get; init; } = [];
+
     /// <summary>Does the outcome match what the scenario declares for this era?</summary>
     public bool MatchesExpectation => Expected.Matches(Violation);
 
@@ -118,6 +121,7 @@ public static class ScenarioRunner
         var k = new Kernel(era, null, new KernelOptions
         {
             InitialFrames = InitialFrames(s),
+            InitialPageTables = InitialPageTables(s),
             CheckMode = options.CheckMode,
             Mutations = mutations,
             Costs = costs,
@@ -167,6 +171,7 @@ public static class ScenarioRunner
             Steps = k.S.Steps,
             SimulatedNs = k.S.ClockNs,
             Expected = s.ExpectedIn(era),
+            Mutations = mutations.Order().ToArray(),
         };
     }
 
@@ -201,12 +206,21 @@ public static class ScenarioRunner
     /// <summary>The random strategy, as <see cref="Explore"/> and <c>mmusim run</c> use it.</summary>
     public static IStrategy RandomStrategyFactory(ulong seed) => new RandomStrategy(seed);
 
+    /// <summary>Enough frames for twice the declared memory (COW copies); the array grows on demand.</summary>
     static long InitialFrames(Scenario s)
     {
         ulong pages = 0;
         foreach (var p in s.Processes)
             foreach (var v in p.Vmas) pages += v.Len >> MmStruct.PageShift;
-        return (long)Math.Clamp(pages * 2 + 64, 256, 4096);
+        return (long)Math.Clamp(pages * 2 + 16, 32, 4096);
+    }
+
+    /// <summary>A PGD per process and a PUD/PMD/PTE table per declared VMA (fork doubles it; the pool grows on demand).</summary>
+    static int InitialPageTables(Scenario s)
+    {
+        int n = 0;
+        foreach (var p in s.Processes) n += 1 + 3 * Math.Max(1, p.Vmas.Count);
+        return Math.Clamp(n, 4, 64);
     }
 
     static async ValueTask Setup(ScenarioWorld world, Scenario s)

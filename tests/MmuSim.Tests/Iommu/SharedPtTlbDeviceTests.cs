@@ -3,7 +3,7 @@ using MmuSim.Mm;
 using MmuSim.Sched;
 using static MmuSim.Tests.Harness;
 
-namespace MmuSim.Tests.Devices;
+namespace MmuSim.Tests.Iommu;
 
 /// <summary>
 /// kernel-facts §5(d4): a TLB that shares the primary page tables must be flushed under the PTL when COW re-points a

@@ -1,0 +1,98 @@
+// TODO(primary paths): these ops call the mm paths being written on branch `primary` (Fork, Mprotect, Mremap,
+// Vmscan, Rmap, PageWriteback, Migrate, Uprobes, OomKill, Madvise). They are compiled only with
+// MMUSIM_PRIMARY_PATHS until that branch lands on main; then delete the #if (and the define) and they register
+// themselves through RegisterPending.
+#if MMUSIM_PRIMARY_PATHS
+using MmuSim.Mm;
+using MmuSim.Sched;
+
+namespace MmuSim.Scenarios;
+
+public static partial class CoreOps
+{
+    static partial void RegisterPending(OpRegistry r)
+    {
+        MadviseHandlers["dontneed"] = (mm, s, e) => Madvise.MadviseDontneed(mm, s, e - s);
+        MadviseHandlers["free"] = async (mm, s, e) => await Madvise.MadviseFree(mm, s, e - s);
+
+        r.Register(new OpSpec("fork", "fork: dup_mmap into a new process named child (COW, PROTECTION_PAGE on the parent)",
+            ["process", "child"], [], DoFork));
+        r.Register(new OpSpec("mprotect", "mprotect(addr, len, prot): PROTECTION_VMA, lazily started at the first populated PMD",
+            ["process", "addr", "len", "prot"], [], DoMprotect) { Check = CheckProt });
+        r.Register(new OpSpec("mremap", "mremap(addr, len) to new_addr (MREMAP_FIXED|MAYMOVE): UNMAP on the old range",
+            ["process", "addr", "len", "new_addr"], [], DoMremap) { Check = (a, _) => a.GetAddress("new_addr") });
+        r.Register(new OpSpec("reclaim", "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap)",
+            ["process", "addr"], [], Reclaim) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("age", "folio_referenced on the folio at addr (clear_flush_young); `as` stores the reference count",
+            ["process", "addr"], ["as"], Age) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("writeback", "clean the folio at addr for writeback (folio_clear_dirty_for_io → page_mkclean_one)",
+            ["process", "addr"], [], Writeback) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("migrate", "migrate the folio at addr (try_to_migrate_one, then remove_migration_ptes)",
+            ["process", "addr"], [], DoMigrate) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("uprobe", "uprobes __replace_page: install a new page with contents value at addr",
+            ["process", "addr", "value"], [], Uprobe) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("oom-reap", "the OOM reaper unmaps the victim's anonymous memory (non-blocking start, -EAGAIN retries)",
+            ["process"], [], OomReap));
+    }
+
+    static void CheckProt(OpArgs a, ScenarioInfo _)
+    {
+        if (ScenarioLoader.ParseProt(a.GetString("prot")) == null)
+            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, rw, rwx, none)");
+    }
+
+    static async ValueTask DoFork(ScenarioWorld w, OpArgs a)
+    {
+        var parent = w.Process(a);
+        var name = a.GetString("child");
+        if (w.Processes.ContainsKey(name)) throw a.Error("child", $"a process named '{name}' already exists");
+        w.Processes[name] = await Fork.DupMmap(parent, name);
+    }
+
+    static ValueTask DoMprotect(ScenarioWorld w, OpArgs a) =>
+        Mprotect.DoMprotect(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), ScenarioLoader.ParseProt(a.GetString("prot"))!.Value);
+
+    static ValueTask DoMremap(ScenarioWorld w, OpArgs a) =>
+        Mremap.DoMremap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), a.GetAddress("new_addr"));
+
+    /// <summary>The folio the primary maps at addr now (the scenario's pick from the LRU), or -1.</summary>
+    static async ValueTask<long> FolioAt(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        await w.K.S.Point(PointKind.PteRead, addr);
+        var (present, pfn, _, _) = mm.Translate(addr);
+        return present && pfn != PhysMem.ZeroPfn ? pfn : -1;
+    }
+
+    static async ValueTask Reclaim(ScenarioWorld w, OpArgs a)
+    {
+        long pfn = await FolioAt(w, a);
+        if (pfn >= 0) await Vmscan.ShrinkFolio(w.K, pfn);
+    }
+
+    static async ValueTask Age(ScenarioWorld w, OpArgs a)
+    {
+        long pfn = await FolioAt(w, a);
+        int refs = pfn >= 0 ? await Rmap.FolioReferenced(w.K, pfn) : 0;
+        if (a.Has("as")) w.Observed[a.GetString("as")] = (ulong)refs;
+    }
+
+    static async ValueTask Writeback(ScenarioWorld w, OpArgs a)
+    {
+        long pfn = await FolioAt(w, a);
+        if (pfn >= 0) await PageWriteback.FolioClearDirtyForIo(w.K, pfn);
+    }
+
+    static async ValueTask DoMigrate(ScenarioWorld w, OpArgs a)
+    {
+        long pfn = await FolioAt(w, a);
+        if (pfn >= 0) await Migrate.MigrateFolio(w.K, pfn);
+    }
+
+    static async ValueTask Uprobe(ScenarioWorld w, OpArgs a) =>
+        await Uprobes.UprobeWriteOpcode(w.Process(a), a.GetAddress("addr"), a.GetULong("value"));
+
+    static async ValueTask OomReap(ScenarioWorld w, OpArgs a) => await OomKill.OomReapTask(w.Process(a));
+}
+#endif
