@@ -10,7 +10,7 @@ public class KvmScenarioTests
     static readonly string[] BuiltIns =
     [
         "kvm-fault-vs-invalidate", "kvm-munmap", "kvm-dontneed", "kvm-exit", "kvm-zap-on-start", "kvm-double-invalidate",
-        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs", "kvm-retry-barriers",
+        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs", "kvm-retry-barriers", "kvm-ksm",
     ];
 
     public static TheoryData<string, string> BuiltInsByEra()
@@ -58,6 +58,7 @@ public class KvmScenarioTests
     [InlineData("kvm-memslot-vs-invalidate", "kvm-no-memslot-wait", "6.8", null)]
     [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "6.8", ScenarioInvariants.UnexpectedValue)]
     [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "2.6.32", ScenarioInvariants.UnexpectedValue)]
+    [InlineData("kvm-ksm", "kvm-hold-page-refs", "2.6.32", ScenarioInvariants.UnexpectedValue)]
     public void MutationIsCaughtWithin10000Schedules_AndTheUnmutatedScenarioIsClean(string name, string mutation, string era, string? invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(name);
