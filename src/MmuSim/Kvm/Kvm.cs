@@ -419,7 +419,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         if (slot.Tables[b] == SpteTable.HugeLeaf)
         {
             var h = new Spte(slot.HugeSptes[b]);
-            return h.Present ? new Spte((h.Raw & ~(((1UL << 40) - 1) << 8)) | ((ulong)h.PfnAt((int)(gfn & 511)) << 8)) : Spte.None;
+            return h.Present ? h.WithPfn(h.PfnAt((int)(gfn & 511))) : Spte.None;
         }
         return new Spte(slot.SpteRef(gfn));
     }
