@@ -26,6 +26,8 @@ public static class Program
         root.Subcommands.Add(ListCommand.Create(cli));
         root.Subcommands.Add(ExploreCommand.Create(cli));
         root.Subcommands.Add(ErasCommand.Create(cli));
+        root.Subcommands.Add(ReplayCommand.Create(cli));
+        root.Subcommands.Add(MutantsCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;

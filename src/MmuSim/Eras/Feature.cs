@@ -96,6 +96,10 @@ public enum Feature
     KvmDirtyAtFault,
     /// <summary>The mmu_notifier_* fields are named mmu_invalidate_* (6.1). Trace and diagram naming only.</summary>
     KvmMmuInvalidateNames,
+    /// <summary>The in-progress range is an hva union and x86 faults use mmu_notifier_retry_hva (5.13-6.7).</summary>
+    KvmRetryHvaRange,
+    /// <summary>The kvm_page_fault tracepoint prints vcpu and rip ("vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx").</summary>
+    KvmPageFaultTraceVcpu,
 
     // ---- KSM (§4.1)
     Ksm,

@@ -161,7 +161,8 @@ public sealed class OpRegistry
     public static readonly List<Action<OpRegistry>> Providers =
     [
         CoreOps.Register,
-        MmuSim.Ksm.KsmOps.Register,
+        Kvm.KvmOps.Register,
+        Ksm.KsmOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
