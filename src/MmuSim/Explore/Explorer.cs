@@ -203,7 +203,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
         {
             RunOutcome r;
             try { r = program.RunOnce(strategy, iteration); }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (e is not OperationCanceledException and not Scenarios.ScenarioException)
             {
                 throw new ExploreException($"model error in iteration {iteration} of {program.Info.Scenario} under {spec}: {e.Message}", iteration, e);
             }
