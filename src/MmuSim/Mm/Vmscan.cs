@@ -37,7 +37,7 @@ public static class Vmscan
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
         ref var f = ref k.Mem[head];
-        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return false;
+        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon)) return false;
         int n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
         if (!IsolateLruFolio(k, head)) return false;
         Folio.Get(k, head); // the isolation reference
