@@ -1,13 +1,14 @@
 using System.CommandLine;
+using MmuSim.Explore;
 using MmuSim.Scenarios;
-using MmuSim.Sched;
 using Spectre.Console;
 
 namespace MmuSim.Cli.Commands;
 
 /// <summary>
-/// <c>mmusim explore FILE|NAME [--iterations N] [--seed S] [--mutate NAME ...] [--era V]</c>: random schedules until
-/// the first violation (exit 1, printed with its replayed last steps) or the budget is spent clean (exit 0).
+/// <c>mmusim explore FILE|NAME [--era V] [--strategy S] [--iterations N] [--time-limit T] [--seed S] [--depth d]
+/// [--preemptions k] [--all] [--jobs J] [--mutate NAME ...] [--out FILE] [--trace-format F]</c>: explore schedules until
+/// the first violation (exit 1; shrunk, saved, shown as a race diagram) or until the budget is spent clean (exit 0).
 /// </summary>
 public static class ExploreCommand
 {
@@ -15,16 +16,39 @@ public static class ExploreCommand
     {
         var scenario = new Argument<string>("scenario") { Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list)" };
         var era = new Option<string?>("--era") { Description = "kernel era (mmusim eras); default: the scenario's era:, else 6.13" };
-        var iterations = new Option<int>("--iterations", "-n") { Description = "number of schedules", DefaultValueFactory = _ => 10_000 };
+        var strategy = new Option<string>("--strategy", "-s")
+        {
+            Description = "search strategy: portfolio (default: rotates random, pct d=2, delay 2, pct d=3, prob-random), random, " +
+                          "pct (" + PctStrategy.GuaranteeText + "), delay (delay bounding: a non-preemptive round robin with at most " +
+                          "--preemptions delays), dfs (exhaustive depth-first search of every schedule with at most --preemptions " +
+                          "preemptions; reports 'no violation in all N schedules up to bound k' when complete), prob-random",
+            DefaultValueFactory = _ => "portfolio",
+        };
+        var iterations = new Option<int>("--iterations", "-n") { Description = "maximum number of schedules", DefaultValueFactory = _ => 10_000 };
+        var timeLimit = new Option<string?>("--time-limit", "-t") { Description = "wall-clock limit, e.g. 30s, 2m, 500ms (checked every 32 schedules)" };
         var seed = new Option<ulong>("--seed") { Description = "exploration seed (schedule i uses a seed derived from it and i)", DefaultValueFactory = _ => 1UL };
+        var depth = new Option<int>("--depth", "-d")
+        {
+            Description = "PCT bug depth d: d-1 priority change points per run; a depth-d bug is found with probability >= 1/(n*k^(d-1)) per run " +
+                          "(n contexts, k scheduling decisions per run, estimated from earlier runs)",
+            DefaultValueFactory = _ => 3,
+        };
+        var preemptions = new Option<int>("--preemptions", "-k") { Description = "preemption bound (dfs) / delay bound (delay)", DefaultValueFactory = _ => 2 };
+        var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
+        var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads (one kernel per run); results do not depend on it", DefaultValueFactory = _ => 1 };
+        var noShrink = new Option<bool>("--no-shrink") { Description = "show the counterexample as found, without shrinking" };
+        var outFile = new Option<string?>("--out", "-o") { Description = "save the counterexample as a trace file (replay it with mmusim replay FILE)" };
+        var format = CounterexampleOutput.FormatOption();
+        var traceOut = CounterexampleOutput.TraceOutOption();
         var mutate = new Option<string[]>("--mutate")
         {
             Description = "turn on a mutation switch (repeatable, or comma-separated): " + Mutations.KnownList,
             AllowMultipleArgumentsPerToken = false,
         };
-        var cmd = new Command("explore", "Run random schedules of a scenario; stop at the first violation (exit 1) or finish clean (exit 0)")
+        var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
+                                         PctStrategy.GuaranteeText)
         {
-            scenario, era, iterations, seed, mutate,
+            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate,
         };
         cmd.SetAction(p =>
         {
@@ -33,47 +57,100 @@ public static class ExploreCommand
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);
             if (n < 1) throw new UsageException("--iterations", $"must be at least 1, got {n}");
-            ulong sd = p.GetValue(seed);
-            var all = s.Mutations.Concat(muts).Distinct().Select(Mutations.NameOf).ToArray();
-            cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, random strategy, seed {sd}, {n} schedules, mutations: {(all.Length == 0 ? "none" : string.Join(", ", all))}");
-
-            ExploreResult res;
-            if (cli.InteractiveErr)
+            if (!StrategySpec.TryParseKind(p.GetValue(strategy) ?? "portfolio", out var kind))
+                throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
+            int d = p.GetValue(depth);
+            if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
+            int k = p.GetValue(preemptions);
+            if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+            var limit = ParseDuration(p.GetValue(timeLimit));
+            var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
+            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
+            var program = new ScenarioExplorable(s, e, muts, spec.Seed);
+            var options = new ExploreOptions
             {
-                res = null!;
-                cli.ErrConsole().Progress()
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-                    .Start(ctx =>
-                    {
-                        var task = ctx.AddTask("schedules", maxValue: n);
-                        var start = DateTime.UtcNow;
-                        res = ScenarioRunner.Explore(s, e, ScenarioRunner.RandomStrategyFactory, n, sd, muts, done =>
-                        {
-                            if (done % 256 != 0 && done != n) return;
-                            task.Value = done;
-                            double secs = (DateTime.UtcNow - start).TotalSeconds;
-                            task.Description = secs > 0 ? $"schedules ({done / secs:0}/s)" : "schedules";
-                        });
-                        task.Value = res.Iterations;
-                    });
+                Strategy = spec,
+                Iterations = n,
+                TimeLimit = limit,
+                All = p.GetValue(all),
+                Parallelism = Math.Max(1, p.GetValue(jobs)),
+            };
+            var allMuts = program.Info.Mutations;
+            cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, strategy {spec}, {n} schedules{(limit is { } l ? $" or {l.TotalSeconds:0.##} s" : "")}, " +
+                              $"mutations: {(allMuts.Count == 0 ? "none" : string.Join(", ", allMuts))}");
+
+            ExploreReport report;
+            try { report = RunExplorer(cli, program, options, n); }
+            catch (ExploreException ex)
+            {
+                cli.Err.WriteLine($"mmusim: internal model error: {ex.Message}");
+                if (Environment.GetEnvironmentVariable("MMUSIM_DEBUG") == "1") cli.Err.WriteLine(ex);
+                return Program.InternalError;
             }
-            else res = ScenarioRunner.Explore(s, e, ScenarioRunner.RandomStrategyFactory, n, sd, muts);
 
-            double avg = res.Iterations > 0 ? (double)res.TotalSteps / res.Iterations : 0;
-            cli.Err.WriteLine($"{res.Iterations} schedules in {res.Elapsed.TotalSeconds:0.00} s ({res.SchedulesPerSecond:0} schedules/s), steps min/avg/max {res.MinSteps}/{avg:0}/{res.MaxSteps}");
-            if (res.FirstViolation is not { } bad)
+            cli.Err.Write(report.Summary());
+            if (report.First is not { } found)
             {
-                cli.Out.WriteLine($"clean: no violation in {res.Iterations} random schedules of {s.Name} in era {e.Name}");
+                cli.Out.WriteLine(report.Completion ?? $"clean: no violation in {report.Schedules} schedules of {s.Name} in era {e.Name} ({spec})");
                 return Program.Ok;
             }
-            // Replay the counterexample with a step recorder for the report (same decisions, same run).
-            var sink = new LastStepsSink();
-            var again = ScenarioRunner.Replay(s, e, bad.Decisions, new RunOptions { Seed = sd, Mutations = muts, StepSink = sink });
-            var shown = again.Violation?.ToString() == bad.Violation!.ToString() ? again : bad;
-            cli.Out.WriteLine($"violation found in schedule {res.Iterations} of {n}");
-            ResultPrinter.Print(cli, shown, ReferenceEquals(shown, again) ? sink : null, $"random, seed {sd}, iteration {res.Iterations - 1}");
+
+            var shown = found;
+            if (!p.GetValue(noShrink))
+            {
+                var shrinker = new Shrinker(program);
+                shown = shrinker.Shrink(found);
+                cli.Err.WriteLine($"shrunk: {found.Preemptions} -> {shown.Preemptions} preemptions, {found.Steps} -> {shown.Steps} steps ({shrinker.Runs} replays)");
+            }
+            if (p.GetValue(outFile) is { } path)
+            {
+                TraceFile.From(shown, s.File).Save(path);
+                cli.Err.WriteLine($"counterexample saved to {path} (mmusim replay {path})");
+            }
+            cli.Out.WriteLine($"violation found in schedule {found.Iteration + 1} ({report.Violations} violating of {report.Schedules})");
+            CounterexampleOutput.Show(cli, program, shown.Decisions, shown.Violation.Invariant,
+                $"{shown.Strategy}, iteration {shown.Iteration}, {shown.Preemptions} preemptions", fmt, p.GetValue(traceOut));
             return Program.Failed;
         });
         return cmd;
+    }
+
+    /// <summary>Run the explorer, with a progress bar (schedules/s) on stderr when stderr is a terminal.</summary>
+    static ExploreReport RunExplorer(CliContext cli, ScenarioExplorable program, ExploreOptions options, int n)
+    {
+        ExploreReport report;
+        if (cli.InteractiveErr)
+        {
+            report = null!;
+            cli.ErrConsole().Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("schedules", maxValue: n);
+                    report = new Explorer(program, options with
+                    {
+                        Progress = pr =>
+                        {
+                            task.Value = pr.Schedules;
+                            task.Description = $"schedules ({pr.SchedulesPerSecond:0}/s, {pr.Violations} violations)";
+                        },
+                    }).Run();
+                    task.Value = n;
+                });
+        }
+        else report = new Explorer(program, options).Run();
+        return report;
+    }
+
+    /// <summary>30, 30s, 2m, 500ms, 1h, or a TimeSpan (00:01:00).</summary>
+    public static TimeSpan? ParseDuration(string? s)
+    {
+        if (string.IsNullOrWhiteSpace(s)) return null;
+        s = s.Trim().ToLowerInvariant();
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        (string num, double mult) = s.EndsWith("ms") ? (s[..^2], 0.001) : s.EndsWith('s') ? (s[..^1], 1) : s.EndsWith('m') ? (s[..^1], 60) : s.EndsWith('h') ? (s[..^1], 3600) : (s, 1);
+        if (double.TryParse(num, System.Globalization.NumberStyles.Float, inv, out var v) && v > 0) return TimeSpan.FromSeconds(v * mult);
+        if (TimeSpan.TryParse(s, inv, out var ts) && ts > TimeSpan.Zero) return ts;
+        throw new UsageException("--time-limit", $"'{s}' is not a duration (e.g. 30s, 2m, 500ms)");
     }
 }

@@ -64,6 +64,8 @@ public static class EraTable
         new(Feature.KvmZapMarksDirty, V(2, 6, 27), V(6, 13), "kvm_set_pfn_dirty on zap"),
         new(Feature.KvmDirtyAtFault, V(6, 13), Forever, "kvm_release_faultin_page(dirty = map_writable) under mmu_lock"),
         new(Feature.KvmMmuInvalidateNames, V(6, 1), Forever, "20ec3ebd707c rename (recollection)"),
+        new(Feature.KvmRetryHvaRange, V(5, 13), V(6, 8), "mmu_notifier_retry_hva + hva range union (David Stevens; version: recollection); 6.8 uses gfns"),
+        new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
 
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
         new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),
@@ -74,6 +76,11 @@ public static class EraTable
         new(Feature.KsmStableNodeChains, V(4, 13), Forever, "max_page_sharing"),
         new(Feature.KsmMergeAny, V(6, 4), Forever, "PR_SET_MEMORY_MERGE"),
         new(Feature.KsmZeroPagesCounter, V(6, 10), Forever, "ksm_zero_pages (recollection)"),
+        new(Feature.KsmAllocKpage, V(2, 6, 32), V(2, 6, 33), "2.6.32 try_to_merge_two_pages alloc_page + copy; 2.6.33 'upgrades page to ksm page' (patch seen)"),
+        new(Feature.KsmRestoreNotify, V(2, 6, 32), V(3, 7), "2.6.32 restores with set_pte_at_notify, 3.10 with set_pte_at (boundary placed at 3.7)"),
+        new(Feature.KsmMergeAcrossNodes, V(3, 9), Forever, "sysfs-kernel-mm-ksm: merge_across_nodes, January 2013, 3.9"),
+        new(Feature.KsmSmartScan, V(6, 7), Forever, "smart_scan + pages_skipped, Stefan Roesch 2023 (version: recollection)"),
+        new(Feature.KsmChecksumBeforeStableSearch, V(6, 11), Forever, "Chengming Zhou 2024 'don't waste time searching stable tree for fast changing page' (version: recollection)"),
     ];
 
     /// <summary>

@@ -98,6 +98,10 @@ public enum Feature
     KvmDirtyAtFault,
     /// <summary>The mmu_notifier_* fields are named mmu_invalidate_* (6.1). Trace and diagram naming only.</summary>
     KvmMmuInvalidateNames,
+    /// <summary>The in-progress range is an hva union and x86 faults use mmu_notifier_retry_hva (5.13-6.7).</summary>
+    KvmRetryHvaRange,
+    /// <summary>The kvm_page_fault tracepoint prints vcpu and rip ("vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx").</summary>
+    KvmPageFaultTraceVcpu,
 
     // ---- KSM (§4.1)
     Ksm,
@@ -117,4 +121,14 @@ public enum Feature
     KsmMergeAny,
     /// <summary>ksm_zero_pages counter and per-process ksm_merging_pages.</summary>
     KsmZeroPagesCounter,
+    /// <summary>try_to_merge_two_pages allocates a fresh kpage and replace_page()s both pages into it (2.6.32 only).</summary>
+    KsmAllocKpage,
+    /// <summary>write_protect_page restores the PTE with set_pte_at_notify when the refcount check fails (later: set_pte_at).</summary>
+    KsmRestoreNotify,
+    /// <summary>merge_across_nodes knob (NUMA).</summary>
+    KsmMergeAcrossNodes,
+    /// <summary>smart_scan: rmap_items that repeatedly fail to merge are skipped (pages_skipped).</summary>
+    KsmSmartScan,
+    /// <summary>cmp_and_merge_page checks the checksum (and zero page) before searching the stable tree.</summary>
+    KsmChecksumBeforeStableSearch,
 }

@@ -161,6 +161,9 @@ public sealed class OpRegistry
     public static readonly List<Action<OpRegistry>> Providers =
     [
         CoreOps.Register,
+        Kvm.KvmOps.Register,
+        Ksm.KsmOps.Register,
+        Explore.CatalogOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

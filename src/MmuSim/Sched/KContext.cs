@@ -55,6 +55,9 @@ public sealed class KContext
     /// <summary>Number of steps (scheduling points) this context executed.</summary>
     public long Steps;
 
+    /// <summary>Enter/leave recorder while tracing (see <see cref="Scheduler.FunctionHook"/>), else null.</summary>
+    internal IFunctionHook? Hook;
+
     readonly string[] _funcs = new string[48];
     int _funcDepth;
 
@@ -71,10 +74,15 @@ public sealed class KContext
     {
         if (_funcDepth < _funcs.Length) _funcs[_funcDepth] = kernelFunction;
         _funcDepth++;
+        Hook?.OnEnter(this, kernelFunction);
         return new FuncScope(this);
     }
 
-    internal void Leave() => _funcDepth--;
+    internal void Leave()
+    {
+        _funcDepth--;
+        Hook?.OnLeave(this);
+    }
 
     public string FunctionAt(int depth) => depth < Math.Min(_funcDepth, _funcs.Length) ? _funcs[depth] : "?";
 

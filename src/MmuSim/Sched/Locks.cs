@@ -48,7 +48,7 @@ public sealed class LockSet
     public ValueTask Lock(int i = 0)
     {
         // Fast path (no switch, uncontended spinlock): no async state machine.
-        bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i);
+        bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i, this);
         if (passed && !Sleeping && _owner[i] == 0)
         {
             Take(i, _s.Current);
@@ -93,7 +93,7 @@ public sealed class LockSet
     /// <summary>spin_unlock / mutex_unlock.</summary>
     public ValueTask Unlock(int i = 0)
     {
-        if (_s.OnPoint(PointKind.LockRelease, (ulong)i))
+        if (_s.OnPoint(PointKind.LockRelease, (ulong)i, this))
         {
             UnlockNoPoint(i);
             return default;
@@ -189,7 +189,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>down_read / read_lock.</summary>
     public async ValueTask ReadLock()
     {
-        await s.Point(PointKind.LockAcquire);
+        await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_read({name})");
         while (_writer != 0)
@@ -206,7 +206,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     /// <summary>down_write / write_lock.</summary>
     public async ValueTask WriteLock()
     {
-        await s.Point(PointKind.LockAcquire);
+        await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_write({name})");
         while (_writer != 0 || _readers != 0)
@@ -223,7 +223,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     public async ValueTask ReadUnlock()
     {
-        await s.Point(PointKind.LockRelease);
+        await s.Point(PointKind.LockRelease, 0, this);
         var me = s.Current;
         ulong bit = 1UL << me.Id;
         if ((_readers & bit) == 0) throw new ModelException($"{me} read-unlocks {name} it does not hold");
@@ -234,7 +234,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     public async ValueTask WriteUnlock()
     {
-        await s.Point(PointKind.LockRelease);
+        await s.Point(PointKind.LockRelease, 0, this);
         var me = s.Current;
         if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
         _writer = 0;

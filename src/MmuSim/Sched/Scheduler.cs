@@ -83,6 +83,21 @@ public sealed class Scheduler
     }
     IStepSink? _stepSink;
 
+    /// <summary>
+    /// Optional kernel-function enter/leave recorder (Perfetto slices). Null unless tracing: then
+    /// <see cref="KContext.Enter"/> costs one null test.
+    /// </summary>
+    public IFunctionHook? FunctionHook
+    {
+        get => _functionHook;
+        set
+        {
+            _functionHook = value;
+            foreach (var c in _contexts) c.Hook = value;
+        }
+    }
+    IFunctionHook? _functionHook;
+
     void UpdateSlowPath()
     {
         _hooks = _afterStep != null || _stepSink != null;
@@ -93,7 +108,7 @@ public sealed class Scheduler
     public KContext Spawn(string name, Func<KContext, ValueTask> body, bool daemon = false)
     {
         if (_contexts.Count >= _runnableBuf.Length) throw new ModelException($"at most {_runnableBuf.Length} contexts per run");
-        var ctx = new KContext(_contexts.Count, name, body, daemon) { Pid = 100 + _contexts.Count };
+        var ctx = new KContext(_contexts.Count, name, body, daemon) { Pid = 100 + _contexts.Count, Hook = _functionHook };
         _contexts.Add(ctx);
         return ctx;
     }
@@ -102,21 +117,33 @@ public sealed class Scheduler
 
     /// <summary>A scheduling point: another CPU may run here. <c>await S.Point(PointKind.PteWrite, addr);</c></summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public SchedPoint Point(PointKind kind, ulong arg = 0) => new(this, kind, arg);
+    public SchedPoint Point(PointKind kind, ulong arg = 0) => new(this, kind, arg, null);
+
+    /// <summary>A point about <paramref name="subject"/> (a lock): step sinks see it as <see cref="StepSubject"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public SchedPoint Point(PointKind kind, ulong arg, object subject) => new(this, kind, arg, subject);
+
+    /// <summary>The object a step is about (the lock of a lock point), valid only inside <see cref="IStepSink.OnStep"/>.</summary>
+    public object? StepSubject { get; private set; }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool OnPoint(PointKind kind, ulong arg)
+    internal bool OnPoint(PointKind kind, ulong arg, object? subject = null)
     {
         if (++Steps < _slowAtStep && ClockNs < _nextWakeNs) return true;
-        return OnPointSlow(kind, arg);
+        return OnPointSlow(kind, arg, subject);
     }
 
-    bool OnPointSlow(PointKind kind, ulong arg)
+    bool OnPointSlow(PointKind kind, ulong arg, object? subject)
     {
         var cur = _current!;
         cur.Steps++;
         if (Violation != null || ModelError != null) return false;
-        _stepSink?.OnStep(this, cur, kind, arg);
+        if (_stepSink != null)
+        {
+            StepSubject = subject;
+            _stepSink.OnStep(this, cur, kind, arg);
+            StepSubject = null;
+        }
         _afterStep?.Invoke();
         if (Violation != null) return false;
         if (Steps > MaxSteps)
@@ -163,7 +190,12 @@ public sealed class Scheduler
         var cur = Current;
         cur.State = ContextState.Blocked;
         cur.BlockedOn = on;
-        _stepSink?.OnStep(this, cur, kind, 0);
+        if (_stepSink != null)
+        {
+            StepSubject = on;
+            _stepSink.OnStep(this, cur, kind, 0);
+            StepSubject = null;
+        }
         return new BlockAwaiter(this);
     }
 
@@ -398,14 +430,16 @@ public sealed class Scheduler
 public readonly struct SchedPoint : ICriticalNotifyCompletion
 {
     readonly Scheduler _s;
-    readonly PointKind _kind;
+    readonly object? _subject;
     readonly ulong _arg;
+    readonly PointKind _kind;
 
-    internal SchedPoint(Scheduler s, PointKind kind, ulong arg)
+    internal SchedPoint(Scheduler s, PointKind kind, ulong arg, object? subject)
     {
         _s = s;
         _kind = kind;
         _arg = arg;
+        _subject = subject;
     }
 
     public SchedPoint GetAwaiter() => this;
@@ -413,7 +447,7 @@ public readonly struct SchedPoint : ICriticalNotifyCompletion
     public bool IsCompleted
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => _s.OnPoint(_kind, _arg);
+        get => _s.OnPoint(_kind, _arg, _subject);
     }
 
     public void GetResult() { }
@@ -447,4 +481,12 @@ public interface IStepSink
     void OnStep(Scheduler s, KContext ctx, PointKind kind, ulong arg);
 
     void OnViolation(Scheduler s, Violation v);
+}
+
+/// <summary>Receives kernel-function enter/leave events of every context when tracing (Perfetto/ftrace slices).</summary>
+public interface IFunctionHook
+{
+    void OnEnter(KContext ctx, string kernelFunction);
+
+    void OnLeave(KContext ctx);
 }

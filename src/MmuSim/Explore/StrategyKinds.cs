@@ -1,0 +1,97 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Explore;
+
+/// <summary>
+/// A strategy whose schedule depends on the length of earlier runs (PCT and delay bounding estimate the step bound k
+/// from them, as Coyote and Shuttle do). The explorer feeds the decision counts of every finished run; the estimate is
+/// committed only at round boundaries (<see cref="Explorer.RoundSize"/> iterations), so iteration i's schedule depends on
+/// (seed, i, the runs of earlier rounds) and not on how many cores explored them.
+/// </summary>
+public interface IAdaptiveStrategy
+{
+    /// <summary>Report a finished run's number of scheduling decisions (the strategy also counts its own runs).</summary>
+    void Observe(long decisions);
+}
+
+/// <summary>A strategy that enumerates a finite set of schedules (DFS) and knows when it has tried them all.</summary>
+public interface IExhaustiveStrategy
+{
+    /// <summary>True while at least one schedule has not been run yet.</summary>
+    bool HasMore { get; }
+
+    /// <summary>The completion statement, e.g. "no violation in all 20 schedules up to 2 preemptions".</summary>
+    string Completion(int schedules);
+}
+
+/// <summary>A strategy that can describe the configuration of the current run (for summaries and trace headers).</summary>
+public interface IDescribedStrategy
+{
+    /// <summary>e.g. <c>pct(seed=42,depth=3,k=118)</c>. Valid after <see cref="IStrategy.BeginRun"/>.</summary>
+    string Describe();
+}
+
+/// <summary>
+/// The non-preemptive default used after a replayed prefix while shrinking: keep running the current context, else the
+/// lowest runnable id; data choices take 0.
+/// </summary>
+public sealed class NoPreemptStrategy : IStrategy
+{
+    public static readonly NoPreemptStrategy Instance = new();
+
+    public string Name => "no-preempt";
+
+    public void BeginRun(int iteration) { }
+
+    public int Next(in Decision d) => d.Current >= 0 && d.Runnable.Contains(d.Current) ? d.Current : d.Runnable[0];
+
+    public int NextInt(int bound) => 0;
+}
+
+/// <summary>Small helpers shared by the strategies.</summary>
+public static class StrategyMath
+{
+    /// <summary>
+    /// Decisions per run after which the unfair strategies (PCT, delay bounding, DFS) schedule fairly, so that spinning
+    /// retry loops cannot starve the context they wait for (a spurious liveness violation).
+    /// </summary>
+    public const int DefaultFairAfter = 2000;
+
+    /// <summary>Bit mask of the runnable ids (contexts are at most 64 per run).</summary>
+    public static ulong Mask(ReadOnlySpan<int> runnable)
+    {
+        ulong m = 0;
+        foreach (var id in runnable) m |= 1UL << id;
+        return m;
+    }
+
+    /// <summary>The first runnable id after <paramref name="after"/> in cyclic id order.</summary>
+    public static int NextCyclic(ReadOnlySpan<int> runnable, int after)
+    {
+        foreach (var id in runnable)
+            if (id > after) return id;
+        return runnable[0];
+    }
+
+    /// <summary><paramref name="count"/> values drawn uniformly from [1, k], sorted; distinct when requested and possible.</summary>
+    public static int[] SamplePoints(ref Rng rng, long k, int count, bool distinct)
+    {
+        if (k <= 0 || count <= 0) return [];
+        if (distinct && count >= k)
+        {
+            var all = new int[k];
+            for (int i = 0; i < k; i++) all[i] = i + 1;
+            return all;
+        }
+        var r = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            int v;
+            do v = 1 + (int)(rng.NextULong() % (ulong)k);
+            while (distinct && Array.IndexOf(r, v, 0, i) >= 0);
+            r[i] = v;
+        }
+        Array.Sort(r);
+        return r;
+    }
+}

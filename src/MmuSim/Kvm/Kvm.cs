@@ -1,0 +1,459 @@
+using MmuSim.Eras;
+using MmuSim.Mm;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Kvm;
+
+/// <summary>
+/// kvm->mmu_lock: a spinlock before 5.12, an rwlock from then (<see cref="Feature.KvmMmuRwLock"/>). KVM_MMU_LOCK
+/// (notifier paths, zaps, memslot flushes) takes it for write; TDP/arm64 faults take it for read. With the spinlock,
+/// read and write are the same lock.
+/// </summary>
+public sealed class KvmMmuLock
+{
+    readonly KSpinLock? _spin;
+    readonly KRwLock? _rw;
+
+    public KvmMmuLock(Scheduler s, string name, bool rwlock)
+    {
+        if (rwlock) _rw = new KRwLock(s, name, sleeping: false);
+        else _spin = new KSpinLock(s, name);
+    }
+
+    public bool IsRwLock => _rw != null;
+
+    /// <summary>KVM_MMU_LOCK / write_lock.</summary>
+    public ValueTask Lock() => _rw != null ? _rw.WriteLock() : _spin!.Lock();
+
+    public ValueTask Unlock() => _rw != null ? _rw.WriteUnlock() : _spin!.Unlock();
+
+    /// <summary>read_lock (rwlock) or spin_lock.</summary>
+    public ValueTask ReadLock() => _rw != null ? _rw.ReadLock() : _spin!.Lock();
+
+    public ValueTask ReadUnlock() => _rw != null ? _rw.ReadUnlock() : _spin!.Unlock();
+
+    public bool IsHeldByCurrent => _rw != null ? _rw.IsLockedByCurrent : _spin!.IsHeldByCurrent;
+
+    public override string ToString() => _rw?.Name ?? _spin!.Name;
+}
+
+/// <summary>
+/// struct kvm: one virtual machine, created by a process (its VMM). It registers one mmu_notifier subscription on the
+/// process's mm (kvm_init_mmu_notifier) and is a secondary MMU of that mm: its SPTEs (in the memslots) and its vCPUs'
+/// cached translations are what the checker compares with the primary page tables.
+/// </summary>
+/// <remarks>
+/// <para><b>State and locking</b> (kernel-facts.md §3.1):</para>
+/// <list type="bullet">
+/// <item><see cref="MmuLock"/> protects SPTEs, <see cref="InvalidateSeq"/>, <see cref="InvalidateInProgress"/> and the
+/// range union. Faults read the seq without it (then re-check under it).</item>
+/// <item><see cref="MnInvalidateLock"/> protects <see cref="MnActiveInvalidateCount"/> (5.13+); memslot updates sleep on
+/// <see cref="MemslotsUpdateWait"/> until it is 0.</item>
+/// <item><see cref="SlotsLock"/> (mutex) serialises memslot updates; readers of the slot list hold the VM's SRCU
+/// (<see cref="SrcuReaders"/>), and deletion waits for them (synchronize_srcu(&amp;kvm->srcu)).</item>
+/// </list>
+/// <para><b>Invariants</b> (§7.2, §7.16; <see cref="AssertInvariants"/>): in_progress ≥ 0; mn_active_invalidate_count ≥ 0;
+/// seq is monotonic; with no invalidation in flight the range union is reset at the next begin.</para>
+/// <para>KVM holds no page reference for an established SPTE (only the fault's transient GUP reference), unless the
+/// kvm-hold-page-refs mutation is on.</para>
+/// </remarks>
+public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
+{
+    /// <summary>INVALID_GPA / the reset value of the range union.</summary>
+    public const ulong InvalidRange = ulong.MaxValue;
+
+    readonly Kernel _k;
+    readonly List<Memslot> _slots = [];
+    readonly List<KvmVcpu> _vcpus = [];
+    readonly string _name;
+    int _nextSlotId;
+
+    Kvm(Kernel k, MmStruct mm, string name, KvmArch arch)
+    {
+        _k = k;
+        _mm = mm;
+        _name = name;
+        Arch = arch;
+        Id = k.GetSubsystem(_ => new KvmSubsystem()).NextId++;
+        MmuLock = new KvmMmuLock(k.S, $"{name}->mmu_lock", k.Era.Has(Feature.KvmMmuRwLock));
+        MnInvalidateLock = new KSpinLock(k.S, $"{name}->mn_invalidate_lock");
+        MemslotsUpdateWait = new WaitQueue(k.S, $"{name}->mn_memslots_update_rcuwait");
+        SlotsLock = new KMutex(k.S, $"{name}->slots_lock");
+        SrcuWait = new WaitQueue(k.S, $"{name}->srcu");
+        RmapLock = new KSpinLock(k.S, $"{name}->rmap_lock");
+        var ops = NotifierOps.Release | NotifierOps.ClearFlushYoung | NotifierOps.ClearYoung | NotifierOps.TestYoung |
+                  NotifierOps.ChangePte | NotifierOps.InvalidatePage | NotifierOps.InvalidateRangeStart | NotifierOps.InvalidateRangeEnd;
+        if (k.Era.Has(Feature.KvmInvalidateRange)) ops |= NotifierOps.InvalidateRange;
+        _ops = ops;
+    }
+
+    readonly NotifierOps _ops;
+
+    public override NotifierOps Ops => _ops;
+
+    public override string Name => _name;
+
+    public Kernel Kernel => _k;
+
+    public int Id { get; }
+
+    readonly MmStruct _mm;
+
+    /// <summary>kvm->mm: the VMM's address space (mmgrab'ed, not mmget'ed).</summary>
+    public MmStruct MirroredMm => _mm;
+
+    public bool UsesStartEnd => true;
+
+    public KvmArch Arch { get; }
+
+    public KvmMmuLock MmuLock { get; }
+
+    public KSpinLock MnInvalidateLock { get; }
+
+    public WaitQueue MemslotsUpdateWait { get; }
+
+    public KMutex SlotsLock { get; }
+
+    /// <summary>
+    /// PPC Book3S HV's per-page rmap bitlock (lock_rmap), modelled as one lock per VM: the fault checks and installs
+    /// under it, and every zap of an SPTE takes it (nested inside mmu_lock).
+    /// </summary>
+    public KSpinLock RmapLock { get; }
+
+    /// <summary>kvm->srcu readers (memslot lookups by faults and notifier walkers) and synchronize_srcu's queue.</summary>
+    public int SrcuReaders { get; private set; }
+
+    public WaitQueue SrcuWait { get; }
+
+    /// <summary>kvm->mmu_invalidate_seq (mmu_notifier_seq before 6.1).</summary>
+    public ulong InvalidateSeq { get; private set; }
+
+    /// <summary>kvm->mmu_invalidate_in_progress (mmu_notifier_count before 6.1).</summary>
+    public long InvalidateInProgress { get; private set; }
+
+    /// <summary>mmu_invalidate_range_start/end: the in-progress range union: hva-based in 5.13-6.7, gfn-based from 6.8 (<see cref="InvalidRange"/> when reset).</summary>
+    public ulong RangeStart { get; private set; } = InvalidRange;
+
+    public ulong RangeEnd { get; private set; } = InvalidRange;
+
+    /// <summary>kvm->mn_active_invalidate_count (5.13+).</summary>
+    public long MnActiveInvalidateCount { get; private set; }
+
+    /// <summary>
+    /// Emulate Accessed by zapping (EPT without A/D bits; 4.x x86 <c>!shadow_accessed_mask</c>): aging unmaps SPTEs
+    /// instead of clearing an A bit.
+    /// </summary>
+    public bool NoAccessedBit { get; set; }
+
+    /// <summary>hva of the APIC-access page (x86), if any: invalidate_range (4.19-6.1) requests an APIC page reload.</summary>
+    public ulong? ApicAccessHva { get; set; }
+
+    /// <summary>->release ran (or the VM was destroyed): no SPTE may be created any more.</summary>
+    public bool Released { get; private set; }
+
+    public bool Destroyed { get; private set; }
+
+    public IReadOnlyList<Memslot> Memslots => _slots;
+
+    public IReadOnlyList<KvmVcpu> Vcpus => _vcpus;
+
+    Scheduler S => _k.S;
+    KernelEra Era => _k.Era;
+
+    // ------------------------------------------------------------------ creation and destruction
+
+    /// <summary>
+    /// kvm_create_vm: a VM owned by <paramref name="mm"/>'s process; kvm_init_mmu_notifier registers its subscription
+    /// (mmu_notifier_register: mmap_lock for write + mm_take_all_locks). Registers with the checker.
+    /// </summary>
+    public static async ValueTask<Kvm> CreateVm(MmStruct mm, string name, KvmArch arch = KvmArch.X86Tdp)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("kvm_create_vm");
+        if (mm.Exited || mm.Users <= 0) throw new ModelException($"kvm_create_vm on {mm}, which has exited");
+        var kvm = new Kvm(k, mm, name, arch);
+        await kvm.InitMmuNotifier();
+        k.GetSubsystem(_ => new KvmSubsystem()).Vms.Add(kvm);
+        k.Checker.AddSecondary(kvm);
+        return kvm;
+    }
+
+    /// <summary>kvm_init_mmu_notifier: mmu_notifier_register(&amp;kvm->mmu_notifier, current->mm).</summary>
+    async ValueTask InitMmuNotifier()
+    {
+        using var _ = S.Current.Enter("kvm_init_mmu_notifier");
+        int r = await _mm.Notifiers.Register(this);
+        if (r != 0) throw new ModelException($"mmu_notifier_register failed: {r}");
+    }
+
+    /// <summary>
+    /// kvm_destroy_vm: mmu_notifier_unregister (runs ->release, which zaps everything, then synchronize_srcu); the
+    /// unbalanced mn_active_invalidate_count of starts that never saw their end is forcibly reset (§5(d10)).
+    /// </summary>
+    public async ValueTask DestroyVm()
+    {
+        using var _ = S.Current.Enter("kvm_destroy_vm");
+        if (Destroyed) return;
+        Destroyed = true;
+        if (!_mm.Exited) await _mm.Notifiers.Unregister(this);
+        else await FlushShadowAll();
+        await S.Point(PointKind.Counter);
+        if (MnActiveInvalidateCount != 0) MnActiveInvalidateCount = 0;
+        else if (InvalidateInProgress != 0)
+            S.Fail(Invariants.CounterBalance, $"{Name}: mmu_invalidate_in_progress is {InvalidateInProgress} at kvm_destroy_vm");
+        _k.Checker.RemoveSecondary(this);
+    }
+
+    /// <summary>kvm_vm_ioctl_create_vcpu (lazily, by index).</summary>
+    public KvmVcpu Vcpu(int index)
+    {
+        if (index < 0 || index > 255) throw new ArgumentOutOfRangeException(nameof(index), "vCPU index must be 0..255");
+        while (_vcpus.Count <= index) _vcpus.Add(new KvmVcpu(this, _vcpus.Count));
+        return _vcpus[index];
+    }
+
+    // ------------------------------------------------------------------ kvm->srcu
+
+    /// <summary>srcu_read_lock(&amp;kvm->srcu): memslot readers.</summary>
+    internal async ValueTask SrcuReadLock()
+    {
+        await S.Point(PointKind.Counter);
+        SrcuReaders++;
+    }
+
+    internal void SrcuReadUnlock()
+    {
+        if (--SrcuReaders == 0) SrcuWait.WakeAll();
+    }
+
+    /// <summary>synchronize_srcu(&amp;kvm->srcu): wait until no reader still sees the old memslots.</summary>
+    async ValueTask SynchronizeSrcu()
+    {
+        using var _ = S.Current.Enter("synchronize_srcu_expedited");
+        while (SrcuReaders > 0) await SrcuWait.Wait();
+    }
+
+    // ------------------------------------------------------------------ memslots
+
+    /// <summary>__gfn_to_memslot: the slot containing <paramref name="gfn"/> (address space 0), or null.</summary>
+    public Memslot? GfnToMemslot(ulong gfn)
+    {
+        foreach (var s in _slots)
+            if (s.ContainsGfn(gfn)) return s;
+        return null;
+    }
+
+    /// <summary>The slot overlapping [gfn, gfn + npages) other than <paramref name="except"/>, or null.</summary>
+    public Memslot? OverlappingSlot(ulong gfn, ulong npages, Memslot? except = null)
+    {
+        foreach (var s in _slots)
+            if (s != except && gfn < s.EndGfn && s.BaseGfn < gfn + npages) return s;
+        return null;
+    }
+
+    /// <summary>Result of <see cref="SetMemoryRegion"/>.</summary>
+    public const int EINVAL = -22, EEXIST = -17;
+
+    /// <summary>
+    /// kvm_set_memory_region / kvm_set_memslot: create (<paramref name="npages"/> &gt; 0, no slot <paramref name="id"/>),
+    /// move or change flags (slot exists), or delete (<paramref name="npages"/> == 0). Overlapping gfn ranges are refused
+    /// with -EEXIST (the same hva may back several slots). Delete and move first mark the slot invalid, wait for SRCU
+    /// readers, zap its SPTEs (kvm_arch_flush_shadow_memslot), then publish the new slot list. Every publication
+    /// (kvm_swap_active_memslots) waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)).
+    /// </summary>
+    public async ValueTask<int> SetMemoryRegion(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags)
+    {
+        using var _ = S.Current.Enter("kvm_set_memory_region");
+        if ((userspaceAddr & ~MmStruct.PageMask) != 0) return EINVAL;
+        await SlotsLock.Lock();
+        try
+        {
+            var old = FindSlot(id);
+            if (npages == 0)
+            {
+                if (old == null) return EINVAL;
+                await InvalidateMemslot(old);
+                await SwapActiveMemslots(() => _slots.Remove(old));
+                return 0;
+            }
+            if (OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
+            var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid);
+            if (old == null)
+            {
+                await SwapActiveMemslots(() => _slots.Add(created));
+                return 0;
+            }
+            bool move = old.BaseGfn != baseGfn || old.NPages != npages || old.UserspaceAddr != userspaceAddr;
+            if (move)
+            {
+                await InvalidateMemslot(old);
+                await SwapActiveMemslots(() => { _slots.Remove(old); _slots.Add(created); });
+                return 0;
+            }
+            // KVM_MR_FLAGS_ONLY: dirty logging on/off keeps the SPTEs.
+            await CommitFlagsOnly(old, flags);
+            return 0;
+        }
+        finally
+        {
+            await SlotsLock.Unlock();
+        }
+    }
+
+    Memslot? FindSlot(int id)
+    {
+        foreach (var s in _slots)
+            if (s.Id == id) return s;
+        return null;
+    }
+
+    /// <summary>Next unused slot id (scenario convenience).</summary>
+    public int NextSlotId()
+    {
+        while (FindSlot(_nextSlotId) != null) _nextSlotId++;
+        return _nextSlotId;
+    }
+
+    /// <summary>
+    /// kvm_invalidate_memslot: publish the slot as KVM_MEMSLOT_INVALID (faults on it stop mapping), wait for SRCU
+    /// readers, then kvm_arch_flush_shadow_memslot zaps its SPTEs under mmu_lock and flushes.
+    /// </summary>
+    async ValueTask InvalidateMemslot(Memslot slot)
+    {
+        using var _ = S.Current.Enter("kvm_invalidate_memslot");
+        await SwapActiveMemslots(() => slot.Flags |= MemslotFlags.Invalid);
+        await SynchronizeSrcu();
+        using var __ = S.Current.Enter("kvm_arch_flush_shadow_memslot");
+        await MmuLock.Lock();
+        bool flush = await ZapGfnRange(slot, slot.BaseGfn, slot.EndGfn, marksDirty: true);
+        if (flush) await FlushRemoteTlbs();
+        await MmuLock.Unlock();
+    }
+
+    /// <summary>
+    /// kvm_swap_active_memslots: under mn_invalidate_lock, sleep until mn_active_invalidate_count is 0 (5.13+; skipped by
+    /// kvm-no-memslot-wait), then publish (one step).
+    /// </summary>
+    async ValueTask SwapActiveMemslots(Action publish)
+    {
+        using var _ = S.Current.Enter("kvm_swap_active_memslots");
+        bool wait = Era.Has(Feature.KvmMemslotWaitsForInvalidations) && !_k.Mutated(Mutation.KvmNoMemslotWait);
+        await MnInvalidateLock.Lock();
+        while (wait && MnActiveInvalidateCount != 0)
+        {
+            // rcuwait_wait_event: drop the lock, sleep, retake
+            await MnInvalidateLock.Unlock();
+            await MemslotsUpdateWait.Wait();
+            await MnInvalidateLock.Lock();
+        }
+        publish();
+        await MnInvalidateLock.Unlock();
+    }
+
+    /// <summary>kvm_commit_memory_region for KVM_MR_FLAGS_ONLY: toggling dirty logging (kvm_mmu_slot_apply_flags).</summary>
+    async ValueTask CommitFlagsOnly(Memslot slot, MemslotFlags flags)
+    {
+        bool wasLogging = slot.LogDirty;
+        await SwapActiveMemslots(() =>
+        {
+            slot.Flags = (slot.Flags & MemslotFlags.Invalid) | (flags & ~MemslotFlags.Invalid);
+            if (slot.LogDirty && slot.DirtyBitmap == null) slot.DirtyBitmap = new ulong[(slot.NPages + 63) / 64];
+            if (!slot.LogDirty) slot.DirtyBitmap = null;
+        });
+        if (!wasLogging && slot.LogDirty) await WriteProtectSlot(slot);
+    }
+
+    // ------------------------------------------------------------------ ISecondaryMmu
+
+    const string WhereSpte = "spte", WhereHuge = "spte 2M";
+
+    /// <summary>Every present SPTE (4 KiB and 2 MiB) and every vCPU TLB entry. Allocation-free apart from the list.</summary>
+    public void CollectTranslations(List<SecondaryTranslation> into)
+    {
+        foreach (var slot in _slots)
+        {
+            if (slot.PresentCount == 0) continue;
+            for (int b = 0; b < slot.Tables.Length; b++)
+            {
+                if (slot.Tables[b] == SpteTable.HugeLeaf)
+                {
+                    var h = new Spte(slot.HugeSptes[b]);
+                    if (h.Present)
+                    {
+                        ulong gfn = ((slot.BaseGfn >> 9) + (ulong)b) << 9;
+                        into.Add(new SecondaryTranslation(slot.GfnToHva(gfn), h.Pfn, h.Generation, h.Writable, MmStruct.PmdSize, WhereHuge));
+                    }
+                    continue;
+                }
+                if (slot.Live[b] == 0) continue;
+                ulong first = Math.Max(slot.BaseGfn, ((slot.BaseGfn >> 9) + (ulong)b) << 9);
+                ulong last = Math.Min(slot.EndGfn, first + 512 - (first & 511));
+                for (ulong g = first; g < last; g++)
+                {
+                    var s = new Spte(slot.Sptes[g - slot.BaseGfn]);
+                    if (s.Present) into.Add(new SecondaryTranslation(slot.GfnToHva(g), s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, WhereSpte));
+                }
+            }
+        }
+        foreach (var v in _vcpus) v.CollectTlb(into);
+    }
+
+    /// <summary>Present SPTEs in all slots (tests, stats).</summary>
+    public int PresentSptes
+    {
+        get
+        {
+            int n = 0;
+            foreach (var s in _slots) n += s.PresentCount;
+            return n;
+        }
+    }
+
+    /// <summary>The 4 KiB-granular translation of <paramref name="gfn"/> (a huge SPTE's sub-page), or none. No point.</summary>
+    public Spte PeekSpte(ulong gfn)
+    {
+        var slot = GfnToMemslot(gfn);
+        if (slot == null) return Spte.None;
+        int b = slot.Block(gfn);
+        if (slot.Tables[b] == SpteTable.HugeLeaf)
+        {
+            var h = new Spte(slot.HugeSptes[b]);
+            return h.Present ? h.WithPfn(h.PfnAt((int)(gfn & 511))) : Spte.None;
+        }
+        return new Spte(slot.SpteRef(gfn));
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    public void AssertInvariants()
+    {
+        System.Diagnostics.Debug.Assert(InvalidateInProgress >= 0, "mmu_invalidate_in_progress < 0");
+        System.Diagnostics.Debug.Assert(MnActiveInvalidateCount >= 0, "mn_active_invalidate_count < 0");
+        foreach (var s in _slots)
+        {
+            int present = 0;
+            for (int b = 0; b < s.Tables.Length; b++)
+            {
+                if (new Spte(s.HugeSptes[b]).Present) present++;
+                int live = 0;
+                ulong first = Math.Max(s.BaseGfn, ((s.BaseGfn >> 9) + (ulong)b) << 9);
+                ulong last = Math.Min(s.EndGfn, first + 512 - (first & 511));
+                for (ulong g = first; g < last; g++)
+                    if (new Spte(s.Sptes[g - s.BaseGfn]).Present) live++;
+                System.Diagnostics.Debug.Assert(live == s.Live[b], $"{s}: block {b} live count {s.Live[b]} != {live}");
+                present += live;
+            }
+            System.Diagnostics.Debug.Assert(present == s.PresentCount, $"{s}: present count {s.PresentCount} != {present}");
+        }
+    }
+
+    public override string ToString() => $"{Name} ({KvmArchInfo.NameOf(Arch)} on {_mm})";
+}
+
+/// <summary>The VMs of one kernel (<c>Kernel.GetSubsystem&lt;KvmSubsystem&gt;</c>).</summary>
+public sealed class KvmSubsystem
+{
+    public List<Kvm> Vms { get; } = [];
+
+    internal int NextId;
+}

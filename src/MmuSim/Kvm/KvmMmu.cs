@@ -1,0 +1,577 @@
+using MmuSim.Eras;
+using MmuSim.Mm;
+using MmuSim.Sched;
+
+namespace MmuSim.Kvm;
+
+/// <summary>Outcome of one pass through the KVM fault path (RET_PF_*).</summary>
+public enum KvmFaultResult : byte
+{
+    /// <summary>RET_PF_FIXED: an SPTE was installed (or made writable); re-enter the guest.</summary>
+    Fixed,
+    /// <summary>RET_PF_RETRY: an invalidation raced with the fault; re-enter the guest and fault again.</summary>
+    Retry,
+    /// <summary>-EFAULT to the VMM: no VMA / PROT_NONE / write to a read-only VMA or memslot, or the VM is gone.</summary>
+    Efault,
+    /// <summary>No memslot for the gfn (KVM_EXIT_MMIO in the kernel).</summary>
+    NoSlot,
+}
+
+/// <summary>The secondary page table and the fault (retry) protocol: arch/*/kvm/mmu.c and virt/kvm/kvm_main.c.</summary>
+public sealed partial class Kvm
+{
+    bool IsX86 => KvmArchInfo.IsX86(Arch);
+
+    string FaultFunction => Arch switch
+    {
+        KvmArch.X86Tdp => "kvm_tdp_mmu_page_fault",
+        KvmArch.X86Shadow => "direct_page_fault",
+        KvmArch.Arm64 => "user_mem_abort",
+        KvmArch.Mips => "kvm_mips_map_page",
+        KvmArch.RiscV => "kvm_riscv_gstage_map",
+        KvmArch.PpcBook3s => "kvmppc_book3s_hv_page_fault",
+        KvmArch.PpcE500 => "kvmppc_e500_shadow_map",
+        _ => "kvm_map_page",
+    };
+
+    // ------------------------------------------------------------------ fault path
+
+    /// <summary>
+    /// The arch page-fault handler (kvm_mmu_page_fault → kvm_tdp_mmu_page_fault / direct_page_fault, user_mem_abort...),
+    /// §3.3: sample mmu_invalidate_seq, smp_rmb, (6.8+) lockless early retry, GUP through the primary (faults it in,
+    /// breaks COW for writes), (6.8+) second early check, take mmu_lock, retry check, install the SPTE (writable only if
+    /// GUP saw a writable primary PTE), release the page reference (after unlock; under the lock with dirty marking from
+    /// 6.13). <paramref name="present"/>: the guest saw a present but read-only translation (write-protect exit).
+    /// </summary>
+    public async ValueTask<KvmFaultResult> PageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    {
+        using var _ = S.Current.Enter(FaultFunction);
+        if (_k.Trace.On) TracePageFault(vcpu, gfn, write, present);
+        await SrcuReadLock();
+        try
+        {
+            var slot = GfnToMemslot(gfn);
+            if (slot == null) return KvmFaultResult.NoSlot;
+            if (slot.Invalid) return KvmFaultResult.Retry;
+            if (write && slot.ReadOnly) return KvmFaultResult.Efault;
+            if (Released || Destroyed) return KvmFaultResult.Efault;
+            ulong hva = slot.GfnToHva(gfn);
+            if (write && present && IsX86 && await FastPageFault(slot, gfn)) return KvmFaultResult.Fixed;
+
+            await S.Point(PointKind.Counter, gfn);
+            ulong mmuSeq = InvalidateSeq;                      // mmu_seq = kvm->mmu_invalidate_seq
+            await S.Point(PointKind.Barrier, gfn);             // smp_rmb()
+            bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
+            if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
+
+            var page = await Gup.GetUserPage(_mm, hva, write);  // hva_to_pfn
+            if (!page.Ok) return KvmFaultResult.Efault;
+            if (early)
+            {
+                await S.Point(PointKind.Counter, gfn);
+                if (MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn))
+                {
+                    Folio.Put(_k, page.Pfn);                    // kvm_release_pfn_clean
+                    return Retry();
+                }
+            }
+
+            bool rmapLocked = KvmArchInfo.RetryUnderRmapLock(Arch);
+            bool readLock = MmuLock.IsRwLock && KvmArchInfo.FaultTakesReadLock(Arch);
+            if (rmapLocked) await RmapLock.Lock();
+            else if (readLock) await MmuLock.ReadLock();
+            else await MmuLock.Lock();
+            var r = KvmFaultResult.Fixed;
+            bool keepRef = false;
+            if (Released || Destroyed) r = KvmFaultResult.Efault;
+            else if (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva)) r = Retry();
+            else keepRef = await MapPage(slot, gfn, hva, page, write);
+            if (Era.Has(Feature.KvmDirtyAtFault))
+            {
+                // kvm_release_faultin_page(kvm, page, unused = (r == RET_PF_RETRY), dirty = fault->map_writable)
+                if (r == KvmFaultResult.Fixed && page.Writable) Folio.MarkDirty(_k, page.Pfn);
+                if (r == KvmFaultResult.Fixed) MarkAccessed(page.Pfn);
+                if (!keepRef) Folio.Put(_k, page.Pfn);
+            }
+            if (rmapLocked) await RmapLock.Unlock();
+            else if (readLock) await MmuLock.ReadUnlock();
+            else await MmuLock.Unlock();
+            if (!Era.Has(Feature.KvmDirtyAtFault) && !keepRef)
+            {
+                await S.Point(PointKind.Counter, gfn);
+                Folio.Put(_k, page.Pfn);                        // kvm_release_pfn_clean, after unlock
+            }
+            return r;
+        }
+        finally
+        {
+            SrcuReadUnlock();
+        }
+    }
+
+    KvmFaultResult Retry()
+    {
+        _k.Stats.Inc(Stat.KvmFaultRetries);
+        return KvmFaultResult.Retry;
+    }
+
+    void TracePageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    {
+        ulong err = (present ? 1UL : 0) | (write ? 2UL : 0);
+        ulong gpa = Spte.GfnToGpa(gfn);
+        _k.Trace.Event("kvm_page_fault", Era.Has(Feature.KvmPageFaultTraceVcpu)
+            ? $"vcpu {vcpu.Index} rip 0x0 address 0x{gpa:x16} error_code 0x{err:x}"
+            : $"address {gpa:x} error_code {err:x}");
+    }
+
+    /// <summary>
+    /// mmu_invalidate_retry / mmu_notifier_retry_hva (5.13-6.7, x86) / mmu_invalidate_retry_gfn (6.8+, x86), under mmu_lock:
+    /// retry if an invalidation is in progress (and, for the range variants, covers this hva/gfn), then smp_rmb, retry if
+    /// the seq moved. kvm-no-count-check ignores in_progress; kvm-no-retry-check skips the whole check.
+    /// </summary>
+    async ValueTask<bool> MmuInvalidateRetry(ulong mmuSeq, ulong gfn, ulong hva)
+    {
+        using var _ = S.Current.Enter(Era.Has(Feature.KvmRetryGfnRange) && KvmArchInfo.UsesRangeRetry(Arch) ? "mmu_invalidate_retry_gfn" : "mmu_invalidate_retry");
+        if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
+        if (!_k.Mutated(Mutation.KvmNoCountCheck) && InvalidateInProgress != 0)
+        {
+            if (!KvmArchInfo.UsesRangeRetry(Arch)) return true;
+            if (Era.Has(Feature.KvmRetryGfnRange))
+            {
+                // WARN_ON_ONCE(range_start == INVALID_GPA): in progress but no range added yet; retry anyway.
+                if (RangeStart == InvalidRange) return true;
+                if (gfn >= RangeStart && gfn < RangeEnd) return true;
+            }
+            else if (Era.Has(Feature.KvmRetryHvaRange))
+            {
+                if (hva >= RangeStart && hva < RangeEnd) return true;
+            }
+            else return true;
+        }
+        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb()
+        return InvalidateSeq != mmuSeq;
+    }
+
+    /// <summary>
+    /// mmu_notifier_retry as PPC Book3S HV evaluates it: under the rmap lock, not mmu_lock, so the two loads can race
+    /// with an end. With the barriers (a355aa54f1d2): read count, smp_rmb, read seq. Without them the loads may be
+    /// satisfied in either order (a recorded choice), which lets a reader see the new count but the old seq (race 5(d1)).
+    /// </summary>
+    async ValueTask<bool> MmuNotifierRetryLockless(ulong mmuSeq)
+    {
+        using var _ = S.Current.Enter("mmu_notifier_retry");
+        if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
+        bool barriers = Era.Has(Feature.KvmRetryBarriers);
+        bool countFirst = barriers || S.ChooseInt(2) == 0;
+        long count = 0;
+        ulong seq = 0;
+        await S.Point(PointKind.Counter);
+        if (countFirst) count = InvalidateInProgress;
+        else seq = InvalidateSeq;
+        await S.Point(barriers ? PointKind.Barrier : PointKind.Counter);
+        if (countFirst) seq = InvalidateSeq;
+        else count = InvalidateInProgress;
+        if (!_k.Mutated(Mutation.KvmNoCountCheck) && count != 0) return true;
+        return seq != mmuSeq;
+    }
+
+    /// <summary>mmu_invalidate_retry_gfn_unsafe (6.8+): the same test without mmu_lock, only to avoid contending it.</summary>
+    bool MmuInvalidateRetryGfnUnsafe(ulong mmuSeq, ulong gfn)
+    {
+        if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
+        if (!_k.Mutated(Mutation.KvmNoCountCheck) && InvalidateInProgress != 0 &&
+            gfn >= RangeStart && gfn < RangeEnd) return true;
+        return InvalidateSeq != mmuSeq;
+    }
+
+    /// <summary>
+    /// fast_page_fault (x86): a write to an SPTE write-protected for dirty logging whose primary mapping was writable is
+    /// fixed by a lockless cmpxchg making it writable again, and the gfn is marked in the dirty bitmap. One step.
+    /// </summary>
+    async ValueTask<bool> FastPageFault(Memslot slot, ulong gfn)
+    {
+        using var _ = S.Current.Enter("fast_page_fault");
+        await S.Point(PointKind.SpteWrite, gfn);
+        if (slot.Tables[slot.Block(gfn)] == SpteTable.HugeLeaf) return false;
+        ref ulong e = ref slot.SpteRef(gfn);
+        var s = new Spte(e);
+        if (!s.Present || s.Writable || !s.HostWritable || slot.ReadOnly) return false;
+        e = s.With(Spte.WritableBit, true).Raw;
+        slot.MarkPageDirty(gfn);
+        return true;
+    }
+
+    /// <summary>
+    /// kvm_tdp_mmu_map / direct_map / stage2 map: install the leaf for <paramref name="gfn"/> under mmu_lock. A 2 MiB leaf
+    /// only if the host maps a THP there now (host_pfn_mapping_level reads the primary PMD under mmu_lock) and the slot
+    /// is aligned. Writable only if GUP saw a writable PTE, the slot is writable and (with dirty logging) the fault is a
+    /// write. Returns true if the SPTE keeps the GUP reference (kvm-hold-page-refs).
+    /// </summary>
+    async ValueTask<bool> MapPage(Memslot slot, ulong gfn, ulong hva, GupResult page, bool write)
+    {
+        using var _ = S.Current.Enter(IsX86 ? "kvm_tdp_mmu_map" : "kvm_pgtable_stage2_map");
+        await S.Point(PointKind.SpteWrite, gfn);
+        bool writable = page.Writable && !slot.ReadOnly && (write || !slot.LogDirty);
+        bool keepRef = _k.Mutated(Mutation.KvmHoldPageRefs);
+        var pmd = _mm.PeekPmd(hva);
+        bool huge = page.Huge && pmd.Present && pmd.Huge && slot.HugeCapable(gfn) && !slot.LogDirty;
+        int b = slot.Block(gfn);
+        if (huge)
+        {
+            long head = page.Pfn - (long)(gfn & 511);
+            DropBlockSptes(slot, b, marksDirty: true);
+            var h = Spte.Make(head, _k.Mem[head].Generation, writable, page.Writable, accessed: true, dirty: write, huge: true);
+            if (keepRef) h = h.With(Spte.RefBit, true);
+            if (!new Spte(slot.HugeSptes[b]).Present) slot.PresentCount++;
+            slot.HugeSptes[b] = h.Raw;
+            slot.Tables[b] = SpteTable.HugeLeaf;
+        }
+        else
+        {
+            if (slot.Tables[b] == SpteTable.HugeLeaf) DropHuge(slot, b, marksDirty: true);
+            slot.Tables[b] = SpteTable.Table;
+            ref ulong e = ref slot.SpteRef(gfn);
+            var old = new Spte(e);
+            if (old.Present)
+            {
+                if (old.HoldsRef) Folio.Put(_k, old.Pfn);
+            }
+            else
+            {
+                slot.Live[b]++;
+                slot.PresentCount++;
+            }
+            var s = Spte.Make(page.Pfn, page.Generation, writable, page.Writable, accessed: true, dirty: write);
+            if (keepRef) s = s.With(Spte.RefBit, true);
+            e = s.Raw;
+        }
+        _k.Stats.Inc(Stat.SptesInstalled);
+        if (writable && write) slot.MarkPageDirty(gfn);
+        // arm64 and the other non-x86 archs never propagate dirty on unmap; they mark the page dirty when mapping it
+        // writable (user_mem_abort: kvm_set_pfn_dirty + mark_page_dirty_in_slot).
+        if (!IsX86 && writable) Folio.MarkDirty(_k, page.Pfn);
+        return keepRef;
+    }
+
+    // ------------------------------------------------------------------ zap
+
+    /// <summary>
+    /// kvm_unmap_gfn_range / kvm_tdp_mmu_zap_leafs / kvm_zap_rmap / stage2 unmap: clear every SPTE of
+    /// <paramref name="slot"/> in [gs, ge) in one step under mmu_lock (write). Before 6.13, x86 transfers the SPTE's
+    /// dirty/accessed bits to the folio (kvm_set_pfn_dirty/accessed). Frees last-level tables as the arch does.
+    /// Returns true if something was zapped (a remote TLB flush is needed).
+    /// </summary>
+    internal async ValueTask<bool> ZapGfnRange(Memslot slot, ulong gs, ulong ge, bool marksDirty)
+    {
+        gs = Math.Max(gs, slot.BaseGfn);
+        ge = Math.Min(ge, slot.EndGfn);
+        if (gs >= ge) return false;
+        using var _ = S.Current.Enter("kvm_unmap_gfn_range");
+        bool rmap = KvmArchInfo.RetryUnderRmapLock(Arch);
+        if (rmap) await RmapLock.Lock();
+        try { return await ZapGfnRangeLocked(slot, gs, ge, marksDirty); }
+        finally { if (rmap) await RmapLock.Unlock(); }
+    }
+
+    async ValueTask<bool> ZapGfnRangeLocked(Memslot slot, ulong gs, ulong ge, bool marksDirty)
+    {
+        await S.Point(PointKind.SpteWrite, gs);
+        if (slot.PresentCount == 0) return false;
+        bool flush = false;
+        var freeing = KvmArchInfo.TableFreeingOf(Arch);
+        for (int b = slot.Block(gs), last = slot.Block(ge - 1); b <= last; b++)
+        {
+            if (slot.Tables[b] == SpteTable.HugeLeaf)
+            {
+                flush |= DropHuge(slot, b, marksDirty);
+                continue;
+            }
+            if (slot.Tables[b] == SpteTable.None) continue;
+            ulong blockFirst = ((slot.BaseGfn >> 9) + (ulong)b) << 9;
+            ulong from = Math.Max(gs, blockFirst), to = Math.Min(ge, blockFirst + 512);
+            if (slot.Live[b] != 0)
+                for (ulong g = from; g < to; g++) flush |= DropSpte(slot, g, b, marksDirty);
+            if ((freeing == TableFreeing.WhenEmpty && slot.Live[b] == 0) ||
+                (freeing == TableFreeing.WhenRangeCoversTable && from == blockFirst && to == blockFirst + 512 && slot.Live[b] == 0))
+                slot.Tables[b] = SpteTable.None;
+        }
+        return flush;
+    }
+
+    /// <summary>mmu_spte_clear_track_bits for one 4 KiB SPTE. No scheduling point (caller's step).</summary>
+    bool DropSpte(Memslot slot, ulong gfn, int block, bool marksDirty)
+    {
+        ref ulong e = ref slot.SpteRef(gfn);
+        var s = new Spte(e);
+        if (!s.Present) return false;
+        e = 0;
+        slot.Live[block]--;
+        slot.PresentCount--;
+        TrackBits(s, marksDirty);
+        return true;
+    }
+
+    bool DropHuge(Memslot slot, int block, bool marksDirty)
+    {
+        var h = new Spte(slot.HugeSptes[block]);
+        slot.HugeSptes[block] = 0;
+        slot.Tables[block] = SpteTable.None;
+        if (!h.Present) return false;
+        slot.PresentCount--;
+        TrackBits(h, marksDirty);
+        return true;
+    }
+
+    /// <summary>Remove every 4 KiB SPTE of a block (before a huge leaf replaces its table).</summary>
+    void DropBlockSptes(Memslot slot, int block, bool marksDirty)
+    {
+        if (slot.Live[block] == 0) return;
+        ulong blockFirst = ((slot.BaseGfn >> 9) + (ulong)block) << 9;
+        for (ulong g = Math.Max(blockFirst, slot.BaseGfn); g < Math.Min(blockFirst + 512, slot.EndGfn); g++)
+            DropSpte(slot, g, block, marksDirty);
+    }
+
+    /// <summary>
+    /// The A/D propagation of a zapped SPTE: x86 before 6.13 calls kvm_set_pfn_accessed/kvm_set_pfn_dirty (dirty = the D
+    /// bit, or W when the SPTE has no A/D bits); kvm-hold-page-refs drops the SPTE's page reference here.
+    /// </summary>
+    void TrackBits(Spte s, bool marksDirty)
+    {
+        _k.Stats.Inc(Stat.SptesZapped);
+        _k.S.Charge(CostKind.Zap);
+        if (marksDirty && IsX86 && Era.Has(Feature.KvmZapMarksDirty) && s.Pfn != PhysMem.ZeroPfn)
+        {
+            if (s.Dirty || (NoAccessedBit && s.Writable)) Folio.MarkDirty(_k, s.Pfn);
+            if (s.Accessed) MarkAccessed(s.Pfn);
+        }
+        if (s.HoldsRef) Folio.Put(_k, s.Pfn);
+    }
+
+    void MarkAccessed(long pfn)
+    {
+        if (pfn == PhysMem.ZeroPfn) return;
+        _k.Mem[_k.Mem.FolioOf(pfn)].Set(PageFlags.Referenced);
+    }
+
+    /// <summary>
+    /// kvm_flush_remote_tlbs: make every vCPU drop its cached translations (KVM_REQ_TLB_FLUSH + IPI). Until this returns,
+    /// a vCPU may still use a zapped SPTE from its TLB.
+    /// </summary>
+    internal async ValueTask FlushRemoteTlbs()
+    {
+        using var _ = S.Current.Enter("kvm_flush_remote_tlbs");
+        await S.Point(PointKind.TlbFlush);
+        foreach (var v in _vcpus) v.FlushTlb();
+        _k.Stats.Inc(Stat.KvmRemoteTlbFlushes);
+        _k.S.Charge(CostKind.Ipi);
+    }
+
+    bool AnyTlbEntry()
+    {
+        foreach (var v in _vcpus)
+            if (v.TlbEntries > 0) return true;
+        return false;
+    }
+
+    // ------------------------------------------------------------------ aging
+
+    /// <summary>
+    /// kvm_age_gfn (<paramref name="clear"/>) / kvm_test_age_gfn over [gs, ge): young if an SPTE has its Accessed bit;
+    /// aging clears it. A VM without A bits (<see cref="NoAccessedBit"/>) emulates Accessed by presence and ages by
+    /// zapping (dirty propagated first, §5(d7)). Runs under mmu_lock (write).
+    /// </summary>
+    async ValueTask<bool> AgeGfn(Memslot slot, ulong gs, ulong ge, bool clear)
+    {
+        gs = Math.Max(gs, slot.BaseGfn);
+        ge = Math.Min(ge, slot.EndGfn);
+        if (gs >= ge) return false;
+        using var _ = S.Current.Enter(clear ? "kvm_age_gfn" : "kvm_test_age_gfn");
+        await S.Point(clear ? PointKind.SpteWrite : PointKind.SpteRead, gs);
+        bool young = false;
+        for (int b = slot.Block(gs), last = slot.Block(ge - 1); b <= last; b++)
+        {
+            if (slot.Tables[b] == SpteTable.HugeLeaf)
+            {
+                var h = new Spte(slot.HugeSptes[b]);
+                if (!h.Present) continue;
+                if (NoAccessedBit) { young = true; if (clear) DropHuge(slot, b, marksDirty: true); }
+                else if (h.Accessed) { young = true; if (clear) slot.HugeSptes[b] = h.With(Spte.AccessedBit, false).Raw; }
+                continue;
+            }
+            if (slot.Live[b] == 0) continue;
+            ulong blockFirst = ((slot.BaseGfn >> 9) + (ulong)b) << 9;
+            for (ulong g = Math.Max(gs, blockFirst), to = Math.Min(ge, blockFirst + 512); g < to; g++)
+            {
+                ref ulong e = ref slot.SpteRef(g);
+                var s = new Spte(e);
+                if (!s.Present) continue;
+                if (NoAccessedBit)
+                {
+                    young = true;
+                    if (clear) DropSpte(slot, g, b, marksDirty: true);
+                }
+                else if (s.Accessed)
+                {
+                    young = true;
+                    if (clear) e = s.With(Spte.AccessedBit, false).Raw;
+                }
+            }
+        }
+        return young;
+    }
+
+    // ------------------------------------------------------------------ change_pte per arch
+
+    /// <summary>
+    /// kvm_set_spte_gfn for the VM's arch (§3.4): what a change_pte to <paramref name="pte"/> does to the SPTE of
+    /// <paramref name="gfn"/>. Counts calls that found a present SPTE. Returns whether a remote flush is needed.
+    /// </summary>
+    async ValueTask<bool> SetSpteGfn(Memslot slot, ulong gfn, Pte pte)
+    {
+        using var _ = S.Current.Enter("kvm_set_spte_gfn");
+        await S.Point(PointKind.SpteWrite, gfn);
+        int b = slot.Block(gfn);
+        ref ulong e = ref slot.SpteRef(gfn);
+        var old = new Spte(e);
+        bool hugePresent = slot.Tables[b] == SpteTable.HugeLeaf && new Spte(slot.HugeSptes[b]).Present;
+        if (old.Present || hugePresent) _k.Stats.Inc(Stat.KvmChangePteFoundPresent);
+        long pfn = pte.Pfn;
+        ushort gen = pte.Present ? _k.Mem[pfn].Generation : (ushort)0;
+        switch (Arch)
+        {
+            case KvmArch.X86Tdp:
+            case KvmArch.X86Shadow:
+                // kvm_set_pte_rmap / TDP set_spte_gfn: only an existing 4K leaf is touched: dropped if the new PTE is
+                // writable, else rewritten read-only to the new pfn (old dirtiness transferred).
+                if (hugePresent) return DropHuge(slot, b, marksDirty: true);
+                if (!old.Present) return false;
+                if (pte.Writable || !pte.Present) return DropSpte(slot, gfn, b, marksDirty: true);
+                TrackBits(old, marksDirty: true);
+                _k.Stats.Inc(Stat.SptesInstalled);
+                e = Spte.Make(pfn, gen, writable: false, hostWritable: false, accessed: false, dirty: false).Raw;
+                return true;
+            case KvmArch.Mips:
+            {
+                // kvm_mips_pte_for_gpa(kvm, NULL, gpa): no table, nothing; else write the host PTE unconditionally.
+                if (slot.Tables[b] != SpteTable.Table) return false;
+                var hostPte = pte;
+                if (slot.LogDirty && !old.Dirty) hostPte = hostPte.Mkclean();
+                else if (slot.ReadOnly) hostPte = hostPte.Wrprotect();
+                if (!hostPte.Present)
+                {
+                    if (old.Present) DropSpte(slot, gfn, b, marksDirty: false);
+                }
+                else
+                {
+                    // MIPS hardware writes only through a PTE with _PAGE_DIRTY (its write-enable bit).
+                    if (!old.Present) { slot.Live[b]++; slot.PresentCount++; }
+                    e = Spte.Make(pfn, gen, writable: hostPte.Writable && hostPte.Dirty, hostWritable: hostPte.Writable,
+                        accessed: hostPte.Accessed, dirty: hostPte.Dirty).Raw;
+                    _k.Stats.Inc(Stat.SptesInstalled);
+                }
+                if (!old.Present || !old.Accessed) return false;
+                return !hostPte.Present || !hostPte.Accessed || old.Pfn != pfn || (old.Dirty && !hostPte.Dirty);
+            }
+            case KvmArch.Arm64:
+            case KvmArch.RiscV:
+                // kvm_pgtable_stage2_map / gstage_map_page with a NULL memory cache: a read-only leaf iff the last-level
+                // table exists (allocating one fails with -ENOMEM, ignored). Replacing a valid leaf is break-before-make.
+                if (slot.Tables[b] != SpteTable.Table || !pte.Present) return false;
+                if (!old.Present) { slot.Live[b]++; slot.PresentCount++; }
+                else TrackBits(old, marksDirty: false);
+                e = Spte.Make(pfn, gen, writable: false, hostWritable: false, accessed: true, dirty: false).Raw;
+                _k.Stats.Inc(Stat.SptesInstalled);
+                return old.Present;
+            case KvmArch.PpcBook3s:
+            case KvmArch.PpcE500:
+                // kvm_set_spte_gfn_hv / _pr / e500: unmap; the next guest access faults the new page in.
+                if (hugePresent) return DropHuge(slot, b, marksDirty: true);
+                return await ZapGfnRange(slot, gfn, gfn + 1, marksDirty: true);
+            case KvmArch.LoongArch:
+            default:
+            {
+                // kvm_set_spte_gfn (loongarch): lookup without cache; absent or old -> clear, no flush; else install the
+                // new pfn, writable only if both old and new were writable.
+                if (slot.Tables[b] != SpteTable.Table) return false;
+                if (!old.Present || !old.Accessed)
+                {
+                    if (old.Present) DropSpte(slot, gfn, b, marksDirty: false);
+                    return false;
+                }
+                if (!pte.Present) return DropSpte(slot, gfn, b, marksDirty: false);
+                e = Spte.Make(pfn, gen, writable: old.Writable && pte.Writable, hostWritable: pte.Writable, accessed: true, dirty: old.Dirty).Raw;
+                _k.Stats.Inc(Stat.SptesInstalled);
+                return true;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ dirty logging
+
+    /// <summary>
+    /// kvm_mmu_slot_remove_write_access (dirty logging switched on): write-protect every SPTE of the slot, huge ones
+    /// included, under mmu_lock, and flush.
+    /// </summary>
+    async ValueTask WriteProtectSlot(Memslot slot)
+    {
+        using var _ = S.Current.Enter("kvm_mmu_slot_remove_write_access");
+        await MmuLock.Lock();
+        await S.Point(PointKind.SpteWrite, slot.BaseGfn);
+        bool flush = false;
+        for (ulong g = slot.BaseGfn; g < slot.EndGfn; g++)
+        {
+            ref ulong e = ref slot.SpteRef(g);
+            var s = new Spte(e);
+            if (s.Present && s.Writable) { e = s.With(Spte.WritableBit, false).Raw; flush = true; }
+        }
+        for (int b = 0; b < slot.HugeSptes.Length; b++)
+        {
+            var h = new Spte(slot.HugeSptes[b]);
+            if (h.Present && h.Writable) { slot.HugeSptes[b] = h.With(Spte.WritableBit, false).Raw; flush = true; }
+        }
+        if (flush) await FlushRemoteTlbs();
+        await MmuLock.Unlock();
+    }
+
+    /// <summary>
+    /// KVM_GET_DIRTY_LOG (kvm_get_dirty_log_protect): under mmu_lock take and clear the slot's dirty bitmap and
+    /// write-protect the SPTEs of the gfns it named (kvm_arch_mmu_enable_log_dirty_pt_masked), flush; return those gfns.
+    /// </summary>
+    public async ValueTask<List<ulong>> GetDirtyLog(Memslot slot)
+    {
+        using var _ = S.Current.Enter("kvm_get_dirty_log_protect");
+        var gfns = new List<ulong>();
+        if (slot.DirtyBitmap == null) return gfns;
+        await SlotsLock.Lock();
+        await MmuLock.Lock();
+        await S.Point(PointKind.SpteWrite, slot.BaseGfn);
+        bool flush = false;
+        var bm = slot.DirtyBitmap;
+        for (int w = 0; w < bm.Length; w++)
+        {
+            ulong mask = bm[w];
+            bm[w] = 0;
+            while (mask != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(mask);
+                mask &= mask - 1;
+                ulong gfn = slot.BaseGfn + (ulong)(w * 64 + bit);
+                gfns.Add(gfn);
+                int b = slot.Block(gfn);
+                if (slot.Tables[b] == SpteTable.HugeLeaf)
+                {
+                    var h = new Spte(slot.HugeSptes[b]);
+                    if (h.Writable) { slot.HugeSptes[b] = h.With(Spte.WritableBit, false).Raw; flush = true; }
+                    continue;
+                }
+                ref ulong e = ref slot.SpteRef(gfn);
+                var s = new Spte(e);
+                if (s.Present && s.Writable) { e = s.With(Spte.WritableBit, false).Raw; flush = true; }
+            }
+        }
+        if (flush) await FlushRemoteTlbs();
+        await MmuLock.Unlock();
+        await SlotsLock.Unlock();
+        return gfns;
+    }
+}

@@ -1,0 +1,183 @@
+using MmuSim.Mm;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Kvm;
+
+/// <summary>Result of a guest access: the value read (or written), or the error the VMM got.</summary>
+public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultResult Error)
+{
+    public override string ToString() => Ok ? $"0x{Value:x}" : Error.ToString();
+}
+
+/// <summary>
+/// struct kvm_vcpu: a virtual CPU running guest code. Guest loads and stores go through its TLB, then the SPTEs (the
+/// hardware walk, which sets Accessed/Dirty); a missing or read-only translation is a VM exit into
+/// <see cref="Kvm.PageFault"/>.
+/// </summary>
+/// <remarks>
+/// The TLB is direct-mapped (64 entries indexed by gfn): gfn, hva and the cached <see cref="Spte"/> (4 KiB piece, with
+/// the W and D state at fill time). An entry survives the zap of its SPTE until <see cref="Kvm.FlushRemoteTlbs"/>;
+/// the checker sees the entries (<see cref="CollectTlb"/>), so a flush that comes too late is a violation. A store
+/// through an entry whose D bit is clear re-walks (the hardware's dirty-bit assist). Touched only by the scheduler thread.
+/// </remarks>
+public sealed class KvmVcpu
+{
+    public const int TlbSize = 64;
+
+    /// <summary>Retries of one access before it is reported as a liveness violation (a stuck in_progress).</summary>
+    public const int MaxRetries = 2000;
+
+    readonly Kvm _kvm;
+    readonly ulong[] _tlbGfn = new ulong[TlbSize];
+    readonly ulong[] _tlbHva = new ulong[TlbSize];
+    readonly ulong[] _tlbSpte = new ulong[TlbSize];
+    readonly string _where;
+
+    internal KvmVcpu(Kvm kvm, int index)
+    {
+        _kvm = kvm;
+        Index = index;
+        _where = $"{kvm.Name} vcpu{index} tlb";
+    }
+
+    public int Index { get; }
+
+    public Kvm Kvm => _kvm;
+
+    /// <summary>KVM_REQ_APIC_PAGE_RELOAD pending.</summary>
+    public bool ApicPageReloadRequested { get; set; }
+
+    /// <summary>Valid TLB entries.</summary>
+    public int TlbEntries { get; private set; }
+
+    /// <summary>The cached translation of <paramref name="gfn"/>, if any (tests).</summary>
+    public Spte TlbLookup(ulong gfn)
+    {
+        int i = (int)(gfn & (TlbSize - 1));
+        return _tlbGfn[i] == gfn ? new Spte(_tlbSpte[i]) : Spte.None;
+    }
+
+    internal void FlushTlb()
+    {
+        if (TlbEntries == 0) return;
+        Array.Clear(_tlbSpte);
+        TlbEntries = 0;
+    }
+
+    internal void CollectTlb(List<SecondaryTranslation> into)
+    {
+        if (TlbEntries == 0) return;
+        for (int i = 0; i < TlbSize; i++)
+        {
+            var s = new Spte(_tlbSpte[i]);
+            if (s.Present) into.Add(new SecondaryTranslation(_tlbHva[i], s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, _where));
+        }
+    }
+
+    /// <summary>Guest load from <paramref name="gfn"/>.</summary>
+    public ValueTask<GuestAccessResult> GuestRead(ulong gfn) => GuestAccess(gfn, write: false, 0);
+
+    /// <summary>Guest store of <paramref name="value"/> to <paramref name="gfn"/>.</summary>
+    public ValueTask<GuestAccessResult> GuestWrite(ulong gfn, ulong value) => GuestAccess(gfn, write: true, value);
+
+    /// <summary>
+    /// vcpu_enter_guest + the guest's access: hit the TLB or the SPTE when it permits, else VM exit (counted by cause)
+    /// into the fault path and re-enter; a retry re-enters after the exit cost; errors go back to the VMM.
+    /// </summary>
+    public async ValueTask<GuestAccessResult> GuestAccess(ulong gfn, bool write, ulong value)
+    {
+        var k = _kvm.Kernel;
+        using var _ = k.S.Current.Enter(write ? "guest_write" : "guest_read");
+        k.Stats.Inc(write ? Stat.GuestWrites : Stat.GuestReads);
+        int retries = 0;
+        while (true)
+        {
+            await k.S.Point(PointKind.GuestAccess, gfn);
+            if (_kvm.Destroyed) return new GuestAccessResult(false, 0, KvmFaultResult.Efault);
+            if (TryAccess(gfn, write, value, out ulong result, out bool present)) return new GuestAccessResult(true, result, default);
+            k.Stats.Inc(Stat.VmExits);
+            k.Stats.Inc(present ? Stat.VmExitsWriteProtect : Stat.VmExitsEptViolation);
+            k.S.Charge(CostKind.VmExit);
+            var r = await _kvm.PageFault(this, gfn, write, present);
+            if (r == KvmFaultResult.Fixed) continue;
+            if (r is KvmFaultResult.Efault or KvmFaultResult.NoSlot)
+            {
+                k.Stats.Inc(Stat.KvmEfaults);
+                return new GuestAccessResult(false, 0, r);
+            }
+            if (++retries > MaxRetries)
+            {
+                k.S.Fail(Invariants.Liveness,
+                    $"{_kvm.Name} vcpu{Index}: fault on gfn 0x{gfn:x} retried {MaxRetries} times (in_progress {_kvm.InvalidateInProgress}, seq {_kvm.InvalidateSeq})",
+                    0);
+                return new GuestAccessResult(false, 0, KvmFaultResult.Retry);
+            }
+            await k.S.Sleep(k.S.Costs[CostKind.VmExit]); // RET_PF_RETRY: back into the guest, which faults again
+        }
+    }
+
+    /// <summary>
+    /// The hardware part: TLB lookup, else SPTE walk (sets A, and D for a store, fills the TLB); report the access to
+    /// the checker before it takes effect; move the data. No scheduling point (part of the caller's step).
+    /// </summary>
+    bool TryAccess(ulong gfn, bool write, ulong value, out ulong result, out bool present)
+    {
+        var k = _kvm.Kernel;
+        result = 0;
+        present = false;
+        int i = (int)(gfn & (TlbSize - 1));
+        long pfn;
+        ushort gen;
+        ulong hva;
+        var t = new Spte(_tlbSpte[i]);
+        if (_tlbGfn[i] == gfn && t.Present && (!write || (t.Writable && t.Dirty)))
+        {
+            pfn = t.Pfn;
+            gen = t.Generation;
+            hva = _tlbHva[i];
+            k.Stats.Inc(Stat.GuestTlbHits);
+        }
+        else
+        {
+            var slot = _kvm.GfnToMemslot(gfn);
+            if (slot == null) return false;
+            int b = slot.Block(gfn);
+            Spte s;
+            if (slot.Tables[b] == SpteTable.HugeLeaf)
+            {
+                ref ulong h = ref slot.HugeSptes[b];
+                s = new Spte(h);
+                if (!s.Present) return false;
+                present = true;
+                if (write && !s.Writable) return false;
+                if (!_kvm.NoAccessedBit) h = s.With(Spte.AccessedBit, true).With(Spte.DirtyBit, s.Dirty || write).Raw;
+                pfn = s.PfnAt((int)(gfn & 511));
+            }
+            else
+            {
+                ref ulong e = ref slot.SpteRef(gfn);
+                s = new Spte(e);
+                if (!s.Present) return false;
+                present = true;
+                if (write && !s.Writable) return false;
+                if (!_kvm.NoAccessedBit) e = s.With(Spte.AccessedBit, true).With(Spte.DirtyBit, s.Dirty || write).Raw;
+                pfn = s.Pfn;
+            }
+            gen = s.Generation; // a huge SPTE records its head's generation; a 2 MiB block is allocated and freed whole
+            hva = slot.GfnToHva(gfn);
+            var cached = Spte.Make(pfn, gen, s.Writable, s.HostWritable, accessed: true, dirty: s.Dirty || write);
+            if (!new Spte(_tlbSpte[i]).Present) TlbEntries++;
+            _tlbGfn[i] = gfn;
+            _tlbHva[i] = hva;
+            _tlbSpte[i] = cached.Raw;
+        }
+        k.Checker.OnSecondaryAccess(_kvm, hva, pfn, gen, write);
+        k.S.Charge(CostKind.Access);
+        if (write) k.Mem[pfn].Contents = value;
+        result = k.Mem[pfn].Contents;
+        return true;
+    }
+
+    public override string ToString() => $"{_kvm.Name} vcpu{Index}";
+}
