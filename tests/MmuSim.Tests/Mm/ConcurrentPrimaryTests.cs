@@ -171,6 +171,13 @@ public class ConcurrentPrimaryTests
             mm.InsertVma(new Vma(mm, S, S + 0x8000, Prot.ReadWrite, VmFlags.None));
             mm.InsertVma(new Vma(mm, Hg, Hg + 0x200000, Prot.ReadWrite, VmFlags.HugePage));
             var rec = Recorder(k, mm);
+            var dev = new Devices.DeviceMirror(k, mm, "dmirror");
+            bool withDev = era != "4.10"; // 3.6-4.12 have the known races 5(a)/5(b)
+            if (withDev)
+            {
+                k.Checker.AddSecondary(dev);
+                Run(k, async _ => { await mm.Notifiers.Register(dev); }, "register-dev");
+            }
             MmStruct? child = null;
             var rnd = new Random((int)seed);
             ulong Addr(int i) => i < 8 ? S + (ulong)i * 0x1000 : Hg + (ulong)(i - 8) * 0x41000;
@@ -209,6 +216,12 @@ public class ConcurrentPrimaryTests
                 await UserOps(() => mm, r0, 8);
             });
             k.S.Spawn("task1", async _ => await UserOps(() => child, r1, 14));
+            var r3 = new Random(rnd.Next());
+            if (withDev)
+                k.S.Spawn("device", async _ =>
+                {
+                    for (int j = 0; j < 10; j++) await dev.Access(Addr(r3.Next(12)), write: r3.Next(2) == 0, (ulong)r3.Next(1, 1000));
+                });
             k.S.Spawn("kswapd", async _ =>
             {
                 for (int j = 0; j < 16; j++)
