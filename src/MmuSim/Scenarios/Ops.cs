@@ -163,7 +163,6 @@ public sealed class OpRegistry
         CoreOps.Register,
         Kvm.KvmOps.Register,
         Ksm.KsmOps.Register,
-        Explore.CatalogOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
