@@ -131,7 +131,11 @@ public sealed partial class Kvm
     /// </summary>
     async ValueTask<bool> MmuInvalidateRetry(ulong mmuSeq, ulong gfn, ulong hva)
     {
-        using var _ = S.Current.Enter(Era.Has(Feature.KvmRetryGfnRange) && KvmArchInfo.UsesRangeRetry(Arch) ? "mmu_invalidate_retry_gfn" : "mmu_invalidate_retry");
+        bool range = KvmArchInfo.UsesRangeRetry(Arch);
+        using var _ = S.Current.Enter(
+            Era.Has(Feature.KvmRetryGfnRange) && range ? "mmu_invalidate_retry_gfn" :
+            Era.Has(Feature.KvmRetryHvaRange) && range ? "mmu_notifier_retry_hva" :
+            Era.Has(Feature.KvmMmuInvalidateNames) ? "mmu_invalidate_retry" : "mmu_notifier_retry");
         if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
         if (!_k.Mutated(Mutation.KvmNoCountCheck) && InvalidateInProgress != 0)
         {

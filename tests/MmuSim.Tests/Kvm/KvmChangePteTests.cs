@@ -274,3 +274,33 @@ public class KvmKsmChangePteTests
         Assert.Equal(mergesAnyway, t.K.Mem[t.Mm.PeekPte(KvmKit.Hva).Pfn].Has(PageFlags.Ksm));
     }
 }
+
+public class KvmChangePteWarnTests
+{
+    /// <summary>
+    /// From 5.13 KVM WARNs when change_pte arrives with no invalidation in flight (c13fda237f08): a KSM that calls
+    /// set_pte_at_notify without start/end (the ksm-no-notifier-bracket mutation) trips it. Before 5.13 it is silent.
+    /// </summary>
+    [Theory]
+    [InlineData("6.8", true)]
+    [InlineData("5.13", true)]
+    [InlineData("4.19", false)]
+    public void ChangePteOutsideStartEndTripsTheWarnFrom5_13(string era, bool warns)
+    {
+        var t = new KvmKit(era, pages: 4, options: new KernelOptions { Mutations = new HashSet<Mutation> { Mutation.KsmNoNotifierBracket } });
+        var v = t.Do(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0xAB);
+            await t.GuestWrite(KvmKit.Gfn0 + 1, 0xAB);
+            await MmuSim.Ksm.Ksmd.Of(t.K).KsmMadvise(t.Mm, KvmKit.Hva, 2 * MmStruct.PageSize, mergeable: true);
+            await MmuSim.Ksm.Ksmd.Of(t.K).ScanFull(2);
+        });
+        if (warns)
+        {
+            Assert.NotNull(v);
+            Assert.Equal(MmuSim.Sched.Invariants.Pairing, v!.Invariant);
+            Assert.Equal("kvm_mmu_notifier_change_pte", v.Function);
+        }
+        else Assert.True(v == null || v.Function != "kvm_mmu_notifier_change_pte", v?.ToString());
+    }
+}

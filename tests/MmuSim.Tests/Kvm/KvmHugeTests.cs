@@ -80,7 +80,7 @@ public class KvmHugeTests
     /// <summary>A THP-eligible VMA faulted by the guest through GUP; the primary maps a real THP.</summary>
     static KvmKit2 RealThp(string era)
     {
-        var k = Harness.Kernel(era, options: new KernelOptions { InitialPageTables = 64 });
+        var k = Harness.Kernel(era);
         var mm = Harness.MmWithVma(k, HugeHva, 2 * MmStruct.PmdSize, VmFlags.HugePage);
         MmuSim.Kvm.Kvm vm = null!;
         Assert.Null(Harness.Run(k, async _ =>

@@ -11,6 +11,7 @@ public class KvmScenarioTests
     [
         "kvm-fault-vs-invalidate", "kvm-munmap", "kvm-dontneed", "kvm-exit", "kvm-zap-on-start", "kvm-double-invalidate",
         "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs", "kvm-retry-barriers", "kvm-ksm",
+        "kvm-mprotect", "kvm-fork-cow", "kvm-reclaim", "kvm-migrate",
     ];
 
     public static TheoryData<string, string> BuiltInsByEra()
