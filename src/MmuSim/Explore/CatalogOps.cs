@@ -15,6 +15,25 @@ public static class CatalogOps
             ["process", "addr"], [], Reclaim) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("migrate", "migrate_pages of the folio mapped at addr to a new frame (no-op if none is mapped)",
             ["process", "addr"], [], MigrateOp) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("iommu.bind", "bind an IOMMU-style device whose TLB shares the process's page tables (iommu_sva_bind_device); name it for iommu.dma-read",
+            ["process"], ["name"], IommuBind));
+        r.Register(new OpSpec("iommu.dma-read", "device DMA read of addr through the IOTLB (walks the CPU page table on a miss)",
+            ["iommu", "addr"], [], IommuDmaRead));
+    }
+
+    static async ValueTask IommuBind(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        string name = a.GetString("name", "iommu0");
+        var dev = new Devices.SharedPtTlbDevice(w.K, mm, name);
+        await dev.Bind();
+        w.Objects[name] = dev;
+    }
+
+    static async ValueTask IommuDmaRead(ScenarioWorld w, OpArgs a)
+    {
+        var dev = w.Get<Devices.SharedPtTlbDevice>(a, "iommu");
+        await dev.DmaRead(a.GetAddress("addr"));
     }
 
     static async ValueTask Reclaim(ScenarioWorld w, OpArgs a)
