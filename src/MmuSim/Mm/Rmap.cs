@@ -316,7 +316,8 @@ public static class Rmap
     /// <summary>
     /// page_mkclean_one (page_vma_mkclean_one): write-protect and clean the PTEs (or the huge PMD) mapping the folio.
     /// Up to 4.12: invalidate_page(address) per cleaned PTE, under the PTL up to 3.5 and after it from 3.6 (only the
-    /// first address for a huge PMD: §5(b)); 4.13+: start/end PROTECTION_PAGE over the whole part of the folio.
+    /// first address for a huge PMD: §5(b)); 4.13+: start/end PROTECTION_PAGE over the whole part of the folio, and in
+    /// 4.13-4.14 also invalidate_range under the PTL for each cleaned entry (later dropped: a downgrade needs none).
     /// </summary>
     public static async ValueTask<int> PageMkcleanOne(Vma vma, ulong addr, long head, int first, int count)
     {
@@ -325,6 +326,7 @@ public static class Rmap
         using var _ = k.S.Current.Enter("page_mkclean_one");
         bool rangeNotify = k.Era.Has(Feature.RmapRangeNotify);
         bool ipUnder = k.Era.Has(Feature.InvalidatePageUnderPtl), ipAfter = k.Era.Has(Feature.InvalidatePageAfterPtl);
+        bool irUnder = k.Era.Has(Feature.MkcleanInvalidateRange);
         MmuNotifierRange? range = null;
         if (rangeNotify)
         {
@@ -345,6 +347,7 @@ public static class Rmap
                 await mm.SetPmd(addr, pmd.Wrprotect().Mkclean());
                 await Tlb.FlushTlbRange(mm, addr, addr + MmStruct.PmdSize);
                 if (ipUnder) await mm.Notifiers.InvalidatePage(addr);
+                if (irUnder) await mm.Notifiers.InvalidateRange(addr, addr + MmStruct.PmdSize);
                 cleaned++;
                 did = true;
             }
@@ -367,6 +370,7 @@ public static class Rmap
                 {
                     var old = ipUnder ? await Tlb.PtepClearFlushNotify(mm, t, a) : await Tlb.PtepClearFlush(mm, t, a);
                     await mm.SetPte(t, a, old.Wrprotect().Mkclean());
+                    if (irUnder) await mm.Notifiers.InvalidateRange(a, a + MmStruct.PageSize);
                     cleaned++;
                     did = true;
                 }

@@ -40,7 +40,11 @@ public sealed class KvmKit
         return K.Run();
     }
 
-    public void MustDo(Func<ValueTask> body, string name = "t") => Assert.Null(Do(body, name));
+    public void MustDo(Func<ValueTask> body, string name = "t")
+    {
+        Assert.Null(Do(body, name));
+        Vm.AssertInvariants();
+    }
 
     public async ValueTask<ulong> GuestRead(ulong gfn, int vcpu = 0)
     {

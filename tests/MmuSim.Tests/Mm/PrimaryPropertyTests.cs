@@ -61,7 +61,7 @@ public class PrimaryPropertyTests
     {
         // Fixed seed: CI is deterministic. MMUSIM_PROP_SEED / MMUSIM_PROP_TESTS explore further by hand.
         ulong seed = ulong.TryParse(Environment.GetEnvironmentVariable("MMUSIM_PROP_SEED"), out var s0) ? s0 : 20261121UL;
-        int tests = int.TryParse(Environment.GetEnvironmentVariable("MMUSIM_PROP_TESTS"), out var t0) ? t0 : 200;
+        int tests = int.TryParse(Environment.GetEnvironmentVariable("MMUSIM_PROP_TESTS"), out var t0) ? t0 : 150;
         var config = Config.QuickThrowOnFailure.WithMaxTest(tests).WithEndSize(50)
             .WithReplay(new Replay(new Rnd(seed, 0x9E3779B97F4A7C15UL), null));
         var totals = new Stats();
@@ -102,6 +102,22 @@ public class PrimaryPropertyTests
                 if (mms[p] == null) continue;
                 for (int i = 0; i < Pages; i++) await CheckRead(mms[p]!, model[p], i, Fail);
             }
+            if (failure != null) return;
+            // Swap slots are used exactly by the swap PTEs; after both exits nothing leaks.
+            var uses = new Dictionary<int, int>();
+            foreach (var mm in mms)
+                for (ulong a = A; mm != null && a < H + MmStruct.PmdSize; a += MmStruct.PageSize)
+                {
+                    var pte = mm.PeekPte(a);
+                    if (pte.SwapKind == SwapType.Swap) uses[(int)pte.Pfn] = uses.GetValueOrDefault((int)pte.Pfn) + 1;
+                }
+            if (uses.Count != k.Swap.InUse) Fail($"{k.Swap.InUse} swap slots in use, swap PTEs name {uses.Count}");
+            foreach (var (slot, n) in uses)
+                if (k.Swap.RefCount(slot) != n) Fail($"swap slot {slot}: count {k.Swap.RefCount(slot)}, {n} swap PTEs");
+            foreach (var mm in mms)
+                if (mm != null) await Mmap.ExitMmap(mm);
+            if (k.Mem.Allocated != 0) Fail($"{k.Mem.Allocated} frames still allocated after both processes exited");
+            if (k.Swap.InUse != 0) Fail($"{k.Swap.InUse} swap slots still in use after both processes exited");
         }
 
         var v = Harness.Run(k, async _ => await Body());

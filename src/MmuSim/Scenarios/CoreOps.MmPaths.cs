@@ -1,20 +1,13 @@
-// TODO(primary paths): these ops call the mm paths being written on branch `primary` (Fork, Mprotect, Mremap,
-// Vmscan, Rmap, PageWriteback, Migrate, Uprobes, OomKill, Madvise). They are compiled only with
-// MMUSIM_PRIMARY_PATHS until that branch lands on main; then delete the #if (and the define) and they register
-// themselves through RegisterPending.
-#if MMUSIM_PRIMARY_PATHS
 using MmuSim.Mm;
 using MmuSim.Sched;
 
 namespace MmuSim.Scenarios;
 
+/// <summary>Scenario ops for the primary mm paths: fork, mprotect, mremap, reclaim, aging, writeback, migration, uprobes, OOM reaping.</summary>
 public static partial class CoreOps
 {
-    static partial void RegisterPending(OpRegistry r)
+    static void RegisterMmPaths(OpRegistry r)
     {
-        MadviseHandlers["dontneed"] = (mm, s, e) => Madvise.MadviseDontneed(mm, s, e - s);
-        MadviseHandlers["free"] = async (mm, s, e) => await Madvise.MadviseFree(mm, s, e - s);
-
         r.Register(new OpSpec("fork", "fork: dup_mmap into a new process named child (COW, PROTECTION_PAGE on the parent)",
             ["process", "child"], [], DoFork));
         r.Register(new OpSpec("mprotect", "mprotect(addr, len, prot): PROTECTION_VMA, lazily started at the first populated PMD",
@@ -95,4 +88,3 @@ public static partial class CoreOps
 
     static async ValueTask OomReap(ScenarioWorld w, OpArgs a) => await OomKill.OomReapTask(w.Process(a));
 }
-#endif
