@@ -163,6 +163,7 @@ public sealed class OpRegistry
         CoreOps.Register,
         Kvm.KvmOps.Register,
         Ksm.KsmOps.Register,
+        Explore.CatalogOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>
