@@ -181,6 +181,18 @@ public sealed class MmStruct
     /// <summary>__pmd_alloc: populate PGD/PUD levels so that a PMD table exists for <paramref name="va"/>.</summary>
     public int PmdAlloc(ulong va)
     {
+        // Fast path: both upper levels populated (every fault after the first in a 1 GiB region).
+        var pgd = new Pte(Pool.Entry(Pgd, PageTablePool.PgdIndex(va)));
+        if (pgd.Present)
+        {
+            var pud = new Pte(Pool.Entry(pgd.TableId, PageTablePool.PudIndex(va)));
+            if (pud.Present) return pud.TableId;
+        }
+        return PmdAllocSlow(va);
+    }
+
+    int PmdAllocSlow(ulong va)
+    {
         // AllocTable may grow the pool's array: allocate first, then take the ref (a ref taken before would write
         // into the old array and the entry would be lost).
         if (!new Pte(Pool.Entry(Pgd, PageTablePool.PgdIndex(va))).Present)
