@@ -1,8 +1,5 @@
-// TODO(primary paths): these ops call the mm paths being written on branch `primary` (Fork, Mprotect, Mremap,
-// Vmscan, Rmap, PageWriteback, Migrate, Uprobes, OomKill, Madvise). They are compiled only with
-// MMUSIM_PRIMARY_PATHS until that branch lands on main; then delete the #if (and the define) and they register
-// themselves through RegisterPending.
-#if MMUSIM_PRIMARY_PATHS
+// Ops for the primary mm paths (Fork, Mprotect, Mremap, Vmscan, Rmap, PageWriteback, Migrate, Uprobes, OomKill,
+// Madvise); they register themselves through RegisterPending.
 using MmuSim.Mm;
 using MmuSim.Sched;
 
@@ -95,4 +92,3 @@ public static partial class CoreOps
 
     static async ValueTask OomReap(ScenarioWorld w, OpArgs a) => await OomKill.OomReapTask(w.Process(a));
 }
-#endif
