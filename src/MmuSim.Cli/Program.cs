@@ -21,6 +21,7 @@ public static class Program
     {
         var cli = new CliContext(stdout, stderr);
         var root = new RootCommand("MmuSim: an executable model of Linux MMU notifiers keeping secondary MMUs (KVM, KSM, IOMMU) coherent");
+        root.Subcommands.Add(HistoryCommand.Create(cli));
         root.Subcommands.Add(OpsCommand.Create(cli));
         root.Subcommands.Add(RunCommand.Create(cli));
         root.Subcommands.Add(ListCommand.Create(cli));
