@@ -54,7 +54,7 @@ public sealed record HistoryCell
                 _ => $"violation ({Invariant}, {FormatTime(TimeToBug ?? Elapsed)})",
             };
             if (Stats.Count > 0)
-                s += " " + string.Join(", ", Stats.Select(st => $"{st.Name} {st.Runs}/{StatRuns}"));
+                s += " " + string.Join(", ", Stats.Select(st => $"{st.Name.Replace("kvm_", "")} {st.Runs}/{StatRuns}"));
             return s;
         }
     }
