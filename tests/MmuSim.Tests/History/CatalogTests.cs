@@ -19,14 +19,14 @@ public class CatalogTests
         HistoryRunner.RunCell(ScenarioLoader.LoadBuiltIn(scenario), EraTable.Get(era), Bounded, TimeSpan.FromMinutes(5));
 
     [Theory]
-    [InlineData("invalidate-page-after-ptl", "4.10", "stale-translation")]
-    [InlineData("invalidate-page-after-ptl", "3.6", "stale-translation")]
+    [InlineData("invalidate-page-after-ptl", "4.10", "lost-write")]
+    [InlineData("invalidate-page-after-ptl", "3.6", "lost-write")]
     [InlineData("invalidate-page-after-ptl", "2.6.32", null)]
     [InlineData("invalidate-page-after-ptl", "4.13", null)]
     [InlineData("invalidate-page-sleeping-secondary", "4.13-rc1", "sleep-in-atomic")]
     [InlineData("invalidate-page-sleeping-secondary", "2.6.32", "sleep-in-atomic")]
     [InlineData("invalidate-page-sleeping-secondary", "4.12", null)]
-    [InlineData("thp-invalidate-page", "4.12", "writable-secondary")]
+    [InlineData("thp-invalidate-page", "4.12", "dirty-lost")]
     [InlineData("thp-invalidate-page", "4.13", null)]
     [InlineData("change-pte-dead", "2.6.32", null)]
     [InlineData("change-pte-dead", "4.19", null)]
@@ -112,7 +112,7 @@ public class CatalogTests
 
         var buggy = new Explorer(new ScenarioExplorable(s, EraTable.Get("4.10")), new ExploreOptions { Strategy = dfs, Iterations = 200_000 }).Run();
         Assert.NotNull(buggy.First);
-        Assert.Equal("stale-translation", buggy.First!.Violation.Invariant);
+        Assert.Equal("lost-write", buggy.First!.Violation.Invariant);
     }
 
     [Theory]
@@ -160,7 +160,7 @@ public class CatalogTests
         Assert.Equal(CellStatus.Clean, report[1, 2].Status);
         string text = HistoryFormat.ToText(report);
         Assert.Contains("(a) invalidate-page-after-ptl", text);
-        Assert.Contains("violation (stale-translation, ", text);
+        Assert.Contains("violation (lost-write, ", text);
         Assert.Contains("clean (200 schedules)", text);
         Assert.DoesNotContain("!!", text);
         using var doc = System.Text.Json.JsonDocument.Parse(HistoryFormat.ToJson(report));
