@@ -37,6 +37,33 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
         return c;
     }
 
+    /// <summary>
+    /// Write a table to stdout. On a terminal Spectre renders it; redirected, it is rendered as plain ASCII with no
+    /// trailing padding and no blank lines around it, so that the output diffs and greps well.
+    /// </summary>
+    public void WriteTable(Table table)
+    {
+        if (OutIsTerminal)
+        {
+            AnsiConsole.Console.Write(table);
+            return;
+        }
+        var sw = new StringWriter();
+        var c = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+            Out = new AnsiConsoleOutput(sw),
+        });
+        c.Profile.Width = 200;
+        c.Write(table);
+        var lines = sw.ToString().ReplaceLineEndings("\n").Split('\n').Select(l => l.TrimEnd()).ToList();
+        while (lines.Count > 0 && lines[0].Length == 0) lines.RemoveAt(0);
+        while (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        foreach (var l in lines) Out.WriteLine((l.StartsWith("  ", StringComparison.Ordinal) ? l[2..] : l).Replace('─', '-'));
+    }
+
     /// <summary>A Spectre console over stderr, for progress bars (only when <see cref="InteractiveErr"/>).</summary>
     public IAnsiConsole ErrConsole() => AnsiConsole.Create(new AnsiConsoleSettings
     {

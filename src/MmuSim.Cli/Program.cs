@@ -21,14 +21,14 @@ public static class Program
     {
         var cli = new CliContext(stdout, stderr);
         var root = new RootCommand("MmuSim: an executable model of Linux MMU notifiers keeping secondary MMUs (KVM, KSM, IOMMU) coherent");
-        root.Subcommands.Add(HistoryCommand.Create(cli));
-        root.Subcommands.Add(OpsCommand.Create(cli));
         root.Subcommands.Add(RunCommand.Create(cli));
         root.Subcommands.Add(ListCommand.Create(cli));
         root.Subcommands.Add(ExploreCommand.Create(cli));
         root.Subcommands.Add(ErasCommand.Create(cli));
+        root.Subcommands.Add(OpsCommand.Create(cli));
         root.Subcommands.Add(ReplayCommand.Create(cli));
         root.Subcommands.Add(MutantsCommand.Create(cli));
+        root.Subcommands.Add(HistoryCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;
@@ -57,8 +57,15 @@ public static class Program
             stderr.WriteLine($"mmusim: {e.Field}: {OneLine(e.Message)}");
             return BadInput;
         }
-        catch (Exception e) when (e is ModelException or NotImplementedException or InvalidOperationException)
+        catch (Exception e) when (Inner<ScenarioException>(e) is { } se)
         {
+            // A run-time op error wrapped by the explorer (or a parallel shard): still bad input.
+            stderr.WriteLine(OneLine(se.Message));
+            return BadInput;
+        }
+        catch (Exception e)
+        {
+            // A bug in MmuSim (or an unmodelled path), not bad input: one line, exit 3; MMUSIM_DEBUG=1 shows the trace.
             stderr.WriteLine($"mmusim: internal model error: {e.GetType().Name}: {OneLine(e.Message)}");
             if (Environment.GetEnvironmentVariable("MMUSIM_DEBUG") == "1") stderr.WriteLine(e);
             return InternalError;
@@ -67,6 +74,20 @@ public static class Program
 
     /// <summary>Commands contributed by other parts (history, replay, mutants...): append a factory.</summary>
     public static readonly List<Func<CliContext, Command>> ExtraCommands = [];
+
+    /// <summary>The first <typeparamref name="T"/> in the chain of inner exceptions (and aggregate members).</summary>
+    static T? Inner<T>(Exception? e) where T : Exception
+    {
+        for (int depth = 0; e != null && depth < 16; depth++)
+        {
+            if (e is T t) return t;
+            if (e is AggregateException ae)
+                foreach (var x in ae.InnerExceptions)
+                    if (Inner<T>(x) is { } found) return found;
+            e = e.InnerException;
+        }
+        return null;
+    }
 
     static string OneLine(string s)
     {

@@ -25,6 +25,21 @@ public static class ResultPrinter
             o.WriteLine($"  {v.Message}");
             o.WriteLine($"  at CPU{v.ContextId} ({v.ContextName}) in {v.Function}, step {v.Step}" +
                 (v.Address != 0 ? $", address 0x{v.Address:x}" : "") + (v.Pfn >= 0 ? $", pfn 0x{v.Pfn:x}" : ""));
+            var mem = r.Kernel.Mem;
+            if (v.Pfn >= 0 && mem.IsValidPfn(v.Pfn))
+            {
+                ref var f = ref mem[v.Pfn];
+                o.WriteLine($"  frame pfn 0x{v.Pfn:x}: refcount {f.RefCount}, mapcount {f.MapCount}, generation {f.Generation}, " +
+                    $"flags {f.Flags}, contents 0x{f.Contents:x}");
+            }
+            if (v.Address != 0)
+                foreach (var (name, mm) in r.World.Processes)
+                {
+                    if (mm.Exited) continue;
+                    var (present, pfn, writable, dirty) = mm.Translate(v.Address);
+                    o.WriteLine($"  {name} maps 0x{v.Address:x} -> " +
+                        (present ? $"pfn 0x{pfn:x}{(writable ? " writable" : " read-only")}{(dirty ? " dirty" : "")}" : "nothing"));
+                }
             if (steps != null)
             {
                 o.WriteLine("last steps of each CPU:");
@@ -43,7 +58,7 @@ public static class ResultPrinter
             o.WriteLine();
             var t = new Table().Border(TableBorder.Simple).AddColumn("counter").AddColumn(new TableColumn("value").RightAligned());
             foreach (var (name, value) in stats) t.AddRow(Markup.Escape(name), value.ToString());
-            cli.OutConsole().Write(t);
+            cli.WriteTable(t);
         }
         foreach (var rep in r.Reports)
         {

@@ -9,12 +9,12 @@ namespace MmuSim;
 public sealed record KernelOptions
 {
     /// <summary>Initial physical frames (the array grows on demand up to <see cref="MaxFrames"/>).</summary>
-    public long InitialFrames { get; init; } = 1024;
+    public long InitialFrames { get; init; } = 256;
 
     public long MaxFrames { get; init; } = 1L << 30;
 
     /// <summary>Initial page-table pages (all levels); the pool grows by half again when full.</summary>
-    public int InitialPageTables { get; init; } = 8;
+    public int InitialPageTables { get; init; } = 5;
 
     public MmuSim.Checker.CheckMode CheckMode { get; init; } = MmuSim.Checker.CheckMode.Full;
 

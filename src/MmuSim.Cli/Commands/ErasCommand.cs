@@ -12,10 +12,9 @@ public static class ErasCommand
         var cmd = new Command("eras", "Print the era table: the named kernel eras, and which behaviour each has");
         cmd.SetAction(_ =>
         {
-            var con = cli.OutConsole();
             var eras = new Table().Border(TableBorder.Simple).AddColumn("era").AddColumn("what changed");
             foreach (var e in EraTable.All) eras.AddRow(Markup.Escape(e.Name), Markup.Escape(e.Summary));
-            con.Write(eras);
+            cli.WriteTable(eras);
             cli.Out.WriteLine();
 
             var m = new Table().Border(TableBorder.Simple).AddColumn("feature");
@@ -28,7 +27,7 @@ public static class ErasCommand
                 row.Add(f.Until == KernelVersion.Max ? $"{f.Since}+" : $"{f.Since}..<{f.Until}");
                 m.AddRow(row.Select(Markup.Escape).ToArray());
             }
-            con.Write(m);
+            cli.WriteTable(m);
             return Program.Ok;
         });
         return cmd;

@@ -80,26 +80,13 @@ public static class ExploreCommand
                               $"mutations: {(allMuts.Count == 0 ? "none" : string.Join(", ", allMuts))}");
 
             ExploreReport report;
-            if (cli.InteractiveErr)
+            try { report = RunExplorer(cli, program, options, n); }
+            catch (ExploreException ex)
             {
-                report = null!;
-                cli.ErrConsole().Progress()
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-                    .Start(ctx =>
-                    {
-                        var task = ctx.AddTask("schedules", maxValue: n);
-                        report = new Explorer(program, options with
-                        {
-                            Progress = pr =>
-                            {
-                                task.Value = pr.Schedules;
-                                task.Description = $"schedules ({pr.SchedulesPerSecond:0}/s, {pr.Violations} violations)";
-                            },
-                        }).Run();
-                        task.Value = n;
-                    });
+                cli.Err.WriteLine($"mmusim: internal model error: {ex.Message}");
+                if (Environment.GetEnvironmentVariable("MMUSIM_DEBUG") == "1") cli.Err.WriteLine(ex);
+                return Program.InternalError;
             }
-            else report = new Explorer(program, options).Run();
 
             cli.Err.Write(report.Summary());
             if (report.First is not { } found)
@@ -126,6 +113,33 @@ public static class ExploreCommand
             return Program.Failed;
         });
         return cmd;
+    }
+
+    /// <summary>Run the explorer, with a progress bar (schedules/s) on stderr when stderr is a terminal.</summary>
+    static ExploreReport RunExplorer(CliContext cli, ScenarioExplorable program, ExploreOptions options, int n)
+    {
+        ExploreReport report;
+        if (cli.InteractiveErr)
+        {
+            report = null!;
+            cli.ErrConsole().Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("schedules", maxValue: n);
+                    report = new Explorer(program, options with
+                    {
+                        Progress = pr =>
+                        {
+                            task.Value = pr.Schedules;
+                            task.Description = $"schedules ({pr.SchedulesPerSecond:0}/s, {pr.Violations} violations)";
+                        },
+                    }).Run();
+                    task.Value = n;
+                });
+        }
+        else report = new Explorer(program, options).Run();
+        return report;
     }
 
     /// <summary>30, 30s, 2m, 500ms, 1h, or a TimeSpan (00:01:00).</summary>

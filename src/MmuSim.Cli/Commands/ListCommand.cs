@@ -27,7 +27,7 @@ public static class ListCommand
                 t.AddRow(Markup.Escape(n), s.DefaultEra?.Name ?? "-", $"{s.Threads.Count}+{s.Daemons.Count}d",
                     Markup.Escape(s.Expect.ToString()), Markup.Escape(desc));
             }
-            cli.OutConsole().Write(t);
+            cli.WriteTable(t);
             return Program.Ok;
         });
         return cmd;

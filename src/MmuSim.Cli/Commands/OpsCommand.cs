@@ -16,7 +16,7 @@ public static class OpsCommand
             foreach (var op in OpRegistry.Default.All)
                 t.AddRow(Markup.Escape(op.Name), Markup.Escape(string.Join(", ", op.Required)),
                     Markup.Escape(string.Join(", ", op.Optional)), Markup.Escape(op.Summary));
-            cli.OutConsole().Write(t);
+            cli.WriteTable(t);
             return Program.Ok;
         });
         return cmd;

@@ -220,7 +220,7 @@ public sealed class CoherenceChecker
             Fail(Invariants.Release, $"{sec.Name} accesses 0x{hva:x} after its mm exited", hva, pfn);
             return;
         }
-        var (present, ppfn, pw, _) = mm.Translate(hva);
+        var (present, ppfn, pw, pdirty) = mm.Translate(hva);
         bool match = present && ppfn == pfn;
         bool ptl = PtlHeld(mm, hva);
         if (write)
@@ -236,8 +236,11 @@ public sealed class CoherenceChecker
                 Fail(Invariants.WritableWithoutPrimary, $"{sec.Name} writes 0x{hva:x} (pfn 0x{pfn:x}) while the primary PTE is read-only", hva, pfn);
                 return;
             }
+            // The write is accounted for if the folio is dirty, or if the primary PTE mapping it is dirty: that bit
+            // reaches the folio when the PTE is zapped, unmapped or cleaned (MADV_FREE drops it on purpose, after
+            // invalidating the secondaries). Only a write behind a clean primary PTE and a clean folio is pending.
             long head = _k.Mem.FolioOf(pfn);
-            if (!_k.Mem[head].Has(PageFlags.Dirty)) f.Set(PageFlags.SecondaryDirtyPending);
+            if (!_k.Mem[head].Has(PageFlags.Dirty) && !(match && pdirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
         else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)))
         {

@@ -47,6 +47,7 @@ public static class EraTable
         new(Feature.OomReaperNoNotifier, V(4, 6), V(4, 15), "unmap_page_range without notifier; race 5(d3)"),
         new(Feature.OomReaperSkipsNotifierMm, V(4, 15), V(4, 19), "skip mm structs with mmu notifiers (recollection)"),
         new(Feature.OomReaperNonblock, V(4, 19), Forever, "invalidate_range_start_nonblock per VMA"),
+        new(Feature.MkcleanInvalidateRange, V(4, 13), V(4, 15), "4.13 rmap rework; dropped by 'avoid double notification when it is useless' (4.15, recollection; 4.19 has the no-IR comment)"),
         new(Feature.MadvFree, V(4, 5), Forever, "MADV_FREE for anonymous memory (4.5); seen 4.10"),
         new(Feature.Uprobes, V(3, 5), Forever, "uprobes __replace_page (3.5); start/end from 3.7 (6bdb913f0a70), seen 3.10"),
 

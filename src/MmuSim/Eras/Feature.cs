@@ -64,6 +64,8 @@ public enum Feature
     OomReaperSkipsNotifierMm,
     /// <summary>OOM reaper uses invalidate_range_start_nonblock per VMA and retries on -EAGAIN.</summary>
     OomReaperNonblock,
+    /// <summary>page_mkclean_one calls invalidate_range(cstart, cend) under the PTL for each cleaned entry (4.13-4.14).</summary>
+    MkcleanInvalidateRange,
     /// <summary>madvise(MADV_FREE) (4.5).</summary>
     MadvFree,
     /// <summary>uprobes __replace_page (kernel/events/uprobes.c).</summary>

@@ -35,6 +35,9 @@ public sealed class DelayBoundingStrategy : IStrategy, IAdaptiveStrategy, IDescr
 
     public string Name => "delay";
 
+    /// <summary>Decisions after which a run continues as a uniform random walk (non-preemptive scheduling is unfair; see <see cref="PctStrategy.FairAfter"/>).</summary>
+    public int FairAfter { get; init; } = StrategyMath.DefaultFairAfter;
+
     public long StepBound => _k;
 
     public void Observe(long decisions) => _pendingMax = Math.Max(_pendingMax, decisions);
@@ -59,6 +62,7 @@ public sealed class DelayBoundingStrategy : IStrategy, IAdaptiveStrategy, IDescr
     public int Next(in Decision d)
     {
         _decisions++;
+        if (_decisions > FairAfter) return d.Runnable[_rng.Below(d.Runnable.Length)];
         int pick = d.Current >= 0 && d.Runnable.Contains(d.Current) ? d.Current : StrategyMath.NextCyclic(d.Runnable, _last);
         while (_nextDelay < _delayPoints.Length && _delayPoints[_nextDelay] <= _decisions)
         {

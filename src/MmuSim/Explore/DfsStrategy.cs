@@ -14,8 +14,8 @@ namespace MmuSim.Explore;
 /// (<see cref="Scheduler.ChooseInt"/>) are explored too: every value in [0, bound).</para>
 /// <para>The program must be deterministic given its choices; a replayed decision with a different number of options
 /// is reported as a <see cref="ModelException"/>. Runs must be started in order (iteration 0, 1, 2...): iteration i is the
-/// i-th schedule of the search. Paths longer than <c>maxDecisions</c> are not branched beyond that depth (the completion
-/// message then says the search was depth-bounded).</para>
+/// i-th schedule of the search. Paths longer than <c>maxDecisions</c> (default 2,000) are not branched beyond that depth
+/// and continue as a fair pseudo-random walk (the completion message then says the search was depth-bounded).</para>
 /// </remarks>
 public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy
 {
@@ -33,8 +33,10 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     int _preemptions;
     bool _started;
     bool _truncated;
+    int _runs;
+    Rng _tail;
 
-    public DfsStrategy(int preemptionBound = 2, int maxDecisions = 100_000)
+    public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter)
     {
         if (preemptionBound < 0) throw new ArgumentOutOfRangeException(nameof(preemptionBound));
         _bound = preemptionBound;
@@ -72,12 +74,14 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
             if (_depth > 0) _stack[_depth - 1].Chosen++;
         }
         _started = true;
+        _runs++;
         _pos = 0;
         _preemptions = 0;
     }
 
     public int Next(in Decision d)
     {
+        if (_pos >= _maxDecisions) return d.Runnable[Choose(d.Runnable.Length)]; // fair tail: any runnable context
         bool curRunnable = d.Current >= 0 && d.Runnable.Contains(d.Current);
         int count = !curRunnable ? d.Runnable.Length : _preemptions < _bound ? d.Runnable.Length : 1;
         int choice = Choose(count);
@@ -101,8 +105,11 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         int p = _pos++;
         if (p >= _maxDecisions)
         {
+            // Past the search depth: a fair pseudo-random tail (deterministic per schedule), so that a context spinning
+            // in a retry loop cannot starve the one it waits for.
             _truncated = true;
-            return 0;
+            if (p == _maxDecisions) _tail = new Rng(Rng.Mix(0xD75, (ulong)_runs));
+            return _tail.Below(count);
         }
         if (p < _depth)
         {

@@ -214,7 +214,10 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
     }
 }
 
-/// <summary>The model threw during exploration (a bug in MmuSim, not in the modelled kernel); names the iteration.</summary>
+/// <summary>
+/// The model threw during exploration (a bug in MmuSim, not in the modelled kernel); names the iteration. Bad scenario
+/// input found at run time (<see cref="Scenarios.ScenarioException"/>) is not wrapped.
+/// </summary>
 public sealed class ExploreException(string message, int iteration, Exception inner) : Exception(message, inner)
 {
     public int Iteration { get; } = iteration;

@@ -14,7 +14,8 @@ namespace MmuSim.Explore;
 /// k is not known in advance: as Coyote and Shuttle do, it is estimated as the largest decision count of earlier runs
 /// (the first round runs with k = 0, i.e. random priorities without change points). Estimates are committed every
 /// <c>estimateEvery</c> iterations so that exploration stays deterministic on any number of cores
-/// (see <see cref="IAdaptiveStrategy"/>). Deterministic from (seed, iteration, committed k).
+/// (see <see cref="IAdaptiveStrategy"/>). Deterministic from (seed, iteration, committed k). After
+/// <see cref="FairAfter"/> decisions a run continues as a fair random walk.
 /// </remarks>
 public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrategy
 {
@@ -50,6 +51,13 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
 
     public string Name => "pct";
 
+    /// <summary>
+    /// Decisions after which a run continues as a uniform random walk (default <see cref="StrategyMath.DefaultFairAfter"/>):
+    /// priorities are unfair, and a high-priority context spinning in a retry loop would otherwise starve the context it
+    /// waits for and end in a spurious liveness violation (Coyote's MaxUnfairSchedulingSteps).
+    /// </summary>
+    public int FairAfter { get; init; } = StrategyMath.DefaultFairAfter;
+
     public int Depth => _depth;
 
     /// <summary>The step bound k used by the current run.</summary>
@@ -80,6 +88,7 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
     public int Next(in Decision d)
     {
         _decisions++;
+        if (_decisions > FairAfter) return d.Runnable[_rng.Below(d.Runnable.Length)];
         foreach (var id in d.Runnable)
         {
             if ((_known & (1UL << id)) != 0) continue;

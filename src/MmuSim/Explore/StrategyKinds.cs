@@ -49,8 +49,14 @@ public sealed class NoPreemptStrategy : IStrategy
 }
 
 /// <summary>Small helpers shared by the strategies.</summary>
-internal static class StrategyMath
+public static class StrategyMath
 {
+    /// <summary>
+    /// Decisions per run after which the unfair strategies (PCT, delay bounding, DFS) schedule fairly, so that spinning
+    /// retry loops cannot starve the context they wait for (a spurious liveness violation).
+    /// </summary>
+    public const int DefaultFairAfter = 2000;
+
     /// <summary>Bit mask of the runnable ids (contexts are at most 64 per run).</summary>
     public static ulong Mask(ReadOnlySpan<int> runnable)
     {

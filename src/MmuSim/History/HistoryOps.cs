@@ -8,7 +8,7 @@ namespace MmuSim.History;
 
 /// <summary>
 /// Scenario ops the historical catalog needs beyond the core/KVM/KSM ones: a secondary whose callbacks sleep (the
-/// 4.13-rc over-correction of §5(a)) and the shared-page-table IOMMU device of §5(d4). Registered through
+/// 4.13-rc over-correction of §5(a)) and DMA writes of the shared-page-table IOMMU device of §5(d4). Registered through
 /// <see cref="OpRegistry.Providers"/>.
 /// </summary>
 public static class HistoryOps
@@ -18,11 +18,8 @@ public static class HistoryOps
         r.Register(new OpSpec("sleepy-secondary",
             "register a secondary whose invalidate_page and invalidate_range_start take a mutex (may sleep), as drivers did from 3.7",
             ["process"], ["name"], SleepySecondaryOp));
-        r.Register(new OpSpec("iommu.bind", "bind a shared-page-table IOMMU (ATS/PRI, IOTLB caches translations) to process: iommu_sva_bind_device",
-            ["process"], ["name"], IommuBind));
-        r.Register(new OpSpec("dma.read", "device DMA read of addr through the IOMMU's IOTLB; `as` stores the value",
-            ["iommu", "addr"], ["as"], DmaRead));
-        r.Register(new OpSpec("dma.write", "device DMA write of value to addr through the IOMMU's IOTLB",
+        // iommu.bind and iommu.dma-read are in Explore/CatalogOps.cs.
+        r.Register(new OpSpec("iommu.dma-write", "device DMA write of value to addr through the IOMMU's IOTLB (walks the CPU page table on a miss)",
             ["iommu", "addr", "value"], [], DmaWrite) { Check = (a, _) => a.GetULong("value") });
     }
 
@@ -34,22 +31,6 @@ public static class HistoryOps
         var dev = new SleepingSecondary(w.K, name);
         w.Objects[name] = dev;
         await mm.Notifiers.Register(dev);
-    }
-
-    static async ValueTask IommuBind(ScenarioWorld w, OpArgs a)
-    {
-        var mm = w.Process(a);
-        string name = a.GetString("name", "iommu0");
-        if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
-        var dev = new SharedPtTlbDevice(w.K, mm, name);
-        w.Objects[name] = dev;
-        await dev.Bind();
-    }
-
-    static async ValueTask DmaRead(ScenarioWorld w, OpArgs a)
-    {
-        var v = await w.Get<SharedPtTlbDevice>(a, "iommu").DmaRead(a.GetAddress("addr"));
-        if (a.Has("as") && v is { } value) w.Observed[a.GetString("as")] = value;
     }
 
     static async ValueTask DmaWrite(ScenarioWorld w, OpArgs a) =>

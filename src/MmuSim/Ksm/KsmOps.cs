@@ -55,10 +55,12 @@ public static class KsmOps
         Folio.Put(k, r.Pfn);
     }
 
-    static async ValueTask Check(OpArgs a, string field, ValueTask<int> op)
+    /// <summary>A kernel error (-EINVAL: no such knob in this era, -EBUSY...) is an unexpected-value violation, not bad input.</summary>
+    static async ValueTask Check(ScenarioWorld w, OpArgs a, string field, ValueTask<int> op)
     {
         int err = await op;
-        if (err != 0) throw a.Error(field, $"the kernel returned {err}");
+        if (err != 0)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {a.Op}: the kernel returned {err} ({field}: {a.GetString(field, "")})");
     }
 
     static bool ParseAdvice(OpArgs a) => a.GetString("advice").ToLowerInvariant() switch
@@ -79,16 +81,16 @@ public static class KsmOps
     }
 
     static ValueTask Madvise(ScenarioWorld w, OpArgs a) =>
-        Check(a, "advice", Ksmd.Of(w.K).KsmMadvise(w.Process(a), a.GetAddress("start"), a.GetULong("len"), ParseAdvice(a)));
+        Check(w, a, "advice", Ksmd.Of(w.K).KsmMadvise(w.Process(a), a.GetAddress("start"), a.GetULong("len"), ParseAdvice(a)));
 
     static ValueTask MergeAny(ScenarioWorld w, OpArgs a) =>
-        Check(a, "enable", Ksmd.Of(w.K).PrSetMemoryMerge(w.Process(a), a.GetBool("enable", true)));
+        Check(w, a, "enable", Ksmd.Of(w.K).PrSetMemoryMerge(w.Process(a), a.GetBool("enable", true)));
 
     static ValueTask Set(ScenarioWorld w, OpArgs a) =>
-        Check(a, "value", Ksmd.Of(w.K).Store(a.GetString("knob"), a.GetString("value")));
+        Check(w, a, "value", Ksmd.Of(w.K).Store(a.GetString("knob"), a.GetString("value")));
 
     static ValueTask RunOp(ScenarioWorld w, OpArgs a) =>
-        Check(a, "value", Ksmd.Of(w.K).Store("run", a.GetString("value")));
+        Check(w, a, "value", Ksmd.Of(w.K).Store("run", a.GetString("value")));
 
     static ValueTask Scan(ScenarioWorld w, OpArgs a) => Ksmd.Of(w.K).ScanFull(a.GetInt("full_scans", 1));
 
@@ -96,9 +98,9 @@ public static class KsmOps
     {
         var ksm = Ksmd.Of(w.K);
         foreach (var knob in new[] { "pages_to_scan", "sleep_millisecs", "use_zero_pages" })
-            if (a.Has(knob)) await Check(a, knob, ksm.Store(knob, a.GetString(knob)));
+            if (a.Has(knob)) await Check(w, a, knob, ksm.Store(knob, a.GetString(knob)));
         ksm.StartDaemon();
-        await Check(a, "run", ksm.Store("run", a.GetString("run", "1")));
+        await Check(w, a, "run", ksm.Store("run", a.GetString("run", "1")));
     }
 
     static ValueTask Read(ScenarioWorld w, OpArgs a)

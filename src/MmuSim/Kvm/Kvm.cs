@@ -81,6 +81,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         MemslotsUpdateWait = new WaitQueue(k.S, $"{name}->mn_memslots_update_rcuwait");
         SlotsLock = new KMutex(k.S, $"{name}->slots_lock");
         SrcuWait = new WaitQueue(k.S, $"{name}->srcu");
+        RmapLock = new KSpinLock(k.S, $"{name}->rmap_lock");
         var ops = NotifierOps.Release | NotifierOps.ClearFlushYoung | NotifierOps.ClearYoung | NotifierOps.TestYoung |
                   NotifierOps.ChangePte | NotifierOps.InvalidatePage | NotifierOps.InvalidateRangeStart | NotifierOps.InvalidateRangeEnd;
         if (k.Era.Has(Feature.KvmInvalidateRange)) ops |= NotifierOps.InvalidateRange;
@@ -113,6 +114,12 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public WaitQueue MemslotsUpdateWait { get; }
 
     public KMutex SlotsLock { get; }
+
+    /// <summary>
+    /// PPC Book3S HV's per-page rmap bitlock (lock_rmap), modelled as one lock per VM: the fault checks and installs
+    /// under it, and every zap of an SPTE takes it (nested inside mmu_lock).
+    /// </summary>
+    public KSpinLock RmapLock { get; }
 
     /// <summary>kvm->srcu readers (memslot lookups by faults and notifier walkers) and synchronize_srcu's queue.</summary>
     public int SrcuReaders { get; private set; }
@@ -412,7 +419,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         if (slot.Tables[b] == SpteTable.HugeLeaf)
         {
             var h = new Spte(slot.HugeSptes[b]);
-            return h.Present ? new Spte((h.Raw & ~(((1UL << 40) - 1) << 8)) | ((ulong)h.PfnAt((int)(gfn & 511)) << 8)) : Spte.None;
+            return h.Present ? h.WithPfn(h.PfnAt((int)(gfn & 511))) : Spte.None;
         }
         return new Spte(slot.SpteRef(gfn));
     }

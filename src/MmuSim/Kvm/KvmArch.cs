@@ -16,7 +16,11 @@ public enum KvmArch : byte
     Arm64,
     /// <summary>arch/riscv/kvm/mmu.c G-stage: unmap clears leaves only.</summary>
     RiscV,
-    /// <summary>PPC Book3S (HV radix / PR): change_pte unmaps.</summary>
+    /// <summary>
+    /// PPC Book3S HV (hash MMU): the fault's mmu_notifier_retry check and the install run under the page's rmap lock,
+    /// not mmu_lock, so the check is lockless with respect to the invalidation's end (race 5(d1) without barriers);
+    /// change_pte unmaps.
+    /// </summary>
     PpcBook3s,
     /// <summary>PPC e500: change_pte unmaps.</summary>
     PpcE500,
@@ -61,6 +65,9 @@ public static class KvmArchInfo
     /// x86 only; the other archs call plain mmu_invalidate_retry.
     /// </summary>
     public static bool UsesRangeRetry(KvmArch a) => IsX86(a);
+
+    /// <summary>The retry check and install run under a per-page rmap lock instead of mmu_lock (PPC Book3S HV hash).</summary>
+    public static bool RetryUnderRmapLock(KvmArch a) => a == KvmArch.PpcBook3s;
 
     /// <summary>How an unmap of part of a block treats the block's last-level table.</summary>
     public static TableFreeing TableFreeingOf(KvmArch a) => a switch

@@ -29,7 +29,7 @@ public sealed partial class Kvm
         KvmArch.Arm64 => "user_mem_abort",
         KvmArch.Mips => "kvm_mips_map_page",
         KvmArch.RiscV => "kvm_riscv_gstage_map",
-        KvmArch.PpcBook3s => "kvmppc_book3s_radix_page_fault",
+        KvmArch.PpcBook3s => "kvmppc_book3s_hv_page_fault",
         KvmArch.PpcE500 => "kvmppc_e500_shadow_map",
         _ => "kvm_map_page",
     };
@@ -76,13 +76,15 @@ public sealed partial class Kvm
                 }
             }
 
+            bool rmapLocked = KvmArchInfo.RetryUnderRmapLock(Arch);
             bool readLock = MmuLock.IsRwLock && KvmArchInfo.FaultTakesReadLock(Arch);
-            if (readLock) await MmuLock.ReadLock();
+            if (rmapLocked) await RmapLock.Lock();
+            else if (readLock) await MmuLock.ReadLock();
             else await MmuLock.Lock();
             var r = KvmFaultResult.Fixed;
             bool keepRef = false;
             if (Released || Destroyed) r = KvmFaultResult.Efault;
-            else if (await MmuInvalidateRetry(mmuSeq, gfn, hva)) r = Retry();
+            else if (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva)) r = Retry();
             else keepRef = await MapPage(slot, gfn, hva, page, write);
             if (Era.Has(Feature.KvmDirtyAtFault))
             {
@@ -91,7 +93,8 @@ public sealed partial class Kvm
                 if (r == KvmFaultResult.Fixed) MarkAccessed(page.Pfn);
                 if (!keepRef) Folio.Put(_k, page.Pfn);
             }
-            if (readLock) await MmuLock.ReadUnlock();
+            if (rmapLocked) await RmapLock.Unlock();
+            else if (readLock) await MmuLock.ReadUnlock();
             else await MmuLock.Unlock();
             if (!Era.Has(Feature.KvmDirtyAtFault) && !keepRef)
             {
@@ -128,7 +131,11 @@ public sealed partial class Kvm
     /// </summary>
     async ValueTask<bool> MmuInvalidateRetry(ulong mmuSeq, ulong gfn, ulong hva)
     {
-        using var _ = S.Current.Enter(Era.Has(Feature.KvmRetryGfnRange) && KvmArchInfo.UsesRangeRetry(Arch) ? "mmu_invalidate_retry_gfn" : "mmu_invalidate_retry");
+        bool range = KvmArchInfo.UsesRangeRetry(Arch);
+        using var _ = S.Current.Enter(
+            Era.Has(Feature.KvmRetryGfnRange) && range ? "mmu_invalidate_retry_gfn" :
+            Era.Has(Feature.KvmRetryHvaRange) && range ? "mmu_notifier_retry_hva" :
+            Era.Has(Feature.KvmMmuInvalidateNames) ? "mmu_invalidate_retry" : "mmu_notifier_retry");
         if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
         if (!_k.Mutated(Mutation.KvmNoCountCheck) && InvalidateInProgress != 0)
         {
@@ -147,6 +154,29 @@ public sealed partial class Kvm
         }
         if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb()
         return InvalidateSeq != mmuSeq;
+    }
+
+    /// <summary>
+    /// mmu_notifier_retry as PPC Book3S HV evaluates it: under the rmap lock, not mmu_lock, so the two loads can race
+    /// with an end. With the barriers (a355aa54f1d2): read count, smp_rmb, read seq. Without them the loads may be
+    /// satisfied in either order (a recorded choice), which lets a reader see the new count but the old seq (race 5(d1)).
+    /// </summary>
+    async ValueTask<bool> MmuNotifierRetryLockless(ulong mmuSeq)
+    {
+        using var _ = S.Current.Enter("mmu_notifier_retry");
+        if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
+        bool barriers = Era.Has(Feature.KvmRetryBarriers);
+        bool countFirst = barriers || S.ChooseInt(2) == 0;
+        long count = 0;
+        ulong seq = 0;
+        await S.Point(PointKind.Counter);
+        if (countFirst) count = InvalidateInProgress;
+        else seq = InvalidateSeq;
+        await S.Point(barriers ? PointKind.Barrier : PointKind.Counter);
+        if (countFirst) seq = InvalidateSeq;
+        else count = InvalidateInProgress;
+        if (!_k.Mutated(Mutation.KvmNoCountCheck) && count != 0) return true;
+        return seq != mmuSeq;
     }
 
     /// <summary>mmu_invalidate_retry_gfn_unsafe (6.8+): the same test without mmu_lock, only to avoid contending it.</summary>
@@ -241,6 +271,14 @@ public sealed partial class Kvm
         ge = Math.Min(ge, slot.EndGfn);
         if (gs >= ge) return false;
         using var _ = S.Current.Enter("kvm_unmap_gfn_range");
+        bool rmap = KvmArchInfo.RetryUnderRmapLock(Arch);
+        if (rmap) await RmapLock.Lock();
+        try { return await ZapGfnRangeLocked(slot, gs, ge, marksDirty); }
+        finally { if (rmap) await RmapLock.Unlock(); }
+    }
+
+    async ValueTask<bool> ZapGfnRangeLocked(Memslot slot, ulong gs, ulong ge, bool marksDirty)
+    {
         await S.Point(PointKind.SpteWrite, gs);
         if (slot.PresentCount == 0) return false;
         bool flush = false;
@@ -452,7 +490,7 @@ public sealed partial class Kvm
             case KvmArch.PpcE500:
                 // kvm_set_spte_gfn_hv / _pr / e500: unmap; the next guest access faults the new page in.
                 if (hugePresent) return DropHuge(slot, b, marksDirty: true);
-                return DropSpte(slot, gfn, b, marksDirty: true);
+                return await ZapGfnRange(slot, gfn, gfn + 1, marksDirty: true);
             case KvmArch.LoongArch:
             default:
             {

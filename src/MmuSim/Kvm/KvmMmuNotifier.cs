@@ -107,9 +107,29 @@ public sealed partial class Kvm
     /// </summary>
     async ValueTask MmuInvalidateEnd()
     {
-        if (!_k.Mutated(Mutation.KvmSeqBumpAfterUnlock)) InvalidateSeq++;
-        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_wmb()
-        InvalidateInProgress--;
+        bool seqHere = !_k.Mutated(Mutation.KvmSeqBumpAfterUnlock);
+        if (Era.Has(Feature.KvmRetryBarriers))
+        {
+            if (seqHere) InvalidateSeq++;
+            await S.Point(PointKind.Barrier); // smp_wmb()
+            InvalidateInProgress--;
+        }
+        else if (KvmArchInfo.RetryUnderRmapLock(Arch))
+        {
+            // No smp_wmb (before a355aa54f1d2): a reader outside mmu_lock may see the two stores in either order.
+            // (Everywhere else both sides hold mmu_lock and the order is unobservable, so no choice is made.)
+            bool countFirst = S.ChooseInt(2) == 1;
+            if (countFirst) InvalidateInProgress--;
+            else if (seqHere) InvalidateSeq++;
+            await S.Point(PointKind.Counter);
+            if (countFirst) { if (seqHere) InvalidateSeq++; }
+            else InvalidateInProgress--;
+        }
+        else
+        {
+            if (seqHere) InvalidateSeq++;
+            InvalidateInProgress--;
+        }
         if (InvalidateInProgress < 0)
             S.Fail(Invariants.CounterBalance, $"{Name}: mmu_invalidate_in_progress underflow (KVM_BUG_ON)");
     }

@@ -164,7 +164,7 @@ public sealed class KvmVcpu
                 if (!_kvm.NoAccessedBit) e = s.With(Spte.AccessedBit, true).With(Spte.DirtyBit, s.Dirty || write).Raw;
                 pfn = s.Pfn;
             }
-            gen = k.Mem[pfn].Generation == s.Generation || !s.Huge ? s.Generation : s.Generation;
+            gen = s.Generation; // a huge SPTE records its head's generation; a 2 MiB block is allocated and freed whole
             hva = slot.GfnToHva(gfn);
             var cached = Spte.Make(pfn, gen, s.Writable, s.HostWritable, accessed: true, dirty: s.Dirty || write);
             if (!new Spte(_tlbSpte[i]).Present) TlbEntries++;

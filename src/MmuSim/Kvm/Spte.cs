@@ -49,6 +49,9 @@ public readonly record struct Spte(ulong Raw)
     /// <summary>The 4 KiB piece of a huge SPTE for the page <paramref name="index"/> pages into the block.</summary>
     public long PfnAt(int index) => Pfn + index;
 
+    /// <summary>The same SPTE pointing at <paramref name="pfn"/> (other bits kept).</summary>
+    public Spte WithPfn(long pfn) => new((Raw & ~PfnMask) | ((ulong)pfn << PfnShift));
+
     public override string ToString() =>
         !Present ? "none" : $"pfn 0x{Pfn:x} {(Writable ? "W" : "R")}{(Accessed ? "A" : "")}{(Dirty ? "D" : "")}{(Huge ? "H" : "")}";
 

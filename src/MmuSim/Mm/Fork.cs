@@ -41,6 +41,8 @@ public static class Fork
         {
             await parent.MmapLock.WriteUnlock();
         }
+        // ksm_fork: a child of a KSM-registered (or merge-any) mm is registered with ksmd too.
+        if (parent.KsmSlot != null || parent.MergeAny) Ksm.Ksmd.Of(parent.Kernel).KsmFork(parent, child);
         return child;
     }
 }

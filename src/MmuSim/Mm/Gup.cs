@@ -52,7 +52,9 @@ public static class Gup
 
     /// <summary>
     /// follow_page: under the PTL (or PMD lock), if the page is present (and writable when asked), take a reference.
-    /// Returns Error = -EFAULT when a fault is needed.
+    /// FOLL_TOUCH (always set by get_user_pages): a write lookup marks the page dirty unless the PTE or the folio
+    /// already is (follow_page_pte), or makes a huge PMD young and dirty (touch_pmd), so that a secondary writing
+    /// through the page it got is accounted for. Returns Error = -EFAULT when a fault is needed.
     /// </summary>
     public static async ValueTask<GupResult> FollowPage(MmStruct mm, ulong addr, bool write)
     {
@@ -66,6 +68,7 @@ public static class Gup
             GupResult res = new(-1, false, 0, false, GupResult.EFAULT);
             if (pmd.Present && pmd.Huge && (!write || pmd.Writable))
             {
+                if (write && !(pmd.Dirty && pmd.Accessed)) await mm.SetPmd(addr, pmd.WithDirty(true).WithAccessed(true)); // touch_pmd
                 long pfn = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
                 Folio.Get(k, pfn);
                 res = new GupResult(pfn, pmd.Writable, k.Mem[pfn].Generation, true, 0);
@@ -80,6 +83,7 @@ public static class Gup
         GupResult r = new(-1, false, 0, false, GupResult.EFAULT);
         if (pte.Present && (!write || pte.Writable))
         {
+            if (write && !pte.Dirty && !Folio.IsDirty(k, pte.Pfn)) Folio.MarkDirty(k, pte.Pfn); // FOLL_TOUCH
             Folio.Get(k, pte.Pfn);
             r = new GupResult(pte.Pfn, pte.Writable, k.Mem[pte.Pfn].Generation, false, 0);
         }

@@ -28,11 +28,13 @@ public static class Migrate
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return -1;
         bool huge = k.Mem.IsHuge(head);
         int n = huge ? PhysMem.HugePages : 1;
-        Folio.Get(k, head); // isolate
+        if (!Vmscan.IsolateLruFolio(k, head)) return -1;
+        Folio.Get(k, head); // the isolation reference
         await k.S.Point(PointKind.Alloc, (ulong)head);
         long dst = huge ? k.Mem.AllocHuge() : k.Mem.AllocPage();
         if (dst < 0)
         {
+            Vmscan.PutbackLru(k, head);
             Folio.Put(k, head);
             return -1;
         }
@@ -42,6 +44,7 @@ public static class Migrate
         {
             await RemoveMigrationPtes(k, head, head);
             Folio.Put(k, dst);
+            Vmscan.PutbackLru(k, head);
             Folio.Put(k, head);
             return -1;
         }
@@ -60,6 +63,7 @@ public static class Migrate
         await RemoveMigrationPtes(k, head, dst);
         Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
         await k.S.Point(PointKind.Free, (ulong)head);
+        Vmscan.PutbackLru(k, head);
         Folio.Put(k, head); // the isolation reference: frees the old folio
         k.Stats.Inc(Stat.PagesMigrated, n);
         return dst;

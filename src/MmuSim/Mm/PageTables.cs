@@ -36,15 +36,16 @@ public sealed class PageTablePool
 
     public int AllocTable()
     {
-        int t;
-        if (_freeTables.Count > 0) t = _freeTables.Pop();
-        else
+        if (_freeTables.Count > 0)
         {
-            t = _next++;
-            if ((long)_next * Entries > _e.Length) Array.Resize(ref _e, checked(_e.Length + Math.Max(_e.Length / 2, 8 * Entries)));
-            Locks.EnsureCapacity(_next);
+            int reused = _freeTables.Pop();
+            Array.Clear(_e, reused * Entries, Entries);
+            return reused;
         }
-        Array.Clear(_e, t * Entries, Entries);
+        // Never-used tables are still zero (fresh or grown array): no clearing needed.
+        int t = _next++;
+        if ((long)_next * Entries > _e.Length) Array.Resize(ref _e, checked(_e.Length + Math.Max(_e.Length / 2, 8 * Entries)));
+        Locks.EnsureCapacity(_next);
         return t;
     }
 

@@ -128,7 +128,7 @@ public sealed class PhysMem
     public PhysMem(long initialFrames = 4096, long maxFrames = 1L << 30)
     {
         MaxFrames = maxFrames;
-        long n = Math.Max(HugePages * 2, RoundUp(initialFrames));
+        long n = Math.Max(64, initialFrames);
         _frames = new Frame[n];
         _frames[0].Set(PageFlags.Zero);
         _frames[0].RefCount = 1;
@@ -157,10 +157,13 @@ public sealed class PhysMem
 
     void AddFrames(long from, long to)
     {
-        // Single 4 KiB frames up to the first aligned block, then whole 2 MiB blocks.
-        long aligned = RoundUp(from);
+        // Whole aligned 2 MiB blocks where they fit; single 4 KiB frames before the first and after the last.
+        // The free lists are LIFO: push highest first so that low pfns are handed out first.
+        long aligned = Math.Min(RoundUp(from), to);
+        long blocksEnd = Math.Max(to & ~(long)(HugePages - 1), aligned);
+        for (long p = to - 1; p >= blocksEnd; p--) Push4k(p);
         for (long p = aligned - 1; p >= from; p--) Push4k(p);
-        for (long h = to - HugePages; h >= aligned; h -= HugePages)
+        for (long h = blocksEnd - HugePages; h >= aligned; h -= HugePages)
         {
             ref var f = ref _frames[h];
             f.Flags = PageFlags.Free | PageFlags.Head;
@@ -178,11 +181,11 @@ public sealed class PhysMem
         _free4k = pfn;
     }
 
-    bool Grow()
+    bool Grow(bool needHuge = false)
     {
         long n = _frames.Length;
         if (n >= MaxFrames) return false;
-        long m = Math.Min(n * 2, RoundUp(MaxFrames));
+        long m = Math.Min(Math.Max(n * 2, needHuge ? RoundUp(n) + HugePages : 0), RoundUp(MaxFrames));
         Array.Resize(ref _frames, checked((int)m));
         AddFrames(n, m);
         return true;
@@ -213,7 +216,7 @@ public sealed class PhysMem
     /// <summary>alloc_pages(order 9): a zeroed 2 MiB compound folio (head refcount 1), or -1 if no whole block is free.</summary>
     public long AllocHuge()
     {
-        if (_free2m < 0 && !Grow()) return -1;
+        if (_free2m < 0 && !Grow(needHuge: true)) return -1;
         if (_free2m < 0) return -1;
         long h = _free2m;
         _free2m = (long)_frames[h].Contents;

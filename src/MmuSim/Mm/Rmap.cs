@@ -28,7 +28,7 @@ public sealed class TtuState(long head, int pages, bool migrate)
 /// <para>Walk: a folio records its family (<see cref="Frame.AnonRoot"/>) and index; every member mm's VMAs of that
 /// family are visited under the family's lock (anon_vma_lock_read); the part of the folio each VMA covers is found
 /// from vm_pgoff (<see cref="Vma.AddressOf"/>); the per-VMA operation checks that the PTE/PMD really maps the folio
-/// (page_vma_mapped_walk). KSM folios use KSM's rmap and are not walked here.</para>
+/// (page_vma_mapped_walk). KSM folios are walked by KSM's rmap (Ksmd.RmapWalkKsm), as rmap_walk does.</para>
 /// <para>Era placement: up to 3.5 the PTE is cleared with ptep_clear_flush_notify (invalidate_page under the PTL);
 /// 3.6-4.12 ptep_clear_flush under the PTL and invalidate_page(address) after pte_unmap_unlock (race §5(a)); a
 /// PMD-mapped THP before 4.13 is handled in one go with one invalidate_page for its first address only (§5(b)).
@@ -46,7 +46,13 @@ public static class Rmap
         using var _ = k.S.Current.Enter("rmap_walk_anon");
         if (head == PhysMem.ZeroPfn) return;
         var f = k.Mem[head];
-        if (!f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm) || f.AnonRoot == 0 || f.Has(PageFlags.Free)) return;
+        if (f.Has(PageFlags.Ksm) && !f.Has(PageFlags.Free))
+        {
+            // rmap_walk -> rmap_walk_ksm: KSM pages are found through their stable node's rmap_items.
+            await Ksm.Ksmd.RmapWalkKsm(k, head, (vma, addr) => one(vma, addr, 0, 1), done);
+            return;
+        }
+        if (!f.Has(PageFlags.Anon) || f.AnonRoot == 0 || f.Has(PageFlags.Free)) return;
         var av = k.AnonVmaById(f.AnonRoot);
         ulong index = f.Index;
         ulong n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1UL;
@@ -316,7 +322,8 @@ public static class Rmap
     /// <summary>
     /// page_mkclean_one (page_vma_mkclean_one): write-protect and clean the PTEs (or the huge PMD) mapping the folio.
     /// Up to 4.12: invalidate_page(address) per cleaned PTE, under the PTL up to 3.5 and after it from 3.6 (only the
-    /// first address for a huge PMD: §5(b)); 4.13+: start/end PROTECTION_PAGE over the whole part of the folio.
+    /// first address for a huge PMD: §5(b)); 4.13+: start/end PROTECTION_PAGE over the whole part of the folio, and in
+    /// 4.13-4.14 also invalidate_range under the PTL for each cleaned entry (later dropped: a downgrade needs none).
     /// </summary>
     public static async ValueTask<int> PageMkcleanOne(Vma vma, ulong addr, long head, int first, int count)
     {
@@ -325,6 +332,7 @@ public static class Rmap
         using var _ = k.S.Current.Enter("page_mkclean_one");
         bool rangeNotify = k.Era.Has(Feature.RmapRangeNotify);
         bool ipUnder = k.Era.Has(Feature.InvalidatePageUnderPtl), ipAfter = k.Era.Has(Feature.InvalidatePageAfterPtl);
+        bool irUnder = k.Era.Has(Feature.MkcleanInvalidateRange);
         MmuNotifierRange? range = null;
         if (rangeNotify)
         {
@@ -345,6 +353,7 @@ public static class Rmap
                 await mm.SetPmd(addr, pmd.Wrprotect().Mkclean());
                 await Tlb.FlushTlbRange(mm, addr, addr + MmStruct.PmdSize);
                 if (ipUnder) await mm.Notifiers.InvalidatePage(addr);
+                if (irUnder) await mm.Notifiers.InvalidateRange(addr, addr + MmStruct.PmdSize);
                 cleaned++;
                 did = true;
             }
@@ -367,6 +376,7 @@ public static class Rmap
                 {
                     var old = ipUnder ? await Tlb.PtepClearFlushInvalidatePage(mm, t, a) : await Tlb.PtepClearFlush(mm, t, a);
                     await mm.SetPte(t, a, old.Wrprotect().Mkclean());
+                    if (irUnder) await mm.Notifiers.InvalidateRange(a, a + MmStruct.PageSize);
                     cleaned++;
                     did = true;
                 }

@@ -2,9 +2,28 @@ using MmuSim.Sched;
 
 namespace MmuSim.Mm;
 
+/// <summary>
+/// The LRU isolation state (PageLRU cleared by isolate_lru_folio): a folio is isolated by at most one of reclaim or
+/// migration at a time; the other backs off, as the kernel's isolation does.
+/// </summary>
+sealed class LruIsolation
+{
+    readonly HashSet<long> _isolated = [];
+
+    public bool TryIsolate(long head) => _isolated.Add(head);
+
+    public void Putback(long head) => _isolated.Remove(head);
+}
+
 /// <summary>mm/vmscan.c: reclaim of one folio.</summary>
 public static class Vmscan
 {
+    /// <summary>isolate_lru_folio: take the folio off the LRU (false if reclaim or migration already holds it).</summary>
+    internal static bool IsolateLruFolio(Kernel k, long head) => k.GetSubsystem(_ => new LruIsolation()).TryIsolate(head);
+
+    /// <summary>folio_putback_lru (or the end of the isolation when the folio is freed).</summary>
+    internal static void PutbackLru(Kernel k, long head) => k.GetSubsystem(_ => new LruIsolation()).Putback(head);
+
     /// <summary>
     /// shrink_folio_list for one anonymous folio: isolate it (a reference), add_to_swap (one slot per sub-page, the
     /// folio marked dirty) unless it is lazyfree, try_to_unmap through rmap, then pageout (folio_clear_dirty_for_io and
@@ -18,9 +37,10 @@ public static class Vmscan
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
         ref var f = ref k.Mem[head];
-        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return false;
+        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon)) return false;
         int n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
-        Folio.Get(k, head); // isolate_lru_folio
+        if (!IsolateLruFolio(k, head)) return false;
+        Folio.Get(k, head); // the isolation reference
         bool lazy = f.Has(PageFlags.Lazyfree);
         int[]? slots = null;
         if (!lazy)
@@ -47,6 +67,7 @@ public static class Vmscan
             k.Mem[head].Clear(PageFlags.Swapcache);
         }
         await k.S.Point(PointKind.Free, (ulong)head);
+        PutbackLru(k, head);
         Folio.Put(k, head);
         if (unmapped) k.Stats.Inc(Stat.PagesReclaimed, n);
         return unmapped;

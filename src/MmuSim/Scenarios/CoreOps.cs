@@ -6,8 +6,8 @@ namespace MmuSim.Scenarios;
 
 /// <summary>
 /// Scenario ops for the primary mm and the scenario machinery itself (docs/scenarios.md lists them all):
-/// user accesses, faults, mmap/munmap/madvise/exit, a recording secondary, simulated sleep, thread events and
-/// value assertions. Registered through <see cref="OpRegistry.Providers"/>.
+/// user accesses, faults, mmap/munmap/madvise/exit, a recording secondary, a device mirror, simulated sleep, thread
+/// events and value assertions; the other mm paths are in CoreOps.MmPaths.cs. Registered through <see cref="OpRegistry.Providers"/>.
 /// </summary>
 public static partial class CoreOps
 {
@@ -20,7 +20,8 @@ public static partial class CoreOps
     /// </summary>
     public static readonly Dictionary<string, Func<MmStruct, ulong, ulong, ValueTask>> MadviseHandlers = new(StringComparer.Ordinal)
     {
-        ["dontneed"] = MadviseDontneed,
+        ["dontneed"] = (mm, s, e) => Madvise.MadviseDontneed(mm, s, e - s),
+        ["free"] = async (mm, s, e) => await Madvise.MadviseFree(mm, s, e - s),
         ["hugepage"] = (mm, s, e) => MadviseVmFlags(mm, s, e, VmFlags.HugePage, VmFlags.NoHugePage),
         ["nohugepage"] = (mm, s, e) => MadviseVmFlags(mm, s, e, VmFlags.NoHugePage, VmFlags.HugePage),
     };
@@ -39,7 +40,7 @@ public static partial class CoreOps
             ["process", "addr", "len"], ["prot", "flags"], DoMmap) { Check = CheckMmap });
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
-        r.Register(new OpSpec("madvise", "madvise(addr, len, advice): " + string.Join(", ", MadviseHandlers.Keys.Order()),
+        r.Register(new OpSpec("madvise", "madvise(addr, len, advice): dontneed, free, hugepage, nohugepage; KSM adds mergeable, unmergeable",
             ["process", "addr", "len", "advice"], [], MadviseOp) { Check = CheckMadvise });
         r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
         r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",
@@ -56,11 +57,8 @@ public static partial class CoreOps
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
         r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
-        RegisterPending(r);
+        RegisterMmPaths(r);
     }
-
-    /// <summary>Ops whose mm paths are still being written land here (see CoreOps.Pending.cs).</summary>
-    static partial void RegisterPending(OpRegistry r);
 
     // ---------------------------------------------------------------- accesses
 
@@ -140,22 +138,6 @@ public static partial class CoreOps
         var mm = w.Process(a);
         ulong start = a.GetAddress("addr");
         return MadviseHandlers[a.GetString("advice")](mm, start, start + a.GetULong("len"));
-    }
-
-    /// <summary>madvise_dontneed_free (MADV_DONTNEED): mmap_lock for read, zap_page_range_single per VMA.</summary>
-    static async ValueTask MadviseDontneed(MmStruct mm, ulong start, ulong end)
-    {
-        using var _ = mm.Kernel.S.Current.Enter("madvise_dontneed_single_vma");
-        await mm.MmapLock.ReadLock();
-        try
-        {
-            foreach (var v in mm.Vmas.ToArray())
-            {
-                ulong s = Math.Max(start, v.Start), e = Math.Min(end, v.End);
-                if (s < e) await Memory.ZapPageRangeSingle(v, s, e);
-            }
-        }
-        finally { await mm.MmapLock.ReadUnlock(); }
     }
 
     /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges. mmap_lock for write.</summary>

@@ -182,28 +182,22 @@ public sealed class RaceDiagram
             }
             // A trailing minor row matters only when it is the segment's last action (the read the race depends on).
             int keepMinor = lastMinor == j - 1 || !anyInteresting ? lastMinor : -1;
-            string? prev = null;
-            int repeat = 0;
+            // Kept rows of this segment, with "lock X" directly followed by "unlock X" folded into one row.
+            var kept = new List<DiagramRow>();
             for (int t = i; t < j; t++)
             {
                 if (raw[t].Rank == 0 && t != keepMinor) continue;
-                // "lock X" directly followed by "unlock X": one row.
-                if (prev != null && prev.StartsWith("lock ", StringComparison.Ordinal) && raw[t].Text == "un" + prev)
-                {
-                    outRows[^1] = outRows[^1] with { Text = $"{prev}; {raw[t].Text}" };
-                    prev = outRows[^1].Text;
-                    repeat = 0;
-                    continue;
-                }
-                if (raw[t].Text == prev)
-                {
-                    repeat++;
-                    outRows[^1] = outRows[^1] with { Text = $"{prev} (x{repeat + 1})" };
-                    continue;
-                }
-                prev = raw[t].Text;
-                repeat = 0;
-                outRows.Add(raw[t]);
+                if (kept.Count > 0 && kept[^1].Text.StartsWith("lock ", StringComparison.Ordinal) && raw[t].Text == "un" + kept[^1].Text)
+                    kept[^1] = kept[^1] with { Text = $"{kept[^1].Text}; {raw[t].Text}" };
+                else kept.Add(raw[t]);
+            }
+            // Identical consecutive rows: one row with a count.
+            for (int t = 0; t < kept.Count; t++)
+            {
+                int n = 1;
+                while (t + n < kept.Count && kept[t + n].Text == kept[t].Text) n++;
+                outRows.Add(n == 1 ? kept[t] : kept[t] with { Text = $"{kept[t].Text} (x{n})" });
+                t += n - 1;
             }
             i = j;
         }

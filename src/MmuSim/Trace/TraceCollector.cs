@@ -146,9 +146,8 @@ public sealed class TraceCollector : IStepSink, IFunctionHook, IRunObserver
     {
         Pull();
         var s = _s!;
-        // KContext.Leave has already popped: the returning function is the slot just above the new depth.
-        string fn = ctx.FunctionAt(ctx.FunctionDepth) is var f && f != "?" ? f : "";
-        _events.Add(new TraceEvent(s.ClockNs, s.Steps, ctx.Id, TraceEventKind.Leave, PointKind.Yield, 0, fn, "", 0, ctx.AtomicDepth, false));
+        // The writers close the innermost open slice of the context; the returning function's name is not needed.
+        _events.Add(new TraceEvent(s.ClockNs, s.Steps, ctx.Id, TraceEventKind.Leave, PointKind.Yield, 0, "", "", 0, ctx.AtomicDepth, false));
     }
 
     /// <summary>Contexts that finished before recording started (a scenario's setup) are left out of the outputs.</summary>

@@ -167,4 +167,38 @@ public class StrategyTests
         }
         Assert.False(StrategySpec.TryParseKind("bfs", out _));
     }
+
+    /// <summary>A spins until B sets a flag, giving up (a liveness violation) after 5,000 spins; B needs a few steps.</summary>
+    static IExplorable SpinWait() => new SchedulerExplorable(ExplorableInfo.Of("spin-wait"), strategy =>
+    {
+        var s = new Scheduler(strategy);
+        bool flag = false;
+        s.Spawn("A", async _ =>
+        {
+            for (int spins = 0; !flag; spins++)
+            {
+                if (spins == 5000) s.Fail(Invariants.Liveness, "A kept spinning");
+                await s.Point(PointKind.Yield);
+            }
+        });
+        s.Spawn("B", async _ =>
+        {
+            for (int i = 0; i < 3; i++) await s.Point(PointKind.Yield);
+            flag = true;
+        });
+        return s;
+    });
+
+    [Theory]
+    [InlineData(StrategyKind.Pct)]
+    [InlineData(StrategyKind.Delay)]
+    [InlineData(StrategyKind.Dfs)]
+    [InlineData(StrategyKind.Portfolio)]
+    public void UnfairStrategiesTurnFairSoSpinningCannotStarveTheOtherContext(StrategyKind kind)
+    {
+        var r = new Explorer(SpinWait(), new ExploreOptions { Strategy = new StrategySpec { Kind = kind, Preemptions = 0, Seed = 2 }, Iterations = 100 }).Run();
+        Assert.Null(r.First);
+        Assert.True(r.StepsMax > StrategyMath.DefaultFairAfter || kind == StrategyKind.Portfolio, "some schedule starved B until the fair tail");
+        Assert.True(r.StepsMax < 5000);
+    }
 }

@@ -30,6 +30,8 @@ public class CatalogTests
     [InlineData("thp-invalidate-page", "4.13", null)]
     [InlineData("change-pte-dead", "2.6.32", null)]
     [InlineData("change-pte-dead", "4.19", null)]
+    [InlineData("kvm-retry-barriers", "2.6.32", "stale-translation")]
+    [InlineData("kvm-retry-barriers", "3.6", null)]
     [InlineData("oom-reaper-no-notifier", "4.10", "stale-translation")]
     [InlineData("oom-reaper-no-notifier", "4.19", null)]
     [InlineData("shared-pt-tlb-order", "3.7", "stale-translation")]
@@ -141,6 +143,24 @@ public class CatalogTests
         var (code, _, err) = CliRunner.Run("replay", path);
         Assert.Equal(1, code);
         Assert.Contains($"reproduced: {c.Invariant}", err);
+    }
+
+    [Theory]
+    [InlineData("invalidate-page-after-ptl", 2, "ptep_clear_flush(0x10000)", "guest_write(0x100)")]
+    [InlineData("thp-invalidate-page", 3, "page_mkclean_one(0x400000)", "kvm_unmap_gfn_range(0x1001)")]
+    public void ShrunkDiagramsOfAAndB_AreShortAndShowTheOtherCpu(string scenario, int cpus, string row1, string row2)
+    {
+        var p = new ScenarioExplorable(ScenarioLoader.LoadBuiltIn(scenario), EraTable.Get("4.10"));
+        var found = new Explorer(p, new ExploreOptions { Iterations = 5000 }).Run().First!;
+        var small = new Shrinker(p).Shrink(found);
+        var t = new MmuSim.Trace.TraceCollector();
+        Assert.True(small.Replay(p, t).Reproduced);
+        var d = MmuSim.Trace.RaceDiagram.Build(t);
+        Assert.Equal(cpus, d.Columns.Count);
+        Assert.All(d.Columns, c => Assert.True(d.RowsFor(c.Id) <= 12, d.ToString()));
+        Assert.Contains(d.Rows, r => r.Text == row1);
+        Assert.Contains(d.Rows, r => r.Text == row2);
+        Assert.Contains(d.Rows, r => r.Text.StartsWith("guest_write(", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -315,7 +315,8 @@ public class KsmTests
         var ksm = Ksmd.Of(k);
         Scan(k, 2);
         long kpfn = parent.PeekPte(A).Pfn;
-        var child = TestFork.Fork(k, parent, "child");
+        MmStruct child = null!;
+        Assert.Null(Run(k, async _ => child = await Fork.DupMmap(parent, "child"), "fork"));
         Assert.Equal(20, k.Mem[kpfn].MapCount);
         Assert.Equal(1, ksm.PagesShared); // fork creates no KSM page and changes no counter
         Assert.Equal(9, ksm.PagesSharing);

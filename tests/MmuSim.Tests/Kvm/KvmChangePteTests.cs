@@ -202,3 +202,105 @@ public class KvmChangePteTests
         Assert.Equal(expect, t.Slot.Tables[t.Slot.Block(G)]);
     }
 }
+
+/// <summary>change_pte on the real KSM paths (write_protect_page, replace_page), per era.</summary>
+public class KvmKsmChangePteTests
+{
+    /// <summary>Two identical pages the guest mapped writable, merged by two full ksmd scans; then two guest reads.</summary>
+    static (KvmKit T, long ExitsAfterMerge, long ExitsAfterReads) MergeAndRead(string era)
+    {
+        var t = new KvmKit(era, pages: 4);
+        t.MustDo(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0xAB);
+            await t.GuestWrite(KvmKit.Gfn0 + 1, 0xAB);
+            Assert.Equal(0, await MmuSim.Ksm.Ksmd.Of(t.K).KsmMadvise(t.Mm, KvmKit.Hva, 2 * MmStruct.PageSize, mergeable: true));
+            await MmuSim.Ksm.Ksmd.Of(t.K).ScanFull(2);
+        });
+        Assert.True(t.K.Mem[t.Mm.PeekPte(KvmKit.Hva).Pfn].Has(PageFlags.Ksm), "not merged");
+        Assert.Equal(t.Mm.PeekPte(KvmKit.Hva).Pfn, t.Mm.PeekPte(KvmKit.Hva + MmStruct.PageSize).Pfn);
+        long after = t.Stat(Stat.VmExits);
+        t.MustDo(async () =>
+        {
+            Assert.Equal(0xABUL, await t.GuestRead(KvmKit.Gfn0));
+            Assert.Equal(0xABUL, await t.GuestRead(KvmKit.Gfn0 + 1));
+        });
+        return (t, after, t.Stat(Stat.VmExits));
+    }
+
+    [Theory]
+    [InlineData("3.7")]
+    [InlineData("4.10")]
+    [InlineData("4.19")]
+    [InlineData("5.13")]
+    [InlineData("6.8")]
+    public void X86_3_7To6_9_KsmChangePteFindsNoSpte_TheGuestRefaults(string era)
+    {
+        var (t, before, after) = MergeAndRead(era);
+        Assert.True(t.Stat(Stat.KvmChangePteCalls) > 0);
+        Assert.Equal(0, t.Stat(Stat.KvmChangePteFoundPresent));
+        Assert.Equal(before + 2, after);
+        var ksm = t.Mm.PeekPte(KvmKit.Hva).Pfn;
+        Assert.Equal(ksm, t.Vm.PeekSpte(KvmKit.Gfn0).Pfn);
+        Assert.False(t.Vm.PeekSpte(KvmKit.Gfn0).Writable);
+    }
+
+    [Fact]
+    public void X86_2_6_32_KsmChangePteRewritesTheSptesToTheKsmPage_AndTheGuestReadsWithoutAnExit()
+    {
+        var (t, before, after) = MergeAndRead("2.6.32");
+        Assert.True(t.Stat(Stat.KvmChangePteFoundPresent) >= 2);
+        Assert.Equal(before, after);
+        var ksm = t.Mm.PeekPte(KvmKit.Hva).Pfn;
+        Assert.Equal(ksm, t.Vm.PeekSpte(KvmKit.Gfn0).Pfn);
+        Assert.Equal(ksm, t.Vm.PeekSpte(KvmKit.Gfn0 + 1).Pfn);
+        Assert.False(t.Vm.PeekSpte(KvmKit.Gfn0).Writable);
+    }
+
+    [Theory]
+    [InlineData("2.6.32", false)]
+    [InlineData("6.8", true)]
+    public void HoldingPageRefsDefeatsKsmWhenWriteProtectPageHasNoStartEnd(string era, bool mergesAnyway)
+    {
+        var t = new KvmKit(era, pages: 4, options: new KernelOptions { Mutations = new HashSet<Mutation> { Mutation.KvmHoldPageRefs } });
+        t.MustDo(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0xAB);
+            await t.GuestWrite(KvmKit.Gfn0 + 1, 0xAB);
+            await MmuSim.Ksm.Ksmd.Of(t.K).KsmMadvise(t.Mm, KvmKit.Hva, 2 * MmStruct.PageSize, mergeable: true);
+            await MmuSim.Ksm.Ksmd.Of(t.K).ScanFull(2);
+        });
+        // 3.7+: write_protect_page's start zaps the SPTE, which drops the held reference before the refcount check.
+        Assert.Equal(mergesAnyway, t.K.Mem[t.Mm.PeekPte(KvmKit.Hva).Pfn].Has(PageFlags.Ksm));
+    }
+}
+
+public class KvmChangePteWarnTests
+{
+    /// <summary>
+    /// From 5.13 KVM WARNs when change_pte arrives with no invalidation in flight (c13fda237f08): a KSM that calls
+    /// set_pte_at_notify without start/end (the ksm-no-notifier-bracket mutation) trips it. Before 5.13 it is silent.
+    /// </summary>
+    [Theory]
+    [InlineData("6.8", true)]
+    [InlineData("5.13", true)]
+    [InlineData("4.19", false)]
+    public void ChangePteOutsideStartEndTripsTheWarnFrom5_13(string era, bool warns)
+    {
+        var t = new KvmKit(era, pages: 4, options: new KernelOptions { Mutations = new HashSet<Mutation> { Mutation.KsmNoNotifierBracket } });
+        var v = t.Do(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0xAB);
+            await t.GuestWrite(KvmKit.Gfn0 + 1, 0xAB);
+            await MmuSim.Ksm.Ksmd.Of(t.K).KsmMadvise(t.Mm, KvmKit.Hva, 2 * MmStruct.PageSize, mergeable: true);
+            await MmuSim.Ksm.Ksmd.Of(t.K).ScanFull(2);
+        });
+        if (warns)
+        {
+            Assert.NotNull(v);
+            Assert.Equal(MmuSim.Sched.Invariants.Pairing, v!.Invariant);
+            Assert.Equal("kvm_mmu_notifier_change_pte", v.Function);
+        }
+        else Assert.True(v == null || v.Function != "kvm_mmu_notifier_change_pte", v?.ToString());
+    }
+}

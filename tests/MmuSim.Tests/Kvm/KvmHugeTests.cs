@@ -76,4 +76,57 @@ public class KvmHugeTests
         Assert.Equal(SpteTable.Table, t.Vm.Memslots[0].Tables[0]);
         Assert.Equal(2, t.K.Stats[Stat.VmExits]);
     }
+
+    /// <summary>A THP-eligible VMA faulted by the guest through GUP; the primary maps a real THP.</summary>
+    static KvmKit2 RealThp(string era)
+    {
+        var k = Harness.Kernel(era);
+        var mm = Harness.MmWithVma(k, HugeHva, 2 * MmStruct.PmdSize, VmFlags.HugePage);
+        MmuSim.Kvm.Kvm vm = null!;
+        Assert.Null(Harness.Run(k, async _ =>
+        {
+            vm = await MmuSim.Kvm.Kvm.CreateVm(mm, "vm0");
+            Assert.Equal(0, await vm.SetMemoryRegion(0, HugeGfn, 1024, HugeHva, MemslotFlags.None));
+            Assert.True((await vm.Vcpu(0).GuestWrite(HugeGfn + 7, 0x77)).Ok);
+        }, "vmm"));
+        Assert.True(mm.PeekPmd(HugeHva).Huge);
+        return new KvmKit2(k, mm, vm);
+    }
+
+    [Theory]
+    [InlineData("6.8")]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void RealThpFault_HugeSpte_ThenDontneedOfOnePageSplitsAndDropsTheWholeHugeSpte(string era)
+    {
+        var t = RealThp(era);
+        Assert.Equal(1, t.Vm.PresentSptes);
+        Assert.Equal(SpteTable.HugeLeaf, t.Vm.Memslots[0].Tables[0]);
+        Assert.Null(Harness.Run(t.K, async _ =>
+        {
+            await Madvise.MadviseDontneed(t.Mm, HugeHva + 0x3000, MmStruct.PageSize);
+            Assert.Equal(0, t.Vm.PresentSptes);
+            // The rest of the block is still there, now mapped by 4K PTEs: the guest gets 4K SPTEs.
+            var r = await t.Vm.Vcpu(0).GuestRead(HugeGfn + 7);
+            Assert.True(r.Ok);
+            Assert.Equal(0x77UL, r.Value);
+            Assert.Equal(0UL, (await t.Vm.Vcpu(0).GuestRead(HugeGfn + 3)).Value);
+        }));
+        Assert.False(t.Mm.PeekPmd(HugeHva).Huge);
+        Assert.Equal(SpteTable.Table, t.Vm.Memslots[0].Tables[0]);
+        Assert.Equal(2, t.Vm.PresentSptes);
+        Assert.Equal(t.Mm.PeekPte(HugeHva + 0x7000).Pfn, t.Vm.PeekSpte(HugeGfn + 7).Pfn);
+    }
+
+    [Theory]
+    [InlineData("6.8")]
+    [InlineData("4.10")]
+    public void RealThp_MunmapZapsTheHugeSpte_BeforeTheThpIsFreed(string era)
+    {
+        var t = RealThp(era);
+        long head = t.Mm.PeekPmd(HugeHva).Pfn;
+        Assert.Null(Harness.Run(t.K, async _ => await Mmap.Munmap(t.Mm, HugeHva, 2 * MmStruct.PmdSize)));
+        Assert.Equal(0, t.Vm.PresentSptes);
+        Assert.True(t.K.Mem[head].Has(PageFlags.Free));
+    }
 }

@@ -17,10 +17,6 @@ public sealed class KvmKit
     public KvmKit(string era, IStrategy? strategy = null, KvmArch arch = KvmArch.X86Tdp, ulong pages = 8,
         MemslotFlags flags = MemslotFlags.None, KernelOptions? options = null, Prot prot = Prot.ReadWrite)
     {
-        // Enough page-table pages up front: MmStruct.PmdAlloc/PteAllocAt write through a ref into the pool array across
-        // PageTablePool.AllocTable, which may resize it (the write is then lost); reported, worked around here.
-        options ??= new KernelOptions();
-        if (options.InitialPageTables < 64) options = options with { InitialPageTables = 64 };
         K = Harness.Kernel(era, strategy, options);
         Mm = Harness.MmWithVma(K, Hva, pages * MmStruct.PageSize, prot: prot);
         var v = Harness.Run(K, async _ =>
@@ -40,7 +36,11 @@ public sealed class KvmKit
         return K.Run();
     }
 
-    public void MustDo(Func<ValueTask> body, string name = "t") => Assert.Null(Do(body, name));
+    public void MustDo(Func<ValueTask> body, string name = "t")
+    {
+        Assert.Null(Do(body, name));
+        Vm.AssertInvariants();
+    }
 
     public async ValueTask<ulong> GuestRead(ulong gfn, int vcpu = 0)
     {

@@ -10,7 +10,8 @@ public class KvmScenarioTests
     static readonly string[] BuiltIns =
     [
         "kvm-fault-vs-invalidate", "kvm-munmap", "kvm-dontneed", "kvm-exit", "kvm-zap-on-start", "kvm-double-invalidate",
-        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs",
+        "kvm-memslot-vs-invalidate", "kvm-aging", "kvm-dirty-log", "kvm-change-pte-arm64", "kvm-change-pte-x86", "kvm-no-page-refs", "kvm-retry-barriers", "kvm-ksm",
+        "kvm-mprotect", "kvm-fork-cow", "kvm-reclaim", "kvm-migrate",
     ];
 
     public static TheoryData<string, string> BuiltInsByEra()
@@ -30,7 +31,7 @@ public class KvmScenarioTests
         var expected = s.ExpectedIn(e);
         var plain = ScenarioRunner.Run(s, e, null);
         if (expected.Kind == ExpectKind.Pass) Assert.True(plain.Violation == null, $"plain run (no interleaving): {plain.Summary}");
-        var r = ScenarioRunner.Explore(s, e, seed => new RandomStrategy(seed), 200, 7);
+        var r = ScenarioRunner.Explore(s, e, seed => new RandomStrategy(seed), expected.Kind == ExpectKind.Pass ? 200 : 10_000, 7);
         if (expected.Kind == ExpectKind.Pass) Assert.Null(r.FirstViolation?.Violation);
         else
         {
@@ -58,6 +59,7 @@ public class KvmScenarioTests
     [InlineData("kvm-memslot-vs-invalidate", "kvm-no-memslot-wait", "6.8", null)]
     [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "6.8", ScenarioInvariants.UnexpectedValue)]
     [InlineData("kvm-no-page-refs", "kvm-hold-page-refs", "2.6.32", ScenarioInvariants.UnexpectedValue)]
+    [InlineData("kvm-ksm", "kvm-hold-page-refs", "2.6.32", ScenarioInvariants.UnexpectedValue)]
     public void MutationIsCaughtWithin10000Schedules_AndTheUnmutatedScenarioIsClean(string name, string mutation, string era, string? invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(name);
@@ -72,6 +74,17 @@ public class KvmScenarioTests
         var good = ScenarioRunner.Explore(s, e, seed => new RandomStrategy(seed), 2_000, 1);
         Assert.Null(good.FirstViolation?.Violation);
         Assert.Equal(2_000, good.Iterations);
+    }
+
+    [Fact]
+    public void Race5d1_LocklessRetryWithoutBarriersInstallsAStalePage_WithBarriersItNeverDoes()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-retry-barriers");
+        var old = ScenarioRunner.Explore(s, EraTable.Get("2.6.32"), seed => new RandomStrategy(seed), 10_000, 1);
+        Assert.NotNull(old.FirstViolation);
+        Assert.Equal(Invariants.StaleTranslation, old.FirstViolation!.Violation!.Invariant);
+        var fixedEra = ScenarioRunner.Explore(s, EraTable.Get("3.6"), seed => new RandomStrategy(seed), 2_000, 1);
+        Assert.Null(fixedEra.FirstViolation?.Violation);
     }
 
     [Theory]

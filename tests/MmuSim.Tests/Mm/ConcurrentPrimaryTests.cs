@@ -149,4 +149,130 @@ public class ConcurrentPrimaryTests
             Consistent(k);
         }
     }
+
+    /// <summary>
+    /// Stress: two tasks (parent and, after fork, child) run random user operations while a daemon reclaims,
+    /// migrates, ages and cleans random folios and another context reaps nothing but ages; every interleaving comes
+    /// from the random strategy. Asserts no violation (pairing, sleeping in atomic, deadlock), no model exception,
+    /// and consistent counts and rmap at the end.
+    /// </summary>
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.10")]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void RandomConcurrentOperations_StayConsistent(string era)
+    {
+        const ulong S = 0x400000, Hg = 0x600000;
+        for (ulong seed = 1; seed <= 12; seed++)
+        {
+            var k = Kernel(era, new RandomStrategy(seed));
+            var mm = k.CreateMm("p0");
+            mm.InsertVma(new Vma(mm, S, S + 0x8000, Prot.ReadWrite, VmFlags.None));
+            mm.InsertVma(new Vma(mm, Hg, Hg + 0x200000, Prot.ReadWrite, VmFlags.HugePage));
+            var rec = Recorder(k, mm);
+            var dev = new Devices.DeviceMirror(k, mm, "dmirror");
+            bool withDev = era != "4.10"; // 3.6-4.12 have the known races 5(a)/5(b)
+            if (withDev)
+            {
+                k.Checker.AddSecondary(dev);
+                Run(k, async _ => { await mm.Notifiers.Register(dev); }, "register-dev");
+            }
+            MmStruct? child = null;
+            var rnd = new Random((int)seed);
+            ulong Addr(int i) => i < 8 ? S + (ulong)i * 0x1000 : Hg + (ulong)(i - 8) * 0x41000;
+
+            async ValueTask UserOps(Func<MmStruct?> who, Random r, int n)
+            {
+                for (int j = 0; j < n; j++)
+                {
+                    var m = who();
+                    if (m == null) { await k.S.Point(PointKind.Yield); continue; }
+                    int i = r.Next(12);
+                    ulong a = Addr(i);
+                    switch (r.Next(9))
+                    {
+                        case 0: case 1: case 2: await Write(m, a, (ulong)r.Next(1, 1000)); break;
+                        case 3: await Read(m, a); break;
+                        case 4: await Madvise.MadviseDontneed(m, a, 0x1000); break;
+                        case 5: await Madvise.MadviseFree(m, a, 0x1000); break;
+                        case 6: await Mprotect.DoMprotect(m, a, 0x1000, r.Next(2) == 0 ? Prot.Read : Prot.ReadWrite); break;
+                        case 7:
+                            await Mmap.Munmap(m, a, 0x1000);
+                            await Mmap.DoMmap(m, a, 0x1000, Prot.ReadWrite, VmFlags.None);
+                            break;
+                        default: await Read(m, a); break;
+                    }
+                }
+            }
+
+            var r0 = new Random(rnd.Next());
+            var r1 = new Random(rnd.Next());
+            var r2 = new Random(rnd.Next());
+            k.S.Spawn("task0", async _ =>
+            {
+                await UserOps(() => mm, r0, 6);
+                child = await Fork.DupMmap(mm, "p1");
+                await UserOps(() => mm, r0, 8);
+            });
+            k.S.Spawn("task1", async _ => await UserOps(() => child, r1, 14));
+            var r3 = new Random(rnd.Next());
+            if (withDev)
+                k.S.Spawn("device", async _ =>
+                {
+                    for (int j = 0; j < 10; j++) await dev.Access(Addr(r3.Next(12)), write: r3.Next(2) == 0, (ulong)r3.Next(1, 1000));
+                });
+            k.S.Spawn("kswapd", async _ =>
+            {
+                for (int j = 0; j < 16; j++)
+                {
+                    var m = r2.Next(2) == 0 ? mm : child ?? mm;
+                    if (m.Exited) continue;
+                    var (present, pfn, _, _) = m.Translate(Addr(r2.Next(12)));
+                    if (!present || pfn == PhysMem.ZeroPfn) { await k.S.Point(PointKind.Yield); continue; }
+                    switch (r2.Next(4))
+                    {
+                        case 0: await Vmscan.ShrinkFolio(k, pfn); break;
+                        case 1: await Migrate.MigrateFolio(k, pfn); break;
+                        case 2: await Rmap.FolioReferenced(k, pfn); break;
+                        default: await PageWriteback.FolioClearDirtyForIo(k, pfn); break;
+                    }
+                }
+            });
+            var v = k.Run();
+            Assert.True(v == null, $"seed {seed}: {v}");
+            Consistent(k);
+            Assert.Equal(
+                rec.Calls.Count(c => c.Kind == Devices.CallbackKind.InvalidateRangeStart),
+                rec.Calls.Count(c => c.Kind == Devices.CallbackKind.InvalidateRangeEnd));
+        }
+    }
+
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.13")]
+    [InlineData("6.13")]
+    public void ReclaimAndMigrationOfTheSameFolio_OnlyOneIsolatesIt(string era)
+    {
+        for (ulong seed = 1; seed <= 40; seed++)
+        {
+            var k = Kernel(era, new RandomStrategy(seed));
+            var mm = MmWithVma(k, A, 0x1000);
+            Ok(k, async () => await Write(mm, A, 7));
+            long pfn = mm.PeekPte(A).Pfn;
+            ushort gen = k.Mem[pfn].Generation;
+            bool reclaimed = false;
+            long migrated = -1;
+            k.S.Spawn("kswapd", async _ => reclaimed = await Vmscan.ShrinkFolio(k, pfn));
+            k.S.Spawn("kcompactd", async _ => migrated = await Migrate.MigrateFolio(k, pfn));
+            ulong? got = null;
+            k.S.Spawn("task", async _ => got = await Read(mm, A));
+            var v = k.Run();
+            Assert.True(v == null, $"seed {seed}: {v}");
+            Assert.False(reclaimed && migrated > 0);
+            Assert.Equal(7UL, got);
+            Assert.Equal(reclaimed || migrated > 0, k.Mem[pfn].Generation != gen); // freed (maybe reused) iff one succeeded
+            Consistent(k);
+        }
+    }
 }

@@ -55,7 +55,8 @@ public class RmapTests
     [Theory]
     [InlineData("2.6.32", "IP(10000)!")]
     [InlineData("4.10", "IP(10000)")]
-    [InlineData("4.13", "S(10000,11000) IR(10000,11000) E(10000,11000)")]
+    [InlineData("4.13", "S(10000,11000) IR(10000,11000)! IR(10000,11000) E(10000,11000)")]
+    [InlineData("4.19", "S(10000,11000) IR(10000,11000) E(10000,11000)")]
     [InlineData("6.13", "S(10000,11000,ProtectionPage) E(10000,11000,ProtectionPage)")]
     public void Mkclean_WriteProtectsAndCleans_ThenClearDirtyForIo(string era, string expected)
     {
@@ -92,7 +93,7 @@ public class RmapTests
 
     [Theory]
     [InlineData("4.10", "IP(200000)")] // 5(b): one address for a PMD-mapped THP
-    [InlineData("4.13", "S(200000,400000) IR(200000,400000) E(200000,400000)")]
+    [InlineData("4.13", "S(200000,400000) IR(200000,400000)! IR(200000,400000) E(200000,400000)")]
     [InlineData("6.13", "S(200000,400000,ProtectionPage) E(200000,400000,ProtectionPage)")]
     public void Mkclean_HugePmd(string era, string expected)
     {

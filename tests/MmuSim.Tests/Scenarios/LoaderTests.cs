@@ -193,4 +193,42 @@ public class LoaderTests
         var e = Assert.Throws<ScenarioException>(() => ScenarioLoader.Parse(yaml, "t.yaml"));
         Assert.Equal((5, "threads[1].name"), (e.Line, e.Field));
     }
+
+    public static IEnumerable<object[]> RoundTripCases() =>
+        ScenarioLoader.BuiltInNames.Select(n => new object[] { n }).Append(["<full>"]);
+
+    [Theory]
+    [MemberData(nameof(RoundTripCases))]
+    public void WriteThenLoadRoundTrips(string name)
+    {
+        var s1 = name == "<full>" ? ScenarioLoader.Parse(Full, "full.yaml") : ScenarioLoader.LoadBuiltIn(name);
+        var yaml = ScenarioWriter.ToYaml(s1);
+        var s2 = ScenarioLoader.Parse(yaml, "written.yaml");
+        Assert.Equal(yaml, ScenarioWriter.ToYaml(s2)); // canonical form is a fixed point
+
+        Assert.Equal((s1.Name, s1.Description, s1.DefaultEra, s1.MaxSteps), (s2.Name, s2.Description, s2.DefaultEra, s2.MaxSteps));
+        Assert.Equal(s1.Mutations, s2.Mutations);
+        Assert.Equal(s1.Checks, s2.Checks);
+        Assert.Equal(s1.Costs, s2.Costs);
+        Assert.Equal(s1.Processes.Select(p => (p.Name, p.Vmas.Count)), s2.Processes.Select(p => (p.Name, p.Vmas.Count)));
+        foreach (var (a, b) in s1.Processes.SelectMany(p => p.Vmas).Zip(s2.Processes.SelectMany(p => p.Vmas)))
+        {
+            Assert.Equal((a.Start, a.Len, a.Prot, a.Flags), (b.Start, b.Len, b.Prot, b.Flags));
+            Assert.Equal(a.Contents, b.Contents);
+        }
+        static string Ops(IEnumerable<OpCall> ops) =>
+            string.Join(";", ops.Select(o => o.Spec.Name + "{" + string.Join(",", o.Args.Keys.Select(k => k + "=" + o.Args.GetString(k))) + "}"));
+        Assert.Equal(Ops(s1.Setup), Ops(s2.Setup));
+        Assert.Equal(s1.Threads.Select(t => t.Name + ":" + Ops(t.Ops)), s2.Threads.Select(t => t.Name + ":" + Ops(t.Ops)));
+        Assert.Equal(s1.Daemons.Select(t => t.Name + ":" + Ops(t.Ops)), s2.Daemons.Select(t => t.Name + ":" + Ops(t.Ops)));
+        foreach (var era in EraTable.All) Assert.Equal(s1.ExpectedIn(era), s2.ExpectedIn(era));
+
+        if (name != "<full>")
+        {
+            var e = s1.EraOrDefault(null);
+            var r1 = ScenarioRunner.Run(s1, e, new RandomStrategy(5));
+            var r2 = ScenarioRunner.Run(s2, e, new RandomStrategy(5));
+            Assert.Equal(r1.Summary, r2.Summary);
+        }
+    }
 }

@@ -1,17 +1,13 @@
-// Ops for the primary mm paths (Fork, Mprotect, Mremap, Vmscan, Rmap, PageWriteback, Migrate, Uprobes, OomKill,
-// Madvise); they register themselves through RegisterPending.
 using MmuSim.Mm;
 using MmuSim.Sched;
 
 namespace MmuSim.Scenarios;
 
+/// <summary>Scenario ops for the primary mm paths: fork, mprotect, mremap, reclaim, aging, writeback, migration, uprobes, OOM reaping.</summary>
 public static partial class CoreOps
 {
-    static partial void RegisterPending(OpRegistry r)
+    static void RegisterMmPaths(OpRegistry r)
     {
-        MadviseHandlers["dontneed"] = (mm, s, e) => Madvise.MadviseDontneed(mm, s, e - s);
-        MadviseHandlers["free"] = async (mm, s, e) => await Madvise.MadviseFree(mm, s, e - s);
-
         r.Register(new OpSpec("fork", "fork: dup_mmap into a new process named child (COW, PROTECTION_PAGE on the parent)",
             ["process", "child"], [], DoFork));
         r.Register(new OpSpec("mprotect", "mprotect(addr, len, prot): PROTECTION_VMA, lazily started at the first populated PMD",
