@@ -32,6 +32,8 @@ public class CatalogTests
     [InlineData("change-pte-dead", "4.19", null)]
     [InlineData("kvm-retry-barriers", "2.6.32", "stale-translation")]
     [InlineData("kvm-retry-barriers", "3.6", null)]
+    [InlineData("e500-no-retry", "3.10", "stale-translation")]
+    [InlineData("e500-no-retry", "3.19", null)]
     [InlineData("oom-reaper-no-notifier", "4.10", "stale-translation")]
     [InlineData("oom-reaper-no-notifier", "4.19", null)]
     [InlineData("shared-pt-tlb-order", "3.7", "stale-translation")]
