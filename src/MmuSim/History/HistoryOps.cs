@@ -18,6 +18,8 @@ public static class HistoryOps
         r.Register(new OpSpec("sleepy-secondary",
             "register a secondary whose invalidate_page and invalidate_range_start take a mutex (may sleep), as drivers did from 3.7",
             ["process"], ["name"], SleepySecondaryOp));
+        r.Register(new OpSpec("expect-observed", "the value an earlier op stored with `as: label` must equal value; else an unexpected-value violation",
+            ["label", "value"], [], ExpectObserved) { Check = (a, _) => a.GetULong("value") });
         // iommu.bind and iommu.dma-read are in Explore/CatalogOps.cs.
         r.Register(new OpSpec("iommu.dma-write", "device DMA write of value to addr through the IOMMU's IOTLB (walks the CPU page table on a miss)",
             ["iommu", "addr", "value"], [], DmaWrite) { Check = (a, _) => a.GetULong("value") });
@@ -31,6 +33,17 @@ public static class HistoryOps
         var dev = new SleepingSecondary(w.K, name);
         w.Objects[name] = dev;
         await mm.Notifiers.Register(dev);
+    }
+
+    static async ValueTask ExpectObserved(ScenarioWorld w, OpArgs a)
+    {
+        await w.K.S.Point(PointKind.Counter, 0);
+        string label = a.GetString("label");
+        ulong want = a.GetULong("value");
+        if (!w.Observed.TryGetValue(label, out var got))
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: nothing was stored as '{label}'");
+        else if (got != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {label} is {got}, expected {want}");
     }
 
     static async ValueTask DmaWrite(ScenarioWorld w, OpArgs a) =>

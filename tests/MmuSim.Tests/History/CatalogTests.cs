@@ -34,6 +34,8 @@ public class CatalogTests
     [InlineData("kvm-retry-barriers", "3.6", null)]
     [InlineData("e500-no-retry", "3.10", "stale-translation")]
     [InlineData("e500-no-retry", "3.19", null)]
+    [InlineData("aging-pmd-vs-4k-spte", "3.19", "unexpected-value")]
+    [InlineData("aging-pmd-vs-4k-spte", "4.10", null)]
     [InlineData("oom-reaper-no-notifier", "4.10", "stale-translation")]
     [InlineData("oom-reaper-no-notifier", "4.19", null)]
     [InlineData("shared-pt-tlb-order", "3.7", "stale-translation")]
