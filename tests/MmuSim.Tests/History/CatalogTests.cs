@@ -233,4 +233,13 @@ public class CatalogTests
             """, "x.yaml"));
         Assert.Contains("history_stats", e.Message);
     }
+
+    [Fact]
+    public void CatalogFieldsSurviveTheWriter()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("change-pte-dead");
+        var again = ScenarioLoader.Parse(ScenarioWriter.ToYaml(s), "w.yaml");
+        Assert.Equal("c", again.Catalog);
+        Assert.Equal([Stat.KvmChangePteFoundPresent], again.HistoryStats);
+    }
 }
