@@ -19,6 +19,11 @@ public static class Program
             ExploreBenchmarks.Quick();
             return;
         }
+        if (args.Length > 0 && args[0] == "ksm")
+        {
+            KsmScanBench.Run(args.Length > 1 ? int.Parse(args[1]) : 1024, args.Length > 2 ? args[2] : "6.13");
+            return;
+        }
         if (args.Length > 0 && args[0] == "quick")
         {
             // Fast feedback while tuning (best of 3, Stopwatch); the reported figures come from BenchmarkDotNet.
