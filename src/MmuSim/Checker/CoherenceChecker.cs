@@ -242,7 +242,8 @@ public sealed class CoherenceChecker
             long head = _k.Mem.FolioOf(pfn);
             if (!_k.Mem[head].Has(PageFlags.Dirty) && !(match && pdirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
-        else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)))
+        else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)) &&
+                 !(!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0))
         {
             Fail(Invariants.StaleTranslation,
                 $"{sec.Name} reads pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
@@ -302,6 +303,9 @@ public sealed class CoherenceChecker
                 return false;
             }
             if (InFlight(mm, va)) continue;
+            // A hardware TLB may keep a cleared translation until the pending TLB flush reaches it (mmu_gather):
+            // the page is not freed before that flush (checked in OnFree), exactly as for the CPU's own TLB.
+            if (!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0) continue;
             if (!present || ppfn != t.Pfn + i)
             {
                 Fail(Invariants.StaleTranslation,

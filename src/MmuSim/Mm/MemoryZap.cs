@@ -8,9 +8,18 @@ namespace MmuSim.Mm;
 /// struct mmu_gather (mm/mmu_gather.c): pages whose PTEs were cleared wait here until the TLB is flushed, then are
 /// freed. The batch flushes early when full (still after invalidate_range_start); normally at tlb_finish_mmu, after end.
 /// </summary>
-public sealed class MmuGather(MmStruct mm)
+public sealed class MmuGather
 {
+    readonly MmStruct mm;
     readonly List<long> _pages = [];
+
+    /// <summary>tlb_gather_mmu: start gathering; raises mm_tlb_flush_pending until <see cref="Finish"/>.</summary>
+    public MmuGather(MmStruct mm)
+    {
+        this.mm = mm;
+        mm.TlbFlushPending++; // inc_tlb_flush_pending
+    }
+
     ulong _start = ulong.MaxValue, _end;
 
     /// <summary>Pages per batch before an early tlb_flush_mmu (MAX_GATHER_BATCH-like). Scenarios may lower it.</summary>
@@ -54,8 +63,12 @@ public sealed class MmuGather(MmStruct mm)
         _pages.Clear();
     }
 
-    /// <summary>tlb_finish_mmu.</summary>
-    public ValueTask Finish() => FlushMmu();
+    /// <summary>tlb_finish_mmu: flush and free what is left, then drop mm_tlb_flush_pending.</summary>
+    public async ValueTask Finish()
+    {
+        await FlushMmu();
+        mm.TlbFlushPending--; // dec_tlb_flush_pending
+    }
 }
 
 public static partial class Memory

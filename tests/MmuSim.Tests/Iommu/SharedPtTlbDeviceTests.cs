@@ -70,3 +70,40 @@ public class SharedPtTlbDeviceTests
         Assert.NotNull(found);
     }
 }
+
+/// <summary>
+/// iommu-munmap: the IOTLB may hold a cleared translation until the mmu_gather's TLB flush reaches it, but the page
+/// may not be freed before: clean in every era; freeing before the flush (free-before-end) or a flush that never
+/// reaches the device (skip-tlb-flush, 6.6+ where the device is flushed from flush_tlb_mm_range) is caught.
+/// </summary>
+public class IommuMunmapScenarioTests
+{
+    static MmuSim.Explore.ExploreReport Explore(string era, params Mutation[] m)
+    {
+        var s = MmuSim.Scenarios.ScenarioLoader.LoadBuiltIn("iommu-munmap");
+        var program = new MmuSim.Explore.ScenarioExplorable(s, MmuSim.Eras.EraTable.Get(era), m);
+        return new MmuSim.Explore.Explorer(program, new MmuSim.Explore.ExploreOptions
+        {
+            Strategy = new MmuSim.Explore.StrategySpec { Kind = MmuSim.Explore.StrategyKind.Random, Seed = 7 },
+            Iterations = 1500,
+            Parallelism = 1,
+        }).Run();
+    }
+
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void Clean(string era) => Assert.Equal(0, Explore(era).Violations);
+
+    [Theory]
+    [InlineData("4.19", Mutation.FreeBeforeEnd)]
+    [InlineData("6.13", Mutation.FreeBeforeEnd)]
+    [InlineData("6.13", Mutation.SkipTlbFlush)]
+    public void MutantIsKilled(string era, Mutation m)
+    {
+        var r = Explore(era, m);
+        Assert.True(r.Violations > 0);
+        Assert.Equal(Invariants.FreedPageReachable, r.Counterexamples[0].Violation!.Invariant);
+    }
+}
