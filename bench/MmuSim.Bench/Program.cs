@@ -14,6 +14,11 @@ public static class Program
             Footprint.Run(args.Length > 1 ? int.Parse(args[1]) : FoundationBenchmarks.Pages);
             return;
         }
+        if (args.Length > 0 && args[0] == "explore")
+        {
+            ExploreBenchmarks.Quick();
+            return;
+        }
         if (args.Length > 0 && args[0] == "ksm")
         {
             KsmScanBench.Run(args.Length > 1 ? int.Parse(args[1]) : 1024, args.Length > 2 ? args[2] : "6.13");

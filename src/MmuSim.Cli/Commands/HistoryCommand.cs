@@ -1,64 +1,64 @@
 using System.CommandLine;
 using MmuSim.Eras;
 using MmuSim.Explore;
-using Spectre.Console;
+using MmuSim.History;
+using MmuSim.Scenarios;
 
 namespace MmuSim.Cli.Commands;
 
 /// <summary>
-/// <c>mmusim history [--json] [--time-limit T] [--iterations N] [--scenario S ...] [--era V ...]</c>: every catalog
-/// scenario under every era, as a table (one row per scenario, one column per era). Exit 1 if any cell contradicts the
-/// expectation the scenario declares.
+/// <c>mmusim history [--json] [--time-limit T] [--eras LIST] [--scenarios LIST]</c>: the main job. Runs every catalog
+/// scenario (kernel-facts §5) under every era, prints the table (rows: scenarios, columns: eras) and marks the cells
+/// that contradict the scenario's declared expectation. Exit 0 when every cell matches, 1 otherwise.
 /// </summary>
 public static class HistoryCommand
 {
     public static Command Create(CliContext cli)
     {
-        var json = new Option<bool>("--json") { Description = "one JSON record per cell: scenario, era, expected, outcome, invariant, time_to_bug_ms, schedules, matches" };
-        var timeLimit = new Option<string?>("--time-limit", "-t") { Description = "total wall-clock budget, split over the cells (default 60s)" };
-        var iterations = new Option<int>("--iterations", "-n") { Description = "schedules per cell at most", DefaultValueFactory = _ => 20_000 };
+        var json = new Option<bool>("--json") { Description = "machine-readable output: one record per cell" };
+        var timeLimit = new Option<string?>("--time-limit", "-t") { Description = "wall-clock budget of the whole table (default 60s), shared equally by the cells" };
+        var eras = new Option<string?>("--eras") { Description = "comma-separated eras or era sets (4.10,4.13+, 3.6..4.12); default: every era" };
+        var scenarios = new Option<string?>("--scenarios") { Description = "comma-separated scenario names, files or catalog ids (a, b, d4); default: every catalog scenario" };
+        var strategy = new Option<string>("--strategy", "-s") { Description = "search strategy (" + StrategySpec.KnownNames + ")", DefaultValueFactory = _ => "portfolio" };
+        var iterations = new Option<int>("--iterations", "-n") { Description = "schedule cap per cell", DefaultValueFactory = _ => 20_000 };
+        var jobs = new Option<int>("--jobs", "-j") { Description = "cells run in parallel (default: cores)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var seed = new Option<ulong>("--seed") { Description = "exploration seed", DefaultValueFactory = _ => 1UL };
-        var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads per cell", DefaultValueFactory = _ => 1 };
-        var scenarios = new Option<string[]>("--scenario") { Description = "scenario files or built-in names (default: the built-in catalog: every built-in scenario whose expect: depends on the era)" };
-        var eras = new Option<string[]>("--era") { Description = "eras (default: every named era)" };
-        var cmd = new Command("history", "Replay the notifier API's history: every catalog scenario in every era, violation or clean, against what each scenario declares")
+        var cmd = new Command("history",
+            "Replay the notifier API's history: every catalog scenario (kernel-facts §5) under every era; cells 'violation (invariant, time-to-bug)', 'clean (N schedules)' or 'n/a'; exit 1 if a cell contradicts its declared expectation")
         {
-            json, timeLimit, iterations, seed, jobs, scenarios, eras,
+            json, timeLimit, eras, scenarios, strategy, iterations, jobs, seed,
         };
         cmd.SetAction(p =>
         {
-            var list = p.GetValue(scenarios) is { Length: > 0 } given
-                ? given.Select(CliContext.LoadScenario).ToList()
-                : HistoryRunner.BuiltInCatalog();
-            var eraList = p.GetValue(eras) is { Length: > 0 } ge
-                ? ge.SelectMany(x => x.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).Select(x => CliContext.ParseEra(x)!).ToList()
-                : EraTable.All.ToList();
-            var total = ExploreCommand.ParseDuration(p.GetValue(timeLimit)) ?? TimeSpan.FromSeconds(60);
-            cli.Err.WriteLine($"history: {list.Count} scenarios x {eraList.Count} eras, {total.TotalSeconds:0.#} s budget");
-            var report = new HistoryRunner(list, eraList, new HistoryOptions
+            if (!StrategySpec.TryParseKind(p.GetValue(strategy)!, out var kind))
+                throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
+            var catalog = HistoryRunner.CatalogScenarios();
+            IReadOnlyList<Scenario>? chosen = null;
+            if (p.GetValue(scenarios) is { Length: > 0 } list)
+                chosen = list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(n => catalog.FirstOrDefault(s => s.Catalog == n || s.Name == n) ?? CliContext.LoadScenario(n)).ToList();
+            IReadOnlyList<KernelEra>? eraList = null;
+            if (p.GetValue(eras) is { Length: > 0 } es)
             {
-                TotalTime = total,
-                IterationsPerCell = Math.Max(1, p.GetValue(iterations)),
-                Seed = p.GetValue(seed),
-                Parallelism = Math.Max(1, p.GetValue(jobs)),
-                OnCell = c => { if (!c.Matches) cli.Err.WriteLine($"  {c.Scenario} @ {c.Era}: {c.Text} (expected {c.Expected})"); },
-            }).Run();
-
-            if (p.GetValue(json)) cli.Out.WriteLine(report.ToJson());
-            else
-            {
-                var t = new Table().Border(TableBorder.Simple).AddColumn("scenario");
-                foreach (var e in report.Eras) t.AddColumn(e);
-                foreach (var s in report.Scenarios)
-                    t.AddRow(new[] { Markup.Escape(s) }.Concat(report.Eras.Select(e => Markup.Escape(report.Cell(s, e)?.Text ?? ""))).ToArray());
-                var console = cli.OutConsole();
-                console.Profile.Width = Math.Max(console.Profile.Width, 40 + 24 * report.Eras.Count);
-                console.Write(t);
-                int bad = report.Contradictions.Count();
-                cli.Out.WriteLine(bad == 0
-                    ? $"every cell as declared ({report.Cells.Count} cells, {report.Elapsed.TotalSeconds:0.0} s)"
-                    : $"{bad} cell(s) contradict the declared expectation (marked !)");
+                var set = EraSet.TryParse(es, out var bad) ?? throw new UsageException("--eras", $"unknown era '{bad}' (known: {EraTable.KnownList})");
+                eraList = EraTable.All.Where(set.Contains).ToList();
             }
+            var options = new HistoryOptions
+            {
+                TimeLimit = ExploreCommand.ParseDuration(p.GetValue(timeLimit)) ?? TimeSpan.FromSeconds(60),
+                IterationsPerCell = Math.Max(1, p.GetValue(iterations)),
+                Parallelism = Math.Max(1, p.GetValue(jobs)),
+                Strategy = new StrategySpec { Kind = kind, Seed = p.GetValue(seed) },
+                Eras = eraList,
+                Scenarios = chosen,
+                OnCell = p.GetValue(json) ? null : c =>
+                {
+                    lock (cli) cli.Err.Write(c.Contradicts ? "!" : c.Status == CellStatus.Violation ? "x" : c.Status == CellStatus.Clean ? "." : "_");
+                },
+            };
+            var report = HistoryRunner.Run(options);
+            if (!p.GetValue(json)) cli.Err.WriteLine();
+            cli.Out.Write(p.GetValue(json) ? HistoryFormat.ToJson(report) + "\n" : HistoryFormat.ToText(report));
             return report.Contradictions.Any() ? Program.Failed : Program.Ok;
         });
         return cmd;

@@ -66,6 +66,7 @@ public static class EraTable
         new(Feature.KvmMmuInvalidateNames, V(6, 1), Forever, "20ec3ebd707c rename (recollection)"),
         new(Feature.KvmRetryHvaRange, V(5, 13), V(6, 8), "mmu_notifier_retry_hva + hva range union (David Stevens; version: recollection); 6.8 uses gfns"),
         new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
+        new(Feature.KvmE500RetryCheck, V(3, 13), Forever, "kvm: ppc: booke: check range page invalidation progress on page setup (Bharat Bhushan, 2013; backported to 3.12; version: recollection); race 5(d2)"),
 
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
         new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),

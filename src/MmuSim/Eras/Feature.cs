@@ -102,6 +102,8 @@ public enum Feature
     KvmRetryHvaRange,
     /// <summary>The kvm_page_fault tracepoint prints vcpu and rip ("vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx").</summary>
     KvmPageFaultTraceVcpu,
+    /// <summary>PPC e500 (booke) checks mmu_notifier_retry under mmu_lock while mapping (Bharat Bhushan, §5(d2)); before, its fault path never did.</summary>
+    KvmE500RetryCheck,
 
     // ---- KSM (§4.1)
     Ksm,

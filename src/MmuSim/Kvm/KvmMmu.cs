@@ -84,7 +84,8 @@ public sealed partial class Kvm
             var r = KvmFaultResult.Fixed;
             bool keepRef = false;
             if (Released || Destroyed) r = KvmFaultResult.Efault;
-            else if (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva)) r = Retry();
+            // (e500 before the fix, NoRetryCheck: kvmppc_e500_shadow_map never asked, §5(d2))
+            else if (!NoRetryCheck && (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva))) r = Retry();
             else keepRef = await MapPage(slot, gfn, hva, page, write);
             if (Era.Has(Feature.KvmDirtyAtFault))
             {
@@ -108,6 +109,9 @@ public sealed partial class Kvm
             SrcuReadUnlock();
         }
     }
+
+    /// <summary>The arch's fault path never calls mmu_notifier_retry: PPC e500 before Feature.KvmE500RetryCheck.</summary>
+    bool NoRetryCheck => Arch == KvmArch.PpcE500 && !Era.Has(Feature.KvmE500RetryCheck);
 
     KvmFaultResult Retry()
     {

@@ -198,8 +198,9 @@ public static partial class Memory
         if (cur == orig)
         {
             // 2.6.32 and 3.7-3.18 clear with plain ptep_clear_flush (set_pte_at_notify does the notifying);
-            // 3.19-6.5 use ptep_clear_flush_notify (invalidate_range under the PTL).
-            if (k.Era.Has(Feature.InvalidateRange)) await Tlb.PtepClearFlushNotify(mm, t, addr);
+            // 3.19-6.5 use ptep_clear_flush_notify (invalidate_range under the PTL); 2.6.27, before change_pte,
+            // used ptep_clear_flush_notify too (invalidate_page under the PTL) and then a plain set_pte_at.
+            if (k.Era.Has(Feature.InvalidateRange) || !k.Era.Has(Feature.ChangePte)) await Tlb.PtepClearFlushNotify(mm, t, addr);
             else await Tlb.PtepClearFlush(mm, t, addr);
             Folio.AddNewAnonRmap(k, newPfn, vma, addr);
             bool w = (flags & FaultFlags.Write) != 0;

@@ -146,8 +146,8 @@ public static class Rmap
                 continue;
             }
             // Nuke the page table entry (era placement of the notification: see the class remarks).
-            var old = k.Era.Has(Feature.InvalidatePageUnderPtl) || rangeNotify
-                ? await Tlb.PtepClearFlushNotify(mm, t, a)
+            var old = rangeNotify ? await Tlb.PtepClearFlushNotify(mm, t, a)
+                : k.Era.Has(Feature.InvalidatePageUnderPtl) ? await Tlb.PtepClearFlushInvalidatePage(mm, t, a)
                 : await Tlb.PtepClearFlush(mm, t, a);
             if (old.Dirty) Folio.MarkDirty(k, pfn);
             Pte entry;
@@ -374,7 +374,7 @@ public static class Rmap
                 bool did = false;
                 if (pte.Present && pte.Pfn == pfn && (pte.Writable || pte.Dirty))
                 {
-                    var old = ipUnder ? await Tlb.PtepClearFlushNotify(mm, t, a) : await Tlb.PtepClearFlush(mm, t, a);
+                    var old = ipUnder ? await Tlb.PtepClearFlushInvalidatePage(mm, t, a) : await Tlb.PtepClearFlush(mm, t, a);
                     await mm.SetPte(t, a, old.Wrprotect().Mkclean());
                     if (irUnder) await mm.Notifiers.InvalidateRange(a, a + MmStruct.PageSize);
                     cleaned++;

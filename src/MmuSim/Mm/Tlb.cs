@@ -41,8 +41,22 @@ public static class Tlb
     {
         var era = mm.Kernel.Era;
         var old = await PtepClearFlush(mm, table, addr);
-        if (era.Has(Feature.InvalidatePageUnderPtl)) await mm.Notifiers.InvalidatePage(addr);
-        else if (era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(addr, addr + MmStruct.PageSize);
+        // invalidate_range where it exists (3.19-6.5; 4.13-rc1 too: c7ab0d2fdc84 changed only the rmap walkers, which
+        // use PtepClearFlushInvalidatePage), else 2.6.27-3.5's invalidate_page.
+        if (era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(addr, addr + MmStruct.PageSize);
+        else if (era.Has(Feature.InvalidatePageUnderPtl)) await mm.Notifiers.InvalidatePage(addr);
+        return old;
+    }
+
+    /// <summary>
+    /// ptep_clear_flush followed by mmu_notifier_invalidate_page under the PTL: the rmap walkers up to 3.5
+    /// (ptep_clear_flush_notify) and in 4.13-rc1 (c7ab0d2fdc84 called invalidate_page inside the page_vma_mapped_walk
+    /// loop). Caller holds the PTL.
+    /// </summary>
+    public static async ValueTask<Pte> PtepClearFlushInvalidatePage(MmStruct mm, int table, ulong addr)
+    {
+        var old = await PtepClearFlush(mm, table, addr);
+        await mm.Notifiers.InvalidatePage(addr);
         return old;
     }
 

@@ -163,6 +163,7 @@ public sealed class OpRegistry
         CoreOps.Register,
         Kvm.KvmOps.Register,
         Ksm.KsmOps.Register,
+        History.HistoryOps.Register,
         Explore.CatalogOps.Register,
     ];
 

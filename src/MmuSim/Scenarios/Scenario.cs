@@ -45,6 +45,13 @@ public sealed class Scenario
     /// <summary>Step bound: a run that exceeds it is a liveness violation. Null = scheduler default.</summary>
     public long? MaxSteps { get; init; }
 
+    /// <summary>The historical catalog entry this scenario reproduces (`catalog: a`, kernel-facts §5), or null.
+    /// `mmusim history` runs exactly the scenarios that have one.</summary>
+    public string? Catalog { get; init; }
+
+    /// <summary>Counters `mmusim history` shows in each cell (`history_stats:`), summed over the schedules run.</summary>
+    public IReadOnlyList<Stat> HistoryStats { get; init; } = [];
+
     /// <summary>The expected outcome in <paramref name="era"/>.</summary>
     public ExpectedOutcome ExpectedIn(KernelEra era) => Expect.For(era);
 

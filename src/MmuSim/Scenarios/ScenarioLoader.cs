@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "catalog", "history_stats"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -160,9 +160,18 @@ public static class ScenarioLoader
                 if (maxSteps < 1) throw Err(ms, "max_steps", "must be at least 1");
             }
 
+            string? catalog = Opt(root, "catalog") is { } cat ? Str(cat, "catalog") : null;
+            var historyStats = new List<Stat>();
+            if (Opt(root, "history_stats") is { } hs)
+                foreach (var (h, st) in ScalarList(hs, "history_stats"))
+                    historyStats.Add(Enum.TryParse<Stat>(st.Replace("_", ""), ignoreCase: true, out var stat) ? stat
+                        : throw Err(h, "history_stats", $"unknown counter '{st}' (see Stats.cs)"));
+
             return new Scenario
             {
                 Name = name,
+                Catalog = catalog,
+                HistoryStats = historyStats,
                 Description = desc,
                 File = file,
                 DefaultEra = era,

@@ -17,6 +17,10 @@ public static class ScenarioWriter
         if (s.Description.Length > 0) root.Add("description", s.Description);
         if (s.DefaultEra != null) root.Add("era", s.DefaultEra.Name);
         if (s.MaxSteps is { } max) root.Add("max_steps", max.ToString());
+        if (s.Catalog != null) root.Add("catalog", s.Catalog);
+        if (s.HistoryStats.Count > 0)
+            root.Add("history_stats", Flow(s.HistoryStats.Select(st => string.Concat(st.ToString().Select((ch, i) =>
+                i > 0 && char.IsUpper(ch) ? "_" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString())))));
         if (s.Mutations.Count > 0) root.Add("mutations", Flow(s.Mutations.Select(Mutations.NameOf)));
         if (s.Checks != null) root.Add("checks", Flow(s.Checks));
         if (s.Costs.Count > 0)
