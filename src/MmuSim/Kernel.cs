@@ -34,7 +34,7 @@ public sealed record KernelOptions
 /// Everything here is touched only from the scheduler's single thread. Independent runs (exploration iterations)
 /// each build their own Kernel, so runs may go in parallel on separate cores without sharing state.
 /// </remarks>
-public sealed class Kernel : IDisposable
+public sealed class Kernel
 {
     readonly List<MmStruct> _mms = [];
     readonly List<AnonVma> _anonVmas = [null!];
@@ -131,12 +131,6 @@ public sealed class Kernel : IDisposable
         }
         return v;
     }
-
-    /// <summary>
-    /// Return pooled arrays (page tables) after a run whose kernel is no longer inspected: the explorer builds one
-    /// kernel per schedule. Reading the page tables afterwards is a model error.
-    /// </summary>
-    public void Dispose() => PageTables.Release();
 
     /// <summary>Bytes of model memory for frames and page tables.</summary>
     public long ModelBytes => Mem.ModelBytes + PageTables.ModelBytes;

@@ -56,7 +56,6 @@ public sealed class ScenarioExplorable : IExplorable
         });
         observer?.Detach(r.Kernel.S, r.Kernel);
         if (observer != null) _last = r;
-        else r.Kernel.Dispose(); // nothing keeps this run's kernel: its pooled page tables serve the next schedule
         return new RunOutcome
         {
             Violation = r.Violation,

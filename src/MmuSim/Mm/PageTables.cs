@@ -19,27 +19,15 @@ public sealed class PageTablePool
     public const int Entries = 512;
     ulong[] _e;
     int _next = 1;
-    bool _pooled;
     readonly Stack<int> _freeTables = new();
 
-    /// <summary>
-    /// <paramref name="initialTables"/> tables (table id 0 is reserved). Small arrays (exploration: a kernel per
-    /// schedule) come from <see cref="System.Buffers.ArrayPool{T}"/> and go back on <see cref="Release"/>.
-    /// </summary>
+    /// <summary><paramref name="initialTables"/> tables (table id 0 is reserved); grows by half again when full.</summary>
     public PageTablePool(Sched.Scheduler s, int initialTables = 64)
     {
         int tables = Math.Max(initialTables, 1) + 1;
-        if (tables <= PooledTables)
-        {
-            _e = System.Buffers.ArrayPool<ulong>.Shared.Rent(tables * Entries);
-            _pooled = true;
-        }
-        else _e = new ulong[(long)tables * Entries];
+        _e = new ulong[(long)tables * Entries];
         Locks = new Sched.LockSet(s, "ptl", sleeping: false, capacity: tables);
     }
-
-    /// <summary>Pools of up to this many tables are rented rather than allocated.</summary>
-    const int PooledTables = 64;
 
     /// <summary>Split page-table locks, indexed by table id.</summary>
     public Sched.LockSet Locks { get; }
@@ -56,32 +44,11 @@ public sealed class PageTablePool
             Array.Clear(_e, reused * Entries, Entries);
             return reused;
         }
+        // Never-used tables are still zero (fresh or grown array): no clearing needed.
         int t = _next++;
-        if ((long)_next * Entries > _e.Length)
-        {
-            var grown = new ulong[checked(_e.Length + Math.Max(_e.Length / 2, 8 * Entries))];
-            Array.Copy(_e, grown, (long)t * Entries);
-            ReturnToPool();
-            _e = grown;
-        }
-        // A rented array holds old contents; a fresh or grown one is zero. Clearing one table is cheap either way.
-        if (_pooled) Array.Clear(_e, t * Entries, Entries);
+        if ((long)_next * Entries > _e.Length) Array.Resize(ref _e, checked(_e.Length + Math.Max(_e.Length / 2, 8 * Entries)));
         Locks.EnsureCapacity(_next);
         return t;
-    }
-
-    /// <summary>Give a rented array back (the kernel is done: <see cref="Kernel.Dispose"/>). The pool is unusable afterwards.</summary>
-    public void Release()
-    {
-        ReturnToPool();
-        _e = [];
-    }
-
-    void ReturnToPool()
-    {
-        if (!_pooled) return;
-        System.Buffers.ArrayPool<ulong>.Shared.Return(_e);
-        _pooled = false;
     }
 
     public void FreeTable(int t) => _freeTables.Push(t);
