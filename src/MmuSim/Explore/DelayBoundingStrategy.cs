@@ -14,23 +14,19 @@ public sealed class DelayBoundingStrategy : IStrategy, IAdaptiveStrategy, IDescr
 {
     readonly ulong _seed;
     readonly int _delays;
-    readonly int _estimateEvery;
     Rng _rng;
     int[] _delayPoints = [];
     int _nextDelay;
     int _last;
     long _decisions;
-    long _k;
-    long _pendingMax;
-    long _round = -1;
+    StepBoundEstimator _bound;
 
     public DelayBoundingStrategy(ulong seed, int delays = 2, int estimateEvery = Explorer.RoundSize, long initialK = 0)
     {
         if (delays < 0) throw new ArgumentOutOfRangeException(nameof(delays));
         _seed = seed;
         _delays = delays;
-        _estimateEvery = Math.Max(1, estimateEvery);
-        _k = initialK;
+        _bound = new StepBoundEstimator(initialK, estimateEvery);
     }
 
     public string Name => "delay";
@@ -38,25 +34,20 @@ public sealed class DelayBoundingStrategy : IStrategy, IAdaptiveStrategy, IDescr
     /// <summary>Decisions after which a run continues as a uniform random walk (non-preemptive scheduling is unfair; see <see cref="PctStrategy.FairAfter"/>).</summary>
     public int FairAfter { get; init; } = StrategyMath.DefaultFairAfter;
 
-    public long StepBound => _k;
+    public long StepBound => _bound.K;
 
-    public void Observe(long decisions) => _pendingMax = Math.Max(_pendingMax, decisions);
+    public void Observe(long decisions) => _bound.Observe(decisions);
 
     public void BeginRun(int iteration)
     {
         Observe(_decisions);
-        long round = iteration / _estimateEvery;
-        if (round != _round)
-        {
-            _k = Math.Max(_k, _pendingMax);
-            _round = round;
-        }
+        _bound.BeginRun(iteration);
         _rng = new Rng(Rng.Mix(_seed, (ulong)iteration));
         _decisions = 0;
         _nextDelay = 0;
         _last = -1;
         // With replacement: several delays at one decision skip several contexts.
-        _delayPoints = StrategyMath.SamplePoints(ref _rng, _k, _delays, distinct: false);
+        _delayPoints = StrategyMath.SamplePoints(ref _rng, _bound.K, _delays, distinct: false);
     }
 
     public int Next(in Decision d)
@@ -75,5 +66,5 @@ public sealed class DelayBoundingStrategy : IStrategy, IAdaptiveStrategy, IDescr
 
     public int NextInt(int bound) => _rng.Below(bound);
 
-    public string Describe() => $"delay(seed={_seed},delays={_delays},k={_k})";
+    public string Describe() => $"delay(seed={_seed},delays={_delays},k={_bound.K})";
 }

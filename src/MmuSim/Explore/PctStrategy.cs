@@ -21,16 +21,13 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
 {
     readonly ulong _seed;
     readonly int _depth;
-    readonly int _estimateEvery;
     readonly List<int> _prio = [];   // context ids, highest priority first
     ulong _known;
     Rng _rng;
     int[] _changePoints = [];
     int _nextChange;
     long _decisions;
-    long _k;
-    long _pendingMax;
-    long _round = -1;
+    StepBoundEstimator _bound;
 
     /// <param name="seed">Base seed; each iteration derives its own.</param>
     /// <param name="depth">Bug depth d ≥ 1 (d−1 priority change points per run).</param>
@@ -41,8 +38,7 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
         if (depth < 1) throw new ArgumentOutOfRangeException(nameof(depth), "PCT depth must be at least 1");
         _seed = seed;
         _depth = depth;
-        _estimateEvery = Math.Max(1, estimateEvery);
-        _k = initialK;
+        _bound = new StepBoundEstimator(initialK, estimateEvery);
     }
 
     public const string GuaranteeText =
@@ -61,28 +57,23 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
     public int Depth => _depth;
 
     /// <summary>The step bound k used by the current run.</summary>
-    public long StepBound => _k;
+    public long StepBound => _bound.K;
 
     /// <summary>Decisions made in the current run so far.</summary>
     public long Decisions => _decisions;
 
-    public void Observe(long decisions) => _pendingMax = Math.Max(_pendingMax, decisions);
+    public void Observe(long decisions) => _bound.Observe(decisions);
 
     public void BeginRun(int iteration)
     {
         Observe(_decisions);
-        long round = iteration / _estimateEvery;
-        if (round != _round)
-        {
-            _k = Math.Max(_k, _pendingMax);
-            _round = round;
-        }
+        _bound.BeginRun(iteration);
         _rng = new Rng(Rng.Mix(_seed, (ulong)iteration));
         _prio.Clear();
         _known = 0;
         _decisions = 0;
         _nextChange = 0;
-        _changePoints = StrategyMath.SamplePoints(ref _rng, _k, _depth - 1, distinct: true);
+        _changePoints = StrategyMath.SamplePoints(ref _rng, _bound.K, _depth - 1, distinct: true);
     }
 
     public int Next(in Decision d)
@@ -116,5 +107,5 @@ public sealed class PctStrategy : IStrategy, IAdaptiveStrategy, IDescribedStrate
 
     public int NextInt(int bound) => _rng.Below(bound);
 
-    public string Describe() => $"pct(seed={_seed},depth={_depth},k={_k})";
+    public string Describe() => $"pct(seed={_seed},depth={_depth},k={_bound.K})";
 }

@@ -95,3 +95,30 @@ public static class StrategyMath
         return r;
     }
 }
+
+/// <summary>
+/// The step bound k of PCT and delay bounding, estimated from earlier runs as Coyote and Shuttle do: the largest
+/// decision count seen, adopted once per round of <c>estimateEvery</c> iterations so that a run's schedule does not
+/// depend on how many workers explore in parallel.
+/// </summary>
+public struct StepBoundEstimator(long initialK, int estimateEvery)
+{
+    readonly int _every = Math.Max(1, estimateEvery);
+    long _pendingMax;
+    long _round = -1;
+
+    /// <summary>The bound the current run uses.</summary>
+    public long K { get; private set; } = initialK;
+
+    /// <summary>Record a run's decision count.</summary>
+    public void Observe(long decisions) => _pendingMax = Math.Max(_pendingMax, decisions);
+
+    /// <summary>At the start of <paramref name="iteration"/>: adopt the pending maximum when a new round begins.</summary>
+    public void BeginRun(int iteration)
+    {
+        long round = iteration / _every;
+        if (round == _round) return;
+        K = Math.Max(K, _pendingMax);
+        _round = round;
+    }
+}
