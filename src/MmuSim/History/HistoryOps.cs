@@ -8,7 +8,7 @@ namespace MmuSim.History;
 
 /// <summary>
 /// Scenario ops the historical catalog needs beyond the core/KVM/KSM ones: a secondary whose callbacks sleep (the
-/// 4.13-rc over-correction of §5(a)) and DMA writes of the shared-page-table IOMMU device of §5(d4). Registered through
+/// 4.13-rc over-correction of §5(a)) and expectations on observed values. The IOMMU device's ops are in Devices/IommuOps.cs. Registered through
 /// <see cref="OpRegistry.Providers"/>.
 /// </summary>
 public static class HistoryOps
@@ -20,9 +20,6 @@ public static class HistoryOps
             ["process"], ["name"], SleepySecondaryOp));
         r.Register(new OpSpec("expect-observed", "the value an earlier op stored with `as: label` must equal value; else an unexpected-value violation",
             ["label", "value"], [], ExpectObserved) { Check = (a, _) => a.GetULong("value") });
-        // iommu.bind and iommu.dma-read are in Explore/CatalogOps.cs.
-        r.Register(new OpSpec("iommu.dma-write", "device DMA write of value to addr through the IOMMU's IOTLB (walks the CPU page table on a miss)",
-            ["iommu", "addr", "value"], [], DmaWrite) { Check = (a, _) => a.GetULong("value") });
     }
 
     static async ValueTask SleepySecondaryOp(ScenarioWorld w, OpArgs a)
@@ -45,9 +42,6 @@ public static class HistoryOps
         else if (got != want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"expect-observed: {label} is {got}, expected {want}");
     }
-
-    static async ValueTask DmaWrite(ScenarioWorld w, OpArgs a) =>
-        await w.Get<SharedPtTlbDevice>(a, "iommu").DmaWrite(a.GetAddress("addr"), a.GetULong("value"));
 }
 
 /// <summary>

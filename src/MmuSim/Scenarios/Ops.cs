@@ -164,7 +164,7 @@ public sealed class OpRegistry
         Kvm.KvmOps.Register,
         Ksm.KsmOps.Register,
         History.HistoryOps.Register,
-        Explore.CatalogOps.Register,
+        Devices.IommuOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

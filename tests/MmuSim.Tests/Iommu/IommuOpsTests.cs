@@ -2,9 +2,9 @@ using MmuSim.Eras;
 using MmuSim.Explore;
 using MmuSim.Scenarios;
 
-namespace MmuSim.Tests.Explore;
+namespace MmuSim.Tests.Iommu;
 
-public class CatalogOpsTests
+public class IommuOpsTests
 {
     const string D4 = """
         name: d4
