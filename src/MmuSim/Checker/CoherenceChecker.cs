@@ -103,7 +103,8 @@ public sealed class CoherenceChecker
     internal void OnRangeEnd(MmuNotifierRange r, bool failed)
     {
         if (!r.Mm.ActiveRanges.Remove(r)) Fail(Invariants.Pairing, $"end of a range that was never started {r}", r.Start);
-        _startReturned.RemoveAll(x => ReferenceEquals(x.Range, r));
+        for (int i = _startReturned.Count - 1; i >= 0; i--)
+            if (ReferenceEquals(_startReturned[i].Range, r)) _startReturned.RemoveAt(i);
     }
 
     internal void OnSubscriptionStartReturned(object sub, MmuNotifierRange r)
