@@ -115,6 +115,27 @@ public sealed class CoherenceChecker
             CheckNoTranslation(sec, r, "after its invalidate_range_start returned");
     }
 
+    /// <summary>
+    /// §7.8, §5(d7) part 1: an aging callback must not go to a start/end secondary for a range whose start, issued by the
+    /// calling CPU itself, already returned for that secondary: the secondary zapped its translations there (their
+    /// Accessed bits went to the folio), so its answer is always "old" and the call is dead (57128468080a: "we are within
+    /// an mmu notifier invalidate range scope. The spte exists no more"; 013339df116c for the 4.13-5.10 recurrence).
+    /// </summary>
+    internal void OnAgingCall(object sub, MmStruct mm, ulong start, ulong end, string op)
+    {
+        if (!Enabled(Invariants.Aging) || sub is not ISecondaryMmu { UsesStartEnd: true } sec) return;
+        int self = S.Current.Id;
+        for (int i = 0; i < _startReturned.Count; i++)
+        {
+            var (s, r) = _startReturned[i];
+            if (!ReferenceEquals(s, sub) || r.Mm != mm || r.StartedBy != self || !r.Overlaps(start, end)) continue;
+            Fail(Invariants.Aging,
+                $"{op}(0x{start:x}, 0x{end:x}) sent to {sec.Name} inside this CPU's own invalidate_range_start {r}: " +
+                "its translations there are already zapped, so it can never report the secondary's accesses", start);
+            return;
+        }
+    }
+
     internal void OnSubscriptionEndEntered(object sub, MmuNotifierRange r)
     {
         for (int i = _startReturned.Count - 1; i >= 0; i--)
