@@ -46,6 +46,10 @@ public class CatalogTests
     [InlineData("shared-pt-tlb-order", "3.7", "stale-translation")]
     [InlineData("shared-pt-tlb-order", "3.19", null)]
     [InlineData("shared-pt-tlb-order", "6.13", null)]
+    [InlineData("shared-pt-tlb-write-order", "3.6", "write-order")]
+    [InlineData("shared-pt-tlb-write-order", "2.6.32", "write-order")]
+    [InlineData("shared-pt-tlb-write-order", "2.6.27", null)]
+    [InlineData("shared-pt-tlb-write-order", "3.19", null)]
     [InlineData("memslot-between-start-end", "6.8", "counter-balance")]
     [InlineData("kvm-memslot-vs-invalidate", "6.8", null)]
     public void CatalogCellMeetsItsDeclaredExpectation(string scenario, string era, string? invariant)
@@ -63,6 +67,17 @@ public class CatalogTests
             Assert.Equal(invariant, c.Invariant);
             Assert.NotNull(c.Counterexample);
         }
+    }
+
+    /// <summary>The start/end-only window of (d4-order) needs three ordering constraints: more than 400 schedules.</summary>
+    [Fact]
+    public void WriteOrderIsFoundInTheStartEndOnlyEra()
+    {
+        var c = HistoryRunner.RunCell(ScenarioLoader.LoadBuiltIn("shared-pt-tlb-write-order"), EraTable.Get("3.10"),
+            Bounded with { IterationsPerCell = 20000 }, TimeSpan.FromMinutes(5));
+        Assert.Equal(CellStatus.Violation, c.Status);
+        Assert.Equal("write-order", c.Invariant);
+        Assert.Contains("sees the CPU's writes out of order", c.Message);
     }
 
     [Theory]
