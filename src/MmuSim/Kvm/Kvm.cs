@@ -438,6 +438,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     {
         System.Diagnostics.Debug.Assert(InvalidateInProgress >= 0, "mmu_invalidate_in_progress < 0");
         System.Diagnostics.Debug.Assert(MnActiveInvalidateCount >= 0, "mn_active_invalidate_count < 0");
+        foreach (var g in PfnCaches) g.AssertInvariants();
         foreach (var s in _slots)
         {
             int present = 0;
