@@ -27,6 +27,9 @@ public enum Mutation
     KsmSkipRefcountCheck,
     KsmNoNotifierBracket,
     KsmReplaceWithoutPteSame,
+
+    // ---- KVM gfn_to_pfn_cache
+    KvmGpcNoInvalidate,
 }
 
 public static class Mutations
@@ -66,6 +69,7 @@ public static class Mutations
         [Mutation.KvmFlushAfterUnlockBeforeFree] = "KVM flushes remote TLBs after dropping mmu_lock in start",
         [Mutation.KvmHoldPageRefs] = "KVM keeps a page reference for every SPTE (breaks KSM's refcount test)",
         [Mutation.KvmNoMemslotWait] = "memslot updates do not wait for mn_active_invalidate_count == 0",
+        [Mutation.KvmGpcNoInvalidate] = "KVM never invalidates its gfn_to_pfn_caches (skips gfn_to_pfn_cache_invalidate_start / _invalidate)",
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",
         [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",

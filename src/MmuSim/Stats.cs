@@ -60,6 +60,9 @@ public enum Stat
     // ---- devices
     DeviceFaults,
     DeviceInvalidations,
+
+    // ---- KVM gfn_to_pfn_cache
+    KvmGpcRetries,
 }
 
 /// <summary>Counter storage: a flat array indexed by <see cref="Stat"/>.</summary>

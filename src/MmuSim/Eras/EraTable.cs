@@ -70,6 +70,7 @@ public static class EraTable
         new(Feature.KvmRetryHvaRange, V(5, 13), V(6, 8), "mmu_notifier_retry_hva + hva range union (David Stevens; version: recollection); 6.8 uses gfns"),
         new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
         new(Feature.KvmE500RetryCheck, V(3, 13), Forever, "kvm: ppc: booke: check range page invalidation progress on page setup (Bharat Bhushan, 2013; backported to 3.12; version: recollection); race 5(d2)"),
+        new(Feature.KvmPfnCache, V(5, 17), Forever, "982ed0de4753 KVM: Reinstate gfn_to_pfn_cache with invalidation support (id confirmed in Fixes: tags; posted Nov 2021 as v4/v5 08/12; 5.17 merge: recollection). Invalidation in invalidate_range_start, retry on any mn_active_invalidate_count (seen in 6.2/6.3-era pfncache.c); the range_end rework (Woodhouse, Aug-Oct 2024, v2/v3) was not found in any release tree: modelled as a per-VM option, not an era; race 5(d6)"),
 
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
         new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),

@@ -138,4 +138,11 @@ public enum Feature
     KsmSmartScan,
     /// <summary>cmp_and_merge_page checks the checksum (and zero page) before searching the stable tree.</summary>
     KsmChecksumBeforeStableSearch,
+
+    // ---- KVM gfn_to_pfn_cache (§3.2 [6.8], §5(d6))
+    /// <summary>
+    /// gfn_to_pfn_cache with invalidation (982ed0de4753, 5.17): kernel-side cached gpa → uhva → pfn mappings, invalidated
+    /// from invalidate_range_start before the hva walker; refresh retries while mn_active_invalidate_count != 0.
+    /// </summary>
+    KvmPfnCache,
 }

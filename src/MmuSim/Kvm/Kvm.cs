@@ -137,6 +137,9 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
 
     public ulong RangeEnd { get; private set; } = InvalidRange;
 
+    /// <summary>slots->generation: bumped by every memslot publication (pfn caches recompute their uhva when it moves).</summary>
+    public ulong MemslotsGeneration { get; private set; }
+
     /// <summary>kvm->mn_active_invalidate_count (5.13+).</summary>
     public long MnActiveInvalidateCount { get; private set; }
 
@@ -199,7 +202,11 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         if (!_mm.Exited) await _mm.Notifiers.Unregister(this);
         else await FlushShadowAll();
         await S.Point(PointKind.Counter);
-        if (MnActiveInvalidateCount != 0) MnActiveInvalidateCount = 0;
+        if (MnActiveInvalidateCount != 0)
+        {
+            MnActiveInvalidateCount = 0;
+            if (PfnCache == PfnCacheDesign.EndHook) GpcInvalidateWq.WakeAll();
+        }
         else if (InvalidateInProgress != 0)
             S.Fail(Invariants.CounterBalance, $"{Name}: mmu_invalidate_in_progress is {InvalidateInProgress} at kvm_destroy_vm");
         _k.Checker.RemoveSecondary(this);
@@ -348,6 +355,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             await MnInvalidateLock.Lock();
         }
         publish();
+        MemslotsGeneration++;
         await MnInvalidateLock.Unlock();
     }
 
@@ -368,7 +376,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
 
     const string WhereSpte = "spte", WhereHuge = "spte 2M";
 
-    /// <summary>Every present SPTE (4 KiB and 2 MiB) and every vCPU TLB entry. Allocation-free apart from the list.</summary>
+    /// <summary>Every present SPTE (4 KiB and 2 MiB), every vCPU TLB entry and every valid pfn cache. Allocation-free apart from the list.</summary>
     public void CollectTranslations(List<SecondaryTranslation> into)
     {
         foreach (var slot in _slots)
@@ -397,6 +405,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             }
         }
         foreach (var v in _vcpus) v.CollectTlb(into);
+        CollectGpcTranslations(into);
     }
 
     /// <summary>Present SPTEs in all slots (tests, stats).</summary>
@@ -429,6 +438,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     {
         System.Diagnostics.Debug.Assert(InvalidateInProgress >= 0, "mmu_invalidate_in_progress < 0");
         System.Diagnostics.Debug.Assert(MnActiveInvalidateCount >= 0, "mn_active_invalidate_count < 0");
+        foreach (var g in PfnCaches) g.AssertInvariants();
         foreach (var s in _slots)
         {
             int present = 0;

@@ -28,7 +28,8 @@ public sealed partial class Kvm
     // ------------------------------------------------------------------ invalidate_range_start / end
 
     /// <summary>
-    /// kvm_mmu_notifier_invalidate_range_start: (5.13+) mn_active_invalidate_count++ under mn_invalidate_lock, then the
+    /// kvm_mmu_notifier_invalidate_range_start: (5.13+) mn_active_invalidate_count++ under mn_invalidate_lock (end-hook
+    /// pfn caches: and the gpc range union), (5.17+, start-hook pfn caches) gfn_to_pfn_cache_invalidate_start, then the
     /// hva walker: on the first matching slot take mmu_lock, in_progress++ and update the range; zap each slot's gfns;
     /// flush remote TLBs before unlocking (2.6.32: after). Before 5.13 mmu_lock and count++ are unconditional.
     /// Always returns 0: KVM never fails a non-blocking start (it only avoids yielding).
@@ -37,24 +38,32 @@ public sealed partial class Kvm
     {
         using var _ = S.Current.Enter("kvm_mmu_notifier_invalidate_range_start");
         if (_k.Trace.On) _k.Trace.Event("kvm_unmap_hva_range", $"mmu notifier unmap range: {Hex016(range.Start)} -- {Hex016(range.End)}");
+        bool gpc = Era.Has(Feature.KvmPfnCache);
         if (Era.Has(Feature.KvmMemslotWaitsForInvalidations))
         {
             await MnInvalidateLock.Lock();
             MnActiveInvalidateCount++;
+            if (gpc && PfnCache == PfnCacheDesign.EndHook) GpcInvalidateRangeAdd(range.Start, range.End);
             await MnInvalidateLock.Unlock();
         }
+        // 5.17+: invalidate the pfn caches before the walker, i.e. before taking mmu_lock ([6.8] comment); they
+        // therefore use mn_active_invalidate_count, not mmu_invalidate_in_progress.
+        if (gpc && PfnCache == PfnCacheDesign.StartHook) await GfnToPfnCacheInvalidateStart(range.Start, range.End);
         await HandleHvaRange(range.Start, range.End, HvaRangeOp.Unmap, default);
         return 0;
     }
 
     /// <summary>
     /// kvm_mmu_notifier_invalidate_range_end: the walker with on_lock = kvm_mmu_invalidate_end (seq++, smp_wmb,
-    /// in_progress--), then (5.13+) mn_active_invalidate_count-- and wake a waiting memslot update when it reaches 0.
+    /// in_progress--), (end-hook pfn caches) gfn_to_pfn_cache_invalidate, then (5.13+) mn_active_invalidate_count-- and
+    /// wake a waiting memslot update (and, end hook, reset the gpc range and wake gpc_invalidate_wq) when it reaches 0.
     /// </summary>
     public override async ValueTask InvalidateRangeEnd(MmuNotifierRange range)
     {
         using var _ = S.Current.Enter("kvm_mmu_notifier_invalidate_range_end");
         await HandleHvaRange(range.Start, range.End, HvaRangeOp.InvalidateEnd, default);
+        bool endHook = Era.Has(Feature.KvmPfnCache) && PfnCache == PfnCacheDesign.EndHook;
+        if (endHook) await GfnToPfnCacheInvalidate(range.Start, range.End);
         if (Era.Has(Feature.KvmMemslotWaitsForInvalidations))
         {
             await MnInvalidateLock.Lock();
@@ -62,8 +71,13 @@ public sealed partial class Kvm
             bool wake = MnActiveInvalidateCount == 0;
             if (MnActiveInvalidateCount < 0)
                 S.Fail(Invariants.CounterBalance, $"{Name}: mn_active_invalidate_count underflow", range.Start);
+            if (wake && endHook) GpcInvalidateRangeReset();
             await MnInvalidateLock.Unlock();
-            if (wake) MemslotsUpdateWait.WakeAll();
+            if (wake)
+            {
+                if (endHook) GpcInvalidateWq.WakeAll();
+                MemslotsUpdateWait.WakeAll();
+            }
         }
     }
 

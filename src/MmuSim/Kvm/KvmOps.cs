@@ -16,12 +16,15 @@ public static class KvmOps
     public static void Register(OpRegistry r)
     {
         r.Register(new OpSpec("vm.create", "kvm_create_vm on process: one mmu_notifier subscription; arch: " + KvmArchInfo.KnownList +
-            "; no_accessed_bit: age by zapping (EPT without A/D)", ["process", "name"], ["arch", "no_accessed_bit", "apic_hva"], VmCreate)
+            "; no_accessed_bit: age by zapping (EPT without A/D); pfncache: " + PfnCacheOps.KnownDesigns + " (where gfn_to_pfn_caches are invalidated; default start-hook = mainline)",
+            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache"], VmCreate)
         {
             Check = (a, _) =>
             {
                 if (a.Has("arch") && !KvmArchInfo.TryParse(a.GetString("arch"), out KvmArch _))
                     throw a.Error("arch", $"unknown arch '{a.GetString("arch")}' (known: {KvmArchInfo.KnownList})");
+                if (a.Has("pfncache") && !PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out PfnCacheDesign _))
+                    throw a.Error("pfncache", $"unknown pfn cache design '{a.GetString("pfncache")}' (known: {PfnCacheOps.KnownDesigns})");
                 a.GetBool("no_accessed_bit");
                 if (a.Has("apic_hva")) a.GetAddress("apic_hva");
             },
@@ -45,6 +48,7 @@ public static class KvmOps
             ["vm", "addr", "len"], ["young", "flush"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); } });
         r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",
             ["vm", "gfn"], [], ExpectNoPageRefs) { Check = (a, _) => a.GetULong("gfn") });
+        PfnCacheOps.Register(r);
         r.Register(new OpSpec("vm.expect-sptes", "the number of present SPTEs of the VM; a different count is an unexpected-value violation",
             ["vm", "count"], [], ExpectSptes) { Check = (a, _) => a.GetInt("count") });
     }
@@ -111,6 +115,7 @@ public static class KvmOps
         KvmArchInfo.TryParse(a.GetString("arch", "x86-tdp"), out var arch);
         var vm = await Kvm.CreateVm(mm, name, arch);
         vm.NoAccessedBit = a.GetBool("no_accessed_bit");
+        if (a.Has("pfncache") && PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out var design)) vm.PfnCache = design;
         if (a.Has("apic_hva")) vm.ApicAccessHva = a.GetAddress("apic_hva");
         w.Objects[name] = vm;
         w.Objects["report:" + name] = new VmReport(vm);
@@ -263,6 +268,7 @@ public static class KvmOps
             w.WriteLine($"mmu_invalidate_seq {vm.InvalidateSeq}, in_progress {vm.InvalidateInProgress}, mn_active_invalidate_count {vm.MnActiveInvalidateCount}");
             w.WriteLine($"present SPTEs {vm.PresentSptes} ({Spte.Size} bytes each)");
             foreach (var s in vm.Memslots) w.WriteLine(s.ToString());
+            foreach (var g in vm.PfnCaches) w.WriteLine($"{g} ({g.Retries} hva_to_pfn_retry retries, {(vm.PfnCache == PfnCacheDesign.EndHook ? "end-hook" : "start-hook")} design)");
         }
     }
 }

@@ -118,9 +118,11 @@ public class CatalogTests
         foreach (var s in all)
         {
             var outcomes = EraTable.All.Select(s.ExpectedIn).ToList();
-            if (s.Catalog != "d5") // d5 is the 5.13 merge-window state (a mutation); its fixed code is row d5-fixed
+            // d5 is the 5.13 merge-window state (a mutation); its fixed code is row d5-fixed. d6 is not fixed in any
+            // release up to 6.13; its proposed fix is the per-VM option of row d6-fixed, whose own window is d6-end-hook.
+            if (s.Catalog is not ("d5" or "d6" or "d6-end-hook"))
                 Assert.Contains(outcomes, o => o.Kind == ExpectKind.Pass);
-            if (s.HistoryStats.Count == 0 && s.Catalog != "d5-fixed")
+            if (s.HistoryStats.Count == 0 && s.Catalog is not ("d5-fixed" or "d6-fixed"))
                 Assert.Contains(outcomes, o => o.Kind == ExpectKind.Violation);
         }
     }
