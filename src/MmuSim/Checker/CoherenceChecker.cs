@@ -165,6 +165,11 @@ public sealed class CoherenceChecker
     public void OnFree(long headPfn, int pages)
     {
         if (Mode != CheckMode.Full || !Enabled(Invariants.FreedPageReachable)) return;
+        if (_k.PrimaryTlb is { } tlb && tlb.Reaches(headPfn, pages, out var e))
+        {
+            Fail(Invariants.FreedPageReachable, $"pfn 0x{e.Pfn:x} freed while a CPU TLB still caches it for mm{e.MmId} 0x{e.Page:x}", e.Page, e.Pfn);
+            return;
+        }
         foreach (var sec in _secondaries)
         {
             _scratch.Clear();
@@ -244,7 +249,7 @@ public sealed class CoherenceChecker
             if (!_k.Mem[head].Has(PageFlags.Dirty) && !(match && pdirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
         else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)) &&
-                 !(!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0))
+                 !(!sec.UsesStartEnd && !present && mm.TlbGathersInFlight > 0))
         {
             Fail(Invariants.StaleTranslation,
                 $"{sec.Name} reads pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
@@ -306,7 +311,7 @@ public sealed class CoherenceChecker
             if (InFlight(mm, va)) continue;
             // A hardware TLB may keep a cleared translation until the pending TLB flush reaches it (mmu_gather):
             // the page is not freed before that flush (checked in OnFree), exactly as for the CPU's own TLB.
-            if (!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0) continue;
+            if (!sec.UsesStartEnd && !present && mm.TlbGathersInFlight > 0) continue;
             if (!present || ppfn != t.Pfn + i)
             {
                 Fail(Invariants.StaleTranslation,

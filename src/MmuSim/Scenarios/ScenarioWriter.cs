@@ -18,6 +18,7 @@ public static class ScenarioWriter
         if (s.DefaultEra != null) root.Add("era", s.DefaultEra.Name);
         if (s.MaxSteps is { } max) root.Add("max_steps", max.ToString());
         if (s.Catalog != null) root.Add("catalog", s.Catalog);
+        if (s.PrimaryTlb) root.Add("primary_tlb", "true");
         if (s.HistoryStats.Count > 0)
             root.Add("history_stats", Flow(s.HistoryStats.Select(st => string.Concat(st.ToString().Select((ch, i) =>
                 i > 0 && char.IsUpper(ch) ? "_" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString())))));
