@@ -205,6 +205,23 @@ public sealed class CoherenceChecker
         for (long p = headPfn; p < headPfn + pages; p++) _k.Mem[p].Clear(PageFlags.SecondaryDirtyPending);
     }
 
+    /// <summary>
+    /// KSM replace_page is about to map <paramref name="kpage"/> over <paramref name="oldPfn"/> at <paramref name="addr"/>
+    /// (the old PTE is cleared and flushed, the PTL held). KSM's premise: the old page still holds what pages_identical
+    /// compared, since write_protect_page left no way to write it. A difference is a lost write (§5(d8): a CPU wrote
+    /// through a stale writable TLB entry). Checked only where the primary TLBs are modelled (<see cref="Kernel.PrimaryTlb"/>):
+    /// without them the same loss surfaces later as the scenario's unexpected-value, which the KSM mutant scenarios
+    /// assert.
+    /// </summary>
+    public void OnKsmReplacePage(MmStruct mm, ulong addr, long oldPfn, long kpage)
+    {
+        if (_k.PrimaryTlb == null || Mode == CheckMode.Off || !Enabled(Invariants.LostWrite)) return;
+        ulong was = _k.Mem[oldPfn].Contents, merged = _k.Mem[kpage].Contents;
+        if (was != merged)
+            Fail(Invariants.LostWrite,
+                $"replace_page maps KSM pfn 0x{kpage:x} (0x{merged:x}) over pfn 0x{oldPfn:x} at 0x{addr:x} of {mm}, which was written (0x{was:x}) after pages_identical: the write is lost", addr, oldPfn);
+    }
+
     // ------------------------------------------------------------------ events from secondaries
 
     /// <summary>

@@ -119,6 +119,7 @@ public sealed partial class Ksmd
                     newPte = Pte.Make(PhysMem.ZeroPfn, writable: false, dirty: k.Era.Has(Feature.KsmZeroPagesCounter), special: true);
                 }
                 await ClearFlush(mm, t, addr);
+                if (oldPfn != PhysMem.ZeroPfn && !cur.Special) k.Checker.OnKsmReplacePage(mm, addr, oldPfn, kpage);
                 await Tlb.SetPteAtNotify(mm, t, addr, newPte);
                 if (oldPfn != PhysMem.ZeroPfn && !cur.Special)
                 {

@@ -40,9 +40,46 @@ public class KsmDeferredFlushTests
         bool _wrote;
     }
 
+    /// <summary>Nadav Amit's setup with nothing else: two identical pages; the schedule is forced by the strategy.</summary>
+    const string Minimal = """
+        name: d8-minimal
+        primary_tlb: true
+        processes:
+          - name: p
+            vmas:
+              - { start: 0x100000, len: 8K, prot: rw, contents: { value: 0x5A } }
+        setup:
+          - madvise: { process: p, addr: 0x100000, len: 8K, advice: mergeable }
+          - ksm.scan: { full_scans: 1 }
+        threads:
+          - name: cpu0
+            process: p
+            ops:
+              - write: { addr: 0x100000, value: 0x5A }
+              - signal: { event: cached }
+              - write: { addr: 0x100000, value: 0x77 }
+              - wait: { event: merged }
+              - expect-value: { addr: 0x100000, value: 0x77 }
+          - name: cpu1
+            process: p
+            ops:
+              - wait: { event: cached }
+              - madvise: { addr: 0x100000, len: 4K, advice: free }
+          - name: cpu2
+            process: p
+            ops:
+              - wait: { event: cached }
+              - clear-refs: { type: 4 }
+          - name: ksmd
+            ops:
+              - wait: { event: cached }
+              - ksm.scan: { full_scans: 1 }
+              - signal: { event: merged }
+        """;
+
     static RunResult RunNadav(string era)
     {
-        var s = ScenarioLoader.LoadBuiltIn("ksm-deferred-tlb-flush");
+        var s = ScenarioLoader.Parse(Minimal, "d8-minimal.yaml");
         var strategy = new NadavSchedule();
         return ScenarioRunner.Run(s, EraTable.Get(era), strategy, new RunOptions { Configure = k => strategy.K = k });
     }
@@ -54,7 +91,7 @@ public class KsmDeferredFlushTests
     {
         var r = RunNadav(era);
         Assert.NotNull(r.Violation);
-        Assert.Equal(ScenarioInvariants.UnexpectedValue, r.Violation!.Invariant);
+        Assert.Equal(MmuSim.Sched.Invariants.LostWrite, r.Violation!.Invariant);
     }
 
     [Theory]
@@ -65,5 +102,39 @@ public class KsmDeferredFlushTests
     {
         var r = RunNadav(era);
         Assert.Null(r.Violation);
+    }
+    [Fact]
+    public void BuiltIn_ExplorationFindsTheLostWriteIn4_12_NotIn4_19()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-deferred-tlb-flush");
+        Assert.Equal("d8", s.Catalog);
+        Assert.True(s.PrimaryTlb);
+        var bad = ScenarioRunner.Explore(s, EraTable.Get("4.12"), ScenarioRunner.RandomStrategyFactory, 300, 1);
+        Assert.NotNull(bad.FirstViolation);
+        Assert.Equal(MmuSim.Sched.Invariants.LostWrite, bad.FirstViolation!.Violation!.Invariant);
+        Assert.True(bad.FirstViolation.MatchesExpectation);
+        var fixedEra = ScenarioRunner.Explore(s, EraTable.Get("4.19"), ScenarioRunner.RandomStrategyFactory, 150, 1);
+        Assert.Null(fixedEra.FirstViolation?.Violation);
+    }
+
+    [Fact]
+    public void IgnoringTlbFlushPending_IsKilledIn4_19()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-deferred-tlb-flush");
+        var r = ScenarioRunner.Explore(s, EraTable.Get("4.19"), ScenarioRunner.RandomStrategyFactory, 300, 1,
+            [Mutation.KsmIgnoreTlbFlushPending]);
+        Assert.NotNull(r.FirstViolation);
+        Assert.Equal(MmuSim.Sched.Invariants.LostWrite, r.FirstViolation!.Violation!.Invariant);
+    }
+
+    [Fact]
+    public void BuiltIn_IsNotApplicableBeforeMadvFree()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("ksm-deferred-tlb-flush");
+        Assert.Equal(ExpectKind.NotApplicable, s.ExpectedIn(EraTable.Get("3.19")).Kind);
+        Assert.Equal(ExpectKind.Violation, s.ExpectedIn(EraTable.Get("4.13-rc1")).Kind);
+        Assert.Equal(ExpectKind.Pass, s.ExpectedIn(EraTable.Get("4.13")).Kind);
+        Assert.False(EraTable.Get("4.13-rc1").Has(Feature.KsmTlbFlushPending));
+        Assert.True(EraTable.Get("4.13").Has(Feature.KsmTlbFlushPending));
     }
 }
