@@ -27,11 +27,11 @@ public static class ExploreCommand
         var iterations = new Option<int>("--iterations", "-n") { Description = "maximum number of schedules", DefaultValueFactory = _ => 10_000 };
         var timeLimit = new Option<string?>("--time-limit", "-t") { Description = "wall-clock limit, e.g. 30s, 2m, 500ms (checked every 32 schedules)" };
         var seed = new Option<ulong>("--seed") { Description = "exploration seed (schedule i uses a seed derived from it and i)", DefaultValueFactory = _ => 1UL };
-        var depth = new Option<int>("--depth", "-d")
+        var depth = new Option<int?>("--depth", "-d")
         {
             Description = "PCT bug depth d: d-1 priority change points per run; a depth-d bug is found with probability >= 1/(n*k^(d-1)) per run " +
-                          "(n contexts, k scheduling decisions per run, estimated from earlier runs)",
-            DefaultValueFactory = _ => 3,
+                          "(n contexts, k scheduling decisions per run, estimated from earlier runs). Default: the scenario's pct_depth, else 3 " +
+                          "(the portfolio's deeper PCT member uses it too)",
         };
         var preemptions = new Option<int>("--preemptions", "-k") { Description = "preemption bound (dfs) / delay bound (delay)", DefaultValueFactory = _ => 2 };
         var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
@@ -59,7 +59,7 @@ public static class ExploreCommand
             if (n < 1) throw new UsageException("--iterations", $"must be at least 1, got {n}");
             if (!StrategySpec.TryParseKind(p.GetValue(strategy) ?? "portfolio", out var kind))
                 throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
-            int d = p.GetValue(depth);
+            int d = p.GetValue(depth) ?? s.PctDepth ?? 3;
             if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
             int k = p.GetValue(preemptions);
             if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");

@@ -35,6 +35,9 @@ public enum CheckMode
 /// <item>dirty-lost (7.7): the primary cleans or discards a folio a secondary wrote without the folio being marked dirty.</item>
 /// <item>start-end-pairing (7.10): an end without start, a start never ended.</item>
 /// <item>release (7.14): a translation survives -&gt;release, or one is used after it.</item>
+/// <item>aging (7.8): an aging callback inside the calling CPU's own start/end (see <see cref="OnAgingCall"/>).</item>
+/// <item>write-order (§5(d4)): a device that shares the page tables reads an address from a frame that lacks a CPU
+/// write which precedes another CPU write the device already observed (see <see cref="OnUserWrite"/>).</item>
 /// </list>
 /// </remarks>
 public sealed class CoherenceChecker
@@ -45,7 +48,16 @@ public sealed class CoherenceChecker
     readonly List<(object Sub, MmuNotifierRange Range)> _startReturned = [];
     readonly HashSet<string> _disabled = [];
 
+    // write-order: CPU stores are sequentially consistent in the model, so a global counter orders them. Kept only
+    // while a page-table-sharing secondary is registered (TrackUserWrites); nothing is recorded on the fault path.
+    long _writeClock;
+    readonly Dictionary<(int Mm, ulong Page), (long Clock, long Pfn, ulong Value)> _lastUserWrite = [];
+    readonly Dictionary<ISecondaryMmu, long> _observedClock = [];
+
     public CoherenceChecker(Kernel k) => _k = k;
+
+    /// <summary>True while CPU stores are recorded for the write-order check (a page-table-sharing secondary exists).</summary>
+    public bool TrackUserWrites { get; private set; }
 
     public CheckMode Mode { get; set; } = CheckMode.Full;
 
@@ -74,6 +86,37 @@ public sealed class CoherenceChecker
     public void AddSecondary(ISecondaryMmu sec)
     {
         if (!_secondaries.Contains(sec)) _secondaries.Add(sec);
+        if (!sec.UsesStartEnd) TrackUserWrites = true;
+    }
+
+    /// <summary>
+    /// A CPU store of <paramref name="value"/> to <paramref name="page"/> landed in <paramref name="pfn"/> (called by the
+    /// hardware access only while <see cref="TrackUserWrites"/>).
+    /// </summary>
+    public void OnUserWrite(MmStruct mm, ulong page, long pfn, ulong value) =>
+        _lastUserWrite[(mm.Id, page)] = (++_writeClock, pfn, value);
+
+    /// <summary>
+    /// §5(d4), Documentation/mm/mmu_notifier.rst: a device read of <paramref name="hva"/> from <paramref name="pfn"/>
+    /// misses the last CPU store to that address (another frame, another value) although the device already observed a
+    /// later store: it sees the CPU's writes out of order. Otherwise, reading the frame that holds the last store
+    /// means the device has observed that store and every earlier one.
+    /// </summary>
+    bool CheckWriteOrder(ISecondaryMmu sec, MmStruct mm, ulong hva, long pfn)
+    {
+        if (!_lastUserWrite.TryGetValue((mm.Id, hva & MmStruct.PageMask), out var w)) return true;
+        _observedClock.TryGetValue(sec, out long seen);
+        bool missed = w.Pfn != pfn && _k.Mem[pfn].Contents != w.Value;
+        if (missed && w.Clock < seen)
+        {
+            Fail(Invariants.WriteOrder,
+                $"{sec.Name} reads 0x{hva:x} from pfn 0x{pfn:x} (value {_k.Mem[pfn].Contents}) and misses CPU store #{w.Clock} " +
+                $"(value {w.Value} in pfn 0x{w.Pfn:x}), although it already observed the later store #{seen}: the device sees " +
+                "the CPU's writes out of order", hva, pfn);
+            return false;
+        }
+        if (!missed && w.Clock > seen) _observedClock[sec] = w.Clock;
+        return true;
     }
 
     public void RemoveSecondary(ISecondaryMmu sec) => _secondaries.Remove(sec);
@@ -113,6 +156,27 @@ public sealed class CoherenceChecker
         _startReturned.Add((sub, r));
         if (sub is ISecondaryMmu sec && sec.UsesStartEnd && Enabled(Invariants.StaleTranslation))
             CheckNoTranslation(sec, r, "after its invalidate_range_start returned");
+    }
+
+    /// <summary>
+    /// §7.8, §5(d7) part 1: an aging callback must not go to a start/end secondary for a range whose start, issued by the
+    /// calling CPU itself, already returned for that secondary: the secondary zapped its translations there (their
+    /// Accessed bits went to the folio), so its answer is always "old" and the call is dead (57128468080a: "we are within
+    /// an mmu notifier invalidate range scope. The spte exists no more"; 013339df116c for the 4.13-5.10 recurrence).
+    /// </summary>
+    internal void OnAgingCall(object sub, MmStruct mm, ulong start, ulong end, string op)
+    {
+        if (!Enabled(Invariants.Aging) || sub is not ISecondaryMmu { UsesStartEnd: true } sec) return;
+        int self = S.Current.Id;
+        for (int i = 0; i < _startReturned.Count; i++)
+        {
+            var (s, r) = _startReturned[i];
+            if (!ReferenceEquals(s, sub) || r.Mm != mm || r.StartedBy != self || !r.Overlaps(start, end)) continue;
+            Fail(Invariants.Aging,
+                $"{op}(0x{start:x}, 0x{end:x}) sent to {sec.Name} inside this CPU's own invalidate_range_start {r}: " +
+                "its translations there are already zapped, so it can never report the secondary's accesses", start);
+            return;
+        }
     }
 
     internal void OnSubscriptionEndEntered(object sub, MmuNotifierRange r)
@@ -243,6 +307,7 @@ public sealed class CoherenceChecker
             Fail(Invariants.Release, $"{sec.Name} accesses 0x{hva:x} after its mm exited", hva, pfn);
             return;
         }
+        if (!write && TrackUserWrites && Enabled(Invariants.WriteOrder) && !CheckWriteOrder(sec, mm, hva, pfn)) return;
         var (present, ppfn, pw, pdirty) = mm.Translate(hva);
         bool match = present && ppfn == pfn;
         bool ptl = PtlHeld(mm, hva);

@@ -39,6 +39,9 @@ public static class EraTable
         new(Feature.InvalidatePageUnderPtl, V(2, 6, 27), V(3, 6), "ptep_clear_flush_notify under the PTL"),
         new(Feature.InvalidatePageAfterPtl, V(3, 6), V(4, 13), "2ec74c3ef2d8 (recollection for id/version); race 5(a)"),
         new(Feature.RmapRangeNotify, V(4, 13), Forever, "mm/rmap: update to new mmu_notifier semantic v2"),
+        new(Feature.TtuYoungCheck, V(2, 6, 27), V(5, 11),
+            "013339df116c 'mm/rmap: always do TTU_IGNORE_ACCESS' (patch and its 5.10-stable backport seen; upstream 5.11): " +
+            "since 369ea8242c0f the secondary's access bit is checked after start unmapped it; 5(d7) part 1"),
         new(Feature.ZapInvalidateRangeOnFlush, V(3, 19), V(6, 6), "tlb_flush_mmu_tlbonly -> invalidate_range"),
 
         new(Feature.Thp, V(2, 6, 38), Forever, "anon THP"),

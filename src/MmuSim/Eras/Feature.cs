@@ -48,6 +48,11 @@ public enum Feature
     InvalidatePageAfterPtl,
     /// <summary>rmap walkers (try_to_unmap_one, page_mkclean_one) notify with start/end sized to the whole mapping (4.13).</summary>
     RmapRangeNotify,
+    /// <summary>
+    /// try_to_unmap_one asks ptep_clear_flush_young_notify unless TTU_IGNORE_ACCESS (reclaim did not pass it); inside the
+    /// 4.13+ start/end scope the secondary's part of that question is dead (§5(d7) part 1). Gone with 013339df116c.
+    /// </summary>
+    TtuYoungCheck,
     /// <summary>tlb_flush_mmu_tlbonly calls invalidate_range before batched pages are freed.</summary>
     ZapInvalidateRangeOnFlush,
 

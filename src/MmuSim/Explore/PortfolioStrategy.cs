@@ -14,7 +14,7 @@ public sealed class PortfolioStrategy : IStrategy, IAdaptiveStrategy, IDescribed
     readonly ulong _seed;
     IStrategy _active;
 
-    public PortfolioStrategy(ulong seed) : this(seed, DefaultMembers(seed)) { }
+    public PortfolioStrategy(ulong seed, int depth = 3) : this(seed, DefaultMembers(seed, depth)) { }
 
     public PortfolioStrategy(ulong seed, IStrategy[] members)
     {
@@ -24,13 +24,16 @@ public sealed class PortfolioStrategy : IStrategy, IAdaptiveStrategy, IDescribed
         _active = members[0];
     }
 
-    /// <summary>random, pct(d=2), delay(2), pct(d=3), prob-random(0.05): each with its own seed derived from the portfolio's.</summary>
-    public static IStrategy[] DefaultMembers(ulong seed) =>
+    /// <summary>
+    /// random, pct(d=2), delay(2), pct(d=max(3, <paramref name="depth"/>)), prob-random(0.05): each with its own seed
+    /// derived from the portfolio's. A scenario whose bug needs more ordering constraints declares <c>pct_depth</c>.
+    /// </summary>
+    public static IStrategy[] DefaultMembers(ulong seed, int depth = 3) =>
     [
         new RandomStrategy(Rng.Mix(seed, 1)),
         new PctStrategy(Rng.Mix(seed, 2), depth: 2),
         new DelayBoundingStrategy(Rng.Mix(seed, 3), delays: 2),
-        new PctStrategy(Rng.Mix(seed, 4), depth: 3),
+        new PctStrategy(Rng.Mix(seed, 4), depth: Math.Max(3, depth)),
         new ProbabilisticRandomStrategy(Rng.Mix(seed, 5), 0.05),
     ];
 

@@ -15,7 +15,7 @@ public sealed record StrategySpec
 
     public ulong Seed { get; init; } = 1;
 
-    /// <summary>PCT bug depth d.</summary>
+    /// <summary>PCT bug depth d (pct; the portfolio's deeper PCT member uses max(3, d)).</summary>
     public int Depth { get; init; } = 3;
 
     /// <summary>Delay bound (delay bounding) and preemption bound (DFS).</summary>
@@ -33,7 +33,7 @@ public sealed record StrategySpec
         StrategyKind.Pct => new PctStrategy(Seed, Depth),
         StrategyKind.Delay => new DelayBoundingStrategy(Seed, Preemptions),
         StrategyKind.Dfs => new DfsStrategy(Preemptions),
-        StrategyKind.Portfolio => new PortfolioStrategy(Seed),
+        StrategyKind.Portfolio => new PortfolioStrategy(Seed, Depth),
         StrategyKind.ProbRandom => new ProbabilisticRandomStrategy(Seed, SwitchProbability),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };

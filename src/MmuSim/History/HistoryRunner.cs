@@ -156,7 +156,7 @@ public static class HistoryRunner
         var program = new ScenarioExplorable(scenario, era);
         var report = new Explorer(program, new ExploreOptions
         {
-            Strategy = options.Strategy,
+            Strategy = scenario.PctDepth is int pd && pd > options.Strategy.Depth ? options.Strategy with { Depth = pd } : options.Strategy,
             Iterations = options.IterationsPerCell,
             TimeLimit = timeLimit,
             Parallelism = 1,

@@ -68,6 +68,7 @@ public sealed class CpuTlb
             {
                 if (_k.Trace.On) _k.Trace.Event("tlb_write_hit", $"mm {mm.Id} addr 0x{va:x} pfn 0x{e.Pfn:x}");
                 f.Contents = value;
+                if (_k.Checker.TrackUserWrites) _k.Checker.OnUserWrite(mm, page, e.Pfn, value);
             }
             result = f.Contents;
             _k.S.Charge(CostKind.Access);

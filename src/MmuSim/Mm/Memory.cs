@@ -317,7 +317,11 @@ public static partial class Memory
             k.PrimaryTlb?.Fill(mm, va, pfn, pte.Writable, pte.Dirty || write);
         }
         k.S.Charge(CostKind.Access);
-        if (write) k.Mem[pfn].Contents = value;
+        if (write)
+        {
+            k.Mem[pfn].Contents = value;
+            if (k.Checker.TrackUserWrites) k.Checker.OnUserWrite(mm, va, pfn, value);
+        }
         result = k.Mem[pfn].Contents;
         return true;
     }

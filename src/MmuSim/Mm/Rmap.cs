@@ -15,8 +15,13 @@ public sealed class TtuState(long head, int pages, bool migrate)
     public bool Migrate { get; } = migrate;
     /// <summary>Swap slot per sub-page, allocated by add_to_swap (null for lazyfree folios and migration).</summary>
     public int[]? SwapSlots { get; init; }
-    /// <summary>A mapping could not be removed (a lazyfree folio was redirtied).</summary>
+    /// <summary>A mapping could not be removed (a lazyfree folio was redirtied, or a young mapping kept it).</summary>
     public bool Failed { get; internal set; }
+    /// <summary>
+    /// Reclaim without TTU_IGNORE_ACCESS: try_to_unmap_one keeps a mapping that ptep_clear_flush_young_notify finds
+    /// young (until 5.11, <see cref="Eras.Feature.TtuYoungCheck"/>). Migration always ignores access.
+    /// </summary>
+    public bool CheckAccess { get; init; }
 }
 
 /// <summary>
@@ -144,6 +149,15 @@ public static class Rmap
             {
                 await mm.UnlockPtl(t);
                 continue;
+            }
+            // !(flags & TTU_IGNORE_ACCESS): a mapping used since folio_referenced looked keeps the folio (SWAP_FAIL).
+            // From 4.13 this runs inside the start/end above, after the secondaries zapped theirs (§5(d7) part 1).
+            if (st.CheckAccess && !st.Migrate && k.Era.Has(Feature.TtuYoungCheck) && await Tlb.PtepClearFlushYoungNotify(mm, t, a))
+            {
+                await mm.UnlockPtl(t);
+                st.Failed = true;
+                ok = false;
+                break;
             }
             // Nuke the page table entry (era placement of the notification: see the class remarks).
             var old = rangeNotify ? await Tlb.PtepClearFlushNotify(mm, t, a)

@@ -30,18 +30,28 @@ public static class Vmscan
     /// write the contents to the slots), drop the swap cache and the isolation reference: the folio is freed after
     /// try_to_unmap's invalidations ended. A lazyfree folio is discarded only if every mapping was still clean.
     /// Returns false (folio kept) if some mapping could not be removed. KSM folios are not reclaimed here.
+    /// By default the folio is taken as already found cold (folio_check_references passed on an earlier LRU pass) and
+    /// try_to_unmap ignores access; with <paramref name="checkReferences"/> the whole path runs: folio_referenced first
+    /// (a referenced folio is kept), then try_to_unmap without TTU_IGNORE_ACCESS where the era has the young check.
     /// </summary>
-    public static async ValueTask<bool> ShrinkFolio(Kernel k, long pfn)
+    public static async ValueTask<bool> ShrinkFolio(Kernel k, long pfn, bool checkReferences = false)
     {
         using var _ = k.S.Current.Enter("shrink_folio_list");
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
-        ref var f = ref k.Mem[head];
+        var f = k.Mem[head];
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon)) return false;
         int n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
         if (!IsolateLruFolio(k, head)) return false;
         Folio.Get(k, head); // the isolation reference
-        bool lazy = f.Has(PageFlags.Lazyfree);
+        if (checkReferences && await Rmap.FolioReferenced(k, head) > 0)
+        {
+            // folio_check_references: FOLIOREF_ACTIVATE / KEEP.
+            PutbackLru(k, head);
+            Folio.Put(k, head);
+            return false;
+        }
+        bool lazy = k.Mem[head].Has(PageFlags.Lazyfree);
         int[]? slots = null;
         if (!lazy)
         {
@@ -51,7 +61,7 @@ public static class Vmscan
             k.Mem[head].Set(PageFlags.Swapcache);
             Folio.MarkDirty(k, head);
         }
-        var st = new TtuState(head, n, migrate: false) { SwapSlots = slots };
+        var st = new TtuState(head, n, migrate: false) { SwapSlots = slots, CheckAccess = checkReferences };
         await Rmap.TryToUnmap(k, st);
         bool unmapped = !st.Failed && k.Mem.FolioMapCount(head) == 0;
         if (unmapped && !lazy)

@@ -287,6 +287,7 @@ public sealed class MmuNotifierCore
             if (mn.Hashed && Calls(mn, NotifierOps.ClearFlushYoung, Feature.ClearFlushYoung))
             {
                 Charge();
+                _k.Checker.OnAgingCall(mn, _mm, start, end, "clear_flush_young");
                 young |= await mn.ClearFlushYoung(_mm, start, end);
             }
         ReadUnlock();
@@ -304,6 +305,7 @@ public sealed class MmuNotifierCore
             if (mn.Hashed && Calls(mn, NotifierOps.ClearYoung, Feature.ClearYoung))
             {
                 Charge();
+                _k.Checker.OnAgingCall(mn, _mm, start, end, "clear_young");
                 young |= await mn.ClearYoung(_mm, start, end);
             }
         ReadUnlock();
@@ -321,6 +323,7 @@ public sealed class MmuNotifierCore
             if (mn.Hashed && Calls(mn, NotifierOps.TestYoung, Feature.TestYoung))
             {
                 Charge();
+                _k.Checker.OnAgingCall(mn, _mm, address, address + 1, "test_young");
                 if (await mn.TestYoung(_mm, address)) { young = true; break; }
             }
         ReadUnlock();

@@ -14,8 +14,10 @@ public static partial class CoreOps
             ["process", "addr", "len", "prot"], [], DoMprotect) { Check = CheckProt });
         r.Register(new OpSpec("mremap", "mremap(addr, len) to new_addr (MREMAP_FIXED|MAYMOVE): UNMAP on the old range",
             ["process", "addr", "len", "new_addr"], [], DoMremap) { Check = (a, _) => a.GetAddress("new_addr") });
-        r.Register(new OpSpec("reclaim", "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap)",
-            ["process", "addr"], [], Reclaim) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("reclaim",
+            "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap); references: true runs " +
+            "folio_referenced first and try_to_unmap without TTU_IGNORE_ACCESS (default: the folio is already cold)",
+            ["process", "addr"], ["references"], Reclaim) { Check = (a, i) => { a.GetBool("references"); i.RequireMapped(a); } });
         r.Register(new OpSpec("age", "folio_referenced on the folio at addr (clear_flush_young); `as` stores the reference count",
             ["process", "addr"], ["as"], Age) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("writeback", "clean the folio at addr for writeback (folio_clear_dirty_for_io → page_mkclean_one)",
@@ -61,7 +63,7 @@ public static partial class CoreOps
     static async ValueTask Reclaim(ScenarioWorld w, OpArgs a)
     {
         long pfn = await FolioAt(w, a);
-        if (pfn >= 0) await Vmscan.ShrinkFolio(w.K, pfn);
+        if (pfn >= 0) await Vmscan.ShrinkFolio(w.K, pfn, a.GetBool("references"));
     }
 
     static async ValueTask Age(ScenarioWorld w, OpArgs a)

@@ -45,6 +45,12 @@ public sealed class Scenario
     /// <summary>Step bound: a run that exceeds it is a liveness violation. Null = scheduler default.</summary>
     public long? MaxSteps { get; init; }
 
+    /// <summary>
+    /// <c>pct_depth</c>: the PCT bug depth this scenario's race needs (ordering constraints). Used by explore and history
+    /// when the user gives no --depth; null = the default 3.
+    /// </summary>
+    public int? PctDepth { get; init; }
+
     /// <summary>The historical catalog entry this scenario reproduces (`catalog: a`, kernel-facts §5), or null.
     /// `mmusim history` runs exactly the scenarios that have one.</summary>
     public string? Catalog { get; init; }

@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "catalog", "history_stats", "primary_tlb"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -154,6 +154,13 @@ public static class ScenarioLoader
                 }
 
             long? maxSteps = null;
+            int? pctDepth = null;
+            if (Opt(root, "pct_depth") is { } pd)
+            {
+                var v = Num(pd, "pct_depth");
+                if (v < 1 || v > 8) throw Err(pd, "pct_depth", "must be between 1 and 8");
+                pctDepth = (int)v;
+            }
             if (Opt(root, "max_steps") is { } ms)
             {
                 maxSteps = (long)Num(ms, "max_steps");
@@ -193,6 +200,7 @@ public static class ScenarioLoader
                 Expect = expect,
                 Mutations = mutations,
                 MaxSteps = maxSteps,
+                PctDepth = pctDepth,
                 PrimaryTlb = primaryTlb,
             };
         }

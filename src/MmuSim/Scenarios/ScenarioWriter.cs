@@ -17,6 +17,7 @@ public static class ScenarioWriter
         if (s.Description.Length > 0) root.Add("description", s.Description);
         if (s.DefaultEra != null) root.Add("era", s.DefaultEra.Name);
         if (s.MaxSteps is { } max) root.Add("max_steps", max.ToString());
+        if (s.PctDepth is { } depth) root.Add("pct_depth", depth.ToString());
         if (s.Catalog != null) root.Add("catalog", s.Catalog);
         if (s.PrimaryTlb) root.Add("primary_tlb", "true");
         if (s.HistoryStats.Count > 0)

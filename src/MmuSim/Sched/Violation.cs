@@ -33,12 +33,18 @@ public static class Invariants
     public const string PrimaryConsistency = "primary-consistency";
     /// <summary>A secondary TLB that shares the primary tables made writes visible out of order (§5(d4)).</summary>
     public const string WriteOrder = "write-order";
+    /// <summary>
+    /// §7.8, §5(d7) part 1: an aging callback (clear_flush_young, clear_young, test_young) sent to a start/end secondary
+    /// for a range the calling CPU's own invalidate_range_start already zapped: the answer cannot include the secondary's
+    /// accesses (57128468080a, 013339df116c).
+    /// </summary>
+    public const string Aging = "aging";
 
     public static readonly IReadOnlyList<string> All =
     [
         StaleTranslation, FreedPageReachable, WritableWithoutPrimary, DirtyLost, LostWrite, Pairing,
         SleepInAtomic, SleepInNonBlock, Release, Deadlock, Liveness, CounterBalance, IntervalSeq,
-        PrimaryConsistency, WriteOrder,
+        PrimaryConsistency, WriteOrder, Aging,
     ];
 }
 

@@ -1,5 +1,6 @@
 using MmuSim.Kvm;
 using MmuSim.Mm;
+using MmuSim.Sched;
 
 namespace MmuSim.Tests.Kvm;
 
@@ -162,5 +163,90 @@ public class KvmAgingDirtyTests
         var ev = t.K.Trace.Records.Where(r => r.Event.StartsWith("kvm_")).Select(r => $"{r.Event}: {r.Fields}").ToList();
         Assert.Contains("kvm_page_fault: address 100000 error_code 0", ev);
         Assert.Contains("kvm_set_spte_hva: mmu notifier set pte hva: 0x00000000010000", ev);
+    }
+}
+
+/// <summary>§5(d7) part 1: try_to_unmap_one's young check and where it runs relative to its own start/end.</summary>
+public class TtuYoungCheckTests
+{
+    /// <summary>Reclaim the cold page at Hva with the whole shrink_folio_list path (folio_referenced first).</summary>
+    static (Violation? V, bool Reclaimed, long AgeCalls) ReclaimCold(string era)
+    {
+        var t = new KvmKit(era, pages: 2);
+        bool reclaimed = false;
+        long calls = 0;
+        var v = t.Do(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0x11);               // an anon page (a read would map the zero page)
+            long pfn = t.Mm.Translate(KvmKit.Hva).Pfn;
+            Assert.Equal(1, await Rmap.FolioReferenced(t.K, pfn)); // primary and SPTE young; both cleared now
+            calls = t.Stat(MmuSim.Stat.KvmAgeCalls);
+            reclaimed = await Vmscan.ShrinkFolio(t.K, pfn, checkReferences: true);
+            calls = t.Stat(MmuSim.Stat.KvmAgeCalls) - calls;
+        });
+        return (v, reclaimed, calls);
+    }
+
+    [Theory]
+    [InlineData("4.13")]
+    [InlineData("4.19")]
+    [InlineData("5.5")]
+    public void From413To510_TheYoungCheckAsksKvmInsideItsOwnStart(string era)
+    {
+        var (v, _, _) = ReclaimCold(era);
+        Assert.NotNull(v);
+        Assert.Equal(Invariants.Aging, v!.Invariant);
+        Assert.Contains("inside this CPU's own invalidate_range_start", v.Message);
+        Assert.Contains("sent to vm0", v.Message);
+        Assert.Equal("mmu_notifier_clear_flush_young", v.Function);
+    }
+
+    [Theory]
+    [InlineData("2.6.32")]
+    [InlineData("4.13-rc1")]
+    public void BeforeTheScope_KvmIsAskedWhileItsSpteStillExists(string era)
+    {
+        var (v, reclaimed, calls) = ReclaimCold(era);
+        Assert.Null(v);
+        Assert.True(reclaimed);
+        Assert.Equal(2, calls); // folio_referenced's and try_to_unmap_one's
+    }
+
+    [Theory]
+    [InlineData("5.13")]
+    [InlineData("6.13")]
+    public void From511_ReclaimNoLongerAsks(string era)
+    {
+        var (v, reclaimed, calls) = ReclaimCold(era);
+        Assert.Null(v);
+        Assert.True(reclaimed);
+        Assert.Equal(1, calls); // folio_referenced's only
+    }
+
+    [Fact]
+    public void AYoungMappingKeepsTheFolio_WhereTheCheckExists()
+    {
+        // 2.6.32: the check exists and runs under the PTL before the PTE is cleared (3.6-4.12 would stop on race 5(a)).
+        var t = new KvmKit("2.6.32", pages: 2);
+        bool reclaimed = true;
+        Assert.Null(t.Do(async () =>
+        {
+            await t.GuestWrite(KvmKit.Gfn0, 0x11);
+            long pfn = t.Mm.Translate(KvmKit.Hva).Pfn;
+            await Rmap.FolioReferenced(t.K, pfn);
+            await t.GuestRead(KvmKit.Gfn0);              // the guest uses it again after the LRU pass
+            reclaimed = await Vmscan.ShrinkFolio(t.K, pfn, checkReferences: false);
+        }));
+        Assert.True(reclaimed); // default: the folio is already cold, access ignored
+
+        var u = new KvmKit("2.6.32", pages: 2);
+        Assert.Null(u.Do(async () =>
+        {
+            await u.GuestWrite(KvmKit.Gfn0, 0x11);
+            long pfn = u.Mm.Translate(KvmKit.Hva).Pfn;
+            reclaimed = await Vmscan.ShrinkFolio(u.K, pfn, checkReferences: true);
+        }));
+        Assert.False(reclaimed); // folio_referenced saw the SPTE's Accessed bit: kept
+        Assert.True(u.Mm.Translate(KvmKit.Hva).Present);
     }
 }

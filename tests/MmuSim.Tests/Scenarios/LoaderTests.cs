@@ -12,6 +12,7 @@ public class LoaderTests
         description: every field of the format
         era: 4.19
         max_steps: 5000
+        pct_depth: 4
         mutations: skip-tlb-flush
         checks: [stale-translation, freed-page-reachable]
         costs: { fault: 300, tlb-flush-remote: 700, Ipi: 2000 }
@@ -59,6 +60,7 @@ public class LoaderTests
         Assert.Equal("every field of the format", s.Description);
         Assert.Equal("4.19", s.DefaultEra!.Name);
         Assert.Equal(5000, s.MaxSteps);
+        Assert.Equal(4, s.PctDepth);
         Assert.Equal([Mutation.SkipTlbFlush], s.Mutations);
         Assert.Equal(["stale-translation", "freed-page-reachable"], s.Checks!);
         Assert.Equal([(CostKind.Fault, 300L), (CostKind.TlbFlushRemote, 700L), (CostKind.Ipi, 2000L)], s.Costs);
@@ -67,7 +69,7 @@ public class LoaderTests
         var v0 = s.Processes[0].Vmas[0];
         Assert.Equal((0x100000UL, 0x4000UL, Prot.ReadWrite, VmFlags.Mergeable | VmFlags.HugePage), (v0.Start, v0.Len, v0.Prot, v0.Flags));
         Assert.Equal([1UL, null, 3UL], v0.Contents);
-        Assert.Equal(11, v0.Line);
+        Assert.Equal(12, v0.Line);
         Assert.Equal(Prot.Read, s.Processes[0].Vmas[1].Prot);
         Assert.Empty(s.Processes[0].Vmas[1].Contents);
         Assert.Equal([0x40UL, 0x41UL], s.Processes[0].Vmas[2].Contents);
@@ -79,7 +81,7 @@ public class LoaderTests
         Assert.Equal(["read", "write", "fault", "madvise"], ops.Select(o => o.Spec.Name));
         Assert.Equal("p", ops[0].Args.GetString("process")); // the thread's process is the default
         Assert.Equal(0x100000UL, ops[0].Args.GetAddress("addr"));
-        Assert.Equal(25, ops[0].Args.Line);
+        Assert.Equal(26, ops[0].Args.Line);
         Assert.True(ops[2].Args.GetBool("write"));
         Assert.Equal("q", s.Threads[1].Ops[0].Args.GetString("process"));
         var d = Assert.Single(s.Daemons);
@@ -179,6 +181,17 @@ public class LoaderTests
         Assert.Equal((9, "write.addr"), (e.Line, e.Field));
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("9")]
+    [InlineData("deep")]
+    public void PctDepthOutOfRangeNamesLineAndField(string value)
+    {
+        var yaml = $"name: t\npct_depth: {value}\nthreads:\n  - name: a\n    ops: [ {{ sleep: {{ ns: 1 }} }} ]\n";
+        var e = Assert.Throws<ScenarioException>(() => ScenarioLoader.Parse(yaml, "t.yaml"));
+        Assert.Equal((2, "pct_depth"), (e.Line, e.Field));
+    }
+
     [Fact]
     public void DuplicateThreadNamesAreRejected()
     {
@@ -206,7 +219,7 @@ public class LoaderTests
         var s2 = ScenarioLoader.Parse(yaml, "written.yaml");
         Assert.Equal(yaml, ScenarioWriter.ToYaml(s2)); // canonical form is a fixed point
 
-        Assert.Equal((s1.Name, s1.Description, s1.DefaultEra, s1.MaxSteps), (s2.Name, s2.Description, s2.DefaultEra, s2.MaxSteps));
+        Assert.Equal((s1.Name, s1.Description, s1.DefaultEra, s1.MaxSteps, s1.PctDepth), (s2.Name, s2.Description, s2.DefaultEra, s2.MaxSteps, s2.PctDepth));
         Assert.Equal(s1.Mutations, s2.Mutations);
         Assert.Equal(s1.Checks, s2.Checks);
         Assert.Equal(s1.Costs, s2.Costs);
