@@ -70,6 +70,10 @@ public sealed class Kernel
 
     public Checker.CoherenceChecker Checker { get; }
 
+    /// <summary>The primary CPUs' TLBs (<see cref="CpuTlb"/>), or null when not modelled (the default; scenario
+    /// <c>primary_tlb: true</c> turns them on). One null test on the user-access and flush paths.</summary>
+    public CpuTlb? PrimaryTlb { get; set; }
+
     public IReadOnlyList<MmStruct> Mms => _mms;
 
     /// <summary>Swap space: slot → page contents written out by reclaim.</summary>

@@ -27,6 +27,8 @@ public enum Mutation
     KsmSkipRefcountCheck,
     KsmNoNotifierBracket,
     KsmReplaceWithoutPteSame,
+    /// <summary>write_protect_page ignores mm_tlb_flush_pending (the pre-4.13 test in a fixed era; §5(d8)).</summary>
+    KsmIgnoreTlbFlushPending,
 
     // ---- KVM gfn_to_pfn_cache
     KvmGpcNoInvalidate,
@@ -73,5 +75,6 @@ public static class Mutations
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",
         [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",
+        [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

@@ -229,6 +229,11 @@ public sealed class CoherenceChecker
     public void OnFree(long headPfn, int pages)
     {
         if (Mode != CheckMode.Full || !Enabled(Invariants.FreedPageReachable)) return;
+        if (_k.PrimaryTlb is { } tlb && tlb.Reaches(headPfn, pages, out var e))
+        {
+            Fail(Invariants.FreedPageReachable, $"pfn 0x{e.Pfn:x} freed while a CPU TLB still caches it for mm{e.MmId} 0x{e.Page:x}", e.Page, e.Pfn);
+            return;
+        }
         foreach (var sec in _secondaries)
         {
             _scratch.Clear();
@@ -262,6 +267,23 @@ public sealed class CoherenceChecker
     public void OnFolioDirtied(long headPfn, int pages)
     {
         for (long p = headPfn; p < headPfn + pages; p++) _k.Mem[p].Clear(PageFlags.SecondaryDirtyPending);
+    }
+
+    /// <summary>
+    /// KSM replace_page is about to map <paramref name="kpage"/> over <paramref name="oldPfn"/> at <paramref name="addr"/>
+    /// (the old PTE is cleared and flushed, the PTL held). KSM's premise: the old page still holds what pages_identical
+    /// compared, since write_protect_page left no way to write it. A difference is a lost write (§5(d8): a CPU wrote
+    /// through a stale writable TLB entry). Checked only where the primary TLBs are modelled (<see cref="Kernel.PrimaryTlb"/>):
+    /// without them the same loss surfaces later as the scenario's unexpected-value, which the KSM mutant scenarios
+    /// assert.
+    /// </summary>
+    public void OnKsmReplacePage(MmStruct mm, ulong addr, long oldPfn, long kpage)
+    {
+        if (_k.PrimaryTlb == null || Mode == CheckMode.Off || !Enabled(Invariants.LostWrite)) return;
+        ulong was = _k.Mem[oldPfn].Contents, merged = _k.Mem[kpage].Contents;
+        if (was != merged)
+            Fail(Invariants.LostWrite,
+                $"replace_page maps KSM pfn 0x{kpage:x} (0x{merged:x}) over pfn 0x{oldPfn:x} at 0x{addr:x} of {mm}, which was written (0x{was:x}) after pages_identical: the write is lost", addr, oldPfn);
     }
 
     // ------------------------------------------------------------------ events from secondaries
@@ -309,7 +331,7 @@ public sealed class CoherenceChecker
             if (!_k.Mem[head].Has(PageFlags.Dirty) && !(match && pdirty)) f.Set(PageFlags.SecondaryDirtyPending);
         }
         else if (!match && !ptl && (!InFlight(mm, hva) || (!sec.UsesStartEnd && present)) &&
-                 !(!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0))
+                 !(!sec.UsesStartEnd && !present && mm.TlbGathersInFlight > 0))
         {
             Fail(Invariants.StaleTranslation,
                 $"{sec.Name} reads pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
@@ -371,7 +393,7 @@ public sealed class CoherenceChecker
             if (InFlight(mm, va)) continue;
             // A hardware TLB may keep a cleared translation until the pending TLB flush reaches it (mmu_gather):
             // the page is not freed before that flush (checked in OnFree), exactly as for the CPU's own TLB.
-            if (!sec.UsesStartEnd && !present && mm.TlbFlushPending > 0) continue;
+            if (!sec.UsesStartEnd && !present && mm.TlbGathersInFlight > 0) continue;
             if (!present || ppfn != t.Pfn + i)
             {
                 Fail(Invariants.StaleTranslation,

@@ -75,7 +75,7 @@ public static class EraTable
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
         new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),
         new(Feature.KsmWriteProtectDirty, V(3, 7), Forever, "pte_write || pte_dirty (seen 3.10)"),
-        new(Feature.KsmTlbFlushPending, V(4, 19), Forever, "mm_tlb_flush_pending (seen 4.19); race 5(d8)"),
+        new(Feature.KsmTlbFlushPending, V(4, 13), Forever, "b3a81d0841a95 'mm: fix KSM data corruption' (Minchan Kim, series posted Aug 2017 on v4.13-rc2-mmots, so after 4.13-rc1; in 4.13 final: recollection); seen 4.19; race 5(d8)"),
         new(Feature.KsmClearFlushNotify, V(3, 19), V(4, 15), "ptep_clear_flush_notify in 4.10, plain in 4.19"),
         new(Feature.KsmUseZeroPages, V(4, 11), Forever, "use_zero_pages knob"),
         new(Feature.KsmStableNodeChains, V(4, 13), Forever, "max_page_sharing"),
@@ -86,6 +86,9 @@ public static class EraTable
         new(Feature.KsmMergeAcrossNodes, V(3, 9), Forever, "sysfs-kernel-mm-ksm: merge_across_nodes, January 2013, 3.9"),
         new(Feature.KsmSmartScan, V(6, 7), Forever, "smart_scan + pages_skipped, Stefan Roesch 2023 (version: recollection)"),
         new(Feature.KsmChecksumBeforeStableSearch, V(6, 11), Forever, "Chengming Zhou 2024 'don't waste time searching stable tree for fast changing page' (version: recollection)"),
+
+        new(Feature.TlbGatherFlushPending, V(4, 13), Forever, "56236a59556c/99baac21e458 (tlb_gather_mmu inc_tlb_flush_pending) + b3a81d0841a95 (clear_refs uses tlb_gather_mmu/tlb_finish_mmu instead of flush_tlb_mm): the same series as the KSM fix, after 4.13-rc1 (patch diffs seen); race 5(d8)"),
+        new(Feature.ClearRefsSoftDirty, V(3, 11), Forever, "CLEAR_REFS_SOFT_DIRTY, 0f8975ec4db2 'mm: soft-dirty bits for user memory changes tracking' (3.11, recollection); clear_refs_write brackets the walk with start/end (seen pre-4.13 and 4.19 code)"),
     ];
 
     /// <summary>
@@ -101,6 +104,9 @@ public static class EraTable
             (Feature.InvalidatePageUnderPtl, true),
             (Feature.InvalidatePageAfterPtl, false),
             (Feature.RmapRangeNotify, false),
+            // §5(d8): the KSM/TLB-batching fix series was posted on v4.13-rc2, so 4.13-rc1 is still buggy.
+            (Feature.KsmTlbFlushPending, false),
+            (Feature.TlbGatherFlushPending, false),
         ],
     };
 

@@ -145,4 +145,11 @@ public enum Feature
     /// from invalidate_range_start before the hva walker; refresh retries while mn_active_invalidate_count != 0.
     /// </summary>
     KvmPfnCache,
+
+    // ---- primary TLB batching (§5(d8))
+    /// <summary>tlb_gather_mmu raises mm->tlb_flush_pending until tlb_finish_mmu (99baac21e458), and clear_refs batches its
+    /// flush with an mmu_gather (b3a81d0841a95); before, only change_protection raised it and clear_refs used flush_tlb_mm.</summary>
+    TlbGatherFlushPending,
+    /// <summary>/proc/PID/clear_refs accepts 4 (CLEAR_REFS_SOFT_DIRTY): write-protect and clear soft-dirty on every PTE.</summary>
+    ClearRefsSoftDirty,
 }

@@ -22,7 +22,8 @@ public sealed partial class Ksmd
     /// 2.6.32). The PTE is cleared and flushed under the PTL before the check so that no GUP-fast can slip in; on a
     /// failed check it is restored and the merge aborts (-EFAULT). Returns the resulting PTE in <paramref name="origPte"/>.
     /// 2.6.32 triggers on pte_write only and has no start/end; 3.7+ bracket with CLEAR and also trigger on pte_dirty,
-    /// transferring dirty to the folio; 4.19+ also when a TLB flush is pending.
+    /// transferring dirty to the folio; 4.13+ also when a TLB flush is pending (b3a81d0841a95, race 5(d8): a CPU
+    /// may still cache a writable+dirty entry for a PTE that now looks clean and read-only).
     /// </summary>
     async ValueTask<(int Err, Pte OrigPte)> WriteProtectPage(Vma vma, ulong addr, long page)
     {
@@ -43,7 +44,8 @@ public sealed partial class Ksmd
             {
                 bool trigger = pte.Writable ||
                                (k.Era.Has(Feature.KsmWriteProtectDirty) && pte.Dirty) ||
-                               (k.Era.Has(Feature.KsmTlbFlushPending) && mm.TlbFlushPending > 0);
+                               (k.Era.Has(Feature.KsmTlbFlushPending) && !k.Mutated(Mutation.KsmIgnoreTlbFlushPending) &&
+                                mm.TlbFlushPending > 0);
                 if (trigger)
                 {
                     var entry = await ClearFlush(mm, t, addr);
@@ -117,6 +119,7 @@ public sealed partial class Ksmd
                     newPte = Pte.Make(PhysMem.ZeroPfn, writable: false, dirty: k.Era.Has(Feature.KsmZeroPagesCounter), special: true);
                 }
                 await ClearFlush(mm, t, addr);
+                if (oldPfn != PhysMem.ZeroPfn && !cur.Special) k.Checker.OnKsmReplacePage(mm, addr, oldPfn, kpage);
                 await Tlb.SetPteAtNotify(mm, t, addr, newPte);
                 if (oldPfn != PhysMem.ZeroPfn && !cur.Special)
                 {

@@ -258,6 +258,7 @@ public static partial class Memory
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "user_write" : "user_read");
+        if (k.PrimaryTlb is { } tlb && await TlbLookup(tlb, mm, addr, write, value) is { } hit) return hit;
         await mm.MmapLock.ReadLock();
         try
         {
@@ -277,7 +278,16 @@ public static partial class Memory
         }
     }
 
-    /// <summary>The hardware part of an access: walk, check permission, set A/D, move data. No scheduling point.</summary>
+    /// <summary>The CPU's TLB lookup (opt-in <see cref="CpuTlb"/>): a scheduling point; on a hit the data moves without a walk.</summary>
+    static async ValueTask<ulong?> TlbLookup(CpuTlb tlb, MmStruct mm, ulong addr, bool write, ulong value)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("tlb_lookup");
+        await mm.Kernel.S.Point(PointKind.PteRead, addr);
+        return tlb.TryHit(mm, addr, write, value, out var result) ? result : null;
+    }
+
+    /// <summary>The hardware part of an access: walk, check permission, set A/D, move data, fill the CPU's TLB when
+    /// modelled. No scheduling point.</summary>
     static bool TryTouch(MmStruct mm, ulong addr, bool write, ulong value, out ulong result)
     {
         var k = mm.Kernel;
@@ -294,6 +304,7 @@ public static partial class Memory
             if (write && !pmd.Writable) return false;
             pmdE = pmd.WithAccessed(true).WithDirty(pmd.Dirty || write).Raw;
             pfn = pmd.Pfn + (long)((va & ~MmStruct.PmdMask) >> MmStruct.PageShift);
+            k.PrimaryTlb?.Fill(mm, va, pfn, pmd.Writable, pmd.Dirty || write);
         }
         else
         {
@@ -303,6 +314,7 @@ public static partial class Memory
             if (!pte.Present || (write && !pte.Writable)) return false;
             e = pte.WithAccessed(true).WithDirty(pte.Dirty || write).Raw;
             pfn = pte.Pfn;
+            k.PrimaryTlb?.Fill(mm, va, pfn, pte.Writable, pte.Dirty || write);
         }
         k.S.Charge(CostKind.Access);
         if (write)

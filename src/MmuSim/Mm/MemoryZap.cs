@@ -12,12 +12,17 @@ public sealed class MmuGather
 {
     readonly MmStruct mm;
     readonly List<long> _pages = [];
+    readonly bool _raised;
 
-    /// <summary>tlb_gather_mmu: start gathering; raises mm_tlb_flush_pending until <see cref="Finish"/>.</summary>
+    /// <summary>
+    /// tlb_gather_mmu: start gathering; from 4.13 (99baac21e458) raises mm_tlb_flush_pending until <see cref="Finish"/>.
+    /// </summary>
     public MmuGather(MmStruct mm)
     {
         this.mm = mm;
-        mm.TlbFlushPending++; // inc_tlb_flush_pending
+        mm.TlbGathersInFlight++;
+        _raised = mm.Kernel.Era.Has(Feature.TlbGatherFlushPending);
+        if (_raised) mm.TlbFlushPending++; // inc_tlb_flush_pending
     }
 
     ulong _start = ulong.MaxValue, _end;
@@ -63,11 +68,12 @@ public sealed class MmuGather
         _pages.Clear();
     }
 
-    /// <summary>tlb_finish_mmu: flush and free what is left, then drop mm_tlb_flush_pending.</summary>
+    /// <summary>tlb_finish_mmu: flush and free what is left, then drop mm_tlb_flush_pending (4.13+).</summary>
     public async ValueTask Finish()
     {
         await FlushMmu();
-        mm.TlbFlushPending--; // dec_tlb_flush_pending
+        mm.TlbGathersInFlight--;
+        if (_raised) mm.TlbFlushPending--; // dec_tlb_flush_pending
     }
 }
 

@@ -63,8 +63,18 @@ public sealed class MmStruct
     /// <summary>OOM victim: MMF_OOM_SKIP etc. (reaper bookkeeping).</summary>
     public bool OomReaped { get; internal set; }
 
-    /// <summary>mm->tlb_flush_pending: batched TLB flushes not yet done (§5(d8)).</summary>
+    /// <summary>
+    /// mm->tlb_flush_pending as the kernel sees it (mm_tlb_flush_pending, §5(d8)): raised by tlb_gather_mmu until
+    /// tlb_finish_mmu from 4.13 (<see cref="Eras.Feature.TlbGatherFlushPending"/>); before, mmu_gather did not touch it.
+    /// </summary>
     public int TlbFlushPending { get; internal set; }
+
+    /// <summary>
+    /// Model bookkeeping, every era: mmu_gathers started and not finished on this mm, i.e. cleared PTEs whose TLB flush
+    /// (and page free) may still be outstanding. The checker's allowance for hardware TLBs uses this, not the kernel's
+    /// <see cref="TlbFlushPending"/>, because the flush-before-free rule holds in every era.
+    /// </summary>
+    public int TlbGathersInFlight { get; internal set; }
 
     /// <summary>RSS counters (MM_ANONPAGES).</summary>
     public long RssAnon { get; internal set; }

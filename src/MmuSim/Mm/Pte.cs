@@ -12,6 +12,7 @@ namespace MmuSim.Mm;
 ///   bit 6      D   dirty
 ///   bit 7      PS  huge (2 MiB leaf in a PMD)
 ///   bit 9      special (software: zero page / no struct page, vm_normal_page() == NULL)
+///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY; cleared by clear_refs 4. The model's faults do not set it)
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write)
@@ -21,7 +22,7 @@ namespace MmuSim.Mm;
 public readonly record struct Pte(ulong Raw)
 {
     public const ulong PresentBit = 1UL << 0, WriteBit = 1UL << 1, UserBit = 1UL << 2, AccessedBit = 1UL << 5,
-        DirtyBit = 1UL << 6, HugeBit = 1UL << 7, SpecialBit = 1UL << 9;
+        DirtyBit = 1UL << 6, HugeBit = 1UL << 7, SpecialBit = 1UL << 9, SoftDirtyBit = 1UL << 11;
     const int PfnShift = 12;
     const ulong PfnMask = ((1UL << 40) - 1) << PfnShift;
     const int TypeShift = 1;
@@ -37,6 +38,7 @@ public readonly record struct Pte(ulong Raw)
     public bool Dirty => (Raw & DirtyBit) != 0;
     public bool Huge => (Raw & HugeBit) != 0;
     public bool Special => (Raw & SpecialBit) != 0;
+    public bool SoftDirty => (Raw & SoftDirtyBit) != 0;
     public long Pfn => (long)((Raw & PfnMask) >> PfnShift);
 
     /// <summary>Non-present, non-none: a swap or migration entry.</summary>
@@ -63,6 +65,9 @@ public readonly record struct Pte(ulong Raw)
     public Pte Mkclean() => new(Raw & ~DirtyBit);
     public Pte Mkold() => new(Raw & ~AccessedBit);
     public Pte Wrprotect() => new(Raw & ~WriteBit);
+    public Pte WithSoftDirty(bool d) => new(d ? Raw | SoftDirtyBit : Raw & ~SoftDirtyBit);
+    /// <summary>pte_clear_soft_dirty.</summary>
+    public Pte ClearSoftDirty() => new(Raw & ~SoftDirtyBit);
 
     public override string ToString()
     {

@@ -6,8 +6,8 @@ namespace MmuSim.Mm;
 /// <summary>
 /// TLB maintenance and the PTE helpers whose notifier behaviour changed across eras
 /// (include/linux/mmu_notifier.h, mm/pgtable-generic.c, arch/x86/mm/tlb.c).
-/// The primary CPUs' own TLBs are not modelled (a flush costs time and is counted); what matters is which
-/// secondary callbacks a flush triggers.
+/// The primary CPUs' own TLBs are modelled only when a scenario asks for them (<see cref="CpuTlb"/>, §5(d8)); otherwise a
+/// flush costs time and is counted, and what matters is which secondary callbacks it triggers.
 /// </summary>
 public static class Tlb
 {
@@ -20,8 +20,15 @@ public static class Tlb
         await k.S.Point(PointKind.TlbFlush, start);
         k.S.Charge(CostKind.TlbFlushLocal);
         k.Stats.Inc(Stat.TlbFlushesLocal);
+        k.PrimaryTlb?.FlushRange(mm, start, end);
         if (k.Era.Has(Feature.ArchInvalidateSecondaryTlbs)) await mm.Notifiers.ArchInvalidateSecondaryTlbs(start, end);
     }
+
+    /// <summary>flush_tlb_mm: flush every CPU's TLB entries of <paramref name="mm"/> (whole address space).</summary>
+    public static async ValueTask FlushTlbMm(MmStruct mm) => await FlushTlbRange(mm, 0, TaskSize);
+
+    /// <summary>TASK_SIZE of x86-64 with 4-level tables (47-bit user addresses).</summary>
+    public const ulong TaskSize = 1UL << 47;
 
     /// <summary>ptep_clear_flush: clear the PTE and flush the TLB for that page. Caller holds the PTL.</summary>
     public static async ValueTask<Pte> PtepClearFlush(MmStruct mm, int table, ulong addr)

@@ -165,6 +165,7 @@ public sealed class OpRegistry
         Ksm.KsmOps.Register,
         History.HistoryOps.Register,
         Devices.IommuOps.Register,
+        PrimaryTlbOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

@@ -55,6 +55,10 @@ public sealed class Scenario
     /// `mmusim history` runs exactly the scenarios that have one.</summary>
     public string? Catalog { get; init; }
 
+    /// <summary>Model the primary CPUs' TLBs (`primary_tlb: true`, <see cref="Mm.CpuTlb"/>): each thread is a CPU whose
+    /// user accesses go through its own TLB. Off by default.</summary>
+    public bool PrimaryTlb { get; init; }
+
     /// <summary>Counters `mmusim history` shows in each cell (`history_stats:`), summed over the schedules run.</summary>
     public IReadOnlyList<Stat> HistoryStats { get; init; } = [];
 

@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -167,6 +167,15 @@ public static class ScenarioLoader
                 if (maxSteps < 1) throw Err(ms, "max_steps", "must be at least 1");
             }
 
+            bool primaryTlb = false;
+            if (Opt(root, "primary_tlb") is { } pt)
+                primaryTlb = Str(pt, "primary_tlb").ToLowerInvariant() switch
+                {
+                    "true" or "yes" => true,
+                    "false" or "no" => false,
+                    var b => throw Err(pt, "primary_tlb", $"'{b}' is not a boolean (true or false)"),
+                };
+
             string? catalog = Opt(root, "catalog") is { } cat ? Str(cat, "catalog") : null;
             var historyStats = new List<Stat>();
             if (Opt(root, "history_stats") is { } hs)
@@ -192,6 +201,7 @@ public static class ScenarioLoader
                 Mutations = mutations,
                 MaxSteps = maxSteps,
                 PctDepth = pctDepth,
+                PrimaryTlb = primaryTlb,
             };
         }
 

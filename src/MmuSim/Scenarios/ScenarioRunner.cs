@@ -128,6 +128,7 @@ public static class ScenarioRunner
             Seed = options.Seed,
         });
         if (s.MaxSteps is { } max) k.S.MaxSteps = max;
+        if (s.PrimaryTlb) k.PrimaryTlb = new CpuTlb(k);
         if (s.Checks != null) k.Checker.EnableOnly(s.Checks);
         var world = new ScenarioWorld(k);
         options.Configure?.Invoke(k);

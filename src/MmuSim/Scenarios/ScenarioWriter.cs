@@ -19,6 +19,7 @@ public static class ScenarioWriter
         if (s.MaxSteps is { } max) root.Add("max_steps", max.ToString());
         if (s.PctDepth is { } depth) root.Add("pct_depth", depth.ToString());
         if (s.Catalog != null) root.Add("catalog", s.Catalog);
+        if (s.PrimaryTlb) root.Add("primary_tlb", "true");
         if (s.HistoryStats.Count > 0)
             root.Add("history_stats", Flow(s.HistoryStats.Select(st => string.Concat(st.ToString().Select((ch, i) =>
                 i > 0 && char.IsUpper(ch) ? "_" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString())))));

@@ -1,0 +1,99 @@
+using MmuSim.Eras;
+using MmuSim.Notifier;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// fs/proc/task_mmu.c: <c>echo 4 &gt; /proc/PID/clear_refs</c> (CLEAR_REFS_SOFT_DIRTY), one of the three paths of race
+/// §5(d8). It write-protects every present PTE under its PTL and defers the TLB flush to the end of the walk, so a CPU
+/// can keep writing through a writable TLB entry after its PTE became read-only, until that flush.
+/// </summary>
+/// <remarks>
+/// Era differences (kernel code read at several versions): up to 4.13-rc1 the walk is bracketed by
+/// invalidate_range_start/end over the whole address space and followed by flush_tlb_mm, and mm_tlb_flush_pending is
+/// not raised; from 4.13 (b3a81d0841a95) the walk runs inside tlb_gather_mmu .. tlb_finish_mmu, which raises
+/// mm_tlb_flush_pending for its whole duration (<see cref="Feature.TlbGatherFlushPending"/>); 5.2+ name the event
+/// MMU_NOTIFY_SOFT_DIRTY. Not modelled: VM_SOFTDIRTY (the first clear_refs after an mmap takes mmap_lock for write to
+/// clear it; the model's VMAs behave as if that already happened, so the walk runs under mmap_lock for read as in
+/// Nadav Amit's report), soft-dirty swap entries, the 5.10+ skip of pinned pages, types 1-3 and 5.
+/// </remarks>
+public static class TaskMmu
+{
+    /// <summary>CLEAR_REFS_SOFT_DIRTY.</summary>
+    public const int ClearRefsSoftDirtyType = 4;
+
+    /// <summary>
+    /// clear_refs_write with type 4 (CLEAR_REFS_SOFT_DIRTY): under mmap_lock for read, start SOFT_DIRTY over the whole
+    /// address space, write-protect and clear soft-dirty on every present PTE/huge PMD, end, then flush every CPU's TLB
+    /// for the mm (flush_tlb_mm; tlb_finish_mmu from 4.13). Returns false (-EINVAL) where the era has no soft-dirty.
+    /// </summary>
+    public static async ValueTask<bool> ClearRefsWrite(MmStruct mm)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("clear_refs_write");
+        if (!k.Era.Has(Feature.ClearRefsSoftDirty)) return false;
+        await mm.MmapLock.ReadLock();
+        try
+        {
+            // 4.13+: tlb_gather_mmu(&tlb, mm, 0, -1) raises mm_tlb_flush_pending; fullmm, so the finish flushes it all.
+            MmuGather? tlb = null;
+            if (k.Era.Has(Feature.TlbGatherFlushPending))
+            {
+                tlb = new MmuGather(mm);
+                tlb.TrackRange(0, Tlb.TaskSize);
+            }
+            var range = new MmuNotifierRange(mm, 0, Tlb.TaskSize, MmuNotifyEvent.SoftDirty);
+            await mm.Notifiers.InvalidateRangeStart(range);
+            foreach (var vma in mm.Vmas.ToArray())
+                for (ulong addr = vma.Start; addr < vma.End;)
+                {
+                    ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, vma.End);
+                    var pmd = mm.PeekPmd(addr);
+                    if (pmd.Present && pmd.Huge) await ClearSoftDirtyPmd(mm, addr);
+                    else if (mm.PteTable(addr) is var t && t != 0) await ClearRefsPteRange(mm, t, addr, next);
+                    addr = next;
+                }
+            await mm.Notifiers.InvalidateRangeEnd(range);
+            if (tlb != null) await tlb.Finish();
+            else await Tlb.FlushTlbMm(mm);
+            return true;
+        }
+        finally
+        {
+            await mm.MmapLock.ReadUnlock();
+        }
+    }
+
+    /// <summary>clear_refs_pte_range (CLEAR_REFS_SOFT_DIRTY): <see cref="ClearSoftDirty"/> on each PTE of one table, under its PTL.</summary>
+    static async ValueTask ClearRefsPteRange(MmStruct mm, int t, ulong start, ulong end)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("clear_refs_pte_range");
+        await mm.LockPtl(t);
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+            if (mm.PeekPte(a).Present) await ClearSoftDirty(mm, t, a);
+        await mm.UnlockPtl(t);
+    }
+
+    /// <summary>
+    /// clear_soft_dirty: ptep_modify_prot_start (get-and-clear), pte_wrprotect, pte_clear_soft_dirty,
+    /// ptep_modify_prot_commit. No TLB flush here: the caller flushes once at the end. Caller holds the PTL.
+    /// </summary>
+    public static async ValueTask ClearSoftDirty(MmStruct mm, int t, ulong addr)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("clear_soft_dirty");
+        var old = await mm.PtepGetAndClear(t, addr);
+        if (!old.Present) return;
+        await mm.SetPte(t, addr, old.Wrprotect().ClearSoftDirty());
+    }
+
+    /// <summary>clear_soft_dirty_pmd: the same for a huge PMD, under the PMD lock (pmdp_invalidate; no flush here).</summary>
+    static async ValueTask ClearSoftDirtyPmd(MmStruct mm, ulong addr)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("clear_soft_dirty_pmd");
+        ulong haddr = addr & MmStruct.PmdMask;
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        if (pmd.Present && pmd.Huge) await mm.SetPmd(haddr, pmd.Wrprotect().ClearSoftDirty());
+        await mm.UnlockPmd(haddr);
+    }
+}
