@@ -73,9 +73,9 @@ public static class HistoryFormat
                     if (c.Status != CellStatus.NotApplicable)
                     {
                         w.WriteNumber("schedules", c.Schedules);
-                        w.WriteNumber("elapsed", Math.Round(c.Elapsed.TotalSeconds, 4));
+                        w.WriteNumber("elapsed", Math.Round(c.Elapsed.TotalSeconds, 6));
                     }
-                    if (c.TimeToBug is { } t) w.WriteNumber("time_to_bug", Math.Round(t.TotalSeconds, 4));
+                    if (c.TimeToBug is { } t) w.WriteNumber("time_to_bug", Math.Round(t.TotalSeconds, 6));
                     if (c.Stats.Count > 0)
                     {
                         w.WriteStartObject("stats");
