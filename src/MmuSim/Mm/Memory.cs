@@ -321,6 +321,7 @@ public static partial class Memory
         {
             k.Mem[pfn].Contents = value;
             if (k.Checker.TrackUserWrites) k.Checker.OnUserWrite(mm, va, pfn, value);
+            if (k.Trace.On) k.Trace.Event("user_store", $"addr 0x{va:x} pfn 0x{pfn:x} value 0x{value:x}");
         }
         result = k.Mem[pfn].Contents;
         return true;
