@@ -123,6 +123,7 @@ public sealed class PhysMem
     Frame[] _frames;
     long _free4k = -1;       // head of the intrusive 4 KiB free list (-1 = empty)
     long _free2m = -1;       // head of the free 2 MiB block list (head pfns)
+    long _bumpNext, _bumpEnd; // the 2 MiB block being split: [next, end) not handed out yet, used after the 4 KiB list
     long _limit;             // frames beyond this are not yet handed to the allocator
 
     public PhysMem(long initialFrames = 4096, long maxFrames = 1L << 30)
@@ -192,24 +193,53 @@ public sealed class PhysMem
     }
 
     /// <summary>alloc_page: a zeroed 4 KiB frame with refcount 1, or -1 when memory is exhausted.</summary>
+    /// <remarks>
+    /// Order: the 4 KiB free list first (LIFO: the most recently freed frame), then the rest of the block being split,
+    /// lowest pfn first. A block is split lazily (one frame per call) instead of pushing its 512 frames onto the list:
+    /// the same pfns in the same order, without writing every frame twice.
+    /// </remarks>
     public long AllocPage()
     {
-        if (_free4k < 0 && !SplitBlock() && !(Grow() && (_free4k >= 0 || SplitBlock()))) return -1;
-        long pfn = _free4k;
+        long pfn;
+        if (_free4k >= 0)
+        {
+            pfn = _free4k;
+            _free4k = (long)_frames[pfn].Contents;
+        }
+        else if (_bumpNext < _bumpEnd) pfn = _bumpNext++;
+        else if ((pfn = AllocPageSlow()) < 0) return -1;
         ref var f = ref _frames[pfn];
-        _free4k = (long)f.Contents;
         f.ResetForAlloc();
         f.RefCount = 1;
         Allocated++;
         return pfn;
     }
 
+    /// <summary>Both the 4 KiB list and the current block are empty: split the next free block, growing if needed.</summary>
+    long AllocPageSlow()
+    {
+        if (!SplitBlock())
+        {
+            if (!Grow()) return -1;
+            if (_free4k >= 0)
+            {
+                long p = _free4k;
+                _free4k = (long)_frames[p].Contents;
+                return p;
+            }
+            if (!SplitBlock()) return -1;
+        }
+        return _bumpNext++;
+    }
+
+    /// <summary>Take the next free 2 MiB block as the block being split.</summary>
     bool SplitBlock()
     {
         if (_free2m < 0) return false;
         long h = _free2m;
         _free2m = (long)_frames[h].Contents;
-        for (long p = h + HugePages - 1; p >= h; p--) Push4k(p);
+        _bumpNext = h;
+        _bumpEnd = h + HugePages;
         return true;
     }
 
