@@ -156,6 +156,17 @@ public class StrategyTests
         Assert.StartsWith("portfolio(seed=7):prob-random", portfolio.Describe());
     }
 
+    [Theory]
+    [InlineData(1, 3)]
+    [InlineData(3, 3)]
+    [InlineData(5, 5)]
+    public void PortfolioDeeperPctMemberFollowsTheSpecDepth(int depth, int expected)
+    {
+        var p = (PortfolioStrategy)new StrategySpec { Kind = StrategyKind.Portfolio, Depth = depth }.Create();
+        var pcts = p.Members.OfType<PctStrategy>().Select(m => m.Depth).ToArray();
+        Assert.Equal([2, expected], pcts);
+    }
+
     [Fact]
     public void StrategyNamesParse()
     {
