@@ -107,6 +107,7 @@ public sealed partial class Ksmd
             if (same)
             {
                 long oldPfn = cur.Pfn; // == page unless the pte_same check was skipped
+                bool oldIsPage = oldPfn != PhysMem.ZeroPfn && !cur.Special;
                 Pte newPte;
                 if (kpage != PhysMem.ZeroPfn)
                 {
@@ -119,9 +120,9 @@ public sealed partial class Ksmd
                     newPte = Pte.Make(PhysMem.ZeroPfn, writable: false, dirty: k.Era.Has(Feature.KsmZeroPagesCounter), special: true);
                 }
                 await ClearFlush(mm, t, addr);
-                if (oldPfn != PhysMem.ZeroPfn && !cur.Special) k.Checker.OnKsmReplacePage(mm, addr, oldPfn, kpage);
+                if (oldIsPage) k.Checker.OnKsmReplacePage(mm, addr, oldPfn, kpage);
                 await Tlb.SetPteAtNotify(mm, t, addr, newPte);
-                if (oldPfn != PhysMem.ZeroPfn && !cur.Special)
+                if (oldIsPage)
                 {
                     Folio.RemoveRmap(k, oldPfn, mm); // page_remove_rmap (dec_mm_counter for the zero page included)
                     Folio.Put(k, oldPfn);

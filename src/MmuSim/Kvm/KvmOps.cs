@@ -268,7 +268,7 @@ public static class KvmOps
             w.WriteLine($"mmu_invalidate_seq {vm.InvalidateSeq}, in_progress {vm.InvalidateInProgress}, mn_active_invalidate_count {vm.MnActiveInvalidateCount}");
             w.WriteLine($"present SPTEs {vm.PresentSptes} ({Spte.Size} bytes each)");
             foreach (var s in vm.Memslots) w.WriteLine(s.ToString());
-            foreach (var g in vm.PfnCaches) w.WriteLine($"{g} ({g.Retries} hva_to_pfn_retry retries, {(vm.PfnCache == PfnCacheDesign.EndHook ? "end-hook" : "start-hook")} design)");
+            foreach (var g in vm.PfnCaches) w.WriteLine($"{g} ({g.Retries} hva_to_pfn_retry retries, {PfnCacheOps.NameOf(vm.PfnCache)} design)");
         }
     }
 }

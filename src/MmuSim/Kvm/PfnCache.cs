@@ -136,7 +136,7 @@ public sealed class GfnToPfnCache
     {
         if (!_refreshing) return;
         _invalidationsSeen++;
-        if (Uhva >= start && Uhva < end) _invalidationsCovering++;
+        if (Covers(start, end)) _invalidationsCovering++;
     }
 
     internal bool Covers(ulong start, ulong end) => Uhva >= start && Uhva < end;
@@ -521,14 +521,16 @@ public sealed partial class Kvm
         {
             var g = _gpcs[i];
             await g.Lock.ReadLock();
-            bool hit = g.NeedsInvalidation && g.Pfn != GfnToPfnCache.ErrPfn && g.Covers(start, end);
+            bool hit = Hit(g);
             await g.Lock.ReadUnlock();
             if (!hit) continue;
             await g.Lock.WriteLock();
-            if (g.NeedsInvalidation && g.Pfn != GfnToPfnCache.ErrPfn && g.Covers(start, end)) g.InvalidateLocked();
+            if (Hit(g)) g.InvalidateLocked();
             await g.Lock.WriteUnlock();
         }
         await GpcLock.Unlock();
+
+        bool Hit(GfnToPfnCache g) => g.NeedsInvalidation && g.Pfn != GfnToPfnCache.ErrPfn && g.Covers(start, end);
     }
 
     /// <summary>

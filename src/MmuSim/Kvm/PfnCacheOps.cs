@@ -11,17 +11,18 @@ namespace MmuSim.Kvm;
 /// </summary>
 public static class PfnCacheOps
 {
+    /// <summary>Scenario spelling of a design: start-hook, end-hook.</summary>
+    public static string NameOf(PfnCacheDesign d) => d == PfnCacheDesign.EndHook ? "end-hook" : "start-hook";
+
     /// <summary>vm.create's <c>pfncache</c> values.</summary>
-    public const string KnownDesigns = "start-hook, end-hook";
+    public static string KnownDesigns { get; } = string.Join(", ", Enum.GetValues<PfnCacheDesign>().Select(NameOf));
 
     public static bool TryParseDesign(string s, out PfnCacheDesign d)
     {
-        switch (s.Trim().ToLowerInvariant())
-        {
-            case "start-hook": d = PfnCacheDesign.StartHook; return true;
-            case "end-hook": d = PfnCacheDesign.EndHook; return true;
-            default: d = default; return false;
-        }
+        foreach (var v in Enum.GetValues<PfnCacheDesign>())
+            if (NameOf(v) == s.Trim().ToLowerInvariant()) { d = v; return true; }
+        d = default;
+        return false;
     }
 
     public static void Register(OpRegistry r)

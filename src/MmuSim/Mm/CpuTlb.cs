@@ -102,9 +102,6 @@ public sealed class CpuTlb
             l?.RemoveAll(e => e.MmId == mm.Id && e.Page >= (start & MmStruct.PageMask) && e.Page < end);
     }
 
-    /// <summary>flush_tlb_mm on every CPU: drop all of <paramref name="mm"/>'s entries.</summary>
-    public void FlushMm(MmStruct mm) => FlushRange(mm, 0, ulong.MaxValue);
-
     /// <summary>Does any CPU still cache a translation to <paramref name="pfn"/> (frames [pfn, pfn + pages))?</summary>
     public bool Reaches(long pfn, int pages, out Entry hit)
     {

@@ -25,7 +25,7 @@ public static class Tlb
     }
 
     /// <summary>flush_tlb_mm: flush every CPU's TLB entries of <paramref name="mm"/> (whole address space).</summary>
-    public static async ValueTask FlushTlbMm(MmStruct mm) => await FlushTlbRange(mm, 0, TaskSize);
+    public static ValueTask FlushTlbMm(MmStruct mm) => FlushTlbRange(mm, 0, TaskSize);
 
     /// <summary>TASK_SIZE of x86-64 with 4-level tables (47-bit user addresses).</summary>
     public const ulong TaskSize = 1UL << 47;

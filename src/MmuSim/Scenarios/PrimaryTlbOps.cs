@@ -19,7 +19,7 @@ public static class PrimaryTlbOps
     static void CheckClearRefs(OpArgs a, ScenarioInfo _)
     {
         var t = a.GetString("type", "soft-dirty");
-        if (t is not ("4" or "soft-dirty"))
+        if (t != "soft-dirty" && t != TaskMmu.ClearRefsSoftDirtyType.ToString())
             throw a.Error("type", $"'{t}': only 4 (soft-dirty) is modelled");
     }
 
