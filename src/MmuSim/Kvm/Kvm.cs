@@ -126,11 +126,23 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
 
     public WaitQueue SrcuWait { get; }
 
-    /// <summary>kvm->mmu_invalidate_seq (mmu_notifier_seq before 6.1).</summary>
-    public ulong InvalidateSeq { get; private set; }
+    /// <summary>kvm->mmu_invalidate_seq (mmu_notifier_seq before 6.1). Every change is a trace counter sample.</summary>
+    public ulong InvalidateSeq
+    {
+        get => _invalidateSeq;
+        private set { _invalidateSeq = value; if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_seq", (long)value); }
+    }
 
-    /// <summary>kvm->mmu_invalidate_in_progress (mmu_notifier_count before 6.1).</summary>
-    public long InvalidateInProgress { get; private set; }
+    ulong _invalidateSeq;
+
+    /// <summary>kvm->mmu_invalidate_in_progress (mmu_notifier_count before 6.1). Every change is a trace counter sample.</summary>
+    public long InvalidateInProgress
+    {
+        get => _invalidateInProgress;
+        private set { _invalidateInProgress = value; if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_in_progress", value); }
+    }
+
+    long _invalidateInProgress;
 
     /// <summary>mmu_invalidate_range_start/end: the in-progress range union: hva-based in 5.13-6.7, gfn-based from 6.8 (<see cref="InvalidRange"/> when reset).</summary>
     public ulong RangeStart { get; private set; } = InvalidRange;
@@ -140,8 +152,14 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// <summary>slots->generation: bumped by every memslot publication (pfn caches recompute their uhva when it moves).</summary>
     public ulong MemslotsGeneration { get; private set; }
 
-    /// <summary>kvm->mn_active_invalidate_count (5.13+).</summary>
-    public long MnActiveInvalidateCount { get; private set; }
+    /// <summary>kvm->mn_active_invalidate_count (5.13+). Every change is a trace counter sample.</summary>
+    public long MnActiveInvalidateCount
+    {
+        get => _mnActiveInvalidateCount;
+        private set { _mnActiveInvalidateCount = value; if (_k.Trace.On) _k.Trace.Counter("mn_active_invalidate_count", value); }
+    }
+
+    long _mnActiveInvalidateCount;
 
     /// <summary>
     /// Emulate Accessed by zapping (EPT without A/D bits; 4.x x86 <c>!shadow_accessed_mask</c>): aging unmaps SPTEs

@@ -9,7 +9,8 @@ namespace MmuSim.Trace;
 /// <c>CPU0 kswapd</c>, sorted by CPU), a B/E slice per kernel function (<see cref="KContext.Enter"/>), instants for
 /// tracepoints and lock operations, counters (<c>ph:"C"</c>) for seq, in_progress and every other <see cref="Tracer"/>
 /// counter, async slices for <see cref="Tracer.Begin"/>/<see cref="Tracer.End"/>, and the violation as a global instant.
-/// Timestamps are microseconds (see <see cref="TraceTime"/>). Slices left open by contexts frozen at the violation are
+/// The time axis is the simulated clock: <c>ts</c> is in microseconds with nanosecond fractions, events at one simulated
+/// instant 1 ns apart (see <see cref="TraceTime"/>). Slices left open by contexts frozen at the violation are
 /// closed at the end, so B/E strictly nest on every thread.
 /// </summary>
 public static class PerfettoJsonWriter
@@ -26,12 +27,12 @@ public static class PerfettoJsonWriter
     public static void Write(TraceCollector c, Stream output)
     {
         using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = false });
-        var ts = TraceTime.Assign(c.Events);
+        var ts = TraceTime.AssignNs(c.Events);
         var tid = c.Contexts.ToDictionary(x => x.Id, x => x.Pid);
         var open = new Dictionary<int, int>();
         var asyncIds = new Dictionary<string, Stack<int>>(StringComparer.Ordinal);
         int nextId = 1;
-        long lastUs = TraceTime.BaseUs;
+        long lastNs = TraceTime.BaseNs;
 
         w.WriteStartObject();
         w.WriteString("displayTimeUnit", "ns");
@@ -53,28 +54,28 @@ public static class PerfettoJsonWriter
         for (int i = 0; i < c.Events.Count; i++)
         {
             var e = c.Events[i];
-            long us = lastUs = ts[i];
+            long ns = lastNs = ts[i];
             int thread = tid.GetValueOrDefault(e.Cpu, 100 + e.Cpu);
             switch (e.Kind)
             {
                 case TraceEventKind.Enter:
                     open[e.Cpu] = open.GetValueOrDefault(e.Cpu) + 1;
-                    Slice("B", thread, us, e.Name, "kernel");
+                    Slice("B", thread, ns, e.Name, "kernel");
                     break;
                 case TraceEventKind.Leave:
                     if (open.GetValueOrDefault(e.Cpu) == 0) break;
                     open[e.Cpu]--;
-                    Slice("E", thread, us, null, "kernel");
+                    Slice("E", thread, ns, null, "kernel");
                     break;
                 case TraceEventKind.Step when e.Point is PointKind.LockAcquire or PointKind.LockRelease:
-                    Instant(thread, us, (e.Point == PointKind.LockRelease ? "unlock " : e.Blocked ? "contended " : "lock ") + e.Fields, "lock", "t", null);
+                    Instant(thread, ns, (e.Point == PointKind.LockRelease ? "unlock " : e.Blocked ? "contended " : "lock ") + e.Fields, "lock", "t", null);
                     break;
                 case TraceEventKind.Record when e.Phase == TracePhase.Event:
-                    Instant(thread, us, Short(e.Name), "tracepoint", "t", e.Fields);
+                    Instant(thread, ns, Short(e.Name), "tracepoint", "t", e.Fields);
                     break;
                 case TraceEventKind.Record when e.Phase == TracePhase.Counter:
                     w.WriteStartObject();
-                    w.WriteString("ph", "C"); w.WriteNumber("pid", Pid); w.WriteNumber("ts", us); w.WriteString("name", Short(e.Name));
+                    w.WriteString("ph", "C"); w.WriteNumber("pid", Pid); w.WriteNumber("ts", ns / 1000.0); w.WriteString("name", Short(e.Name));
                     w.WriteStartObject("args"); w.WriteNumber("value", e.Value); w.WriteEndObject();
                     w.WriteEndObject();
                     break;
@@ -82,19 +83,19 @@ public static class PerfettoJsonWriter
                 {
                     if (!asyncIds.TryGetValue(e.Name, out var st)) asyncIds[e.Name] = st = new Stack<int>();
                     st.Push(nextId);
-                    Async("b", thread, us, e.Name, nextId++);
+                    Async("b", thread, ns, e.Name, nextId++);
                     break;
                 }
                 case TraceEventKind.Record when e.Phase == TracePhase.End:
-                    if (asyncIds.TryGetValue(e.Name, out var s2) && s2.Count > 0) Async("e", thread, us, e.Name, s2.Pop());
+                    if (asyncIds.TryGetValue(e.Name, out var s2) && s2.Count > 0) Async("e", thread, ns, e.Name, s2.Pop());
                     break;
                 case TraceEventKind.Violation:
-                    Instant(thread, us, "violation: " + e.Name, "violation", "g", e.Fields);
+                    Instant(thread, ns, "violation: " + e.Name, "violation", "g", e.Fields);
                     break;
             }
         }
         foreach (var (cpu, n) in open.OrderBy(p => p.Key))
-            for (int j = 0; j < n; j++) Slice("E", tid.GetValueOrDefault(cpu, 100 + cpu), ++lastUs, null, "kernel");
+            for (int j = 0; j < n; j++) Slice("E", tid.GetValueOrDefault(cpu, 100 + cpu), ++lastNs, null, "kernel");
 
         w.WriteEndArray();
         w.WriteEndObject();
@@ -108,19 +109,19 @@ public static class PerfettoJsonWriter
             w.WriteEndObject();
         }
 
-        void Slice(string ph, int thread, long us, string? name, string cat)
+        void Slice(string ph, int thread, long ns, string? name, string cat)
         {
             w.WriteStartObject();
-            w.WriteString("ph", ph); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", us);
+            w.WriteString("ph", ph); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", ns / 1000.0);
             if (name != null) w.WriteString("name", name);
             w.WriteString("cat", cat);
             w.WriteEndObject();
         }
 
-        void Instant(int thread, long us, string name, string cat, string scope, string? fields)
+        void Instant(int thread, long ns, string name, string cat, string scope, string? fields)
         {
             w.WriteStartObject();
-            w.WriteString("ph", "i"); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", us);
+            w.WriteString("ph", "i"); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", ns / 1000.0);
             w.WriteString("name", name); w.WriteString("cat", cat); w.WriteString("s", scope);
             if (!string.IsNullOrEmpty(fields))
             {
@@ -129,10 +130,10 @@ public static class PerfettoJsonWriter
             w.WriteEndObject();
         }
 
-        void Async(string ph, int thread, long us, string name, int id)
+        void Async(string ph, int thread, long ns, string name, int id)
         {
             w.WriteStartObject();
-            w.WriteString("ph", ph); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", us);
+            w.WriteString("ph", ph); w.WriteNumber("pid", Pid); w.WriteNumber("tid", thread); w.WriteNumber("ts", ns / 1000.0);
             w.WriteString("name", Short(name)); w.WriteString("cat", "model"); w.WriteNumber("id", id);
             w.WriteEndObject();
         }
