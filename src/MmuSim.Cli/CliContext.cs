@@ -83,6 +83,27 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
         throw new UsageException("scenario", $"no file or built-in scenario named '{fileOrName}' (see mmusim list)");
     }
 
+    /// <summary>
+    /// Write the file named by option <paramref name="option"/> (--out, --trace-out): a missing directory, a full disk or
+    /// no permission is bad input, <c>mmusim: --out: cannot write 'PATH': reason</c>, exit 2.
+    /// </summary>
+    public static void WriteFile(string option, string path, Action<TextWriter> write)
+    {
+        try
+        {
+            using var w = new StreamWriter(path, false, new System.Text.UTF8Encoding(false), 1 << 16);
+            write(w);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new UsageException(option, $"cannot write '{path}': {e.Message}");
+        }
+    }
+
+    /// <summary>The --jobs value: at least 1.</summary>
+    public static int ParseJobs(int jobs) =>
+        jobs >= 1 ? jobs : throw new UsageException("--jobs", $"must be at least 1, got {jobs}");
+
     /// <summary>The --era value, or null when not given.</summary>
     public static KernelEra? ParseEra(string? name)
     {

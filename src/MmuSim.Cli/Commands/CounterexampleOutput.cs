@@ -62,7 +62,7 @@ public static class CounterexampleOutput
             write(cli.Out);
             return;
         }
-        using (var f = new StreamWriter(path)) write(f);
+        CliContext.WriteFile("--trace-out", path, write);
         cli.Err.WriteLine($"trace written to {path}");
     }
 }

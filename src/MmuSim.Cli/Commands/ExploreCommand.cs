@@ -65,6 +65,7 @@ public static class ExploreCommand
             if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
             var limit = ParseDuration(p.GetValue(timeLimit));
             var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
+            string? outPath = p.GetValue(outFile);
             var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
             var program = new ScenarioExplorable(s, e, muts, spec.Seed);
             var options = new ExploreOptions
@@ -73,8 +74,11 @@ public static class ExploreCommand
                 Iterations = n,
                 TimeLimit = limit,
                 All = p.GetValue(all),
-                Parallelism = Math.Max(1, p.GetValue(jobs)),
+                Parallelism = CliContext.ParseJobs(p.GetValue(jobs)),
+                // The counterexample is saved as soon as it is found, then overwritten with the shrunk one below.
+                FirstViolation = outPath == null ? null : c => SaveTrace(cli, c, s.File, outPath, shrunk: false),
             };
+            var started = System.Diagnostics.Stopwatch.StartNew();
             var allMuts = program.Info.Mutations;
             cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, strategy {spec}, {n} schedules{(limit is { } l ? $" or {l.TotalSeconds:0.##} s" : "")}, " +
                               $"mutations: {(allMuts.Count == 0 ? "none" : string.Join(", ", allMuts))}");
@@ -98,21 +102,33 @@ public static class ExploreCommand
             var shown = found;
             if (!p.GetValue(noShrink))
             {
-                var shrinker = new Shrinker(program);
+                var shrinker = new Shrinker(program, ShrinkBudget(limit, started.Elapsed));
                 shown = shrinker.Shrink(found);
                 cli.Err.WriteLine($"shrunk: {found.Preemptions} -> {shown.Preemptions} preemptions, {found.Steps} -> {shown.Steps} steps ({shrinker.Runs} replays)");
             }
-            if (p.GetValue(outFile) is { } path)
-            {
-                TraceFile.From(shown, s.File).Save(path);
-                cli.Err.WriteLine($"counterexample saved to {path} (mmusim replay {path})");
-            }
+            if (outPath != null && !ReferenceEquals(shown, found)) SaveTrace(cli, shown, s.File, outPath, shrunk: true);
             cli.Out.WriteLine($"violation found in schedule {found.Iteration + 1} ({report.Violations} violating of {report.Schedules})");
             CounterexampleOutput.Show(cli, program, shown.Decisions, shown.Violation.Invariant,
                 $"{shown.Strategy}, iteration {shown.Iteration}, {shown.Preemptions} preemptions", fmt, p.GetValue(traceOut));
             return Program.Failed;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The shrinking budget: the time limit bounds search and shrinking together, so shrinking gets what the search left
+    /// (none when it is spent), and never more than its own cap.
+    /// </summary>
+    public static ShrinkOptions ShrinkBudget(TimeSpan? limit, TimeSpan elapsed)
+    {
+        var o = new ShrinkOptions();
+        return limit is { } l ? o with { TimeLimit = TimeSpan.FromTicks(Math.Clamp((l - elapsed).Ticks, 0, o.TimeLimit.Ticks)) } : o;
+    }
+
+    static void SaveTrace(CliContext cli, Counterexample c, string? source, string path, bool shrunk)
+    {
+        CliContext.WriteFile("--out", path, TraceFile.From(c, source).Write);
+        cli.Err.WriteLine($"{(shrunk ? "shrunk counterexample" : "counterexample")} saved to {path} (mmusim replay {path})");
     }
 
     /// <summary>Run the explorer, with a progress bar (schedules/s) on stderr when stderr is a terminal.</summary>
@@ -142,6 +158,9 @@ public static class ExploreCommand
         return report;
     }
 
+    /// <summary>The longest --time-limit: one year.</summary>
+    const double MaxDurationSeconds = 365 * 86400.0;
+
     /// <summary>30, 30s, 2m, 500ms, 1h, or a TimeSpan (00:01:00).</summary>
     public static TimeSpan? ParseDuration(string? s)
     {
@@ -149,7 +168,9 @@ public static class ExploreCommand
         s = s.Trim().ToLowerInvariant();
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         (string num, double mult) = s.EndsWith("ms") ? (s[..^2], 0.001) : s.EndsWith('s') ? (s[..^1], 1) : s.EndsWith('m') ? (s[..^1], 60) : s.EndsWith('h') ? (s[..^1], 3600) : (s, 1);
-        if (double.TryParse(num, System.Globalization.NumberStyles.Float, inv, out var v) && v > 0) return TimeSpan.FromSeconds(v * mult);
+        if (double.TryParse(num, System.Globalization.NumberStyles.Float, inv, out var v) && v > 0)
+            return double.IsFinite(v * mult) && v * mult <= MaxDurationSeconds ? TimeSpan.FromSeconds(v * mult)
+                : throw new UsageException("--time-limit", $"'{s}' is longer than the limit of {MaxDurationSeconds / 86400:0} days");
         if (TimeSpan.TryParse(s, inv, out var ts) && ts > TimeSpan.Zero) return ts;
         throw new UsageException("--time-limit", $"'{s}' is not a duration (e.g. 30s, 2m, 500ms)");
     }

@@ -47,7 +47,7 @@ public static class HistoryCommand
             {
                 TimeLimit = ExploreCommand.ParseDuration(p.GetValue(timeLimit)) ?? TimeSpan.FromSeconds(60),
                 IterationsPerCell = Math.Max(1, p.GetValue(iterations)),
-                Parallelism = Math.Max(1, p.GetValue(jobs)),
+                Parallelism = CliContext.ParseJobs(p.GetValue(jobs)),
                 Strategy = new StrategySpec { Kind = kind, Seed = p.GetValue(seed) },
                 Eras = eraList,
                 Scenarios = chosen,

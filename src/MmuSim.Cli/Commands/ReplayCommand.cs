@@ -1,4 +1,5 @@
 using System.CommandLine;
+using MmuSim.Eras;
 using MmuSim.Explore;
 using MmuSim.Scenarios;
 
@@ -27,13 +28,13 @@ public static class ReplayCommand
             if (!File.Exists(path)) throw new UsageException("trace", $"no such file '{path}'");
             TraceFile t;
             try { t = TraceFile.Load(path); }
-            catch (TraceFileException ex) { throw new UsageException("trace", ex.Message); }
+            catch (TraceFileException ex) { throw new ScenarioException(ex.File, ex.Line, ex.Field, ex.Detail); }
             var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
             // The --scenario file, else the built-in scenario of that name, else the file it was explored from.
             string which = p.GetValue(scenarioOpt)
                 ?? (ScenarioLoader.IsBuiltIn(t.Scenario) || t.Source == null || !File.Exists(t.Source) ? t.Scenario : t.Source);
             var s = CliContext.LoadScenario(which);
-            var e = CliContext.ParseEra(t.Era) ?? s.EraOrDefault(null);
+            var e = t.Era != "-" && EraTable.TryGet(t.Era, out var te) ? te : s.EraOrDefault(null);
             var muts = CliContext.ParseMutations(t.Mutations);
             if (t.Model != TraceFile.ModelVersion)
                 cli.Err.WriteLine($"warning: trace written by model {t.Model}, this is {TraceFile.ModelVersion}; the replay may diverge");

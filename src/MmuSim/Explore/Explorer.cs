@@ -25,6 +25,9 @@ public sealed record ExploreOptions
 
     public CancellationToken Cancel { get; init; }
 
+    /// <summary>Called with the first counterexample as soon as it is found (before the search ends and before shrinking).</summary>
+    public Action<Counterexample>? FirstViolation { get; init; }
+
     /// <summary>Counterexamples kept with <see cref="All"/> (the count of violations is always exact).</summary>
     public int MaxCounterexamples { get; init; } = 100;
 }
@@ -178,6 +181,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
                     }
                     if (report.Counterexamples.Count < options.MaxCounterexamples)
                         report.Counterexamples.Add(Counterexample.From(program.Info, descriptions[j], spec.Seed, start + j, r));
+                    if (report.Violations == 1 && report.Counterexamples.Count > 0) options.FirstViolation?.Invoke(report.Counterexamples[0]);
                     if (!options.All) stop = true;
                 }
             }

@@ -130,8 +130,7 @@ public sealed class TraceFile
 
     public static TraceFile Load(string path)
     {
-        using var r = new StreamReader(path);
-        return Read(r, path);
+        return Read(new StringReader(Scenarios.ScenarioLoader.ReadText(path, "trace")), path);
     }
 
     public static TraceFile Parse(string text, string name = "<string>") => Read(new StringReader(text), name);
@@ -152,14 +151,22 @@ public sealed class TraceFile
         while ((line = NextLine()) != null && line != "--")
         {
             int sp = line.IndexOf(' ');
-            if (sp <= 0) throw new TraceFileException(name, lineNo, $"expected 'key value', got '{line}'");
-            header[line[..sp]] = line[(sp + 1)..].Replace("\\n", "\n");
+            if (sp <= 0) throw new TraceFileException(name, lineNo, $"expected 'key value', got '{(line.Length > 80 ? line[..80] + "..." : line)}'");
+            var key = line[..sp];
+            header[key] = line[(sp + 1)..].Replace("\\n", "\n");
+            // The era and mutations are checked here, so that a bad one names this file and line (not --era or --mutate).
+            if (key == "era" && header[key] != "-" && !Eras.EraTable.TryGet(header[key], out _))
+                throw new TraceFileException(name, lineNo, $"unknown era '{header[key]}' (known: {Eras.EraTable.KnownList})", "era");
+            if (key == "mutations" && header[key] is not ("-" or ""))
+                foreach (var m in header[key].Split(','))
+                    if (!MmuSim.Mutations.TryParse(m, out _))
+                        throw new TraceFileException(name, lineNo, $"unknown mutation '{m}' (known: {MmuSim.Mutations.KnownList})", "mutations");
         }
         if (line == null) throw new TraceFileException(name, lineNo, "missing '--' before the decisions");
         if (!header.TryGetValue("scenario", out var scenario)) throw new TraceFileException(name, lineNo, "header has no 'scenario'");
 
         int expected = header.TryGetValue("decisions", out var dn) && int.TryParse(dn, NumberStyles.None, CultureInfo.InvariantCulture, out var e) ? e : -1;
-        var decisions = new List<(byte, int)>(expected > 0 ? expected : 256);
+        var decisions = new List<(byte, int)>(expected > 0 ? Math.Min(expected, 1 << 16) : 256);
         bool ended = false;
         while ((line = NextLine()) != null)
         {
@@ -212,8 +219,11 @@ public sealed class TraceFile
 }
 
 /// <summary>A malformed trace file: <c>file:line: message</c>.</summary>
-public sealed class TraceFileException(string file, int line, string message) : FormatException($"{file}:{line}: {message}")
+public sealed class TraceFileException(string file, int line, string message, string field = "trace")
+    : FormatException($"{file}:{line}: {field}: {message}")
 {
     public string File { get; } = file;
     public int Line { get; } = line;
+    public string Field { get; } = field;
+    public string Detail { get; } = message;
 }

@@ -33,7 +33,7 @@ public static class KvmOps
         r.Register(new OpSpec("memslot.add", "KVM_SET_USER_MEMORY_REGION: gfn..gfn+pages backed by hva; flags: readonly, log-dirty",
             ["vm", "gfn", "pages", "hva"], ["slot", "flags"], MemslotAdd) { Check = CheckMemslot });
         r.Register(new OpSpec("memslot.move", "move slot to a new base gfn (invalidate, zap, publish)", ["vm", "slot", "gfn"], [], MemslotMove)
-        { Check = (a, _) => { a.GetInt("slot"); a.GetULong("gfn"); } });
+        { Check = (a, _) => { a.GetInt("slot"); a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1); } });
         r.Register(new OpSpec("memslot.delete", "delete slot (invalidate, zap, publish; waits for in-flight invalidations from 5.13)",
             ["vm", "slot"], [], MemslotDelete) { Check = (a, _) => a.GetInt("slot") });
         r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu; `expect` checks the value, `error: efault` expects an exit to the VMM (any: either)",
@@ -57,9 +57,12 @@ public static class KvmOps
 
     static void CheckMemslot(OpArgs a, ScenarioInfo _)
     {
-        a.GetULong("gfn");
+        ulong gfn = a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1);
         if (a.GetULong("pages") == 0) throw a.Error("pages", "a memslot needs at least one page");
-        a.GetAddress("hva");
+        ulong pages = a.GetBounded("pages", 1, ScenarioLimits.MaxMemslotPages);
+        if (gfn + pages > ScenarioLimits.GfnLimit) throw a.Error("pages", $"gfn 0x{gfn:x} + {pages} pages passes the guest frame limit 0x{ScenarioLimits.GfnLimit:x}");
+        ulong hva = a.GetAddress("hva");
+        if (hva + (pages << MmStruct.PageShift) > 1UL << 47) throw a.Error("pages", "hva + pages extends past the 47-bit user address space");
         if (a.Has("slot")) a.GetInt("slot");
         ParseFlags(a);
     }

@@ -56,6 +56,14 @@ public sealed class OpArgs
         throw Error(key, $"'{v.Value}' is not a number");
     }
 
+    /// <summary>An unsigned integer in [<paramref name="min"/>, <paramref name="max"/>] (the loader's shared bound check).</summary>
+    public ulong GetBounded(string key, ulong min, ulong max, ulong? def = null)
+    {
+        ulong r = GetULong(key, def);
+        if (r < min || r > max) throw Error(key, $"{r} is out of range (allowed: {min}..{max})");
+        return r;
+    }
+
     public int GetInt(string key, int? def = null)
     {
         ulong r = GetULong(key, def.HasValue ? (ulong)def.Value : null);
@@ -96,8 +104,10 @@ public sealed class OpArgs
         bool ok = s.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
             ? ulong.TryParse(s.AsSpan(2), System.Globalization.NumberStyles.HexNumber, null, out value)
             : ulong.TryParse(s, System.Globalization.NumberStyles.None, null, out value);
-        if (ok) value *= mult;
-        return ok;
+        if (!ok) return false;
+        if (value > ulong.MaxValue / mult) { value = 0; return false; }
+        value *= mult;
+        return true;
     }
 }
 

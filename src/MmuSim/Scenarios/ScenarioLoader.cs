@@ -23,13 +23,31 @@ public static class ScenarioLoader
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
     {
-        string text;
-        try { text = System.IO.File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        return Parse(ReadText(path, "file"), path, ops);
+    }
+
+    /// <summary>
+    /// Read a scenario or trace file, at most <see cref="ScenarioLimits.MaxFileBytes"/>; an unreadable or too large file is
+    /// a <c>file:0: field: message</c> error.
+    /// </summary>
+    public static string ReadText(string path, string field)
+    {
+        try
         {
-            throw new ScenarioException(path, 0, "file", e.Message);
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            if (f.CanSeek && f.Length > ScenarioLimits.MaxFileBytes)
+                throw new ScenarioException(path, 0, field, $"file of {f.Length} bytes is larger than the limit of {ScenarioLimits.MaxFileBytes}");
+            using var r = new StreamReader(f);
+            var buf = new char[ScenarioLimits.MaxFileBytes + 1];
+            int n = r.ReadBlock(buf, 0, buf.Length);
+            if (n > ScenarioLimits.MaxFileBytes)
+                throw new ScenarioException(path, 0, field, $"file is larger than the limit of {ScenarioLimits.MaxFileBytes} bytes");
+            return new string(buf, 0, n);
         }
-        return Parse(text, path, ops);
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new ScenarioException(path, 0, field, e.Message);
+        }
     }
 
     /// <summary>Names of the built-in scenarios, sorted.</summary>
@@ -68,12 +86,53 @@ public static class ScenarioLoader
 
         ScenarioException Err(YamlNode? node, string field, string msg) => new(file, Line(node), field, msg);
 
+        static string OneLine(string s) => System.Text.RegularExpressions.Regex.Replace(s.Trim(), @"\s+", " ");
+
+        /// <summary>
+        /// Walk the YAML events (YamlDotNet's event parser is iterative) and reject nesting deeper than
+        /// <see cref="ScenarioLimits.MaxNesting"/> before the recursive representation model would overflow the stack.
+        /// </summary>
+        void CheckNesting(string text)
+        {
+            var parser = new YamlDotNet.Core.Parser(new StringReader(text));
+            int depth = 0;
+            while (parser.MoveNext())
+            {
+                switch (parser.Current)
+                {
+                    case YamlDotNet.Core.Events.MappingStart or YamlDotNet.Core.Events.SequenceStart:
+                        if (++depth > ScenarioLimits.MaxNesting)
+                            throw new ScenarioException(file, (int)parser.Current.Start.Line, "yaml",
+                                $"nesting deeper than {ScenarioLimits.MaxNesting} mappings and lists");
+                        break;
+                    case YamlDotNet.Core.Events.MappingEnd or YamlDotNet.Core.Events.SequenceEnd:
+                        depth--;
+                        break;
+                    case YamlDotNet.Core.Events.Scalar sc when sc.Value.Length > ScenarioLimits.MaxValueLength:
+                        throw new ScenarioException(file, (int)sc.Start.Line, "yaml",
+                            $"a value of {sc.Value.Length} characters is longer than the limit of {ScenarioLimits.MaxValueLength}");
+                }
+            }
+        }
+
         static int Line(YamlNode? n) => n == null ? 0 : (int)n.Start.Line;
 
         public Scenario Parse(string text)
         {
+            if (text.Length > ScenarioLimits.MaxFileBytes)
+                throw new ScenarioException(file, 1, "file", $"larger than the limit of {ScenarioLimits.MaxFileBytes} characters");
             var stream = new YamlStream();
-            try { stream.Load(new StringReader(text)); }
+            try
+            {
+                CheckNesting(text);
+                stream.Load(new StringReader(text));
+            }
+            catch (ScenarioException) { throw; }
+            catch (Exception e) when (e is not YamlException and not OutOfMemoryException)
+            {
+                // YamlDotNet reports some malformed inputs (e.g. an unclosed flow mapping) with other exception types.
+                throw new ScenarioException(file, 1, "yaml", $"malformed YAML: {OneLine(e.Message)}");
+            }
             catch (YamlException e)
             {
                 var msg = e.InnerException?.Message ?? e.Message;
@@ -126,7 +185,7 @@ public static class ScenarioLoader
                     var key = Str(k, "costs");
                     var kind = ParseCostKind(key) ?? throw Err(k, $"costs.{key}",
                         $"unknown cost kind (known: {string.Join(", ", Enum.GetNames<CostKind>().Select(Kebab))})");
-                    costs.Add((kind, (long)Num(v, $"costs.{key}")));
+                    costs.Add((kind, (long)Bounded(v, $"costs.{key}", 0, ScenarioLimits.MaxCostNs)));
                 }
 
             List<string>? checks = null;
@@ -163,8 +222,8 @@ public static class ScenarioLoader
             }
             if (Opt(root, "max_steps") is { } ms)
             {
-                maxSteps = (long)Num(ms, "max_steps");
-                if (maxSteps < 1) throw Err(ms, "max_steps", "must be at least 1");
+                if (Num(ms, "max_steps") < 1) throw Err(ms, "max_steps", "must be at least 1");
+                maxSteps = (long)Bounded(ms, "max_steps", 1, ScenarioLimits.MaxSteps);
             }
 
             bool primaryTlb = false;
@@ -270,6 +329,7 @@ public static class ScenarioLoader
             {
                 case YamlScalarNode s:
                     ulong v = Num(s, f);
+                    CheckContentPages(s, f, pages);
                     for (int i = 0; i < pages; i++) list.Add(v);
                     break;
                 case YamlSequenceNode seq:
@@ -290,6 +350,7 @@ public static class ScenarioLoader
                         if (want > (ulong)pages) throw Err(pn, f + ".pages", $"{want} pages in a VMA of {pages}");
                         n = (int)want;
                     }
+                    CheckContentPages(m, f, n);
                     var valueNode = Opt(m, "value");
                     var distinctNode = Opt(m, "distinct");
                     if ((valueNode == null) == (distinctNode == null))
@@ -386,6 +447,7 @@ public static class ScenarioLoader
 
         string Suggest(string op)
         {
+            if (op.Length > 64) return " (see docs/scenarios.md)";
             var near = registry.All.Select(o => o.Name)
                 .Where(n => n.Contains(op, StringComparison.Ordinal) || op.Contains(n, StringComparison.Ordinal) || Distance(n, op) <= 2)
                 .Take(3).ToArray();
@@ -466,6 +528,19 @@ public static class ScenarioLoader
         {
             if ((a & ~MmStruct.PageMask) != 0) throw Err(n, f, $"0x{a:x} is not page aligned");
             if (a >= 1UL << 47) throw Err(n, f, $"0x{a:x} is outside the 47-bit user address space");
+        }
+
+        void CheckContentPages(YamlNode n, string f, int pages)
+        {
+            if (pages > ScenarioLimits.MaxContentPages)
+                throw Err(n, f, $"contents for {pages} pages; at most {ScenarioLimits.MaxContentPages} pages may be filled (give pages:)");
+        }
+
+        /// <summary>A number in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+        ulong Bounded(YamlNode n, string f, ulong min, ulong max)
+        {
+            ulong v = Num(n, f);
+            return v >= min && v <= max ? v : throw Err(n, f, $"{v} is out of range (allowed: {min}..{max})");
         }
 
         ulong Num(YamlNode n, string f)
