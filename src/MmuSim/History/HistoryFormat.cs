@@ -73,17 +73,25 @@ public static class HistoryFormat
             var times = cells.Select(c => c.TimeToBug ?? c.Elapsed).ToList();
             int minS = cells.Min(c => c.Schedules), maxS = cells.Max(c => c.Schedules);
             string t = times.Min() == times.Max() ? HistoryCell.FormatTime(times.Min()) : $"{HistoryCell.FormatTime(times.Min())}..{HistoryCell.FormatTime(times.Max())}";
-            string sch = minS == maxS ? $"{minS}" : $"{minS}..{maxS}";
-            parts.Add($"x {inv} in {Eras(r, cells)}, time-to-bug {t} ({sch} schedules)");
+            string sch = minS == maxS ? $"{minS} schedule{(minS == 1 ? "" : "s")}" : $"{minS}..{maxS} schedules";
+            parts.Add($"x {inv} in {Eras(r, cells)}, time-to-bug {t} ({sch})");
         }
         var clean = Enumerable.Range(0, r.Eras.Count).Select(e => r[s, e]).Where(c => c.Status == CellStatus.Clean).ToList();
         if (clean.Count > 0) parts.Add($"clean in {clean.Count} eras ({clean.Max(c => c.Schedules)} schedules each)");
         var inconclusive = Enumerable.Range(0, r.Eras.Count).Select(e => r[s, e]).Where(c => c.Status == CellStatus.Inconclusive).ToList();
         if (inconclusive.Count > 0) parts.Add($"? inconclusive in {Eras(r, inconclusive)}");
-        var stats = Enumerable.Range(0, r.Eras.Count).Select(e => r[s, e]).FirstOrDefault(c => c.Stats.Count > 0);
-        if (stats != null)
-            parts.Add("stats: " + string.Join(", ", Enumerable.Range(0, r.Eras.Count).Select(e => r[s, e]).Where(c => c.Stats.Count > 0)
-                .Select(c => $"{c.Era} " + string.Join("/", c.Stats.Select(st => $"{st.Name.Replace("kvm_", "")} {st.Runs}/{c.StatRuns}")))));
+        // Counters grouped by value: "found_present 8/8 in 2.6.32, 3.6; 0/8 in 3.7..6.8".
+        var groups = new List<(string Text, List<HistoryCell> Cells)>();
+        for (int e = 0; e < r.Eras.Count; e++)
+        {
+            var c = r[s, e];
+            if (c.Stats.Count == 0) continue;
+            string t = string.Join(", ", c.Stats.Select(st => $"{st.Name.Replace("kvm_", "")} {st.Runs}/{c.StatRuns}"));
+            int k = groups.FindIndex(g => g.Text == t);
+            if (k < 0) groups.Add((t, [c]));
+            else groups[k].Cells.Add(c);
+        }
+        if (groups.Count > 0) parts.Add("stats: " + string.Join("; ", groups.Select(g => $"{g.Text} in {Eras(r, g.Cells)}")));
         return parts.Count == 0 ? "n/a in every era" : string.Join("; ", parts);
     }
 

@@ -211,7 +211,7 @@ public class CatalogTests
         Assert.Equal(CellStatus.Violation, report[0, 1].Status);
         Assert.Equal(CellStatus.NotApplicable, report[1, 0].Status);
         Assert.Equal(CellStatus.Clean, report[1, 2].Status);
-        string text = HistoryFormat.ToText(report);
+        string text = HistoryFormat.ToWide(report);
         Assert.Contains("(a) invalidate-page-after-ptl", text);
         Assert.Contains("violation (lost-write, ", text);
         Assert.Contains("clean (200 schedules)", text);
