@@ -40,7 +40,7 @@ public static class Program
         }
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"mmusim: {OneLine(parse.Errors[0].Message)} (see mmusim --help)");
+            stderr.WriteLine($"mmusim: {PlainError(OneLine(parse.Errors[0].Message), args, root)}");
             return BadInput;
         }
         try
@@ -87,6 +87,52 @@ public static class Program
             e = e.InnerException;
         }
         return null;
+    }
+
+    /// <summary>
+    /// System.CommandLine's parse error in plain words: "unknown command 'foo' (commands: run, list, ...)", "--iterations:
+    /// 'abc' is not a whole number"; an unknown message passes through with a pointer to --help.
+    /// </summary>
+    public static string PlainError(string message, string[] args, RootCommand root)
+    {
+        string commands = string.Join(", ", root.Subcommands.Select(c => c.Name));
+        string? first = args.FirstOrDefault(a => !a.StartsWith('-'));
+        var cmd = first == null ? null : root.Subcommands.FirstOrDefault(c => c.Name == first || c.Aliases.Contains(first));
+        string help = cmd != null ? $"see mmusim {cmd.Name} --help" : "see mmusim --help";
+        if (message.StartsWith("Required command was not provided", StringComparison.Ordinal))
+            return first == null || cmd == null && args.Length == 0
+                ? $"no command given (commands: {commands})"
+                : $"unknown command '{first}' (commands: {commands})";
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for (?:option|argument) '(.*)' as expected type '([\w.]+)'");
+        if (m.Success)
+        {
+            string what = m.Groups[3].Value switch
+            {
+                "System.Int32" or "System.Int64" or "System.UInt64" or "System.UInt32" => "a whole number",
+                "System.Double" or "System.Single" or "System.Decimal" => "a number",
+                "System.Boolean" => "true or false",
+                var t => "a " + t[(t.LastIndexOf('.') + 1)..].ToLowerInvariant(),
+            };
+            return $"{m.Groups[2].Value}: '{m.Groups[1].Value}' is not {what}";
+        }
+        m = System.Text.RegularExpressions.Regex.Match(message, @"^Unrecognized command or argument '(.*)'");
+        if (m.Success)
+        {
+            if (cmd == null) return $"unknown command '{m.Groups[1].Value}' (commands: {commands})";
+            return m.Groups[1].Value.StartsWith('-')
+                ? $"{cmd.Name}: unknown option '{m.Groups[1].Value}' ({help})"
+                : $"{cmd.Name}: unexpected argument '{m.Groups[1].Value}' ({help})";
+        }
+        m = System.Text.RegularExpressions.Regex.Match(message, @"^Required argument missing for command: '(.*)'");
+        if (m.Success)
+        {
+            var c = root.Subcommands.FirstOrDefault(x => x.Name == m.Groups[1].Value);
+            string names = c == null ? "" : string.Join(" ", c.Arguments.Select(a => a.Name.ToUpperInvariant()));
+            return $"{m.Groups[1].Value}: missing argument{(names.Length > 0 ? " " + names : "")} ({help})";
+        }
+        m = System.Text.RegularExpressions.Regex.Match(message, @"^Required argument missing for option: '(.*)'");
+        if (m.Success) return $"{m.Groups[1].Value}: needs a value ({help})";
+        return $"{message.TrimEnd('.')} ({help})";
     }
 
     static string OneLine(string s)

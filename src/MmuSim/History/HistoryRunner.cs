@@ -7,11 +7,12 @@ using MmuSim.Sched;
 namespace MmuSim.History;
 
 /// <summary>What one (scenario, era) cell of the history table found.</summary>
-public enum CellStatus { NotApplicable, Clean, Violation }
+public enum CellStatus { NotApplicable, Clean, Violation, Inconclusive }
 
 /// <summary>
-/// One cell of the history table: the scenario explored in one era until its first violation or until its budget was
-/// spent. <see cref="Contradicts"/> is set when the outcome differs from what the scenario declares for the era.
+/// One cell of the history table: the scenario explored in one era until its first violation or until its schedule
+/// budget was spent. <see cref="Contradicts"/> is set when the outcome differs from what the scenario declares for the
+/// era. A cell ended early by the wall-clock limit is <see cref="CellStatus.Inconclusive"/> and never contradicts.
 /// </summary>
 public sealed record HistoryCell
 {
@@ -35,14 +36,14 @@ public sealed record HistoryCell
     public int StatRuns { get; init; }
 
     /// <summary>The outcome contradicts the scenario's declared expectation for this era.</summary>
-    public bool Contradicts => Expected.Kind switch
+    public bool Contradicts => Status != CellStatus.Inconclusive && Expected.Kind switch
     {
         ExpectKind.NotApplicable => Status != CellStatus.NotApplicable,
         ExpectKind.Pass => Status != CellStatus.Clean,
         _ => Status != CellStatus.Violation || (Expected.Invariant != null && Expected.Invariant != Invariant),
     };
 
-    /// <summary>The cell as the table prints it: "violation (invariant, 3 ms)", "clean (N schedules)" or "n/a".</summary>
+    /// <summary>The cell as the wide table prints it: "violation (invariant, 3 ms)", "clean (N schedules)", "inconclusive (N schedules)" or "n/a".</summary>
     public string Text
     {
         get
@@ -51,6 +52,7 @@ public sealed record HistoryCell
             {
                 CellStatus.NotApplicable => "n/a",
                 CellStatus.Clean => $"clean ({Schedules} schedules)",
+                CellStatus.Inconclusive => $"inconclusive ({Schedules} schedules)",
                 _ => $"violation ({Invariant}, {FormatTime(TimeToBug ?? Elapsed)})",
             };
             if (Stats.Count > 0)
@@ -59,17 +61,34 @@ public sealed record HistoryCell
         }
     }
 
-    static string FormatTime(TimeSpan t) =>
+    /// <summary>The cell's one-character symbol in the compact matrix (see <see cref="HistoryFormat.Legend"/>).</summary>
+    public char Symbol => Contradicts ? '!' : Status switch
+    {
+        CellStatus.Violation => 'x',
+        CellStatus.Clean => '.',
+        CellStatus.Inconclusive => '?',
+        _ => '-',
+    };
+
+    public static string FormatTime(TimeSpan t) =>
         t.TotalMilliseconds < 1 ? $"{t.TotalMicroseconds:0} us" : t.TotalSeconds < 1 ? $"{t.TotalMilliseconds:0.#} ms" : $"{t.TotalSeconds:0.##} s";
 }
 
 /// <summary>Settings of a history run.</summary>
 public sealed record HistoryOptions
 {
-    /// <summary>Wall-clock budget of the whole table; each applicable cell gets an equal share (at least 50 ms).</summary>
-    public TimeSpan TimeLimit { get; init; } = TimeSpan.FromSeconds(60);
-    /// <summary>Schedule cap per cell (a clean cell stops at this or at its time share).</summary>
-    public int IterationsPerCell { get; init; } = 20_000;
+    /// <summary>
+    /// Wall-clock limit of the whole table (null: none). It is a safety net, not the budget: a cell still running when it
+    /// passes stops and is <see cref="CellStatus.Inconclusive"/>; cells not started by then are inconclusive with 0 schedules.
+    /// </summary>
+    public TimeSpan? TimeLimit { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// Schedule budget per cell: a cell is clean when this many schedules (deterministic for the seed) found nothing. It,
+    /// not the host's speed, decides the verdict. 1024 keeps the default table near 60 s on 2 cores; the deepest catalog
+    /// bug at seed 1 needs 509 schedules (d4-order at 3.7).
+    /// </summary>
+    public int SchedulesPerCell { get; init; } = DefaultSchedulesPerCell;
+    public const int DefaultSchedulesPerCell = 1024;
     /// <summary>Cells explored at once (one kernel per run, one explorer per cell).</summary>
     public int Parallelism { get; init; } = Math.Max(1, Environment.ProcessorCount);
     /// <summary>Exploration strategy (default: the portfolio).</summary>
@@ -92,6 +111,10 @@ public sealed class HistoryReport
     /// <summary>Cells, row-major: [scenario * Eras.Count + era].</summary>
     public required HistoryCell[] Cells { get; init; }
     public TimeSpan Elapsed { get; init; }
+    /// <summary>The schedule budget each cell had.</summary>
+    public int SchedulesPerCell { get; init; }
+    /// <summary>The exploration seed.</summary>
+    public ulong Seed { get; init; }
 
     public HistoryCell this[int scenario, int era] => Cells[scenario * Eras.Count + era];
 
@@ -133,22 +156,22 @@ public static class HistoryRunner
             }
 
         int par = Math.Max(1, options.Parallelism);
-        // Each cell gets an equal share of the wall-clock budget on each worker.
-        var share = work.Count == 0 ? TimeSpan.Zero
-            : TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(50).Ticks, options.TimeLimit.Ticks * par / work.Count));
         var sw = Stopwatch.StartNew();
         Parallel.ForEach(work, new ParallelOptions { MaxDegreeOfParallelism = par }, i =>
         {
             var sc = scenarios[i / eras.Count];
             var era = eras[i % eras.Count];
-            cells[i] = RunCell(sc, era, options, share);
+            // What is left of the table's wall-clock limit bounds this cell (zero left: inconclusive, 0 schedules).
+            TimeSpan? left = options.TimeLimit is { } tl ? (tl > sw.Elapsed ? tl - sw.Elapsed : TimeSpan.Zero) : null;
+            cells[i] = RunCell(sc, era, options, left);
             options.OnCell?.Invoke(cells[i]);
         });
-        return new HistoryReport { Scenarios = scenarios, Eras = eras, Cells = cells, Elapsed = sw.Elapsed };
+        return new HistoryReport { Scenarios = scenarios, Eras = eras, Cells = cells, Elapsed = sw.Elapsed,
+            SchedulesPerCell = options.SchedulesPerCell, Seed = options.Strategy.Seed };
     }
 
-    /// <summary>Explore one scenario in one era: until the first violation, the iteration cap or the time share.</summary>
-    public static HistoryCell RunCell(Scenario scenario, KernelEra era, HistoryOptions options, TimeSpan timeLimit)
+    /// <summary>Explore one scenario in one era: until the first violation, the schedule budget or the wall-clock limit.</summary>
+    public static HistoryCell RunCell(Scenario scenario, KernelEra era, HistoryOptions options, TimeSpan? timeLimit)
     {
         var expected = scenario.ExpectedIn(era);
         if (expected.Kind == ExpectKind.NotApplicable)
@@ -157,18 +180,20 @@ public static class HistoryRunner
         var report = new Explorer(program, new ExploreOptions
         {
             Strategy = scenario.PctDepth is int pd && pd > options.Strategy.Depth ? options.Strategy with { Depth = pd } : options.Strategy,
-            Iterations = options.IterationsPerCell,
+            Iterations = Math.Max(1, options.SchedulesPerCell),
             TimeLimit = timeLimit,
             Parallelism = 1,
             MaxCounterexamples = 1,
         }).Run();
-        var (stats, statRuns) = SampleStats(scenario, era, options.StatRuns);
         var ce = report.First;
+        // Ended by the clock before its budget and without a violation: says nothing either way.
+        bool inconclusive = ce == null && report.TimedOut && report.Schedules < options.SchedulesPerCell;
+        var (stats, statRuns) = inconclusive ? ([], 0) : SampleStats(scenario, era, options.StatRuns);
         return new HistoryCell
         {
             Scenario = scenario.Name,
             Era = era.Name,
-            Status = ce == null ? CellStatus.Clean : CellStatus.Violation,
+            Status = ce != null ? CellStatus.Violation : inconclusive ? CellStatus.Inconclusive : CellStatus.Clean,
             Expected = expected,
             Invariant = ce?.Violation.Invariant,
             Message = ce?.Violation.Message,

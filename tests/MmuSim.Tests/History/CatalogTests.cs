@@ -13,7 +13,7 @@ namespace MmuSim.Tests.History;
 /// </summary>
 public class CatalogTests
 {
-    static readonly HistoryOptions Bounded = new() { IterationsPerCell = 400, StatRuns = 4 };
+    static readonly HistoryOptions Bounded = new() { SchedulesPerCell = 400, StatRuns = 4 };
 
     static HistoryCell Cell(string scenario, string era) =>
         HistoryRunner.RunCell(ScenarioLoader.LoadBuiltIn(scenario), EraTable.Get(era), Bounded, TimeSpan.FromMinutes(5));
@@ -74,7 +74,7 @@ public class CatalogTests
     public void WriteOrderIsFoundInTheStartEndOnlyEra()
     {
         var c = HistoryRunner.RunCell(ScenarioLoader.LoadBuiltIn("shared-pt-tlb-write-order"), EraTable.Get("3.10"),
-            Bounded with { IterationsPerCell = 20000 }, TimeSpan.FromMinutes(5));
+            Bounded with { SchedulesPerCell = 20000 }, TimeSpan.FromMinutes(5));
         Assert.Equal(CellStatus.Violation, c.Status);
         Assert.Equal("write-order", c.Invariant);
         Assert.Contains("sees the CPU's writes out of order", c.Message);
@@ -203,7 +203,7 @@ public class CatalogTests
         {
             Scenarios = [ScenarioLoader.LoadBuiltIn("invalidate-page-after-ptl"), ScenarioLoader.LoadBuiltIn("thp-invalidate-page")],
             Eras = [EraTable.Get("2.6.27"), EraTable.Get("4.12"), EraTable.Get("6.13")],
-            IterationsPerCell = 200,
+            SchedulesPerCell = 200,
             TimeLimit = TimeSpan.FromMinutes(5),
             Parallelism = 2,
         });
@@ -211,7 +211,7 @@ public class CatalogTests
         Assert.Equal(CellStatus.Violation, report[0, 1].Status);
         Assert.Equal(CellStatus.NotApplicable, report[1, 0].Status);
         Assert.Equal(CellStatus.Clean, report[1, 2].Status);
-        string text = HistoryFormat.ToText(report);
+        string text = HistoryFormat.ToWide(report);
         Assert.Contains("(a) invalidate-page-after-ptl", text);
         Assert.Contains("violation (lost-write, ", text);
         Assert.Contains("clean (200 schedules)", text);
