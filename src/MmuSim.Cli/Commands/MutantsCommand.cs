@@ -5,7 +5,7 @@ using MmuSim.Scenarios;
 namespace MmuSim.Cli.Commands;
 
 /// <summary>
-/// <c>mmusim mutants [--json] [--iterations N] [--time-limit T] [--scenario NAME ...] [--mutant NAME ...]</c>: run every
+/// <c>mmusim mutants [--json | --format tap|junit] [--iterations N] [--time-limit T] [--scenario NAME ...] [--mutant NAME ...]</c>: run every
 /// mutation switch against the built-in scenarios (each in its default era, where it is expected to pass) and report which
 /// mutants were killed and by what. Exit 0 when every mutant is killed, 1 otherwise.
 /// </summary>
@@ -14,6 +14,7 @@ public static class MutantsCommand
     public static Command Create(CliContext cli)
     {
         var json = new Option<bool>("--json") { Description = "one JSON record per mutant: name, killed, scenario, invariant, time (s), schedules" };
+        var format = new Option<string?>("--format") { Description = "output: text|json|tap|junit (default text)" };
         var iterations = new Option<int>("--iterations", "-n") { Description = "schedules per scenario and mutant", DefaultValueFactory = _ => 2000 };
         var timeLimit = new Option<string?>("--time-limit", "-t") { Description = "wall-clock limit per scenario and mutant (e.g. 2s)" };
         var seed = new Option<ulong>("--seed") { Description = "exploration seed", DefaultValueFactory = _ => 1UL };
@@ -21,10 +22,13 @@ public static class MutantsCommand
         var only = new Option<string[]>("--mutant") { Description = "only these mutations (default: all): " + Mutations.KnownList };
         var cmd = new Command("mutants", "Mutation score: run every mutation switch against the scenarios and report which mutants were killed and by what")
         {
-            json, iterations, timeLimit, seed, scenarios, only,
+            json, format, iterations, timeLimit, seed, scenarios, only,
         };
         cmd.SetAction(p =>
         {
+            string fmt = p.GetValue(format) ?? (p.GetValue(json) ? "json" : "text");
+            if (fmt is not ("text" or "json" or "tap" or "junit"))
+                throw new UsageException("--format", $"unknown format '{fmt}' (known: text, json, tap, junit)");
             var names = p.GetValue(scenarios) is { Length: > 0 } given ? given : ScenarioLoader.BuiltInNames.ToArray();
             var targets = new List<MutationTarget>();
             foreach (var name in names)
@@ -47,7 +51,13 @@ public static class MutantsCommand
                 OnMutant = m => cli.Err.WriteLine(m.Killed ? $"  {m.Name}: killed by {m.Scenario} ({m.Invariant})" : $"  {m.Name}: survived"),
             };
             var report = runner.Run(mutations);
-            cli.Out.Write(p.GetValue(json) ? report.ToJson() + "\n" : report.ToText());
+            cli.Out.Write(fmt switch
+            {
+                "json" => report.ToJson() + "\n",
+                "tap" => report.ToTap(),
+                "junit" => report.ToJUnit(),
+                _ => report.ToText(),
+            });
             return report.KilledCount == report.Mutants.Count && report.BaselineFailures.Count == 0 ? Program.Ok : Program.Failed;
         });
         return cmd;

@@ -47,6 +47,42 @@ public sealed record MutationReport(IReadOnlyList<MutantResult> Mutants, IReadOn
         return System.Text.Encoding.UTF8.GetString(ms.ToArray());
     }
 
+    /// <summary>TAP version 13: a baseline point per failing unmutated scenario, then one point per mutant; a survivor is <c>not ok</c>.</summary>
+    public string ToTap()
+    {
+        var sb = new System.Text.StringBuilder("TAP version 13\n");
+        sb.Append("1..").Append(BaselineFailures.Count + Mutants.Count).Append('\n');
+        int n = 0;
+        foreach (var f in BaselineFailures) sb.Append($"not ok {++n} - baseline (unmutated): {f.Replace('\n', ' ').Replace("#", "\\#")}\n");
+        foreach (var m in Mutants)
+            sb.Append(m.Killed
+                ? $"ok {++n} - {m.Name}: killed by {m.Scenario} ({m.Invariant}, {m.Schedules} schedules)\n"
+                : $"not ok {++n} - {m.Name}: survived ({m.Schedules} schedules)\n");
+        return sb.ToString();
+    }
+
+    /// <summary>JUnit XML: one <c>testsuite</c> "mutants", one <c>testcase</c> per mutant; a survivor is a <c>failure</c>.</summary>
+    public string ToJUnit()
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var suite = new System.Xml.Linq.XElement("testsuite",
+            new System.Xml.Linq.XAttribute("name", "mmusim mutants"),
+            new System.Xml.Linq.XAttribute("tests", BaselineFailures.Count + Mutants.Count),
+            new System.Xml.Linq.XAttribute("failures", BaselineFailures.Count + Mutants.Count(m => !m.Killed)));
+        foreach (var f in BaselineFailures)
+            suite.Add(new System.Xml.Linq.XElement("testcase", new System.Xml.Linq.XAttribute("classname", "baseline"), new System.Xml.Linq.XAttribute("name", f),
+                new System.Xml.Linq.XElement("failure", new System.Xml.Linq.XAttribute("message", "violation without mutations"))));
+        foreach (var m in Mutants)
+        {
+            var tc = new System.Xml.Linq.XElement("testcase", new System.Xml.Linq.XAttribute("classname", "mutants"), new System.Xml.Linq.XAttribute("name", m.Name),
+                new System.Xml.Linq.XAttribute("time", (m.TimeMs / 1000.0).ToString("0.000", inv)));
+            if (m.Killed) tc.Add(new System.Xml.Linq.XElement("system-out", $"killed by {m.Scenario} ({m.Invariant})"));
+            else tc.Add(new System.Xml.Linq.XElement("failure", new System.Xml.Linq.XAttribute("message", $"survived {m.Schedules} schedules")));
+            suite.Add(tc);
+        }
+        return "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n" + new System.Xml.Linq.XElement("testsuites", suite) + "\n";
+    }
+
     public string ToText()
     {
         var sb = new System.Text.StringBuilder();

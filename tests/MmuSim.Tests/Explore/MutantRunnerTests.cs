@@ -56,6 +56,17 @@ public class MutantRunnerTests
         Assert.Contains("kvm-no-retry-check", report.ToText());
         Assert.Contains("SURVIVED", report.ToText());
 
+        var tap = report.ToTap().TrimEnd('\n').Split('\n');
+        Assert.Equal(["TAP version 13", "1..3"], tap[..2]);
+        Assert.StartsWith("ok 1 - skip-tlb-flush: killed by loose (", tap[2]);
+        Assert.StartsWith("ok 2 - free-before-end: killed by strict (", tap[3]);
+        Assert.Equal("not ok 3 - kvm-no-retry-check: survived (400 schedules)", tap[4]);
+        var junit = System.Xml.Linq.XDocument.Parse(report.ToJUnit());
+        var suite = junit.Root!.Element("testsuite")!;
+        Assert.Equal(("3", "1"), (suite.Attribute("tests")!.Value, suite.Attribute("failures")!.Value));
+        var failed = suite.Elements("testcase").Single(t => t.Element("failure") != null);
+        Assert.Equal("kvm-no-retry-check", failed.Attribute("name")!.Value);
+
         using var doc = JsonDocument.Parse(report.ToJson());
         var recs = doc.RootElement.EnumerateArray().ToList();
         Assert.Equal(3, recs.Count);
