@@ -148,7 +148,8 @@ public static class HugeMemory
         bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
         for (int i = 0; i < PhysMem.HugePages; i++)
         {
-            pool.Entry(t, i) = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed).Raw;
+            var pte = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed);
+            pool.Entry(t, i) = (pmd.User ? pte : pte.MkProtNone()).Raw; // a PROT_NONE PMD splits into PROT_NONE PTEs
             ref var p = ref k.Mem[head + i];
             p.MapCount++;
             if (exclusive) p.Set(PageFlags.AnonExclusive);

@@ -301,7 +301,7 @@ public static partial class Memory
         long pfn;
         if (pmd.Present && pmd.Huge)
         {
-            if (write && !pmd.Writable) return false;
+            if (!pmd.User || (write && !pmd.Writable)) return false;
             pmdE = pmd.WithAccessed(true).WithDirty(pmd.Dirty || write).Raw;
             pfn = pmd.Pfn + (long)((va & ~MmStruct.PmdMask) >> MmStruct.PageShift);
             k.PrimaryTlb?.Fill(mm, va, pfn, pmd.Writable, pmd.Dirty || write);
@@ -311,7 +311,7 @@ public static partial class Memory
             if (!pmd.Present) return false;
             ref ulong e = ref pool.Entry(pmd.TableId, PageTablePool.PteIndex(va));
             var pte = new Pte(e);
-            if (!pte.Present || (write && !pte.Writable)) return false;
+            if (!pte.Accessible || (write && !pte.Writable)) return false;
             e = pte.WithAccessed(true).WithDirty(pte.Dirty || write).Raw;
             pfn = pte.Pfn;
             k.PrimaryTlb?.Fill(mm, va, pfn, pte.Writable, pte.Dirty || write);
