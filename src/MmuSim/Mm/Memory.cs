@@ -15,6 +15,9 @@ public enum VmFault : byte
     Oom,
 }
 
+/// <summary>What a user access ended with: Ok and the value, or the fatal fault (SigSegv, Oom; Retry = livelock).</summary>
+public readonly record struct AccessResult(VmFault Fault, ulong Value);
+
 /// <summary>FAULT_FLAG_*.</summary>
 [Flags]
 public enum FaultFlags : byte
@@ -256,21 +259,31 @@ public static partial class Memory
     /// </summary>
     public static async ValueTask<ulong?> UserAccess(MmStruct mm, ulong addr, bool write, ulong value = 0)
     {
+        var r = await UserAccessResult(mm, addr, write, value);
+        return r.Fault == VmFault.Ok ? r.Value : null;
+    }
+
+    /// <summary>
+    /// <see cref="UserAccess"/> with the outcome the task sees: <see cref="VmFault.Ok"/> and the value, or the fatal
+    /// fault (<see cref="VmFault.SigSegv"/>: the signal the kernel's do_user_addr_fault / bad_area sends; Oom).
+    /// </summary>
+    public static async ValueTask<AccessResult> UserAccessResult(MmStruct mm, ulong addr, bool write, ulong value = 0)
+    {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "user_write" : "user_read");
-        if (k.PrimaryTlb is { } tlb && await TlbLookup(tlb, mm, addr, write, value) is { } hit) return hit;
+        if (k.PrimaryTlb is { } tlb && await TlbLookup(tlb, mm, addr, write, value) is { } hit) return new(VmFault.Ok, hit);
         await mm.MmapLock.ReadLock();
         try
         {
             for (int attempt = 0; attempt < 64; attempt++)
             {
                 await k.S.Point(PointKind.PteRead, addr);
-                if (TryTouch(mm, addr, write, value, out var result)) return result;
+                if (TryTouch(mm, addr, write, value, out var result)) return new(VmFault.Ok, result);
                 var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
-                if (r is VmFault.SigSegv or VmFault.Oom) return null;
+                if (r is VmFault.SigSegv or VmFault.Oom) return new(r, 0);
             }
             k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);
-            return null;
+            return new(VmFault.Retry, 0);
         }
         finally
         {
