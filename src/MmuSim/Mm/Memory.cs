@@ -65,7 +65,7 @@ public static partial class Memory
         int t = mm.PteAllocAt(pmdT, addr);
         if (t == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
         var pte = await mm.PtepGet(t, addr);
-        if (pte.IsNone) return await DoAnonymousPage(mm, vma, addr, t, write);
+        if (pte.IsNone) return vma.Shmem == null ? await DoAnonymousPage(mm, vma, addr, t, write) : await Shmem.ShmemFault(mm, vma, addr, t, write);
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return await Migrate.MigrationEntryWait(mm, t, addr, pte);
@@ -135,6 +135,11 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_wp_page");
         long pfn = orig.Pfn;
+        if (vma.Shared && vma.Writable && !orig.Special && pfn != PhysMem.ZeroPfn)
+        {
+            await WpPageReuse(mm, vma, addr, t, orig, flags); // wp_page_shared: the shared page is written in place
+            return VmFault.Ok;
+        }
         if (!orig.Special && pfn != PhysMem.ZeroPfn && vma.Writable)
         {
             ref var f = ref k.Mem[pfn];
@@ -156,7 +161,7 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("wp_page_reuse");
         k.Stats.Inc(Stat.CowReuses);
-        k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
+        if (!vma.Shared) k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
         var pte = orig.WithAccessed(true);
         if ((flags & FaultFlags.Write) != 0 || vma.Writable) pte = pte.WithWrite(vma.Writable);
         if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true);
