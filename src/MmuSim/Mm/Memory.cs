@@ -82,7 +82,7 @@ public static partial class Memory
         if (write && !pte.Writable) return await DoWpPage(mm, vma, addr, t, pte, flags); // drops the PTL
         // Spurious or access-bit fault: mark young (and dirty for writes).
         var young = pte.WithAccessed(true);
-        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true);
+        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true).WithSoftDirty(true); // pte_mkdirty
         if (young != pte) await mm.SetPte(t, addr, young);
         await mm.UnlockPtl(t);
         return VmFault.Ok;
@@ -164,7 +164,7 @@ public static partial class Memory
         if (!vma.Shared) k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
         var pte = orig.WithAccessed(true);
         if ((flags & FaultFlags.Write) != 0 || vma.Writable) pte = pte.WithWrite(vma.Writable);
-        if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true);
+        if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true).WithSoftDirty(true); // pte_mkdirty
         await mm.SetPte(t, addr, pte);
         await mm.UnlockPtl(t);
     }

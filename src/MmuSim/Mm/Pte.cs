@@ -13,7 +13,7 @@ namespace MmuSim.Mm;
 ///   bit 6      D   dirty
 ///   bit 7      PS  huge (2 MiB leaf in a PMD)
 ///   bit 9      special (software: zero page / no struct page, vm_normal_page() == NULL)
-///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY; cleared by clear_refs 4. The model's faults do not set it)
+///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY: set with D by pte_mkdirty in faults, cleared by clear_refs 4)
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write)
@@ -53,7 +53,7 @@ public readonly record struct Pte(ulong Raw)
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pte Make(long pfn, bool writable, bool dirty = false, bool accessed = true, bool huge = false, bool special = false) =>
-        new(PresentBit | UserBit | ((ulong)pfn << PfnShift) | (writable ? WriteBit : 0) | (dirty ? DirtyBit : 0) |
+        new(PresentBit | UserBit | ((ulong)pfn << PfnShift) | (writable ? WriteBit : 0) | (dirty ? DirtyBit | SoftDirtyBit : 0) |
             (accessed ? AccessedBit : 0) | (huge ? HugeBit : 0) | (special ? SpecialBit : 0));
 
     /// <summary>A non-leaf entry pointing at page-table <paramref name="tableId"/>.</summary>

@@ -57,6 +57,8 @@ public static partial class CoreOps
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
         r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
+        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file) must match; else unexpected-value",
+            ["process", "addr"], PagemapBits, ExpectPagemap) { Check = (a, _) => { foreach (var b in PagemapBits) a.GetBool(b); } });
         RegisterMmPaths(r);
     }
 
@@ -125,6 +127,26 @@ public static partial class CoreOps
         await mm.MmapLock.ReadLock();
         try { await Memory.HandleMmFault(mm, addr, a.GetBool("write") ? FaultFlags.Write : FaultFlags.None); }
         finally { await mm.MmapLock.ReadUnlock(); }
+    }
+
+    static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file"];
+    static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile];
+
+    /// <summary>pagemap_read of one entry, compared bit by bit with the fields given.</summary>
+    static async ValueTask ExpectPagemap(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        await w.K.S.Point(PointKind.PteRead, addr);
+        ulong e = TaskMmu.PagemapEntry(mm, addr);
+        for (int i = 0; i < PagemapBits.Length; i++)
+        {
+            if (!a.Has(PagemapBits[i])) continue;
+            bool want = a.GetBool(PagemapBits[i]), got = (e >> PagemapBitNumbers[i] & 1) != 0;
+            if (want != got)
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                    $"{a.File}:{a.Line}: pagemap of {mm} at 0x{addr:x} is 0x{e:x}: {PagemapBits[i]} is {got}, expected {want}", addr);
+        }
     }
 
     // ---------------------------------------------------------------- address space
