@@ -38,9 +38,9 @@ public static class HistoryOps
         string label = a.GetString("label");
         ulong want = a.GetULong("value");
         if (!w.Observed.TryGetValue(label, out var got))
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"expect-observed: nothing was stored as '{label}'");
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: expect-observed: nothing was stored as '{label}'");
         else if (got != want)
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"expect-observed: {label} is {got}, expected {want}");
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: expect-observed: {label} is {got}, expected {want}");
     }
 }
 

@@ -28,6 +28,7 @@ public static class Fork
                 {
                     PgOff = src.PgOff,
                     AnonVma = src.AnonVma,
+                    Shmem = src.Shmem,
                     Name = src.Name,
                 });
                 if (src.AnonVma != null && !src.AnonVma.Members.Contains(child)) src.AnonVma.Members.Add(child);

@@ -66,7 +66,7 @@ public static class Gup
             await mm.LockPmd(addr);
             pmd = await mm.PmdpGet(addr);
             GupResult res = new(-1, false, 0, false, GupResult.EFAULT);
-            if (pmd.Present && pmd.Huge && (!write || pmd.Writable))
+            if (pmd.Present && pmd.Huge && pmd.User && (!write || pmd.Writable))
             {
                 if (write && !(pmd.Dirty && pmd.Accessed)) await mm.SetPmd(addr, pmd.WithDirty(true).WithAccessed(true)); // touch_pmd
                 long pfn = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
@@ -81,7 +81,7 @@ public static class Gup
         await mm.LockPtl(t);
         var pte = await mm.PtepGet(t, addr);
         GupResult r = new(-1, false, 0, false, GupResult.EFAULT);
-        if (pte.Present && (!write || pte.Writable))
+        if (pte.Accessible && (!write || pte.Writable)) // a pte_protnone entry needs a fault (which fails)
         {
             if (write && !pte.Dirty && !Folio.IsDirty(k, pte.Pfn)) Folio.MarkDirty(k, pte.Pfn); // FOLL_TOUCH
             Folio.Get(k, pte.Pfn);

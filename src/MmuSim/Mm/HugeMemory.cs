@@ -22,7 +22,7 @@ public static class HugeMemory
     /// <summary>thp_vma_allowable_order for an anon fault: VM_HUGEPAGE VMA covering the whole aligned 2 MiB, era with THP.</summary>
     public static bool ThpEligible(MmStruct mm, Vma vma, ulong addr)
     {
-        if (!mm.Kernel.Era.Has(Feature.Thp) || (vma.Flags & VmFlags.HugePage) == 0 || (vma.Flags & VmFlags.NoHugePage) != 0) return false;
+        if (!mm.Kernel.Era.Has(Feature.Thp) || (vma.Flags & VmFlags.HugePage) == 0 || (vma.Flags & VmFlags.NoHugePage) != 0 || vma.Shmem != null) return false;
         ulong h = addr & MmStruct.PmdMask;
         return h >= vma.Start && h + MmStruct.PmdSize <= vma.End;
     }
@@ -148,7 +148,8 @@ public static class HugeMemory
         bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
         for (int i = 0; i < PhysMem.HugePages; i++)
         {
-            pool.Entry(t, i) = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed).Raw;
+            var pte = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed);
+            pool.Entry(t, i) = (pmd.User ? pte : pte.MkProtNone()).Raw; // a PROT_NONE PMD splits into PROT_NONE PTEs
             ref var p = ref k.Mem[head + i];
             p.MapCount++;
             if (exclusive) p.Set(PageFlags.AnonExclusive);

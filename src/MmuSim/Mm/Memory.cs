@@ -15,6 +15,9 @@ public enum VmFault : byte
     Oom,
 }
 
+/// <summary>What a user access ended with: Ok and the value, or the fatal fault (SigSegv, Oom; Retry = livelock).</summary>
+public readonly record struct AccessResult(VmFault Fault, ulong Value);
+
 /// <summary>FAULT_FLAG_*.</summary>
 [Flags]
 public enum FaultFlags : byte
@@ -62,7 +65,7 @@ public static partial class Memory
         int t = mm.PteAllocAt(pmdT, addr);
         if (t == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
         var pte = await mm.PtepGet(t, addr);
-        if (pte.IsNone) return await DoAnonymousPage(mm, vma, addr, t, write);
+        if (pte.IsNone) return vma.Shmem == null ? await DoAnonymousPage(mm, vma, addr, t, write) : await Shmem.ShmemFault(mm, vma, addr, t, write);
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return await Migrate.MigrationEntryWait(mm, t, addr, pte);
@@ -79,7 +82,7 @@ public static partial class Memory
         if (write && !pte.Writable) return await DoWpPage(mm, vma, addr, t, pte, flags); // drops the PTL
         // Spurious or access-bit fault: mark young (and dirty for writes).
         var young = pte.WithAccessed(true);
-        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true);
+        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true).WithSoftDirty(true); // pte_mkdirty
         if (young != pte) await mm.SetPte(t, addr, young);
         await mm.UnlockPtl(t);
         return VmFault.Ok;
@@ -132,6 +135,11 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_wp_page");
         long pfn = orig.Pfn;
+        if (vma.Shared && vma.Writable && !orig.Special && pfn != PhysMem.ZeroPfn)
+        {
+            await WpPageReuse(mm, vma, addr, t, orig, flags); // wp_page_shared: the shared page is written in place
+            return VmFault.Ok;
+        }
         if (!orig.Special && pfn != PhysMem.ZeroPfn && vma.Writable)
         {
             ref var f = ref k.Mem[pfn];
@@ -153,10 +161,10 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("wp_page_reuse");
         k.Stats.Inc(Stat.CowReuses);
-        k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
+        if (!vma.Shared) k.Mem[orig.Pfn].Set(PageFlags.AnonExclusive);
         var pte = orig.WithAccessed(true);
         if ((flags & FaultFlags.Write) != 0 || vma.Writable) pte = pte.WithWrite(vma.Writable);
-        if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true);
+        if ((flags & FaultFlags.Write) != 0) pte = pte.WithDirty(true).WithSoftDirty(true); // pte_mkdirty
         await mm.SetPte(t, addr, pte);
         await mm.UnlockPtl(t);
     }
@@ -256,21 +264,31 @@ public static partial class Memory
     /// </summary>
     public static async ValueTask<ulong?> UserAccess(MmStruct mm, ulong addr, bool write, ulong value = 0)
     {
+        var r = await UserAccessResult(mm, addr, write, value);
+        return r.Fault == VmFault.Ok ? r.Value : null;
+    }
+
+    /// <summary>
+    /// <see cref="UserAccess"/> with the outcome the task sees: <see cref="VmFault.Ok"/> and the value, or the fatal
+    /// fault (<see cref="VmFault.SigSegv"/>: the signal the kernel's do_user_addr_fault / bad_area sends; Oom).
+    /// </summary>
+    public static async ValueTask<AccessResult> UserAccessResult(MmStruct mm, ulong addr, bool write, ulong value = 0)
+    {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "user_write" : "user_read");
-        if (k.PrimaryTlb is { } tlb && await TlbLookup(tlb, mm, addr, write, value) is { } hit) return hit;
+        if (k.PrimaryTlb is { } tlb && await TlbLookup(tlb, mm, addr, write, value) is { } hit) return new(VmFault.Ok, hit);
         await mm.MmapLock.ReadLock();
         try
         {
             for (int attempt = 0; attempt < 64; attempt++)
             {
                 await k.S.Point(PointKind.PteRead, addr);
-                if (TryTouch(mm, addr, write, value, out var result)) return result;
+                if (TryTouch(mm, addr, write, value, out var result)) return new(VmFault.Ok, result);
                 var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
-                if (r is VmFault.SigSegv or VmFault.Oom) return null;
+                if (r is VmFault.SigSegv or VmFault.Oom) return new(r, 0);
             }
             k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);
-            return null;
+            return new(VmFault.Retry, 0);
         }
         finally
         {
@@ -301,7 +319,7 @@ public static partial class Memory
         long pfn;
         if (pmd.Present && pmd.Huge)
         {
-            if (write && !pmd.Writable) return false;
+            if (!pmd.User || (write && !pmd.Writable)) return false;
             pmdE = pmd.WithAccessed(true).WithDirty(pmd.Dirty || write).Raw;
             pfn = pmd.Pfn + (long)((va & ~MmStruct.PmdMask) >> MmStruct.PageShift);
             k.PrimaryTlb?.Fill(mm, va, pfn, pmd.Writable, pmd.Dirty || write);
@@ -311,7 +329,7 @@ public static partial class Memory
             if (!pmd.Present) return false;
             ref ulong e = ref pool.Entry(pmd.TableId, PageTablePool.PteIndex(va));
             var pte = new Pte(e);
-            if (!pte.Present || (write && !pte.Writable)) return false;
+            if (!pte.Accessible || (write && !pte.Writable)) return false;
             e = pte.WithAccessed(true).WithDirty(pte.Dirty || write).Raw;
             pfn = pte.Pfn;
             k.PrimaryTlb?.Fill(mm, va, pfn, pte.Writable, pte.Dirty || write);

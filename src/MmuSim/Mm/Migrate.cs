@@ -93,7 +93,8 @@ public static class Migrate
                 if (pte.IsMigration && pte.Pfn == from)
                 {
                     bool w = pte.SwapKind == SwapType.MigrationWrite && vma.Writable;
-                    await mm.SetPte(t, a, Pte.Make(to, w, dirty: dirty));
+                    var np = Pte.Make(to, w, dirty: dirty);
+                    await mm.SetPte(t, a, vma.Readable ? np : np.MkProtNone()); // mk_pte(vma->vm_page_prot)
                     Folio.Get(k, to);
                     Folio.AddAnonRmap(k, to, mm);
                 }

@@ -120,10 +120,15 @@ public sealed class MmStruct
         if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
             throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) overlaps an existing mapping");
         _vmas.Insert(i, vma);
+        if (vma.Shared) (vma.Shmem ??= new ShmemObject()).Users++; // shmem_zero_setup, or get_file for a copy
         return vma;
     }
 
-    internal void RemoveVma(Vma vma) => _vmas.Remove(vma);
+    internal void RemoveVma(Vma vma)
+    {
+        _vmas.Remove(vma);
+        vma.Shmem?.Put(Kernel); // fput
+    }
 
     /// <summary>__split_vma: split at <paramref name="addr"/>, returning the upper part.</summary>
     internal Vma SplitVma(Vma vma, ulong addr)
@@ -131,9 +136,11 @@ public sealed class MmStruct
         var upper = new Vma(this, addr, vma.End, vma.Prot, vma.Flags)
         {
             AnonVma = vma.AnonVma,
+            Shmem = vma.Shmem,
             PgOff = vma.PgOff + ((addr - vma.Start) >> PageShift),
             Name = vma.Name,
         };
+        if (upper.Shmem != null) upper.Shmem.Users++;
         vma.End = addr;
         _vmas.Insert(_vmas.IndexOf(vma) + 1, upper);
         return upper;

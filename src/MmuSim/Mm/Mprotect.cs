@@ -12,13 +12,14 @@ public static class Mprotect
     /// Takes mmap_lock for write. Downgrades write-protect the PTEs inside a PROTECTION_VMA invalidation. Upgrades
     /// change the VMA only: PTEs become writable lazily, at the next write fault (wp_page_reuse, no notifier); the
     /// kernel's change_pmd_range still brackets the populated part with PROTECTION_VMA, and so does the model.
-    /// PROT_NONE is not modelled (the model's PTE has no protnone encoding).
+    /// PROT_NONE turns every present PTE (zero page included) into a pte_protnone one inside the same PROTECTION_VMA
+    /// range; mprotect back to an accessible protection makes them accessible again (read-only: writes refault).
     /// </summary>
     public static async ValueTask DoMprotect(MmStruct mm, ulong start, ulong len, Prot prot)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_mprotect_pkey");
-        if ((prot & Prot.Read) == 0) throw new ArgumentException("mprotect without PROT_READ is not modelled");
+        if (prot != Prot.None && (prot & Prot.Read) == 0) throw new ArgumentException("mprotect without PROT_READ is not modelled");
         ulong end = start + len;
         await mm.MmapLock.WriteLock();
         try
@@ -116,27 +117,32 @@ public static class Mprotect
         return pages;
     }
 
-    /// <summary>change_pte_range: under the PTL, write-protect writable PTEs when the new protection has no write.</summary>
+    /// <summary>
+    /// change_pte_range: under the PTL, apply the new protection to each present PTE (ptep_modify_prot_start/commit):
+    /// write-protect on a downgrade, make PROT_NONE (pte_protnone) for <see cref="Prot.None"/>, make a pte_protnone
+    /// entry accessible (read-only) again on the way back. Writable migration entries become read ones unless the new
+    /// protection allows writes. Upgrades of accessible PTEs are lazy (the next write fault).
+    /// </summary>
     static async ValueTask<long> ChangePteRange(Vma vma, int t, ulong start, ulong end, Prot prot)
     {
         var mm = vma.Mm;
         using var _ = mm.Kernel.S.Current.Enter("change_pte_range");
-        if ((prot & Prot.Write) != 0) return 0; // upgrades are lazy
+        if ((prot & Prot.Write) != 0 && !AnyProtNone(mm, start, end)) return 0; // upgrades are lazy
         long pages = 0;
         await mm.LockPtl(t);
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
             var peek = mm.PeekPte(a);
-            if (!(peek.Present && peek.Writable) && peek.SwapKind != SwapType.MigrationWrite) continue;
+            if (!(peek.Present && PteModify(peek, prot) != peek) && !(peek.SwapKind == SwapType.MigrationWrite && (prot & Prot.Write) == 0)) continue;
             var pte = await mm.PtepGet(t, a);
-            if (pte.Present && pte.Writable)
+            if (pte.Present && PteModify(pte, prot) != pte)
             {
                 // ptep_modify_prot_start / commit
                 var old = await mm.PtepGetAndClear(t, a);
-                await mm.SetPte(t, a, old.Wrprotect());
+                await mm.SetPte(t, a, PteModify(old, prot));
                 pages++;
             }
-            else if (pte.SwapKind == SwapType.MigrationWrite)
+            else if (pte.SwapKind == SwapType.MigrationWrite && (prot & Prot.Write) == 0)
             {
                 await mm.SetPte(t, a, Pte.SwapEntry(SwapType.MigrationRead, pte.Pfn));
                 pages++;
@@ -146,7 +152,23 @@ public static class Mprotect
         return pages;
     }
 
-    /// <summary>change_huge_pmd: under the PMD lock, write-protect a writable huge PMD on a downgrade. -1: no longer huge.</summary>
+    /// <summary>pte_modify(pte, vm_get_page_prot(prot)) for a present entry: PROT_NONE, read-only, or (lazily) unchanged.</summary>
+    static Pte PteModify(Pte pte, Prot prot)
+    {
+        if (prot == Prot.None) return pte.MkProtNone();
+        var p = pte.MkAccessible();
+        return (prot & Prot.Write) == 0 ? p.Wrprotect() : p;
+    }
+
+    /// <summary>Does [start, end) hold a pte_protnone entry (which an upgrade must make accessible)? No scheduling point.</summary>
+    static bool AnyProtNone(MmStruct mm, ulong start, ulong end)
+    {
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+            if (mm.PeekPte(a).ProtNone) return true;
+        return false;
+    }
+
+    /// <summary>change_huge_pmd: under the PMD lock, write-protect (or make PROT_NONE, or accessible again) a huge PMD. -1: no longer huge.</summary>
     static async ValueTask<long> ChangeHugePmd(Vma vma, ulong haddr, Prot prot)
     {
         var mm = vma.Mm;
@@ -155,9 +177,9 @@ public static class Mprotect
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
         if (!(pmd.Present && pmd.Huge)) pages = -1;
-        else if ((prot & Prot.Write) == 0 && pmd.Writable)
+        else if (PteModify(pmd, prot) != pmd)
         {
-            await mm.SetPmd(haddr, pmd.Wrprotect());
+            await mm.SetPmd(haddr, PteModify(pmd, prot)); // pmd_modify
             pages = PhysMem.HugePages;
         }
         await mm.UnlockPmd(haddr);

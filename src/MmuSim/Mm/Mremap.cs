@@ -36,6 +36,7 @@ public static class Mremap
             {
                 PgOff = old.PgOff,
                 AnonVma = old.AnonVma,
+                Shmem = old.Shmem,
                 Name = old.Name,
             });
             await MovePageTables(old, oldAddr, dst, newAddr, len);

@@ -7,12 +7,13 @@ namespace MmuSim.Mm;
 /// <code>
 ///   bit 0      P   present
 ///   bit 1      RW  writable
-///   bit 2      US  user
+///   bit 2      US  user; clear in a present entry = PROT_NONE (pte_protnone: pte_present() is still true for the
+///              kernel, every user access faults. x86 clears P and sets _PAGE_PROTNONE; the model keeps P as pte_present)
 ///   bit 5      A   accessed
 ///   bit 6      D   dirty
 ///   bit 7      PS  huge (2 MiB leaf in a PMD)
 ///   bit 9      special (software: zero page / no struct page, vm_normal_page() == NULL)
-///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY; cleared by clear_refs 4. The model's faults do not set it)
+///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY: set with D by pte_mkdirty in faults, cleared by clear_refs 4)
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write)
@@ -39,6 +40,10 @@ public readonly record struct Pte(ulong Raw)
     public bool Huge => (Raw & HugeBit) != 0;
     public bool Special => (Raw & SpecialBit) != 0;
     public bool SoftDirty => (Raw & SoftDirtyBit) != 0;
+    /// <summary>pte_protnone: mapped (pte_present) but inaccessible to user space (a PROT_NONE VMA).</summary>
+    public bool ProtNone => (Raw & (PresentBit | UserBit)) == PresentBit;
+    /// <summary>Present and accessible to a user access (what the hardware walker needs besides RW for a store).</summary>
+    public bool Accessible => (Raw & (PresentBit | UserBit)) == (PresentBit | UserBit);
     public long Pfn => (long)((Raw & PfnMask) >> PfnShift);
 
     /// <summary>Non-present, non-none: a swap or migration entry.</summary>
@@ -48,7 +53,7 @@ public readonly record struct Pte(ulong Raw)
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pte Make(long pfn, bool writable, bool dirty = false, bool accessed = true, bool huge = false, bool special = false) =>
-        new(PresentBit | UserBit | ((ulong)pfn << PfnShift) | (writable ? WriteBit : 0) | (dirty ? DirtyBit : 0) |
+        new(PresentBit | UserBit | ((ulong)pfn << PfnShift) | (writable ? WriteBit : 0) | (dirty ? DirtyBit | SoftDirtyBit : 0) |
             (accessed ? AccessedBit : 0) | (huge ? HugeBit : 0) | (special ? SpecialBit : 0));
 
     /// <summary>A non-leaf entry pointing at page-table <paramref name="tableId"/>.</summary>
@@ -65,6 +70,10 @@ public readonly record struct Pte(ulong Raw)
     public Pte Mkclean() => new(Raw & ~DirtyBit);
     public Pte Mkold() => new(Raw & ~AccessedBit);
     public Pte Wrprotect() => new(Raw & ~WriteBit);
+    /// <summary>pte_modify(pte, PAGE_NONE): keep pfn, A/D and soft-dirty; not writable, not user-accessible.</summary>
+    public Pte MkProtNone() => new(Raw & ~(UserBit | WriteBit));
+    /// <summary>pte_modify(pte, vm_page_prot) from PROT_NONE back to an accessible (still read-only) protection.</summary>
+    public Pte MkAccessible() => new(Raw | UserBit);
     public Pte WithSoftDirty(bool d) => new(d ? Raw | SoftDirtyBit : Raw & ~SoftDirtyBit);
     /// <summary>pte_clear_soft_dirty.</summary>
     public Pte ClearSoftDirty() => new(Raw & ~SoftDirtyBit);
@@ -73,7 +82,7 @@ public readonly record struct Pte(ulong Raw)
     {
         if (Raw == 0) return "none";
         if (!Present) return $"{SwapKind}:0x{Pfn:x}";
-        return $"pfn 0x{Pfn:x} {(Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
+        return $"pfn 0x{Pfn:x} {(ProtNone ? "N" : Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
     }
 }
 

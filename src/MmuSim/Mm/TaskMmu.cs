@@ -96,4 +96,42 @@ public static class TaskMmu
         if (pmd.Present && pmd.Huge) await mm.SetPmd(haddr, pmd.Wrprotect().ClearSoftDirty());
         await mm.UnlockPmd(haddr);
     }
+
+    public const int PmSoftDirty = 55, PmMmapExclusive = 56, PmFile = 61, PmSwap = 62, PmPresent = 63;
+
+    /// <summary>
+    /// pte_to_pagemap_entry (fs/proc/task_mmu.c): the 64-bit /proc/PID/pagemap entry of one 4 KiB page: bits 0-54 pfn
+    /// (present) or swap type/offset, 55 soft-dirty, 56 exclusively mapped (mapcount 1), 61 file page or shared-anon,
+    /// 62 swapped, 63 present. The zero page has no struct page (vm_normal_page NULL): neither file nor exclusive.
+    /// A none PTE reads 0 (the model has no VM_SOFTDIRTY). No scheduling point: the caller took one.
+    /// </summary>
+    public static ulong PagemapEntry(MmStruct mm, ulong addr)
+    {
+        var k = mm.Kernel;
+        var pmd = mm.PeekPmd(addr);
+        bool huge = pmd.Present && pmd.Huge;
+        Pte pte = huge ? pmd : mm.PeekPte(addr);
+        if (pte.IsNone) return 0;
+        long pfn = pte.Pfn + (huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0);
+        ulong e = pte.SoftDirty ? 1UL << PmSoftDirty : 0;
+        long page;
+        if (pte.Present)
+        {
+            e |= 1UL << PmPresent | (ulong)pfn;
+            page = pfn == PhysMem.ZeroPfn || pte.Special ? -1 : pfn;
+        }
+        else
+        {
+            e |= 1UL << PmSwap | ((ulong)pte.SwapKind & 0x1f) | ((ulong)pte.Pfn << 5);
+            page = pte.IsMigration ? pte.Pfn : -1;
+        }
+        if (page >= 0)
+        {
+            ref var f = ref k.Mem[k.Mem.FolioOf(page)];
+            if (!f.Has(PageFlags.Anon)) e |= 1UL << PmFile;
+            if (k.Mem[page].MapCount + (huge ? k.Mem.EntireMapcountHolder(k.Mem.FolioOf(page)).RefCount : 0) == 1)
+                e |= 1UL << PmMmapExclusive;
+        }
+        return e;
+    }
 }

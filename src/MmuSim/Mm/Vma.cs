@@ -44,6 +44,8 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public VmFlags Flags { get; internal set; } = flags;
     public ulong PgOff { get; internal set; } = start >> MmStruct.PageShift;
     public AnonVma? AnonVma { get; internal set; }
+    /// <summary>vm_file of a MAP_SHARED|MAP_ANONYMOUS VMA (shmem_zero_setup); copies and splits share it.</summary>
+    public ShmemObject? Shmem { get; internal set; }
     public string Name { get; init; } = "";
 
     public bool Readable => (Prot & Prot.Read) != 0;

@@ -28,10 +28,10 @@ public static partial class CoreOps
 
     public static void Register(OpRegistry r)
     {
-        r.Register(new OpSpec("read", "user load from addr (faults it in); `as` stores the value for reports",
-            ["process", "addr"], ["as"], Read) { Check = (a, i) => i.RequireMapped(a) });
-        r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW)",
-            ["process", "addr", "value"], [], Write) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("read", "user load from addr (faults it in); `as` stores the value; expect: ok (default), sigsegv, oom or any",
+            ["process", "addr"], ["as", "expect"], Read) { Check = CheckAccess });
+        r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW); expect: ok (default), sigsegv, oom or any",
+            ["process", "addr", "value"], ["expect"], Write) { Check = (a, i) => { a.GetULong("value"); CheckAccess(a, i); } });
         r.Register(new OpSpec("expect-value", "user load from addr; a different value is an unexpected-value violation",
             ["process", "addr", "value"], [], ExpectValue) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
         r.Register(new OpSpec("fault", "handle_mm_fault at addr under mmap_lock (read), without touching the data",
@@ -57,23 +57,56 @@ public static partial class CoreOps
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
         r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
+        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file) must match; else unexpected-value",
+            ["process", "addr"], PagemapBits, ExpectPagemap) { Check = (a, _) => { foreach (var b in PagemapBits) a.GetBool(b); } });
         RegisterMmPaths(r);
     }
 
     // ---------------------------------------------------------------- accesses
 
+    /// <summary>The outcomes an access's <c>expect</c> field names: a fault kind, or null for "any".</summary>
+    static readonly Dictionary<string, VmFault?> AccessOutcomes = new(StringComparer.Ordinal)
+    {
+        ["ok"] = VmFault.Ok, ["sigsegv"] = VmFault.SigSegv, ["oom"] = VmFault.Oom, ["any"] = null,
+    };
+
+    /// <summary>read/write: a known <c>expect</c>; the address must be mappable unless the access is expected to fault.</summary>
+    static void CheckAccess(OpArgs a, ScenarioInfo i)
+    {
+        var e = a.GetString("expect", "ok");
+        if (!AccessOutcomes.TryGetValue(e, out var want))
+            throw a.Error("expect", $"'{e}' is not an access outcome (ok, sigsegv, oom, any)");
+        if (want == VmFault.Ok) i.RequireMapped(a);
+    }
+
+    /// <summary>Compare an access's outcome with its <c>expect</c>: a mismatch is an unexpected-fault violation naming file:line.</summary>
+    static void CheckOutcome(ScenarioWorld w, OpArgs a, MmStruct mm, ulong addr, AccessResult r)
+    {
+        var want = AccessOutcomes[a.GetString("expect", "ok")];
+        if (want is not { } f || f == r.Fault) return;
+        w.K.S.Fail(ScenarioInvariants.UnexpectedFault,
+            $"{a.File}:{a.Line}: {a.Op} by {mm} at 0x{addr:x} ended {Outcome(r.Fault)}, expected {Outcome(f)}", addr);
+    }
+
+    static string Outcome(VmFault f) => f switch
+    {
+        VmFault.Ok => "ok", VmFault.SigSegv => "SIGSEGV", VmFault.Oom => "OOM", _ => "in a livelock",
+    };
+
     static async ValueTask Read(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
         ulong addr = a.GetAddress("addr");
-        var v = await Memory.UserAccess(mm, addr, write: false);
-        if (a.Has("as") && v is { } value) w.Observed[a.GetString("as")] = value;
+        var r = await Memory.UserAccessResult(mm, addr, write: false);
+        CheckOutcome(w, a, mm, addr, r);
+        if (a.Has("as") && r.Fault == VmFault.Ok) w.Observed[a.GetString("as")] = r.Value;
     }
 
     static async ValueTask Write(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        await Memory.UserAccess(mm, a.GetAddress("addr"), write: true, a.GetULong("value"));
+        ulong addr = a.GetAddress("addr");
+        CheckOutcome(w, a, mm, addr, await Memory.UserAccessResult(mm, addr, write: true, a.GetULong("value")));
     }
 
     static async ValueTask ExpectValue(ScenarioWorld w, OpArgs a)
@@ -94,6 +127,26 @@ public static partial class CoreOps
         await mm.MmapLock.ReadLock();
         try { await Memory.HandleMmFault(mm, addr, a.GetBool("write") ? FaultFlags.Write : FaultFlags.None); }
         finally { await mm.MmapLock.ReadUnlock(); }
+    }
+
+    static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file"];
+    static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile];
+
+    /// <summary>pagemap_read of one entry, compared bit by bit with the fields given.</summary>
+    static async ValueTask ExpectPagemap(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        await w.K.S.Point(PointKind.PteRead, addr);
+        ulong e = TaskMmu.PagemapEntry(mm, addr);
+        for (int i = 0; i < PagemapBits.Length; i++)
+        {
+            if (!a.Has(PagemapBits[i])) continue;
+            bool want = a.GetBool(PagemapBits[i]), got = (e >> PagemapBitNumbers[i] & 1) != 0;
+            if (want != got)
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                    $"{a.File}:{a.Line}: pagemap of {mm} at 0x{addr:x} is 0x{e:x}: {PagemapBits[i]} is {got}, expected {want}", addr);
+        }
     }
 
     // ---------------------------------------------------------------- address space

@@ -245,7 +245,10 @@ public static class ScenarioInvariants
     /// <summary>An <c>expect-value</c> or <c>expect-calls</c> op saw something else.</summary>
     public const string UnexpectedValue = "unexpected-value";
 
-    public static bool IsKnown(string name) => name == UnexpectedValue || Invariants.All.Contains(name);
+    /// <summary>A <c>read</c>/<c>write</c> ended otherwise than its <c>expect</c> (default: no fatal fault).</summary>
+    public const string UnexpectedFault = "unexpected-fault";
 
-    public static string KnownList => string.Join(", ", Invariants.All.Append(UnexpectedValue));
+    public static bool IsKnown(string name) => name == UnexpectedValue || name == UnexpectedFault || Invariants.All.Contains(name);
+
+    public static string KnownList => string.Join(", ", Invariants.All.Append(UnexpectedValue).Append(UnexpectedFault));
 }

@@ -596,7 +596,7 @@ public static class ScenarioLoader
 
     // ---------------------------------------------------------------- shared parsers
 
-    /// <summary>r, rw, rwx, r-x, none (or ---).</summary>
+    /// <summary>r, rw, rwx, r-x, none (or ---). Write or exec without read is not a protection the model has (null).</summary>
     public static Prot? ParseProt(string s)
     {
         s = s.Trim().ToLowerInvariant();
@@ -611,7 +611,7 @@ public static class ScenarioLoader
                 case '-': break;
                 default: return null;
             }
-        return p;
+        return p == Prot.None || (p & Prot.Read) != 0 ? p : null;
     }
 
     public static VmFlags? ParseVmFlag(string s) => s.Trim().ToLowerInvariant() switch

@@ -53,7 +53,7 @@ public class IommuOpsTests
                 process: p
                 ops:
                   - reclaim: { addr: 0x10000 }
-                  - migrate: { addr: 0x11000 }
+                  - migrate: { addr: 0x11000, expect: failed }
             expect: pass
             """, "r.yaml");
         var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);

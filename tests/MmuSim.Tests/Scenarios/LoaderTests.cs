@@ -241,7 +241,9 @@ public class LoaderTests
             var e = s1.EraOrDefault(null);
             var r1 = ScenarioRunner.Run(s1, e, new RandomStrategy(5));
             var r2 = ScenarioRunner.Run(s2, e, new RandomStrategy(5));
-            Assert.Equal(r1.Summary, r2.Summary);
+            // Violations name the op's file:line, which differs between the two texts.
+            static string Unplaced(string s) => System.Text.RegularExpressions.Regex.Replace(s, @"\S+\.yaml:\d+: ", "");
+            Assert.Equal(Unplaced(r1.Summary), Unplaced(r2.Summary));
         }
     }
 }

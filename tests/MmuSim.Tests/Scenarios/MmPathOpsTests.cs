@@ -61,7 +61,7 @@ public class MmPathOpsTests
         var r = Run(era, """
             - record: { name: rec }
             - mprotect: { addr: 0x100000, len: 8K, prot: r }
-            - write: { addr: 0x100000, value: 0x99 }
+            - write: { addr: 0x100000, value: 0x99, expect: sigsegv }
             - expect-value: { addr: 0x100000, value: 0x10 }
             """);
         var p = r.World.Processes["p"];
