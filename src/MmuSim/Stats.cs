@@ -49,6 +49,12 @@ public enum Stat
     KvmChangePteCalls,
     KvmAgeCalls,
     KvmEfaults,
+    /// <summary>KVM binary stat pf_taken: faults handled by kvm_mmu_do_page_fault (not prefetch).</summary>
+    KvmPfTaken,
+    /// <summary>KVM binary stat pf_fixed: faults that returned RET_PF_FIXED.</summary>
+    KvmPfFixed,
+    /// <summary>SPTEs installed by direct_pte_prefetch (no fault of their own).</summary>
+    KvmSptesPrefetched,
 
     // ---- KSM
     KsmPagesScanned,

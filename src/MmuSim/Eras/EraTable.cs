@@ -45,6 +45,7 @@ public static class EraTable
         new(Feature.ZapInvalidateRangeOnFlush, V(3, 19), V(6, 6), "tlb_flush_mmu_tlbonly -> invalidate_range"),
 
         new(Feature.Thp, V(2, 6, 38), Forever, "anon THP"),
+        new(Feature.MprotectTryChangeWritable, V(6, 0), Forever, "64fe24a3e05e 'mm/mprotect: try avoiding write faults for exclusive anonymous pages when changing protection' (David Hildenbrand, 6.0: recollection); measured on 6.18 by bench/realkvm pass 9"),
         new(Feature.MprotectLazyStart, V(4, 0), Forever, "seen in 4.10 (mni_start); 2.6.32 brackets the whole range"),
         new(Feature.OomReaper, V(4, 6), Forever, ""),
         new(Feature.OomReaperNoNotifier, V(4, 6), V(4, 15), "unmap_page_range without notifier; race 5(d3)"),
@@ -70,6 +71,7 @@ public static class EraTable
         new(Feature.KvmRetryHvaRange, V(5, 13), V(6, 8), "mmu_notifier_retry_hva + hva range union (David Stevens; version: recollection); 6.8 uses gfns"),
         new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
         new(Feature.KvmE500RetryCheck, V(3, 13), Forever, "kvm: ppc: booke: check range page invalidation progress on page setup (Bharat Bhushan, 2013; backported to 3.12; version: recollection); race 5(d2)"),
+        new(Feature.KvmPrefetchSkipsInvalidation, V(5, 13), Forever, "'Skip prefetch while invalidations are in progress' (David Stevens' v4 'Consider the hva in mmu_notifier retry' series, Feb 2021, with KvmRetryHvaRange); check seen in 6.x direct_pte_prefetch and FNAME(pte_prefetch)"),
         new(Feature.KvmPfnCache, V(5, 17), Forever, "982ed0de4753 KVM: Reinstate gfn_to_pfn_cache with invalidation support (id confirmed in Fixes: tags; posted Nov 2021 as v4/v5 08/12; 5.17 merge: recollection). Invalidation in invalidate_range_start, retry on any mn_active_invalidate_count (seen in 6.2/6.3-era pfncache.c); the range_end rework (Woodhouse, Aug-Oct 2024, v2/v3) was not found in any release tree: modelled as a per-VM option, not an era; race 5(d6)"),
 
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),

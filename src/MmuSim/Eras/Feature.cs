@@ -109,6 +109,8 @@ public enum Feature
     KvmPageFaultTraceVcpu,
     /// <summary>PPC e500 (booke) checks mmu_notifier_retry under mmu_lock while mapping (Bharat Bhushan, §5(d2)); before, its fault path never did.</summary>
     KvmE500RetryCheck,
+    /// <summary>direct_pte_prefetch / FNAME(pte_prefetch) return early while mmu_invalidate_in_progress (David Stevens, 5.13).</summary>
+    KvmPrefetchSkipsInvalidation,
 
     // ---- KSM (§4.1)
     Ksm,
@@ -152,4 +154,6 @@ public enum Feature
     TlbGatherFlushPending,
     /// <summary>/proc/PID/clear_refs accepts 4 (CLEAR_REFS_SOFT_DIRTY): write-protect and clear soft-dirty on every PTE.</summary>
     ClearRefsSoftDirty,
+    /// <summary>mprotect upgrades make exclusive anonymous PTEs writable at once (MM_CP_TRY_CHANGE_WRITABLE, 64fe24a3e05e).</summary>
+    MprotectTryChangeWritable,
 }

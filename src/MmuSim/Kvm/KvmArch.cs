@@ -69,6 +69,15 @@ public static class KvmArchInfo
     /// <summary>The retry check and install run under a per-page rmap lock instead of mmu_lock (PPC Book3S HV hash).</summary>
     public static bool RetryUnderRmapLock(KvmArch a) => a == KvmArch.PpcBook3s;
 
+    /// <summary>
+    /// After installing a 4 KiB leaf the fault maps the other not-present SPTEs of its aligned block of PTE_PREFETCH_NUM
+    /// (direct_pte_prefetch / FNAME(pte_prefetch), x86 shadow MMU only: the TDP MMU's kvm_tdp_mmu_map does not prefetch).
+    /// </summary>
+    public static bool PrefetchesPtes(KvmArch a) => a == KvmArch.X86Shadow;
+
+    /// <summary>PTE_PREFETCH_NUM (arch/x86/kvm/mmu/mmu.c).</summary>
+    public const int PtePrefetchNum = 8;
+
     /// <summary>How an unmap of part of a block treats the block's last-level table.</summary>
     public static TableFreeing TableFreeingOf(KvmArch a) => a switch
     {

@@ -37,13 +37,25 @@ public sealed partial class Kvm
     // ------------------------------------------------------------------ fault path
 
     /// <summary>
+    /// kvm_mmu_do_page_fault (x86): count the fault in vcpu->stat.pf_taken, run the arch handler, count RET_PF_FIXED in
+    /// pf_fixed. Other archs have no such stats; the handler alone runs.
+    /// </summary>
+    public async ValueTask<KvmFaultResult> PageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    {
+        if (IsX86) _k.Stats.Inc(Stat.KvmPfTaken);
+        var r = await ArchPageFault(vcpu, gfn, write, present);
+        if (IsX86 && r == KvmFaultResult.Fixed) _k.Stats.Inc(Stat.KvmPfFixed);
+        return r;
+    }
+
+    /// <summary>
     /// The arch page-fault handler (kvm_mmu_page_fault → kvm_tdp_mmu_page_fault / direct_page_fault, user_mem_abort...),
     /// §3.3: sample mmu_invalidate_seq, smp_rmb, (6.8+) lockless early retry, GUP through the primary (faults it in,
     /// breaks COW for writes), (6.8+) second early check, take mmu_lock, retry check, install the SPTE (writable only if
     /// GUP saw a writable primary PTE), release the page reference (after unlock; under the lock with dirty marking from
     /// 6.13). <paramref name="present"/>: the guest saw a present but read-only translation (write-protect exit).
     /// </summary>
-    public async ValueTask<KvmFaultResult> PageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    async ValueTask<KvmFaultResult> ArchPageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
     {
         using var _ = S.Current.Enter(FaultFunction);
         if (_k.Trace.On) TracePageFault(vcpu, gfn, write, present);
@@ -86,7 +98,11 @@ public sealed partial class Kvm
             if (Released || Destroyed) r = KvmFaultResult.Efault;
             // (e500 before the fix, NoRetryCheck: kvmppc_e500_shadow_map never asked, §5(d2))
             else if (!NoRetryCheck && (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva))) r = Retry();
-            else keepRef = await MapPage(slot, gfn, hva, page, write);
+            else
+            {
+                keepRef = await MapPage(slot, gfn, hva, page, write);
+                if (KvmArchInfo.PrefetchesPtes(Arch)) await DirectPtePrefetch(slot, gfn);
+            }
             if (Era.Has(Feature.KvmDirtyAtFault))
             {
                 // kvm_release_faultin_page(kvm, page, unused = (r == RET_PF_RETRY), dirty = fault->map_writable)
@@ -259,6 +275,74 @@ public sealed partial class Kvm
         // writable (user_mem_abort: kvm_set_pfn_dirty + mark_page_dirty_in_slot).
         if (!IsX86 && writable) Folio.MarkDirty(_k, page.Pfn);
         return keepRef;
+    }
+
+    // ------------------------------------------------------------------ prefetch (x86 shadow MMU)
+
+    readonly long[] _prefetchPfns = new long[KvmArchInfo.PtePrefetchNum];
+
+    /// <summary>
+    /// direct_pte_prefetch, under mmu_lock after the fault's 4 KiB SPTE: nothing without A bits (sp_ad_disabled), for a
+    /// huge leaf, or (5.13+) while an invalidation is in progress; else __direct_pte_prefetch over the aligned block of
+    /// PTE_PREFETCH_NUM around <paramref name="gfn"/>: each run of not-present SPTEs goes to direct_pte_prefetch_many,
+    /// and the first run that maps nothing ends the prefetch. gfns outside the fault's memslot end a run (the model
+    /// does not look them up in other slots).
+    /// </summary>
+    async ValueTask DirectPtePrefetch(Memslot slot, ulong gfn)
+    {
+        if (NoAccessedBit || slot.Tables[slot.Block(gfn)] != SpteTable.Table) return;
+        if (Era.Has(Feature.KvmPrefetchSkipsInvalidation) && InvalidateInProgress != 0) return;
+        using var _ = S.Current.Enter("direct_pte_prefetch");
+        ulong first = gfn & ~(ulong)(KvmArchInfo.PtePrefetchNum - 1);
+        ulong start = ulong.MaxValue;
+        for (ulong g = first; g < first + KvmArchInfo.PtePrefetchNum; g++)
+        {
+            await S.Point(PointKind.SpteRead, g);
+            bool present = g == gfn || (g >= slot.BaseGfn && g < slot.EndGfn && new Spte(slot.SpteRef(g)).Present);
+            if (present)
+            {
+                if (start == ulong.MaxValue) continue;
+                if (!await DirectPtePrefetchMany(slot, start, g)) return;
+                start = ulong.MaxValue;
+            }
+            else if (start == ulong.MaxValue) start = g;
+        }
+        if (start != ulong.MaxValue) await DirectPtePrefetchMany(slot, start, first + KvmArchInfo.PtePrefetchNum);
+    }
+
+    /// <summary>
+    /// direct_pte_prefetch_many over [start, end): no slot for write (gfn_to_memslot_dirty_bitmap: dirty logging, or a
+    /// read-only slot through gfn_to_hva_many) or a run past the slot's end fails; kvm_prefetch_pages takes the pages
+    /// with get_user_pages_fast_only(FOLL_WRITE), which stops at the first page not present and writable in the
+    /// primary; each page got is mapped by mmu_set_spte as a prefetch (writable, Accessed clear) and released clean.
+    /// Returns false (-1) if nothing was mapped.
+    /// </summary>
+    async ValueTask<bool> DirectPtePrefetchMany(Memslot slot, ulong start, ulong end)
+    {
+        using var _ = S.Current.Enter("direct_pte_prefetch_many");
+        if (start < slot.BaseGfn || end > slot.EndGfn || slot.LogDirty || slot.ReadOnly) return false;
+        int n = 0;
+        for (ulong g = start; g < end; g++, n++)
+        {
+            var p = await Gup.GetUserPageFastOnly(_mm, slot.GfnToHva(g), write: true);
+            if (!p.Ok) break;
+            _prefetchPfns[n] = p.Pfn;
+        }
+        if (n == 0) return false;
+        int b = slot.Block(start);
+        for (int i = 0; i < n; i++)
+        {
+            ulong g = start + (ulong)i;
+            long pfn = _prefetchPfns[i];
+            await S.Point(PointKind.SpteWrite, g);               // mmu_set_spte(prefetch)
+            ref ulong e = ref slot.SpteRef(g);
+            if (!new Spte(e).Present) { slot.Live[b]++; slot.PresentCount++; }
+            e = Spte.Make(pfn, _k.Mem[pfn].Generation, writable: true, hostWritable: true, accessed: false, dirty: false).Raw;
+            _k.Stats.Inc(Stat.SptesInstalled);
+            _k.Stats.Inc(Stat.KvmSptesPrefetched);
+            Folio.Put(_k, pfn);                                  // kvm_release_page_clean
+        }
+        return true;
     }
 
     // ------------------------------------------------------------------ zap

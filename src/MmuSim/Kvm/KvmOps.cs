@@ -36,10 +36,13 @@ public static class KvmOps
         { Check = (a, _) => { a.GetInt("slot"); a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1); } });
         r.Register(new OpSpec("memslot.delete", "delete slot (invalidate, zap, publish; waits for in-flight invalidations from 5.13)",
             ["vm", "slot"], [], MemslotDelete) { Check = (a, _) => a.GetInt("slot") });
-        r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu; `expect` checks the value, `error: efault` expects an exit to the VMM (any: either)",
-            ["vm", "gfn"], ["vcpu", "as", "expect", "error"], GuestRead) { Check = CheckGuest });
-        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu; `error: efault` expects an exit to the VMM",
-            ["vm", "gfn", "value"], ["vcpu", "error"], GuestWrite) { Check = (a, i) => { a.GetULong("value"); CheckGuest(a, i); } });
+        r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `expect` checks the value, `error: efault` expects an exit to the VMM (any: either)",
+            ["vm", "gfn"], ["vcpu", "as", "expect", "error", "pages"], GuestRead) { Check = CheckGuest });
+        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects an exit to the VMM",
+            ["vm", "gfn", "value"], ["vcpu", "error", "pages"], GuestWrite) { Check = (a, i) => { a.GetULong("value"); CheckGuest(a, i); } });
+        r.Register(new OpSpec("vm.expect-stats", "KVM binary stats pf_taken / pf_fixed: their change since the previous vm.expect-stats of this VM (or its creation); a different count is an unexpected-value violation; `as` stores them as <as>.pf_taken, <as>.pf_fixed",
+            Vm, ["pf_taken", "pf_fixed", "as"], ExpectStats)
+        { Check = (a, _) => { if (a.Has("pf_taken")) a.GetULong("pf_taken"); if (a.Has("pf_fixed")) a.GetULong("pf_fixed"); } });
         r.Register(new OpSpec("dirty-log.enable", "turn on KVM_MEM_LOG_DIRTY_PAGES for slot (write-protects its SPTEs)",
             ["vm", "slot"], [], DirtyLogEnable) { Check = (a, _) => a.GetInt("slot") });
         r.Register(new OpSpec("dirty-log.get", "KVM_GET_DIRTY_LOG (get and clear); `expect`: the exact gfn list (empty string = none)",
@@ -86,6 +89,7 @@ public static class KvmOps
         a.GetULong("gfn");
         if (a.Has("vcpu") && a.GetInt("vcpu") > 255) throw a.Error("vcpu", "vCPU index must be 0..255");
         if (a.Has("expect")) a.GetULong("expect");
+        if (a.Has("pages") && a.GetULong("pages") is 0 or > 1UL << 20) throw a.Error("pages", "pages must be 1..1048576");
         if (a.Has("error") && a.GetString("error") is not ("efault" or "none" or "any"))
             throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, none, any)");
     }
@@ -172,20 +176,52 @@ public static class KvmOps
 
     static async ValueTask GuestRead(ScenarioWorld w, OpArgs a)
     {
-        var v = VcpuOf(w, a, out var vm, out ulong gfn);
-        var r = await v.GuestRead(gfn);
-        if (!CheckError(w, a, r, vm, gfn)) return;
-        if (a.Has("as")) w.Observed[a.GetString("as")] = r.Value;
-        if (a.Has("expect") && r.Value != a.GetULong("expect"))
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: {vm.Name} vcpu{v.Index} reads 0x{r.Value:x} at gfn 0x{gfn:x}, expected 0x{a.GetULong("expect"):x}");
+        var v = VcpuOf(w, a, out var vm, out ulong first);
+        ulong pages = a.GetULong("pages", 1);
+        for (ulong gfn = first; gfn < first + pages && w.K.S.Violation == null; gfn++)
+        {
+            if (vm.GfnToMemslot(gfn) == null) throw a.Error("pages", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name}");
+            var r = await v.GuestRead(gfn);
+            if (!CheckError(w, a, r, vm, gfn)) continue;
+            if (a.Has("as")) w.Observed[a.GetString("as")] = r.Value;
+            if (a.Has("expect") && r.Value != a.GetULong("expect"))
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                    $"{a.File}:{a.Line}: {vm.Name} vcpu{v.Index} reads 0x{r.Value:x} at gfn 0x{gfn:x}, expected 0x{a.GetULong("expect"):x}");
+        }
     }
 
     static async ValueTask GuestWrite(ScenarioWorld w, OpArgs a)
     {
-        var v = VcpuOf(w, a, out var vm, out ulong gfn);
-        var r = await v.GuestWrite(gfn, a.GetULong("value"));
-        CheckError(w, a, r, vm, gfn);
+        var v = VcpuOf(w, a, out var vm, out ulong first);
+        ulong pages = a.GetULong("pages", 1);
+        for (ulong gfn = first; gfn < first + pages && w.K.S.Violation == null; gfn++)
+        {
+            if (vm.GfnToMemslot(gfn) == null) throw a.Error("pages", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name}");
+            var r = await v.GuestWrite(gfn, a.GetULong("value"));
+            CheckError(w, a, r, vm, gfn);
+        }
+    }
+
+    sealed class StatsMark { public long Taken, Fixed; }
+
+    static ValueTask ExpectStats(ScenarioWorld w, OpArgs a)
+    {
+        var vm = w.Get<Kvm>(a, "vm");
+        string key = "stats-mark:" + vm.Name;
+        var mark = w.Objects.TryGetValue(key, out var o) && o is StatsMark m ? m : new StatsMark();
+        long taken = w.K.Stats[Stat.KvmPfTaken] - mark.Taken, fixd = w.K.Stats[Stat.KvmPfFixed] - mark.Fixed;
+        mark.Taken += taken;
+        mark.Fixed += fixd;
+        w.Objects[key] = mark;
+        if (a.Has("as"))
+        {
+            w.Observed[a.GetString("as") + ".pf_taken"] = (ulong)taken;
+            w.Observed[a.GetString("as") + ".pf_fixed"] = (ulong)fixd;
+        }
+        if ((a.Has("pf_taken") && (ulong)taken != a.GetULong("pf_taken")) || (a.Has("pf_fixed") && (ulong)fixd != a.GetULong("pf_fixed")))
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: {vm.Name} pf_taken +{taken} pf_fixed +{fixd}, expected +{a.GetString("pf_taken", "?")} / +{a.GetString("pf_fixed", "?")}");
+        return default;
     }
 
     /// <summary>Compare the access's outcome with <c>error:</c>. Returns true if it succeeded.</summary>

@@ -51,6 +51,32 @@ public static class Gup
     }
 
     /// <summary>
+    /// get_user_pages_fast_only for one page: the lockless walk (no mmap_lock, no PTL, never faults): a reference if the
+    /// primary maps a normal page there (writable when <paramref name="write"/>, FOLL_WRITE); Error = -EFAULT otherwise.
+    /// </summary>
+    public static async ValueTask<GupResult> GetUserPageFastOnly(MmStruct mm, ulong addr, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("get_user_pages_fast_only");
+        addr &= MmStruct.PageMask;
+        var fail = new GupResult(-1, false, 0, false, GupResult.EFAULT);
+        if (mm.Exited) return fail;
+        var pmd = await mm.PmdpGet(addr);
+        if (!pmd.Present) return fail;
+        if (pmd.Huge)
+        {
+            if (write && !pmd.Writable) return fail;
+            long hp = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
+            Folio.Get(k, hp);
+            return new GupResult(hp, pmd.Writable, k.Mem[hp].Generation, true, 0);
+        }
+        var pte = await mm.PtepGet(pmd.TableId, addr);
+        if (!pte.Present || pte.Special || pte.Pfn == PhysMem.ZeroPfn || (write && !pte.Writable)) return fail;
+        Folio.Get(k, pte.Pfn);
+        return new GupResult(pte.Pfn, pte.Writable, k.Mem[pte.Pfn].Generation, false, 0);
+    }
+
+    /// <summary>
     /// follow_page: under the PTL (or PMD lock), if the page is present (and writable when asked), take a reference.
     /// FOLL_TOUCH (always set by get_user_pages): a write lookup marks the page dirty unless the PTE or the folio
     /// already is (follow_page_pte), or makes a huge PMD young and dirty (touch_pmd), so that a secondary writing

@@ -127,7 +127,7 @@ public static class Mprotect
     {
         var mm = vma.Mm;
         using var _ = mm.Kernel.S.Current.Enter("change_pte_range");
-        if ((prot & Prot.Write) != 0 && !AnyProtNone(mm, start, end)) return 0; // upgrades are lazy
+        if ((prot & Prot.Write) != 0 && !AnyProtNone(mm, start, end)) return await ChangePteRangeUpgrade(vma, t, start, end);
         long pages = 0;
         await mm.LockPtl(t);
         for (ulong a = start; a < end; a += MmStruct.PageSize)
@@ -166,6 +166,41 @@ public static class Mprotect
         for (ulong a = start; a < end; a += MmStruct.PageSize)
             if (mm.PeekPte(a).ProtNone) return true;
         return false;
+    }
+
+
+    /// <summary>
+    /// change_pte_range on an upgrade with MM_CP_TRY_CHANGE_WRITABLE (6.0+, private VMAs): under the PTL, a present
+    /// read-only PTE of an exclusive anonymous page becomes writable now (can_change_pte_writable); KSM, zero and
+    /// shared-anon pages stay read-only and are upgraded at the next write fault. Before 6.0 every upgrade is lazy.
+    /// </summary>
+    static async ValueTask<long> ChangePteRangeUpgrade(Vma vma, int t, ulong start, ulong end)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        if (!k.Era.Has(Feature.MprotectTryChangeWritable) || vma.Shared) return 0;
+        long pages = 0;
+        await mm.LockPtl(t);
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+        {
+            var peek = mm.PeekPte(a);
+            if (!peek.Present || peek.Writable) continue;
+            var pte = await mm.PtepGet(t, a);
+            if (!pte.Present || pte.Writable || !CanChangePteWritable(k, pte)) continue;
+            var old = await mm.PtepGetAndClear(t, a);            // ptep_modify_prot_start
+            await mm.SetPte(t, a, old.WithWrite(true));          // pte_mkwrite + ptep_modify_prot_commit
+            pages++;
+        }
+        await mm.UnlockPtl(t);
+        return pages;
+    }
+
+    /// <summary>can_change_pte_writable for a private VMA: the page is anonymous and PageAnonExclusive.</summary>
+    static bool CanChangePteWritable(Kernel k, Pte pte)
+    {
+        if (pte.Pfn == PhysMem.ZeroPfn || pte.Special) return false;
+        var folio = k.Mem[k.Mem.FolioOf(pte.Pfn)];
+        return folio.Has(PageFlags.Anon) && !folio.Has(PageFlags.Ksm) && k.Mem[pte.Pfn].Has(PageFlags.AnonExclusive);
     }
 
     /// <summary>change_huge_pmd: under the PMD lock, write-protect (or make PROT_NONE, or accessible again) a huge PMD. -1: no longer huge.</summary>

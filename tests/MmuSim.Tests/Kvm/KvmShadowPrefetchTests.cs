@@ -1,0 +1,169 @@
+using System.Diagnostics;
+using MmuSim.Eras;
+using MmuSim.Scenarios;
+using Xunit.Abstractions;
+
+namespace MmuSim.Tests.Kvm;
+
+/// <summary>
+/// The x86 shadow MMU's direct_pte_prefetch and the pf_taken/pf_fixed stats, against the real 6.18 KVM measured by
+/// bench/realkvm/kvm_faults.c (output-6.18.txt).
+/// </summary>
+public class KvmShadowPrefetchTests(ITestOutputHelper output)
+{
+    /// <summary>Data-page (taken, fixed) per pass from bench/realkvm/output-6.18.txt (Linux 6.18.44, kvm_pvm, shadow MMU).</summary>
+    static readonly (long Taken, long Fixed)[] Real618 =
+        [(512, 512), (0, 0), (512, 512), (0, 0), (1024, 512), (256, 256), (512, 512), (1, 0), (544, 288)];
+
+    static (long Taken, long Fixed)[] ModelPasses(RunResult r) =>
+        Enumerable.Range(1, 9).Select(p => ((long)r.Observed[$"p{p}.pf_taken"], (long)r.Observed[$"p{p}.pf_fixed"])).ToArray();
+
+    static RunResult RunProtocol(string arch)
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-guest-protocol-shadow");
+        if (arch != "x86-shadow")
+        {
+            var text = File.ReadAllText(Path.Combine(RepoRoot(), "src/MmuSim/Scenarios/BuiltIn/kvm-guest-protocol-shadow.yaml"));
+            s = ScenarioLoader.Parse(text.Replace("arch: x86-shadow", "arch: " + arch), "protocol.yaml");
+        }
+        return ScenarioRunner.Run(s, s.EraOrDefault(null), null);
+    }
+
+    [Fact]
+    public void GuestProtocol_Shadow_PerPassPfTakenFixed_MatchReal618()
+    {
+        var r = RunProtocol("x86-shadow");
+        Assert.True(r.Violation == null, r.Summary);
+        Assert.Equal(Real618, ModelPasses(r));
+        Assert.Equal(224, r.Kernel.Stats[Stat.KvmSptesPrefetched]); // pass 9: 32 faults x 7 neighbours
+    }
+
+    [Fact]
+    public void GuestProtocol_Tdp_DoesNotPrefetch_Pass9Is768Over512()
+    {
+        var r = RunProtocol("x86-tdp");
+        var passes = ModelPasses(r);
+        Assert.Equal((768L, 512L), passes[8]);
+        Assert.Equal(Real618[..8], passes[..8]);
+        Assert.Equal(0, r.Kernel.Stats[Stat.KvmSptesPrefetched]);
+    }
+
+    const string Small = """
+        name: prefetch
+        processes:
+          - name: qemu
+            vmas:
+              - { start: 0x100000, len: 64K, prot: rw }
+        setup:
+          - madvise: { process: qemu, addr: 0x100000, len: 64K, advice: nohugepage }
+          - write: { process: qemu, addr: 0x100000, value: 1 }
+          - write: { process: qemu, addr: 0x101000, value: 1 }
+          - write: { process: qemu, addr: 0x103000, value: 1 }
+          - write: { process: qemu, addr: 0x104000, value: 1 }
+          - write: { process: qemu, addr: 0x108000, value: 1 }
+          - EXTRA
+          - vm.create: { process: qemu, name: vm0, arch: ARCH }
+          - memslot.add: { vm: vm0, gfn: 0x100, pages: 16, hva: 0x100000 }
+        threads:
+          - name: vcpu0
+            ops:
+              - guest.read: { vm: vm0, gfn: 0x100, expect: 1 }
+              - vm.expect-stats: { vm: vm0, pf_taken: 1, pf_fixed: 1 }
+        expect: pass
+        """;
+
+    [Theory]
+    [InlineData("x86-shadow", 2)] // gfn 0x100 + 0x101; 0x102 is not in the primary: get_user_pages_fast_only stops there
+    [InlineData("x86-tdp", 1)]
+    public void Prefetch_MapsNeighboursUpToFirstAbsentHostPage_WritableNotAccessed(string arch, int sptes)
+    {
+        var s = ScenarioLoader.Parse(Small.Replace("ARCH", arch).Replace("EXTRA", "sleep: { ns: 1 }"), "prefetch.yaml");
+        var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);
+        Assert.True(r.Violation == null, r.Summary);
+        var vm = (MmuSim.Kvm.Kvm)r.World.Objects["vm0"];
+        Assert.Equal(sptes, vm.PresentSptes);
+        var slot = vm.Memslots[0];
+        var fault = new MmuSim.Kvm.Spte(slot.SpteRef(0x100));
+        Assert.True(fault.Present && fault.Accessed);
+        var next = new MmuSim.Kvm.Spte(slot.SpteRef(0x101));
+        Assert.Equal(arch == "x86-shadow", next.Present);
+        if (next.Present) Assert.True(next.Writable && !next.Accessed && !next.Dirty);
+        Assert.False(new MmuSim.Kvm.Spte(slot.SpteRef(0x103)).Present); // after the gap: prefetch ended
+        Assert.False(new MmuSim.Kvm.Spte(slot.SpteRef(0x108)).Present); // other block of 8
+    }
+
+    [Fact]
+    public void Prefetch_SkipsReadOnlyHostPtes_FollWrite()
+    {
+        var s = ScenarioLoader.Parse(Small.Replace("ARCH", "x86-shadow").Replace("EXTRA", "mprotect: { process: qemu, addr: 0x100000, len: 64K, prot: r }"), "prefetch.yaml");
+        var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);
+        Assert.True(r.Violation == null, r.Summary);
+        Assert.Equal(1, ((MmuSim.Kvm.Kvm)r.World.Objects["vm0"]).PresentSptes);
+    }
+
+    [Fact]
+    public void RealKvm_KvmFaults_MatchesModel_WhenDevKvmUsable()
+    {
+        if (!File.Exists("/dev/kvm"))
+        {
+            output.WriteLine("skipped: /dev/kvm is not present");
+            return;
+        }
+        string root = RepoRoot(), dir = Path.Combine(Path.GetTempPath(), "mmusim-kvm-faults-" + Environment.ProcessId);
+        Directory.CreateDirectory(dir);
+        string exe = Path.Combine(dir, "kvm_faults");
+        var (ccRc, ccOut) = Exec("cc", $"-O2 -o {exe} {Path.Combine(root, "bench/realkvm/kvm_faults.c")}");
+        if (ccRc != 0)
+        {
+            output.WriteLine($"skipped: cc failed ({ccRc}): {ccOut}");
+            return;
+        }
+        var (rc, text) = Exec(exe, "");
+        if (rc == 77)
+        {
+            output.WriteLine("skipped: " + text.Trim());
+            return;
+        }
+        Assert.True(rc == 0, $"kvm_faults exited {rc}: {text}");
+        var real = ParseDataPageTable(text);
+        output.WriteLine(string.Join(" ", real.Select(p => $"{p.Taken}/{p.Fixed}")));
+        Assert.Equal(ModelPasses(RunProtocol("x86-shadow")), real);
+    }
+
+    static (long Taken, long Fixed)[] ParseDataPageTable(string text)
+    {
+        var lines = text.Split('\n');
+        int at = Array.FindIndex(lines, l => l.StartsWith("Data-page faults"));
+        Assert.True(at >= 0, "no data-page table in kvm_faults output");
+        var res = new List<(long, long)>();
+        for (int i = at; i < lines.Length && res.Count < 9; i++)
+        {
+            var f = lines[i].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length >= 3 && f[0] == (res.Count + 1).ToString() && long.TryParse(f[^2], out long t) && long.TryParse(f[^1], out long x))
+                res.Add((t, x));
+        }
+        Assert.Equal(9, res.Count);
+        return res.ToArray();
+    }
+
+    static (int Rc, string Output) Exec(string file, string args)
+    {
+        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var so = p.StandardOutput.ReadToEndAsync();
+        var se = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000))
+        {
+            p.Kill();
+            return (-1, "timeout");
+        }
+        return (p.ExitCode, so.Result + se.Result);
+    }
+
+    static string RepoRoot()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d != null && !File.Exists(Path.Combine(d.FullName, "MmuSim.sln"))) d = d.Parent;
+        return d?.FullName ?? throw new InvalidOperationException("MmuSim.sln not found above " + AppContext.BaseDirectory);
+    }
+}
