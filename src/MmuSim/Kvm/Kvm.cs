@@ -261,6 +261,18 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
 
     // ------------------------------------------------------------------ memslots
 
+    /// <summary>
+    /// Model bookkeeping, not kernel state: every input of the fault path's RET_PF_RETRY decision for
+    /// <paramref name="gfn"/> (its memslot's validity, mmu_invalidate_seq, _in_progress and range, the memslot
+    /// generation, VM teardown). Equal values before and after a failed attempt mean the next attempt fails alike.
+    /// </summary>
+    internal FaultRetryInputs FaultRetryInputsOf(ulong gfn) =>
+        new(InvalidateSeq, InvalidateInProgress, RangeStart, RangeEnd, MemslotsGeneration,
+            GfnToMemslot(gfn) is { } slot ? (slot.Invalid ? 2 : 1) : 0, Released || Destroyed);
+
+    internal readonly record struct FaultRetryInputs(ulong Seq, long InProgress, ulong RangeStart, ulong RangeEnd,
+        ulong MemslotsGeneration, int Slot, bool Dead);
+
     /// <summary>__gfn_to_memslot: the slot containing <paramref name="gfn"/> (address space 0), or null.</summary>
     public Memslot? GfnToMemslot(ulong gfn)
     {

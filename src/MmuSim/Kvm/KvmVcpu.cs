@@ -21,7 +21,7 @@ public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultRe
 /// the checker sees the entries (<see cref="CollectTlb"/>), so a flush that comes too late is a violation. A store
 /// through an entry whose D bit is clear re-walks (the hardware's dirty-bit assist). Touched only by the scheduler thread.
 /// </remarks>
-public sealed class KvmVcpu
+public sealed class KvmVcpu : ISpinWaiter
 {
     public const int TlbSize = 64;
 
@@ -94,6 +94,8 @@ public sealed class KvmVcpu
         while (true)
         {
             await k.S.Point(PointKind.GuestAccess, gfn);
+            _attempt = _kvm.FaultRetryInputsOf(gfn);
+            _attemptGfn = gfn;
             if (_kvm.Destroyed) return new GuestAccessResult(false, 0, KvmFaultResult.Efault);
             if (TryAccess(gfn, write, value, out ulong result, out bool present)) return new GuestAccessResult(true, result, default);
             k.Stats.Inc(Stat.VmExits);
@@ -113,9 +115,26 @@ public sealed class KvmVcpu
                     0);
                 return new GuestAccessResult(false, 0, KvmFaultResult.Retry);
             }
-            await k.S.Sleep(k.S.Costs[CostKind.VmExit]); // RET_PF_RETRY: back into the guest, which faults again
+            // RET_PF_RETRY: back into the guest, which faults again. If nothing the retry decision reads changed during
+            // this attempt, the next fault retries identically until another CPU ends the invalidation or bumps the seq:
+            // a spin, not progress, so it waits for that write (Scheduler.SpinWait) instead of being unrolled.
+            if (InputsChanged) await k.S.Sleep(k.S.Costs[CostKind.VmExit]);
+            else
+            {
+                k.S.Charge(CostKind.VmExit);
+                await k.S.SpinWait(this, "kvm_mmu_page_fault (RET_PF_RETRY)");
+            }
         }
     }
+
+    // Model bookkeeping (no kernel state): the retry inputs when the current fault attempt began.
+    Kvm.FaultRetryInputs _attempt;
+    ulong _attemptGfn;
+
+    /// <summary>Model hook for <see cref="Scheduler.SpinWait"/>: an input of the fault's retry decision moved since the attempt began.</summary>
+    bool ISpinWaiter.InputsChanged => InputsChanged;
+
+    bool InputsChanged => _kvm.FaultRetryInputsOf(_attemptGfn) != _attempt;
 
     /// <summary>
     /// The hardware part: TLB lookup, else SPTE walk (sets A, and D for a store, fills the TLB); report the access to

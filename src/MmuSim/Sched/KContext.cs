@@ -42,6 +42,8 @@ public sealed class KContext
     internal object? BlockedOn;
     internal long WakeAtNs;
     internal bool Started;
+    internal string? SpinningIn; // the retry loop parked in Scheduler.SpinWait, for the liveness message
+    internal ISpinWaiter? SpinWaiter;
 
     /// <summary>Spinlocks held + RCU read-side sections + preempt-disabled regions.</summary>
     public int AtomicDepth;

@@ -27,6 +27,8 @@ public sealed class Scheduler
     long _slowAtStep;
     long _nextWakeNs = long.MaxValue;
     bool _hooks;
+    ulong _spinMask; // contexts parked in SpinWait, woken after a step of another context that changed their inputs
+    static readonly object SpinToken = new SpinWaitToken();
 
     public Scheduler(IStrategy? strategy = null, CostModel? costs = null)
     {
@@ -101,7 +103,7 @@ public sealed class Scheduler
     void UpdateSlowPath()
     {
         _hooks = _afterStep != null || _stepSink != null;
-        _slowAtStep = _hooks || _strategy != null ? 0 : MaxSteps;
+        _slowAtStep = _hooks || _strategy != null || _spinMask != 0 ? 0 : MaxSteps;
     }
 
     /// <summary>Create a context. Its body starts at the first decision that picks it.</summary>
@@ -138,6 +140,7 @@ public sealed class Scheduler
         var cur = _current!;
         cur.Steps++;
         if (Violation != null || ModelError != null) return false;
+        if (_spinMask != 0) WakeSpinners(cur.Id);
         if (_stepSink != null)
         {
             StepSubject = subject;
@@ -188,6 +191,7 @@ public sealed class Scheduler
     public BlockAwaiter Block(object on, PointKind kind = PointKind.Wait)
     {
         var cur = Current;
+        if (_spinMask != 0) WakeSpinners(cur.Id);
         cur.State = ContextState.Blocked;
         cur.BlockedOn = on;
         if (_stepSink != null)
@@ -222,11 +226,57 @@ public sealed class Scheduler
         }
     }
 
+    /// <summary>
+    /// A spin-loop hint (Loom's <c>hint::spin_loop</c>/<c>yield_now</c>, Coyote's yield) for a retry whose attempt
+    /// changed nothing: the caller has checked that every input of its retry decision is as it was when the attempt
+    /// began, so the next attempt would repeat this one step for step. The context parks, not runnable and so no choice
+    /// for the strategy, until another context completes a step (reaches a point, blocks, sleeps, spins or exits)
+    /// after which <see cref="ISpinWaiter.InputsChanged"/> holds. If every live context is parked here or blocked and
+    /// no sleeper is left, nothing can ever change those inputs: a liveness violation. Not a sleep (no might_sleep()).
+    /// </summary>
+    /// <remarks>Exact as long as <see cref="ISpinWaiter.InputsChanged"/> covers every input of the retry decision: the
+    /// check runs after each step of every other context, so a write that would end the spin is never missed; only
+    /// repetitions of an attempt on unchanged inputs are cut. Checks run only while a context is parked.</remarks>
+    public BlockAwaiter SpinWait(ISpinWaiter waiter, string what)
+    {
+        var cur = Current;
+        if (_spinMask != 0) WakeSpinners(cur.Id);
+        cur.State = ContextState.Blocked;
+        cur.BlockedOn = SpinToken;
+        cur.SpinningIn = what;
+        cur.SpinWaiter = waiter;
+        _spinMask |= 1UL << cur.Id;
+        UpdateSlowPath();
+        _stepSink?.OnStep(this, cur, PointKind.Yield, 0);
+        return new BlockAwaiter(this);
+    }
+
+    /// <summary>After a step of <paramref name="stepper"/>: wake every other spinner whose retry inputs changed.</summary>
+    void WakeSpinners(int stepper)
+    {
+        ulong m = _spinMask & ~(1UL << stepper);
+        bool any = false;
+        while (m != 0)
+        {
+            int id = System.Numerics.BitOperations.TrailingZeroCount(m);
+            m &= m - 1;
+            var c = _contexts[id];
+            if (!c.SpinWaiter!.InputsChanged) continue;
+            _spinMask &= ~(1UL << id);
+            c.SpinningIn = null;
+            c.SpinWaiter = null;
+            Wake(c);
+            any = true;
+        }
+        if (any) UpdateSlowPath();
+    }
+
     /// <summary>Sleep on the simulated clock (daemons, schedule_timeout). A sleeping operation: see <see cref="MightSleep"/>.</summary>
     public BlockAwaiter Sleep(long ns)
     {
         MightSleep("schedule_timeout");
         var cur = Current;
+        if (_spinMask != 0) WakeSpinners(cur.Id);
         cur.State = ContextState.Sleeping;
         cur.WakeAtNs = ClockNs + Math.Max(ns, 1);
         if (cur.WakeAtNs < _nextWakeNs) _nextWakeNs = cur.WakeAtNs;
@@ -316,7 +366,10 @@ public sealed class Scheduler
                 {
                     if (AdvanceClockToNextSleeper()) continue;
                     _current = null;
-                    Fail(Invariants.Deadlock, "every context is blocked: " + DescribeBlocked());
+                    if (_spinMask != 0)
+                        Fail(Invariants.Liveness, "every live context spin-waits or is blocked, and no write can end the spin: " + DescribeBlocked());
+                    else
+                        Fail(Invariants.Deadlock, "every context is blocked: " + DescribeBlocked());
                     break;
                 }
                 if (n == 1 || _strategy == null) next = _runnableBuf[0];
@@ -360,6 +413,7 @@ public sealed class Scheduler
     void Finish(KContext ctx, ValueTask t)
     {
         ctx.State = ContextState.Done;
+        if (_spinMask != 0) WakeSpinners(ctx.Id);
         try { t.GetAwaiter().GetResult(); }
         catch (Exception e) { ModelError ??= e; }
     }
@@ -421,9 +475,24 @@ public sealed class Scheduler
     {
         var parts = new List<string>();
         foreach (var c in _contexts)
-            if (c.State == ContextState.Blocked) parts.Add($"{c} waits on {c.BlockedOn} in {c.CurrentFunction}");
+            if (c.State != ContextState.Blocked) continue;
+            else if (c.SpinningIn != null) parts.Add($"{c} spins in {c.SpinningIn}");
+            else parts.Add($"{c} waits on {c.BlockedOn} in {c.CurrentFunction}");
         return string.Join("; ", parts);
     }
+}
+
+/// <summary>A context retrying a loop (see <see cref="Scheduler.SpinWait"/>).</summary>
+public interface ISpinWaiter
+{
+    /// <summary>Whether any input of the retry decision differs from its value when the failed attempt began.</summary>
+    bool InputsChanged { get; }
+}
+
+/// <summary>What a context parked in <see cref="Scheduler.SpinWait"/> is blocked on.</summary>
+sealed class SpinWaitToken
+{
+    public override string ToString() => "spin-wait";
 }
 
 /// <summary>Awaiter for <see cref="Scheduler.Point"/>: completes synchronously unless the strategy switches.</summary>
