@@ -109,6 +109,12 @@ public enum Feature
     KvmPageFaultTraceVcpu,
     /// <summary>PPC e500 (booke) checks mmu_notifier_retry under mmu_lock while mapping (Bharat Bhushan, §5(d2)); before, its fault path never did.</summary>
     KvmE500RetryCheck,
+    /// <summary>
+    /// x86 (TDP and shadow MMU) ages SPTEs without mmu_lock: kvm_age_hva_range sets range.lockless
+    /// (CONFIG_KVM_MMU_LOCKLESS_AGING), so kvm_handle_hva_range never takes the lock and kvm_age_gfn/kvm_test_age_gfn
+    /// run under kvm->srcu (and RCU) alone with atomic bit clears (James Houghton's series, 6.15).
+    /// </summary>
+    KvmLocklessAging,
 
     // ---- KSM (§4.1)
     Ksm,
