@@ -66,7 +66,7 @@ public sealed record HistoryCell
 /// <summary>Settings of a history run.</summary>
 public sealed record HistoryOptions
 {
-    /// <summary>Wall-clock budget of the whole table; each applicable cell gets an equal share (at least 50 ms).</summary>
+    /// <summary>Wall-clock budget of the whole table; each applicable cell gets its weighted share of what is left when it starts (at least 50 ms; cells expecting a violation weigh 3), unused time going back to the pool.</summary>
     public TimeSpan TimeLimit { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>Schedule cap per cell (a clean cell stops at this or at its time share).</summary>
     public int IterationsPerCell { get; init; } = 20_000;
@@ -133,19 +133,46 @@ public static class HistoryRunner
             }
 
         int par = Math.Max(1, options.Parallelism);
-        // Each cell gets an equal share of the wall-clock budget on each worker.
-        var share = work.Count == 0 ? TimeSpan.Zero
-            : TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(50).Ticks, options.TimeLimit.Ticks * par / work.Count));
+        // The wall-clock budget of every worker together, handed out as cells start: each takes its weight's share of
+        // what is left over the weight of the cells still to run (at least 50 ms) and gives back what it did not use, so
+        // the time a cell saves by finding its bug early goes to the cells after it (an overrun is not charged: on a
+        // loaded machine it would starve every later cell). A cell that expects a violation
+        // weighs ViolationWeight: it stops at its bug, so its larger cap is spent only when the bug is hard to reach.
+        long minShare = TimeSpan.FromMilliseconds(50).Ticks;
+        long budget = options.TimeLimit.Ticks * par;
+        long weightLeft = 0;
+        foreach (var i in work) weightLeft += WeightOf(scenarios[i / eras.Count], eras[i % eras.Count]);
+        var gate = new object();
         var sw = Stopwatch.StartNew();
         Parallel.ForEach(work, new ParallelOptions { MaxDegreeOfParallelism = par }, i =>
         {
             var sc = scenarios[i / eras.Count];
             var era = eras[i % eras.Count];
-            cells[i] = RunCell(sc, era, options, share);
+            int w = WeightOf(sc, era);
+            long share;
+            lock (gate)
+            {
+                share = Math.Max(minShare, Math.Max(0, budget) * w / Math.Max(1, weightLeft));
+                budget -= share;
+                weightLeft -= w;
+            }
+            long start = sw.Elapsed.Ticks;
+            cells[i] = RunCell(sc, era, options, TimeSpan.FromTicks(share));
+            long used = sw.Elapsed.Ticks - start;
+            if (used < share)
+                lock (gate) budget += share - used;
             options.OnCell?.Invoke(cells[i]);
         });
         return new HistoryReport { Scenarios = scenarios, Eras = eras, Cells = cells, Elapsed = sw.Elapsed };
     }
+
+    /// <summary>How many shares of the time budget a cell that expects a violation gets, against 1 for a clean one.</summary>
+    public const int ViolationWeight = 3;
+
+    /// <summary>Schedules a cell that expects a violation explores at least (unless its cap is lower) before it is called clean.</summary>
+    public const int ViolationScheduleFloor = 2000;
+
+    static int WeightOf(Scenario s, KernelEra e) => s.ExpectedIn(e).Kind == ExpectKind.Violation ? ViolationWeight : 1;
 
     /// <summary>Explore one scenario in one era: until the first violation, the iteration cap or the time share.</summary>
     public static HistoryCell RunCell(Scenario scenario, KernelEra era, HistoryOptions options, TimeSpan timeLimit)
@@ -154,14 +181,21 @@ public static class HistoryRunner
         if (expected.Kind == ExpectKind.NotApplicable)
             return new HistoryCell { Scenario = scenario.Name, Era = era.Name, Status = CellStatus.NotApplicable, Expected = expected };
         var program = new ScenarioExplorable(scenario, era);
-        var report = new Explorer(program, new ExploreOptions
+        var explore = new ExploreOptions
         {
             Strategy = scenario.PctDepth is int pd && pd > options.Strategy.Depth ? options.Strategy with { Depth = pd } : options.Strategy,
             Iterations = options.IterationsPerCell,
             TimeLimit = timeLimit,
             Parallelism = 1,
             MaxCounterexamples = 1,
-        }).Run();
+        };
+        var report = new Explorer(program, explore).Run();
+        // A cell that expects a violation and ran out of time before ViolationScheduleFloor schedules is explored again
+        // up to the floor without a time limit: whether the seeded search reaches the bug must not depend on how
+        // loaded the machine is. It costs time only where the answer would otherwise be a timing artefact.
+        int floor = Math.Min(ViolationScheduleFloor, options.IterationsPerCell);
+        if (report.First == null && expected.Kind == ExpectKind.Violation && report.Schedules < floor)
+            report = new Explorer(program, explore with { Iterations = floor, TimeLimit = null }).Run();
         var (stats, statRuns) = SampleStats(scenario, era, options.StatRuns);
         var ce = report.First;
         return new HistoryCell
