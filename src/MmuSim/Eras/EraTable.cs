@@ -72,6 +72,11 @@ public static class EraTable
         new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
         new(Feature.KvmE500RetryCheck, V(3, 13), Forever, "kvm: ppc: booke: check range page invalidation progress on page setup (Bharat Bhushan, 2013; backported to 3.12; version: recollection); race 5(d2)"),
         new(Feature.KvmPrefetchSkipsInvalidation, V(5, 13), Forever, "'Skip prefetch while invalidations are in progress' (David Stevens' v4 'Consider the hva in mmu_notifier retry' series, Feb 2021, with KvmRetryHvaRange); check seen in 6.x direct_pte_prefetch and FNAME(pte_prefetch)"),
+        new(Feature.KvmLocklessAging, V(6, 15), Forever,
+            "'KVM: x86/mmu: Age sptes locklessly' v9 (James Houghton, posted 2025-02-04), applied to kvm-x86 mmu in Feb 2025 for the 6.15 merge window " +
+            "(6.14 was released 2025-03-24; version from that date): aa34b811650c 'KVM: Add lockless memslot walk to KVM', b146a9b34aed 'KVM: x86/mmu: Relax locking for " +
+            "kvm_test_age_gfn() and kvm_age_gfn()', af3b6a9eba48 'KVM: x86/mmu: Support rmap walks without holding mmu_lock when aging gfns' (kvm-x86 ids from the " +
+            "apply mail); CONFIG_KVM_MMU_LOCKLESS_AGING selected by x86 (and s390, not modelled), not by arm64"),
         new(Feature.KvmPfnCache, V(5, 17), Forever, "982ed0de4753 KVM: Reinstate gfn_to_pfn_cache with invalidation support (id confirmed in Fixes: tags; posted Nov 2021 as v4/v5 08/12; 5.17 merge: recollection). Invalidation in invalidate_range_start, retry on any mn_active_invalidate_count (seen in 6.2/6.3-era pfncache.c); the range_end rework (Woodhouse, Aug-Oct 2024, v2/v3) was not found in any release tree: modelled as a per-VM option, not an era; race 5(d6)"),
 
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
@@ -133,6 +138,11 @@ public static class EraTable
         ("6.8", V(6, 8), "KVM gfn-range retry, early unsafe retry checks (reference tree)"),
         ("6.10", V(6, 10), "change_pte and set_pte_at_notify removed"),
         ("6.13", V(6, 13), "KVM x86 marks folios dirty/accessed at fault time under mmu_lock, not on zap"),
+        ("6.14", V(6, 14), "(reference) no modelled change to the notifier or KVM's handling of it since 6.13 (docs/eras.md)"),
+        ("6.15", V(6, 15), "KVM x86 ages SPTEs locklessly: aging callbacks never take mmu_lock (TDP and shadow MMU)"),
+        ("6.16", V(6, 16), "(reference) same modelled semantics as 6.15 (docs/eras.md)"),
+        ("6.17", V(6, 17), "(reference) same modelled semantics as 6.15 (docs/eras.md)"),
+        ("6.18", V(6, 18), "(reference; this machine's kernel) same modelled semantics as 6.15 (docs/eras.md)"),
     ];
 
     static readonly Lazy<IReadOnlyList<KernelEra>> _eras = new(BuildAll);

@@ -111,6 +111,12 @@ public enum Feature
     KvmE500RetryCheck,
     /// <summary>direct_pte_prefetch / FNAME(pte_prefetch) return early while mmu_invalidate_in_progress (David Stevens, 5.13).</summary>
     KvmPrefetchSkipsInvalidation,
+    /// <summary>
+    /// x86 (TDP and shadow MMU) ages SPTEs without mmu_lock: kvm_age_hva_range sets range.lockless
+    /// (CONFIG_KVM_MMU_LOCKLESS_AGING), so kvm_handle_hva_range never takes the lock and kvm_age_gfn/kvm_test_age_gfn
+    /// run under kvm->srcu (and RCU) alone with atomic bit clears (James Houghton's series, 6.15).
+    /// </summary>
+    KvmLocklessAging,
 
     // ---- KSM (§4.1)
     Ksm,

@@ -154,15 +154,31 @@ public sealed partial class Kvm
     /// __kvm_handle_hva_range: under kvm->srcu, for each memslot whose hva span overlaps [start, end) clip and convert
     /// to gfns (any page touching the range); take mmu_lock (write) and run on_lock at the first match (5.13+,
     /// 071064f14d87; before, the per-callback code locked and counted unconditionally); run the handler; flush before
-    /// unlocking if asked and needed. Returns the handlers' OR.
+    /// unlocking if asked and needed. Returns the handlers' OR. A lockless range (6.15+ x86 aging,
+    /// <see cref="AgesLocklessly"/>) never takes mmu_lock: the handler runs under kvm->srcu alone and the flush, if any,
+    /// is issued with no lock held.
     /// </summary>
     internal async ValueTask<bool> HandleHvaRange(ulong start, ulong end, HvaRangeOp op, Pte pte)
     {
         using var _ = S.Current.Enter("__kvm_handle_hva_range");
         bool flushOnRet = op is HvaRangeOp.Unmap or HvaRangeOp.Age or HvaRangeOp.ChangePte;
+        bool lockless = (op is HvaRangeOp.Age or HvaRangeOp.AgeNoFlush or HvaRangeOp.TestAge) && AgesLocklessly;
         bool locked = false, ret = false;
         bool afterUnlockSeq = false;
         await SrcuReadLock();
+        if (lockless)
+        {
+            for (int i = 0; i < _slots.Count; i++)
+            {
+                var slot = _slots[i];
+                ulong hs = Math.Max(start, slot.UserspaceAddr), he = Math.Min(end, slot.EndHva);
+                if (hs >= he) continue;
+                ret |= await Handler(op, slot, slot.HvaToGfn(hs), slot.HvaToGfn(he + MmStruct.PageSize - 1), pte);
+            }
+            if (flushOnRet && ret) await FlushRemoteTlbs();
+            SrcuReadUnlock();
+            return ret;
+        }
         if (!Era.Has(Feature.KvmSkipLockWithoutSlot))
         {
             await MmuLock.Lock();
@@ -202,6 +218,13 @@ public sealed partial class Kvm
         SrcuReadUnlock();
         return ret;
     }
+
+    /// <summary>
+    /// kvm_age_hva_range's range.lockless = IS_ENABLED(CONFIG_KVM_MMU_LOCKLESS_AGING): x86 from 6.15 (TDP and shadow MMU).
+    /// A VM without A bits keeps the lock here: the model ages it by zapping, where 6.15 marks the SPTE for access
+    /// tracking with a cmpxchg instead (docs/eras.md).
+    /// </summary>
+    bool AgesLocklessly => Era.Has(Feature.KvmLocklessAging) && KvmArchInfo.IsX86(Arch) && !NoAccessedBit;
 
     /// <summary>on_lock per op. Returns true when the seq bump must follow the unlock (kvm-seq-bump-after-unlock).</summary>
     async ValueTask<bool> OnLock(HvaRangeOp op, ulong start, ulong end)
