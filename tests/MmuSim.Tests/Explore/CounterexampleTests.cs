@@ -121,9 +121,9 @@ public class CounterexampleTests
     }
 
     [Theory]
-    [InlineData("hello\n", ":1: not an MmuSim trace")]
+    [InlineData("hello\n", ":1: trace: not an MmuSim trace")]
     [InlineData("mmusim-trace 9\n", "newer than this mmusim")]
-    [InlineData("mmusim-trace 1\nscenario s\n--\n1\nx\nend\n", ":5: bad decision 'x'")]
+    [InlineData("mmusim-trace 1\nscenario s\n--\n1\nx\nend\n", ":5: trace: bad decision 'x'")]
     [InlineData("mmusim-trace 1\nscenario s\n--\n1\n", "no 'end' line")]
     [InlineData("mmusim-trace 1\nscenario s\ndecisions 3\n--\n1\nend\n", "header says 3 decisions, file has 1")]
     public void MalformedTraceFilesNameTheLine(string text, string error)
