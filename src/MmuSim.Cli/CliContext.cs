@@ -33,7 +33,7 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(Out),
         });
-        c.Profile.Width = 200;
+        c.Profile.Width = width;
         return c;
     }
 
@@ -41,7 +41,7 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
     /// Write a table to stdout. On a terminal Spectre renders it; redirected, it is rendered as plain ASCII with no
     /// trailing padding and no blank lines around it, so that the output diffs and greps well.
     /// </summary>
-    public void WriteTable(Table table)
+    public void WriteTable(Table table, int width = 200)
     {
         if (OutIsTerminal)
         {
@@ -56,7 +56,7 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(sw),
         });
-        c.Profile.Width = 200;
+        c.Profile.Width = width;
         c.Write(table);
         var lines = sw.ToString().ReplaceLineEndings("\n").Split('\n').Select(l => l.TrimEnd()).ToList();
         while (lines.Count > 0 && lines[0].Length == 0) lines.RemoveAt(0);

@@ -17,9 +17,10 @@ public static class ErasCommand
             cli.WriteTable(eras);
             cli.Out.WriteLine();
 
-            var m = new Table().Border(TableBorder.Simple).AddColumn("feature");
-            foreach (var e in EraTable.All) m.AddColumn(new TableColumn(Markup.Escape(e.Name)).Centered());
-            m.AddColumn("since..until");
+            // One column per era: keep feature names and era names whole; the matrix is as wide as it needs to be.
+            var m = new Table().Border(TableBorder.Simple).AddColumn(new TableColumn("feature").NoWrap());
+            foreach (var e in EraTable.All) m.AddColumn(new TableColumn(Markup.Escape(e.Name)).Centered().NoWrap());
+            m.AddColumn(new TableColumn("since..until").NoWrap());
             foreach (var f in EraTable.Features)
             {
                 var row = new List<string> { f.Feature.ToString() };
@@ -27,7 +28,7 @@ public static class ErasCommand
                 row.Add(f.Until == KernelVersion.Max ? $"{f.Since}+" : $"{f.Since}..<{f.Until}");
                 m.AddRow(row.Select(Markup.Escape).ToArray());
             }
-            cli.WriteTable(m);
+            cli.WriteTable(m, width: 400);
             return Program.Ok;
         });
         return cmd;
