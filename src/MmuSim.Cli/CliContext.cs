@@ -33,7 +33,7 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(Out),
         });
-        c.Profile.Width = width;
+        c.Profile.Width = 200;
         return c;
     }
 
