@@ -6,41 +6,16 @@ namespace MmuSim.Tests.Cli;
 /// <summary>Every kind of bad input: exit code 2 and exactly one stderr line naming file:line and the field.</summary>
 public class BadInputTests
 {
-    const string Good = """
-        name: t
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x100000, len: 16K, prot: rw }
-        threads:
-          - name: cpu0
-            process: p
-            ops:
-              - read: { addr: 0x100000 }
-        """;
-
-    /// <summary>Replace line <paramref name="line"/> (1-based) of <see cref="Good"/>.</summary>
+    /// <summary>Replace line <paramref name="line"/> (1-based) of <see cref="MinimalScenario"/>.</summary>
     static string With(int line, string text)
     {
-        var lines = Good.Split('\n').ToList();
+        var lines = MinimalScenario.Split('\n').ToList();
         lines[line - 1] = text;
         return string.Join("\n", lines);
     }
 
-    static void AssertBadInput(string yaml, int line, string field, string messagePart)
-    {
-        var path = WriteScenario(yaml);
-        var (code, _, err) = Run("run", path);
-        Assert.Equal(2, code);
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.DoesNotContain("   at ", err);
-        Assert.StartsWith($"{path}:{line}: {field}: ", lines[0]);
-        Assert.Contains(messagePart, lines[0]);
-    }
-
     [Fact]
-    public void GoodScenarioRuns() => Assert.Equal(0, Run("run", WriteScenario(Good)).Code);
+    public void GoodScenarioRuns() => Assert.Equal(0, Run("run", WriteScenario(MinimalScenario)).Code);
 
     [Fact]
     public void MalformedYaml()
@@ -68,11 +43,11 @@ public class BadInputTests
         AssertBadInput(With(10, "      - munmapp: { addr: 0x100000, len: 4K }"), 10, "op", "did you mean munmap");
 
     [Fact]
-    public void UnknownEra() => AssertBadInput("era: 9.9\n" + Good, 1, "era", "unknown era '9.9' (known: 2.6.27,");
+    public void UnknownEra() => AssertBadInput("era: 9.9\n" + MinimalScenario, 1, "era", "unknown era '9.9' (known: 2.6.27,");
 
     [Fact]
     public void UnknownEraInExpectation() =>
-        AssertBadInput(Good + "\nexpect:\n  default: pass\n  \"3.6..4.11\": stale-translation", 13, "expect", "unknown era '4.11'");
+        AssertBadInput(MinimalScenario + "\nexpect:\n  default: pass\n  \"3.6..4.11\": stale-translation", 13, "expect", "unknown era '4.11'");
 
     [Fact]
     public void AddressOutsideEveryVma() =>
@@ -95,7 +70,7 @@ public class BadInputTests
         AssertBadInput(With(10, "      - read: { addr: 0x100000, colour: red }"), 10, "read.colour", "unknown field");
 
     [Fact]
-    public void UnknownTopLevelField() => AssertBadInput(Good + "\ncolour: red", 11, "colour", "unknown field");
+    public void UnknownTopLevelField() => AssertBadInput(MinimalScenario + "\ncolour: red", 11, "colour", "unknown field");
 
     [Fact]
     public void MissingOpField() => AssertBadInput(With(10, "      - write: { addr: 0x100000 }"), 10, "write.value", "required field is missing");
@@ -115,17 +90,17 @@ public class BadInputTests
         AssertBadInput(With(5, "      - { start: 0x100000, len: 16K }\n      - { start: 0x102000, len: 8K }"), 6, "processes[p].vmas[1]", "overlaps");
 
     [Fact]
-    public void UnknownInvariantInExpect() => AssertBadInput(Good + "\nexpect: stale", 11, "expect", "'stale' is not an outcome");
+    public void UnknownInvariantInExpect() => AssertBadInput(MinimalScenario + "\nexpect: stale", 11, "expect", "'stale' is not an outcome");
 
     [Fact]
-    public void UnknownMutationInScenario() => AssertBadInput(Good + "\nmutations: [no-such]", 11, "mutations", "unknown mutation 'no-such'");
+    public void UnknownMutationInScenario() => AssertBadInput(MinimalScenario + "\nmutations: [no-such]", 11, "mutations", "unknown mutation 'no-such'");
 
     [Fact]
-    public void UnknownCostKind() => AssertBadInput(Good + "\ncosts: { warp: 5 }", 11, "costs.warp", "unknown cost kind");
+    public void UnknownCostKind() => AssertBadInput(MinimalScenario + "\ncosts: { warp: 5 }", 11, "costs.warp", "unknown cost kind");
 
     [Fact]
     public void OverlappingEraSets() =>
-        AssertBadInput(Good + "\nexpect:\n  4.13+: pass\n  \"6.10\": stale-translation", 13, "expect", "both contain 6.10");
+        AssertBadInput(MinimalScenario + "\nexpect:\n  4.13+: pass\n  \"6.10\": stale-translation", 13, "expect", "both contain 6.10");
 
     [Fact]
     public void UnknownMadviseAdvice() =>
@@ -150,7 +125,7 @@ public class BadInputTests
     [Fact]
     public void UnknownEraOnCommandLine()
     {
-        var (code, _, err) = Run("run", WriteScenario(Good), "--era", "1.0");
+        var (code, _, err) = Run("run", WriteScenario(MinimalScenario), "--era", "1.0");
         Assert.Equal(2, code);
         Assert.StartsWith("mmusim: --era: unknown era '1.0' (known: 2.6.27, 2.6.32,", err);
         Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
@@ -159,7 +134,7 @@ public class BadInputTests
     [Fact]
     public void UnknownMutationOnCommandLine()
     {
-        var (code, _, err) = Run("explore", WriteScenario(Good), "--mutate", "kvm-no-such-thing", "-n", "1");
+        var (code, _, err) = Run("explore", WriteScenario(MinimalScenario), "--mutate", "kvm-no-such-thing", "-n", "1");
         Assert.Equal(2, code);
         Assert.StartsWith("mmusim: --mutate: unknown mutation 'kvm-no-such-thing' (known: skip-tlb-flush,", err);
     }

@@ -11,24 +11,6 @@ namespace MmuSim.Tests.Cli;
 /// </summary>
 public class OutputAndLimitTests
 {
-    const string Race = """
-        name: race-demo
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x10000, len: 16K, prot: rw }
-        setup:
-          - write: { process: p, addr: 0x10000, value: 1 }
-        threads:
-          - name: writer
-            process: p
-            ops:
-              - write: { addr: 0x10000, value: 7 }
-          - name: reader
-            process: p
-            ops:
-              - expect-value: { addr: 0x10000, value: 1 }
-        """;
 
     static readonly string Dir = Directory.CreateTempSubdirectory("mmusim-out-").FullName;
 
@@ -42,20 +24,20 @@ public class OutputAndLimitTests
 
     [Fact]
     public void OutIntoAMissingDirectoryIsBadInput() =>
-        AssertUsage("--out", Run("explore", WriteScenario(Race), "-s", "random", "--out", Path.Combine(Dir, "no-such-dir", "x.trace")));
+        AssertUsage("--out", Run("explore", WriteScenario(RaceDemo), "-s", "random", "--out", Path.Combine(Dir, "no-such-dir", "x.trace")));
 
     [Fact]
     public void OutOntoAFullDeviceIsBadInput() =>
-        AssertUsage("--out", Run("explore", WriteScenario(Race), "-s", "random", "--out", "/dev/full"));
+        AssertUsage("--out", Run("explore", WriteScenario(RaceDemo), "-s", "random", "--out", "/dev/full"));
 
     [Fact]
     public void TraceOutIntoAMissingDirectoryIsBadInput() =>
-        AssertUsage("--trace-out", Run("explore", WriteScenario(Race), "-s", "random", "--trace-format", "ftrace",
+        AssertUsage("--trace-out", Run("explore", WriteScenario(RaceDemo), "-s", "random", "--trace-format", "ftrace",
             "--trace-out", Path.Combine(Dir, "no-such-dir", "x.ftrace")));
 
     [Fact]
     public void TraceOutOntoAFullDeviceIsBadInput() =>
-        AssertUsage("--trace-out", Run("explore", WriteScenario(Race), "-s", "random", "--trace-format", "perfetto", "--trace-out", "/dev/full"));
+        AssertUsage("--trace-out", Run("explore", WriteScenario(RaceDemo), "-s", "random", "--trace-format", "perfetto", "--trace-out", "/dev/full"));
 
     [Fact]
     public void ReplayOfAnUnreadableFileIsBadInput()
@@ -71,14 +53,14 @@ public class OutputAndLimitTests
     [InlineData("NaN")]
     [InlineData("-5s")]
     public void AbsurdTimeLimitIsBadInput(string limit) =>
-        AssertUsage("--time-limit", Run("explore", WriteScenario(Race), "-t", limit));
+        AssertUsage("--time-limit", Run("explore", WriteScenario(RaceDemo), "-t", limit));
 
     [Theory]
     [InlineData("explore")]
     [InlineData("history")]
     public void JobsZeroIsBadInputNotSilentlyOne(string command)
     {
-        var args = command == "explore" ? new[] { "explore", WriteScenario(Race), "--jobs", "0" } : ["history", "--jobs", "0"];
+        var args = command == "explore" ? new[] { "explore", WriteScenario(RaceDemo), "--jobs", "0" } : ["history", "--jobs", "0"];
         var r = Run(args);
         AssertUsage("--jobs", r);
         Assert.Contains("must be at least 1, got 0", r.Err);
@@ -88,7 +70,7 @@ public class OutputAndLimitTests
     public void CorruptedTraceEraNamesTheTraceFileAndLine()
     {
         var good = Path.Combine(Dir, "era.trace");
-        Assert.Equal(1, Run("explore", WriteScenario(Race), "-s", "random", "--out", good).Code);
+        Assert.Equal(1, Run("explore", WriteScenario(RaceDemo), "-s", "random", "--out", good).Code);
         var lines = File.ReadAllLines(good);
         int eraLine = Array.FindIndex(lines, l => l.StartsWith("era ", StringComparison.Ordinal));
         lines[eraLine] = "era 9.99";
@@ -111,7 +93,7 @@ public class OutputAndLimitTests
     public void OutIsWrittenWhenFoundThenOverwrittenWithTheShrunkCounterexample()
     {
         var path = Path.Combine(Dir, "early.trace");
-        var (code, _, err) = Run("explore", WriteScenario(Race), "-s", "random", "--out", path);
+        var (code, _, err) = Run("explore", WriteScenario(RaceDemo), "-s", "random", "--out", path);
         Assert.Equal(1, code);
         int found = err.IndexOf($"counterexample saved to {path}", StringComparison.Ordinal);
         int shrunk = err.IndexOf("shrunk:", StringComparison.Ordinal);
@@ -129,7 +111,7 @@ public class OutputAndLimitTests
     [Fact]
     public void ExplorerReportsTheFirstCounterexampleAsSoonAsFound()
     {
-        var s = MmuSim.Scenarios.ScenarioLoader.Parse(Race, "race.yaml");
+        var s = MmuSim.Scenarios.ScenarioLoader.Parse(RaceDemo, "race.yaml");
         var program = new ScenarioExplorable(s, s.EraOrDefault(null), [], 1);
         var seen = new List<Counterexample>();
         var report = new Explorer(program, new ExploreOptions
@@ -153,7 +135,7 @@ public class OutputAndLimitTests
         Assert.Equal(cap, MmuSim.Cli.Commands.ExploreCommand.ShrinkBudget(TimeSpan.FromHours(1), TimeSpan.FromSeconds(1)).TimeLimit);
 
         // A spent budget leaves the shrinker only the replay that confirms the counterexample.
-        var s = MmuSim.Scenarios.ScenarioLoader.Parse(Race, "race.yaml");
+        var s = MmuSim.Scenarios.ScenarioLoader.Parse(RaceDemo, "race.yaml");
         var program = new ScenarioExplorable(s, s.EraOrDefault(null), [], 1);
         var found = new Explorer(program, new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Random, Seed = 1 }, Iterations = 200 }).Run().First!;
         var spent = new Shrinker(program, new ShrinkOptions { TimeLimit = TimeSpan.Zero });

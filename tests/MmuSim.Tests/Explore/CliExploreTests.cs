@@ -1,4 +1,5 @@
 using MmuSim.Explore;
+using MmuSim.Tests.Cli;
 
 namespace MmuSim.Tests.Explore;
 
@@ -9,39 +10,10 @@ public class CliExploreTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    const string Race = """
-        name: race-demo
-        description: the reader expects the old value; the writer may run first
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x10000, len: 16K, prot: rw }
-        setup:
-          - write: { process: p, addr: 0x10000, value: 1 }
-        threads:
-          - name: writer
-            process: p
-            ops:
-              - write: { addr: 0x10000, value: 7 }
-          - name: reader
-            process: p
-            ops:
-              - expect-value: { addr: 0x10000, value: 1 }
-        expect: pass
-        """;
-
-    static (int Code, string Out, string Err) Cli(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = MmuSim.Cli.Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
     string Scenario()
     {
         string path = Path.Combine(_dir, "race.yaml");
-        File.WriteAllText(path, Race);
+        File.WriteAllText(path, CliRunner.RaceDemo);
         return path;
     }
 
@@ -49,7 +21,7 @@ public class CliExploreTests : IDisposable
     public void ExploreFindsShrinksSavesAndReplayReproduces()
     {
         string trace = Path.Combine(_dir, "race.trace");
-        var (code, stdout, stderr) = Cli("explore", Scenario(), "--strategy", "pct", "--depth", "2", "--out", trace);
+        var (code, stdout, stderr) = CliRunner.Run("explore", Scenario(), "--strategy", "pct", "--depth", "2", "--out", trace);
         Assert.Equal(1, code);
         Assert.Contains("race diagram", stdout);
         Assert.Contains("CPU1 (writer: user_write)", stdout);
@@ -60,16 +32,16 @@ public class CliExploreTests : IDisposable
         Assert.Equal("race-demo", t.Scenario);
         Assert.Equal("unexpected-value", t.Invariant);
 
-        var (rcode, rout, rerr) = Cli("replay", trace);
+        var (rcode, rout, rerr) = CliRunner.Run("replay", trace);
         Assert.Equal(1, rcode);
         Assert.Contains("reproduced: unexpected-value", rerr);
         Assert.Contains("violation: unexpected-value", rout);
 
-        var (fcode, fout, _) = Cli("replay", trace, "--trace-format", "ftrace");
+        var (fcode, fout, _) = CliRunner.Run("replay", trace, "--trace-format", "ftrace");
         Assert.Equal(1, fcode);
         Assert.StartsWith("# tracer: nop\n", fout.Substring(fout.IndexOf("# tracer", StringComparison.Ordinal)));
         string json = Path.Combine(_dir, "race.json");
-        Assert.Equal(1, Cli("replay", trace, "--trace-format", "perfetto", "--trace-out", json).Code);
+        Assert.Equal(1, CliRunner.Run("replay", trace, "--trace-format", "perfetto", "--trace-out", json).Code);
         using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
         Assert.True(doc.RootElement.GetProperty("traceEvents").GetArrayLength() > 5);
     }
@@ -77,7 +49,7 @@ public class CliExploreTests : IDisposable
     [Fact]
     public void DfsReportsCompletionAndExitsZero()
     {
-        var (code, stdout, _) = Cli("explore", "cow-zero-page", "--strategy", "dfs", "--preemptions", "2");
+        var (code, stdout, _) = CliRunner.Run("explore", "cow-zero-page", "--strategy", "dfs", "--preemptions", "2");
         Assert.Equal(0, code);
         Assert.Matches(@"^no violation in all \d+ schedules up to 2 preemptions", stdout);
     }
@@ -89,7 +61,7 @@ public class CliExploreTests : IDisposable
     [InlineData("--trace-format", "svg", "unknown format 'svg'")]
     public void BadOptionsExitTwo(string option, string value, string message)
     {
-        var (code, _, stderr) = Cli("explore", "cow-zero-page", option, value);
+        var (code, _, stderr) = CliRunner.Run("explore", "cow-zero-page", option, value);
         Assert.Equal(2, code);
         Assert.Contains(message, stderr);
     }
@@ -97,7 +69,7 @@ public class CliExploreTests : IDisposable
     [Fact]
     public void HelpPrintsThePctGuarantee()
     {
-        var (_, stdout, _) = Cli("explore", "--help");
+        var (_, stdout, _) = CliRunner.Run("explore", "--help");
         Assert.Contains("1/(n*k^(d-1))", stdout);
     }
 
@@ -106,7 +78,7 @@ public class CliExploreTests : IDisposable
     {
         string bad = Path.Combine(_dir, "bad.trace");
         File.WriteAllText(bad, "hello\n");
-        var (code, _, stderr) = Cli("replay", bad);
+        var (code, _, stderr) = CliRunner.Run("replay", bad);
         Assert.Equal(2, code);
         Assert.Contains("not an MmuSim trace", stderr);
     }
@@ -114,7 +86,7 @@ public class CliExploreTests : IDisposable
     [Fact]
     public void MutantsJsonHasOneRecordPerMutant()
     {
-        var (code, stdout, _) = Cli("mutants", "--json", "--iterations", "20", "--mutant", "skip-tlb-flush,free-before-end");
+        var (code, stdout, _) = CliRunner.Run("mutants", "--json", "--iterations", "20", "--mutant", "skip-tlb-flush,free-before-end");
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         var recs = doc.RootElement.EnumerateArray().ToList();
         Assert.Equal(["skip-tlb-flush", "free-before-end"], recs.Select(r => r.GetProperty("name").GetString()));

@@ -224,23 +224,7 @@ public class CatalogTests
     [Fact]
     public void HistoryCli_ExitsOneWhenACellContradictsItsExpectation()
     {
-        string yaml = """
-            name: wrong-history
-            catalog: z
-            processes:
-              - name: p
-                vmas:
-                  - { start: 0x10000, len: 8K, prot: rw, contents: [1] }
-            threads:
-              - name: t
-                process: p
-                ops:
-                  - expect-value: { addr: 0x10000, value: 1 }
-            expect:
-              default: pass
-              "4.19": unexpected-value
-            """;
-        string path = CliRunner.WriteScenario(yaml, "wrong-history");
+        string path = HistoryOutputTests.WrongHistory();
         var (code, stdout, _) = CliRunner.Run("history", "--scenarios", path, "--eras", "4.15..4.19", "-n", "20");
         Assert.Equal(1, code);
         Assert.Contains("!! wrong-history @ 4.19: expected unexpected-value, got clean (20 schedules)", stdout);

@@ -140,7 +140,8 @@ public class HistoryOutputTests
         Assert.StartsWith("| scenario | 3.10 |\n| --- | --- |\n| (a) invalidate-page-after-ptl | violation (lost-write, ", md);
     }
 
-    static string WrongHistory() => CliRunner.WriteScenario("""
+    /// <summary>A catalog row whose 4.19 expectation is wrong: history must report the contradiction.</summary>
+    internal static string WrongHistory() => CliRunner.WriteScenario("""
         name: wrong-history
         catalog: z
         processes:

@@ -38,28 +38,12 @@ public class KvmLocklessAgingTests
         rec.Clear();
 
         ulong hva = KvmKit.HvaOf(KvmKit.Gfn0 + 1);
-        bool held = false, aged = false, young = false, agedWhileHeld = false;
-        t.K.S.Spawn("holder", async _ =>
+        var (agedWhileHeld, young) = AgeWhileMmuLockIsHeld(t, () => op switch
         {
-            await t.Vm.MmuLock.Lock();
-            held = true;
-            for (int i = 0; i < 200 && !aged; i++) await t.K.S.Point(PointKind.Counter);
-            held = false;
-            await t.Vm.MmuLock.Unlock();
+            Op.ClearFlushYoung => t.Mm.Notifiers.ClearFlushYoung(hva, hva + MmStruct.PageSize),
+            Op.ClearYoung => t.Mm.Notifiers.ClearYoung(hva, hva + MmStruct.PageSize),
+            _ => t.Mm.Notifiers.TestYoung(hva),
         });
-        t.K.S.Spawn("aging", async _ =>
-        {
-            while (!held) await t.K.S.Point(PointKind.Counter);
-            young = op switch
-            {
-                Op.ClearFlushYoung => await t.Mm.Notifiers.ClearFlushYoung(hva, hva + MmStruct.PageSize),
-                Op.ClearYoung => await t.Mm.Notifiers.ClearYoung(hva, hva + MmStruct.PageSize),
-                _ => await t.Mm.Notifiers.TestYoung(hva),
-            };
-            agedWhileHeld = held;
-            aged = true;
-        });
-        Assert.Null(t.K.Run());
         t.Vm.AssertInvariants();
 
         Assert.True(young);
@@ -88,23 +72,8 @@ public class KvmLocklessAgingTests
         var t = new KvmKit("6.15", strategy: new RoundRobinStrategy(1), pages: 2);
         t.Vm.NoAccessedBit = true;
         t.MustDo(async () => await t.GuestRead(KvmKit.Gfn0));
-        bool held = false, aged = false, agedWhileHeld = true;
-        t.K.S.Spawn("holder", async _ =>
-        {
-            await t.Vm.MmuLock.Lock();
-            held = true;
-            for (int i = 0; i < 200 && !aged; i++) await t.K.S.Point(PointKind.Counter);
-            held = false;
-            await t.Vm.MmuLock.Unlock();
-        });
-        t.K.S.Spawn("aging", async _ =>
-        {
-            while (!held) await t.K.S.Point(PointKind.Counter);
-            Assert.True(await t.Mm.Notifiers.ClearYoung(KvmKit.Hva, KvmKit.Hva + MmStruct.PageSize));
-            agedWhileHeld = held;
-            aged = true;
-        });
-        Assert.Null(t.K.Run());
+        var (agedWhileHeld, young) = AgeWhileMmuLockIsHeld(t, () => t.Mm.Notifiers.ClearYoung(KvmKit.Hva, KvmKit.Hva + MmStruct.PageSize));
+        Assert.True(young);
         Assert.False(agedWhileHeld);
         Assert.False(t.Vm.PeekSpte(KvmKit.Gfn0).Present);
     }
@@ -122,5 +91,31 @@ public class KvmLocklessAgingTests
             Assert.Equal(!expectChange, EraTable.Get("6.14").Has(f) == EraTable.Get("6.15").Has(f));
             Assert.Equal(EraTable.Get("6.15").Has(f), EraTable.Get("6.18").Has(f));
         }
+    }
+
+    /// <summary>
+    /// One context holds the VM's mmu_lock (spinning at counter points) until <paramref name="age"/>, run by a second
+    /// context once the lock is held, returns. Reports whether the aging call completed while the lock was still held.
+    /// </summary>
+    static (bool AgedWhileHeld, bool Young) AgeWhileMmuLockIsHeld(KvmKit t, Func<ValueTask<bool>> age)
+    {
+        bool held = false, aged = false, young = false, agedWhileHeld = false;
+        t.K.S.Spawn("holder", async _ =>
+        {
+            await t.Vm.MmuLock.Lock();
+            held = true;
+            for (int i = 0; i < 200 && !aged; i++) await t.K.S.Point(PointKind.Counter);
+            held = false;
+            await t.Vm.MmuLock.Unlock();
+        });
+        t.K.S.Spawn("aging", async _ =>
+        {
+            while (!held) await t.K.S.Point(PointKind.Counter);
+            young = await age();
+            agedWhileHeld = held;
+            aged = true;
+        });
+        Assert.Null(t.K.Run());
+        return (agedWhileHeld, young);
     }
 }

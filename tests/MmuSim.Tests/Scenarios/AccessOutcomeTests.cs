@@ -120,44 +120,14 @@ public class AccessOutcomeTests
     }
 
     [Fact]
-    public void BadExpect_ExitsTwoNamingTheField()
-    {
-        var path = WriteScenario("""
-            name: t
-            processes:
-              - name: p
-                vmas:
-                  - { start: 0x100000, len: 16K, prot: rw }
-            threads:
-              - name: cpu0
-                process: p
-                ops:
-                  - write: { addr: 0x100000, value: 1, expect: segv }
-            """);
-        var (code, _, err) = CliRunner.Run("run", path);
-        Assert.Equal(2, code);
-        Assert.StartsWith($"{path}:10: write.expect: 'segv' is not an access outcome", err.Trim());
-    }
+    public void BadExpect_ExitsTwoNamingTheField() =>
+        AssertBadInput(MinimalScenario.Replace("- read: { addr: 0x100000 }", "- write: { addr: 0x100000, value: 1, expect: segv }"),
+            10, "write.expect", "'segv' is not an access outcome");
 
     [Fact]
-    public void WriteOnlyProt_ExitsTwo()
-    {
-        var path = WriteScenario("""
-            name: t
-            processes:
-              - name: p
-                vmas:
-                  - { start: 0x100000, len: 16K, prot: rw }
-            threads:
-              - name: cpu0
-                process: p
-                ops:
-                  - mprotect: { addr: 0x100000, len: 16K, prot: w }
-            """);
-        var (code, _, err) = CliRunner.Run("run", path);
-        Assert.Equal(2, code);
-        Assert.StartsWith($"{path}:10: mprotect.prot: ", err.Trim());
-    }
+    public void WriteOnlyProt_ExitsTwo() =>
+        AssertBadInput(MinimalScenario.Replace("- read: { addr: 0x100000 }", "- mprotect: { addr: 0x100000, len: 16K, prot: w }"),
+            10, "mprotect.prot", "'w' is not a protection (r, rw, rwx, none)");
 
     [Fact]
     public void ExpectObservedFailure_NamesFileLine()

@@ -9,40 +9,16 @@ namespace MmuSim.Tests.Scenarios;
 /// </summary>
 public class LoaderLimitTests
 {
-    const string Good = """
-        name: t
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x100000, len: 16K, prot: rw }
-        threads:
-          - name: cpu0
-            process: p
-            ops:
-              - read: { addr: 0x100000 }
-        """;
-
-    static void AssertBadInput(string yaml, int line, string field, string messagePart)
-    {
-        var path = WriteScenario(yaml);
-        var (code, _, err) = Run("run", path);
-        Assert.Equal(2, code);
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.Equal($"{path}:{line}: {field}: ", lines[0][..Math.Min(lines[0].Length, $"{path}:{line}: {field}: ".Length)]);
-        Assert.Contains(messagePart, lines[0]);
-    }
-
     [Fact]
     public void DeepFlowNestingIsRejectedBeforeTheRecursiveParser() =>
-        AssertBadInput(Good + "\ncosts: " + new string('[', 200_000) + new string(']', 200_000) + "\n", 11, "yaml",
+        AssertBadInput(MinimalScenario + "\ncosts: " + new string('[', 200_000) + new string(']', 200_000) + "\n", 11, "yaml",
             $"nesting deeper than {ScenarioLimits.MaxNesting}");
 
     [Fact]
     public void DeepBlockNestingIsRejected()
     {
         var deep = string.Concat(Enumerable.Range(0, 2000).Select(i => "\n" + new string(' ', 2 * i + 2) + "-"));
-        var path = WriteScenario(Good + "\ncosts:" + deep + " x\n");
+        var path = WriteScenario(MinimalScenario + "\ncosts:" + deep + " x\n");
         var (code, _, err) = Run("run", path);
         Assert.Equal(2, code);
         Assert.Matches($"^{System.Text.RegularExpressions.Regex.Escape(path)}:\\d+: yaml: nesting deeper than", err);
@@ -50,33 +26,33 @@ public class LoaderLimitTests
 
     [Fact]
     public void UnclosedFlowMappingIsMalformedYaml() =>
-        AssertBadInput(Good.Replace("name: t", "name: {a: 1, b: 2"), 1, "yaml", "malformed YAML");
+        AssertBadInput(MinimalScenario.Replace("name: t", "name: {a: 1, b: 2"), 1, "yaml", "malformed YAML");
 
     [Fact]
     public void CostOfTwoToTheSixtyFourMinusOneIsOutOfRange() =>
-        AssertBadInput(Good + "\ncosts: { fault: 18446744073709551615 }\n", 11, "costs.fault", "out of range");
+        AssertBadInput(MinimalScenario + "\ncosts: { fault: 18446744073709551615 }\n", 11, "costs.fault", "out of range");
 
     [Fact]
     public void MaxStepsPastTheLimitIsOutOfRange() =>
-        AssertBadInput(Good + "\nmax_steps: 18446744073709551615\n", 11, "max_steps", "out of range");
+        AssertBadInput(MinimalScenario + "\nmax_steps: 18446744073709551615\n", 11, "max_steps", "out of range");
 
     [Fact]
     public void SuffixOverflowIsNotANumber() =>
-        AssertBadInput(Good.Replace("len: 16K", "len: 99999999999999G"), 5, "processes[p].vmas[0].len", "is not a number");
+        AssertBadInput(MinimalScenario.Replace("len: 16K", "len: 99999999999999G"), 5, "processes[p].vmas[0].len", "is not a number");
 
     [Fact]
     public void HugeVmaWithContentsIsBoundedNotFilledPerPage() =>
-        AssertBadInput(Good.Replace("len: 16K, prot: rw", "len: 0x7ffe00000000, prot: rw, contents: 5"), 5,
+        AssertBadInput(MinimalScenario.Replace("len: 16K, prot: rw", "len: 0x7ffe00000000, prot: rw, contents: 5"), 5,
             "processes[p].vmas[0].contents", $"at most {ScenarioLimits.MaxContentPages} pages");
 
     [Fact]
     public void HugeVmaWithAFewPagesOfContentsLoads()
     {
-        var s = ScenarioLoader.Parse(Good.Replace("len: 16K, prot: rw", "len: 0x7ffe00000000, prot: rw, contents: { value: 5, pages: 2 }"), "t.yaml");
+        var s = ScenarioLoader.Parse(MinimalScenario.Replace("len: 16K, prot: rw", "len: 0x7ffe00000000, prot: rw, contents: { value: 5, pages: 2 }"), "t.yaml");
         Assert.Equal(2, s.Processes[0].Vmas[0].Contents.Count);
     }
 
-    static string Vm(string slot) => Good.Replace("vmas:", "vmas:\n      - { start: 0x200000, len: 8K, prot: rw }") +
+    static string Vm(string slot) => MinimalScenario.Replace("vmas:", "vmas:\n      - { start: 0x200000, len: 8K, prot: rw }") +
         "\nsetup:\n  - vm.create: { process: p, name: vm0 }\n  - memslot.add: { vm: vm0, " + slot + " }\n";
 
     [Fact]
@@ -99,17 +75,17 @@ public class LoaderLimitTests
     public void ThousandsOfThreadsAreOneError()
     {
         var threads = string.Concat(Enumerable.Range(0, 5000).Select(i => $"  - {{ name: t{i}, process: p, ops: [ {{ read: {{ addr: 0x100000 }} }} ] }}\n"));
-        var yaml = Good[..Good.IndexOf("threads:", StringComparison.Ordinal)] + "threads:\n" + threads;
+        var yaml = MinimalScenario[..MinimalScenario.IndexOf("threads:", StringComparison.Ordinal)] + "threads:\n" + threads;
         AssertBadInput(yaml, 7, "threads", "at most 63 threads");
     }
 
     [Fact]
     public void VeryLongValueIsRejected() =>
-        AssertBadInput(Good.Replace("name: t", "name: " + new string('x', ScenarioLimits.MaxValueLength + 1)), 1, "yaml", "longer than the limit");
+        AssertBadInput(MinimalScenario.Replace("name: t", "name: " + new string('x', ScenarioLimits.MaxValueLength + 1)), 1, "yaml", "longer than the limit");
 
     [Fact]
     public void VeryLongUnknownOpNameIsOneLine() =>
-        AssertBadInput(Good.Replace("- read:", "- " + new string('r', 1000) + ":"), 10, "op", "unknown op");
+        AssertBadInput(MinimalScenario.Replace("- read:", "- " + new string('r', 1000) + ":"), 10, "op", "unknown op");
 
     [Fact]
     public void UnreadableScenarioFileIsBadInput()
