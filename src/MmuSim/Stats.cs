@@ -55,6 +55,16 @@ public enum Stat
     KvmPfFixed,
     /// <summary>SPTEs installed by direct_pte_prefetch (no fault of their own).</summary>
     KvmSptesPrefetched,
+    /// <summary>KVM binary stat pf_fast: write-protect faults fixed by fast_page_fault (also counted in pf_fixed).</summary>
+    KvmPfFast,
+    /// <summary>KVM binary stat pf_emulate: faults that returned RET_PF_EMULATE (MMIO, a write to a read-only memslot).</summary>
+    KvmPfEmulate,
+    /// <summary>KVM binary stat pf_mmio_spte_created: MMIO SPTEs installed by kvm_handle_noslot_fault (x86, mmio_caching).</summary>
+    KvmPfMmioSpteCreated,
+    /// <summary>KVM binary stat mmio_exits: KVM_EXIT_MMIO exits to the VMM.</summary>
+    KvmMmioExits,
+    /// <summary>KVM binary stat tlb_flush (vCPU): KVM_REQ_TLB_FLUSH requests serviced at guest entry.</summary>
+    KvmVcpuTlbFlushes,
 
     // ---- KSM
     KsmPagesScanned,

@@ -72,6 +72,10 @@ public static class EraTable
         new(Feature.KvmPageFaultTraceVcpu, V(6, 0), Forever, "kvm_page_fault gains vcpu_id/guest_rip (Wonhyuk Yang, 2022; version: recollection)"),
         new(Feature.KvmE500RetryCheck, V(3, 13), Forever, "kvm: ppc: booke: check range page invalidation progress on page setup (Bharat Bhushan, 2013; backported to 3.12; version: recollection); race 5(d2)"),
         new(Feature.KvmPrefetchSkipsInvalidation, V(5, 13), Forever, "'Skip prefetch while invalidations are in progress' (David Stevens' v4 'Consider the hva in mmu_notifier retry' series, Feb 2021, with KvmRetryHvaRange); check seen in 6.x direct_pte_prefetch and FNAME(pte_prefetch)"),
+        new(Feature.KvmUserMemslots32764, V(5, 12), Forever,
+            "4fc096a99e01 'KVM: Raise the maximum number of user memslots' (Vitaly Kuznetsov, Jan 2021 for 5.12; the x86 patch removing " +
+            "'#define KVM_USER_MEM_SLOTS 509' seen): KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX) - KVM_INTERNAL_MEM_SLOTS; 6.18 measured 32764 " +
+            "(bench/realkvm/output-memslot-6.18.txt). Before: x86 509 (seen in 4.x-5.11 x86 headers; older x86 eras had fewer, 125 and 32, not modelled), others 512 (arm64 header)"),
         new(Feature.KvmLocklessAging, V(6, 15), Forever,
             "'KVM: x86/mmu: Age sptes locklessly' v9 (James Houghton, posted 2025-02-04), applied to kvm-x86 mmu in Feb 2025 for the 6.15 merge window " +
             "(6.14 was released 2025-03-24; version from that date): aa34b811650c 'KVM: Add lockless memslot walk to KVM', b146a9b34aed 'KVM: x86/mmu: Relax locking for " +

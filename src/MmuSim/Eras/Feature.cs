@@ -118,6 +118,9 @@ public enum Feature
     /// </summary>
     KvmLocklessAging,
 
+    /// <summary>KVM_USER_MEM_SLOTS is 32764 (SHRT_MAX - 3 private slots) instead of 509 (x86) / 512: KVM_CAP_NR_MEMSLOTS.</summary>
+    KvmUserMemslots32764,
+
     // ---- KSM (§4.1)
     Ksm,
     /// <summary>write_protect_page checks mapcount + 2 + swapped == refcount (2.6.32); later + 1.</summary>

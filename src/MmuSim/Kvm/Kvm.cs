@@ -82,6 +82,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         SlotsLock = new KMutex(k.S, $"{name}->slots_lock");
         SrcuWait = new WaitQueue(k.S, $"{name}->srcu");
         RmapLock = new KSpinLock(k.S, $"{name}->rmap_lock");
+        MmioCaching = KvmArchInfo.IsX86(arch);
         var ops = NotifierOps.Release | NotifierOps.ClearFlushYoung | NotifierOps.ClearYoung | NotifierOps.TestYoung |
                   NotifierOps.ChangePte | NotifierOps.InvalidatePage | NotifierOps.InvalidateRangeStart | NotifierOps.InvalidateRangeEnd;
         if (k.Era.Has(Feature.KvmInvalidateRange)) ops |= NotifierOps.InvalidateRange;
@@ -176,6 +177,9 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public bool Destroyed { get; private set; }
 
     public IReadOnlyList<Memslot> Memslots => _slots;
+
+    /// <summary>The VMM's KVM_RUN loop: how it answers KVM_EXIT_MMIO.</summary>
+    public Vmm Vmm { get; } = new();
 
     public IReadOnlyList<KvmVcpu> Vcpus => _vcpus;
 
@@ -289,15 +293,62 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         return null;
     }
 
-    /// <summary>Result of <see cref="SetMemoryRegion"/>.</summary>
-    public const int EINVAL = -22, EEXIST = -17;
+    /// <summary>Errnos of <see cref="SetUserMemoryRegion"/> (negative, as the ioctl returns them).</summary>
+    public const int EINVAL = Errno.EINVAL, EEXIST = Errno.EEXIST;
+
+    /// <summary>uapi KVM_MEM_* bits of struct kvm_userspace_memory_region(2).flags.</summary>
+    public const uint KvmMemLogDirtyPages = 1u << 0, KvmMemReadonly = 1u << 1, KvmMemGuestMemfd = 1u << 2;
+
+    /// <summary>TASK_SIZE_MAX on x86-64 with 4-level paging: access_ok's limit for userspace_addr + memory_size.</summary>
+    public const ulong TaskSizeMax = (1UL << 47) - MmStruct.PageSize;
+
+    /// <summary>KVM_MEM_MAX_NR_PAGES: ((1UL &lt;&lt; 31) - 1), the most pages one memslot may have.</summary>
+    public const ulong MaxNrPages = (1UL << 31) - 1;
 
     /// <summary>
-    /// kvm_set_memory_region / kvm_set_memslot: create (<paramref name="npages"/> &gt; 0, no slot <paramref name="id"/>),
-    /// move or change flags (slot exists), or delete (<paramref name="npages"/> == 0). Overlapping gfn ranges are refused
-    /// with -EEXIST (the same hva may back several slots). Delete and move first mark the slot invalid, wait for SRCU
-    /// readers, zap its SPTEs (kvm_arch_flush_shadow_memslot), then publish the new slot list. Every publication
-    /// (kvm_swap_active_memslots) waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)).
+    /// KVM_CAP_NR_MEMSLOTS (KVM_USER_MEM_SLOTS): slot ids 0..N-1 per address space. 32764 (SHRT_MAX minus the 3 private
+    /// slots) from 5.12 on every arch using the generic default (measured on 6.18: bench/realkvm/output-memslot-6.18.txt);
+    /// before that x86 had 509 and the others 512.
+    /// </summary>
+    public int UserMemSlots => Era.Has(Feature.KvmUserMemslots32764) ? 32764 : KvmArchInfo.IsX86(Arch) ? 509 : 512;
+
+    /// <summary>
+    /// KVM_SET_USER_MEMORY_REGION (v1, or v2 when <paramref name="v2"/>): kvm_vm_ioctl_set_memory_region then
+    /// __kvm_set_memory_region, with their checks in the kernel's order (6.x virt/kvm/kvm_main.c); returns 0 or -errno.
+    /// <list type="number">
+    /// <item>check_memory_region_flags: only LOG_DIRTY_PAGES and READONLY (KVM_MEM_GUEST_MEMFD needs v2 and a VM with
+    /// private memory, which the model has not) → -EINVAL;</item>
+    /// <item>memory_size, guest_phys_addr or userspace_addr not page aligned, or !access_ok(userspace_addr, size) → -EINVAL;</item>
+    /// <item>address space id (slot &gt;&gt; 16) other than 0, or slot id ≥ KVM_USER_MEM_SLOTS → -EINVAL;</item>
+    /// <item>guest_phys_addr + memory_size wraps, or more than KVM_MEM_MAX_NR_PAGES → -EINVAL;</item>
+    /// <item>size 0 deletes: no such slot → -EINVAL;</item>
+    /// <item>an existing slot may change only its base gfn (MOVE) or its flags other than READONLY (FLAGS_ONLY):
+    /// another size or userspace_addr, or a READONLY change → -EINVAL; no change at all → 0;</item>
+    /// <item>CREATE or MOVE over another slot's gfns → -EEXIST (one hva may back several slots).</item>
+    /// </list>
+    /// </summary>
+    public async ValueTask<int> SetUserMemoryRegion(uint slot, uint flags, ulong guestPhysAddr, ulong memorySize, ulong userspaceAddr, bool v2 = false)
+    {
+        using var _ = S.Current.Enter("kvm_vm_ioctl_set_memory_region");
+        uint valid = KvmMemLogDirtyPages | KvmMemReadonly;
+        if ((flags & ~valid) != 0) return EINVAL;                       // check_memory_region_flags (GUEST_MEMFD: v2 + private mem only)
+        const ulong pageOffset = MmStruct.PageSize - 1;
+        if ((memorySize & pageOffset) != 0 || (guestPhysAddr & pageOffset) != 0) return EINVAL;
+        if ((userspaceAddr & pageOffset) != 0 || userspaceAddr > TaskSizeMax || memorySize > TaskSizeMax - userspaceAddr) return EINVAL;
+        if ((slot >> 16) != 0 || (slot & 0xffff) >= (uint)UserMemSlots) return EINVAL;
+        if (guestPhysAddr + memorySize < guestPhysAddr) return EINVAL;
+        ulong npages = memorySize >> MmStruct.PageShift;
+        if (npages > MaxNrPages) return EINVAL;
+        var f = ((flags & KvmMemLogDirtyPages) != 0 ? MemslotFlags.LogDirtyPages : 0) | ((flags & KvmMemReadonly) != 0 ? MemslotFlags.ReadOnly : 0);
+        return await SetMemoryRegion((int)(slot & 0xffff), guestPhysAddr >> MmStruct.PageShift, npages, userspaceAddr, f);
+    }
+
+    /// <summary>
+    /// kvm_set_memory_region / kvm_set_memslot, after the argument checks of <see cref="SetUserMemoryRegion"/>: create
+    /// (<paramref name="npages"/> &gt; 0, no slot <paramref name="id"/>), move or change flags (slot exists), or delete
+    /// (<paramref name="npages"/> == 0). Delete and move first mark the slot invalid, wait for SRCU readers, zap its SPTEs
+    /// (kvm_arch_flush_shadow_memslot), then publish the new slot list. Every publication (kvm_swap_active_memslots)
+    /// waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)).
     /// </summary>
     public async ValueTask<int> SetMemoryRegion(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags)
     {
@@ -314,14 +365,21 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
                 await SwapActiveMemslots(() => _slots.Remove(old));
                 return 0;
             }
-            if (OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
+            bool move = false;
+            if (old != null)
+            {
+                if (old.UserspaceAddr != userspaceAddr || old.NPages != npages || ((old.Flags ^ flags) & MemslotFlags.ReadOnly) != 0)
+                    return EINVAL;
+                move = old.BaseGfn != baseGfn;
+                if (!move && (old.Flags & ~MemslotFlags.Invalid) == flags) return 0; // nothing to change
+            }
+            if ((old == null || move) && OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
             var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid);
             if (old == null)
             {
                 await SwapActiveMemslots(() => _slots.Add(created));
                 return 0;
             }
-            bool move = old.BaseGfn != baseGfn || old.NPages != npages || old.UserspaceAddr != userspaceAddr;
             if (move)
             {
                 await InvalidateMemslot(old);

@@ -13,8 +13,11 @@ public enum KvmFaultResult : byte
     Retry,
     /// <summary>-EFAULT to the VMM: no VMA / PROT_NONE / write to a read-only VMA or memslot, or the VM is gone.</summary>
     Efault,
-    /// <summary>No memslot for the gfn (KVM_EXIT_MMIO in the kernel).</summary>
-    NoSlot,
+    /// <summary>
+    /// RET_PF_EMULATE: no memslot covers the gfn (kvm_handle_noslot_fault), or a write hit a read-only memslot
+    /// (KVM_PFN_ERR_RO_FAULT): the access is emulated and exits to the VMM as KVM_EXIT_MMIO.
+    /// </summary>
+    Mmio,
 }
 
 /// <summary>The secondary page table and the fault (retry) protocol: arch/*/kvm/mmu.c and virt/kvm/kvm_main.c.</summary>
@@ -45,7 +48,57 @@ public sealed partial class Kvm
         if (IsX86) _k.Stats.Inc(Stat.KvmPfTaken);
         var r = await ArchPageFault(vcpu, gfn, write, present);
         if (IsX86 && r == KvmFaultResult.Fixed) _k.Stats.Inc(Stat.KvmPfFixed);
+        else if (IsX86 && r == KvmFaultResult.Mmio) _k.Stats.Inc(Stat.KvmPfEmulate);
         return r;
+    }
+
+    // ------------------------------------------------------------------ MMIO
+
+    /// <summary>
+    /// x86 MMIO SPTEs: gfn → the memslots generation they were created in (make_mmio_spte). Installed under mmu_lock by
+    /// <see cref="HandleNoslotFault"/>; a stale generation makes handle_mmio_page_fault return RET_PF_INVALID, so a
+    /// memslot created over the gfn is seen by the next access. They translate no host page (the checker does not see
+    /// them) and no notifier touches them. Allocated on the first MMIO SPTE only.
+    /// </summary>
+    Dictionary<ulong, ulong>? _mmioSptes;
+
+    /// <summary>enable_mmio_caching (kvm module parameter mmio_caching): x86 caches MMIO gfns in reserved SPTEs.
+    /// Off on this project's 6.18 PVM machine (/sys/module/kvm/parameters/mmio_caching = N).</summary>
+    public bool MmioCaching { get; set; }
+
+    /// <summary>MMIO SPTEs of the current memslots generation.</summary>
+    public int MmioSptes
+    {
+        get
+        {
+            if (_mmioSptes == null) return 0;
+            int n = 0;
+            foreach (var gen in _mmioSptes.Values) if (gen == MemslotsGeneration) n++;
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// handle_mmio_page_fault's test: the vCPU's access hit an MMIO SPTE (EPT misconfig / reserved-bit #PF) whose
+    /// generation is current, so the access is emulated without kvm_mmu_do_page_fault (no pf_taken).
+    /// </summary>
+    internal bool IsCachedMmio(ulong gfn) =>
+        _mmioSptes != null && _mmioSptes.TryGetValue(gfn, out var gen) && gen == MemslotsGeneration && GfnToMemslot(gfn) == null;
+
+    /// <summary>
+    /// kvm_handle_noslot_fault: cache the gfn as MMIO (vcpu_cache_mmio_info), and with mmio_caching install an MMIO SPTE
+    /// under mmu_lock (pf_mmio_spte_created); RET_PF_EMULATE either way. Other archs exit to the VMM (io_mem_abort).
+    /// </summary>
+    async ValueTask<KvmFaultResult> HandleNoslotFault(ulong gfn)
+    {
+        using var _ = S.Current.Enter("kvm_handle_noslot_fault");
+        if (!IsX86 || !MmioCaching) return KvmFaultResult.Mmio;
+        await MmuLock.Lock();
+        await S.Point(PointKind.SpteWrite, gfn);
+        (_mmioSptes ??= [])[gfn] = MemslotsGeneration;           // mark_mmio_spte
+        _k.Stats.Inc(Stat.KvmPfMmioSpteCreated);
+        await MmuLock.Unlock();
+        return KvmFaultResult.Mmio;
     }
 
     /// <summary>
@@ -63,12 +116,16 @@ public sealed partial class Kvm
         try
         {
             var slot = GfnToMemslot(gfn);
-            if (slot == null) return KvmFaultResult.NoSlot;
+            if (slot == null) return await HandleNoslotFault(gfn);
             if (slot.Invalid) return KvmFaultResult.Retry;
-            if (write && slot.ReadOnly) return KvmFaultResult.Efault;
+            if (write && slot.ReadOnly) return KvmFaultResult.Mmio;  // KVM_PFN_ERR_RO_FAULT: emulated, exits as MMIO
             if (Released || Destroyed) return KvmFaultResult.Efault;
             ulong hva = slot.GfnToHva(gfn);
-            if (write && present && IsX86 && await FastPageFault(slot, gfn)) return KvmFaultResult.Fixed;
+            if (write && present && IsX86 && await FastPageFault(slot, gfn))
+            {
+                _k.Stats.Inc(Stat.KvmPfFast);
+                return KvmFaultResult.Fixed;
+            }
 
             await S.Point(PointKind.Counter, gfn);
             ulong mmuSeq = InvalidateSeq;                      // mmu_seq = kvm->mmu_invalidate_seq
@@ -449,11 +506,16 @@ public sealed partial class Kvm
     /// kvm_flush_remote_tlbs: make every vCPU drop its cached translations (KVM_REQ_TLB_FLUSH + IPI). Until this returns,
     /// a vCPU may still use a zapped SPTE from its TLB.
     /// </summary>
+    /// <summary>
+    /// kvm_flush_remote_tlbs: every vCPU's cached translations go (the model drops them at once, so the checker sees
+    /// the flush where it happens) and each vCPU gets KVM_REQ_TLB_FLUSH, serviced (vcpu stat tlb_flush) at its next
+    /// guest entry. remote_tlb_flush counts the calls (remote_tlb_flush_requests from 5.16).
+    /// </summary>
     internal async ValueTask FlushRemoteTlbs()
     {
         using var _ = S.Current.Enter("kvm_flush_remote_tlbs");
         await S.Point(PointKind.TlbFlush);
-        foreach (var v in _vcpus) v.FlushTlb();
+        foreach (var v in _vcpus) v.FlushTlb();               // and kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH)
         _k.Stats.Inc(Stat.KvmRemoteTlbFlushes);
         _k.S.Charge(CostKind.Ipi);
     }

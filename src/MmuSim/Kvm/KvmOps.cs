@@ -17,7 +17,7 @@ public static class KvmOps
     {
         r.Register(new OpSpec("vm.create", "kvm_create_vm on process: one mmu_notifier subscription; arch: " + KvmArchInfo.KnownList +
             "; no_accessed_bit: age by zapping (EPT without A/D); pfncache: " + PfnCacheOps.KnownDesigns + " (where gfn_to_pfn_caches are invalidated; default start-hook = mainline)",
-            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache"], VmCreate)
+            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache", "mmio_caching"], VmCreate)
         {
             Check = (a, _) =>
             {
@@ -26,23 +26,35 @@ public static class KvmOps
                 if (a.Has("pfncache") && !PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out PfnCacheDesign _))
                     throw a.Error("pfncache", $"unknown pfn cache design '{a.GetString("pfncache")}' (known: {PfnCacheOps.KnownDesigns})");
                 a.GetBool("no_accessed_bit");
+                a.GetBool("mmio_caching");
                 if (a.Has("apic_hva")) a.GetAddress("apic_hva");
             },
         });
         r.Register(new OpSpec("vm.destroy", "kvm_destroy_vm: unregister the notifier (->release zaps everything)", Vm, [], VmDestroy));
-        r.Register(new OpSpec("memslot.add", "KVM_SET_USER_MEMORY_REGION: gfn..gfn+pages backed by hva; flags: readonly, log-dirty",
-            ["vm", "gfn", "pages", "hva"], ["slot", "flags"], MemslotAdd) { Check = CheckMemslot });
-        r.Register(new OpSpec("memslot.move", "move slot to a new base gfn (invalidate, zap, publish)", ["vm", "slot", "gfn"], [], MemslotMove)
-        { Check = (a, _) => { a.GetInt("slot"); a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1); } });
-        r.Register(new OpSpec("memslot.delete", "delete slot (invalidate, zap, publish; waits for in-flight invalidations from 5.13)",
-            ["vm", "slot"], [], MemslotDelete) { Check = (a, _) => a.GetInt("slot") });
-        r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `expect` checks the value, `error: efault` expects an exit to the VMM (any: either)",
+        r.Register(new OpSpec("memslot.add", "KVM_SET_USER_MEMORY_REGION: gfn..gfn+pages backed by hva; flags: readonly, log-dirty; " +
+            "count: N consecutive slots (ids slot.., gfns and hvas pages apart), stopping at the first error; expect: the errno (default ok)",
+            ["vm", "gfn", "pages", "hva"], ["slot", "flags", "expect", "count"], MemslotAdd) { Check = CheckMemslot });
+        r.Register(new OpSpec("memslot.set", "KVM_SET_USER_MEMORY_REGION(2) with raw fields, checked as __kvm_set_memory_region does: slot (as_id << 16 | id), " +
+            "flags (names or a number), gpa, size (bytes; 0 deletes), hva; api: v1 | v2; expect: the errno (default ok)",
+            ["vm", "slot", "gpa", "size"], ["hva", "flags", "api", "expect"], MemslotSet) { Check = CheckMemslotSet });
+        r.Register(new OpSpec("memslot.move", "move slot to a new base gfn (invalidate, zap, publish); expect: the errno (default ok)",
+            ["vm", "slot", "gfn"], ["expect"], MemslotMove)
+        { Check = (a, _) => { a.GetInt("slot"); a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1); a.GetErrno("expect"); } });
+        r.Register(new OpSpec("memslot.delete", "delete slot (invalidate, zap, publish; waits for in-flight invalidations from 5.13); expect: the errno (default ok)",
+            ["vm", "slot"], ["expect"], MemslotDelete) { Check = (a, _) => { a.GetInt("slot"); a.GetErrno("expect"); } });
+        r.Register(new OpSpec("vm.check-extension", "KVM_CHECK_EXTENSION: cap nr-memslots (KVM_CAP_NR_MEMSLOTS) or readonly-mem; a different value is an unexpected-value violation",
+            ["vm", "cap", "expect"], [], CheckExtension)
+        { Check = (a, _) => { if (Array.IndexOf(Caps, a.GetString("cap")) < 0) throw a.Error("cap", $"unknown capability '{a.GetString("cap")}' (known: {string.Join(", ", Caps)})"); a.GetULong("expect"); } });
+        r.Register(new OpSpec("vmm.mmio-handler", "the VMM's answer to KVM_EXIT_MMIO: every MMIO load of the VM gets value and KVM_RUN resumes (none: no handler, the exit is the access's error)",
+            ["vm", "value"], [], MmioHandler) { Check = (a, _) => { if (a.GetString("value") != "none") a.GetULong("value"); } });
+        r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `expect` checks the value, `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (a gfn without memslot; any: either)",
             ["vm", "gfn"], ["vcpu", "as", "expect", "error", "pages"], GuestRead) { Check = CheckGuest });
-        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects an exit to the VMM",
+        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (no memslot, or a read-only one)",
             ["vm", "gfn", "value"], ["vcpu", "error", "pages"], GuestWrite) { Check = (a, i) => { a.GetULong("value"); CheckGuest(a, i); } });
-        r.Register(new OpSpec("vm.expect-stats", "KVM binary stats pf_taken / pf_fixed: their change since the previous vm.expect-stats of this VM (or its creation); a different count is an unexpected-value violation; `as` stores them as <as>.pf_taken, <as>.pf_fixed",
-            Vm, ["pf_taken", "pf_fixed", "as"], ExpectStats)
-        { Check = (a, _) => { if (a.Has("pf_taken")) a.GetULong("pf_taken"); if (a.Has("pf_fixed")) a.GetULong("pf_fixed"); } });
+        r.Register(new OpSpec("vm.expect-stats", "KVM binary stats, by their KVM_GET_STATS_FD names (" + string.Join(", ", BinaryStats.Select(b => b.Name)) +
+            "): their change since the previous vm.expect-stats of this VM (or its creation); a different count is an unexpected-value violation; `as` stores them as <as>.<name>",
+            Vm, [.. BinaryStats.Select(b => b.Name), "as"], ExpectStats)
+        { Check = (a, _) => { foreach (var (name, _) in BinaryStats) if (a.Has(name)) a.GetULong(name); } });
         r.Register(new OpSpec("dirty-log.enable", "turn on KVM_MEM_LOG_DIRTY_PAGES for slot (write-protects its SPTEs)",
             ["vm", "slot"], [], DirtyLogEnable) { Check = (a, _) => a.GetInt("slot") });
         r.Register(new OpSpec("dirty-log.get", "KVM_GET_DIRTY_LOG (get and clear); `expect`: the exact gfn list (empty string = none)",
@@ -66,8 +78,54 @@ public static class KvmOps
         if (gfn + pages > ScenarioLimits.GfnLimit) throw a.Error("pages", $"gfn 0x{gfn:x} + {pages} pages passes the guest frame limit 0x{ScenarioLimits.GfnLimit:x}");
         ulong hva = a.GetAddress("hva");
         if (hva + (pages << MmStruct.PageShift) > 1UL << 47) throw a.Error("pages", "hva + pages extends past the 47-bit user address space");
-        if (a.Has("slot")) a.GetInt("slot");
+        if (a.Has("slot")) a.GetBounded("slot", 0, 0xffff);
+        ulong count = a.GetBounded("count", 1, 32768, 1);
+        if (count > 1 && gfn + count * pages > ScenarioLimits.GfnLimit) throw a.Error("count", $"{count} slots of {pages} pages from gfn 0x{gfn:x} pass the guest frame limit");
+        if (count > 1 && hva + count * (pages << MmStruct.PageShift) > 1UL << 47) throw a.Error("count", "the slots' hvas extend past the 47-bit user address space");
         ParseFlags(a);
+        a.GetErrno("expect");
+    }
+
+    static readonly string[] Caps = ["nr-memslots", "readonly-mem"];
+
+    /// <summary>The KVM binary stats a scenario can compare, by their KVM_GET_STATS_FD names (vCPU stats summed over vCPUs).</summary>
+    static readonly (string Name, Stat Stat)[] BinaryStats =
+    [
+        ("pf_taken", Stat.KvmPfTaken), ("pf_fixed", Stat.KvmPfFixed), ("pf_fast", Stat.KvmPfFast), ("pf_emulate", Stat.KvmPfEmulate),
+        ("pf_mmio_spte_created", Stat.KvmPfMmioSpteCreated), ("exits", Stat.VmExits), ("mmio_exits", Stat.KvmMmioExits),
+        ("tlb_flush", Stat.KvmVcpuTlbFlushes), ("remote_tlb_flush_requests", Stat.KvmRemoteTlbFlushes),
+    ];
+
+    static void CheckMemslotSet(OpArgs a, ScenarioInfo _)
+    {
+        a.GetBounded("slot", 0, uint.MaxValue);
+        a.GetULong("gpa");
+        ulong size = a.GetULong("size");
+        if (a.Has("hva")) a.GetULong("hva");
+        ParseRawFlags(a);
+        if (a.Has("api") && a.GetString("api") is not ("v1" or "v2")) throw a.Error("api", $"'{a.GetString("api")}' is not an API version (v1, v2)");
+        a.GetErrno("expect");
+        // The kernel takes up to KVM_MEM_MAX_NR_PAGES; the model allocates the SPTEs of a slot it accepts.
+        if ((size & (MmStruct.PageSize - 1)) == 0 && size >> MmStruct.PageShift is > ScenarioLimits.MaxMemslotPages and <= Kvm.MaxNrPages)
+            throw a.Error("size", $"{size >> MmStruct.PageShift} pages is above the model's memslot limit of {ScenarioLimits.MaxMemslotPages} pages");
+    }
+
+    /// <summary>uapi flag bits: names (readonly, log-dirty, guest-memfd) or one number.</summary>
+    static uint ParseRawFlags(OpArgs a)
+    {
+        if (!a.Has("flags")) return 0;
+        string v = a.GetString("flags");
+        if (OpArgs.TryParseULong(v, out ulong n)) return n <= uint.MaxValue ? (uint)n : throw a.Error("flags", $"{n} does not fit the 32-bit flags field");
+        uint f = 0;
+        foreach (var s in v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            f |= s switch
+            {
+                "readonly" or "ro" => Kvm.KvmMemReadonly,
+                "log-dirty" or "dirty-log" => Kvm.KvmMemLogDirtyPages,
+                "guest-memfd" => Kvm.KvmMemGuestMemfd,
+                _ => throw a.Error("flags", $"unknown memslot flag '{s}' (known: readonly, log-dirty, guest-memfd, or a number)"),
+            };
+        return f;
     }
 
     static MemslotFlags ParseFlags(OpArgs a)
@@ -90,8 +148,8 @@ public static class KvmOps
         if (a.Has("vcpu") && a.GetInt("vcpu") > 255) throw a.Error("vcpu", "vCPU index must be 0..255");
         if (a.Has("expect")) a.GetULong("expect");
         if (a.Has("pages") && a.GetULong("pages") is 0 or > 1UL << 20) throw a.Error("pages", "pages must be 1..1048576");
-        if (a.Has("error") && a.GetString("error") is not ("efault" or "none" or "any"))
-            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, none, any)");
+        if (a.Has("error") && a.GetString("error") is not ("efault" or "mmio" or "none" or "any"))
+            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, mmio, none, any)");
     }
 
     static List<ulong>? ParseGfns(OpArgs a)
@@ -122,6 +180,7 @@ public static class KvmOps
         KvmArchInfo.TryParse(a.GetString("arch", "x86-tdp"), out var arch);
         var vm = await Kvm.CreateVm(mm, name, arch);
         vm.NoAccessedBit = a.GetBool("no_accessed_bit");
+        if (a.Has("mmio_caching")) vm.MmioCaching = a.GetBool("mmio_caching") && KvmArchInfo.IsX86(vm.Arch);
         if (a.Has("pfncache") && PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out var design)) vm.PfnCache = design;
         if (a.Has("apic_hva")) vm.ApicAccessHva = a.GetAddress("apic_hva");
         w.Objects[name] = vm;
@@ -135,32 +194,79 @@ public static class KvmOps
     static async ValueTask MemslotAdd(ScenarioWorld w, OpArgs a)
     {
         var vm = w.Get<Kvm>(a, "vm");
-        ulong gfn = a.GetULong("gfn"), pages = a.GetULong("pages");
+        ulong gfn = a.GetULong("gfn"), pages = a.GetULong("pages"), hva = a.GetAddress("hva");
         int id = a.Has("slot") ? a.GetInt("slot") : vm.NextSlotId();
-        foreach (var s in vm.Memslots)
-            if (s.Id == id) throw a.Error("slot", $"{vm.Name} already has memslot {id}");
-        if (vm.OverlappingSlot(gfn, pages) is { } other)
-            throw a.Error("gfn", $"gfn range [0x{gfn:x}, 0x{gfn + pages:x}) overlaps {other} (KVM_SET_USER_MEMORY_REGION: -EEXIST)");
-        int r = await vm.SetMemoryRegion(id, gfn, pages, a.GetAddress("hva"), ParseFlags(a));
-        if (r != 0) throw a.Error("gfn", $"KVM_SET_USER_MEMORY_REGION failed: {r}");
+        ulong count = a.GetULong("count", 1);
+        uint flags = ToUapi(ParseFlags(a));
+        int r = 0;
+        ulong i = 0;
+        for (; i < count && r == 0; i++)
+            r = await vm.SetUserMemoryRegion((uint)id + (uint)i, flags, (gfn + i * pages) << MmStruct.PageShift, pages << MmStruct.PageShift,
+                hva + i * (pages << MmStruct.PageShift));
+        ExpectErrno(w, a, r, count == 1 ? $"memslot {id}" : $"memslot {id + (int)i - 1} (of {count} from {id})", vm);
+    }
+
+    static uint ToUapi(MemslotFlags f) =>
+        ((f & MemslotFlags.LogDirtyPages) != 0 ? Kvm.KvmMemLogDirtyPages : 0) | ((f & MemslotFlags.ReadOnly) != 0 ? Kvm.KvmMemReadonly : 0);
+
+    static async ValueTask MemslotSet(ScenarioWorld w, OpArgs a)
+    {
+        var vm = w.Get<Kvm>(a, "vm");
+        uint slot = (uint)a.GetULong("slot");
+        int r = await vm.SetUserMemoryRegion(slot, ParseRawFlags(a), a.GetULong("gpa"), a.GetULong("size"), a.GetULong("hva", 0),
+            a.GetString("api", "v1") == "v2");
+        ExpectErrno(w, a, r, $"slot 0x{slot:x}", vm);
     }
 
     static async ValueTask MemslotMove(ScenarioWorld w, OpArgs a)
     {
         var vm = w.Get<Kvm>(a, "vm");
         var s = Slot(vm, a);
-        ulong gfn = a.GetULong("gfn");
-        if (vm.OverlappingSlot(gfn, s.NPages, s) is { } other)
-            throw a.Error("gfn", $"moving {s} to gfn 0x{gfn:x} overlaps {other} (-EEXIST)");
-        int r = await vm.SetMemoryRegion(s.Id, gfn, s.NPages, s.UserspaceAddr, s.Flags & ~MemslotFlags.Invalid);
-        if (r != 0) throw a.Error("gfn", $"KVM_SET_USER_MEMORY_REGION failed: {r}");
+        int r = await vm.SetUserMemoryRegion((uint)s.Id, ToUapi(s.Flags & ~MemslotFlags.Invalid), a.GetULong("gfn") << MmStruct.PageShift,
+            s.NPages << MmStruct.PageShift, s.UserspaceAddr);
+        ExpectErrno(w, a, r, $"moving {s}", vm);
     }
 
     static async ValueTask MemslotDelete(ScenarioWorld w, OpArgs a)
     {
         var vm = w.Get<Kvm>(a, "vm");
-        var s = Slot(vm, a);
-        await vm.SetMemoryRegion(s.Id, s.BaseGfn, 0, s.UserspaceAddr, MemslotFlags.None);
+        uint id = (uint)a.GetInt("slot");
+        var s = FindSlot(vm, (int)id);
+        int r = await vm.SetUserMemoryRegion(id, 0, s == null ? 0 : s.BaseGfn << MmStruct.PageShift, 0, s?.UserspaceAddr ?? 0);
+        ExpectErrno(w, a, r, $"deleting memslot {id}", vm);
+    }
+
+    /// <summary>Compare an ioctl's result with <c>expect:</c> (default ok): a different errno is an unexpected-value violation.</summary>
+    static void ExpectErrno(ScenarioWorld w, OpArgs a, int r, string what, Kvm vm)
+    {
+        int want = a.GetErrno("expect");
+        if (r != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: {vm.Name} KVM_SET_USER_MEMORY_REGION ({what}) returned {Errno.NameOf(r)}, expected {Errno.NameOf(want)}");
+    }
+
+    static Memslot? FindSlot(Kvm vm, int id)
+    {
+        foreach (var s in vm.Memslots)
+            if (s.Id == id) return s;
+        return null;
+    }
+
+    static ValueTask CheckExtension(ScenarioWorld w, OpArgs a)
+    {
+        var vm = w.Get<Kvm>(a, "vm");
+        string cap = a.GetString("cap");
+        ulong got = cap == "nr-memslots" ? (ulong)vm.UserMemSlots : 1;
+        if (got != a.GetULong("expect"))
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: KVM_CHECK_EXTENSION({cap}) is {got}, expected {a.GetULong("expect")}");
+        return default;
+    }
+
+    static ValueTask MmioHandler(ScenarioWorld w, OpArgs a)
+    {
+        var vm = w.Get<Kvm>(a, "vm");
+        vm.Vmm.MmioReadValue = a.GetString("value") == "none" ? null : a.GetULong("value");
+        return default;
     }
 
     // ---------------------------------------------------------------- guest accesses
@@ -169,8 +275,6 @@ public static class KvmOps
     {
         vm = w.Get<Kvm>(a, "vm");
         gfn = a.GetULong("gfn");
-        if (vm.GfnToMemslot(gfn) == null)
-            throw a.Error("gfn", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name} ({string.Join("; ", vm.Memslots)})");
         return vm.Vcpu(a.GetInt("vcpu", 0));
     }
 
@@ -180,7 +284,6 @@ public static class KvmOps
         ulong pages = a.GetULong("pages", 1);
         for (ulong gfn = first; gfn < first + pages && w.K.S.Violation == null; gfn++)
         {
-            if (vm.GfnToMemslot(gfn) == null) throw a.Error("pages", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name}");
             var r = await v.GuestRead(gfn);
             if (!CheckError(w, a, r, vm, gfn)) continue;
             if (a.Has("as")) w.Observed[a.GetString("as")] = r.Value;
@@ -196,31 +299,31 @@ public static class KvmOps
         ulong pages = a.GetULong("pages", 1);
         for (ulong gfn = first; gfn < first + pages && w.K.S.Violation == null; gfn++)
         {
-            if (vm.GfnToMemslot(gfn) == null) throw a.Error("pages", $"gfn 0x{gfn:x} is outside every memslot of {vm.Name}");
             var r = await v.GuestWrite(gfn, a.GetULong("value"));
             CheckError(w, a, r, vm, gfn);
         }
     }
 
-    sealed class StatsMark { public long Taken, Fixed; }
+    /// <summary>The binary stats at the previous vm.expect-stats of a VM (model bookkeeping of the op).</summary>
+    sealed class StatsMark { public readonly long[] At = new long[BinaryStats.Length]; }
 
     static ValueTask ExpectStats(ScenarioWorld w, OpArgs a)
     {
         var vm = w.Get<Kvm>(a, "vm");
         string key = "stats-mark:" + vm.Name;
         var mark = w.Objects.TryGetValue(key, out var o) && o is StatsMark m ? m : new StatsMark();
-        long taken = w.K.Stats[Stat.KvmPfTaken] - mark.Taken, fixd = w.K.Stats[Stat.KvmPfFixed] - mark.Fixed;
-        mark.Taken += taken;
-        mark.Fixed += fixd;
         w.Objects[key] = mark;
-        if (a.Has("as"))
+        var wrong = new List<string>();
+        for (int i = 0; i < BinaryStats.Length; i++)
         {
-            w.Observed[a.GetString("as") + ".pf_taken"] = (ulong)taken;
-            w.Observed[a.GetString("as") + ".pf_fixed"] = (ulong)fixd;
+            var (name, stat) = BinaryStats[i];
+            long delta = w.K.Stats[stat] - mark.At[i];
+            mark.At[i] += delta;
+            if (a.Has("as")) w.Observed[a.GetString("as") + "." + name] = (ulong)delta;
+            if (a.Has(name) && (ulong)delta != a.GetULong(name)) wrong.Add($"{name} +{delta} (expected +{a.GetULong(name)})");
         }
-        if ((a.Has("pf_taken") && (ulong)taken != a.GetULong("pf_taken")) || (a.Has("pf_fixed") && (ulong)fixd != a.GetULong("pf_fixed")))
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: {vm.Name} pf_taken +{taken} pf_fixed +{fixd}, expected +{a.GetString("pf_taken", "?")} / +{a.GetString("pf_fixed", "?")}");
+        if (wrong.Count > 0)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {vm.Name} {string.Join(", ", wrong)}");
         return default;
     }
 
@@ -228,12 +331,16 @@ public static class KvmOps
     static bool CheckError(ScenarioWorld w, OpArgs a, GuestAccessResult r, Kvm vm, ulong gfn)
     {
         string want = a.GetString("error", "none");
-        bool wantError = want == "efault";
-        if (want != "any" && r.Ok == wantError)
+        string got = r.Ok ? "none" : r.Error == KvmFaultResult.Mmio ? "mmio" : "efault";
+        if (want != "any" && want != got)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {(r.Ok ? "succeeded" : "failed with " + r.Error)}, expected {(wantError ? "an error" : "success")}");
+                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {Describe(r)}, expected {(want == "none" ? "success" : want == "mmio" ? "an unanswered KVM_EXIT_MMIO" : "-EFAULT")}");
         return r.Ok;
     }
+
+    static string Describe(GuestAccessResult r) => r.Ok ? "succeeded" : r.Error == KvmFaultResult.Mmio
+        ? "exited to the VMM with KVM_EXIT_MMIO (no memslot, or a write to a read-only one; vmm.mmio-handler answers it)"
+        : "failed with -EFAULT";
 
     // ---------------------------------------------------------------- dirty logging and aging
 
@@ -305,7 +412,7 @@ public static class KvmOps
         public void Report(TextWriter w)
         {
             w.WriteLine($"mmu_invalidate_seq {vm.InvalidateSeq}, in_progress {vm.InvalidateInProgress}, mn_active_invalidate_count {vm.MnActiveInvalidateCount}");
-            w.WriteLine($"present SPTEs {vm.PresentSptes} ({Spte.Size} bytes each)");
+            w.WriteLine($"present SPTEs {vm.PresentSptes} ({Spte.Size} bytes each), MMIO SPTEs {vm.MmioSptes}, KVM_EXIT_MMIO seen by the VMM {vm.Vmm.MmioExits}");
             foreach (var s in vm.Memslots) w.WriteLine(s.ToString());
             foreach (var g in vm.PfnCaches) w.WriteLine($"{g} ({g.Retries} hva_to_pfn_retry retries, {PfnCacheOps.NameOf(vm.PfnCache)} design)");
         }

@@ -5,7 +5,12 @@ using MmuSim.Sched;
 namespace MmuSim.Kvm;
 
 /// <summary>Result of a guest access: the value read (or written), or the error the VMM got.</summary>
-public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultResult Error)
+/// <param name="Ok">The access completed (for MMIO: the VMM answered it).</param>
+/// <param name="Value">The value read (or written).</param>
+/// <param name="Error">Why it did not complete: <see cref="KvmFaultResult.Efault"/> (KVM_RUN fails with -EFAULT) or
+/// <see cref="KvmFaultResult.Mmio"/> (KVM_EXIT_MMIO that no VMM handler answered).</param>
+/// <param name="Mmio">The access exited to the VMM as KVM_EXIT_MMIO.</param>
+public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultResult Error, bool Mmio = false)
 {
     public override string ToString() => Ok ? $"0x{Value:x}" : Error.ToString();
 }
@@ -58,8 +63,13 @@ public sealed class KvmVcpu : ISpinWaiter
         return _tlbGfn[i] == gfn ? new Spte(_tlbSpte[i]) : Spte.None;
     }
 
+    /// <summary>KVM_REQ_TLB_FLUSH pending: serviced (stat tlb_flush) at the next guest entry.</summary>
+    public bool TlbFlushRequested { get; private set; }
+
+    /// <summary>kvm_make_request(KVM_REQ_TLB_FLUSH) with the flush itself done at once (see <see cref="Kvm.FlushRemoteTlbs"/>).</summary>
     internal void FlushTlb()
     {
+        TlbFlushRequested = true;
         if (TlbEntries == 0) return;
         Array.Clear(_tlbSpte);
         TlbEntries = 0;
@@ -94,16 +104,23 @@ public sealed class KvmVcpu : ISpinWaiter
         while (true)
         {
             await k.S.Point(PointKind.GuestAccess, gfn);
+            if (TlbFlushRequested)
+            {
+                TlbFlushRequested = false;                     // vcpu_enter_guest: kvm_vcpu_flush_tlb_all
+                k.Stats.Inc(Stat.KvmVcpuTlbFlushes);
+            }
             _attempt = _kvm.FaultRetryInputsOf(gfn);
             _attemptGfn = gfn;
             if (_kvm.Destroyed) return new GuestAccessResult(false, 0, KvmFaultResult.Efault);
             if (TryAccess(gfn, write, value, out ulong result, out bool present)) return new GuestAccessResult(true, result, default);
             k.Stats.Inc(Stat.VmExits);
-            k.Stats.Inc(present ? Stat.VmExitsWriteProtect : Stat.VmExitsEptViolation);
             k.S.Charge(CostKind.VmExit);
+            if (_kvm.IsCachedMmio(gfn)) return EmulateMmio(gfn, write, value); // handle_mmio_page_fault: no pf_taken
+            k.Stats.Inc(present ? Stat.VmExitsWriteProtect : Stat.VmExitsEptViolation);
             var r = await _kvm.PageFault(this, gfn, write, present);
             if (r == KvmFaultResult.Fixed) continue;
-            if (r is KvmFaultResult.Efault or KvmFaultResult.NoSlot)
+            if (r == KvmFaultResult.Mmio) return EmulateMmio(gfn, write, value);
+            if (r is KvmFaultResult.Efault)
             {
                 k.Stats.Inc(Stat.KvmEfaults);
                 return new GuestAccessResult(false, 0, r);
@@ -125,6 +142,20 @@ public sealed class KvmVcpu : ISpinWaiter
                 await k.S.SpinWait(this, "kvm_mmu_page_fault (RET_PF_RETRY)");
             }
         }
+    }
+
+    /// <summary>
+    /// x86_emulate_instruction → KVM_EXIT_MMIO (mmio_exits): the VMM's MMIO handler (<see cref="Kvm.Vmm"/>) answers a
+    /// load with its value and takes a store, and KVM_RUN resumes; without a handler the exit is the access's result.
+    /// </summary>
+    GuestAccessResult EmulateMmio(ulong gfn, bool write, ulong value)
+    {
+        var k = _kvm.Kernel;
+        k.Stats.Inc(Stat.KvmMmioExits);
+        var vmm = _kvm.Vmm;
+        if (!vmm.AnswersMmio) return new GuestAccessResult(false, 0, KvmFaultResult.Mmio, Mmio: true);
+        ulong v = vmm.OnMmio(gfn, write, value);
+        return new GuestAccessResult(true, v, default, Mmio: true);
     }
 
     // Model bookkeeping (no kernel state): the retry inputs when the current fault attempt began.

@@ -82,6 +82,13 @@ public sealed class OpArgs
         };
     }
 
+    /// <summary>An expected errno by name (<c>ok</c>, <c>einval</c>, <c>eexist</c>, ...: <see cref="Errno"/>); 0 for <c>ok</c>.</summary>
+    public int GetErrno(string key, string def = "ok")
+    {
+        string v = GetString(key, def);
+        return Errno.TryParse(v, out int e) ? e : throw Error(key, $"'{v}' is not an errno ({Errno.KnownList})");
+    }
+
     /// <summary>A page-aligned address.</summary>
     public ulong GetAddress(string key, ulong? def = null)
     {

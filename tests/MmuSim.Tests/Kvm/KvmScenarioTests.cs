@@ -138,22 +138,6 @@ public class KvmScenarioTests
         threads:
           - name: vmm
             ops:
-              - vm.create: { process: qemu, name: vm0 }
-              - memslot.add: { vm: vm0, gfn: 0x100, pages: 4, hva: 0x10000 }
-              - memslot.add: { vm: vm0, gfn: 0x102, pages: 4, hva: 0x10000 }
-        """, "overlaps")]
-    [InlineData("""
-        threads:
-          - name: vmm
-            ops:
-              - vm.create: { process: qemu, name: vm0 }
-              - memslot.add: { vm: vm0, gfn: 0x100, pages: 4, hva: 0x10000 }
-              - guest.read: { vm: vm0, gfn: 0x200 }
-        """, "outside every memslot")]
-    [InlineData("""
-        threads:
-          - name: vmm
-            ops:
               - exit: { process: qemu }
               - vm.create: { process: qemu, name: vm0 }
         """, "has exited")]

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MmuSim.Eras;
 using MmuSim.Scenarios;
 using Xunit.Abstractions;
@@ -23,7 +22,7 @@ public class KvmShadowPrefetchTests(ITestOutputHelper output)
         var s = ScenarioLoader.LoadBuiltIn("kvm-guest-protocol-shadow");
         if (arch != "x86-shadow")
         {
-            var text = File.ReadAllText(Path.Combine(RepoRoot(), "src/MmuSim/Scenarios/BuiltIn/kvm-guest-protocol-shadow.yaml"));
+            var text = File.ReadAllText(Path.Combine(RealKvm.RepoRoot(), "src/MmuSim/Scenarios/BuiltIn/kvm-guest-protocol-shadow.yaml"));
             s = ScenarioLoader.Parse(text.Replace("arch: x86-shadow", "arch: " + arch), "protocol.yaml");
         }
         return ScenarioRunner.Run(s, s.EraOrDefault(null), null);
@@ -104,27 +103,8 @@ public class KvmShadowPrefetchTests(ITestOutputHelper output)
     [Fact]
     public void RealKvm_KvmFaults_MatchesModel_WhenDevKvmUsable()
     {
-        if (!File.Exists("/dev/kvm"))
-        {
-            output.WriteLine("skipped: /dev/kvm is not present");
-            return;
-        }
-        string root = RepoRoot(), dir = Path.Combine(Path.GetTempPath(), "mmusim-kvm-faults-" + Environment.ProcessId);
-        Directory.CreateDirectory(dir);
-        string exe = Path.Combine(dir, "kvm_faults");
-        var (ccRc, ccOut) = Exec("cc", $"-O2 -o {exe} {Path.Combine(root, "bench/realkvm/kvm_faults.c")}");
-        if (ccRc != 0)
-        {
-            output.WriteLine($"skipped: cc failed ({ccRc}): {ccOut}");
-            return;
-        }
-        var (rc, text) = Exec(exe, "");
-        if (rc == 77)
-        {
-            output.WriteLine("skipped: " + text.Trim());
-            return;
-        }
-        Assert.True(rc == 0, $"kvm_faults exited {rc}: {text}");
+        var text = RealKvm.Run("kvm_faults.c", output);
+        if (text == null) return;
         var real = ParseDataPageTable(text);
         output.WriteLine(string.Join(" ", real.Select(p => $"{p.Taken}/{p.Fixed}")));
         Assert.Equal(ModelPasses(RunProtocol("x86-shadow")), real);
@@ -144,26 +124,5 @@ public class KvmShadowPrefetchTests(ITestOutputHelper output)
         }
         Assert.Equal(9, res.Count);
         return res.ToArray();
-    }
-
-    static (int Rc, string Output) Exec(string file, string args)
-    {
-        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var so = p.StandardOutput.ReadToEndAsync();
-        var se = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
-        {
-            p.Kill();
-            return (-1, "timeout");
-        }
-        return (p.ExitCode, so.Result + se.Result);
-    }
-
-    static string RepoRoot()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d != null && !File.Exists(Path.Combine(d.FullName, "MmuSim.sln"))) d = d.Parent;
-        return d?.FullName ?? throw new InvalidOperationException("MmuSim.sln not found above " + AppContext.BaseDirectory);
     }
 }
