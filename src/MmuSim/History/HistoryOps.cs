@@ -18,8 +18,8 @@ public static class HistoryOps
         r.Register(new OpSpec("sleepy-secondary",
             "register a secondary whose invalidate_page and invalidate_range_start take a mutex (may sleep), as drivers did from 3.7",
             ["process"], ["name"], SleepySecondaryOp));
-        r.Register(new OpSpec("expect-observed", "the value an earlier op stored with `as: label` must equal value; else an unexpected-value violation",
-            ["label", "value"], [], ExpectObserved) { Check = (a, _) => a.GetULong("value") });
+        r.Register(new OpSpec("expect-observed", "the value an earlier op stored with `as: label` must equal value (or be one of one_of: a comma-separated list); else an unexpected-value violation",
+            ["label"], ["value", "one_of"], ExpectObserved) { Check = (a, _) => ExpectedValues(a) });
     }
 
     static async ValueTask SleepySecondaryOp(ScenarioWorld w, OpArgs a)
@@ -32,15 +32,26 @@ public static class HistoryOps
         await mm.Notifiers.Register(dev);
     }
 
+    /// <summary><c>value</c> or <c>one_of</c>, exactly one of them.</summary>
+    static ulong[] ExpectedValues(OpArgs a)
+    {
+        if (a.Has("value") == a.Has("one_of")) throw a.Error("value", "give either value or one_of");
+        if (a.Has("value")) return [a.GetULong("value")];
+        var parts = a.GetString("one_of").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw a.Error("one_of", "the list is empty");
+        return Array.ConvertAll(parts, p => OpArgs.TryParseULong(p, out var v) ? v : throw a.Error("one_of", $"'{p}' is not a number"));
+    }
+
     static async ValueTask ExpectObserved(ScenarioWorld w, OpArgs a)
     {
         await w.K.S.Point(PointKind.Counter, 0);
         string label = a.GetString("label");
-        ulong want = a.GetULong("value");
+        var want = ExpectedValues(a);
         if (!w.Observed.TryGetValue(label, out var got))
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: expect-observed: nothing was stored as '{label}'");
-        else if (got != want)
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: expect-observed: {label} is {got}, expected {want}");
+        else if (Array.IndexOf(want, got) < 0)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: expect-observed: {label} is {got}, expected {(want.Length == 1 ? want[0].ToString() : "one of " + string.Join(", ", want))}");
     }
 }
 

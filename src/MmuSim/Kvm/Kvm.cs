@@ -64,7 +64,12 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public const ulong InvalidRange = ulong.MaxValue;
 
     readonly Kernel _k;
+    // The memslots, as kvm_memslots keeps them: in publication order (iteration), by id (id_hash) and sorted by base
+    // gfn (gfn_tree) for lookups and the overlap check; changed together, only in the publish step of kvm_swap_active_memslots.
     readonly List<Memslot> _slots = [];
+    readonly Dictionary<int, Memslot> _slotsById = [];
+    readonly List<Memslot> _slotsByGfn = [];
+    readonly SlotTotals _slotTotals = new();
     readonly List<KvmVcpu> _vcpus = [];
     readonly string _name;
     int _nextSlotId;
@@ -280,17 +285,55 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// <summary>__gfn_to_memslot: the slot containing <paramref name="gfn"/> (address space 0), or null.</summary>
     public Memslot? GfnToMemslot(ulong gfn)
     {
-        foreach (var s in _slots)
-            if (s.ContainsGfn(gfn)) return s;
+        if (_slotsByGfn.Count == 1) return _slotsByGfn[0].ContainsGfn(gfn) ? _slotsByGfn[0] : null;
+        int i = LastBaseBelow(gfn + 1);
+        return i >= 0 && _slotsByGfn[i].ContainsGfn(gfn) ? _slotsByGfn[i] : null;
+    }
+
+    /// <summary>
+    /// The slot overlapping [gfn, gfn + npages) other than <paramref name="except"/>, or null (kvm_check_memslot_overlap).
+    /// Slots never overlap, so sorted by base their ends are sorted too: only the last slot starting below the range's
+    /// end (or the one before it, when that is <paramref name="except"/>) can reach into the range.
+    /// </summary>
+    public Memslot? OverlappingSlot(ulong gfn, ulong npages, Memslot? except = null)
+    {
+        int i = LastBaseBelow(gfn + npages);
+        for (int n = 0; i >= 0 && n < 2; i--, n++)
+        {
+            var s = _slotsByGfn[i];
+            if (s == except) continue;
+            return s.EndGfn > gfn ? s : null;
+        }
         return null;
     }
 
-    /// <summary>The slot overlapping [gfn, gfn + npages) other than <paramref name="except"/>, or null.</summary>
-    public Memslot? OverlappingSlot(ulong gfn, ulong npages, Memslot? except = null)
+    /// <summary>Index in <see cref="_slotsByGfn"/> of the last slot whose base gfn is below <paramref name="limit"/>, or -1.</summary>
+    int LastBaseBelow(ulong limit)
     {
-        foreach (var s in _slots)
-            if (s != except && gfn < s.EndGfn && s.BaseGfn < gfn + npages) return s;
-        return null;
+        int lo = 0, hi = _slotsByGfn.Count - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (_slotsByGfn[mid].BaseGfn < limit) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        return found;
+    }
+
+    void AddSlot(Memslot s)
+    {
+        _slots.Add(s);
+        _slotsById[s.Id] = s;
+        int i = LastBaseBelow(s.BaseGfn) + 1;
+        _slotsByGfn.Insert(i, s);
+    }
+
+    void RemoveSlot(Memslot s)
+    {
+        _slots.Remove(s);
+        _slotsById.Remove(s.Id);
+        _slotsByGfn.Remove(s);
+        System.Diagnostics.Debug.Assert(s.PresentCount == 0, $"{s} unpublished with {s.PresentCount} SPTEs (kvm_invalidate_memslot zaps them first)");
     }
 
     /// <summary>Errnos of <see cref="SetUserMemoryRegion"/> (negative, as the ioctl returns them).</summary>
@@ -362,7 +405,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             {
                 if (old == null) return EINVAL;
                 await InvalidateMemslot(old);
-                await SwapActiveMemslots(() => _slots.Remove(old));
+                await SwapActiveMemslots(() => RemoveSlot(old));
                 return 0;
             }
             bool move = false;
@@ -374,16 +417,16 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
                 if (!move && (old.Flags & ~MemslotFlags.Invalid) == flags) return 0; // nothing to change
             }
             if ((old == null || move) && OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
-            var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid);
+            var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid, _slotTotals);
             if (old == null)
             {
-                await SwapActiveMemslots(() => _slots.Add(created));
+                await SwapActiveMemslots(() => AddSlot(created));
                 return 0;
             }
             if (move)
             {
                 await InvalidateMemslot(old);
-                await SwapActiveMemslots(() => { _slots.Remove(old); _slots.Add(created); });
+                await SwapActiveMemslots(() => { RemoveSlot(old); AddSlot(created); });
                 return 0;
             }
             // KVM_MR_FLAGS_ONLY: dirty logging on/off keeps the SPTEs.
@@ -396,12 +439,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         }
     }
 
-    Memslot? FindSlot(int id)
-    {
-        foreach (var s in _slots)
-            if (s.Id == id) return s;
-        return null;
-    }
+    Memslot? FindSlot(int id) => _slotsById.GetValueOrDefault(id);
 
     /// <summary>Next unused slot id (scenario convenience).</summary>
     public int NextSlotId()
@@ -467,8 +505,9 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// <summary>Every present SPTE (4 KiB and 2 MiB), every vCPU TLB entry and every valid pfn cache. Allocation-free apart from the list.</summary>
     public void CollectTranslations(List<SecondaryTranslation> into)
     {
-        foreach (var slot in _slots)
+        for (int i = 0; i < _slots.Count && _slotTotals.Present > 0; i++)
         {
+            var slot = _slots[i];
             if (slot.PresentCount == 0) continue;
             for (int b = 0; b < slot.Tables.Length; b++)
             {
@@ -499,12 +538,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// <summary>Present SPTEs in all slots (tests, stats).</summary>
     public int PresentSptes
     {
-        get
-        {
-            int n = 0;
-            foreach (var s in _slots) n += s.PresentCount;
-            return n;
-        }
+        get => _slotTotals.Present;
     }
 
     /// <summary>The 4 KiB-granular translation of <paramref name="gfn"/> (a huge SPTE's sub-page), or none. No point.</summary>

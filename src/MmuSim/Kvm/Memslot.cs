@@ -41,8 +41,9 @@ public enum SpteTable : byte
 /// </remarks>
 public sealed class Memslot
 {
-    internal Memslot(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags)
+    internal Memslot(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags, SlotTotals? totals = null)
     {
+        _totals = totals ?? new SlotTotals();
         Id = id;
         BaseGfn = baseGfn;
         NPages = npages;
@@ -82,8 +83,20 @@ public sealed class Memslot
     /// <summary>Present 4 KiB SPTEs per block (a table becomes "empty" at 0).</summary>
     public ushort[] Live { get; }
 
-    /// <summary>Present SPTEs in the slot (4 KiB and huge), so that scans skip empty slots.</summary>
-    public int PresentCount { get; internal set; }
+    readonly SlotTotals _totals;
+
+    /// <summary>Present SPTEs in the slot (4 KiB and huge), so that scans skip empty slots; kept in the VM's total too.</summary>
+    public int PresentCount
+    {
+        get => _present;
+        internal set
+        {
+            _totals.Present += value - _present;
+            _present = value;
+        }
+    }
+
+    int _present;
 
     /// <summary>The dirty bitmap (dirty logging on), else null.</summary>
     public ulong[]? DirtyBitmap { get; internal set; }
@@ -121,4 +134,10 @@ public sealed class Memslot
 
     public override string ToString() =>
         $"slot{Id} gfn [0x{BaseGfn:x}, 0x{EndGfn:x}) hva 0x{UserspaceAddr:x}{(ReadOnly ? " ro" : "")}{(LogDirty ? " log-dirty" : "")}{(Invalid ? " invalid" : "")}";
+}
+
+/// <summary>Model bookkeeping shared by a VM's memslots: the present SPTEs of all of them (O(1) for the checker).</summary>
+internal sealed class SlotTotals
+{
+    public int Present;
 }
