@@ -136,6 +136,15 @@ public class KvmShadowPrefetchTests(ITestOutputHelper output)
         if (text == null) return;
         var real = ParseRealTable(text);
         output.WriteLine(string.Join(" | ", real.Select(p => string.Join(" ", p))));
-        Assert.Equal(ModelPasses(RunProtocol("x86-shadow")), real);
+        var model = ModelPasses(RunProtocol("x86-shadow"));
+        int exits = Array.IndexOf(Columns, "exits");
+        for (int p = 0; p < 9; p++)
+            for (int c = 0; c < Columns.Length; c++)
+            {
+                // exits also counts the host's external interrupts that hit the vCPU during the pass (seen: one more
+                // in pass 5 on a loaded machine), so a live run may only exceed the model there; the fault stats are exact.
+                if (c == exits) Assert.True(real[p][c] >= model[p][c], $"pass {p + 1} exits: real {real[p][c]} < model {model[p][c]}");
+                else Assert.True(real[p][c] == model[p][c], $"pass {p + 1} {Columns[c]}: real {real[p][c]}, model {model[p][c]}");
+            }
     }
 }
