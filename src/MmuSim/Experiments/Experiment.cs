@@ -77,7 +77,7 @@ public static class ExperimentLoader
 {
     const string ResourcePrefix = "experiments/";
     static readonly string[] TopKeys = ["name", "question", "description", "scale", "eras", "baseline", "metrics", "per", "vary_cost", "scenarios", "plots"];
-    static readonly Regex Hole = new(@"\{\{([^{}]*)\}\}", RegexOptions.Compiled);
+    static readonly Regex Hole = new(@"\{\{(.*?)\}\}", RegexOptions.Compiled);
 
     /// <summary>Names of the built-in experiments, sorted.</summary>
     public static IReadOnlyList<string> BuiltInNames { get; } = typeof(ExperimentLoader).Assembly.GetManifestResourceNames()
@@ -140,7 +140,8 @@ public static class ExperimentLoader
         foreach (var mn in metricsNode.Children)
         {
             var m = p.Str(mn, "metrics");
-            if (!KnownMetrics.Contains(m)) throw p.Err(mn, "metrics", $"unknown metric '{m}' (a counter of mmusim run, or sim_ns)");
+            bool observed = m.StartsWith("observed.", StringComparison.Ordinal) && m.Length > "observed.".Length;
+            if (!observed && !KnownMetrics.Contains(m)) throw p.Err(mn, "metrics", $"unknown metric '{m}' (a counter of mmusim run, sim_ns, or observed.LABEL: a value an op stored with as:)");
             metrics.Add(m);
         }
         if (metrics.Count == 0) throw p.Err(metricsNode, "metrics", "list at least one metric");
@@ -271,7 +272,7 @@ public static class ExperimentLoader
                 catch (ExprException ex) { throw p.Err(node, $"{f}.let.{key}", ex.Message); }
             }
             string text;
-            try { text = Hole.Replace(template, h => Expr.Format(Expr.Eval(h.Groups[1].Value, vars))); }
+            try { text = Hole.Replace(template, h => Fill(h.Groups[1].Value, vars)); }
             catch (ExprException ex) { throw p.Err(tn, f + ".template", ex.Message); }
             var label = string.Join(" ", paramNames.Select(x => $"{x}={Expr.Format(vars[x])}"));
             Scenario s;
@@ -284,6 +285,20 @@ public static class ExperimentLoader
             points.Add(new SweepPoint { Vars = vars, ParamNames = paramNames, Scenario = s });
         }
         return new ExperimentScenario { Name = name, ParamNames = paramNames, Points = points, Template = template, TemplateLine = templateLine };
+    }
+
+    /// <summary>
+    /// A template hole: <c>{{expr}}</c> is the value; <c>{{cond ? text}}</c> is the text when cond is non-zero, else
+    /// nothing; <c>{{cond ? text || other}}</c> picks one of two texts.
+    /// </summary>
+    static string Fill(string hole, IReadOnlyDictionary<string, double> vars)
+    {
+        int q = hole.IndexOf('?');
+        if (q < 0) return Expr.Format(Expr.Eval(hole, vars));
+        string rest = hole[(q + 1)..];
+        int bar = rest.IndexOf("||", StringComparison.Ordinal);
+        string then = bar < 0 ? rest : rest[..bar], other = bar < 0 ? "" : rest[(bar + 2)..];
+        return (Expr.Eval(hole[..q], vars) != 0 ? then : other).Trim();
     }
 
     static bool IsName(string s) => s.Length > 0 && (char.IsLetter(s[0]) || s[0] == '_') && s.All(c => char.IsLetterOrDigit(c) || c == '_');

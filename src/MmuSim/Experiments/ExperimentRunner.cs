@@ -82,6 +82,11 @@ public static class ExperimentRunner
         foreach (var m in x.Metrics)
         {
             if (m == "sim_ns") { metrics[m] = r.SimulatedNs - clock0; continue; }
+            if (m.StartsWith("observed.", StringComparison.Ordinal))
+            {
+                metrics[m] = r.Observed.TryGetValue(m["observed.".Length..], out ulong o) ? (long)o : 0;
+                continue;
+            }
             int i = Array.FindIndex(statKinds, st => Stats.NameOf(st) == m);
             metrics[m] = r.Kernel.Stats[statKinds[i]] - (before?[i] ?? 0);
         }

@@ -4,7 +4,7 @@ namespace MmuSim.Experiments;
 
 /// <summary>
 /// The arithmetic of experiment files: numbers, parameter names, <c>+ - * / %</c>, parentheses and
-/// <c>floor ceil round min max</c>. Used for <c>let:</c> values, <c>per:</c> normalisations and <c>{{expr}}</c> holes in
+/// <c>floor ceil round min max</c>, and the comparisons <c>== != &lt; &lt;= &gt; &gt;=</c> (1 or 0). Used for <c>let:</c> values, <c>per:</c> normalisations and <c>{{expr}}</c> holes in
 /// scenario templates. A malformed expression is an <see cref="ExprException"/> (the loader adds file, line and field).
 /// </summary>
 public static class Expr
@@ -13,7 +13,7 @@ public static class Expr
     public static double Eval(string text, IReadOnlyDictionary<string, double> vars)
     {
         var p = new Parser(text, vars);
-        double v = p.Sum();
+        double v = p.Compare();
         p.SkipSpace();
         if (p.Pos < text.Length) throw new ExprException($"unexpected '{text[p.Pos]}' at column {p.Pos + 1} of '{text}'");
         return v;
@@ -37,6 +37,27 @@ public static class Expr
             SkipSpace();
             if (Pos < s.Length && s[Pos] == c) { Pos++; return true; }
             return false;
+        }
+
+        /// <summary>A sum, or two sums compared (1 if true, else 0).</summary>
+        public double Compare()
+        {
+            double a = Sum();
+            SkipSpace();
+            if (Pos + 1 < s.Length && s.AsSpan(Pos, 2) is "==" or "!=" or "<=" or ">=")
+            {
+                string op = s.Substring(Pos, 2);
+                Pos += 2;
+                double b = Sum();
+                return op switch { "==" => a == b, "!=" => a != b, "<=" => a <= b, _ => a >= b } ? 1 : 0;
+            }
+            if (Pos < s.Length && s[Pos] is '<' or '>')
+            {
+                char op = s[Pos++];
+                double b = Sum();
+                return (op == '<' ? a < b : a > b) ? 1 : 0;
+            }
+            return a;
         }
 
         public double Sum()
