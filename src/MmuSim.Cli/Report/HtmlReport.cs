@@ -205,14 +205,14 @@ public static class HtmlReport
         foreach (var p in x["plots"]!.AsArray())
         {
             string id = $"plot-{n++}";
-            var spec = PlotSpec(p!.AsObject(), cells, comps);
+            var spec = PlotSpec(p!.AsObject(), cells, comps, x["eras"]!.AsArray().Select(e => e!.GetValue<string>()).ToList());
             sb.Append("<div class=\"plot\" id=\"").Append(id).Append("\" data-title=\"").Append(H(p["title"]!.GetValue<string>())).Append("\"></div>\n");
             plots.Add((id, spec));
         }
     }
 
     /// <summary>The Vega-Lite spec of one plot: y against x, one coloured line per value of color.</summary>
-    static JsonObject PlotSpec(JsonObject p, List<JsonObject> cells, List<JsonObject> comps)
+    static JsonObject PlotSpec(JsonObject p, List<JsonObject> cells, List<JsonObject> comps, List<string> eras)
     {
         string scenario = p["scenario"]!.GetValue<string>(), xf = p["x"]!.GetValue<string>(), yf = p["y"]!.GetValue<string>(), cf = p["color"]!.GetValue<string>();
         var where = p["where"]!.AsObject().ToDictionary(w => w.Key, w => w.Value!.GetValue<double>());
@@ -241,7 +241,9 @@ public static class HtmlReport
             {
                 ["x"] = new JsonObject { ["field"] = xf, ["type"] = xf == "era" ? "ordinal" : "quantitative" },
                 ["y"] = new JsonObject { ["field"] = yf, ["type"] = "quantitative" },
-                ["color"] = new JsonObject { ["field"] = cf, ["type"] = cf == "era" ? "nominal" : "ordinal" },
+                ["color"] = cf == "era"
+                    ? new JsonObject { ["field"] = cf, ["type"] = "nominal", ["sort"] = new JsonArray(eras.Select(e => (JsonNode)JsonValue.Create(e)!).ToArray()) }
+                    : new JsonObject { ["field"] = cf, ["type"] = "ordinal" },
             },
         };
     }
