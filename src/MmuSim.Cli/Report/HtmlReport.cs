@@ -57,7 +57,7 @@ public static class HtmlReport
         var sb = new StringBuilder();
         var plots = new List<(string Id, JsonObject Spec)>();
         sb.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>MmuSim report</title>\n<style>\n")
-          .Append("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}")
+          .Append("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;display:block;overflow-x:auto;max-width:100%}")
           .Append("td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:right}th{background:#f2f2f2}td.l,th.l{text-align:left}")
           .Append(".hist td{text-align:center;font-family:monospace}.x{background:#f8d0d0}.ok{background:#d8f0d8}.na{color:#999}.bang{background:#ff9b9b;font-weight:bold}.q{background:#fff3c0}")
           .Append("pre{background:#f7f7f7;padding:.5em;overflow-x:auto;font-size:12px}.plot{margin:1em 0}.q-text{font-style:italic}\n</style>\n</head>\n<body>\n")
