@@ -243,4 +243,45 @@ public class ExperimentTests
         Assert.True(r.Metrics["kvm_fault_retries"] > 0);
         Assert.Equal(r.Metrics["vm_exits"] - r.Metrics["kvm_fault_retries"], r.Metrics["kvm_pf_fixed"]);
     }
+
+    [Fact]
+    public void ThpInvalidate_SingleAddressMissesTheWriteback_WholeRangeRefaultsEachTouchedPage()
+    {
+        var x = ExperimentLoader.LoadBuiltIn("thp-invalidate");
+        var r = ExperimentRunner.Run(x, 1, CostSet.Defaults, 2);
+        Assert.True(r.AllMatch);
+        foreach (var c in r.Cells)
+        {
+            long touched = (long)c.Cell.Point.Vars["touched"];
+            if (c.Cell.Era.Name == "4.10")
+            {
+                Assert.Equal(0, c.Metrics["vm_exits"]);         // the writes went through the stale writable SPTEs
+                Assert.Equal(512, c.Metrics["pages_cleaned"]);  // the second writeback found the THP clean: missed
+                Assert.Equal(1, c.Metrics["notifier_invalidate_page"]);
+            }
+            else
+            {
+                Assert.Equal(touched, c.Metrics["vm_exits"]);
+                Assert.Equal(1024, c.Metrics["pages_cleaned"]);
+                Assert.Equal(2 * touched, c.Metrics["sptes_zapped"]);
+            }
+        }
+    }
+
+    [Fact]
+    public void Aging_ZappingWithoutABitsRefaultsTheHotSet_TestYoungNeverFlushes()
+    {
+        var x = ExperimentLoader.LoadBuiltIn("aging");
+        CellResult Run1(double mode, double noAd) => ExperimentRunner.RunCell(x,
+            x.Cells().First(c => c.Point.Vars["mode"] == mode && c.Point.Vars["no_ad"] == noAd && c.Point.Vars["hot"] == 0.25 && c.Era.Name == "6.13"),
+            1, CostSet.Defaults);
+        var flushAd = Run1(0, 0);
+        var flushNoAd = Run1(0, 1);
+        var test = Run1(2, 0);
+        Assert.Equal(0, flushAd.Metrics["vm_exits"]);
+        Assert.Equal(256, flushAd.Metrics["observed.young3"]);           // exactly the hot set
+        Assert.Equal(3 * 256, flushNoAd.Metrics["vm_exits"]);            // zapping aging: every hot page refaults each round
+        Assert.Equal(256, flushNoAd.Metrics["observed.young3"]);
+        Assert.True(test.Metrics["kvm_remote_tlb_flushes"] < flushAd.Metrics["kvm_remote_tlb_flushes"]);
+    }
 }
