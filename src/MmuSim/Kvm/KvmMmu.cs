@@ -111,6 +111,7 @@ public sealed partial class Kvm
     async ValueTask<KvmFaultResult> ArchPageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
     {
         using var _ = S.Current.Enter(FaultFunction);
+        _k.S.Charge(CostKind.SecondaryFault);
         if (_k.Trace.On) TracePageFault(vcpu, gfn, write, present);
         await SrcuReadLock();
         try

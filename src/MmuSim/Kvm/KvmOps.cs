@@ -59,8 +59,8 @@ public static class KvmOps
             ["vm", "slot"], [], DirtyLogEnable) { Check = (a, _) => a.GetInt("slot") });
         r.Register(new OpSpec("dirty-log.get", "KVM_GET_DIRTY_LOG (get and clear); `expect`: the exact gfn list (empty string = none)",
             ["vm", "slot"], ["expect"], DirtyLogGet) { Check = (a, _) => { a.GetInt("slot"); ParseGfns(a); } });
-        r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages",
-            ["vm", "addr", "len"], ["young", "flush"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); } });
+        r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false, test_young with test: true) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages; `as` stores the count",
+            ["vm", "addr", "len"], ["young", "flush", "test", "as"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); a.GetBool("test", false); } });
         r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",
             ["vm", "gfn"], [], ExpectNoPageRefs) { Check = (a, _) => a.GetULong("gfn") });
         PfnCacheOps.Register(r);
@@ -371,11 +371,13 @@ public static class KvmOps
         var vm = w.Get<Kvm>(a, "vm");
         var mm = vm.MirroredMm;
         ulong start = a.GetAddress("addr"), end = start + a.GetULong("len");
-        bool flush = a.GetBool("flush", true);
+        bool flush = a.GetBool("flush", true), test = a.GetBool("test", false);
         int young = 0;
         for (ulong va = start; va < end; va += MmStruct.PageSize)
-            if (flush ? await mm.Notifiers.ClearFlushYoung(va, va + MmStruct.PageSize) : await mm.Notifiers.ClearYoung(va, va + MmStruct.PageSize))
+            if (test ? await mm.Notifiers.TestYoung(va)
+                : flush ? await mm.Notifiers.ClearFlushYoung(va, va + MmStruct.PageSize) : await mm.Notifiers.ClearYoung(va, va + MmStruct.PageSize))
                 young++;
+        if (a.Has("as")) w.Observed[a.GetString("as")] = (ulong)young;
         if (a.Has("young") && young != a.GetInt("young"))
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {young} page(s) young in [0x{start:x}, 0x{end:x}), expected {a.GetInt("young")}");
     }

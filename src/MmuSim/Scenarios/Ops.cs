@@ -182,6 +182,7 @@ public sealed class OpRegistry
         Ksm.KsmOps.Register,
         History.HistoryOps.Register,
         Devices.IommuOps.Register,
+        Devices.SlowSecondary.Register,
         PrimaryTlbOps.Register,
     ];
 

@@ -342,7 +342,7 @@ public static class ScenarioLoader
                     }
                     break;
                 case YamlMappingNode m:
-                    CheckKeys(m, f + ".", ["value", "distinct", "pages"]);
+                    CheckKeys(m, f + ".", ["value", "distinct", "pages", "rest_distinct"]);
                     int n = pages;
                     if (Opt(m, "pages") is { } pn)
                     {
@@ -359,7 +359,16 @@ public static class ScenarioLoader
                     {
                         ulong val = Num(valueNode, f + ".value");
                         for (int i = 0; i < n; i++) list.Add(val);
+                        if (Opt(m, "rest_distinct") is { } rest)
+                        {
+                            // { value: V, pages: M, rest_distinct: B }: pages M.. hold B + i (an experiment's merged fraction).
+                            ulong rb = Num(rest, f + ".rest_distinct");
+                            CheckContentPages(rest, f, pages);
+                            for (int i = n; i < pages; i++) list.Add(rb + (ulong)i);
+                        }
                     }
+                    else if (Opt(m, "rest_distinct") is { } restNode)
+                        throw Err(restNode, f + ".rest_distinct", "needs value: (the first pages: pages hold value, the rest base + i)");
                     else
                     {
                         ulong b = Num(distinctNode!, f + ".distinct");

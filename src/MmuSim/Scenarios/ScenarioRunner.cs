@@ -25,6 +25,9 @@ public sealed record RunOptions
 
     /// <summary>Called on the fresh kernel before anything runs (tests, trace writers).</summary>
     public Action<Kernel>? Configure { get; init; }
+
+    /// <summary>Called after the setup phase, before the threads start (experiments measure the threads phase only).</summary>
+    public Action<Kernel>? AfterSetup { get; init; }
 }
 
 /// <summary>The outcome of one run.</summary>
@@ -152,6 +155,7 @@ public static class ScenarioRunner
         // Phase 2: threads and daemons under the strategy.
         if (violation == null)
         {
+            options.AfterSetup?.Invoke(k);
             k.S.Strategy = strategy;
             k.S.StepSink = options.StepSink;
             foreach (var t in s.Threads) k.S.Spawn(t.Name, ctx => RunOps(world, t.Ops));
