@@ -26,9 +26,9 @@ public static class SecondaryOps
 
     static void CheckBind(OpArgs a, ScenarioInfo _)
     {
-        a.GetAddress("addr");
-        ulong len = a.GetBounded("len", MmStruct.PageSize, 1UL << 40);
-        if ((len & ~MmStruct.PageMask) != 0) throw a.Error("len", $"{len} is not a multiple of the page size");
+        // addr and len (page aligned, positive) are checked by the loader's shared field conventions.
+        ulong addr = a.GetAddress("addr"), len = a.GetULong("len");
+        if (len > (1UL << 47) - addr) throw a.Error("len", $"[0x{addr:x}, +0x{len:x}) goes past the 47-bit user address space");
     }
 
     static async ValueTask Bind(ScenarioWorld w, OpArgs a)
