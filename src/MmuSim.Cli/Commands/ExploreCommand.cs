@@ -68,7 +68,7 @@ public static class ExploreCommand
         {
             if (p.GetValue(secondary) is { } dll) return RunSecondary(cli, p, dll);
             if (p.GetValue(driver) is { Length: > 0 }) throw new UsageException("--driver", "only with --secondary DLL");
-            var s = CliContext.LoadScenario(p.GetValue(scenario) ?? throw new UsageException("scenario", "missing: give a scenario file or name (mmusim list), or --secondary DLL"));
+            var s = CliContext.LoadScenario(p.GetValue(scenario) ?? throw new UsageException("explore", "missing argument SCENARIO (see mmusim explore --help)"));
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);

@@ -60,7 +60,7 @@ public class ExploreSecondaryCliTests
         Assert.StartsWith("mmusim: scenario: 'cow-zero-page' has no `secondary` op", e);
         (code, _, e) = Run("explore");
         Assert.Equal(2, code);
-        Assert.Equal("mmusim: scenario: missing: give a scenario file or name (mmusim list), or --secondary DLL", e.TrimEnd());
+        Assert.Equal("mmusim: explore: missing argument SCENARIO (see mmusim explore --help)", e.TrimEnd());
         (code, _, e) = Run("explore", "cow-zero-page", "--driver", "x");
         Assert.Equal(2, code);
         Assert.Equal("mmusim: --driver: only with --secondary DLL", e.TrimEnd());
