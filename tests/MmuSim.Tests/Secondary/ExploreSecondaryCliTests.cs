@@ -28,6 +28,25 @@ public class ExploreSecondaryCliTests
     }
 
     [Fact]
+    public void ADriverThatThrowsIsReportedAsTheDriversBugWithExitOne()
+    {
+        var (code, o, e) = Run("explore", "--secondary", Dll, "--driver", "throwing", "secondary-dontneed", "--era", "6.13");
+        Assert.True(code == 1, o + e);
+        Assert.Contains("violation: driver throwing, scenario secondary-dontneed, era 6.13: the driver threw InvalidOperationException: no GPU page table at 0x200000", o);
+        Assert.DoesNotContain("internal model error", e);
+    }
+
+    [Fact]
+    public void WithoutDriverTheExplicitOnlyOnesAreSkipped()
+    {
+        var (code, o, e) = Run("explore", "--secondary", Dll, "secondary-dontneed", "--era", "4.19");
+        Assert.True(code == 0, o + e);
+        Assert.Contains("driver NotifierMirrorDriver", o);
+        Assert.Contains("driver NoRetryUserptrDriver", o);
+        Assert.DoesNotContain("driver throwing", o);
+    }
+
+    [Fact]
     public void ErasWithoutARequiredFeatureAreNotApplicable()
     {
         var (code, o, _) = Run("explore", "--secondary", Dll, "--driver", "NoRetryUserptrDriver", "secondary-dontneed", "--era", "4.19");

@@ -104,7 +104,8 @@ public class SecondaryDriverTests
     public void DriverDiscoveryFindsTheTestAssemblysDriversByName()
     {
         var found = DriverInfo.FromAssembly(typeof(SecondaryDriverTests).Assembly.Location);
-        Assert.Equal(["NoRetryUserptrDriver", "NotifierMirrorDriver"], found.Select(d => d.Name).ToArray());
+        Assert.Equal(["NoRetryUserptrDriver", "NotifierMirrorDriver", "throwing"], found.Select(d => d.Name).ToArray());
+        Assert.Equal([false, false, true], found.Select(d => d.ExplicitOnly).ToArray());
         Assert.Same(typeof(SecondaryDriver), found[0].Type.BaseType); // one SecondaryDriver type on both sides
     }
 

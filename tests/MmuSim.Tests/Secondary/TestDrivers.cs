@@ -173,3 +173,20 @@ public sealed class NotifierMirrorDriver : SecondaryDriver
         foreach (var t in _pt.Values) into.Add(t);
     }
 }
+
+/// <summary>A driver with a plain C# bug (it throws on its first read): reported as the driver's fault, exit 1, not as a model error.</summary>
+[SecondaryDriver(Name = "throwing", ExplicitOnly = true)]
+public sealed class ThrowingDriver(DriverContext ctx) : SecondaryDriver(ctx)
+{
+    public override ValueTask Bind() => default;
+
+    public override async ValueTask<ulong?> Read(ulong address)
+    {
+        await Context.SchedulingPoint(address);
+        throw new InvalidOperationException($"no GPU page table at 0x{address:x}");
+    }
+
+    public override ValueTask<bool> Write(ulong address, ulong value) => new(false);
+
+    public override void CollectTranslations(List<SecondaryTranslation> into) { }
+}
