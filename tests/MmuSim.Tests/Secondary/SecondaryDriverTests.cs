@@ -37,6 +37,23 @@ public class SecondaryDriverTests
     }
 
     [Fact]
+    public void TheGuidesInATestSnippetRunsAsWritten()
+    {
+        // docs/your-secondary-mmu.md section 6, with a smaller budget.
+        var driver = DriverInfo.Of(typeof(UserptrDriver));
+        var scenario = ScenarioLoader.LoadBuiltIn("secondary-munmap-vs-fault").WithSecondaryDriver(driver);
+        int eras = 0;
+        foreach (var era in EraTable.All.Where(driver.SupportedIn))
+        {
+            var report = new Explorer(new ScenarioExplorable(scenario, era), new ExploreOptions { Iterations = 100 }).Run();
+            Assert.Null(report.First);
+            eras++;
+        }
+        Assert.Equal(EraTable.All.Count(e => e.Has(Feature.IntervalNotifier)), eras);
+        Assert.True(eras >= 10);
+    }
+
+    [Fact]
     public void TheReferenceDriverMirrorsFaultsAndDropsTranslationsOnMunmap()
     {
         var s = ScenarioLoader.LoadBuiltIn("secondary-munmap-vs-fault");
