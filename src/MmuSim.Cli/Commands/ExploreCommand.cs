@@ -14,7 +14,21 @@ public static class ExploreCommand
 {
     public static Command Create(CliContext cli)
     {
-        var scenario = new Argument<string>("scenario") { Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list)" };
+        var scenario = new Argument<string?>("scenario")
+        {
+            Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list); with --secondary optional (default: every secondary-* scenario)",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var secondary = new Option<string?>("--secondary")
+        {
+            Description = "a driver assembly (MyDriver.dll): explore every SecondaryDriver in it against the secondary-* scenarios in every era " +
+                          "(or --era), --iterations schedules per cell (default " + ExploreSecondary.DefaultIterationsPerCell + "); docs/your-secondary-mmu.md",
+        };
+        var driver = new Option<string[]>("--driver")
+        {
+            Description = "with --secondary: only these drivers (name or class name; repeatable or comma-separated)",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var era = new Option<string?>("--era") { Description = "kernel era (mmusim eras); default: the scenario's era:, else 6.13" };
         var strategy = new Option<string>("--strategy", "-s")
         {
@@ -48,11 +62,13 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate,
+            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
         };
         cmd.SetAction(p =>
         {
-            var s = CliContext.LoadScenario(p.GetValue(scenario)!);
+            if (p.GetValue(secondary) is { } dll) return RunSecondary(cli, p, dll);
+            if (p.GetValue(driver) is { Length: > 0 }) throw new UsageException("--driver", "only with --secondary DLL");
+            var s = CliContext.LoadScenario(p.GetValue(scenario) ?? throw new UsageException("explore", "missing argument SCENARIO (see mmusim explore --help)"));
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);
@@ -113,6 +129,25 @@ public static class ExploreCommand
             return Program.Failed;
         });
         return cmd;
+
+        int RunSecondary(CliContext cli, ParseResult p, string dll)
+        {
+            if (p.GetValue(all)) throw new UsageException("--all", "not supported with --secondary");
+            if (p.GetValue(outFile) != null) throw new UsageException("--out", "not supported with --secondary");
+            var iterResult = p.GetResult(iterations);
+            int n = iterResult is { Implicit: false } ? p.GetValue(iterations) : ExploreSecondary.DefaultIterationsPerCell;
+            if (n < 1) throw new UsageException("--iterations", $"must be at least 1, got {n}");
+            if (!StrategySpec.TryParseKind(p.GetValue(strategy) ?? "portfolio", out var kind))
+                throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
+            int d = p.GetValue(depth) ?? 3;
+            if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
+            int k = p.GetValue(preemptions);
+            if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
+            return ExploreSecondary.Run(cli, new ExploreSecondary.Request(dll, p.GetValue(driver) ?? [], p.GetValue(scenario),
+                CliContext.ParseEra(p.GetValue(era)), spec, n, ParseDuration(p.GetValue(timeLimit)), CliContext.ParseJobs(p.GetValue(jobs)),
+                p.GetValue(noShrink), CounterexampleOutput.ParseFormat(p.GetValue(format)), p.GetValue(traceOut), CliContext.ParseMutations(p.GetValue(mutate))));
+        }
     }
 
     /// <summary>

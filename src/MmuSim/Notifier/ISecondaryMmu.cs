@@ -18,6 +18,7 @@ public readonly record struct SecondaryTranslation(ulong Hva, long Pfn, ushort G
 /// </summary>
 public interface ISecondaryMmu
 {
+    /// <summary>Name in violation reports.</summary>
     string Name { get; }
 
     /// <summary>

@@ -5,14 +5,23 @@ namespace MmuSim.Notifier;
 /// <summary>enum mmu_notifier_event (include/linux/mmu_notifier.h). <see cref="None"/> before 5.2, when ranges had no event.</summary>
 public enum MmuNotifyEvent : byte
 {
+    /// <summary>MMU_NOTIFY_UNMAP: the range is being unmapped (munmap, exit); the VMA goes away.</summary>
     Unmap = 0,
+    /// <summary>MMU_NOTIFY_CLEAR: the PTEs are cleared (madvise DONTNEED, reclaim, COW, zap); the VMA stays.</summary>
     Clear = 1,
+    /// <summary>MMU_NOTIFY_PROTECTION_VMA: the protection of the whole range changes (mprotect).</summary>
     ProtectionVma = 2,
+    /// <summary>MMU_NOTIFY_PROTECTION_PAGE: single pages are write-protected (fork's COW setup, writeback, KSM).</summary>
     ProtectionPage = 3,
+    /// <summary>MMU_NOTIFY_SOFT_DIRTY: soft-dirty tracking write-protects the range (clear_refs).</summary>
     SoftDirty = 4,
+    /// <summary>MMU_NOTIFY_RELEASE: the mm is being torn down (no range callbacks will follow for it).</summary>
     Release = 5,
+    /// <summary>MMU_NOTIFY_MIGRATE (5.8+): migration to or from device memory; <see cref="MmuNotifierRange.Owner"/> names the initiating device.</summary>
     Migrate = 6,
+    /// <summary>MMU_NOTIFY_EXCLUSIVE (5.14+): make_device_exclusive; <see cref="MmuNotifierRange.Owner"/> names the device.</summary>
     Exclusive = 7,
+    /// <summary>No event: eras before 5.2, whose ranges carried none.</summary>
     None = 255,
 }
 
@@ -20,17 +29,29 @@ public enum MmuNotifyEvent : byte
 [Flags]
 public enum NotifierOps : ushort
 {
+    /// <summary>No callbacks.</summary>
     None = 0,
+    /// <summary>->release.</summary>
     Release = 1 << 0,
+    /// <summary>->clear_flush_young.</summary>
     ClearFlushYoung = 1 << 1,
+    /// <summary>->clear_young (4.3+).</summary>
     ClearYoung = 1 << 2,
+    /// <summary>->test_young (2.6.38+).</summary>
     TestYoung = 1 << 3,
+    /// <summary>->change_pte (2.6.32-6.9).</summary>
     ChangePte = 1 << 4,
+    /// <summary>->invalidate_page (2.6.27-4.12).</summary>
     InvalidatePage = 1 << 5,
+    /// <summary>->invalidate_range_start.</summary>
     InvalidateRangeStart = 1 << 6,
+    /// <summary>->invalidate_range_end.</summary>
     InvalidateRangeEnd = 1 << 7,
+    /// <summary>->invalidate_range (3.19-6.5).</summary>
     InvalidateRange = 1 << 8,
+    /// <summary>->arch_invalidate_secondary_tlbs (6.6+).</summary>
     ArchInvalidateSecondaryTlbs = 1 << 9,
+    /// <summary>->alloc_notifier / ->free_notifier (mmu_notifier_get/put, 5.4+).</summary>
     AllocFree = 1 << 10,
 }
 
@@ -41,8 +62,13 @@ public enum NotifierOps : ushort
 /// </summary>
 public sealed class MmuNotifierRange(MmStruct mm, ulong start, ulong end, MmuNotifyEvent ev, object? owner = null)
 {
+    /// <summary>range->mm: the address space being changed.</summary>
     public MmStruct Mm { get; } = mm;
+
+    /// <summary>range->start: first byte (page aligned).</summary>
     public ulong Start { get; } = start;
+
+    /// <summary>range->end: end, exclusive (page aligned).</summary>
     public ulong End { get; } = end;
 
     /// <summary>The event as the era reports it to callbacks.</summary>
@@ -63,8 +89,10 @@ public sealed class MmuNotifierRange(MmStruct mm, ulong start, ulong end, MmuNot
     /// <summary>Context that started it (pairing/nesting checks).</summary>
     internal int StartedBy = -1;
 
+    /// <summary>Does [<paramref name="start"/>, <paramref name="end"/>) intersect the range?</summary>
     public bool Overlaps(ulong start, ulong end) => start < End && Start < end;
 
+    /// <summary>The range, event and blockable flag, for traces.</summary>
     public override string ToString() => $"[0x{Start:x}, 0x{End:x}) {Event}{(Blockable ? "" : " nonblock")}";
 }
 
@@ -127,6 +155,7 @@ public abstract class MmuNotifier
     /// <summary>->free_notifier (5.4+): the last put's SRCU callback. Must not sleep.</summary>
     public virtual void FreeNotifier() { }
 
+    /// <summary>The subscription's <see cref="Name"/>.</summary>
     public override string ToString() => Name;
 }
 
@@ -136,8 +165,13 @@ public abstract class MmuNotifier
 /// </summary>
 public abstract class MmuIntervalNotifier
 {
+    /// <summary>Start of the subscribed interval (set by mmu_interval_notifier_insert).</summary>
     public ulong Start { get; internal set; }
+
+    /// <summary>End (exclusive) of the subscribed interval.</summary>
     public ulong End { get; internal set; }
+
+    /// <summary>The mm it is inserted in (set by insert).</summary>
     public MmStruct? Mm { get; internal set; }
 
     /// <summary>mmu_interval_notifier.invalidate_seq.</summary>
@@ -146,6 +180,7 @@ public abstract class MmuIntervalNotifier
     internal bool InTree;
     internal bool DeferredInsert, DeferredRemove;
 
+    /// <summary>Name in traces and reports.</summary>
     public virtual string Name => GetType().Name;
 
     /// <summary>ops->invalidate: return false only when the range is non-blockable and you would sleep.</summary>

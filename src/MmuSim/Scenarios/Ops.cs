@@ -131,6 +131,9 @@ public sealed class ScenarioWorld(Kernel k)
     /// <summary>Subsystem objects by name (VMs, devices...).</summary>
     public Dictionary<string, object> Objects { get; } = [];
 
+    /// <summary>The driver the <c>secondary</c> op creates (<c>mmusim explore --secondary</c>); null = the reference driver.</summary>
+    public Secondary.DriverInfo? SecondaryDriver { get; set; }
+
     /// <summary>Values read by ops, by label (for <c>expect:</c> checks on contents).</summary>
     public Dictionary<string, ulong> Observed { get; } = [];
 
@@ -184,6 +187,7 @@ public sealed class OpRegistry
         Devices.IommuOps.Register,
         Devices.SlowSecondary.Register,
         PrimaryTlbOps.Register,
+        Secondary.SecondaryOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

@@ -65,6 +65,21 @@ public sealed class Scenario
     /// <summary>The expected outcome in <paramref name="era"/>.</summary>
     public ExpectedOutcome ExpectedIn(KernelEra era) => Expect.For(era);
 
+    /// <summary>The driver its <c>secondary</c> ops create (null: the reference driver); set with <see cref="WithSecondaryDriver"/>.</summary>
+    public Secondary.DriverInfo? SecondaryDriver { get; private set; }
+
+    /// <summary>A copy of this scenario whose <c>secondary</c> ops create <paramref name="driver"/> (mmusim explore --secondary).</summary>
+    public Scenario WithSecondaryDriver(Secondary.DriverInfo driver)
+    {
+        var copy = (Scenario)MemberwiseClone();
+        copy.SecondaryDriver = driver;
+        return copy;
+    }
+
+    /// <summary>Does it create a user-driver device (a <c>secondary</c> op in setup or a thread)?</summary>
+    public bool UsesSecondaryDriver =>
+        Setup.Any(o => o.Spec.Name == "secondary") || Threads.Any(t => t.Ops.Any(o => o.Spec.Name == "secondary"));
+
     /// <summary>The era to run in: the given name, else the scenario's, else the table default.</summary>
     public KernelEra EraOrDefault(KernelEra? era) => era ?? DefaultEra ?? EraTable.Default;
 
