@@ -29,6 +29,7 @@ public static class Program
         root.Subcommands.Add(ReplayCommand.Create(cli));
         root.Subcommands.Add(MutantsCommand.Create(cli));
         root.Subcommands.Add(HistoryCommand.Create(cli));
+        root.Subcommands.Add(MergeCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;
