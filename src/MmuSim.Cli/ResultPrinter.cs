@@ -10,7 +10,7 @@ public static class ResultPrinter
 
     /// <summary>
     /// <c>mmusim run --json</c> / <c>mmusim replay --json</c>: format, version, then the run's members in a fixed order
-    /// (schema in docs/scenarios.md); <paramref name="extra"/> adds the command's own members after <c>schedule</c>.
+    /// (schema in docs/campaigns.md); <paramref name="extra"/> adds the command's own members after <c>schedule</c>.
     /// </summary>
     public static string ToJson(string format, RunResult r, string schedule, Action<System.Text.Json.Utf8JsonWriter>? extra = null) =>
         Explore.ExploreJson.Document(w =>

@@ -45,7 +45,7 @@ public static class ExploreCommand
             Description = "turn on a mutation switch (repeatable, or comma-separated): " + Mutations.KnownList,
             AllowMultipleArgumentsPerToken = false,
         };
-        var json = new Option<bool>("--json") { Description = "print the result as JSON on stdout (schema in docs/explore.md); no race diagram, no shrinking unless --out" };
+        var json = new Option<bool>("--json") { Description = "print the result as JSON on stdout (schema in docs/campaigns.md); no race diagram, no shrinking unless --out" };
         var shardOpt = new Option<string?>("--shard")
         {
             Description = "run shard k of N (1 <= k <= N): schedule i runs in shard (i mod N)+1 with the seed it has unsharded; prints the shard's " +
@@ -113,6 +113,10 @@ public static class ExploreCommand
             }
             if ((ckPath ?? resumePath) is { } savePath)
             {
+                // Fail now, not after the first interval of work, when the checkpoint cannot be written there.
+                string? parent = Path.GetDirectoryName(Path.GetFullPath(savePath));
+                if (parent != null && !Directory.Exists(parent))
+                    throw new UsageException("--checkpoint", $"cannot write '{savePath}': no such directory '{parent}'");
                 string ckConfig = ShardConfig(config, shard);
                 options = options with
                 {

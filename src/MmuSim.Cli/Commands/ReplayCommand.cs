@@ -18,7 +18,7 @@ public static class ReplayCommand
         var scenarioOpt = new Option<string?>("--scenario") { Description = "the scenario file, when the trace names a scenario that is not built in" };
         var format = CounterexampleOutput.FormatOption();
         var traceOut = CounterexampleOutput.TraceOutOption();
-        var json = new Option<bool>("--json") { Description = "print the replayed run as JSON on stdout (schema in docs/explore.md); no race diagram" };
+        var json = new Option<bool>("--json") { Description = "print the replayed run as JSON on stdout (schema in docs/campaigns.md); no race diagram" };
         var cmd = new Command("replay", "Replay a saved counterexample exactly and show it (race diagram, ftrace or Perfetto JSON)")
         {
             file, scenarioOpt, format, traceOut, json,

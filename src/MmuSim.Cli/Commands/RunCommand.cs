@@ -17,7 +17,7 @@ public static class RunCommand
         {
             Description = "turn on a mutation switch on top of the scenario's own (repeatable, or comma-separated): " + Mutations.KnownList,
         };
-        var json = new Option<bool>("--json") { Description = "print the run as JSON on stdout (schema in docs/scenarios.md)" };
+        var json = new Option<bool>("--json") { Description = "print the run as JSON on stdout (schema in docs/campaigns.md)" };
         var cmd = new Command("run", "Run one schedule of a scenario and compare the outcome with its declared expectation (exit 0 if it matches, 1 if not, 2 on bad input)")
         {
             scenario, era, seed, plain, mutate, json,

@@ -6,7 +6,7 @@ using MmuSim.Sched;
 namespace MmuSim.Explore;
 
 /// <summary>
-/// The JSON forms of an exploration (schema in docs/explore.md): the result (<c>mmusim explore --json</c>), a shard's
+/// The JSON forms of an exploration (schema in docs/campaigns.md): the result (<c>mmusim explore --json</c>), a shard's
 /// result (<c>--shard k/N</c>, merged by <c>mmusim merge</c>) and a checkpoint (<c>--checkpoint</c>, <c>--resume</c>).
 /// Keys are written in a fixed order; everything outside <c>timing</c> is a function of the configuration, so the same
 /// configuration gives the same bytes on any host, number of cores or shards, and after a resume.
