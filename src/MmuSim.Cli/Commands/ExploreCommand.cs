@@ -120,7 +120,7 @@ public static class ExploreCommand
                 string ckConfig = ShardConfig(config, shard);
                 options = options with
                 {
-                    Checkpoint = st => WriteAtomically("--checkpoint", savePath, ExploreJson.Checkpoint(ckConfig, st)),
+                    Checkpoint = st => WriteAtomically("--checkpoint", savePath, stream => ExploreJson.Checkpoint(stream, ckConfig, st)),
                     CheckpointEverySchedules = everySchedules,
                     CheckpointInterval = everyTime,
                 };
@@ -233,16 +233,15 @@ public static class ExploreCommand
         catch (UsageException e) { throw new UsageException("--checkpoint-every", e.Message.Replace("(e.g. 30s", "(a number of schedules, or e.g. 30s")); }
     }
 
-    /// <summary>Write <paramref name="text"/> to PATH.tmp, flush it to disk, and rename it over PATH: a kill at any moment leaves the old or the new file whole.</summary>
-    public static void WriteAtomically(string option, string path, string text)
+    /// <summary>Write the file to PATH.tmp, flush it to disk, and rename it over PATH: a kill at any moment leaves the old or the new file whole.</summary>
+    public static void WriteAtomically(string option, string path, Action<Stream> write)
     {
         string tmp = path + ".tmp";
         try
         {
             using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
             {
-                var bytes = new System.Text.UTF8Encoding(false).GetBytes(text);
-                fs.Write(bytes);
+                write(fs);
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, path, overwrite: true);

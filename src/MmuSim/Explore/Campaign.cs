@@ -104,7 +104,6 @@ public sealed class ExploreCheckpoint
     {
         var hashes = new ulong[distinct.Count];
         distinct.CopyTo(hashes);
-        Array.Sort(hashes);
         RunRecords? copy = null;
         if (records != null)
         {

@@ -101,8 +101,22 @@ public static class ExploreJson
         WriteTiming(w, r.Elapsed, r.Schedules, r.TotalSteps, r.TimeToFirstBug);
     });
 
+    /// <summary>Write a JSON document with <paramref name="body"/> inside a top-level object straight to a stream.</summary>
+    public static void Document(Stream stream, Action<Utf8JsonWriter> body)
+    {
+        using var w = new Utf8JsonWriter(stream, Indented);
+        w.WriteStartObject();
+        body(w);
+        w.WriteEndObject();
+    }
+
     /// <summary>A checkpoint: the config, and the explorer's state at a round boundary.</summary>
-    public static string Checkpoint(string config, ExploreCheckpoint c) => Document(w =>
+    public static string Checkpoint(string config, ExploreCheckpoint c) => Document(w => WriteCheckpoint(w, config, c));
+
+    /// <summary>Stream a checkpoint to <paramref name="stream"/> (no copy of it in memory: a long run's hash set is megabytes).</summary>
+    public static void Checkpoint(Stream stream, string config, ExploreCheckpoint c) => Document(stream, w => WriteCheckpoint(w, config, c));
+
+    static void WriteCheckpoint(Utf8JsonWriter w, string config, ExploreCheckpoint c)
     {
         w.WriteString("format", CheckpointFormat);
         w.WriteNumber("version", Version);
@@ -118,7 +132,8 @@ public static class ExploreJson
         if (c.SchedulesToFirstBug is { } s) w.WriteNumber("schedules_to_first_bug", s); else w.WriteNull("schedules_to_first_bug");
         w.WriteNumber("elapsed_ticks", c.Elapsed.Ticks);
         if (c.TimeToFirstBug is { } t) w.WriteNumber("time_to_first_bug_ticks", t.Ticks); else w.WriteNull("time_to_first_bug_ticks");
-        w.WriteString("distinct", Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(c.Distinct.AsSpan())));
+        w.WriteBase64String("distinct", System.Runtime.InteropServices.MemoryMarshal.AsBytes(c.Distinct.AsSpan()));
+        w.Flush(); // to the stream: the writer's buffer does not grow with the next members
         w.WriteStartArray("counterexamples");
         foreach (var ce in c.Counterexamples)
         {
@@ -139,7 +154,7 @@ public static class ExploreJson
         }
         w.WriteEndArray();
         if (c.Records != null) WriteRecords(w, c.Records); else w.WriteNull("runs");
-    });
+    }
 
     static void WriteTiming(Utf8JsonWriter w, TimeSpan elapsed, int schedules, long steps, TimeSpan? toBug)
     {
@@ -164,8 +179,7 @@ public static class ExploreJson
         w.WriteStartArray("decisions");
         foreach (var d in r.Decisions) w.WriteNumberValue(d);
         w.WriteEndArray();
-        var hashes = r.Hashes.ToArray();
-        w.WriteString("hashes", Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(hashes.AsSpan())));
+        w.WriteBase64String("hashes", System.Runtime.InteropServices.MemoryMarshal.AsBytes(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Hashes)));
         w.WriteStartArray("violations");
         foreach (var v in r.Violations) w.WriteNumberValue(v);
         w.WriteEndArray();
