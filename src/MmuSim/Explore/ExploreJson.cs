@@ -385,6 +385,8 @@ public static class ExploreJson
             string other = db.RootElement.TryGetProperty(p.Name, out var q) ? q.GetRawText() : "missing";
             if (other != p.Value.GetRawText()) return $"{p.Name}: {p.Value.GetRawText()} vs {other}";
         }
+        foreach (var q in db.RootElement.EnumerateObject())
+            if (!da.RootElement.TryGetProperty(q.Name, out _)) return $"{q.Name}: missing vs {q.Value.GetRawText()}";
         return "members differ";
     }
 }

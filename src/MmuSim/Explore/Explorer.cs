@@ -228,8 +228,11 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
             for (int j = 0; j < count && !stop; j++)
             {
                 var r = results[j];
-                foreach (var inst in instances)
-                    if (inst is IAdaptiveStrategy a) a.Observe(r.Decisions);
+                // Only the calibration round feeds the step-bound estimate: an instance (or portfolio member) that has not
+                // run a later iteration yet must not learn from later rounds, or its k would depend on the worker count.
+                if (batch[j] < RoundSize)
+                    foreach (var inst in instances)
+                        if (inst is IAdaptiveStrategy a) a.Observe(r.Decisions);
                 if (!counted[j]) continue;
                 sinceCheckpoint++;
                 report.Schedules++;

@@ -82,6 +82,64 @@ public class CampaignTests
     }
 
     [Fact]
+    public void ShardsPartitionTheIterations()
+    {
+        for (int n = 1; n <= 5; n++)
+        {
+            var owner = new int[40];
+            for (int k = 1; k <= n; k++)
+            {
+                var sh = new ShardSpec(k, n);
+                for (int i = sh.FirstOwnedFrom(0); i < owner.Length; i = sh.FirstOwnedFrom(i + 1))
+                {
+                    Assert.True(sh.Owns(i));
+                    Assert.Equal(0, owner[i]);
+                    owner[i] = k;
+                }
+            }
+            Assert.All(owner, o => Assert.InRange(o, 1, n));
+        }
+        Assert.Equal(7, new ShardSpec(2, 3).FirstOwnedFrom(5));
+        Assert.Equal(4, new ShardSpec(2, 3).FirstOwnedFrom(4));
+    }
+
+    /// <summary>
+    /// Every run violates; runs after the calibration round are ten times longer. Iteration 32 is slow, so one worker runs
+    /// only it in round 1 and its portfolio members meet round 2 without having run round 1.
+    /// </summary>
+    sealed class SlowFirstRound : IExplorable
+    {
+        public ExplorableInfo Info { get; } = ExplorableInfo.Of("slow-first-round");
+
+        public RunOutcome RunOnce(MmuSim.Sched.IStrategy strategy, int iteration, IRunObserver? observer = null)
+        {
+            if (iteration == Explorer.RoundSize) Thread.Sleep(300);
+            var s = new MmuSim.Sched.Scheduler(strategy);
+            int points = iteration < Explorer.RoundSize ? 2 : 20, done = 0;
+            for (int c = 0; c < 2; c++)
+                s.Spawn($"cpu{c}", async _ =>
+                {
+                    for (int i = 0; i < points; i++) await s.Point(MmuSim.Sched.PointKind.Counter);
+                    if (++done == 2) s.Fail(MmuSim.Sched.Invariants.LostWrite, "planted");
+                });
+            var v = s.Run(iteration);
+            return RunOutcome.Capture(s, v, keepLog: true);
+        }
+    }
+
+    [Fact]
+    public void TheStepBoundIsLearntFromTheCalibrationRoundWhateverWorkerRunsWhat()
+    {
+        var o = new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Portfolio, Seed = 3 }, Iterations = 96, All = true };
+        var one = new Explorer(new SlowFirstRound(), o).Run();
+        var two = new Explorer(new SlowFirstRound(), o with { Parallelism = 2 }).Run();
+        Assert.Equal(96, one.Counterexamples.Count);
+        // pct and delay members name their k: it must be the calibration round's, in every iteration, on any worker.
+        Assert.Contains(one.Counterexamples, c => c.Strategy.Contains("k="));
+        Assert.Equal(one.Counterexamples.Select(c => c.Strategy), two.Counterexamples.Select(c => c.Strategy));
+    }
+
+    [Fact]
     public void TheReportDoesNotDependOnTheNumberOfWorkers()
     {
         var program = Racy();
