@@ -326,6 +326,8 @@ public static class ExploreJson
 
         public long Long(JsonElement v, string name) => v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long i) ? i : throw Error(name, "expected a 64-bit whole number");
 
+        public double Double(string name) => Get(name) is { ValueKind: JsonValueKind.Number } v ? v.GetDouble() : throw Error(name, "expected a number");
+
         public ulong ULong(string name) => Get(name) is { ValueKind: JsonValueKind.Number } v && v.TryGetUInt64(out ulong u) ? u : throw Error(name, "expected an unsigned whole number");
 
         public bool Bool(string name) => Get(name).ValueKind switch

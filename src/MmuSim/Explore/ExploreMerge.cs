@@ -30,7 +30,7 @@ public static class ExploreMerge
             ces[new ExploreJson.Fields(file, c, $"counterexamples[{n++}].").Int("iteration")] = c.Clone();
         var timing = new ExploreJson.Fields(file, f.Get("timing"), "timing.");
         return new ShardResult(file, f.Get("config").GetRawText(), spec, f.Bool("timed_out"), runs, ces,
-            timing.Get("elapsed_s").GetDouble());
+            timing.Double("elapsed_s"));
     }
 
     /// <summary>Merge the shards (any order) into the unsharded result JSON; bad sets of shards are bad input.</summary>

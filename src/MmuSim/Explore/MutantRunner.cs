@@ -119,7 +119,8 @@ public sealed record MutationReport(IReadOnlyList<MutantResult> Mutants, IReadOn
         if (missing.Count > 0)
             throw new Scenarios.ScenarioException(firstFile!, 1, "shard", $"missing shard{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(k => $"{k}/{count}"))} of this campaign");
         using var doc = JsonDocument.Parse(config!);
-        var names = doc.RootElement.GetProperty("mutants").EnumerateArray().Select(e => e.GetString()!).ToList();
+        var cf = new ExploreJson.Fields(firstFile!, doc.RootElement, "config.");
+        var names = cf.Array("mutants").Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw cf.Error("mutants", "expected mutant names")).ToList();
         foreach (var name in names)
             if (!byName.ContainsKey(name)) throw new Scenarios.ScenarioException(firstFile!, 1, "mutants", $"no shard judged mutant {name}");
         if (byName.Count != names.Count) throw new Scenarios.ScenarioException(firstFile!, 1, "mutants", "a shard judged a mutant the configuration does not list");

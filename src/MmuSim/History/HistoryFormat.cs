@@ -382,7 +382,8 @@ public static class HistoryFormat
             f.Format(ShardFormat);
             var sh = new Explore.ExploreJson.Fields(file, f.Get("shard"), "shard.");
             var spec = Explore.ShardSpec.TryParse($"{sh.Int("index")}/{sh.Int("count")}", out var err) ?? throw sh.Error("index", err);
-            parsed.Add((file, f.Get("config").GetRawText(), spec, f.Get("elapsed").GetDouble(), f.Get("cells")));
+            if (f.Get("cells").ValueKind != JsonValueKind.Array) throw f.Error("cells", "expected an array");
+            parsed.Add((file, f.Get("config").GetRawText(), spec, f.Double("elapsed"), f.Get("cells")));
         }
         var first = parsed[0];
         using var cfg = JsonDocument.Parse(first.Config);
@@ -404,7 +405,10 @@ public static class HistoryFormat
                 var cf = new Explore.ExploreJson.Fields(p.File, e, $"cells[{n++}].");
                 int i = cf.Int("index");
                 if (i < 0 || i >= total || !p.Shard.Owns(i)) throw cf.Error("index", $"{i} is not a cell of shard {p.Shard} of {total} cells");
-                cells[i] = cf.Get("cell");
+                var cell = new Explore.ExploreJson.Fields(p.File, cf.Get("cell"), $"cells[{n - 1}].cell.");
+                cell.Bool("matches");
+                cell.Str("status");
+                cells[i] = cell.Element;
             }
         }
         var missing = Enumerable.Range(1, count).Where(k => seen[k - 1] == null).ToList();

@@ -362,6 +362,10 @@ public class CampaignTests
         var b = CliRunner.Run("merge", broken);
         Assert.Equal(2, b.Code);
         Assert.StartsWith($"{broken}:3: json: ", b.Err);
+        string odd = Path.Combine(dir, "odd.json");
+        File.WriteAllText(odd, "{\"format\": \"mmusim-history-shard\", \"version\": 1, \"config\": {}, \"shard\": {\"index\": 1, \"count\": 1}, \"elapsed\": \"x\", \"cells\": []}");
+        var d = CliRunner.Run("merge", odd);
+        Assert.Equal((2, $"{odd}:1: elapsed: expected a number\n"), (d.Code, d.Err));
         var c = CliRunner.Run("merge", Path.Combine(dir, "none.json"));
         Assert.Equal((2, $"mmusim: shards: no such file '{Path.Combine(dir, "none.json")}'\n"), (c.Code, c.Err));
     }
