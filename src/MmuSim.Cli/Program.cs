@@ -31,6 +31,7 @@ public static class Program
         root.Subcommands.Add(HistoryCommand.Create(cli));
         root.Subcommands.Add(ExperimentCommand.Create(cli));
         root.Subcommands.Add(ReportCommand.Create(cli));
+        root.Subcommands.Add(MergeCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;

@@ -6,6 +6,41 @@ namespace MmuSim.Cli;
 /// <summary>Prints a run: outcome, expectation, violation report with each CPU's last steps, counters, reports.</summary>
 public static class ResultPrinter
 {
+    public const string RunFormat = "mmusim-run", ReplayFormat = "mmusim-replay";
+
+    /// <summary>
+    /// <c>mmusim run --json</c> / <c>mmusim replay --json</c>: format, version, then the run's members in a fixed order
+    /// (schema in docs/campaigns.md); <paramref name="extra"/> adds the command's own members after <c>schedule</c>.
+    /// </summary>
+    public static string ToJson(string format, RunResult r, string schedule, Action<System.Text.Json.Utf8JsonWriter>? extra = null) =>
+        Explore.ExploreJson.Document(w =>
+        {
+            w.WriteString("format", format);
+            w.WriteNumber("version", Explore.ExploreJson.Version);
+            w.WriteString("scenario", r.Scenario.Name);
+            w.WriteString("file", r.Scenario.File);
+            w.WriteString("era", r.Era.Name);
+            w.WriteStartArray("mutations");
+            foreach (var m in r.Mutations) w.WriteStringValue(Mutations.NameOf(m));
+            w.WriteEndArray();
+            w.WriteString("schedule", schedule);
+            extra?.Invoke(w);
+            w.WriteString("outcome", r.Violation == null ? "pass" : "violation");
+            if (r.Violation is { } v) Explore.ExploreJson.WriteViolation(w, v); else w.WriteNull("violation");
+            w.WriteString("expected", r.Expected.ToString());
+            w.WriteBoolean("matches_expectation", r.MatchesExpectation);
+            w.WriteNumber("simulated_ns", r.SimulatedNs);
+            w.WriteNumber("steps", r.Steps);
+            w.WriteNumber("decisions", r.Decisions.Length);
+            w.WriteNumber("preemptions", r.Preemptions);
+            w.WriteStartObject("observed");
+            foreach (var (k, val) in r.Observed.OrderBy(x => x.Key, StringComparer.Ordinal)) w.WriteString(k, $"0x{val:x}");
+            w.WriteEndObject();
+            w.WriteStartObject("counters");
+            foreach (var (name, value) in r.Stats) w.WriteNumber(name, value);
+            w.WriteEndObject();
+        });
+
     public static void Print(CliContext cli, RunResult r, LastStepsSink? steps, string how)
     {
         var o = cli.Out;

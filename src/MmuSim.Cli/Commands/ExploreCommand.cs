@@ -59,10 +59,20 @@ public static class ExploreCommand
             Description = "turn on a mutation switch (repeatable, or comma-separated): " + Mutations.KnownList,
             AllowMultipleArgumentsPerToken = false,
         };
+        var json = new Option<bool>("--json") { Description = "print the result as JSON on stdout (schema in docs/campaigns.md); no race diagram, no shrinking unless --out" };
+        var shardOpt = new Option<string?>("--shard")
+        {
+            Description = "run shard k of N (1 <= k <= N): schedule i runs in shard (i mod N)+1 with the seed it has unsharded; prints the shard's " +
+                          "JSON for mmusim merge (implies --json)",
+        };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "write the search state to FILE (atomically) every --checkpoint-every; continue a killed run with --resume FILE" };
+        var checkpointEvery = new Option<string>("--checkpoint-every") { Description = "a number of schedules (10000) or a duration (30s, 5m)", DefaultValueFactory = _ => "30s" };
+        var resume = new Option<string?>("--resume") { Description = "continue the exploration saved in this checkpoint (same scenario and options); it keeps checkpointing there unless --checkpoint says otherwise" };
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
             scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
+            json, shardOpt, checkpoint, checkpointEvery, resume,
         };
         cmd.SetAction(p =>
         {
@@ -84,6 +94,15 @@ public static class ExploreCommand
             string? outPath = p.GetValue(outFile);
             var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
             var program = new ScenarioExplorable(s, e, muts, spec.Seed);
+            ShardSpec? shard = null;
+            if (p.GetValue(shardOpt) is { } shardText)
+                shard = ShardSpec.TryParse(shardText, out var why) ?? throw new UsageException("--shard", why);
+            string? ckPath = p.GetValue(checkpoint), resumePath = p.GetValue(resume);
+            if (spec.Sequential && (shard != null || ckPath != null || resumePath != null))
+                throw new UsageException(shard != null ? "--shard" : ckPath != null ? "--checkpoint" : "--resume",
+                    $"not available with --strategy {StrategySpec.NameOf(kind)} (an exhaustive search runs in one piece)");
+            bool asJson = p.GetValue(json) || shard != null;
+            var (everySchedules, everyTime) = ParseEvery(p.GetValue(checkpointEvery)!);
             var options = new ExploreOptions
             {
                 Strategy = spec,
@@ -93,7 +112,35 @@ public static class ExploreCommand
                 Parallelism = CliContext.ParseJobs(p.GetValue(jobs)),
                 // The counterexample is saved as soon as it is found, then overwritten with the shrunk one below.
                 FirstViolation = outPath == null ? null : c => SaveTrace(cli, c, s.File, outPath, shrunk: false),
+                Shard = shard,
+                RecordRuns = shard != null,
             };
+            string config = ExploreJson.Config(program.Info, s.File, spec, options);
+            if (resumePath != null)
+            {
+                if (!File.Exists(resumePath)) throw new UsageException("--resume", $"no such file '{resumePath}'");
+                string text;
+                try { text = File.ReadAllText(resumePath); }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw new UsageException("--resume", $"cannot read '{resumePath}': {ex.Message}"); }
+                var state = ExploreJson.ReadCheckpoint(resumePath, text, ShardConfig(config, shard));
+                if (state.Records == null && shard != null) throw new UsageException("--resume", $"'{resumePath}' is not a checkpoint of a sharded run");
+                options = options with { Resume = state };
+                cli.Err.WriteLine($"resuming from {resumePath}: {state.Schedules} schedules done, next iteration {state.Next}");
+            }
+            if ((ckPath ?? resumePath) is { } savePath)
+            {
+                // Fail now, not after the first interval of work, when the checkpoint cannot be written there.
+                string? parent = Path.GetDirectoryName(Path.GetFullPath(savePath));
+                if (parent != null && !Directory.Exists(parent))
+                    throw new UsageException("--checkpoint", $"cannot write '{savePath}': no such directory '{parent}'");
+                string ckConfig = ShardConfig(config, shard);
+                options = options with
+                {
+                    Checkpoint = st => WriteAtomically("--checkpoint", savePath, stream => ExploreJson.Checkpoint(stream, ckConfig, st)),
+                    CheckpointEverySchedules = everySchedules,
+                    CheckpointInterval = everyTime,
+                };
+            }
             var started = System.Diagnostics.Stopwatch.StartNew();
             var allMuts = program.Info.Mutations;
             cli.Err.WriteLine($"explore {s.Name}: era {e.Name}, strategy {spec}, {n} schedules{(limit is { } l ? $" or {l.TotalSeconds:0.##} s" : "")}, " +
@@ -109,6 +156,17 @@ public static class ExploreCommand
             }
 
             cli.Err.Write(report.Summary());
+            if (asJson)
+            {
+                if (report.First is { } first && outPath != null && !p.GetValue(noShrink))
+                {
+                    var shrinker = new Shrinker(program, ShrinkBudget(limit, started.Elapsed));
+                    var small = shrinker.Shrink(first);
+                    if (!ReferenceEquals(small, first)) SaveTrace(cli, small, s.File, outPath, shrunk: true);
+                }
+                cli.Out.WriteLine(shard is { } sh ? ExploreJson.Shard(config, sh, report) : ExploreJson.Result(config, report));
+                return report.Violations > 0 ? Program.Failed : Program.Ok;
+            }
             if (report.First is not { } found)
             {
                 cli.Out.WriteLine(report.Completion ?? $"clean: no violation in {report.Schedules} schedules of {s.Name} in era {e.Name} ({spec})");
@@ -191,6 +249,42 @@ public static class ExploreCommand
         }
         else report = new Explorer(program, options).Run();
         return report;
+    }
+
+    /// <summary>A checkpoint of a shard also names the shard: it resumes only that shard.</summary>
+    static string ShardConfig(string config, ShardSpec? shard) => shard is not { } sh ? config : ExploreJson.Document(w =>
+    {
+        using var d = System.Text.Json.JsonDocument.Parse(config);
+        foreach (var m in d.RootElement.EnumerateObject()) m.WriteTo(w);
+        w.WriteString("shard", sh.ToString());
+    });
+
+    /// <summary>--checkpoint-every: a whole number of schedules, or a duration.</summary>
+    static (int Schedules, TimeSpan Time) ParseEvery(string text)
+    {
+        if (int.TryParse(text.Trim(), System.Globalization.NumberStyles.None, null, out int n))
+            return n >= 1 ? (n, TimeSpan.MaxValue) : throw new UsageException("--checkpoint-every", $"must be at least 1 schedule, got {n}");
+        try { return (int.MaxValue, ParseDuration(text)!.Value); }
+        catch (UsageException e) { throw new UsageException("--checkpoint-every", e.Message.Replace("(e.g. 30s", "(a number of schedules, or e.g. 30s")); }
+    }
+
+    /// <summary>Write the file to PATH.tmp, flush it to disk, and rename it over PATH: a kill at any moment leaves the old or the new file whole.</summary>
+    public static void WriteAtomically(string option, string path, Action<Stream> write)
+    {
+        string tmp = path + ".tmp";
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(fs);
+                fs.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new UsageException(option, $"cannot write '{path}': {e.Message}");
+        }
     }
 
     /// <summary>The longest --time-limit: one year.</summary>

@@ -31,10 +31,11 @@ public static class HistoryCommand
         var iterations = new Option<int>("--iterations", "-n") { Description = $"schedule budget per cell (default {HistoryOptions.DefaultSchedulesPerCell}); with the seed it decides the table", DefaultValueFactory = _ => HistoryOptions.DefaultSchedulesPerCell };
         var jobs = new Option<int>("--jobs", "-j") { Description = "cells run in parallel (default: cores)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var seed = new Option<ulong>("--seed") { Description = "exploration seed", DefaultValueFactory = _ => 1UL };
+        var shardOpt = new Option<string?>("--shard") { Description = "run shard k of N of the cells (cell i, row-major, in shard (i mod N)+1); prints the shard's JSON for mmusim merge" };
         var cmd = new Command("history",
             "Replay the notifier API's history: every catalog scenario (kernel-facts §5) under every era, a schedule budget per cell; matrix of x violation, . clean, - n/a, ? inconclusive, ! contradiction; exit 1 if a cell contradicts its declared expectation")
         {
-            json, wide, markdown, format, timeLimit, eras, scenarios, strategy, iterations, jobs, seed,
+            json, wide, markdown, format, timeLimit, eras, scenarios, strategy, iterations, jobs, seed, shardOpt,
         };
         cmd.SetAction(p =>
         {
@@ -59,6 +60,13 @@ public static class HistoryCommand
                 eraList = EraTable.All.Where(set.Contains).ToList();
             }
             int total = (chosen ?? catalog).Count * (eraList ?? EraTable.All).Count, done = 0, perLine = (eraList ?? EraTable.All).Count;
+            ShardSpec? shard = null;
+            if (p.GetValue(shardOpt) is { } shardText)
+            {
+                shard = ShardSpec.TryParse(shardText, out var why) ?? throw new UsageException("--shard", why);
+                if (p.GetValue(format) is { } f && f != "json") throw new UsageException("--shard", $"a shard prints JSON for mmusim merge, not --format {f}");
+                fmt = "json";
+            }
             bool progress = fmt is "matrix" or "wide" or "markdown";
             if (progress)
                 cli.Err.WriteLine($"history: {total} cells, {p.GetValue(iterations)} schedules each, seed {p.GetValue(seed)}; legend: {HistoryFormat.Legend}");
@@ -70,6 +78,7 @@ public static class HistoryCommand
                 Strategy = new StrategySpec { Kind = kind, Seed = p.GetValue(seed) },
                 Eras = eraList,
                 Scenarios = chosen,
+                Shard = shard,
                 OnCell = !progress ? null : c =>
                 {
                     lock (cli)
@@ -80,6 +89,11 @@ public static class HistoryCommand
                 },
             };
             var report = HistoryRunner.Run(options);
+            if (shard is { } sh)
+            {
+                cli.Out.Write(HistoryFormat.ToShardJson(report, options.Strategy, sh) + "\n");
+                return report.Contradictions.Any() ? Program.Failed : Program.Ok;
+            }
             cli.Out.Write(fmt switch
             {
                 "json" => HistoryFormat.ToJson(report) + "\n",

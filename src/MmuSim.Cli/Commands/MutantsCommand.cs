@@ -20,15 +20,22 @@ public static class MutantsCommand
         var seed = new Option<ulong>("--seed") { Description = "exploration seed", DefaultValueFactory = _ => 1UL };
         var scenarios = new Option<string[]>("--scenario") { Description = "scenario files or built-in names to use (default: every built-in scenario)" };
         var only = new Option<string[]>("--mutant") { Description = "only these mutations (default: all): " + Mutations.KnownList };
+        var shardOpt = new Option<string?>("--shard") { Description = "judge shard k of N of the mutants (mutant i of the list in shard (i mod N)+1); prints the shard's JSON for mmusim merge" };
         var cmd = new Command("mutants", "Mutation score: run every mutation switch against the scenarios and report which mutants were killed and by what")
         {
-            json, format, iterations, timeLimit, seed, scenarios, only,
+            json, format, iterations, timeLimit, seed, scenarios, only, shardOpt,
         };
         cmd.SetAction(p =>
         {
             string fmt = p.GetValue(format) ?? (p.GetValue(json) ? "json" : "text");
             if (fmt is not ("text" or "json" or "tap" or "junit"))
                 throw new UsageException("--format", $"unknown format '{fmt}' (known: text, json, tap, junit)");
+            ShardSpec? shard = null;
+            if (p.GetValue(shardOpt) is { } shardText)
+            {
+                shard = ShardSpec.TryParse(shardText, out var why) ?? throw new UsageException("--shard", why);
+                if (p.GetValue(format) is { } f && f != "json") throw new UsageException("--shard", $"a shard prints JSON for mmusim merge, not --format {f}");
+            }
             var names = p.GetValue(scenarios) is { Length: > 0 } given ? given : ScenarioLoader.BuiltInNames.ToArray();
             var targets = new List<MutationTarget>();
             foreach (var name in names)
@@ -48,9 +55,16 @@ public static class MutantsCommand
             cli.Err.WriteLine($"mutants: {mutations.Count} mutations x {targets.Count} scenarios, up to {budget.Iterations} schedules each");
             var runner = new MutantRunner(targets, budget)
             {
+                Shard = shard,
                 OnMutant = m => cli.Err.WriteLine(m.Killed ? $"  {m.Name}: killed by {m.Scenario} ({m.Invariant})" : $"  {m.Name}: survived"),
             };
             var report = runner.Run(mutations);
+            bool ok = report.KilledCount == report.Mutants.Count && report.BaselineFailures.Count == 0;
+            if (shard is { } sh)
+            {
+                cli.Out.Write(report.ToShardJson(runner.Config(mutations), sh) + "\n");
+                return ok ? Program.Ok : Program.Failed;
+            }
             cli.Out.Write(fmt switch
             {
                 "json" => report.ToJson() + "\n",

@@ -17,9 +17,10 @@ public static class RunCommand
         {
             Description = "turn on a mutation switch on top of the scenario's own (repeatable, or comma-separated): " + Mutations.KnownList,
         };
+        var json = new Option<bool>("--json") { Description = "print the run as JSON on stdout (schema in docs/campaigns.md)" };
         var cmd = new Command("run", "Run one schedule of a scenario and compare the outcome with its declared expectation (exit 0 if it matches, 1 if not, 2 on bad input)")
         {
-            scenario, era, seed, plain, mutate,
+            scenario, era, seed, plain, mutate, json,
         };
         cmd.SetAction(p =>
         {
@@ -29,6 +30,21 @@ public static class RunCommand
             var expected = s.ExpectedIn(e);
             if (expected.Kind == ExpectKind.NotApplicable)
             {
+                if (p.GetValue(json))
+                {
+                    cli.Out.WriteLine(Explore.ExploreJson.Document(w =>
+                    {
+                        w.WriteString("format", ResultPrinter.RunFormat);
+                        w.WriteNumber("version", Explore.ExploreJson.Version);
+                        w.WriteString("scenario", s.Name);
+                        w.WriteString("file", s.File);
+                        w.WriteString("era", e.Name);
+                        w.WriteString("outcome", "n/a");
+                        w.WriteString("expected", expected.ToString());
+                        w.WriteBoolean("matches_expectation", true);
+                    }));
+                    return Program.Ok;
+                }
                 cli.Out.WriteLine($"scenario   {s.Name}: not applicable in era {e.Name} (expect: n/a)");
                 return Program.Ok;
             }
@@ -36,7 +52,9 @@ public static class RunCommand
             var sink = new LastStepsSink();
             IStrategy? strategy = p.GetValue(plain) ? null : new RandomStrategy(sd);
             var r = ScenarioRunner.Run(s, e, strategy, new RunOptions { Seed = sd, StepSink = sink, Mutations = muts });
-            ResultPrinter.Print(cli, r, sink, strategy == null ? $"plain simulation, seed {sd}" : $"random, seed {sd}");
+            string how = strategy == null ? $"plain simulation, seed {sd}" : $"random, seed {sd}";
+            if (p.GetValue(json)) cli.Out.WriteLine(ResultPrinter.ToJson(ResultPrinter.RunFormat, r, how, w => w.WriteNumber("seed", sd)));
+            else ResultPrinter.Print(cli, r, sink, how);
             return r.MatchesExpectation ? Program.Ok : Program.Failed;
         });
         return cmd;

@@ -5,8 +5,9 @@ namespace MmuSim.Explore;
 /// <summary>
 /// A strategy whose schedule depends on the length of earlier runs (PCT and delay bounding estimate the step bound k
 /// from them, as Coyote and Shuttle do). The explorer feeds the decision counts of every finished run; the estimate is
-/// committed only at round boundaries (<see cref="Explorer.RoundSize"/> iterations), so iteration i's schedule depends on
-/// (seed, i, the runs of earlier rounds) and not on how many cores explored them.
+/// taken from the first round (<see cref="Explorer.RoundSize"/> iterations) and committed when the second begins, so
+/// iteration i's schedule depends on (seed, i, the first round's runs) and not on how many cores, shards or resumed
+/// sessions explored them (see <see cref="StepBoundEstimator"/>).
 /// </summary>
 public interface IAdaptiveStrategy
 {
@@ -98,8 +99,10 @@ public static class StrategyMath
 
 /// <summary>
 /// The step bound k of PCT and delay bounding, estimated from earlier runs as Coyote and Shuttle do: the largest
-/// decision count seen, adopted once per round of <c>estimateEvery</c> iterations so that a run's schedule does not
-/// depend on how many workers explore in parallel.
+/// decision count of the first round (the calibration round, iterations 0 .. <c>estimateEvery</c>-1), adopted when the
+/// second round begins and kept from then on. Iteration i's schedule is therefore a function of (seed, i, the
+/// calibration round) only: it does not depend on how many workers explore in parallel, on which shard of a sharded
+/// campaign runs it (every shard runs the calibration round), or on whether the search was resumed from a checkpoint.
 /// </summary>
 public struct StepBoundEstimator(long initialK, int estimateEvery)
 {
@@ -113,12 +116,18 @@ public struct StepBoundEstimator(long initialK, int estimateEvery)
     /// <summary>Record a run's decision count.</summary>
     public void Observe(long decisions) => _pendingMax = Math.Max(_pendingMax, decisions);
 
-    /// <summary>At the start of <paramref name="iteration"/>: adopt the pending maximum when a new round begins.</summary>
+    /// <summary>At the start of <paramref name="iteration"/>: adopt the calibration round's maximum when a later round begins.</summary>
     public void BeginRun(int iteration)
     {
         long round = iteration / _every;
         if (round == _round) return;
-        K = Math.Max(K, _pendingMax);
+        if (round >= 1 && !_frozen)
+        {
+            K = Math.Max(K, _pendingMax);
+            _frozen = true;
+        }
         _round = round;
     }
+
+    bool _frozen;
 }

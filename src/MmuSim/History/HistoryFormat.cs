@@ -267,58 +267,162 @@ public static class HistoryFormat
 
     static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.000", System.Globalization.CultureInfo.InvariantCulture);
 
-    /// <summary>Machine output: <c>{"eras":[...],"elapsed":s,"cells":[{"scenario","catalog","era","status","expected","matches","invariant","schedules","time_to_bug","stats"}]}</c>.</summary>
-    public static string ToJson(HistoryReport r)
+    /// <summary><c>mmusim history --json</c>: eras, elapsed, contradictions, inconclusive, schedules_per_cell, seed, cells.</summary>
+    public static string ToJson(HistoryReport r) => Explore.ExploreJson.Document(w =>
+        WriteTop(w, r.Eras.Select(e => e.Name), r.Elapsed.TotalSeconds, r.Contradictions.Count(), r.Cells.Count(c => c?.Status == CellStatus.Inconclusive),
+            r.SchedulesPerCell, r.Seed, () =>
+            {
+                for (int s = 0; s < r.Scenarios.Count; s++)
+                    for (int e = 0; e < r.Eras.Count; e++)
+                        WriteCell(w, r, s, e);
+            }));
+
+    /// <summary>The top level of the history JSON (shared by <see cref="ToJson"/> and <see cref="MergeShards"/>).</summary>
+    static void WriteTop(Utf8JsonWriter w, IEnumerable<string> eras, double elapsed, int contradictions, int inconclusive, int perCell, ulong seed, Action cells)
     {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        w.WriteStartArray("eras");
+        foreach (var e in eras) w.WriteStringValue(e);
+        w.WriteEndArray();
+        w.WriteNumber("elapsed", Math.Round(elapsed, 3));
+        w.WriteNumber("contradictions", contradictions);
+        w.WriteNumber("inconclusive", inconclusive);
+        w.WriteNumber("schedules_per_cell", perCell);
+        w.WriteNumber("seed", seed);
+        w.WriteStartArray("cells");
+        cells();
+        w.WriteEndArray();
+    }
+
+    static void WriteCell(Utf8JsonWriter w, HistoryReport r, int s, int e)
+    {
+        var c = r[s, e];
+        w.WriteStartObject();
+        w.WriteString("scenario", c.Scenario);
+        w.WriteString("catalog", r.Scenarios[s].Catalog);
+        w.WriteString("era", c.Era);
+        w.WriteString("status", StatusWord(c.Status));
+        w.WriteString("expected", c.Expected.ToString());
+        w.WriteBoolean("matches", !c.Contradicts);
+        if (c.Invariant != null) w.WriteString("invariant", c.Invariant);
+        if (c.Status != CellStatus.NotApplicable)
         {
-            w.WriteStartObject();
-            w.WriteStartArray("eras");
-            foreach (var e in r.Eras) w.WriteStringValue(e.Name);
-            w.WriteEndArray();
-            w.WriteNumber("elapsed", Math.Round(r.Elapsed.TotalSeconds, 3));
-            w.WriteNumber("contradictions", r.Contradictions.Count());
-            w.WriteNumber("inconclusive", r.Cells.Count(c => c.Status == CellStatus.Inconclusive));
-            w.WriteNumber("schedules_per_cell", r.SchedulesPerCell);
-            w.WriteNumber("seed", r.Seed);
-            w.WriteStartArray("cells");
-            for (int s = 0; s < r.Scenarios.Count; s++)
-                for (int e = 0; e < r.Eras.Count; e++)
-                {
-                    var c = r[s, e];
-                    w.WriteStartObject();
-                    w.WriteString("scenario", c.Scenario);
-                    w.WriteString("catalog", r.Scenarios[s].Catalog);
-                    w.WriteString("era", c.Era);
-                    w.WriteString("status", StatusWord(c.Status));
-                    w.WriteString("expected", c.Expected.ToString());
-                    w.WriteBoolean("matches", !c.Contradicts);
-                    if (c.Invariant != null) w.WriteString("invariant", c.Invariant);
-                    if (c.Status != CellStatus.NotApplicable)
-                    {
-                        w.WriteNumber("schedules", c.Schedules);
-                        w.WriteNumber("elapsed", Math.Round(c.Elapsed.TotalSeconds, 6));
-                    }
-                    if (c.TimeToBug is { } t) w.WriteNumber("time_to_bug", Math.Round(t.TotalSeconds, 6));
-                    if (c.Stats.Count > 0)
-                    {
-                        w.WriteStartObject("stats");
-                        w.WriteNumber("runs", c.StatRuns);
-                        foreach (var (name, runs, total) in c.Stats)
-                        {
-                            w.WriteStartObject(name);
-                            w.WriteNumber("nonzero_runs", runs);
-                            w.WriteNumber("total", total);
-                            w.WriteEndObject();
-                        }
-                        w.WriteEndObject();
-                    }
-                    w.WriteEndObject();
-                }
-            w.WriteEndArray();
+            w.WriteNumber("schedules", c.Schedules);
+            w.WriteNumber("elapsed", Math.Round(c.Elapsed.TotalSeconds, 6));
+        }
+        if (c.TimeToBug is { } t) w.WriteNumber("time_to_bug", Math.Round(t.TotalSeconds, 6));
+        if (c.Stats.Count > 0)
+        {
+            w.WriteStartObject("stats");
+            w.WriteNumber("runs", c.StatRuns);
+            foreach (var (name, runs, total) in c.Stats)
+            {
+                w.WriteStartObject(name);
+                w.WriteNumber("nonzero_runs", runs);
+                w.WriteNumber("total", total);
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
-        return Encoding.UTF8.GetString(ms.ToArray());
+        w.WriteEndObject();
+    }
+
+    public const string ShardFormat = "mmusim-history-shard";
+
+    /// <summary>The configuration a history shard must share with the others: scenarios, eras, strategy, budget.</summary>
+    public static string Config(HistoryReport r, Explore.StrategySpec spec) => Explore.ExploreJson.Document(w =>
+    {
+        w.WriteStartArray("scenarios");
+        foreach (var s in r.Scenarios) w.WriteStringValue(s.Name);
+        w.WriteEndArray();
+        w.WriteStartArray("eras");
+        foreach (var e in r.Eras) w.WriteStringValue(e.Name);
+        w.WriteEndArray();
+        w.WriteString("strategy", spec.ToString());
+        w.WriteNumber("seed", r.Seed);
+        w.WriteNumber("schedules_per_cell", r.SchedulesPerCell);
+    });
+
+    /// <summary><c>mmusim history --shard k/N</c>: this shard's cells (row-major index i with i mod N = k-1), for <c>mmusim merge</c>.</summary>
+    public static string ToShardJson(HistoryReport r, Explore.StrategySpec spec, Explore.ShardSpec shard) => Explore.ExploreJson.Document(w =>
+    {
+        w.WriteString("format", ShardFormat);
+        w.WriteNumber("version", Explore.ExploreJson.Version);
+        w.WritePropertyName("config");
+        Explore.ExploreJson.WriteValue(w, Config(r, spec));
+        w.WriteStartObject("shard");
+        w.WriteNumber("index", shard.Index);
+        w.WriteNumber("count", shard.Count);
+        w.WriteEndObject();
+        w.WriteNumber("elapsed", Math.Round(r.Elapsed.TotalSeconds, 3));
+        w.WriteStartArray("cells");
+        for (int s = 0; s < r.Scenarios.Count; s++)
+            for (int e = 0; e < r.Eras.Count; e++)
+            {
+                int i = s * r.Eras.Count + e;
+                if (r.Cells[i] == null) continue;
+                w.WriteStartObject();
+                w.WriteNumber("index", i);
+                w.WritePropertyName("cell");
+                WriteCell(w, r, s, e);
+                w.WriteEndObject();
+            }
+        w.WriteEndArray();
+    });
+
+    /// <summary>
+    /// Merge history shards (parsed roots, with their file names) into the unsharded <c>--json</c> output; returns it and
+    /// whether a cell contradicts. Missing or duplicate shards and mismatched configurations are bad input.
+    /// </summary>
+    public static (string Json, bool Contradiction) MergeShards(IReadOnlyList<(string File, JsonElement Root)> shards)
+    {
+        var parsed = new List<(string File, string Config, Explore.ShardSpec Shard, double Elapsed, JsonElement Cells)>();
+        foreach (var (file, root) in shards)
+        {
+            var f = new Explore.ExploreJson.Fields(file, root);
+            f.Format(ShardFormat);
+            var sh = new Explore.ExploreJson.Fields(file, f.Get("shard"), "shard.");
+            var spec = Explore.ShardSpec.TryParse($"{sh.Int("index")}/{sh.Int("count")}", out var err) ?? throw sh.Error("index", err);
+            if (f.Get("cells").ValueKind != JsonValueKind.Array) throw f.Error("cells", "expected an array");
+            parsed.Add((file, f.Get("config").GetRawText(), spec, f.Double("elapsed"), f.Get("cells")));
+        }
+        var first = parsed[0];
+        using var cfg = JsonDocument.Parse(first.Config);
+        var c = new Explore.ExploreJson.Fields(first.File, cfg.RootElement, "config.");
+        var eras = c.Array("eras").Select(e => e.GetString() ?? "").ToList();
+        int total = c.Array("scenarios").Count() * eras.Count, count = first.Shard.Count;
+        var cells = new JsonElement?[total];
+        var seen = new string?[count];
+        foreach (var p in parsed)
+        {
+            if (Explore.ExploreJson.Normal(p.Config) != Explore.ExploreJson.Normal(first.Config))
+                throw new ScenarioException(p.File, 1, "config", $"not the configuration of {first.File} ({Explore.ExploreJson.FirstDifference(first.Config, p.Config)})");
+            if (p.Shard.Count != count) throw new ScenarioException(p.File, 1, "shard.count", $"{p.Shard.Count}, but {first.File} is one of {count} shards");
+            if (seen[p.Shard.Index - 1] is { } dup) throw new ScenarioException(p.File, 1, "shard.index", $"shard {p.Shard} is also {dup}");
+            seen[p.Shard.Index - 1] = p.File;
+            int n = 0;
+            foreach (var e in p.Cells.EnumerateArray())
+            {
+                var cf = new Explore.ExploreJson.Fields(p.File, e, $"cells[{n++}].");
+                int i = cf.Int("index");
+                if (i < 0 || i >= total || !p.Shard.Owns(i)) throw cf.Error("index", $"{i} is not a cell of shard {p.Shard} of {total} cells");
+                var cell = new Explore.ExploreJson.Fields(p.File, cf.Get("cell"), $"cells[{n - 1}].cell.");
+                cell.Bool("matches");
+                cell.Str("status");
+                cells[i] = cell.Element;
+            }
+        }
+        var missing = Enumerable.Range(1, count).Where(k => seen[k - 1] == null).ToList();
+        if (missing.Count > 0)
+            throw new ScenarioException(first.File, 1, "shard", $"missing shard{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(k => $"{k}/{count}"))} of this campaign");
+        for (int i = 0; i < total; i++)
+            if (cells[i] == null) throw new ScenarioException(seen[i % count]!, 1, "cells", $"cell {i} is missing");
+        int contradictions = cells.Count(x => x!.Value.GetProperty("matches").ValueKind == JsonValueKind.False);
+        int inconclusive = cells.Count(x => x!.Value.GetProperty("status").GetString() == StatusWord(CellStatus.Inconclusive));
+        string json = Explore.ExploreJson.Document(w => WriteTop(w, eras, parsed.Sum(p => p.Elapsed), contradictions, inconclusive,
+            c.Int("schedules_per_cell"), c.ULong("seed"), () =>
+            {
+                foreach (var x in cells) x!.Value.WriteTo(w);
+            }));
+        return (json, contradictions > 0);
     }
 }
