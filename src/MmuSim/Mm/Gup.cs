@@ -144,7 +144,8 @@ public static class Gup
             if (pmd.Present && pmd.Huge && pmd.User && (!write || pmd.Writable || CanFollowWriteForced(k, vma, flags, pmd)))
             {
                 long pfn = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
-                if (vma != null && MustUnshare(k, vma, flags, pfn, special: false))
+                // A PMD-mapped THP keeps PageAnonExclusive on its head page.
+                if (vma != null && MustUnshare(k, vma, flags, pmd.Pfn, special: false))
                     res = new GupResult(-1, false, 0, true, GupResult.EMLINK);
                 else
                 {
@@ -183,7 +184,7 @@ public static class Gup
     static bool CanFollowWriteForced(Kernel k, Vma? vma, GupFlags flags, Pte pte)
     {
         if ((flags & GupFlags.Force) == 0 || vma == null || vma.Shared || !pte.Dirty || pte.Special) return false;
-        ref var page = ref k.Mem[pte.Pfn];
+        ref var page = ref k.Mem[pte.Pfn]; // for a huge PMD, Pfn is the head: where a PMD-mapped THP keeps the flag
         return k.Mem[k.Mem.FolioOf(pte.Pfn)].Has(PageFlags.Anon) && page.Has(PageFlags.AnonExclusive);
     }
 
@@ -371,6 +372,10 @@ public static class Gup
             if (write && !pmd.Writable) return fail;
             pfn = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
             writable = pmd.Writable;
+            var hv = mm.FindVma(addr);
+            if (hv == null || MustUnshare(k, hv, flags, pmd.Pfn, special: false)) return fail; // exclusivity lives in the head
+            TryGrabFolio(mm, pfn, flags);
+            return new GupResult(pfn, writable, k.Mem[pfn].Generation, huge, 0);
         }
         else
         {

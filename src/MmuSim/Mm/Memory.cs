@@ -171,7 +171,8 @@ public static partial class Memory
     /// The COW reuse rule per era for an anon page mapped read-only in a private mapping (never a KSM page):
     /// 5.19+ (wp_can_reuse_anon_folio): PageAnonExclusive, or a small folio with page_count 1; 5.9-5.18
     /// (09854ba94c6a): page_count 1, so any GUP reference forces a copy; before 5.9 (reuse_swap_page): mapcount 1,
-    /// whatever other references exist (CVE-2020-29374). A PTE-mapped THP page is copied unless exclusive (5.19+).
+    /// whatever other references exist (CVE-2020-29374), for a PTE-mapped THP the subpage's. From 5.9 a page of a
+    /// large folio is copied unless it is exclusive (5.19+): its folio's refcount is never 1.
     /// </summary>
     public static bool WpCanReuseAnonPage(Kernel k, long pfn)
     {
@@ -179,8 +180,10 @@ public static partial class Memory
         ref var folio = ref k.Mem[head];
         if (!folio.Has(PageFlags.Anon) || folio.Has(PageFlags.Ksm)) return false;
         if (k.Era.Has(Feature.PageAnonExclusiveReuse) && k.Mem[pfn].Has(PageFlags.AnonExclusive)) return true;
-        if (head != pfn || k.Mem.IsHuge(head)) return false;
-        return k.Era.Has(Feature.CowReuseByRefcount) ? folio.RefCount == 1 : folio.MapCount == 1;
+        if (k.Era.Has(Feature.CowReuseByRefcount)) return !k.Mem.IsHuge(head) && folio.RefCount == 1;
+        // reuse_swap_page: page_mapcount of this (sub)page, which for a THP includes the PMD mappings (entire_mapcount).
+        int maps = k.Mem[pfn].MapCount + (k.Mem.IsHuge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
+        return maps == 1;
     }
 
     /// <summary>wp_page_reuse: make the PTE writable (and dirty for a write) in place. No notifier. Drops the PTL.</summary>

@@ -32,8 +32,8 @@ public static partial class CoreOps
             "io_uring_register_buffers(addr, len): a fixed buffer pinned FOLL_WRITE|FOLL_PIN|FOLL_LONGTERM (pin_user_pages_fast), named as; release with unpin",
             ["process", "addr", "len", "as"], ["expect"], IouringRegister) { Check = CheckGupRange });
         r.Register(new OpSpec("iouring-write-fixed",
-            "IORING_OP_WRITE_FIXED from the buffer: the data the file receives, read through the pin, must be value in every page",
-            ["buf", "value"], [], IouringWriteFixed) { Check = (a, i) => { i.RequireNamed(a, "buf", "fixed buffer"); a.GetULong("value"); } });
+            "IORING_OP_WRITE_FIXED from the buffer: the data the file receives, read through the pin, must be value in every page (or page: i)",
+            ["buf", "value"], ["page"], IouringWriteFixed) { Check = (a, i) => { i.RequireNamed(a, "buf", "fixed buffer"); a.GetULong("value"); if (a.Has("page")) a.GetBounded("page", 0, (1UL << 18) - 1); } });
         r.Register(new OpSpec("proc-mem-write",
             "write value at addr through /proc/PID/mem (access_remote_vm: FOLL_FORCE|FOLL_WRITE|FOLL_GET): COWs a private read-only mapping; expect: ok (default), efault, any",
             ["process", "addr", "value"], ["expect"], ProcMemWrite) { Check = CheckProcMemWrite });
@@ -170,8 +170,13 @@ public static partial class CoreOps
     static ValueTask IouringRegister(ScenarioWorld w, OpArgs a) =>
         TakeUserPages(w, a, GupFlags.Write | GupFlags.Pin | GupFlags.Longterm, fast: true);
 
-    static async ValueTask IouringWriteFixed(ScenarioWorld w, OpArgs a) =>
-        await ReadThrough(w, a, PagesOf(w, a, "buf"), "the data write_fixed sends from the fixed buffer");
+    static async ValueTask IouringWriteFixed(ScenarioWorld w, OpArgs a)
+    {
+        var p = PagesOf(w, a, "buf");
+        int only = a.Has("page") ? (int)a.GetULong("page") : -1;
+        if (only >= p.Pfns.Length) throw a.Error("page", $"page {only} is beyond the {p.Pfns.Length} page(s) of the buffer");
+        await ReadThrough(w, a, p, "the data write_fixed sends from the fixed buffer", only);
+    }
 
     /// <summary>mem_rw → access_remote_vm: get_user_pages_remote(FOLL_FORCE|FOLL_WRITE), copy into the page, set_page_dirty_lock, put_page.</summary>
     static async ValueTask ProcMemWrite(ScenarioWorld w, OpArgs a)
