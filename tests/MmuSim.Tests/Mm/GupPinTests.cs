@@ -255,7 +255,7 @@ public class GupPinTests
             "vmsplice-after-fork", "iouring-ro", "iouring-fork", "ro-pin-on-shared", "ro-fast-pin-on-shared", "ro-pin-on-ro-previously-shared",
             "ro-fast-pin-on-ro-previously-shared", "ro-pin-on-ro-exclusive", "ro-fast-pin-on-ro-exclusive"];
         foreach (var f in fns)
-            foreach (var size in new[] { "base", "base-swap", "thp", "pte-thp", "single-pte-thp", "partial-shared-thp" })
+            foreach (var size in new[] { "base", "base-swap", "thp", "pte-thp", "single-pte-thp", "partial-shared-thp", "partial-mremap-thp" })
                 Assert.Contains($"selftests/cow/{f}-{size}", names);
     }
 
