@@ -100,6 +100,13 @@ public static class EraTable
 
         new(Feature.TlbGatherFlushPending, V(4, 13), Forever, "56236a59556c/99baac21e458 (tlb_gather_mmu inc_tlb_flush_pending) + b3a81d0841a95 (clear_refs uses tlb_gather_mmu/tlb_finish_mmu instead of flush_tlb_mm): the same series as the KSM fix, after 4.13-rc1 (patch diffs seen); race 5(d8)"),
         new(Feature.ClearRefsSoftDirty, V(3, 11), Forever, "CLEAR_REFS_SOFT_DIRTY, 0f8975ec4db2 'mm: soft-dirty bits for user memory changes tracking' (3.11, recollection); clear_refs_write brackets the walk with start/end (seen pre-4.13 and 4.19 code)"),
+
+        new(Feature.GupPinCounting, V(5, 7), Forever, "fc1d8e7cca2d 'mm/gup: track FOLL_PIN pages' (GUP_PIN_COUNTING_BIAS) + 47e29d32afba (hpage_pinned_refcount for huge pages), 5.7 (recollection; pin_user_pages itself is 5.6)"),
+        new(Feature.CowReuseByRefcount, V(5, 9), Forever, "09854ba94c6a 'mm: do_wp_page() simplification' (Linus, 5.9): page_count != 1 -> copy; 5.8 and earlier reuse_swap_page (mapcount)"),
+        new(Feature.ForkCopiesPinnedPages, V(5, 9), Forever, "Peter Xu's series merged by Linus for 5.9: 008cfe4418b3 mm->has_pinned, 70e806e4e645 'mm: Do early cow for pinned pages during fork() for ptes', 7a4830c380f3 'mm/thp: Split huge pmds/puds if they're pinned when fork()' (commit text seen)"),
+        new(Feature.PageAnonExclusiveReuse, V(5, 19), Forever, "6c287605fd56 'mm: remember exclusively mapped anonymous pages with PG_anon_exclusive' (David Hildenbrand, 5.19); THP: 3bff7e3f1f16 'mm/huge_memory: streamline COW logic in do_huge_pmd_wp_page()' (5.18 or 5.19: recollection; no era lies between them)"),
+        new(Feature.GupUnshareAnon, V(5, 19), Forever, "c89357e27f20 'mm: support GUP-triggered unsharing of anonymous pages' + a7f226604170 'mm/gup: trigger FAULT_FLAG_UNSHARE when R/O-pinning a possibly shared anonymous page' (5.19)"),
+        new(Feature.GupUnshareCowNonAnon, V(6, 2), Forever, "84209e87c696 'mm/gup: reliable R/O long-term pinning in COW mappings' with 'mm: extend FAULT_FLAG_UNSHARE support to anything in a COW mapping' (series posted 2022-11-16, lkml 20221116102659.70287-9, commit text seen; so merged for 6.2): gup_must_unshare is true for non-anon pages in COW mappings under FOLL_LONGTERM"),
     ];
 
     /// <summary>

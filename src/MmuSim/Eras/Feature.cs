@@ -165,4 +165,36 @@ public enum Feature
     ClearRefsSoftDirty,
     /// <summary>mprotect upgrades make exclusive anonymous PTEs writable at once (MM_CP_TRY_CHANGE_WRITABLE, 64fe24a3e05e).</summary>
     MprotectTryChangeWritable,
+
+    // ---- GUP pins and COW (mm/gup.c, mm/memory.c; selftests/mm/cow.c)
+    /// <summary>
+    /// FOLL_PIN is counted (pin_user_pages, fc1d8e7cca2d + 47e29d32afba, 5.7): a small folio gains GUP_PIN_COUNTING_BIAS
+    /// (1024) references per pin, a large folio one reference and one _pincount. Before, a pin is a plain reference.
+    /// </summary>
+    GupPinCounting,
+    /// <summary>
+    /// do_wp_page reuses an anonymous 4 KiB page only when page_count is 1 (09854ba94c6a "mm: do_wp_page() simplification",
+    /// 5.9). Before, reuse_swap_page decided by the mapcount alone, so an extra (GUP) reference did not prevent reuse.
+    /// </summary>
+    CowReuseByRefcount,
+    /// <summary>
+    /// fork copies a possibly DMA-pinned anonymous page for the child instead of sharing it write-protected (mm->has_pinned
+    /// 008cfe4418b3, 70e806e4e645 for PTEs, 7a4830c380f3 splitting pinned huge PMDs; 5.9; page_needs_cow_for_dma later).
+    /// </summary>
+    ForkCopiesPinnedPages,
+    /// <summary>
+    /// PG_anon_exclusive decides COW reuse (6c287605fd56, 5.19; THP: 3bff7e3f1f16): a page marked exclusive is reused
+    /// whatever its refcount; a shared one only when page_count is 1 (then it is marked exclusive again).
+    /// </summary>
+    PageAnonExclusiveReuse,
+    /// <summary>
+    /// FAULT_FLAG_UNSHARE (c89357e27f20) and a R/O FOLL_PIN of a possibly shared anonymous page unshares it first
+    /// (gup_must_unshare, a7f226604170; 5.19): the unshare fault reuses or copies and maps the page read-only.
+    /// </summary>
+    GupUnshareAnon,
+    /// <summary>
+    /// A R/O FOLL_LONGTERM pin in a private (COW) mapping unshares non-anonymous pages too, the shared zero page
+    /// included (84209e87c696 "mm/gup: reliable R/O long-term pinning in COW mappings", 6.2).
+    /// </summary>
+    GupUnshareCowNonAnon,
 }

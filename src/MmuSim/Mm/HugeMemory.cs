@@ -81,12 +81,19 @@ public static class HugeMemory
             }
             long head = pmd.Pfn;
             ref var f = ref k.Mem[head];
-            bool exclusive = vma.Writable && f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm) && f.RefCount == 1 &&
-                             k.Mem.FolioMapCount(head) == 1;
-            if (exclusive)
+            // 5.19+ (3bff7e3f1f16): PageAnonExclusive, or the only reference; before: reuse_swap_page (total mapcount 1).
+            bool reuse = f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm) && (k.Era.Has(Eras.Feature.PageAnonExclusiveReuse)
+                ? f.Has(PageFlags.AnonExclusive) || f.RefCount == 1
+                : k.Mem.FolioMapCount(head) == 1);
+            if (reuse)
             {
                 f.Set(PageFlags.AnonExclusive);
-                var pw = pmd.WithAccessed(true).WithWrite(true);
+                if ((flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Eras.Feature.GupUnshareAnon))
+                {
+                    await mm.UnlockPmd(haddr); // unshare: exclusive now, the PMD stays read-only
+                    return VmFault.Ok;
+                }
+                var pw = pmd.WithAccessed(true).WithWrite(vma.Writable);
                 if ((flags & FaultFlags.Write) != 0) pw = pw.WithDirty(true);
                 await mm.SetPmd(haddr, pw);
                 await mm.UnlockPmd(haddr);

@@ -13,6 +13,8 @@ public enum VmFault : byte
     /// <summary>VM_FAULT_SIGSEGV: no VMA, or the access is not allowed by its protection.</summary>
     SigSegv,
     Oom,
+    /// <summary>VM_FAULT_SIGBUS / VM_FAULT_HWPOISON: the access hits memory that cannot be provided (a poisoned page).</summary>
+    SigBus,
 }
 
 /// <summary>What a user access ended with: Ok and the value, or the fatal fault (SigSegv, Oom; Retry = livelock).</summary>
@@ -28,6 +30,11 @@ public enum FaultFlags : byte
     Unshare = 2,
     /// <summary>FAULT_FLAG_REMOTE: on behalf of another task (GUP from KVM/KSM).</summary>
     Remote = 4,
+    /// <summary>
+    /// A GUP fault with FOLL_FORCE: check_vma_flags already allowed a write to a non-writable private mapping, so the
+    /// VMA permission check of the user fault path (the arch fault handler's, done by the model in handle_mm_fault) is skipped.
+    /// </summary>
+    Force = 8,
 }
 
 /// <summary>
@@ -48,7 +55,7 @@ public static partial class Memory
         addr &= MmStruct.PageMask;
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var vma = mm.FindVma(addr);
-        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable)) return VmFault.SigSegv;
+        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0)) return VmFault.SigSegv;
 
         // __handle_mm_fault: walk (allocating) to the PMD once, then pick the huge or the PTE path.
         int pmdT = mm.PmdAlloc(addr);
@@ -128,31 +135,55 @@ public static partial class Memory
 
     /// <summary>
     /// do_wp_page: write (or unshare) fault on a present read-only PTE. Called with the PTL held; drops it.
-    /// Reuses an exclusive anon folio in place (no notifier: upgrades are never notified) or copies.
+    /// Reuses an anon page in place when <see cref="WpCanReuseAnonPage"/> says so (no notifier: upgrades are never
+    /// notified), or copies. From 5.19 an unshare fault (FAULT_FLAG_UNSHARE without WRITE) that can reuse only marks the
+    /// page exclusive and leaves the PTE read-only; before 5.19 the flag stands for the FAULT_FLAG_WRITE fault that
+    /// break_ksm and GUP took instead.
     /// </summary>
     public static async ValueTask<VmFault> DoWpPage(MmStruct mm, Vma vma, ulong addr, int t, Pte orig, FaultFlags flags)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_wp_page");
         long pfn = orig.Pfn;
+        bool unshare = (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Feature.GupUnshareAnon);
         if (vma.Shared && vma.Writable && !orig.Special && pfn != PhysMem.ZeroPfn)
         {
             await WpPageReuse(mm, vma, addr, t, orig, flags); // wp_page_shared: the shared page is written in place
             return VmFault.Ok;
         }
-        if (!orig.Special && pfn != PhysMem.ZeroPfn && vma.Writable)
+        if (!orig.Special && pfn != PhysMem.ZeroPfn && WpCanReuseAnonPage(k, pfn))
         {
-            ref var f = ref k.Mem[pfn];
-            // wp_can_reuse_anon_folio: never a KSM page; only when we hold the only reference.
-            if (f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm) && !f.Has(PageFlags.Tail) && f.RefCount == 1 && f.MapCount == 1)
+            if (unshare)
             {
-                await WpPageReuse(mm, vma, addr, t, orig, flags);
+                k.Mem[pfn].Set(PageFlags.AnonExclusive);
+                await mm.UnlockPtl(t);
                 return VmFault.Ok;
             }
+            await WpPageReuse(mm, vma, addr, t, orig, flags);
+            return VmFault.Ok;
         }
         if (!orig.Special && pfn != PhysMem.ZeroPfn) Folio.Get(k, pfn); // the fault's reference to the old page
         await mm.UnlockPtl(t);
         return await WpPageCopy(mm, vma, addr, t, orig, flags);
+    }
+
+    /// <summary>
+    /// The COW reuse rule per era for an anon page mapped read-only in a private mapping (never a KSM page):
+    /// 5.19+ (wp_can_reuse_anon_folio): PageAnonExclusive, or a small folio with page_count 1; 5.9-5.18
+    /// (09854ba94c6a): page_count 1, so any GUP reference forces a copy; before 5.9 (reuse_swap_page): mapcount 1,
+    /// whatever other references exist (CVE-2020-29374), for a PTE-mapped THP the subpage's. From 5.9 a page of a
+    /// large folio is copied unless it is exclusive (5.19+): its folio's refcount is never 1.
+    /// </summary>
+    public static bool WpCanReuseAnonPage(Kernel k, long pfn)
+    {
+        long head = k.Mem.FolioOf(pfn);
+        ref var folio = ref k.Mem[head];
+        if (!folio.Has(PageFlags.Anon) || folio.Has(PageFlags.Ksm)) return false;
+        if (k.Era.Has(Feature.PageAnonExclusiveReuse) && k.Mem[pfn].Has(PageFlags.AnonExclusive)) return true;
+        if (k.Era.Has(Feature.CowReuseByRefcount)) return !k.Mem.IsHuge(head) && folio.RefCount == 1;
+        // reuse_swap_page: page_mapcount of this (sub)page, which for a THP includes the PMD mappings (entire_mapcount).
+        int maps = k.Mem[pfn].MapCount + (k.Mem.IsHuge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
+        return maps == 1;
     }
 
     /// <summary>wp_page_reuse: make the PTE writable (and dirty for a write) in place. No notifier. Drops the PTL.</summary>
@@ -212,7 +243,9 @@ public static partial class Memory
             else await Tlb.PtepClearFlush(mm, t, addr);
             Folio.AddNewAnonRmap(k, newPfn, vma, addr);
             bool w = (flags & FaultFlags.Write) != 0;
-            await Tlb.SetPteAtNotify(mm, t, addr, Pte.Make(newPfn, writable: vma.Writable, dirty: w));
+            // An unshare fault (5.19+) maps the copy read-only: the next write finds it PageAnonExclusive and reuses it.
+            bool ro = (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Feature.GupUnshareAnon);
+            await Tlb.SetPteAtNotify(mm, t, addr, Pte.Make(newPfn, writable: vma.Writable && !ro, dirty: w));
             if (!oldIsZero) Folio.RemoveRmap(k, oldPfn, mm);
             copied = true;
             k.Stats.Inc(Stat.CowCopies);
@@ -285,7 +318,7 @@ public static partial class Memory
                 await k.S.Point(PointKind.PteRead, addr);
                 if (TryTouch(mm, addr, write, value, out var result)) return new(VmFault.Ok, result);
                 var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
-                if (r is VmFault.SigSegv or VmFault.Oom) return new(r, 0);
+                if (r is VmFault.SigSegv or VmFault.Oom or VmFault.SigBus) return new(r, 0);
             }
             k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);
             return new(VmFault.Retry, 0);

@@ -62,6 +62,14 @@ public static partial class Memory
                 await child.SetPte(dt, a, pte);
                 continue;
             }
+            if (cow && !pte.Special && pte.Pfn != PhysMem.ZeroPfn && NeedsCowForDma(src, pte.Pfn))
+            {
+                await k.S.Point(PointKind.Counter, a);
+                if (!CopyPresentPage(dst, a, dt, pte.Pfn, out var childPte)) { k.S.Fail(Invariants.Liveness, $"fork: no memory to copy pinned page 0x{pte.Pfn:x}", a); break; }
+                await child.SetPte(dt, a, childPte);
+                k.Stats.Inc(Stat.ForkCopiedPtes);
+                continue;
+            }
             if (!pte.Special && pte.Pfn != PhysMem.ZeroPfn)
             {
                 await k.S.Point(PointKind.Counter, a);
@@ -83,6 +91,38 @@ public static partial class Memory
         await child.UnlockPtl(dt);
     }
 
+    /// <summary>
+    /// page_needs_cow_for_dma (folio_needs_cow_for_dma): in a COW mapping of an mm that ever pinned (MMF_HAS_PINNED), a
+    /// possibly DMA-pinned anon page must not be shared with the child (5.9+). From 5.19 only an exclusive page can be
+    /// pinned that way (__folio_try_dup_anon_rmap refuses with -EBUSY only for PageAnonExclusive pages).
+    /// </summary>
+    static bool NeedsCowForDma(Vma src, long pfn)
+    {
+        var k = src.Mm.Kernel;
+        if (!k.Era.Has(Eras.Feature.ForkCopiesPinnedPages) || !src.Mm.HasPinned || !Gup.FolioMaybeDmaPinned(k, pfn)) return false;
+        if (!k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Anon)) return false;
+        return !k.Era.Has(Eras.Feature.PageAnonExclusiveReuse) || k.Mem[pfn].Has(PageFlags.AnonExclusive);
+    }
+
+    /// <summary>
+    /// copy_present_page: the child gets its own copy of a pinned page, mapped dirty and (maybe_mkwrite) writable, and
+    /// the parent's PTE stays as it is. The kernel preallocates the page (page_copy_prealloc) with the locks dropped and
+    /// retries; the model allocates in place (nothing shared is read in between). False when memory is exhausted.
+    /// </summary>
+    static bool CopyPresentPage(Vma dst, ulong addr, int dt, long srcPfn, out Pte childPte)
+    {
+        var k = dst.Mm.Kernel;
+        using var _ = k.S.Current.Enter("copy_present_page");
+        childPte = default;
+        long np = k.Mem.AllocPage();
+        if (np < 0) return false;
+        k.Mem[np].Contents = k.Mem[srcPfn].Contents;
+        k.S.Charge(CostKind.CopyPage);
+        Folio.AddNewAnonRmap(k, np, dst, addr);
+        childPte = Pte.Make(np, writable: dst.Writable, dirty: true);
+        return true;
+    }
+
     /// <summary>copy_huge_pmd: share the THP write-protected (folio_get, entire_mapcount+1), under both PMD locks.</summary>
     static async ValueTask<bool> CopyHugePmd(Vma dst, Vma src, ulong haddr, bool cow)
     {
@@ -90,6 +130,13 @@ public static partial class Memory
         var child = dst.Mm;
         var k = parent.Kernel;
         using var _ = k.S.Current.Enter("copy_huge_pmd");
+        var peek = parent.PeekPmd(haddr);
+        if (cow && peek.Present && peek.Huge && NeedsCowForDma(src, peek.Pfn))
+        {
+            // 7a4830c380f3: a pinned THP is split in the parent (-EAGAIN), and the PTE copy copies each pinned page.
+            await HugeMemory.SplitHugePmd(src, haddr, notify: true);
+            return false;
+        }
         child.PmdAlloc(haddr);
         await child.LockPmd(haddr);
         await parent.LockPmd(haddr);

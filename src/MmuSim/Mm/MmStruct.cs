@@ -79,6 +79,9 @@ public sealed class MmStruct
     /// <summary>RSS counters (MM_ANONPAGES).</summary>
     public long RssAnon { get; internal set; }
 
+    /// <summary>MMF_HAS_PINNED (mm->has_pinned, 5.9): some FOLL_PIN was ever taken on this mm; fork looks for pinned pages only then.</summary>
+    public bool HasPinned { get; internal set; }
+
     /// <summary>KSM: MMF_VM_MERGE_ANY (PR_SET_MEMORY_MERGE).</summary>
     public bool MergeAny { get; internal set; }
 

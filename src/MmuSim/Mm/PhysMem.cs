@@ -40,6 +40,10 @@ public enum PageFlags : ushort
 ///             bits 52..63  <see cref="PageFlags"/>
 /// </code>
 /// For a free frame, the refcount bits hold the next free pfn (intrusive free list; nothing is allocated per page).
+/// A compound (2 MiB) folio keeps two counts in its tail pages' otherwise unused refcount bits, as the kernel keeps them
+/// in struct folio's first tail page: entire_mapcount in the first tail (<see cref="PhysMem.EntireMapcountHolder"/>),
+/// _pincount (FOLL_PIN pins of a large folio, 5.7+) in the second (<see cref="PhysMem.PincountHolder"/>). A small
+/// folio has no pincount: each pin adds GUP_PIN_COUNTING_BIAS (1024) to its refcount (24 bits: up to 16383 pins).
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 8)]
 public struct Frame
@@ -267,6 +271,9 @@ public sealed class PhysMem
 
     /// <summary>entire_mapcount of a PMD-mapped THP, kept in the first tail page as the kernel does.</summary>
     public ref Frame EntireMapcountHolder(long headPfn) => ref _frames[headPfn + 1];
+
+    /// <summary>folio->_pincount of a large folio (FOLL_PIN pins), kept in the second tail page's refcount bits.</summary>
+    public ref Frame PincountHolder(long headPfn) => ref _frames[headPfn + 2];
 
     /// <summary>folio_mapcount: PTE mappings of every page plus PMD mappings.</summary>
     public int FolioMapCount(long headPfn)

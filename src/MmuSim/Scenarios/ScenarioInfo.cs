@@ -9,6 +9,7 @@ public sealed class ScenarioInfo
 {
     readonly Dictionary<string, List<(ulong Start, ulong End)>> _ranges = new(StringComparer.Ordinal);
     readonly Dictionary<string, string> _parentOf = new(StringComparer.Ordinal);
+    readonly HashSet<string> _names = new(StringComparer.Ordinal);
 
     public ScenarioInfo(string file) => File = file;
 
@@ -27,6 +28,16 @@ public sealed class ScenarioInfo
     internal void AddRange(string process, ulong start, ulong end)
     {
         if (_ranges.TryGetValue(process, out var l)) l.Add((start, end));
+    }
+
+    /// <summary>A name some op gives to what it creates (its <c>as</c> field: a pin, a pipe, a stored value).</summary>
+    internal void AddName(string name) => _names.Add(name);
+
+    /// <summary>Raise a file:line error unless some op of the scenario creates the object the field names (<c>as: NAME</c>).</summary>
+    public void RequireNamed(OpArgs a, string key, string what)
+    {
+        var n = a.GetString(key);
+        if (!_names.Contains(n)) throw a.Error(key, $"no op creates a {what} named '{n}' (give one `as: {n}`)");
     }
 
     /// <summary>May <paramref name="process"/> (or the process it was forked from) have <paramref name="addr"/> mapped?</summary>

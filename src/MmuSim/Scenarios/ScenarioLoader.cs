@@ -444,6 +444,7 @@ public static class ScenarioLoader
                 list.Add(call);
                 calls.Add(call);
                 if (args.Has("child") && args.Has("process")) _info.AddProcess(args.GetString("child"), args.GetString("process"));
+                if (args.Has("as")) _info.AddName(args.GetString("as"));
                 if (op == "mmap" && args.Has("process") && args.Has("addr") && args.Has("len") &&
                     OpArgs.TryParseULong(args.GetString("addr"), out var a) && OpArgs.TryParseULong(args.GetString("len"), out var l))
                     _info.AddRange(args.GetString("process"), a, a + l);
