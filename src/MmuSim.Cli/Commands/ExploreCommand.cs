@@ -33,7 +33,17 @@ public static class ExploreCommand
                           "(n contexts, k scheduling decisions per run, estimated from earlier runs). Default: the scenario's pct_depth, else 3 " +
                           "(the portfolio's deeper PCT member uses it too)",
         };
-        var preemptions = new Option<int>("--preemptions", "-k") { Description = "preemption bound (dfs) / delay bound (delay)", DefaultValueFactory = _ => 2 };
+        var preemptions = new Option<string?>("--preemptions", "-k")
+        {
+            Description = "preemption bound (dfs) / delay bound (delay), default 2; 'unbounded' (dfs only): every interleaving, " +
+                          "and a completed search prints 'verified: no violation in any interleaving (N traces, M states)'",
+        };
+        var por = new Option<string?>("--por")
+        {
+            Description = "dfs only: on (default) explores one schedule per Mazurkiewicz trace (source-set DPOR with sleep sets, " +
+                          "Abdulla et al. POPL 2014); off enumerates every schedule. With a preemption bound the reduced search is " +
+                          "not guaranteed exhaustive within the bound",
+        };
         var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
         var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads (one kernel per run); results do not depend on it", DefaultValueFactory = _ => 1 };
         var noShrink = new Option<bool>("--no-shrink") { Description = "show the counterexample as found, without shrinking" };
@@ -48,7 +58,7 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate,
+            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, jobs, noShrink, outFile, format, traceOut, mutate,
         };
         cmd.SetAction(p =>
         {
@@ -61,12 +71,12 @@ public static class ExploreCommand
                 throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
             int d = p.GetValue(depth) ?? s.PctDepth ?? 3;
             if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
-            int k = p.GetValue(preemptions);
-            if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+            int k = ParsePreemptions(p.GetValue(preemptions), kind);
+            bool reduce = ParsePor(p.GetValue(por), kind);
             var limit = ParseDuration(p.GetValue(timeLimit));
             var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
             string? outPath = p.GetValue(outFile);
-            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
+            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k, Por = reduce };
             var program = new ScenarioExplorable(s, e, muts, spec.Seed);
             var options = new ExploreOptions
             {
@@ -113,6 +123,33 @@ public static class ExploreCommand
             return Program.Failed;
         });
         return cmd;
+    }
+
+    /// <summary>--preemptions: a count, or 'unbounded' (dfs only). Default 2.</summary>
+    public static int ParsePreemptions(string? value, StrategyKind kind)
+    {
+        if (value == null) return 2;
+        var v = value.Trim().ToLowerInvariant();
+        if (v is "unbounded" or "inf" or "none")
+            return kind == StrategyKind.Dfs ? DporStrategy.Unbounded
+                : throw new UsageException("--preemptions", $"'{value}' is only valid with --strategy dfs");
+        if (!int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int k))
+            throw new UsageException("--preemptions", $"'{value}' is not a number or 'unbounded'");
+        if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+        return k;
+    }
+
+    /// <summary>--por on|off (dfs only; default on).</summary>
+    public static bool ParsePor(string? value, StrategyKind kind)
+    {
+        if (value == null) return true;
+        if (kind != StrategyKind.Dfs) throw new UsageException("--por", "is only valid with --strategy dfs");
+        return value.Trim().ToLowerInvariant() switch
+        {
+            "on" or "true" or "yes" => true,
+            "off" or "false" or "no" => false,
+            _ => throw new UsageException("--por", $"'{value}' is not on or off"),
+        };
     }
 
     /// <summary>

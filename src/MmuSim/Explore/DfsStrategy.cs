@@ -35,6 +35,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     bool _truncated;
     int _runs;
     Rng _tail;
+    long _states;
 
     public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter)
     {
@@ -62,8 +63,12 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     }
 
     public string Completion(int schedules) =>
-        $"no violation in all {schedules} schedules up to {_bound} preemption{(_bound == 1 ? "" : "s")}" +
+        _bound == DporStrategy.Unbounded && !_truncated ? $"verified: no violation in any interleaving ({schedules} schedules, {_states} states)" :
+        $"no violation in all {schedules} schedules up to {(_bound == DporStrategy.Unbounded ? "unbounded" : _bound)} preemption{(_bound == 1 ? "" : "s")}" +
         (_truncated ? $" (paths cut at {_maxDecisions} decisions)" : "");
+
+    /// <summary>States visited: decisions made beyond the replayed prefix, summed over the runs.</summary>
+    public long States => _states;
 
     public void BeginRun(int iteration)
     {
@@ -111,6 +116,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
             if (p == _maxDecisions) _tail = new Rng(Rng.Mix(0xD75, (ulong)_runs));
             return _tail.Below(count);
         }
+        if (p >= _depth - 1) _states++;
         if (p < _depth)
         {
             if (_stack[p].Count != count)
@@ -122,5 +128,5 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         return 0;
     }
 
-    public string Describe() => $"dfs(preemptions={_bound})";
+    public string Describe() => _bound == DporStrategy.Unbounded ? "dfs(unbounded)" : $"dfs(preemptions={_bound})";
 }
