@@ -14,7 +14,18 @@ public static class ExploreCommand
 {
     public static Command Create(CliContext cli)
     {
-        var scenario = new Argument<string>("scenario") { Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list)" };
+        var scenario = new Argument<string?>("scenario")
+        {
+            Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list); omitted with --family",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var family = new Option<string?>("--family")
+        {
+            Description = "explore a generated scenario family instead of a scenario: " + ScenarioFamily.KnownList +
+                          " (race 5(a) and KVM fault-vs-invalidate with -P pages and -V vCPUs; docs/explore.md)",
+        };
+        var pages = new Option<int?>("--pages", "-P") { Description = $"--family: number of pages, 1..{ScenarioFamily.MaxPages} (default 1)" };
+        var vcpus = new Option<int?>("--vcpus", "-V") { Description = $"--family: number of vCPUs, 1..{ScenarioFamily.MaxVcpus} (default 1)" };
         var era = new Option<string?>("--era") { Description = "kernel era (mmusim eras); default: the scenario's era:, else 6.13" };
         var strategy = new Option<string>("--strategy", "-s")
         {
@@ -58,11 +69,11 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, jobs, noShrink, outFile, format, traceOut, mutate,
+            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, jobs, noShrink, outFile, format, traceOut, mutate,
         };
         cmd.SetAction(p =>
         {
-            var s = CliContext.LoadScenario(p.GetValue(scenario)!);
+            var s = LoadScenarioOrFamily(p.GetValue(scenario), p.GetValue(family), p.GetValue(pages), p.GetValue(vcpus));
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);
@@ -123,6 +134,24 @@ public static class ExploreCommand
             return Program.Failed;
         });
         return cmd;
+    }
+
+    /// <summary>The scenario argument, or the member of --family with -P pages and -V vCPUs (exactly one of the two).</summary>
+    public static Scenario LoadScenarioOrFamily(string? scenario, string? family, int? pages, int? vcpus)
+    {
+        if (family == null)
+        {
+            if (pages != null) throw new UsageException("--pages", "is only valid with --family");
+            if (vcpus != null) throw new UsageException("--vcpus", "is only valid with --family");
+            if (scenario == null) throw new UsageException("scenario", "missing: give a scenario file or name, or --family NAME");
+            return CliContext.LoadScenario(scenario);
+        }
+        if (scenario != null) throw new UsageException("--family", $"cannot be combined with a scenario ('{scenario}')");
+        if (!ScenarioFamily.IsKnown(family)) throw new UsageException("--family", $"unknown family '{family}' (known: {ScenarioFamily.KnownList})");
+        int pg = pages ?? 1, vc = vcpus ?? 1;
+        if (pg < 1 || pg > ScenarioFamily.MaxPages) throw new UsageException("--pages", $"must be between 1 and {ScenarioFamily.MaxPages}, got {pg}");
+        if (vc < 1 || vc > ScenarioFamily.MaxVcpus) throw new UsageException("--vcpus", $"must be between 1 and {ScenarioFamily.MaxVcpus}, got {vc}");
+        return ScenarioFamily.Load(family, pg, vc);
     }
 
     /// <summary>--preemptions: a count, or 'unbounded' (dfs only). Default 2.</summary>

@@ -110,7 +110,7 @@ public sealed class Scheduler
 
     /// <summary>
     /// Make every step dependent on every other for partial-order reduction (<see cref="Footprint.Global"/>): set while a
-    /// check reads state that no point names, e.g. the per-step full scan or the numbering of CPU stores.
+    /// check depends on the order of steps that touch different objects (the checker's numbering of CPU stores).
     /// </summary>
     public bool AllStepsDependent { get; set; }
 
@@ -166,7 +166,7 @@ public sealed class Scheduler
             return false;
         }
         bool woke = WakeExpiredSleepers();
-        cur.Pending = _observer == null ? default : AllStepsDependent || _afterStep != null ? Footprint.Global : Footprint.Of(kind, arg, subject);
+        cur.Pending = _observer == null || AllStepsDependent ? Footprint.Global : Footprint.Of(kind, arg, subject);
         if (_strategy == null)
         {
             // Plain simulation: a timer tick lets a daemon whose sleep just expired preempt the current context.
