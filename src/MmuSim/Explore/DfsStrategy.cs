@@ -17,7 +17,7 @@ namespace MmuSim.Explore;
 /// i-th schedule of the search. Paths longer than <c>maxDecisions</c> (default 2,000) are not branched beyond that depth
 /// and continue as a fair pseudo-random walk (the completion message then says the search was depth-bounded).</para>
 /// </remarks>
-public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy
+public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy, IStepObserver
 {
     struct Frame
     {
@@ -36,6 +36,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     int _runs;
     Rng _tail;
     long _states;
+    int _replayDepth;
 
     public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter)
     {
@@ -67,8 +68,16 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         $"no violation in all {schedules} schedules up to {(_bound == DporStrategy.Unbounded ? "unbounded" : _bound)} preemption{(_bound == 1 ? "" : "s")}" +
         (_truncated ? $" (paths cut at {_maxDecisions} decisions)" : "");
 
-    /// <summary>States visited: decisions made beyond the replayed prefix, summed over the runs.</summary>
+    /// <summary>States visited: steps executed beyond the replayed prefix, summed over the runs (as
+    /// <see cref="DporStrategy.States"/>).</summary>
     public long States => _states;
+
+    void IStepObserver.Attach(Scheduler s) { }
+
+    void IStepObserver.OnStep(int context, in Footprint footprint)
+    {
+        if (_pos >= _replayDepth) _states++;
+    }
 
     public void BeginRun(int iteration)
     {
@@ -80,6 +89,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         }
         _started = true;
         _runs++;
+        _replayDepth = _depth;
         _pos = 0;
         _preemptions = 0;
     }
@@ -116,7 +126,6 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
             if (p == _maxDecisions) _tail = new Rng(Rng.Mix(0xD75, (ulong)_runs));
             return _tail.Below(count);
         }
-        if (p >= _depth - 1) _states++;
         if (p < _depth)
         {
             if (_stack[p].Count != count)
