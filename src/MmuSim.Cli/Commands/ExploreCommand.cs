@@ -143,7 +143,7 @@ public static class ExploreCommand
         {
             if (pages != null) throw new UsageException("--pages", "is only valid with --family");
             if (vcpus != null) throw new UsageException("--vcpus", "is only valid with --family");
-            if (scenario == null) throw new UsageException("scenario", "missing: give a scenario file or name, or --family NAME");
+            if (scenario == null) throw new UsageException("explore", "missing argument SCENARIO (see mmusim explore --help)");
             return CliContext.LoadScenario(scenario);
         }
         if (scenario != null) throw new UsageException("--family", $"cannot be combined with a scenario ('{scenario}')");

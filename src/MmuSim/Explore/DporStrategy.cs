@@ -44,8 +44,6 @@ public sealed class DporStrategy : IStrategy, IExhaustiveStrategy, IDescribedStr
     /// <summary>The preemption bound meaning "none".</summary>
     public const int Unbounded = int.MaxValue;
 
-    const int MaxContexts = 64;
-
     struct Frame
     {
         public bool IsData;
@@ -75,8 +73,6 @@ public sealed class DporStrategy : IStrategy, IExhaustiveStrategy, IDescribedStr
     int[] _vc = new int[1024 * 8];  // vector clock per step, _stride entries each
     int _stride = 8;
     int[] _races = new int[64];
-    Footprint[] _fps = new Footprint[256 * 8]; // footprints of every runnable context's next step, per frame
-    int _fpStride = 8;
 
     Scheduler? _s;
     int _pos, _preemptions, _pendingFrame = -1, _limit = -1, _replayDepth;
@@ -240,7 +236,6 @@ public sealed class DporStrategy : IStrategy, IExhaustiveStrategy, IDescribedStr
                 Chosen = chosen, Current = curRunnable ? d.Current : -1, Runnable = runnable, Allowed = allowed,
                 TimedSleepers = timed, Backtrack = 1UL << chosen, SleepIn = sleep, Preemptions = _preemptions, Event = -1,
             };
-            SaveFootprints(p, d.Runnable);
         }
         _pos++;
         _pendingFrame = p;
@@ -275,22 +270,6 @@ public sealed class DporStrategy : IStrategy, IExhaustiveStrategy, IDescribedStr
             _tail = new Rng(Rng.Mix(0xD75, (ulong)_runs));
         }
         return _tail.Below(count);
-    }
-
-    void SaveFootprints(int frame, ReadOnlySpan<int> runnable)
-    {
-        int max = 0;
-        foreach (var id in runnable) max = Math.Max(max, id + 1);
-        if (max > _fpStride)
-        {
-            var bigger = new Footprint[_fps.Length / _fpStride * max];
-            for (int f = 0; f < _fps.Length / _fpStride; f++) Array.Copy(_fps, f * _fpStride, bigger, f * max, _fpStride);
-            _fps = bigger;
-            _fpStride = max;
-        }
-        if ((frame + 1) * _fpStride > _fps.Length) Array.Resize(ref _fps, Math.Max(_fps.Length * 2, (frame + 1) * _fpStride));
-        var ctxs = _s!.Contexts;
-        foreach (var id in runnable) _fps[frame * _fpStride + id] = ctxs[id].PendingFootprint;
     }
 
     // ------------------------------------------------------------------ race analysis

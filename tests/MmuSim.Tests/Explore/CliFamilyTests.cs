@@ -21,7 +21,7 @@ public class CliFamilyTests
     [InlineData("mmusim: --vcpus: must be between 1 and 8, got -1", "--family", "kvm-fault-vs-invalidate", "-V", "-1")]
     [InlineData("mmusim: --pages: is only valid with --family", "kvm-exit", "-P", "2")]
     [InlineData("mmusim: --family: cannot be combined with a scenario ('kvm-exit')", "kvm-exit", "--family", "race-5a")]
-    [InlineData("mmusim: scenario: missing: give a scenario file or name, or --family NAME")]
+    [InlineData("mmusim: explore: missing argument SCENARIO (see mmusim explore --help)")]
     [InlineData("mmusim: --por: 'maybe' is not on or off", "kvm-exit", "--strategy", "dfs", "--por", "maybe")]
     [InlineData("mmusim: --por: is only valid with --strategy dfs", "kvm-exit", "--por", "off")]
     [InlineData("mmusim: --preemptions: 'unbounded' is only valid with --strategy dfs", "kvm-exit", "--strategy", "delay", "--preemptions", "unbounded")]
