@@ -16,7 +16,7 @@ public static class ExploreCommand
     {
         var scenario = new Argument<string?>("scenario")
         {
-            Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list); with --secondary optional (default: every secondary-* scenario)",
+            Description = "a scenario file (.yaml) or a built-in scenario name (mmusim list); omitted with --family, optional with --secondary (default: every secondary-* scenario)",
             Arity = ArgumentArity.ZeroOrOne,
         };
         var secondary = new Option<string?>("--secondary")
@@ -29,6 +29,13 @@ public static class ExploreCommand
             Description = "with --secondary: only these drivers (name or class name; repeatable or comma-separated)",
             AllowMultipleArgumentsPerToken = false,
         };
+        var family = new Option<string?>("--family")
+        {
+            Description = "explore a generated scenario family instead of a scenario: " + ScenarioFamily.KnownList +
+                          " (race 5(a) and KVM fault-vs-invalidate with -P pages and -V vCPUs; docs/explore.md)",
+        };
+        var pages = new Option<int?>("--pages", "-P") { Description = $"--family: number of pages, 1..{ScenarioFamily.MaxPages} (default 1)" };
+        var vcpus = new Option<int?>("--vcpus", "-V") { Description = $"--family: number of vCPUs, 1..{ScenarioFamily.MaxVcpus} (default 1)" };
         var era = new Option<string?>("--era") { Description = "kernel era (mmusim eras); default: the scenario's era:, else 6.13" };
         var strategy = new Option<string>("--strategy", "-s")
         {
@@ -47,7 +54,17 @@ public static class ExploreCommand
                           "(n contexts, k scheduling decisions per run, estimated from earlier runs). Default: the scenario's pct_depth, else 3 " +
                           "(the portfolio's deeper PCT member uses it too)",
         };
-        var preemptions = new Option<int>("--preemptions", "-k") { Description = "preemption bound (dfs) / delay bound (delay)", DefaultValueFactory = _ => 2 };
+        var preemptions = new Option<string?>("--preemptions", "-k")
+        {
+            Description = "preemption bound (dfs) / delay bound (delay), default 2; 'unbounded' (dfs only): every interleaving, " +
+                          "and a completed search prints 'verified: no violation in any interleaving (N traces, M states)'",
+        };
+        var por = new Option<string?>("--por")
+        {
+            Description = "dfs only: on (default) explores one schedule per Mazurkiewicz trace (source-set DPOR with sleep sets, " +
+                          "Abdulla et al. POPL 2014); off enumerates every schedule. With a preemption bound the reduced search is " +
+                          "not guaranteed exhaustive within the bound",
+        };
         var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
         var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads (one kernel per run); results do not depend on it", DefaultValueFactory = _ => 1 };
         var noShrink = new Option<bool>("--no-shrink") { Description = "show the counterexample as found, without shrinking" };
@@ -71,14 +88,14 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, era, strategy, iterations, timeLimit, seed, depth, preemptions, all, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
+            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
             json, shardOpt, checkpoint, checkpointEvery, resume,
         };
         cmd.SetAction(p =>
         {
             if (p.GetValue(secondary) is { } dll) return RunSecondary(cli, p, dll);
             if (p.GetValue(driver) is { Length: > 0 }) throw new UsageException("--driver", "only with --secondary DLL");
-            var s = CliContext.LoadScenario(p.GetValue(scenario) ?? throw new UsageException("explore", "missing argument SCENARIO (see mmusim explore --help)"));
+            var s = LoadScenarioOrFamily(p.GetValue(scenario), p.GetValue(family), p.GetValue(pages), p.GetValue(vcpus));
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);
@@ -87,12 +104,12 @@ public static class ExploreCommand
                 throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
             int d = p.GetValue(depth) ?? s.PctDepth ?? 3;
             if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
-            int k = p.GetValue(preemptions);
-            if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+            int k = ParsePreemptions(p.GetValue(preemptions), kind);
+            bool reduce = ParsePor(p.GetValue(por), kind);
             var limit = ParseDuration(p.GetValue(timeLimit));
             var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
             string? outPath = p.GetValue(outFile);
-            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
+            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k, Por = reduce };
             var program = new ScenarioExplorable(s, e, muts, spec.Seed);
             ShardSpec? shard = null;
             if (p.GetValue(shardOpt) is { } shardText)
@@ -199,13 +216,57 @@ public static class ExploreCommand
                 throw new UsageException("--strategy", $"unknown strategy '{p.GetValue(strategy)}' (known: {StrategySpec.KnownNames})");
             int d = p.GetValue(depth) ?? 3;
             if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
-            int k = p.GetValue(preemptions);
-            if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+            int k = ParsePreemptions(p.GetValue(preemptions), kind);
             var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k };
             return ExploreSecondary.Run(cli, new ExploreSecondary.Request(dll, p.GetValue(driver) ?? [], p.GetValue(scenario),
                 CliContext.ParseEra(p.GetValue(era)), spec, n, ParseDuration(p.GetValue(timeLimit)), CliContext.ParseJobs(p.GetValue(jobs)),
                 p.GetValue(noShrink), CounterexampleOutput.ParseFormat(p.GetValue(format)), p.GetValue(traceOut), CliContext.ParseMutations(p.GetValue(mutate))));
         }
+    }
+
+    /// <summary>The scenario argument, or the member of --family with -P pages and -V vCPUs (exactly one of the two).</summary>
+    public static Scenario LoadScenarioOrFamily(string? scenario, string? family, int? pages, int? vcpus)
+    {
+        if (family == null)
+        {
+            if (pages != null) throw new UsageException("--pages", "is only valid with --family");
+            if (vcpus != null) throw new UsageException("--vcpus", "is only valid with --family");
+            if (scenario == null) throw new UsageException("explore", "missing argument SCENARIO (see mmusim explore --help)");
+            return CliContext.LoadScenario(scenario);
+        }
+        if (scenario != null) throw new UsageException("--family", $"cannot be combined with a scenario ('{scenario}')");
+        if (!ScenarioFamily.IsKnown(family)) throw new UsageException("--family", $"unknown family '{family}' (known: {ScenarioFamily.KnownList})");
+        int pg = pages ?? 1, vc = vcpus ?? 1;
+        if (pg < 1 || pg > ScenarioFamily.MaxPages) throw new UsageException("--pages", $"must be between 1 and {ScenarioFamily.MaxPages}, got {pg}");
+        if (vc < 1 || vc > ScenarioFamily.MaxVcpus) throw new UsageException("--vcpus", $"must be between 1 and {ScenarioFamily.MaxVcpus}, got {vc}");
+        return ScenarioFamily.Load(family, pg, vc);
+    }
+
+    /// <summary>--preemptions: a count, or 'unbounded' (dfs only). Default 2.</summary>
+    public static int ParsePreemptions(string? value, StrategyKind kind)
+    {
+        if (value == null) return 2;
+        var v = value.Trim().ToLowerInvariant();
+        if (v is "unbounded" or "inf" or "none")
+            return kind == StrategyKind.Dfs ? DporStrategy.Unbounded
+                : throw new UsageException("--preemptions", $"'{value}' is only valid with --strategy dfs");
+        if (!int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int k))
+            throw new UsageException("--preemptions", $"'{value}' is not a number or 'unbounded'");
+        if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
+        return k;
+    }
+
+    /// <summary>--por on|off (dfs only; default on).</summary>
+    public static bool ParsePor(string? value, StrategyKind kind)
+    {
+        if (value == null) return true;
+        if (kind != StrategyKind.Dfs) throw new UsageException("--por", "is only valid with --strategy dfs");
+        return value.Trim().ToLowerInvariant() switch
+        {
+            "on" or "true" or "yes" => true,
+            "off" or "false" or "no" => false,
+            _ => throw new UsageException("--por", $"'{value}' is not on or off"),
+        };
     }
 
     /// <summary>

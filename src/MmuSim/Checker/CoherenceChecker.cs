@@ -86,7 +86,11 @@ public sealed class CoherenceChecker
     public void AddSecondary(ISecondaryMmu sec)
     {
         if (!_secondaries.Contains(sec)) _secondaries.Add(sec);
-        if (!sec.UsesStartEnd) TrackUserWrites = true;
+        if (!sec.UsesStartEnd)
+        {
+            TrackUserWrites = true;
+            S.AllStepsDependent = true; // store numbering orders CPU stores to different pages: no step commutes
+        }
     }
 
     /// <summary>

@@ -17,7 +17,7 @@ namespace MmuSim.Explore;
 /// i-th schedule of the search. Paths longer than <c>maxDecisions</c> (default 2,000) are not branched beyond that depth
 /// and continue as a fair pseudo-random walk (the completion message then says the search was depth-bounded).</para>
 /// </remarks>
-public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy
+public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy, IStepObserver
 {
     struct Frame
     {
@@ -35,6 +35,8 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     bool _truncated;
     int _runs;
     Rng _tail;
+    long _states;
+    int _replayDepth;
 
     public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter)
     {
@@ -62,8 +64,20 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     }
 
     public string Completion(int schedules) =>
-        $"no violation in all {schedules} schedules up to {_bound} preemption{(_bound == 1 ? "" : "s")}" +
+        _bound == DporStrategy.Unbounded && !_truncated ? $"verified: no violation in any interleaving ({schedules} schedules, {_states} states)" :
+        $"no violation in all {schedules} schedules up to {(_bound == DporStrategy.Unbounded ? "unbounded" : _bound)} preemption{(_bound == 1 ? "" : "s")}" +
         (_truncated ? $" (paths cut at {_maxDecisions} decisions)" : "");
+
+    /// <summary>States visited: steps executed beyond the replayed prefix, summed over the runs (as
+    /// <see cref="DporStrategy.States"/>).</summary>
+    public long States => _states;
+
+    void IStepObserver.Attach(Scheduler s) { }
+
+    void IStepObserver.OnStep(int context, in Footprint footprint)
+    {
+        if (_pos >= _replayDepth) _states++;
+    }
 
     public void BeginRun(int iteration)
     {
@@ -75,6 +89,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         }
         _started = true;
         _runs++;
+        _replayDepth = _depth;
         _pos = 0;
         _preemptions = 0;
     }
@@ -122,5 +137,5 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
         return 0;
     }
 
-    public string Describe() => $"dfs(preemptions={_bound})";
+    public string Describe() => _bound == DporStrategy.Unbounded ? "dfs(unbounded)" : $"dfs(preemptions={_bound})";
 }

@@ -21,6 +21,10 @@ public sealed record StrategySpec
     /// <summary>Delay bound (delay bounding) and preemption bound (DFS).</summary>
     public int Preemptions { get; init; } = 2;
 
+    /// <summary>DFS with partial-order reduction (<see cref="DporStrategy"/>, the default) or the plain enumeration of
+    /// every schedule (<see cref="DfsStrategy"/>).</summary>
+    public bool Por { get; init; } = true;
+
     /// <summary>Switch probability of the rarely-switching random walk.</summary>
     public double SwitchProbability { get; init; } = 0.05;
 
@@ -32,7 +36,7 @@ public sealed record StrategySpec
         StrategyKind.Random => new RandomStrategy(Seed),
         StrategyKind.Pct => new PctStrategy(Seed, Depth),
         StrategyKind.Delay => new DelayBoundingStrategy(Seed, Preemptions),
-        StrategyKind.Dfs => new DfsStrategy(Preemptions),
+        StrategyKind.Dfs => Por ? new DporStrategy(Preemptions) : new DfsStrategy(Preemptions),
         StrategyKind.Portfolio => new PortfolioStrategy(Seed, Depth),
         StrategyKind.ProbRandom => new ProbabilisticRandomStrategy(Seed, SwitchProbability),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
@@ -66,7 +70,7 @@ public sealed record StrategySpec
     {
         StrategyKind.Pct => $"pct(seed={Seed},depth={Depth})",
         StrategyKind.Delay => $"delay(seed={Seed},delays={Preemptions})",
-        StrategyKind.Dfs => $"dfs(preemptions={Preemptions})",
+        StrategyKind.Dfs => $"dfs({(Preemptions == DporStrategy.Unbounded ? "unbounded" : $"preemptions={Preemptions}")}{(Por ? ",por" : "")})",
         StrategyKind.ProbRandom => $"prob-random(seed={Seed},p={SwitchProbability})",
         _ => $"{NameOf(Kind)}(seed={Seed})",
     };

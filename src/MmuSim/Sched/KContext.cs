@@ -44,6 +44,11 @@ public sealed class KContext
     internal bool Started;
     internal string? SpinningIn; // the retry loop parked in Scheduler.SpinWait, for the liveness message
     internal ISpinWaiter? SpinWaiter;
+    internal Footprint Pending; // what the step this context takes when next resumed touches (partial-order reduction)
+
+    /// <summary>The footprint of the step this context takes when it next runs (kept only while a
+    /// <see cref="IStepObserver"/> strategy is attached; the first step and a step after blocking are Global).</summary>
+    public Footprint PendingFootprint => Pending;
 
     /// <summary>Spinlocks held + RCU read-side sections + preempt-disabled regions.</summary>
     public int AtomicDepth;

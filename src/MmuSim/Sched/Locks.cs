@@ -16,6 +16,7 @@ public sealed class LockSet
     public LockSet(Scheduler s, string name, bool sleeping, int capacity = 1)
     {
         _s = s;
+        ObjectId = s.NewObjectId();
         Name = name;
         Sleeping = sleeping;
         _owner = new int[capacity];
@@ -23,6 +24,9 @@ public sealed class LockSet
     }
 
     public string Name { get; }
+
+    /// <summary>Identity of this lock set for partial-order reduction (<see cref="Footprint"/>).</summary>
+    public int ObjectId { get; }
 
     /// <summary>True for mutex-like locks (may sleep), false for spinlocks.</summary>
     public bool Sleeping { get; }
@@ -175,6 +179,9 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     ulong _waiters;
 
     public string Name => name;
+
+    /// <summary>Identity of this lock for partial-order reduction (<see cref="Footprint"/>).</summary>
+    public int ObjectId { get; } = s.NewObjectId();
 
     public bool Sleeping => sleeping;
 

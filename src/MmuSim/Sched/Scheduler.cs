@@ -28,6 +28,8 @@ public sealed class Scheduler
     long _nextWakeNs = long.MaxValue;
     bool _hooks;
     ulong _spinMask; // contexts parked in SpinWait, woken after a step of another context that changed their inputs
+    IStepObserver? _observer; // partial-order reduction: sees every step with its footprint
+    int _objectIds;
     static readonly object SpinToken = new SpinWaitToken();
 
     public Scheduler(IStrategy? strategy = null, CostModel? costs = null)
@@ -106,6 +108,15 @@ public sealed class Scheduler
         _slowAtStep = _hooks || _strategy != null || _spinMask != 0 ? 0 : MaxSteps;
     }
 
+    /// <summary>
+    /// Make every step dependent on every other for partial-order reduction (<see cref="Footprint.Global"/>): set while a
+    /// check depends on the order of steps that touch different objects (the checker's numbering of CPU stores).
+    /// </summary>
+    public bool AllStepsDependent { get; set; }
+
+    /// <summary>A dense id for a shared object (locks), in creation order: deterministic, unlike object hashes.</summary>
+    internal int NewObjectId() => ++_objectIds;
+
     /// <summary>Create a context. Its body starts at the first decision that picks it.</summary>
     public KContext Spawn(string name, Func<KContext, ValueTask> body, bool daemon = false)
     {
@@ -155,6 +166,7 @@ public sealed class Scheduler
             return false;
         }
         bool woke = WakeExpiredSleepers();
+        cur.Pending = _observer == null || AllStepsDependent ? Footprint.Global : Footprint.Of(kind, arg, subject);
         if (_strategy == null)
         {
             // Plain simulation: a timer tick lets a daemon whose sleep just expired preempt the current context.
@@ -164,10 +176,18 @@ public sealed class Scheduler
             return false;
         }
         int n = CollectRunnable();
-        if (n <= 1) return true;
+        if (n <= 1)
+        {
+            _observer?.OnStep(cur.Id, cur.Pending);
+            return true;
+        }
         int next = _strategy.Next(new Decision(_runnableBuf.AsSpan(0, n), cur.Id, Steps, kind));
         Decisions.AddSchedule(next, preempted: next != cur.Id);
-        if (next == cur.Id) return true;
+        if (next == cur.Id)
+        {
+            _observer?.OnStep(cur.Id, cur.Pending);
+            return true;
+        }
         _pendingNext = next;
         return false;
     }
@@ -194,6 +214,7 @@ public sealed class Scheduler
         if (_spinMask != 0) WakeSpinners(cur.Id);
         cur.State = ContextState.Blocked;
         cur.BlockedOn = on;
+        cur.Pending = Footprint.Global;
         if (_stepSink != null)
         {
             StepSubject = on;
@@ -243,6 +264,7 @@ public sealed class Scheduler
         if (_spinMask != 0) WakeSpinners(cur.Id);
         cur.State = ContextState.Blocked;
         cur.BlockedOn = SpinToken;
+        cur.Pending = Footprint.Global;
         cur.SpinningIn = what;
         cur.SpinWaiter = waiter;
         _spinMask |= 1UL << cur.Id;
@@ -278,6 +300,7 @@ public sealed class Scheduler
         var cur = Current;
         if (_spinMask != 0) WakeSpinners(cur.Id);
         cur.State = ContextState.Sleeping;
+        cur.Pending = Footprint.Global;
         cur.WakeAtNs = ClockNs + Math.Max(ns, 1);
         if (cur.WakeAtNs < _nextWakeNs) _nextWakeNs = cur.WakeAtNs;
         _stepSink?.OnStep(this, cur, PointKind.Sleep, (ulong)ns);
@@ -338,6 +361,7 @@ public sealed class Scheduler
     public Violation? Run()
     {
         _strategy?.BeginRun(0);
+        AttachObserver();
         return RunLoop();
     }
 
@@ -345,7 +369,14 @@ public sealed class Scheduler
     public Violation? Run(int iteration)
     {
         _strategy?.BeginRun(iteration);
+        AttachObserver();
         return RunLoop();
+    }
+
+    void AttachObserver()
+    {
+        _observer = _strategy as IStepObserver;
+        _observer?.Attach(this);
     }
 
     Violation? RunLoop()
@@ -389,6 +420,7 @@ public sealed class Scheduler
     void Resume(KContext ctx)
     {
         _current = ctx;
+        _observer?.OnStep(ctx.Id, ctx.Pending);
         if (!ctx.Started)
         {
             ctx.Started = true;

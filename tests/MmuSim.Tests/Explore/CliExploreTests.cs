@@ -49,9 +49,13 @@ public class CliExploreTests : IDisposable
     [Fact]
     public void DfsReportsCompletionAndExitsZero()
     {
-        var (code, stdout, _) = CliRunner.Run("explore", "cow-zero-page", "--strategy", "dfs", "--preemptions", "2");
+        var (code, stdout, _) = CliRunner.Run("explore", "cow-zero-page", "--strategy", "dfs", "--preemptions", "2", "--por", "off");
         Assert.Equal(0, code);
         Assert.Matches(@"^no violation in all \d+ schedules up to 2 preemptions", stdout);
+        // Reduced (the default): a bounded reduced search does not claim exhaustiveness within the bound.
+        var (code2, stdout2, _) = CliRunner.Run("explore", "cow-zero-page", "--strategy", "dfs", "--preemptions", "2");
+        Assert.Equal(0, code2);
+        Assert.Matches(@"^no violation in any explored interleaving \(\d+ traces, \d+ states, up to 2 preemptions; bounded partial-order reduction is not exhaustive within the bound\)", stdout2);
     }
 
     [Theory]

@@ -68,7 +68,7 @@ public class ModelRaceTests
     {
         var report = new Explorer(CowVsDma("4.19"), new ExploreOptions
         {
-            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1 },
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 1 },
             Iterations = 20_000,
         }).Run();
         Assert.Null(report.First);
@@ -82,7 +82,7 @@ public class ModelRaceTests
     {
         var report = new Explorer(CowVsDma("3.7"), new ExploreOptions
         {
-            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1 },
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 1 },
             Iterations = 20_000,
         }).Run();
         Assert.NotNull(report.First);

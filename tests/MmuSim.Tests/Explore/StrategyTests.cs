@@ -51,7 +51,7 @@ public class StrategyTests
         long expected = 2 * Expected(m, m + 1, bound);
         var report = new Explorer(Programs.Independent(m), new ExploreOptions
         {
-            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = bound },
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = bound },
             Iterations = 100_000,
         }).Run();
         Assert.True(report.Exhausted);
@@ -71,12 +71,12 @@ public class StrategyTests
     [Fact]
     public void DfsFindsThePlantedLostUpdateWithOnePreemptionButNotWithNone()
     {
-        var none = new Explorer(Programs.LostUpdate(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 0 }, Iterations = 10_000 }).Run();
+        var none = new Explorer(Programs.LostUpdate(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 0 }, Iterations = 10_000 }).Run();
         Assert.Equal(0, none.Violations);
         Assert.True(none.Exhausted);
         Assert.Equal(2, none.Schedules);
 
-        var one = new Explorer(Programs.LostUpdate(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1 }, Iterations = 10_000 }).Run();
+        var one = new Explorer(Programs.LostUpdate(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 1 }, Iterations = 10_000 }).Run();
         Assert.NotNull(one.First);
         Assert.Equal(Programs.LostUpdateInvariant, one.First!.Violation.Invariant);
         Assert.Equal(1, one.First.Preemptions);
@@ -87,7 +87,7 @@ public class StrategyTests
     public void DfsDataChoicesAreEnumerated()
     {
         // Three contexts choose 1..2 points each (2^3 data combinations), no preemption: schedules = 8 * 3! starts.
-        var r = new Explorer(Programs.WithData(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 0 }, Iterations = 10_000 }).Run();
+        var r = new Explorer(Programs.WithData(2), new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 0 }, Iterations = 10_000 }).Run();
         Assert.True(r.Exhausted);
         Assert.Equal(8 * 6, r.Schedules);
         Assert.Equal(r.Schedules, r.DistinctSchedules);

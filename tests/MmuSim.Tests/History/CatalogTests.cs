@@ -131,7 +131,7 @@ public class CatalogTests
     public void Dfs2Preemptions_CompletesTheFixedEra_AndFindsTheBuggyOne()
     {
         var s = ScenarioLoader.LoadBuiltIn("invalidate-page-after-ptl");
-        var dfs = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 2 };
+        var dfs = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 2 };
         var clean = new Explorer(new ScenarioExplorable(s, EraTable.Get("4.19")), new ExploreOptions { Strategy = dfs, Iterations = 200_000 }).Run();
         Assert.Null(clean.First);
         Assert.True(clean.Exhausted);

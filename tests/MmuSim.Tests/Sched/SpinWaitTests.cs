@@ -69,7 +69,7 @@ public class SpinWaitTests
     public void AllSpinningIsReportedAsLiveness()
     {
         var r = new Explorer(SpinProgram(true, 3, writerSets: false),
-            new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 2 }, Iterations = 1000 }).Run();
+            new ExploreOptions { Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 2 }, Iterations = 1000 }).Run();
         Assert.NotNull(r.First);
         Assert.Equal(Invariants.Liveness, r.First!.Violation.Invariant);
         Assert.Contains("CPU0 (spinner) spins in test_spin", r.First.Violation.Message);
@@ -94,7 +94,7 @@ public class SpinWaitTests
     [Fact]
     public void DfsDoesNotUnrollTheSpin()
     {
-        var dfs = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1 };
+        var dfs = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 1 };
         var withHint = new Explorer(SpinProgram(true, 30, true), new ExploreOptions { Strategy = dfs, Iterations = 100_000 }).Run();
         var without = new Explorer(SpinProgram(false, 30, true), new ExploreOptions { Strategy = dfs, Iterations = 100_000 }).Run();
         Assert.True(withHint.Exhausted);
@@ -113,7 +113,7 @@ public class SpinWaitTests
         var s = ScenarioLoader.LoadBuiltIn("kvm-fault-vs-invalidate");
         var r = new Explorer(new ScenarioExplorable(s, EraTable.Get("6.13")), new ExploreOptions
         {
-            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1 },
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = false, Preemptions = 1 },
             Iterations = 5000,
         }).Run();
         Assert.Null(r.First);
