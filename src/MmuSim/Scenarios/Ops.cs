@@ -175,6 +175,7 @@ public sealed class OpRegistry
         Ksm.KsmOps.Register,
         History.HistoryOps.Register,
         Devices.IommuOps.Register,
+        Hmm.HmmOps.Register,
         PrimaryTlbOps.Register,
     ];
 
