@@ -308,7 +308,7 @@ public sealed class CoherenceChecker
             return;
         }
         if (!write && TrackUserWrites && Enabled(Invariants.WriteOrder) && !CheckWriteOrder(sec, mm, hva, pfn)) return;
-        var (present, ppfn, pw, pdirty) = PrimaryFor(sec, mm, hva, write);
+        var (present, ppfn, pw, pdirty) = PrimaryFor(sec, mm, hva, write, pfn);
         bool match = present && ppfn == pfn;
         bool ptl = PtlHeld(mm, hva);
         if (write)
@@ -344,13 +344,14 @@ public sealed class CoherenceChecker
     /// memory, or atomic access) and, for reads only, a migration entry of a page a migrate_vma has collected (the
     /// page is locked and unchanged until finalize; a device write to it would be lost, so a write sees nothing).
     /// </summary>
-    (bool Present, long Pfn, bool Writable, bool Dirty) PrimaryFor(ISecondaryMmu sec, MmStruct mm, ulong va, bool forWrite)
+    (bool Present, long Pfn, bool Writable, bool Dirty) PrimaryFor(ISecondaryMmu sec, MmStruct mm, ulong va, bool forWrite, long secPfn)
     {
         var p = mm.Translate(va);
         if (p.Present || !sec.UsesStartEnd) return p;
         var pte = mm.PeekPte(va);
         if (pte.IsDeviceEntry) return (true, pte.Pfn, pte.IsWritableEntry, true);
-        if (pte.IsMigration && !forWrite && Hmm.MigrateDevice.IsCollected(_k, pte.Pfn)) return (true, pte.Pfn, true, true);
+        if (pte.IsMigration && Hmm.MigrateDevice.IsCollected(_k, pte.Pfn, secPfn, out bool dst) && (dst || !forWrite))
+            return (true, secPfn, true, true);
         return p;
     }
 
@@ -397,7 +398,7 @@ public sealed class CoherenceChecker
         {
             ulong va = t.Hva + (ulong)i * MmStruct.PageSize;
             if (PtlHeld(mm, va)) continue;
-            var (present, ppfn, pw, _) = PrimaryFor(sec, mm, va, forWrite: false);
+            var (present, ppfn, pw, _) = PrimaryFor(sec, mm, va, forWrite: false, t.Pfn + i);
             // A TLB that shares the page tables (invariant 13) must be flushed under the PTL before the PTE points at
             // another page: once the PTL is dropped, no start..end window excuses a translation to the old page.
             if (!sec.UsesStartEnd && present && ppfn != t.Pfn + i)

@@ -41,15 +41,19 @@ public sealed class DevPagemap(MemoryType type, object owner, IDevPagemapOps ops
 
 /// <summary>
 /// The kernel's ZONE_DEVICE pages and their pagemaps (page->pgmap). A device page is a frame of <see cref="PhysMem"/>
-/// flagged <see cref="PageFlags.ZoneDevice"/> (the model carves device memory out of its simulated physical memory, as
-/// lib/test_hmm.c backs each device page with a system page); only live device pages have an entry here.
+/// (the model carves device memory out of its simulated physical memory, as lib/test_hmm.c backs each device page
+/// with a system page) with an entry here while it is allocated; is_zone_device_page is a lookup in this table.
 /// </summary>
 public sealed class DevicePagemaps
 {
     readonly Kernel _k;
     readonly Dictionary<long, DevPagemap> _byPfn = [];
 
-    DevicePagemaps(Kernel k) => _k = k;
+    DevicePagemaps(Kernel k)
+    {
+        _k = k;
+        k.HasZoneDevice = true;
+    }
 
     public static DevicePagemaps Of(Kernel k) => k.GetSubsystem(kk => new DevicePagemaps(kk));
 
@@ -58,7 +62,7 @@ public sealed class DevicePagemaps
 
     /// <summary>page->pgmap of a ZONE_DEVICE page, or null for an ordinary page.</summary>
     public DevPagemap? PgmapOf(long pfn) =>
-        pfn > 0 && _k.Mem[pfn].Has(PageFlags.ZoneDevice) && _byPfn.TryGetValue(pfn, out var p) ? p : null;
+        pfn > 0 && _byPfn.TryGetValue(pfn, out var p) ? p : null;
 
     /// <summary>is_device_private_page.</summary>
     public bool IsDevicePrivatePage(long pfn) => PgmapOf(pfn)?.Type == MemoryType.DevicePrivate;
@@ -74,7 +78,6 @@ public sealed class DevicePagemaps
     {
         long pfn = _k.Mem.AllocPage();
         if (pfn < 0) return -1;
-        _k.Mem[pfn].Set(PageFlags.ZoneDevice);
         _byPfn[pfn] = pgmap;
         return pfn;
     }
@@ -83,7 +86,6 @@ public sealed class DevicePagemaps
     internal void FreeZoneDeviceFolio(long pfn)
     {
         if (!_byPfn.Remove(pfn, out var pgmap)) return;
-        _k.Mem[pfn].Clear(PageFlags.ZoneDevice);
         pgmap.Ops.PageFree(pfn);
     }
 }

@@ -163,10 +163,24 @@ public static class HmmOps
             return d;
         }
         if (!a.Has("expect")) return null;
-        var parts = a.GetString("expect").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length != npages) throw a.Error("expect", $"{parts.Length} codes for {npages} pages");
+        // Items: a code, or code*n (n pages with that code).
         var r = new byte[npages];
-        for (int i = 0; i < npages; i++) r[i] = ParseProt(a, "expect", parts[i]);
+        int k = 0;
+        foreach (var part in a.GetString("expect").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            int star = part.LastIndexOf('*');
+            ulong count = 1;
+            string code = part;
+            if (star > 0)
+            {
+                if (!OpArgs.TryParseULong(part[(star + 1)..], out count) || count == 0) throw a.Error("expect", $"'{part}': the repeat count must be a positive number");
+                code = part[..star];
+            }
+            if (count > (ulong)(npages - k)) throw a.Error("expect", $"more codes than the {npages} pages");
+            byte c = ParseProt(a, "expect", code);
+            for (ulong j = 0; j < count; j++) r[k++] = c;
+        }
+        if (k != npages) throw a.Error("expect", $"{k} codes for {npages} pages");
         return r;
     }
 

@@ -63,13 +63,24 @@ public static class MigrateDevice
     /// <summary>Pages collected by a migrate_vma / migrate_device_range that has not finalized them yet.</summary>
     sealed class Collected
     {
-        public readonly HashSet<long> Pfns = [];
+        /// <summary>Source pfn -> its destination once migrate_vma_pages moved it (-1 before).</summary>
+        public readonly Dictionary<long, long> Pfns = [];
     }
 
-    static HashSet<long> CollectedSet(Kernel k) => k.GetSubsystem(_ => new Collected()).Pfns;
+    static Dictionary<long, long> CollectedSet(Kernel k) => k.GetSubsystem(_ => new Collected()).Pfns;
 
-    /// <summary>Whether <paramref name="pfn"/> is locked in a device migration (between collect and finalize).</summary>
-    public static bool IsCollected(Kernel k, long pfn) => k.Subsystems.ContainsKey(typeof(Collected)) && CollectedSet(k).Contains(pfn);
+    /// <summary>
+    /// Whether a translation to <paramref name="pfn"/> is coherent with a migration entry for <paramref name="src"/>:
+    /// the source is locked in a device migration (collect .. finalize) and <paramref name="pfn"/> is the source or
+    /// its destination. <paramref name="destination"/>: pfn is the destination (a write there is not lost).
+    /// </summary>
+    public static bool IsCollected(Kernel k, long src, long pfn, out bool destination)
+    {
+        destination = false;
+        if (!k.Subsystems.ContainsKey(typeof(Collected)) || !CollectedSet(k).TryGetValue(src, out var dst)) return false;
+        destination = dst >= 0 && dst == pfn;
+        return pfn == src || destination;
+    }
 
     static MmuNotifyEvent MigrateEvent(Kernel k) => k.Era.Has(Feature.MigrateEventOwner) ? MmuNotifyEvent.Migrate : MmuNotifyEvent.Clear;
 
@@ -182,7 +193,7 @@ public static class MigrateDevice
         args.Src[i] = MigratePfn.Of(page, write);
         args.Src[i].Migrate = true;
         args.Cpages++;
-        CollectedSet(k).Add(page);
+        CollectedSet(k)[page] = -1;
         return pte.Present;
     }
 
@@ -283,6 +294,7 @@ public static class MigrateDevice
             await k.S.Point(PointKind.Counter, (ulong)s.Pfn);
             // folio_migrate_flags: the destination becomes the same anonymous page (rmap identity, dirty state).
             CopyIdentity(k, s.Pfn, d.Pfn);
+            CollectedSet(k)[s.Pfn] = d.Pfn;
         }
         if (range != null) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
     }
@@ -416,7 +428,7 @@ public static class MigrateDevice
             Folio.Get(k, p); // migrate_device_range: folio_try_get
             src[i] = MigratePfn.Of(p, write: true);
             src[i].Migrate = true;
-            CollectedSet(k).Add(p);
+            CollectedSet(k)[p] = -1;
             await TryToMigrateDevice(k, p);
             if (k.Mem[p].MapCount != 0 || k.Mem[p].RefCount != 1)
             {
@@ -431,6 +443,7 @@ public static class MigrateDevice
             long d = await alloc(src[i].Pfn);
             if (d < 0) { src[i].Migrate = false; continue; }
             CopyIdentity(k, src[i].Pfn, d);
+            CollectedSet(k)[src[i].Pfn] = d;
             dst[i] = MigratePfn.Of(d, write: true);
             moved++;
         }

@@ -26,9 +26,6 @@ public enum PageFlags : ushort
     Zero = 1 << 10,
     /// <summary>Under writeback / in the swap cache (reclaim bookkeeping).</summary>
     Swapcache = 1 << 11,
-    /// <summary>A ZONE_DEVICE page (device-private or device-coherent memory): its dev_pagemap is in <c>Hmm.DevicePagemaps</c>;
-    /// the last folio_put hands it to the pagemap's page_free instead of the page allocator.</summary>
-    ZoneDevice = 1 << 12,
 }
 
 /// <summary>
