@@ -1,4 +1,5 @@
 using MmuSim.Eras;
+using MmapPath = MmuSim.Mm.Mmap;
 using MmuSim.Mm;
 using MmuSim.Notifier;
 using MmuSim.Sched;
@@ -681,6 +682,31 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
         if (!_k.Era.Has(Feature.DevicePrivateThp)) return new(Hmm.EINVAL, 0, 0);
         Device.FailAlloc = (flags & 1) != 0;
         return new(0, 0, 0);
+    }
+
+    /// <summary>
+    /// dmirror_fops_mmap: mmap of the device file: a private mapping at <paramref name="addr"/> where every page is a
+    /// fresh zeroed kernel page inserted read-only with vm_insert_page (VM_MIXEDMAP; not anonymous, not special).
+    /// </summary>
+    public async ValueTask<int> Mmap(ulong addr, ulong npages)
+    {
+        using var _ = _k.S.Current.Enter("dmirror_fops_mmap");
+        ulong len = npages << MmStruct.PageShift;
+        var vma = await MmapPath.DoMmap(_mm, addr, len, Prot.Read | Prot.Write, VmFlags.None, _name);
+        for (ulong a = addr; a < addr + len; a += MmStruct.PageSize)
+        {
+            // vm_insert_page -> insert_page: mk_pte with the private mapping's (read-only) vm_page_prot.
+            await _k.S.Point(PointKind.Alloc, a);
+            long page = _k.Mem.AllocPage();
+            if (page < 0) return Hmm.ENOMEM;
+            int t = _mm.PteAllocAt(_mm.PmdAlloc(a), a);
+            await _mm.LockPtl(t);
+            _k.Mem[page].MapCount = 1;
+            _mm.RssAnon++;
+            await _mm.SetPte(t, a, Pte.Make(page, writable: false));
+            await _mm.UnlockPtl(t);
+        }
+        return 0;
     }
 
     public override string ToString() => _name;

@@ -90,7 +90,7 @@ public static class Hmm
             if (vma == null || addr < vma.Start)
             {
                 // hmm_vma_walk_hole without a VMA: -EFAULT if a fault is required, else HMM_PFN_ERROR.
-                ulong holeEnd = vma == null ? range.End : Math.Min(vma.Start, range.End);
+                ulong holeEnd = addr + MmStruct.PageSize; // find_vma finds only a containing VMA: one page at a time
                 for (ulong a = addr; a < holeEnd; a += MmStruct.PageSize)
                 {
                     int i = Index(range, a);

@@ -117,8 +117,13 @@ public static class MigrateDevice
             var pmd = mm.PeekPmd(a);
             if (pmd.Present && pmd.Huge)
             {
-                // No device THP in this era: split the PMD and collect its PTEs (migrate_vma_collect_pmd, FIXME path).
-                await HugeMemory.SplitHugePmd(vma, a & MmStruct.PmdMask, notify: false);
+                // No device THP in this era: split the PMD mapping, then the folio (split_folio), and collect the
+                // PTEs (migrate_vma_collect_pmd). A folio still PMD-mapped elsewhere stays whole and is skipped.
+                await HugeMemory.SplitHugePmd(vma, a & MmStruct.PmdMask, notify: true);
+                long head = k.Mem.FolioOf(pmd.Pfn);
+                await k.S.Point(PointKind.Counter, (ulong)head);
+                if (head != PhysMem.ZeroPfn && k.Mem.IsHuge(head) && k.Mem.EntireMapcountHolder(head).RefCount == 0)
+                    k.Mem.SplitFolio(head);
             }
             int t = mm.PteTable(a);
             if (t == 0)
