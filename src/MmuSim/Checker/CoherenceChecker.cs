@@ -341,8 +341,9 @@ public sealed class CoherenceChecker
     /// <summary>
     /// What the primary designates at <paramref name="va"/> for a secondary: the present PTE; for a software
     /// (start/end) secondary also a device-private or device-exclusive entry (the page the device holds: its own
-    /// memory, or atomic access) and, for reads only, a migration entry of a page a migrate_vma has collected (the
-    /// page is locked and unchanged until finalize; a device write to it would be lost, so a write sees nothing).
+    /// memory, or atomic access) and a migration entry of a page a migrate_vma has collected (locked until finalize),
+    /// for a translation to that page or to its destination; a write to the source after the driver copied it would
+    /// be lost, so such a write sees nothing.
     /// </summary>
     (bool Present, long Pfn, bool Writable, bool Dirty) PrimaryFor(ISecondaryMmu sec, MmStruct mm, ulong va, bool forWrite, long secPfn)
     {
@@ -350,7 +351,7 @@ public sealed class CoherenceChecker
         if (p.Present || !sec.UsesStartEnd) return p;
         var pte = mm.PeekPte(va);
         if (pte.IsDeviceEntry) return (true, pte.Pfn, pte.IsWritableEntry, true);
-        if (pte.IsMigration && Hmm.MigrateDevice.IsCollected(_k, pte.Pfn, secPfn, out bool dst) && (dst || !forWrite))
+        if (pte.IsMigration && Hmm.MigrateDevice.IsCollected(_k, pte.Pfn, secPfn, out bool lost) && !(forWrite && lost))
             return (true, secPfn, true, true);
         return p;
     }

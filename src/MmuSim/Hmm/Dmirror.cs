@@ -76,7 +76,8 @@ public sealed class DmirrorDevice : IDevPagemapOps
 
     /// <summary>
     /// dmirror_devmem_fault (->migrate_to_ram): migrate the faulting page back to system memory with
-    /// migrate_vma_setup(SELECT_DEVICE_PRIVATE, pgmap_owner = this device), drop it from the mirror, finalize.
+    /// migrate_vma_setup(SELECT_DEVICE_PRIVATE, pgmap_owner = this device, fault_page), copy (erasing the mirror's
+    /// entry first), migrate_vma_pages, migrate_vma_finalize.
     /// </summary>
     public async ValueTask<VmFault> MigrateToRam(MmStruct mm, Vma vma, ulong addr, long pfn)
     {
@@ -84,24 +85,29 @@ public sealed class DmirrorDevice : IDevPagemapOps
         if (!_zoneDeviceData.TryGetValue(pfn, out var dmirror)) return VmFault.SigSegv;
         var args = new MigrateVma(vma, addr, addr + MmStruct.PageSize, this, MigrateVmaSelect.DevicePrivate) { FaultPage = pfn };
         if (await MigrateDevice.MigrateVmaSetup(args) != 0) return VmFault.SigSegv; // VM_FAULT_SIGBUS
-        if (DevmemFaultAllocAndCopy(args) != 0) return VmFault.Oom;
+        if (await DevmemFaultAllocAndCopy(args, dmirror) != 0) return VmFault.Oom;
         await MigrateDevice.MigrateVmaPages(args);
-        await dmirror.DevmemFaultFinalizeAndMap(args);
         await MigrateDevice.MigrateVmaFinalize(args);
         return VmFault.Ok;
     }
 
-    /// <summary>dmirror_devmem_fault_alloc_and_copy: a system page per collected device page, with its contents.</summary>
-    internal int DevmemFaultAllocAndCopy(MigrateVma args)
+    /// <summary>
+    /// dmirror_devmem_fault_alloc_and_copy (6.x order): per collected device page, allocate a system page, erase the
+    /// mirror's entry (xa_erase: the xarray's own lock, not the mirror mutex), then copy the contents.
+    /// </summary>
+    internal async ValueTask<int> DevmemFaultAllocAndCopy(MigrateVma args, Dmirror dmirror)
     {
         for (int i = 0; i < args.Npages; i++)
         {
             var s = args.Src[i];
             if (!s.Valid || !s.Migrate) continue;
+            await _k.S.Point(PointKind.Alloc, args.AddressOf(i));
             long d = _k.Mem.AllocPage();
             if (d < 0) return Hmm.ENOMEM;
+            await dmirror.XaErase(args.AddressOf(i));
             _k.Mem[d].Contents = _k.Mem[s.Pfn].Contents;
             _k.S.Charge(CostKind.CopyPage);
+            MigrateDevice.NoteCopied(_k, s.Pfn, d);
             args.Dst[i] = MigratePfn.Of(d, s.Write);
         }
         return 0;
@@ -449,6 +455,7 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
             if (d < 0) continue;
             _k.Mem[d].Contents = s.Valid ? _k.Mem[s.Pfn].Contents : 0;
             _k.S.Charge(CostKind.CopyPage);
+            if (s.Valid) MigrateDevice.NoteCopied(_k, s.Pfn, d);
             bool write = s.Write || (!s.Valid && args.Vma.Writable);
             args.Dst[i] = MigratePfn.Of(d, write);
         }
@@ -468,12 +475,11 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
         await _mutex.Unlock();
     }
 
-    /// <summary>dmirror_devmem_fault_finalize_and_map: the page left the device: erase it from the mirror.</summary>
-    internal async ValueTask DevmemFaultFinalizeAndMap(MigrateVma args)
+    /// <summary>xa_erase of one page: atomic on the xarray (its internal lock); the mirror mutex is not taken.</summary>
+    internal async ValueTask XaErase(ulong addr)
     {
-        await _mutex.Lock();
-        DoUpdate(args.Start, args.End);
-        await _mutex.Unlock();
+        await _k.S.Point(PointKind.Counter, addr);
+        _pt.Remove(addr >> MmStruct.PageShift);
     }
 
     /// <summary>Erase every mirror entry that points at one of <paramref name="pages"/> (after an eviction).</summary>
@@ -517,13 +523,12 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
                 return new(r, cpages, 0);
             }
             cpages += (ulong)args.Cpages;
-            if (Device.DevmemFaultAllocAndCopy(args) != 0)
+            if (await Device.DevmemFaultAllocAndCopy(args, this) != 0)
             {
                 await _mm.MmapLock.ReadUnlock();
                 return new(Hmm.ENOMEM, cpages, 0);
             }
             await MigrateDevice.MigrateVmaPages(args);
-            await DevmemFaultFinalizeAndMap(args);
             await MigrateDevice.MigrateVmaFinalize(args);
             a = next;
         }

@@ -63,7 +63,7 @@ public static class MigrateDevice
     /// <summary>Pages collected by a migrate_vma / migrate_device_range that has not finalized them yet.</summary>
     sealed class Collected
     {
-        /// <summary>Source pfn -> its destination once migrate_vma_pages moved it (-1 before).</summary>
+        /// <summary>Source pfn -> its destination once the driver copied it (<see cref="NoteCopied"/>; -1 before).</summary>
         public readonly Dictionary<long, long> Pfns = [];
     }
 
@@ -72,14 +72,22 @@ public static class MigrateDevice
     /// <summary>
     /// Whether a translation to <paramref name="pfn"/> is coherent with a migration entry for <paramref name="src"/>:
     /// the source is locked in a device migration (collect .. finalize) and <paramref name="pfn"/> is the source or
-    /// its destination. <paramref name="destination"/>: pfn is the destination (a write there is not lost).
+    /// its destination. <paramref name="writeLost"/>: a write through it now would be lost (it targets the source after
+    /// the driver copied it to the destination).
     /// </summary>
-    public static bool IsCollected(Kernel k, long src, long pfn, out bool destination)
+    public static bool IsCollected(Kernel k, long src, long pfn, out bool writeLost)
     {
-        destination = false;
+        writeLost = false;
         if (!k.Subsystems.ContainsKey(typeof(Collected)) || !CollectedSet(k).TryGetValue(src, out var dst)) return false;
-        destination = dst >= 0 && dst == pfn;
-        return pfn == src || destination;
+        writeLost = pfn == src && dst >= 0;
+        return pfn == src || (dst >= 0 && dst == pfn);
+    }
+
+    /// <summary>The driver copied collected page <paramref name="src"/> into <paramref name="dst"/> (alloc_and_copy).</summary>
+    public static void NoteCopied(Kernel k, long src, long dst)
+    {
+        var set = CollectedSet(k);
+        if (set.ContainsKey(src)) set[src] = dst;
     }
 
     static MmuNotifyEvent MigrateEvent(Kernel k) => k.Era.Has(Feature.MigrateEventOwner) ? MmuNotifyEvent.Migrate : MmuNotifyEvent.Clear;
@@ -299,7 +307,6 @@ public static class MigrateDevice
             await k.S.Point(PointKind.Counter, (ulong)s.Pfn);
             // folio_migrate_flags: the destination becomes the same anonymous page (rmap identity, dirty state).
             CopyIdentity(k, s.Pfn, d.Pfn);
-            CollectedSet(k)[s.Pfn] = d.Pfn;
         }
         if (range != null) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
     }
@@ -448,7 +455,7 @@ public static class MigrateDevice
             long d = await alloc(src[i].Pfn);
             if (d < 0) { src[i].Migrate = false; continue; }
             CopyIdentity(k, src[i].Pfn, d);
-            CollectedSet(k)[src[i].Pfn] = d;
+            NoteCopied(k, src[i].Pfn, d);
             dst[i] = MigratePfn.Of(d, write: true);
             moved++;
         }
