@@ -441,6 +441,42 @@ def _(t):
             k += 1
     close(t)
 
+@case("hmm", "anon_write_hugetlbfs", "Device write of a 2 MiB huge page mapping: one fault for every page. The model has no hugetlbfs: a PMD-mapped THP (MADV_HUGEPAGE, populated by the CPU first) stands for the MAP_HUGETLB page.")
+def _(t):
+    open_(t); t.op("mmap", addr=A, len=sz(PMD), prot="rw", flags="hugepage")
+    t.op("hmm.fill", addr=A, npages=PMD, all=0)
+    t.op("hmm.snapshot", mirror="dmirror", addr=A, npages=PMD, cpages=PMD, all="write|pmd")
+    t.op("hmm.write", mirror="dmirror", addr=A, npages=PMD, cpages=PMD, faults=1, seq=0)
+    t.op("hmm.expect-memory", addr=A, npages=PMD, seq=0)
+    close(t)
+
+@case("hmm", "migrate_remap_fault", "Migrate one PMD of memory (THP and 4K) and mremap it (MREMAP_MAYMOVE|FIXED, with and without MREMAP_DONTUNMAP) to offsets 0, 1/4 and 1/2 past its end, before or after the migration, then fault it back at the new address.")
+def _(t):
+    open_(t)
+    k = 0
+    for before in (0, 1):
+        for dont in (0, 1):
+            for thp in (0, 1):
+                for off in (0, PMD // 4, PMD // 2):
+                    base = A + k * 0x1000000
+                    new = base + PMD * KB4 + off * KB4
+                    t.op("mmap", addr=base, len=sz(8 * PMD), prot="rw")
+                    t.op("madvise", addr=base, len=sz(PMD), advice="hugepage" if thp else "nohugepage")
+                    t.op("munmap", addr=base + PMD * KB4, len=sz(2 * PMD))
+                    t.op("hmm.fill", addr=base, npages=PMD, seq=0)
+                    mr = dict(addr=base, len=sz(PMD), new_addr=new)
+                    if dont: mr["dontunmap"] = True
+                    if before:
+                        t.op("mremap", **mr)
+                        t.op("hmm.migrate-to-dev", mirror="dmirror", addr=new, npages=PMD, cpages=PMD, seq=0)
+                    else:
+                        t.op("hmm.migrate-to-dev", mirror="dmirror", addr=base, npages=PMD, cpages=PMD, seq=0)
+                        t.op("mremap", **mr)
+                    t.op("hmm.expect-memory", addr=new, npages=PMD, seq=0)
+                    t.op("munmap", addr=base, len=sz(8 * PMD))
+                    k += 1
+    close(t)
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):

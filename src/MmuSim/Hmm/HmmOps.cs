@@ -259,7 +259,7 @@ public static class HmmOps
         string name = a.GetString("name");
         if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
         if (!w.K.Era.Has(Feature.TestHmm) || !w.K.Era.Has(Feature.IntervalNotifier))
-            throw a.Error("process", $"lib/test_hmm.c does not exist in {w.K.Era.Name} (5.7+)");
+            throw new ScenarioException(a.File, a.Line, a.Op, $"lib/test_hmm.c does not exist in {w.K.Era.Name} (5.7+)");
         int dev = (int)a.GetULong("device", 0);
         if (dev >= 2 && !w.K.Era.Has(Feature.DeviceCoherent))
             throw a.Error("device", $"DEVICE_COHERENT not available in {w.K.Era.Name} (6.0+; the selftest SKIPs)");

@@ -192,7 +192,14 @@ public static class MigrateDevice
             if (pgmap == null && (args.Flags & MigrateVmaSelect.System) == 0) return false;
             if (pgmap != null && (pgmap.Type != MemoryType.DeviceCoherent || (args.Flags & MigrateVmaSelect.DeviceCoherent) == 0 ||
                                   !ReferenceEquals(pgmap.Owner, args.PgmapOwner))) return false;
-            if (k.Mem[page].Has(PageFlags.Ksm) || !k.Mem[page].Has(PageFlags.Anon) || k.Mem.IsHuge(k.Mem.FolioOf(page))) return false;
+            long head = k.Mem.FolioOf(page);
+            if (k.Mem.IsHuge(head))
+            {
+                // A PTE-mapped THP (after mremap or a partial split): migrate_vma_split_folio, then collect 4K pages.
+                if (k.Mem.EntireMapcountHolder(head).RefCount != 0) return false;
+                k.Mem.SplitFolio(head);
+            }
+            if (k.Mem[page].Has(PageFlags.Ksm) || !k.Mem[page].Has(PageFlags.Anon)) return false;
             write = pte.Writable;
             if (pte.Dirty) Folio.MarkDirty(k, page);
         }
