@@ -33,7 +33,7 @@ public static class HmmOps
         r.Register(new OpSpec("hmm.migrate-to-sys", "HMM_DMIRROR_MIGRATE_TO_SYS (6.0+): migrate the device's pages in the range back to system memory; checks ret, cpages",
             Cmd, Expect, MigrateToSys) { Check = CheckCmd });
         r.Register(new OpSpec("hmm.snapshot", "HMM_DMIRROR_SNAPSHOT: hmm_range_fault without faulting; expect: one HMM_DMIRROR_PROT_* code per page (numbers or names joined by |: error none read write pmd pud zero dev-private-local dev-private-remote dev-coherent-local dev-coherent-remote), or all: one code for every page",
-            Cmd, [.. Expect, "expect", "all"], Snapshot) { Check = CheckSnapshot });
+            Cmd, ["ret", "cpages", "expect", "all"], Snapshot) { Check = CheckSnapshot });
         r.Register(new OpSpec("hmm.exclusive", "HMM_DMIRROR_EXCLUSIVE (5.14+): make_device_exclusive each page (MMU_NOTIFY_EXCLUSIVE), map it ATOMIC in the mirror, read back; checks ret, cpages, data",
             Cmd, [.. Expect, .. Data], Exclusive) { Check = CheckCmd });
         r.Register(new OpSpec("hmm.check-exclusive", "HMM_DMIRROR_CHECK_EXCLUSIVE: ret is -EPERM while any page of the range is still mapped ATOMIC (expected ret default 0)",
@@ -202,7 +202,6 @@ public static class HmmOps
         a.GetBounded("npages", 1, MaxPages);
         ParseRet(a);
         if (a.Has("cpages")) a.GetULong("cpages");
-        if (a.Has("faults")) throw a.Error("faults", "SNAPSHOT does not count faults");
         ParseSnapshot(a, (int)a.GetULong("npages"));
     }
 
