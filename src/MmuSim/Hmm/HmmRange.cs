@@ -68,14 +68,19 @@ public static class Hmm
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("hmm_range_fault");
         range.Last = range.Start;
-        while (true)
+        for (int walks = 0; walks < MaxWalks; walks++)
         {
             await k.S.Point(PointKind.Counter, range.Last);
             if (mm.Notifiers.IntervalCheckRetry(range.Notifier, range.NotifierSeq)) return EBUSY;
             int r = await Walk(mm, range, range.Last);
             if (r != Restart) return r;
         }
+        k.S.Fail(Invariants.Liveness, $"hmm_range_fault of [0x{range.Start:x}, 0x{range.End:x}) kept faulting without progress", range.Last);
+        return EBUSY;
     }
+
+    /// <summary>Re-walks after faults before the model calls it a livelock (each fault makes progress in the kernel).</summary>
+    const int MaxWalks = 4096;
 
     /// <summary>The walk's own -EBUSY: re-walk from <see cref="HmmRange.Last"/> (not returned to the caller).</summary>
     const int Restart = int.MinValue;
