@@ -87,6 +87,9 @@ public sealed class Kernel
     /// <summary>Subsystems attached to this kernel (KSM's ksmd state, KVM VMs...), by type.</summary>
     public Dictionary<Type, object> Subsystems { get; } = [];
 
+    /// <summary>Some ZONE_DEVICE memory exists (Hmm.DevicePagemaps): folio_put must look for device pages.</summary>
+    internal bool HasZoneDevice;
+
     public T GetSubsystem<T>(Func<Kernel, T> create) where T : class
     {
         if (Subsystems.TryGetValue(typeof(T), out var o)) return (T)o;

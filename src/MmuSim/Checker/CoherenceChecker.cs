@@ -312,7 +312,7 @@ public sealed class CoherenceChecker
             return;
         }
         if (!write && TrackUserWrites && Enabled(Invariants.WriteOrder) && !CheckWriteOrder(sec, mm, hva, pfn)) return;
-        var (present, ppfn, pw, pdirty) = mm.Translate(hva);
+        var (present, ppfn, pw, pdirty) = PrimaryFor(sec, mm, hva, write, pfn);
         bool match = present && ppfn == pfn;
         bool ptl = PtlHeld(mm, hva);
         if (write)
@@ -340,6 +340,24 @@ public sealed class CoherenceChecker
             Fail(Invariants.StaleTranslation,
                 $"{sec.Name} reads pfn 0x{pfn:x} at 0x{hva:x} but the primary maps {(present ? $"pfn 0x{ppfn:x}" : "nothing")} there", hva, pfn);
         }
+    }
+
+    /// <summary>
+    /// What the primary designates at <paramref name="va"/> for a secondary: the present PTE; for a software
+    /// (start/end) secondary also a device-private or device-exclusive entry (the page the device holds: its own
+    /// memory, or atomic access) and a migration entry of a page a migrate_vma has collected (locked until finalize),
+    /// for a translation to that page or to its destination; a write to the source after the driver copied it would
+    /// be lost, so such a write sees nothing.
+    /// </summary>
+    (bool Present, long Pfn, bool Writable, bool Dirty) PrimaryFor(ISecondaryMmu sec, MmStruct mm, ulong va, bool forWrite, long secPfn)
+    {
+        var p = mm.Translate(va);
+        if (p.Present || !sec.UsesStartEnd) return p;
+        var pte = mm.PeekPte(va);
+        if (pte.IsDeviceEntry) return (true, pte.Pfn, pte.IsWritableEntry, true);
+        if (pte.IsMigration && Hmm.MigrateDevice.IsCollected(_k, pte.Pfn, secPfn, out bool lost) && !(forWrite && lost))
+            return (true, secPfn, true, true);
+        return p;
     }
 
     // ------------------------------------------------------------------ per-step scan
@@ -385,7 +403,7 @@ public sealed class CoherenceChecker
         {
             ulong va = t.Hva + (ulong)i * MmStruct.PageSize;
             if (PtlHeld(mm, va)) continue;
-            var (present, ppfn, pw, _) = mm.Translate(va);
+            var (present, ppfn, pw, _) = PrimaryFor(sec, mm, va, forWrite: false, t.Pfn + i);
             // A TLB that shares the page tables (invariant 13) must be flushed under the PTL before the PTE points at
             // another page: once the PTL is dropped, no start..end window excuses a translation to the old page.
             if (!sec.UsesStartEnd && present && ppfn != t.Pfn + i)

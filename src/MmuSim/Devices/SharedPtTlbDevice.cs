@@ -17,13 +17,22 @@ namespace MmuSim.Devices;
 /// It is a hardware TLB: it keeps no software page table and takes no locks around refills, so invalidate_range_start
 /// is "too soon" (the IOTLB refills from the still-present PTE) and end is "too late" (kernel-facts §5(d4)).
 /// Locking: the IOTLB is only touched at scheduling points of the device context or inside the flush callbacks.
+/// <para><b>SVA with ATS</b> (<see cref="Ats"/>): the device is bound to the mm under a PASID and keeps its own
+/// device TLB (the ATC), filled by ATS translation requests that the IOMMU answers from its IOTLB (walking the CPU
+/// page table on an IOTLB miss). A flush must invalidate the IOTLB first and the device TLB second (intel-svm's
+/// qi_flush_piotlb then qi_flush_dev_iotlb_pasid, arm-smmu-v3's TLBI then ATC_INV): in the other order the device can
+/// refetch, between the two, a stale translation from the not yet invalidated IOTLB and keep it.
+/// <see cref="AtsOrder"/> selects the order, so a driver author can check the placement; both invalidations are
+/// scheduling points.</para>
 /// </remarks>
 public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
 {
     readonly Kernel _k;
     readonly MmStruct _mm;
     readonly Entry[] _iotlb;
-    int _next;
+    readonly Entry[] _devtlb;
+    int _next, _nextDev;
+    readonly List<(string Callback, ulong Start, ulong End)> _log = [];
 
     struct Entry
     {
@@ -34,12 +43,17 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
         public bool Valid;
     }
 
-    public SharedPtTlbDevice(Kernel k, MmStruct mm, string name = "iommu0", int iotlbEntries = 8)
+    public SharedPtTlbDevice(Kernel k, MmStruct mm, string name = "iommu0", int iotlbEntries = 8, bool ats = false,
+        AtsInvalidationOrder atsOrder = AtsInvalidationOrder.IotlbFirst, int pasid = 1)
     {
         _k = k;
         _mm = mm;
         Name = name;
         _iotlb = new Entry[iotlbEntries];
+        _devtlb = new Entry[ats ? iotlbEntries : 0];
+        Ats = ats;
+        AtsOrder = atsOrder;
+        Pasid = pasid;
         var era = k.Era;
         Ops = era.Has(Feature.ArchInvalidateSecondaryTlbs) ? NotifierOps.ArchInvalidateSecondaryTlbs | NotifierOps.Release
             : era.Has(Feature.InvalidateRange) ? NotifierOps.InvalidateRange | NotifierOps.Release
@@ -56,6 +70,18 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
 
     /// <summary>IOTLB flushes performed.</summary>
     public long Flushes { get; private set; }
+
+    /// <summary>The device has an ATS device TLB (ATC) in front of the IOMMU's IOTLB.</summary>
+    public bool Ats { get; }
+
+    /// <summary>Which cache a flush invalidates first (correct: the IOTLB).</summary>
+    public AtsInvalidationOrder AtsOrder { get; }
+
+    /// <summary>The PASID the mm is bound under (iommu_sva_get_pasid); tags every IOTLB/ATC entry and invalidation.</summary>
+    public int Pasid { get; }
+
+    /// <summary>The notifier callbacks that flushed, with their ranges, in order.</summary>
+    public IReadOnlyList<(string Callback, ulong Start, ulong End)> FlushLog => _log;
 
     /// <summary>Bind the device to the mm (iommu_sva_bind_device): register the notifier and the checker view.</summary>
     public async ValueTask Bind()
@@ -78,16 +104,28 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
         for (int attempt = 0; attempt < 16; attempt++)
         {
             await _k.S.Point(PointKind.GuestAccess, page);
-            int i = Lookup(page);
-            if (i >= 0 && (!write || _iotlb[i].Writable))
+            var tlb = Ats ? _devtlb : _iotlb;
+            int i = Lookup(tlb, page);
+            if (i >= 0 && (!write || tlb[i].Writable))
             {
-                ref var e = ref _iotlb[i];
+                var e = tlb[i];
                 _k.Checker.OnSecondaryAccess(this, page, e.Pfn, e.Gen, write);
                 if (_k.S.Violation != null) return null;
                 if (write) _k.Mem[e.Pfn].Contents = value;
                 return _k.Mem[e.Pfn].Contents;
             }
-            // ATS translation request: walk the CPU page table (no lock: hardware walker).
+            if (Ats)
+            {
+                // ATS translation request for PASID: the IOMMU answers from its IOTLB when it hits.
+                await _k.S.Point(PointKind.GuestAccess, page);
+                int j = Lookup(_iotlb, page);
+                if (j >= 0 && (!write || _iotlb[j].Writable))
+                {
+                    FillDevTlb(_iotlb[j]);
+                    continue;
+                }
+            }
+            // IOTLB miss: the IOMMU walks the CPU page table (no lock: hardware walker).
             var (present, pfn, writable, _) = _mm.Translate(page);
             if (present && (!write || writable))
             {
@@ -107,16 +145,16 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
         return null;
     }
 
-    int Lookup(ulong page)
+    static int Lookup(Entry[] tlb, ulong page)
     {
-        for (int i = 0; i < _iotlb.Length; i++)
-            if (_iotlb[i].Valid && _iotlb[i].Hva == page) return i;
+        for (int i = 0; i < tlb.Length; i++)
+            if (tlb[i].Valid && tlb[i].Hva == page) return i;
         return -1;
     }
 
     void Fill(ulong page, long pfn, bool writable)
     {
-        int i = Lookup(page);
+        int i = Lookup(_iotlb, page);
         if (i < 0)
         {
             i = _next;
@@ -125,34 +163,79 @@ public sealed class SharedPtTlbDevice : MmuNotifier, ISecondaryMmu
         _iotlb[i] = new Entry { Hva = page, Pfn = pfn, Gen = _k.Mem[pfn].Generation, Writable = writable, Valid = true };
     }
 
-    async ValueTask Flush(ulong start, ulong end)
+    /// <summary>The device caches the ATS translation completion in its ATC.</summary>
+    void FillDevTlb(Entry e)
     {
-        using var _ = _k.S.Current.Enter("iommu_flush_iotlb");
-        await _k.S.Point(PointKind.TlbFlush, start);
-        Flushes++;
-        for (int i = 0; i < _iotlb.Length; i++)
-            if (_iotlb[i].Valid && _iotlb[i].Hva >= start && _iotlb[i].Hva < end) _iotlb[i].Valid = false;
+        int i = Lookup(_devtlb, e.Hva);
+        if (i < 0)
+        {
+            i = _nextDev;
+            _nextDev = (_nextDev + 1) % _devtlb.Length;
+        }
+        _devtlb[i] = e;
     }
 
-    public override ValueTask InvalidatePage(MmStruct mm, ulong address) => Flush(address, address + MmStruct.PageSize);
+    static void Invalidate(Entry[] tlb, ulong start, ulong end)
+    {
+        for (int i = 0; i < tlb.Length; i++)
+            if (tlb[i].Valid && tlb[i].Hva >= start && tlb[i].Hva < end) tlb[i].Valid = false;
+    }
+
+    /// <summary>
+    /// The driver's flush for [start, end) of the PASID: the PASID-based IOTLB invalidation and, with ATS, the device
+    /// TLB invalidation (ATS invalidate request, waited for), in <see cref="AtsOrder"/>. Each is a scheduling point.
+    /// </summary>
+    async ValueTask Flush(string callback, ulong start, ulong end)
+    {
+        using var _ = _k.S.Current.Enter("iommu_flush_iotlb");
+        _log.Add((callback, start, end));
+        Flushes++;
+        if (!Ats)
+        {
+            await _k.S.Point(PointKind.TlbFlush, start);
+            Invalidate(_iotlb, start, end);
+            return;
+        }
+        var (first, second) = AtsOrder == AtsInvalidationOrder.IotlbFirst ? (_iotlb, _devtlb) : (_devtlb, _iotlb);
+        await _k.S.Point(PointKind.TlbFlush, start);
+        Invalidate(first, start, end);
+        using (_k.S.Current.Enter(AtsOrder == AtsInvalidationOrder.IotlbFirst ? "qi_flush_dev_iotlb_pasid" : "qi_flush_piotlb"))
+        {
+            await _k.S.Point(PointKind.TlbFlush, start);
+            Invalidate(second, start, end);
+        }
+    }
+
+    public override ValueTask InvalidatePage(MmStruct mm, ulong address) => Flush("invalidate_page", address, address + MmStruct.PageSize);
 
     public override async ValueTask<int> InvalidateRangeStart(MmuNotifierRange range)
     {
-        await Flush(range.Start, range.End);
+        await Flush("invalidate_range_start", range.Start, range.End);
         return 0;
     }
 
-    public override ValueTask InvalidateRangeEnd(MmuNotifierRange range) => Flush(range.Start, range.End);
+    public override ValueTask InvalidateRangeEnd(MmuNotifierRange range) => Flush("invalidate_range_end", range.Start, range.End);
 
-    public override ValueTask InvalidateRange(MmStruct mm, ulong start, ulong end) => Flush(start, end);
+    public override ValueTask InvalidateRange(MmStruct mm, ulong start, ulong end) => Flush("invalidate_range", start, end);
 
-    public override ValueTask ArchInvalidateSecondaryTlbs(MmStruct mm, ulong start, ulong end) => Flush(start, end);
+    public override ValueTask ArchInvalidateSecondaryTlbs(MmStruct mm, ulong start, ulong end) => Flush("arch_invalidate_secondary_tlbs", start, end);
 
-    public override ValueTask Release(MmStruct mm) => Flush(0, ulong.MaxValue);
+    public override ValueTask Release(MmStruct mm) => Flush("release", 0, ulong.MaxValue);
 
     public void CollectTranslations(List<SecondaryTranslation> into)
     {
         foreach (var e in _iotlb)
-            if (e.Valid) into.Add(new SecondaryTranslation(e.Hva, e.Pfn, e.Gen, e.Writable, MmStruct.PageSize, $"{Name} iotlb"));
+            if (e.Valid) into.Add(new SecondaryTranslation(e.Hva, e.Pfn, e.Gen, e.Writable, MmStruct.PageSize, $"{Name} iotlb pasid {Pasid}"));
+        foreach (var e in _devtlb)
+            if (e.Valid) into.Add(new SecondaryTranslation(e.Hva, e.Pfn, e.Gen, e.Writable, MmStruct.PageSize, $"{Name} devtlb pasid {Pasid}"));
     }
+}
+
+/// <summary>The order of the two invalidations of an SVA flush with ATS.</summary>
+public enum AtsInvalidationOrder : byte
+{
+    /// <summary>IOTLB, then device TLB (what the VT-d and SMMUv3 specifications require).</summary>
+    IotlbFirst,
+    /// <summary>Device TLB, then IOTLB: the device can refetch a stale translation in between.</summary>
+    DevTlbFirst,
 }

@@ -197,4 +197,18 @@ public enum Feature
     /// included (84209e87c696 "mm/gup: reliable R/O long-term pinning in COW mappings", 6.2).
     /// </summary>
     GupUnshareCowNonAnon,
+    // ---- HMM and ZONE_DEVICE memory (kernel-facts §4.9, §6; lib/test_hmm.c)
+    /// <summary>lib/test_hmm.c (the dmirror device) and hmm_range_fault on an mmu_interval_notifier.</summary>
+    TestHmm,
+    /// <summary>migrate_vma_collect's invalidation is MMU_NOTIFY_MIGRATE with range->owner = pgmap_owner, so the
+    /// device that owns the pages can skip it (before: MMU_NOTIFY_CLEAR without owner).</summary>
+    MigrateEventOwner,
+    /// <summary>make_device_exclusive(_range): device-exclusive entries and MMU_NOTIFY_EXCLUSIVE; dmirror EXCLUSIVE/CHECK_EXCLUSIVE.</summary>
+    DeviceExclusive,
+    /// <summary>MEMORY_DEVICE_COHERENT pages (CPU-addressable device memory) and dmirror's MIGRATE_TO_SYS.</summary>
+    DeviceCoherent,
+    /// <summary>migrate_device_range (eviction of device pages by pfn) and dmirror RELEASE.</summary>
+    MigrateDeviceRange,
+    /// <summary>migrate_vma of device-private THPs (MIGRATE_PFN_COMPOUND) and dmirror FLAGS (FAIL_ALLOC).</summary>
+    DevicePrivateThp,
 }

@@ -29,6 +29,7 @@ public static class Folio
         int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
         if (f.MapCount != 0) throw new ModelException($"freeing pfn 0x{head:x} with mapcount {f.MapCount}");
         k.Checker.OnFree(head, pages);
+        if (k.HasZoneDevice) Hmm.DevicePagemaps.Of(k).FreeZoneDeviceFolio(head); // free_zone_device_folio -> pgmap->ops->page_free
         k.Mem.FreeFolio(head);
         k.Stats.Inc(Stat.PagesFreed, pages);
     }

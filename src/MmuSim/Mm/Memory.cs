@@ -76,6 +76,8 @@ public static partial class Memory
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return await Migrate.MigrationEntryWait(mm, t, addr, pte);
+            if (pte.IsDevicePrivate) return await Hmm.DeviceFault.DoSwapPageDevicePrivate(mm, vma, addr, t, pte);
+            if (pte.IsDeviceExclusive) return await Hmm.DeviceExclusive.RemoveDeviceExclusiveEntry(mm, vma, addr, t, pte);
             return await DoSwapPage(mm, vma, addr, t, pte);
         }
 

@@ -54,9 +54,18 @@ public static partial class Memory
             {
                 // copy_nonpresent_pte: swap_duplicate; a writable migration entry becomes a read one in both (COW).
                 if (pte.SwapKind == SwapType.Swap) k.Swap.Dup((int)pte.Pfn);
-                else if (pte.SwapKind == SwapType.MigrationWrite && cow)
+                else if (pte.IsDeviceEntry)
                 {
-                    pte = Pte.SwapEntry(SwapType.MigrationRead, pte.Pfn);
+                    // copy_nonpresent_pte: a device-private page gains the child's mapping (device-exclusive entries
+                    // are restored first by the kernel; the model copies them as the read-only entry they become).
+                    await k.S.Point(PointKind.Counter, a);
+                    Folio.Get(k, pte.Pfn);
+                    Folio.AddAnonRmap(k, pte.Pfn, child);
+                    k.Mem[pte.Pfn].Clear(PageFlags.AnonExclusive);
+                }
+                if ((pte.SwapKind == SwapType.MigrationWrite || pte.IsDeviceEntry) && cow && pte.IsWritableEntry)
+                {
+                    pte = pte.ReadOnlyEntry();
                     await parent.SetPte(st, a, pte);
                 }
                 await child.SetPte(dt, a, pte);

@@ -134,6 +134,12 @@ public static partial class Memory
                 else full |= tlb.RemovePage(old.Pfn);
             }
             else if (old.SwapKind == SwapType.Swap) k.Swap.Free((int)old.Pfn);
+            else if (old.IsDeviceEntry)
+            {
+                // zap_nonpresent_ptes: a device-private (or device-exclusive) entry still maps its page: drop it now.
+                Folio.RemoveRmap(k, old.Pfn, mm);
+                Folio.Put(k, old.Pfn);
+            }
         }
         await mm.UnlockPtl(t);
         if (full) await tlb.FlushMmu();

@@ -105,6 +105,9 @@ public static class Migrate
         Waiters(k).WakeAll();
     }
 
+    /// <summary>Wake the faults sleeping in migration_entry_wait (folio_unlock of a migrated folio).</summary>
+    public static void WakeMigrationWaiters(Kernel k) => Waiters(k).WakeAll();
+
     /// <summary>
     /// migration_entry_wait: the fault found a migration entry; sleep until it is replaced (remove_migration_ptes wakes
     /// us), then let the fault retry.

@@ -133,7 +133,7 @@ public static class Mprotect
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
             var peek = mm.PeekPte(a);
-            if (!(peek.Present && PteModify(peek, prot) != peek) && !(peek.SwapKind == SwapType.MigrationWrite && (prot & Prot.Write) == 0)) continue;
+            if (!(peek.Present && PteModify(peek, prot) != peek) && !(peek.IsWritableEntry && (prot & Prot.Write) == 0)) continue;
             var pte = await mm.PtepGet(t, a);
             if (pte.Present && PteModify(pte, prot) != pte)
             {
@@ -142,9 +142,10 @@ public static class Mprotect
                 await mm.SetPte(t, a, PteModify(old, prot));
                 pages++;
             }
-            else if (pte.SwapKind == SwapType.MigrationWrite && (prot & Prot.Write) == 0)
+            else if (pte.IsWritableEntry && (prot & Prot.Write) == 0)
             {
-                await mm.SetPte(t, a, Pte.SwapEntry(SwapType.MigrationRead, pte.Pfn));
+                // change_pte_range: writable migration / device-private / device-exclusive entries become readable ones.
+                await mm.SetPte(t, a, pte.ReadOnlyEntry());
                 pages++;
             }
         }

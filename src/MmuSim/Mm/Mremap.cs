@@ -11,8 +11,9 @@ public static class Mremap
     /// (same prot, flags, anon_vma and vm_pgoff, so rmap still finds moved folios), move_page_tables, then
     /// do_vmi_munmap of the old range (which notifies UNMAP over it once more, with nothing left to zap). Anything
     /// mapped at the destination is unmapped first. The old range must lie in one VMA. Takes mmap_lock for write.
+    /// With <paramref name="dontUnmap"/> (MREMAP_DONTUNMAP, 5.7+) the old VMA is kept, its page tables now empty.
     /// </summary>
-    public static async ValueTask DoMremap(MmStruct mm, ulong oldAddr, ulong len, ulong newAddr)
+    public static async ValueTask DoMremap(MmStruct mm, ulong oldAddr, ulong len, ulong newAddr, bool dontUnmap = false)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("mremap");
@@ -40,6 +41,7 @@ public static class Mremap
                 Name = old.Name,
             });
             await MovePageTables(old, oldAddr, dst, newAddr, len);
+            if (dontUnmap) return;
             await Mmap.UnmapRegion(mm, oldAddr, oldEnd);
             mm.RemoveVma(old);
         }

@@ -16,8 +16,9 @@ namespace MmuSim.Mm;
 ///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY: set with D by pte_mkdirty in faults, cleared by clear_refs 4)
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
-///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write)
-///   bits 12-51 swap slot or migration source pfn
+///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write), 4/5 device-private (read/write),
+///              6/7 device-exclusive (read/write)
+///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page
 /// </code>
 /// </summary>
 public readonly record struct Pte(ulong Raw)
@@ -50,6 +51,14 @@ public readonly record struct Pte(ulong Raw)
     public bool IsSwapEntry => !Present && Raw != 0;
     public SwapType SwapKind => IsSwapEntry ? (SwapType)((Raw & TypeMask) >> TypeShift) : SwapType.None;
     public bool IsMigration => SwapKind is SwapType.MigrationRead or SwapType.MigrationWrite;
+    /// <summary>is_device_private_entry: the page lives in device-private memory (ZONE_DEVICE, MEMORY_DEVICE_PRIVATE).</summary>
+    public bool IsDevicePrivate => SwapKind is SwapType.DevicePrivateRead or SwapType.DevicePrivateWrite;
+    /// <summary>is_device_exclusive_entry (5.14+): a device holds the page for atomic access; a CPU access restores it.</summary>
+    public bool IsDeviceExclusive => SwapKind is SwapType.DeviceExclusiveRead or SwapType.DeviceExclusiveWrite;
+    /// <summary>is_writable_device_private_entry / is_writable_device_exclusive_entry / is_writable_migration_entry.</summary>
+    public bool IsWritableEntry => SwapKind is SwapType.MigrationWrite or SwapType.DevicePrivateWrite or SwapType.DeviceExclusiveWrite;
+    /// <summary>A non-present entry that still designates a mapped page (device-private or device-exclusive: it holds a reference and a mapcount).</summary>
+    public bool IsDeviceEntry => IsDevicePrivate || IsDeviceExclusive;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pte Make(long pfn, bool writable, bool dirty = false, bool accessed = true, bool huge = false, bool special = false) =>
@@ -63,6 +72,15 @@ public readonly record struct Pte(ulong Raw)
         new(((ulong)type << TypeShift) | ((ulong)slotOrPfn << PfnShift));
 
     public int TableId => (int)Pfn;
+
+    /// <summary>make_readable_migration_entry / make_readable_device_private_entry / make_readable_exclusive_entry.</summary>
+    public Pte ReadOnlyEntry() => SwapKind switch
+    {
+        SwapType.MigrationWrite => SwapEntry(SwapType.MigrationRead, Pfn),
+        SwapType.DevicePrivateWrite => SwapEntry(SwapType.DevicePrivateRead, Pfn),
+        SwapType.DeviceExclusiveWrite => SwapEntry(SwapType.DeviceExclusiveRead, Pfn),
+        _ => this,
+    };
 
     public Pte WithWrite(bool w) => new(w ? Raw | WriteBit : Raw & ~WriteBit);
     public Pte WithDirty(bool d) => new(d ? Raw | DirtyBit : Raw & ~DirtyBit);
@@ -86,4 +104,18 @@ public readonly record struct Pte(ulong Raw)
     }
 }
 
-public enum SwapType : byte { None = 0, Swap = 1, MigrationRead = 2, MigrationWrite = 3 }
+public enum SwapType : byte
+{
+    None = 0,
+    Swap = 1,
+    MigrationRead = 2,
+    MigrationWrite = 3,
+    /// <summary>SWP_DEVICE_READ (4.14+).</summary>
+    DevicePrivateRead = 4,
+    /// <summary>SWP_DEVICE_WRITE (4.14+).</summary>
+    DevicePrivateWrite = 5,
+    /// <summary>SWP_DEVICE_EXCLUSIVE_READ (5.14-6.14; one type from 6.15).</summary>
+    DeviceExclusiveRead = 6,
+    /// <summary>SWP_DEVICE_EXCLUSIVE_WRITE (5.14-6.14).</summary>
+    DeviceExclusiveWrite = 7,
+}

@@ -12,8 +12,8 @@ public static partial class CoreOps
             ["process", "child"], [], DoFork));
         r.Register(new OpSpec("mprotect", "mprotect(addr, len, prot): PROTECTION_VMA, lazily started at the first populated PMD",
             ["process", "addr", "len", "prot"], [], DoMprotect) { Check = CheckProt });
-        r.Register(new OpSpec("mremap", "mremap(addr, len) to new_addr (MREMAP_FIXED|MAYMOVE): UNMAP on the old range",
-            ["process", "addr", "len", "new_addr"], [], DoMremap) { Check = (a, _) => a.GetAddress("new_addr") });
+        r.Register(new OpSpec("mremap", "mremap(addr, len) to new_addr (MREMAP_FIXED|MAYMOVE): UNMAP on the old range; dontunmap: true adds MREMAP_DONTUNMAP (the old VMA stays, empty)",
+            ["process", "addr", "len", "new_addr"], ["dontunmap"], DoMremap) { Check = (a, _) => { a.GetAddress("new_addr"); a.GetBool("dontunmap"); } });
         r.Register(new OpSpec("reclaim",
             "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap); references: true runs " +
             "folio_referenced first and try_to_unmap without TTU_IGNORE_ACCESS (default: the folio is already cold)",
@@ -48,7 +48,7 @@ public static partial class CoreOps
         Mprotect.DoMprotect(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), ScenarioLoader.ParseProt(a.GetString("prot"))!.Value);
 
     static ValueTask DoMremap(ScenarioWorld w, OpArgs a) =>
-        Mremap.DoMremap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), a.GetAddress("new_addr"));
+        Mremap.DoMremap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), a.GetAddress("new_addr"), a.GetBool("dontunmap"));
 
     /// <summary>The folio the primary maps at addr now (the scenario's pick from the LRU), or -1.</summary>
     static async ValueTask<long> FolioAt(ScenarioWorld w, OpArgs a)

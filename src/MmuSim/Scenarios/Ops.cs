@@ -186,6 +186,7 @@ public sealed class OpRegistry
         History.HistoryOps.Register,
         Devices.IommuOps.Register,
         Devices.SlowSecondary.Register,
+        Hmm.HmmOps.Register,
         PrimaryTlbOps.Register,
         Secondary.SecondaryOps.Register,
     ];
