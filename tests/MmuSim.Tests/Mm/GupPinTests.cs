@@ -259,19 +259,6 @@ public class GupPinTests
                 Assert.Contains($"selftests/cow/{f}-{size}", names);
     }
 
-    const string Bad = """
-        name: t
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x100000, len: 16K, prot: rw }
-        threads:
-          - name: cpu0
-            process: p
-            ops:
-              - OP
-        """;
-
     [Theory]
     [InlineData("pin: { addr: 0x100000, len: 4K, write: maybe, as: x }", "pin.write", "not a boolean")]
     [InlineData("pin: { addr: 0x100000, len: 4K, as: x, expect: ebusy }", "pin.expect", "not a GUP outcome")]
@@ -287,12 +274,12 @@ public class GupPinTests
     [InlineData("expect-page: { addr: 0x100000 }", "expect-page.addr", "give at least one")]
     [InlineData("read: { addr: 0x100000, expect: sigbus }", "read.expect", "no modelled path raises SIGBUS")]
     public void BadGupFields_Exit2WithFileLineField(string op, string field, string message) =>
-        Cli.CliRunner.AssertBadInput(Bad.Replace("OP", op), 10, field, message);
+        Cli.CliRunner.AssertBadInput(Cli.CliRunner.MinimalScenario.Replace("read: { addr: 0x100000 }", op), 10, field, message);
 
     [Fact]
     public void PinReadOfAPinThatFailed_IsAOneLineRunTimeError()
     {
-        var yaml = Bad.Replace("      - OP", "      - pin: { addr: 0x100000, len: 4K, as: x }\n      - unpin: { pin: x }\n      - pin-read: { pin: x, value: 0 }");
+        var yaml = Cli.CliRunner.MinimalScenario.Replace("      - read: { addr: 0x100000 }", "      - pin: { addr: 0x100000, len: 4K, as: x }\n      - unpin: { pin: x }\n      - pin-read: { pin: x, value: 0 }");
         Cli.CliRunner.AssertBadInput(yaml, 12, "pin-read.pin", "was released already");
     }
 }
