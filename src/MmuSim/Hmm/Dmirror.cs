@@ -335,22 +335,29 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
     /// HMM_DMIRROR_READ (dmirror_read): copy npages from the mirror into <paramref name="into"/>; a missing entry drops
     /// the mutex, faults the rest (faults++) and tries again.
     /// </summary>
-    public async ValueTask<CmdResult> Read(ulong addr, ulong npages, ulong[] into)
+    public ValueTask<CmdResult> Read(ulong addr, ulong npages, ulong[] into) => CopyWithFaults(addr, npages, into, write: false);
+
+    /// <summary>
+    /// The loop dmirror_read and dmirror_write share: under the mutex copy what the mirror maps (dmirror_do_read /
+    /// dmirror_do_write, which continue from page cpages); on a missing entry drop the mutex, fault the rest
+    /// (dmirror_fault, faults++) and try again.
+    /// </summary>
+    async ValueTask<CmdResult> CopyWithFaults(ulong addr, ulong npages, ulong[] buffer, bool write)
     {
-        using var _ = _k.S.Current.Enter("dmirror_read");
+        using var _ = _k.S.Current.Enter(write ? "dmirror_write" : "dmirror_read");
         if (Check(addr, npages) is not 0 and var bad) return new(bad, 0, 0);
         ulong end = addr + (npages << MmStruct.PageShift), cpages = 0, faults = 0;
         for (int attempt = 0; attempt < 1000; attempt++)
         {
             await _mutex.Lock();
-            int ret = DoRead(addr, end, into, ref cpages);
+            int ret = write ? DoWrite(addr, end, buffer, ref cpages) : DoRead(addr, end, buffer, ref cpages);
             await _mutex.Unlock();
             if (ret != Hmm.ENOENT) return new(ret, cpages, faults);
-            ret = await Fault(addr + (cpages << MmStruct.PageShift), end, write: false);
+            ret = await Fault(addr + (cpages << MmStruct.PageShift), end, write);
             if (ret != 0) return new(ret, cpages, faults);
             faults++;
         }
-        _k.S.Fail(Invariants.Liveness, $"{_name}: READ at 0x{addr:x} kept faulting", addr);
+        _k.S.Fail(Invariants.Liveness, $"{_name}: {(write ? "WRITE" : "READ")} at 0x{addr:x} kept faulting", addr);
         return new(Hmm.EBUSY, cpages, faults);
     }
 
@@ -368,24 +375,7 @@ public sealed class Dmirror : MmuIntervalNotifier, ISecondaryMmu
     }
 
     /// <summary>HMM_DMIRROR_WRITE (dmirror_write): copy npages into the pages the mirror maps with the WRITE tag.</summary>
-    public async ValueTask<CmdResult> Write(ulong addr, ulong npages, ulong[] from)
-    {
-        using var _ = _k.S.Current.Enter("dmirror_write");
-        if (Check(addr, npages) is not 0 and var bad) return new(bad, 0, 0);
-        ulong end = addr + (npages << MmStruct.PageShift), cpages = 0, faults = 0;
-        for (int attempt = 0; attempt < 1000; attempt++)
-        {
-            await _mutex.Lock();
-            int ret = DoWrite(addr, end, from, ref cpages);
-            await _mutex.Unlock();
-            if (ret != Hmm.ENOENT) return new(ret, cpages, faults);
-            ret = await Fault(addr + (cpages << MmStruct.PageShift), end, write: true);
-            if (ret != 0) return new(ret, cpages, faults);
-            faults++;
-        }
-        _k.S.Fail(Invariants.Liveness, $"{_name}: WRITE at 0x{addr:x} kept faulting", addr);
-        return new(Hmm.EBUSY, cpages, faults);
-    }
+    public ValueTask<CmdResult> Write(ulong addr, ulong npages, ulong[] from) => CopyWithFaults(addr, npages, from, write: true);
 
     int DoWrite(ulong addr, ulong end, ulong[] from, ref ulong cpages)
     {
