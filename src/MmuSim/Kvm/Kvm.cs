@@ -439,7 +439,8 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         }
     }
 
-    Memslot? FindSlot(int id) => _slotsById.GetValueOrDefault(id);
+    /// <summary>id_to_memslot: the slot with this id (address space 0), or null.</summary>
+    public Memslot? FindSlot(int id) => _slotsById.GetValueOrDefault(id);
 
     /// <summary>Next unused slot id (scenario convenience).</summary>
     public int NextSlotId()

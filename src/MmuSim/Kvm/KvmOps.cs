@@ -102,7 +102,7 @@ public static class KvmOps
         a.GetULong("gpa");
         ulong size = a.GetULong("size");
         if (a.Has("hva")) a.GetULong("hva");
-        ParseRawFlags(a);
+        ParseFlags(a, raw: true);
         if (a.Has("api") && a.GetString("api") is not ("v1" or "v2")) throw a.Error("api", $"'{a.GetString("api")}' is not an API version (v1, v2)");
         a.GetErrno("expect");
         // The kernel takes up to KVM_MEM_MAX_NR_PAGES; the model allocates the SPTEs of a slot it accepts.
@@ -110,34 +110,23 @@ public static class KvmOps
             throw a.Error("size", $"{size >> MmStruct.PageShift} pages is above the model's memslot limit of {ScenarioLimits.MaxMemslotPages} pages");
     }
 
-    /// <summary>uapi flag bits: names (readonly, log-dirty, guest-memfd) or one number.</summary>
-    static uint ParseRawFlags(OpArgs a)
+    /// <summary>
+    /// The uapi KVM_MEM_* bits of <c>flags</c>: names (readonly, log-dirty); with <paramref name="raw"/> (memslot.set)
+    /// also guest-memfd or one number, so that a scenario can pass bits KVM refuses.
+    /// </summary>
+    static uint ParseFlags(OpArgs a, bool raw = false)
     {
         if (!a.Has("flags")) return 0;
         string v = a.GetString("flags");
-        if (OpArgs.TryParseULong(v, out ulong n)) return n <= uint.MaxValue ? (uint)n : throw a.Error("flags", $"{n} does not fit the 32-bit flags field");
+        if (raw && OpArgs.TryParseULong(v, out ulong n)) return n <= uint.MaxValue ? (uint)n : throw a.Error("flags", $"{n} does not fit the 32-bit flags field");
         uint f = 0;
         foreach (var s in v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
             f |= s switch
             {
                 "readonly" or "ro" => Kvm.KvmMemReadonly,
                 "log-dirty" or "dirty-log" => Kvm.KvmMemLogDirtyPages,
-                "guest-memfd" => Kvm.KvmMemGuestMemfd,
-                _ => throw a.Error("flags", $"unknown memslot flag '{s}' (known: readonly, log-dirty, guest-memfd, or a number)"),
-            };
-        return f;
-    }
-
-    static MemslotFlags ParseFlags(OpArgs a)
-    {
-        var f = MemslotFlags.None;
-        if (!a.Has("flags")) return f;
-        foreach (var s in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            f |= s switch
-            {
-                "readonly" or "ro" => MemslotFlags.ReadOnly,
-                "log-dirty" or "dirty-log" => MemslotFlags.LogDirtyPages,
-                _ => throw a.Error("flags", $"unknown memslot flag '{s}' (known: readonly, log-dirty)"),
+                "guest-memfd" when raw => Kvm.KvmMemGuestMemfd,
+                _ => throw a.Error("flags", $"unknown memslot flag '{s}' (known: readonly, log-dirty{(raw ? ", guest-memfd, or a number" : "")})"),
             };
         return f;
     }
@@ -164,9 +153,7 @@ public static class KvmOps
     static Memslot Slot(Kvm vm, OpArgs a)
     {
         int id = a.GetInt("slot");
-        foreach (var s in vm.Memslots)
-            if (s.Id == id) return s;
-        throw a.Error("slot", $"{vm.Name} has no memslot {id}");
+        return vm.FindSlot(id) ?? throw a.Error("slot", $"{vm.Name} has no memslot {id}");
     }
 
     // ---------------------------------------------------------------- VMs
@@ -197,7 +184,7 @@ public static class KvmOps
         ulong gfn = a.GetULong("gfn"), pages = a.GetULong("pages"), hva = a.GetAddress("hva");
         int id = a.Has("slot") ? a.GetInt("slot") : vm.NextSlotId();
         ulong count = a.GetULong("count", 1);
-        uint flags = ToUapi(ParseFlags(a));
+        uint flags = ParseFlags(a);
         int r = 0;
         ulong i = 0;
         for (; i < count && r == 0; i++)
@@ -213,7 +200,7 @@ public static class KvmOps
     {
         var vm = w.Get<Kvm>(a, "vm");
         uint slot = (uint)a.GetULong("slot");
-        int r = await vm.SetUserMemoryRegion(slot, ParseRawFlags(a), a.GetULong("gpa"), a.GetULong("size"), a.GetULong("hva", 0),
+        int r = await vm.SetUserMemoryRegion(slot, ParseFlags(a, raw: true), a.GetULong("gpa"), a.GetULong("size"), a.GetULong("hva", 0),
             a.GetString("api", "v1") == "v2");
         ExpectErrno(w, a, r, $"slot 0x{slot:x}", vm);
     }
@@ -231,7 +218,7 @@ public static class KvmOps
     {
         var vm = w.Get<Kvm>(a, "vm");
         uint id = (uint)a.GetInt("slot");
-        var s = FindSlot(vm, (int)id);
+        var s = vm.FindSlot((int)id);
         int r = await vm.SetUserMemoryRegion(id, 0, s == null ? 0 : s.BaseGfn << MmStruct.PageShift, 0, s?.UserspaceAddr ?? 0);
         ExpectErrno(w, a, r, $"deleting memslot {id}", vm);
     }
@@ -243,13 +230,6 @@ public static class KvmOps
         if (r != want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
                 $"{a.File}:{a.Line}: {vm.Name} KVM_SET_USER_MEMORY_REGION ({what}) returned {Errno.NameOf(r)}, expected {Errno.NameOf(want)}");
-    }
-
-    static Memslot? FindSlot(Kvm vm, int id)
-    {
-        foreach (var s in vm.Memslots)
-            if (s.Id == id) return s;
-        return null;
     }
 
     static ValueTask CheckExtension(ScenarioWorld w, OpArgs a)
