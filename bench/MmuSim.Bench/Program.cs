@@ -5,13 +5,19 @@ namespace MmuSim.Bench;
 public static class Program
 {
     /// <summary>
-    /// BenchmarkDotNet switcher, plus `footprint` (bytes of model memory per mapped page, measured on the managed heap).
+    /// BenchmarkDotNet switcher, plus `footprint` (bytes of model memory per mapped page, measured on the managed heap) and `fault-phases`
+    /// (the two-phase fault loop that bench/realfault/instructions.sh counts under callgrind).
     /// </summary>
     public static void Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "footprint")
         {
             Footprint.Run(args.Length > 1 ? int.Parse(args[1]) : FoundationBenchmarks.Pages);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "fault-phases")
+        {
+            FaultInstructions.Run(args.Length > 1 ? int.Parse(args[1]) : 200_000);
             return;
         }
         if (args.Length > 0 && args[0] == "explore")

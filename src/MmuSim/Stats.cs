@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace MmuSim;
 
 /// <summary>
@@ -88,6 +90,7 @@ public sealed class Stats
 
     public long this[Stat s] => _v[(int)s];
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Inc(Stat s, long n = 1) => _v[(int)s] += n;
 
     public void Reset() => Array.Clear(_v);

@@ -46,41 +46,76 @@ public static partial class Memory
     const ulong PageSize = MmStruct.PageSize;
 
     /// <summary>handle_mm_fault: resolve a fault at <paramref name="addr"/>. Caller holds mmap_lock (read).</summary>
-    public static async ValueTask<VmFault> HandleMmFault(MmStruct mm, ulong addr, FaultFlags flags)
+    /// <remarks>
+    /// handle_mm_fault, __handle_mm_fault, handle_pte_fault and do_anonymous_page only dispatch until their first
+    /// scheduling point, so they are plain methods returning the callee's ValueTask: a fault that never switches runs
+    /// through one async state machine (the leaf's), not four. The points themselves are unchanged.
+    /// </remarks>
+    public static ValueTask<VmFault> HandleMmFault(MmStruct mm, ulong addr, FaultFlags flags)
     {
         var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("handle_mm_fault");
+        var ctx = k.S.Current;
+        ctx.Enter("handle_mm_fault");
         k.S.Charge(CostKind.Fault);
         k.Stats.Inc(Stat.Faults);
-        addr &= MmStruct.PageMask;
+        return ctx.LeaveAfter(HandleMmFaultWalk(mm, addr & MmStruct.PageMask, flags));
+    }
+
+    /// <summary>__handle_mm_fault: walk (allocating) to the PMD once, then pick the huge or the PTE path.</summary>
+    static ValueTask<VmFault> HandleMmFaultWalk(MmStruct mm, ulong addr, FaultFlags flags)
+    {
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var vma = mm.FindVma(addr);
-        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0)) return VmFault.SigSegv;
-
-        // __handle_mm_fault: walk (allocating) to the PMD once, then pick the huge or the PTE path.
+        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
+            return new(VmFault.SigSegv);
         int pmdT = mm.PmdAlloc(addr);
-        ref ulong pmdE = ref k.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr));
-        var pmd = new Pte(pmdE);
+        var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)
-            return await HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
+            return HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
         if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
-        {
-            var r = await HugeMemory.DoHugePmdAnonymousPage(mm, vma, addr, write);
-            if (r != VmFault.Retry) return r;
-        }
+            return CreateHugePmdOrPte(mm, vma, addr, pmdT, flags, write);
+        return PteFault(mm, vma, addr, pmdT, flags, write);
+    }
 
+    /// <summary>__handle_mm_fault's create_huge_pmd, falling back to the PTE path when it asks for a retry.</summary>
+    static async ValueTask<VmFault> CreateHugePmdOrPte(MmStruct mm, Vma vma, ulong addr, int pmdT, FaultFlags flags, bool write)
+    {
+        var r = await HugeMemory.DoHugePmdAnonymousPage(mm, vma, addr, write);
+        if (r != VmFault.Retry) return r;
+        return await PteFault(mm, vma, addr, pmdT, flags, write);
+    }
+
+    /// <summary>__handle_mm_fault's PTE level: allocate the PTE table, read the PTE and hand it to handle_pte_fault.</summary>
+    static ValueTask<VmFault> PteFault(MmStruct mm, Vma vma, ulong addr, int pmdT, FaultFlags flags, bool write)
+    {
         int t = mm.PteAllocAt(pmdT, addr);
-        if (t == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
-        var pte = await mm.PtepGet(t, addr);
-        if (pte.IsNone) return vma.Shmem == null ? await DoAnonymousPage(mm, vma, addr, t, write) : await Shmem.ShmemFault(mm, vma, addr, t, write);
+        if (t == 0) return new(VmFault.Retry); // a huge PMD appeared meanwhile
+        var read = mm.PtepGet(t, addr);
+        return read.IsCompletedSuccessfully
+            ? HandlePteFault(mm, vma, addr, t, read.Result, flags, write)
+            : HandlePteFaultAfterRead(mm, vma, addr, t, read, flags, write);
+    }
+
+    static async ValueTask<VmFault> HandlePteFaultAfterRead(MmStruct mm, Vma vma, ulong addr, int t, ValueTask<Pte> read, FaultFlags flags, bool write) =>
+        await HandlePteFault(mm, vma, addr, t, await read, flags, write);
+
+    /// <summary>handle_pte_fault: dispatch on the PTE read without the PTL.</summary>
+    static ValueTask<VmFault> HandlePteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
+    {
+        if (pte.IsNone) return vma.Shmem == null ? DoAnonymousPage(mm, vma, addr, t, write) : Shmem.ShmemFault(mm, vma, addr, t, write);
         if (pte.IsSwapEntry)
         {
-            if (pte.IsMigration) return await Migrate.MigrationEntryWait(mm, t, addr, pte);
-            if (pte.IsDevicePrivate) return await Hmm.DeviceFault.DoSwapPageDevicePrivate(mm, vma, addr, t, pte);
-            if (pte.IsDeviceExclusive) return await Hmm.DeviceExclusive.RemoveDeviceExclusiveEntry(mm, vma, addr, t, pte);
-            return await DoSwapPage(mm, vma, addr, t, pte);
+            if (pte.IsMigration) return Migrate.MigrationEntryWait(mm, t, addr, pte);
+            if (pte.IsDevicePrivate) return Hmm.DeviceFault.DoSwapPageDevicePrivate(mm, vma, addr, t, pte);
+            if (pte.IsDeviceExclusive) return Hmm.DeviceExclusive.RemoveDeviceExclusiveEntry(mm, vma, addr, t, pte);
+            return DoSwapPage(mm, vma, addr, t, pte);
         }
+        return HandlePresentPteFault(mm, vma, addr, t, pte, flags, write);
+    }
 
+    /// <summary>handle_pte_fault's tail for a present PTE: under the PTL, recheck, then do_wp_page or mark young/dirty.</summary>
+    static async ValueTask<VmFault> HandlePresentPteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
+    {
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
         if (cur != pte)
@@ -98,23 +133,33 @@ public static partial class Memory
     }
 
     /// <summary>do_anonymous_page: map the zero page for a read, a fresh zeroed page for a write.</summary>
-    public static async ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, bool write)
+    public static ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, bool write)
+    {
+        var ctx = mm.Kernel.S.Current;
+        ctx.Enter("do_anonymous_page");
+        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t) : DoAnonymousZeroPage(mm, addr, t));
+    }
+
+    /// <summary>do_anonymous_page for a read: map the shared zero page read-only (a special PTE).</summary>
+    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, ulong addr, int t)
     {
         var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("do_anonymous_page");
-        if (!write)
+        k.Stats.Inc(Stat.AnonReadFaults);
+        await mm.LockPtl(t);
+        var p = await mm.PtepGet(t, addr);
+        if (p.IsNone)
         {
-            k.Stats.Inc(Stat.AnonReadFaults);
-            await mm.LockPtl(t);
-            var p = await mm.PtepGet(t, addr);
-            if (p.IsNone)
-            {
-                await mm.SetPte(t, addr, Pte.Make(PhysMem.ZeroPfn, writable: false, special: true));
-                k.Stats.Inc(Stat.ZeroPageMaps);
-            }
-            await mm.UnlockPtl(t);
-            return VmFault.Ok;
+            await mm.SetPte(t, addr, Pte.Make(PhysMem.ZeroPfn, writable: false, special: true));
+            k.Stats.Inc(Stat.ZeroPageMaps);
         }
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>do_anonymous_page for a write: allocate a zeroed page, recheck under the PTL, map it writable and dirty.</summary>
+    static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t)
+    {
+        var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonWriteFaults);
         mm.AnonVmaPrepare(vma);
         await k.S.Point(PointKind.Alloc, addr);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using MmuSim.Notifier;
 using MmuSim.Sched;
 
@@ -150,6 +151,7 @@ public sealed class MmStruct
     }
 
     /// <summary>anon_vma_prepare: the VMA's anon_vma family (created on first anonymous fault).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal AnonVma AnonVmaPrepare(Vma vma) => vma.AnonVma ??= _k.NewAnonVma(this);
 
     // ------------------------------------------------------------------ page-table walk
@@ -199,6 +201,7 @@ public sealed class MmStruct
     }
 
     /// <summary>__pmd_alloc: populate PGD/PUD levels so that a PMD table exists for <paramref name="va"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int PmdAlloc(ulong va)
     {
         // Fast path: both upper levels populated (every fault after the first in a 1 GiB region).
@@ -233,6 +236,7 @@ public sealed class MmStruct
     public int PteAlloc(ulong va) => PteAllocAt(PmdAlloc(va), va);
 
     /// <summary>__pte_alloc given the PMD table already walked to.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int PteAllocAt(int pmdT, ulong va)
     {
         var pmd = new Pte(Pool.Entry(pmdT, PageTablePool.PmdIndex(va)));
@@ -243,6 +247,7 @@ public sealed class MmStruct
     }
 
     /// <summary>The PTL protecting the PTE table <paramref name="table"/> (pte_lockptr).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask LockPtl(int table) => Pool.Locks.Lock(table);
 
     public ValueTask UnlockPtl(int table) => Pool.Locks.Unlock(table);
@@ -253,6 +258,7 @@ public sealed class MmStruct
     public ValueTask UnlockPmd(ulong va) => Pool.Locks.Unlock(PmdTable(va));
 
     /// <summary>ptep_get: read a PTE (a scheduling point).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<Pte> PtepGet(int table, ulong va)
     {
         if (S.OnPoint(PointKind.PteRead, va)) return new(new Pte(Pool.Entry(table, PageTablePool.PteIndex(va))));
@@ -266,6 +272,7 @@ public sealed class MmStruct
     }
 
     /// <summary>set_pte_at: write a PTE (a scheduling point before the store).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask SetPte(int table, ulong va, Pte pte)
     {
         if (S.OnPoint(PointKind.PteWrite, va))

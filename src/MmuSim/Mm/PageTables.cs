@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace MmuSim.Mm;
 
 /// <summary>
@@ -53,6 +55,7 @@ public sealed class PageTablePool
 
     public void FreeTable(int t) => _freeTables.Push(t);
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref ulong Entry(int table, int index) => ref _e[(long)table * Entries + index];
 
     public Span<ulong> Table(int table) => _e.AsSpan(table * Entries, Entries);

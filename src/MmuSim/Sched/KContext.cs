@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace MmuSim.Sched;
 
 /// <summary>Scheduling state of one kernel context.</summary>
@@ -77,6 +79,7 @@ public sealed class KContext
     public int FunctionDepth => _funcDepth;
 
     /// <summary>Enter a kernel function: <c>using var _ = ctx.Enter("try_to_unmap_one");</c></summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public FuncScope Enter(string kernelFunction)
     {
         if (_funcDepth < _funcs.Length) _funcs[_funcDepth] = kernelFunction;
@@ -85,10 +88,33 @@ public sealed class KContext
         return new FuncScope(this);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Leave()
     {
         _funcDepth--;
         Hook?.OnLeave(this);
+    }
+
+    /// <summary>
+    /// Leave the function entered with <see cref="Enter"/> when <paramref name="body"/> completes: at once if it already
+    /// did (the plain-simulation fast path, no async state machine), else after it resumes. Lets a kernel function that
+    /// only dispatches (handle_mm_fault, do_anonymous_page) be a plain method: <c>ctx.Enter("f"); return ctx.LeaveAfter(Body());</c>
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ValueTask<T> LeaveAfter<T>(ValueTask<T> body)
+    {
+        if (body.IsCompletedSuccessfully)
+        {
+            Leave();
+            return body;
+        }
+        return LeaveWhenDone(body);
+    }
+
+    async ValueTask<T> LeaveWhenDone<T>(ValueTask<T> body)
+    {
+        try { return await body; }
+        finally { Leave(); }
     }
 
     public string FunctionAt(int depth) => depth < Math.Min(_funcDepth, _funcs.Length) ? _funcs[depth] : "?";

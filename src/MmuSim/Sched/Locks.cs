@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace MmuSim.Sched;
 
 /// <summary>
@@ -49,6 +51,7 @@ public sealed class LockSet
     public int OwnerId(int i) => _owner[i] - 1;
 
     /// <summary>spin_lock / mutex_lock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask Lock(int i = 0)
     {
         // Fast path (no switch, uncontended spinlock): no async state machine.
@@ -87,6 +90,7 @@ public sealed class LockSet
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     void Take(int i, KContext me)
     {
         _owner[i] = me.Id + 1;
@@ -95,6 +99,7 @@ public sealed class LockSet
     }
 
     /// <summary>spin_unlock / mutex_unlock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask Unlock(int i = 0)
     {
         if (_s.OnPoint(PointKind.LockRelease, (ulong)i, this))

@@ -51,7 +51,13 @@ public sealed class Scheduler
     public IReadOnlyList<KContext> Contexts => _contexts;
 
     /// <summary>The context currently executing (valid inside kernel code).</summary>
-    public KContext Current => _current ?? throw new ModelException("no current context: kernel code called outside Scheduler.Run");
+    public KContext Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _current ?? NoCurrent();
+    }
+
+    static KContext NoCurrent() => throw new ModelException("no current context: kernel code called outside Scheduler.Run");
 
     public bool HasCurrent => _current != null;
 
