@@ -204,6 +204,21 @@ public sealed class WeakMemory
         }
     }
 
+    /// <summary>
+    /// Store propagation is eventual: a CPU that spins on <paramref name="l"/> (a retry loop with nothing else to wait
+    /// for) eventually sees its newest store. Returns true if the CPU's view moved (its next attempt may decide otherwise).
+    /// </summary>
+    public bool CatchUp(WeakLoc l)
+    {
+        if (!IsWeak) return false;
+        var cpu = Cpu();
+        int newest = _locs[l.Id].Values.Count - 1;
+        if (At(cpu.Cur, l.Id) >= newest) return false;
+        Set(ref cpu.Cur, l.Id, newest);
+        Set(ref cpu.Acq, l.Id, newest);
+        return true;
+    }
+
     /// <summary>spin_lock / down_* acquired: the CPU sees everything the last releaser of the lock saw.</summary>
     public void LockAcquired(object lockObj, int slot)
     {
