@@ -141,7 +141,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         private set
         {
             _invalidateSeq = value;
-            _k.Weak.Store(SeqLoc, value);
+            if (_k.Weak.Records) _k.Weak.Store(SeqLoc, value);
             if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_seq", (long)value);
         }
     }
@@ -155,7 +155,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         private set
         {
             _invalidateInProgress = value;
-            _k.Weak.Store(InProgressLoc, (ulong)value);
+            if (_k.Weak.Records) _k.Weak.Store(InProgressLoc, (ulong)value);
             if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_in_progress", value);
         }
     }
@@ -164,7 +164,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// The two counters as weakly ordered locations (<see cref="Lkmm.WeakMemory"/>): every store to the fields is also a
     /// WRITE_ONCE there; lockless readers (the fault's mmu_seq snapshot, PPC's check under the rmap lock) load through
     /// them and may, under --memory lkmm, see older values as far as the barriers allow. Holders of mmu_lock read the
-    /// fields (the newest values: every store is made under mmu_lock).
+    /// fields (the newest values: every store is made under mmu_lock). Under sc the fields are read directly.
     /// </summary>
     internal Lkmm.WeakLoc SeqLoc { get; }
 

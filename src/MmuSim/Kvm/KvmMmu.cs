@@ -129,9 +129,9 @@ public sealed partial class Kvm
             }
 
             await S.Point(PointKind.Counter, gfn);
-            ulong mmuSeq = _k.Weak.Load(SeqLoc);               // mmu_seq = kvm->mmu_invalidate_seq
+            ulong mmuSeq = _k.Weak.IsWeak ? _k.Weak.Load(SeqLoc) : InvalidateSeq; // mmu_seq = kvm->mmu_invalidate_seq
             await S.Point(PointKind.Barrier, gfn);
-            _k.Weak.Fence(Lkmm.FenceKind.Rmb);                 // smp_rmb()
+            if (_k.Weak.IsWeak) _k.Weak.Fence(Lkmm.FenceKind.Rmb); // smp_rmb()
             bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
             if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
 
@@ -248,10 +248,10 @@ public sealed partial class Kvm
         if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
         bool barriers = Era.Has(Feature.KvmRetryBarriers);
         await S.Point(PointKind.Counter);
-        long count = (long)_k.Weak.Load(InProgressLoc);
+        long count = _k.Weak.IsWeak ? (long)_k.Weak.Load(InProgressLoc) : InvalidateInProgress;
         await S.Point(barriers ? PointKind.Barrier : PointKind.Counter);
         if (barriers && !_k.Mutated(Mutation.KvmRetryNoRmb)) _k.Weak.Fence(Lkmm.FenceKind.Rmb); // smp_rmb()
-        ulong seq = _k.Weak.Load(SeqLoc);
+        ulong seq = _k.Weak.IsWeak ? _k.Weak.Load(SeqLoc) : InvalidateSeq;
         if (!_k.Mutated(Mutation.KvmNoCountCheck) && count != 0) return true;
         return seq != mmuSeq;
     }

@@ -100,6 +100,12 @@ public sealed class WeakMemory
     /// <summary>True in <see cref="MemoryModel.Lkmm"/>: loads may see older stores.</summary>
     public bool IsWeak => Model == MemoryModel.Lkmm;
 
+    /// <summary>
+    /// Must mirrored fields (KVM's counters) store here? During setup (whose last values become the initial ones) and
+    /// under lkmm; not in an sc threads phase, where nothing reads the locations (the fields are the newest values).
+    /// </summary>
+    public bool Records { get; private set; } = true;
+
     /// <summary>Number of weak locations.</summary>
     public int Locations => _locs.Count;
 
@@ -133,6 +139,7 @@ public sealed class WeakMemory
     public void Begin(MemoryModel model)
     {
         Model = model;
+        Records = IsWeak;
         foreach (var l in _locs)
         {
             ulong v = l.Values[^1];
