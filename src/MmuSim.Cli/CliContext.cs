@@ -111,6 +111,14 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
         return EraTable.TryGet(name, out var e) ? e : throw new UsageException("--era", $"unknown era '{name}' (known: {EraTable.KnownList})");
     }
 
+    /// <summary>The --memory value (sc, lkmm), or null when not given (the scenario's own <c>memory:</c>).</summary>
+    public static Lkmm.MemoryModel? ParseMemory(string? name)
+    {
+        if (name == null) return null;
+        return Lkmm.MemoryModels.TryParse(name, out var m) ? m
+            : throw new UsageException("--memory", $"unknown memory model '{name}' (known: {Lkmm.MemoryModels.KnownList})");
+    }
+
     public static IReadOnlyList<Mutation> ParseMutations(IEnumerable<string>? names)
     {
         var list = new List<Mutation>();

@@ -32,6 +32,7 @@ public static class Program
         root.Subcommands.Add(ExperimentCommand.Create(cli));
         root.Subcommands.Add(ReportCommand.Create(cli));
         root.Subcommands.Add(MergeCommand.Create(cli));
+        root.Subcommands.Add(LitmusCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;

@@ -52,11 +52,15 @@ public sealed class Kernel
         Trace = new Tracer(this);
         Checker = new Checker.CoherenceChecker(this) { Mode = options.CheckMode };
         SrcuWq = new WaitQueue(S, "srcu");
+        Weak = new Lkmm.WeakMemory(S, Lkmm.MemoryModel.Sc);
         foreach (var m in options.Mutations) _mutations |= 1UL << (int)m;
         if (options.CheckMode == MmuSim.Checker.CheckMode.Full) S.AfterStep = Checker.AfterStep;
     }
 
     public KernelEra Era { get; }
+
+    /// <summary>The weakly ordered locations (READ_ONCE/WRITE_ONCE, barriers, seq counts); SC until a run begins in lkmm.</summary>
+    public Lkmm.WeakMemory Weak { get; }
 
     public Scheduler S { get; }
 

@@ -65,6 +65,7 @@ public static class ExploreCommand
                           "Abdulla et al. POPL 2014); off enumerates every schedule. With a preemption bound the reduced search is " +
                           "not guaranteed exhaustive within the bound",
         };
+        var memory = new Option<string?>("--memory") { Description = "memory model of the threads phase: sc (sequentially consistent) or lkmm (docs/memory-model.md); default: the scenario's memory:, else sc" };
         var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
         var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads (one kernel per run); results do not depend on it", DefaultValueFactory = _ => 1 };
         var noShrink = new Option<bool>("--no-shrink") { Description = "show the counterexample as found, without shrinking" };
@@ -88,7 +89,7 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
+            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, memory, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
             json, shardOpt, checkpoint, checkpointEvery, resume,
         };
         cmd.SetAction(p =>
@@ -96,6 +97,7 @@ public static class ExploreCommand
             if (p.GetValue(secondary) is { } dll) return RunSecondary(cli, p, dll);
             if (p.GetValue(driver) is { Length: > 0 }) throw new UsageException("--driver", "only with --secondary DLL");
             var s = LoadScenarioOrFamily(p.GetValue(scenario), p.GetValue(family), p.GetValue(pages), p.GetValue(vcpus));
+            if (CliContext.ParseMemory(p.GetValue(memory)) is { } mm) s = s.WithMemory(mm);
             var e = s.EraOrDefault(CliContext.ParseEra(p.GetValue(era)));
             var muts = CliContext.ParseMutations(p.GetValue(mutate));
             int n = p.GetValue(iterations);

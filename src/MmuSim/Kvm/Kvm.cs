@@ -87,6 +87,8 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         SlotsLock = new KMutex(k.S, $"{name}->slots_lock");
         SrcuWait = new WaitQueue(k.S, $"{name}->srcu");
         RmapLock = new KSpinLock(k.S, $"{name}->rmap_lock");
+        SeqLoc = k.Weak.NewLocation($"{name}->mmu_invalidate_seq");
+        InProgressLoc = k.Weak.NewLocation($"{name}->mmu_invalidate_in_progress");
         MmioCaching = KvmArchInfo.IsX86(arch);
         var ops = NotifierOps.Release | NotifierOps.ClearFlushYoung | NotifierOps.ClearYoung | NotifierOps.TestYoung |
                   NotifierOps.ChangePte | NotifierOps.InvalidatePage | NotifierOps.InvalidateRangeStart | NotifierOps.InvalidateRangeEnd;
@@ -136,7 +138,12 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public ulong InvalidateSeq
     {
         get => _invalidateSeq;
-        private set { _invalidateSeq = value; if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_seq", (long)value); }
+        private set
+        {
+            _invalidateSeq = value;
+            if (_k.Weak.Records) _k.Weak.Store(SeqLoc, value);
+            if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_seq", (long)value);
+        }
     }
 
     ulong _invalidateSeq;
@@ -145,8 +152,23 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public long InvalidateInProgress
     {
         get => _invalidateInProgress;
-        private set { _invalidateInProgress = value; if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_in_progress", value); }
+        private set
+        {
+            _invalidateInProgress = value;
+            if (_k.Weak.Records) _k.Weak.Store(InProgressLoc, (ulong)value);
+            if (_k.Trace.On) _k.Trace.Counter("mmu_invalidate_in_progress", value);
+        }
     }
+
+    /// <summary>
+    /// The two counters as weakly ordered locations (<see cref="Lkmm.WeakMemory"/>): every store to the fields is also a
+    /// WRITE_ONCE there; lockless readers (the fault's mmu_seq snapshot, PPC's check under the rmap lock) load through
+    /// them and may, under --memory lkmm, see older values as far as the barriers allow. Holders of mmu_lock read the
+    /// fields (the newest values: every store is made under mmu_lock). Under sc the fields are read directly.
+    /// </summary>
+    internal Lkmm.WeakLoc SeqLoc { get; }
+
+    internal Lkmm.WeakLoc InProgressLoc { get; }
 
     long _invalidateInProgress;
 

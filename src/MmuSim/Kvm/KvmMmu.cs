@@ -129,8 +129,9 @@ public sealed partial class Kvm
             }
 
             await S.Point(PointKind.Counter, gfn);
-            ulong mmuSeq = InvalidateSeq;                      // mmu_seq = kvm->mmu_invalidate_seq
-            await S.Point(PointKind.Barrier, gfn);             // smp_rmb()
+            ulong mmuSeq = _k.Weak.IsWeak ? _k.Weak.Load(SeqLoc) : InvalidateSeq; // mmu_seq = kvm->mmu_invalidate_seq
+            await S.Point(PointKind.Barrier, gfn);
+            if (_k.Weak.IsWeak) _k.Weak.Fence(Lkmm.FenceKind.Rmb); // smp_rmb()
             bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
             if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
 
@@ -235,24 +236,22 @@ public sealed partial class Kvm
     }
 
     /// <summary>
-    /// mmu_notifier_retry as PPC Book3S HV evaluates it: under the rmap lock, not mmu_lock, so the two loads can race
-    /// with an end. With the barriers (a355aa54f1d2): read count, smp_rmb, read seq. Without them the loads may be
-    /// satisfied in either order (a recorded choice), which lets a reader see the new count but the old seq (race 5(d1)).
+    /// mmu_notifier_retry as PPC Book3S HV evaluates it: under the rmap lock, not mmu_lock, so the two loads race with
+    /// an end. Program order: read count, smp_rmb (a355aa54f1d2, 3.6+), read seq. The loads go through the weak memory
+    /// (<see cref="Lkmm.WeakMemory"/>): under --memory lkmm, without the barriers here and in
+    /// <see cref="MmuInvalidateEnd"/> a reader may see end's new count (0) and still the old seq (race 5(d1)); under sc
+    /// it never can.
     /// </summary>
     async ValueTask<bool> MmuNotifierRetryLockless(ulong mmuSeq)
     {
         using var _ = S.Current.Enter("mmu_notifier_retry");
         if (_k.Mutated(Mutation.KvmNoRetryCheck)) return false;
         bool barriers = Era.Has(Feature.KvmRetryBarriers);
-        bool countFirst = barriers || S.ChooseInt(2) == 0;
-        long count = 0;
-        ulong seq = 0;
         await S.Point(PointKind.Counter);
-        if (countFirst) count = InvalidateInProgress;
-        else seq = InvalidateSeq;
+        long count = _k.Weak.IsWeak ? (long)_k.Weak.Load(InProgressLoc) : InvalidateInProgress;
         await S.Point(barriers ? PointKind.Barrier : PointKind.Counter);
-        if (countFirst) seq = InvalidateSeq;
-        else count = InvalidateInProgress;
+        if (barriers && !_k.Mutated(Mutation.KvmRetryNoRmb)) _k.Weak.Fence(Lkmm.FenceKind.Rmb); // smp_rmb()
+        ulong seq = _k.Weak.IsWeak ? _k.Weak.Load(SeqLoc) : InvalidateSeq;
         if (!_k.Mutated(Mutation.KvmNoCountCheck) && count != 0) return true;
         return seq != mmuSeq;
     }

@@ -116,34 +116,22 @@ public sealed partial class Kvm
     }
 
     /// <summary>
-    /// kvm_mmu_invalidate_end (kvm_dec_notifier_count): seq++, smp_wmb (3.6+; a scheduling point here), in_progress--,
-    /// KVM_BUG_ON(in_progress &lt; 0). The kvm-seq-bump-after-unlock mutation defers the seq++ past the unlock.
+    /// kvm_mmu_invalidate_end (kvm_dec_notifier_count): seq++, smp_wmb (3.6+), in_progress--,
+    /// KVM_BUG_ON(in_progress &lt; 0). Where a reader checks outside mmu_lock (PPC Book3S HV) the two stores are separate
+    /// steps, and without the smp_wmb the weak memory (--memory lkmm) lets a reader see them out of order. The
+    /// kvm-seq-bump-after-unlock mutation defers the seq++ past the unlock.
     /// </summary>
     async ValueTask MmuInvalidateEnd()
     {
         bool seqHere = !_k.Mutated(Mutation.KvmSeqBumpAfterUnlock);
-        if (Era.Has(Feature.KvmRetryBarriers))
+        bool barriers = Era.Has(Feature.KvmRetryBarriers);
+        if (seqHere) InvalidateSeq++;
+        if (barriers || KvmArchInfo.RetryUnderRmapLock(Arch))
         {
-            if (seqHere) InvalidateSeq++;
-            await S.Point(PointKind.Barrier); // smp_wmb()
-            InvalidateInProgress--;
+            await S.Point(barriers ? PointKind.Barrier : PointKind.Counter);
+            if (barriers) _k.Weak.Fence(Lkmm.FenceKind.Wmb); // smp_wmb()
         }
-        else if (KvmArchInfo.RetryUnderRmapLock(Arch))
-        {
-            // No smp_wmb (before a355aa54f1d2): a reader outside mmu_lock may see the two stores in either order.
-            // (Everywhere else both sides hold mmu_lock and the order is unobservable, so no choice is made.)
-            bool countFirst = S.ChooseInt(2) == 1;
-            if (countFirst) InvalidateInProgress--;
-            else if (seqHere) InvalidateSeq++;
-            await S.Point(PointKind.Counter);
-            if (countFirst) { if (seqHere) InvalidateSeq++; }
-            else InvalidateInProgress--;
-        }
-        else
-        {
-            if (seqHere) InvalidateSeq++;
-            InvalidateInProgress--;
-        }
+        InvalidateInProgress--;
         if (InvalidateInProgress < 0)
             S.Fail(Invariants.CounterBalance, $"{Name}: mmu_invalidate_in_progress underflow (KVM_BUG_ON)");
     }

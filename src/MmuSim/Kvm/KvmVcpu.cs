@@ -135,7 +135,9 @@ public sealed class KvmVcpu : ISpinWaiter
             // RET_PF_RETRY: back into the guest, which faults again. If nothing the retry decision reads changed during
             // this attempt, the next fault retries identically until another CPU ends the invalidation or bumps the seq:
             // a spin, not progress, so it waits for that write (Scheduler.SpinWait) instead of being unrolled.
-            if (InputsChanged) await k.S.Sleep(k.S.Costs[CostKind.VmExit]);
+            // Under --memory lkmm a retry may come from a stale view of the counters (unchanged fields), and the next
+            // attempt's loads see newer stores: a timed retry, never a spin-wait.
+            if (InputsChanged || k.Weak.IsWeak) await k.S.Sleep(k.S.Costs[CostKind.VmExit]);
             else
             {
                 k.S.Charge(CostKind.VmExit);

@@ -189,6 +189,7 @@ public sealed class OpRegistry
         Hmm.HmmOps.Register,
         PrimaryTlbOps.Register,
         Secondary.SecondaryOps.Register,
+        Lkmm.LitmusOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

@@ -59,6 +59,25 @@ public sealed class Scenario
     /// user accesses go through its own TLB. Off by default.</summary>
     public bool PrimaryTlb { get; init; }
 
+    /// <summary>The memory model of the threads phase (`memory: sc|lkmm`, docs/memory-model.md); sc by default.
+    /// <c>--memory</c> overrides it (<see cref="WithMemory"/>).</summary>
+    public Lkmm.MemoryModel Memory { get; private set; }
+
+    /// <summary>A copy of this scenario explored under <paramref name="model"/> (mmusim explore/run/history --memory).</summary>
+    public Scenario WithMemory(Lkmm.MemoryModel model)
+    {
+        var copy = (Scenario)MemberwiseClone();
+        copy.Memory = model;
+        return copy;
+    }
+
+    /// <summary>Loader: the declared `memory:`.</summary>
+    internal Scenario InitMemory(Lkmm.MemoryModel model)
+    {
+        Memory = model;
+        return this;
+    }
+
     /// <summary>Counters `mmusim history` shows in each cell (`history_stats:`), summed over the schedules run.</summary>
     public IReadOnlyList<Stat> HistoryStats { get; init; } = [];
 
@@ -263,7 +282,10 @@ public static class ScenarioInvariants
     /// <summary>A <c>read</c>/<c>write</c> ended otherwise than its <c>expect</c> (default: no fatal fault).</summary>
     public const string UnexpectedFault = "unexpected-fault";
 
-    public static bool IsKnown(string name) => name == UnexpectedValue || name == UnexpectedFault || Invariants.All.Contains(name);
+    /// <summary>A litmus test's <c>exists</c> clause held at the end of a run (<see cref="Lkmm.LitmusOps"/>).</summary>
+    public const string LitmusExists = "litmus-exists";
 
-    public static string KnownList => string.Join(", ", Invariants.All.Append(UnexpectedValue).Append(UnexpectedFault));
+    public static bool IsKnown(string name) => name == UnexpectedValue || name == UnexpectedFault || name == LitmusExists || Invariants.All.Contains(name);
+
+    public static string KnownList => string.Join(", ", Invariants.All.Append(UnexpectedValue).Append(UnexpectedFault).Append(LitmusExists));
 }

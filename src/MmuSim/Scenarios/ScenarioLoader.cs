@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb", "memory"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -235,6 +235,10 @@ public static class ScenarioLoader
                     var b => throw Err(pt, "primary_tlb", $"'{b}' is not a boolean (true or false)"),
                 };
 
+            var memory = Lkmm.MemoryModel.Sc;
+            if (Opt(root, "memory") is { } mem && !Lkmm.MemoryModels.TryParse(Str(mem, "memory"), out memory))
+                throw Err(mem, "memory", $"unknown memory model '{Str(mem, "memory")}' (known: {Lkmm.MemoryModels.KnownList})");
+
             string? catalog = Opt(root, "catalog") is { } cat ? Str(cat, "catalog") : null;
             var historyStats = new List<Stat>();
             if (Opt(root, "history_stats") is { } hs)
@@ -261,7 +265,7 @@ public static class ScenarioLoader
                 MaxSteps = maxSteps,
                 PctDepth = pctDepth,
                 PrimaryTlb = primaryTlb,
-            };
+            }.InitMemory(memory);
         }
 
         // ------------------------------------------------------------ processes and VMAs

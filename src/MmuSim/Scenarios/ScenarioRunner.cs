@@ -156,6 +156,7 @@ public static class ScenarioRunner
         if (violation == null)
         {
             options.AfterSetup?.Invoke(k);
+            k.Weak.Begin(s.Memory);
             k.S.Strategy = strategy;
             k.S.StepSink = options.StepSink;
             foreach (var t in s.Threads) k.S.Spawn(t.Name, ctx => RunOps(world, t.Ops));

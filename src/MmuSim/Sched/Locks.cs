@@ -96,6 +96,7 @@ public sealed class LockSet
         _owner[i] = me.Id + 1;
         if (!Sleeping) me.AtomicDepth++;
         _s.Charge(CostKind.Lock);
+        _s.Weak?.LockAcquired(this, i);
     }
 
     /// <summary>spin_unlock / mutex_unlock.</summary>
@@ -122,6 +123,7 @@ public sealed class LockSet
         var me = _s.Current;
         if (_owner[i] != me.Id + 1)
             throw new ModelException($"{me} releases {Name}[{i}] owned by {(_owner[i] == 0 ? "nobody" : "CPU" + (_owner[i] - 1))}");
+        _s.Weak?.LockReleased(this, i);
         _owner[i] = 0;
         if (!Sleeping) me.AtomicDepth--;
         if (_waiters[i] != 0) _s.WakeMask(ref _waiters[i]);
@@ -213,6 +215,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         _readers |= 1UL << me.Id;
         if (!sleeping) me.AtomicDepth++;
         s.Charge(CostKind.Lock);
+        s.Weak?.LockAcquired(this, 0);
     }
 
     /// <summary>down_write / write_lock.</summary>
@@ -231,6 +234,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         _writer = me.Id + 1;
         if (!sleeping) me.AtomicDepth++;
         s.Charge(CostKind.Lock);
+        s.Weak?.LockAcquired(this, 0);
     }
 
     public async ValueTask ReadUnlock()
@@ -239,6 +243,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         var me = s.Current;
         ulong bit = 1UL << me.Id;
         if ((_readers & bit) == 0) throw new ModelException($"{me} read-unlocks {name} it does not hold");
+        s.Weak?.LockReleased(this, 0);
         _readers &= ~bit;
         if (!sleeping) me.AtomicDepth--;
         WakeAll();
@@ -249,6 +254,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         await s.Point(PointKind.LockRelease, 0, this);
         var me = s.Current;
         if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
+        s.Weak?.LockReleased(this, 0);
         _writer = 0;
         if (!sleeping) me.AtomicDepth--;
         WakeAll();
@@ -259,6 +265,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
     {
         var me = s.Current;
         if (_writer != me.Id + 1) throw new ModelException($"{me} write-unlocks {name} it does not hold");
+        s.Weak?.LockReleased(this, 0);
         _writer = 0;
         if (!sleeping) me.AtomicDepth--;
         WakeAll();

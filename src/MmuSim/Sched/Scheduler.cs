@@ -120,6 +120,9 @@ public sealed class Scheduler
     /// </summary>
     public bool AllStepsDependent { get; set; }
 
+    /// <summary>The weak-memory model's state when the run uses <c>--memory lkmm</c> (locks carry views through it); null under SC.</summary>
+    public Lkmm.WeakMemory? Weak { get; set; }
+
     /// <summary>A dense id for a shared object (locks), in creation order: deterministic, unlike object hashes.</summary>
     internal int NewObjectId() => ++_objectIds;
 
