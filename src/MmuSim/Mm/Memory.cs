@@ -55,7 +55,8 @@ public static partial class Memory
         addr &= MmStruct.PageMask;
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var vma = mm.FindVma(addr);
-        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0)) return VmFault.SigSegv;
+        // access_error (x86): a read needs vma_is_accessible (any of r/w/x), a write VM_WRITE (or FOLL_FORCE).
+        if (vma == null || vma.Prot == Prot.None || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0)) return VmFault.SigSegv;
 
         // __handle_mm_fault: walk (allocating) to the PMD once, then pick the huge or the PTE path.
         int pmdT = mm.PmdAlloc(addr);

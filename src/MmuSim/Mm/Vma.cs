@@ -28,6 +28,8 @@ public enum VmFlags : ushort
     Locked = 1 << 4,
     /// <summary>VM_DONTCOPY (MADV_DONTFORK).</summary>
     DontCopy = 1 << 5,
+    /// <summary>VM_WIPEONFORK (MADV_WIPEONFORK): fork gives the child this VMA empty (inherited by the child).</summary>
+    WipeOnFork = 1 << 6,
 }
 
 /// <summary>
