@@ -179,7 +179,7 @@ public static class Madvise
     /// madvise(MADV_WIPEONFORK / MADV_KEEPONFORK) → madvise_vma_behavior → madvise_update_vma: set or clear
     /// VM_WIPEONFORK on the VMAs in the range (split at the edges) under mmap_lock (write). WIPEONFORK is refused with
     /// -EINVAL on a file or shared VMA (shmem included), stopping the walk there; a hole gives -ENOMEM after the
-    /// mapped parts are updated (madvise_walk_vmas). Before 4.14 both are unknown advice (-EINVAL). No notifier.
+    /// mapped parts are updated (madvise_walk_vmas); alike neighbours merge again (vma_merge). Before 4.14 both are unknown advice (-EINVAL). No notifier.
     /// </summary>
     public static async ValueTask<int> MadviseWipeOnFork(MmStruct mm, ulong start, ulong end, bool wipe)
     {
@@ -200,6 +200,7 @@ public static class Madvise
                     part.Flags = wipe ? part.Flags | VmFlags.WipeOnFork : part.Flags & ~VmFlags.WipeOnFork;
                 covered = Math.Min(end, v.End);
             }
+            Mmap.VmaMergeAround(mm, start, end);
             return covered < end ? Errno.ENOMEM : err;
         }
         finally { await mm.MmapLock.WriteUnlock(); }

@@ -257,7 +257,8 @@ public static partial class CoreOps
             $"{a.File}:{a.Line}: khugepaged at 0x{addr:x} of {mm} {(collapsed ? "collapsed" : $"did not collapse ({r})")}, expected {e}", addr);
     }
 
-    /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges. mmap_lock for write.</summary>
+    /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges and merging what
+    /// became alike again (vma_merge). mmap_lock for write.</summary>
     static async ValueTask MadviseVmFlags(MmStruct mm, ulong start, ulong end, VmFlags set, VmFlags clear)
     {
         using var _ = mm.Kernel.S.Current.Enter("madvise_update_vma");
@@ -265,6 +266,7 @@ public static partial class CoreOps
         try
         {
             foreach (var v in Mmap.SplitAround(mm, start, end)) v.Flags = (v.Flags & ~clear) | set;
+            Mmap.VmaMergeAround(mm, start, end);
         }
         finally { await mm.MmapLock.WriteUnlock(); }
     }
