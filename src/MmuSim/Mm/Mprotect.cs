@@ -36,6 +36,7 @@ public static class Mprotect
                 }
             }
             if (hi > lo) await Tlb.FlushTlbRange(mm, lo, hi); // tlb_finish_mmu
+            Mmap.VmaMergeAround(mm, start, end); // mprotect_fixup's vma_merge: alike neighbours become one VMA again
         }
         finally
         {
