@@ -181,8 +181,8 @@ public static partial class CoreOps
 
     static void CheckMmap(OpArgs a, ScenarioInfo _)
     {
-        if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot")) == null)
-            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, rw, rwx, none)");
+        if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot"), allowWriteOnly: true) == null)
+            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, w, rw, rwx, none)");
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
                 if (ScenarioLoader.ParseVmFlag(f) == null) throw a.Error("flags", $"unknown VMA flag '{f}'");
@@ -191,7 +191,7 @@ public static partial class CoreOps
     static async ValueTask DoMmap(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        var prot = a.Has("prot") ? ScenarioLoader.ParseProt(a.GetString("prot"))!.Value : Prot.ReadWrite;
+        var prot = a.Has("prot") ? ScenarioLoader.ParseProt(a.GetString("prot"), allowWriteOnly: true)!.Value : Prot.ReadWrite;
         var flags = VmFlags.None;
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
