@@ -12,7 +12,7 @@ public static class Mmap
         await mm.MmapLock.WriteLock();
         try
         {
-            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags) { Name = name });
+            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags | NewVmaFlags(mm.Kernel)) { Name = name });
         }
         finally
         {
@@ -63,13 +63,17 @@ public static class Mmap
         {
             Vma prev = mm.Vmas[i], next = mm.Vmas[i + 1];
             if (next.End < start || prev.Start > end) continue;
-            if (prev.End != next.Start || prev.Prot != next.Prot || prev.Flags != next.Flags || prev.AnonVma != next.AnonVma ||
+            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma ||
                 prev.Shmem != null || next.Shmem != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
             prev.End = next.End;
+            prev.Flags |= next.Flags & VmFlags.SoftDirty;
             mm.RemoveVma(next);
             i--;
         }
     }
+
+    /// <summary>The flags mmap_region adds to every new VMA: VM_SOFTDIRTY where the era has soft-dirty tracking.</summary>
+    public static VmFlags NewVmaFlags(Kernel k) => k.Era.Has(Eras.Feature.ClearRefsSoftDirty) ? VmFlags.SoftDirty : VmFlags.None;
 
     /// <summary>Split VMAs so that [start, end) is covered by whole VMAs; return those VMAs.</summary>
     internal static List<Vma> SplitAround(MmStruct mm, ulong start, ulong end)
