@@ -68,6 +68,20 @@ public class KhugepagedTests
         Consistent(k);
     }
 
+    /// <summary>6.6+: pmdp_collapse_flush's flush_tlb_range reaches a secondary that subscribes to
+    /// arch_invalidate_secondary_tlbs (an IOMMU sharing the tables) once, for the 2 MiB.</summary>
+    [Fact]
+    public void MadviseCollapse_613_FlushCallsArchInvalidateSecondaryTlbs()
+    {
+        var k = Kernel("6.13");
+        var mm = PteMappedThp(k);
+        var rec = Recorder(k, mm);
+        var iommu = Recorder(k, mm, MmuSim.Notifier.NotifierOps.ArchInvalidateSecondaryTlbs); // 6.6+: no start/end with it
+        Assert.Equal(0, Collapse(k, mm, A, H));
+        Assert.Equal("S(200000,400000,Clear) E(200000,400000,Clear)", Seq(rec));
+        Assert.Equal("AIST(200000,400000)!", Seq(iommu)); // under the PMD lock
+    }
+
     /// <summary>Collapsing a THP whose lower half is COW-shared with a child (cow.c's lower-shared case): the parent
     /// gets a private copy, the child keeps the old pages with its own mappings and references.</summary>
     [Theory]
