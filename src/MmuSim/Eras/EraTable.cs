@@ -59,6 +59,9 @@ public static class EraTable
         new(Feature.OomReaperNonblock, V(4, 19), Forever, "invalidate_range_start_nonblock per VMA"),
         new(Feature.MkcleanInvalidateRange, V(4, 13), V(4, 15), "4.13 rmap rework; dropped by 'avoid double notification when it is useless' (4.15, recollection; 4.19 has the no-IR comment)"),
         new(Feature.MadvFree, V(4, 5), Forever, "MADV_FREE for anonymous memory (4.5); seen 4.10"),
+        new(Feature.MadvWipeOnFork, V(4, 14), Forever, "MADV_WIPEONFORK/KEEPONFORK, d2cd9ede6e19 (4.14); private anonymous VMAs only (-EINVAL otherwise)"),
+        new(Feature.MadvPopulate, V(5, 14), Forever, "MADV_POPULATE_READ/WRITE, 4ca9b3859dac (5.14); faultin_page_range with FOLL_MADV_POPULATE from 6.9 (631426ba1d45)"),
+        new(Feature.MadvCollapse, V(6, 1), Forever, "MADV_COLLAPSE, 7d8faaf15545 (6.1): collapse_huge_page with MMU_NOTIFY_CLEAR over the PMD range"),
         new(Feature.Uprobes, V(3, 5), Forever, "uprobes __replace_page (3.5); start/end from 3.7 (6bdb913f0a70), seen 3.10"),
 
         new(Feature.KvmMmuRwLock, V(5, 12), Forever, "x86 rwlock 531810caa9f4 (recollection)"),

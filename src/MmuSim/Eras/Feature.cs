@@ -211,4 +211,11 @@ public enum Feature
     MigrateDeviceRange,
     /// <summary>migrate_vma of device-private THPs (MIGRATE_PFN_COMPOUND) and dmirror FLAGS (FAIL_ALLOC).</summary>
     DevicePrivateThp,
+    // ---- madvise advice of issue 12 (mm/madvise.c, mm/khugepaged.c)
+    /// <summary>MADV_WIPEONFORK / MADV_KEEPONFORK (d2cd9ede6e19, 4.14): the child of fork gets the VMA empty.</summary>
+    MadvWipeOnFork,
+    /// <summary>MADV_POPULATE_READ / MADV_POPULATE_WRITE (4ca9b3859dac, 5.14): prefault through GUP without taking pages.</summary>
+    MadvPopulate,
+    /// <summary>MADV_COLLAPSE (7d8faaf15545, 6.1): synchronous khugepaged collapse of the PMD ranges in the advice range.</summary>
+    MadvCollapse,
 }

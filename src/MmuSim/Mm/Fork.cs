@@ -7,7 +7,7 @@ public static class Fork
 {
     /// <summary>
     /// dup_mmap: a new mm (<see cref="Kernel.CreateMm"/>) with a copy of every VMA of <paramref name="parent"/> except
-    /// VM_DONTCOPY ones; each copy joins its parent VMA's anon_vma family (anon_vma_fork) and keeps vm_pgoff, so rmap
+    /// VM_DONTCOPY ones (a VM_WIPEONFORK VMA is copied empty: no anon_vma, no page copy); each copy joins its parent VMA's anon_vma family (anon_vma_fork) and keeps vm_pgoff, so rmap
     /// finds the child's mappings; copy_page_range copies the PTEs (COW). Holds the parent's mmap_lock for write;
     /// flush_tlb_mm(oldmm) runs after the copy, before the lock is dropped.
     /// </summary>
@@ -24,13 +24,16 @@ public static class Fork
             {
                 var src = parent.Vmas[i];
                 if ((src.Flags & VmFlags.DontCopy) != 0) continue;
+                // VM_WIPEONFORK: tmp->anon_vma = NULL and no copy_page_range; the child faults in fresh zero pages.
+                bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
                 var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, src.Flags)
                 {
                     PgOff = src.PgOff,
-                    AnonVma = src.AnonVma,
+                    AnonVma = wipe ? null : src.AnonVma,
                     Shmem = src.Shmem,
                     Name = src.Name,
                 });
+                if (wipe) continue;
                 if (src.AnonVma != null && !src.AnonVma.Members.Contains(child)) src.AnonVma.Members.Add(child);
                 await Memory.CopyPageRange(dst, src);
                 lo = Math.Min(lo, src.Start);

@@ -33,6 +33,8 @@ public enum GupFlags : byte
     Longterm = 8,
     /// <summary>FOLL_FORCE: write to a non-writable private mapping (ptrace, /proc/PID/mem).</summary>
     Force = 16,
+    /// <summary>FOLL_MADV_POPULATE (6.9; pages == NULL before): MADV_POPULATE_* faults pages in and takes no reference.</summary>
+    Populate = 32,
 }
 
 /// <summary>
@@ -209,6 +211,7 @@ public static class Gup
     public static void TryGrabFolio(MmStruct mm, long pfn, GupFlags flags)
     {
         var k = mm.Kernel;
+        if ((flags & GupFlags.Populate) != 0) return; // no struct page **pages: nothing is taken
         long head = k.Mem.FolioOf(pfn);
         if ((flags & GupFlags.Pin) == 0 || !k.Era.Has(Feature.GupPinCounting) || head == PhysMem.ZeroPfn)
         {
@@ -388,5 +391,39 @@ public static class Gup
         if (vma == null || MustUnshare(k, vma, flags, pfn, special: false)) return fail;
         TryGrabFolio(mm, pfn, flags);
         return new GupResult(pfn, writable, k.Mem[pfn].Generation, huge, 0);
+    }
+    /// <summary>
+    /// faultin_page_range (6.9, FOLL_MADV_POPULATE; faultin_vma_page_range per VMA from 5.14): fault every page of
+    /// [<paramref name="start"/>, <paramref name="end"/>) in readable (or writable) the way __get_user_pages does
+    /// (follow_page_mask with FOLL_TOUCH, faultin_page on a miss), taking no page. Caller holds mmap_lock (read).
+    /// Returns 0 or madvise_populate's errno: -ENOMEM for an address without a VMA (the pages before it stay
+    /// populated) or an OOM fault; -EINVAL when check_vma_flags refuses the VMA (a write to a non-writable or a read
+    /// of a non-readable VMA, PROT_NONE; no FOLL_FORCE); -EFAULT for a VM_FAULT_SIGSEGV/SIGBUS fault; -EHWPOISON
+    /// for a poisoned page (VM_FAULT_HWPOISON; no modelled path poisons a page yet).
+    /// </summary>
+    public static async ValueTask<int> FaultinPageRange(MmStruct mm, ulong start, ulong end, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("faultin_page_range");
+        var flags = GupFlags.Populate | (write ? GupFlags.Write : GupFlags.None);
+        for (ulong addr = start & MmStruct.PageMask; addr < end; addr += MmStruct.PageSize)
+        {
+            var vma = mm.FindVma(addr); // vma_lookup
+            if (vma == null) return Errno.ENOMEM;
+            if (write ? !vma.Writable : !vma.Readable) return Errno.EINVAL; // check_vma_flags without FOLL_FORCE
+            for (int attempt = 0; ; attempt++)
+            {
+                if (attempt == 64)
+                {
+                    k.S.Fail(Invariants.Liveness, $"faultin_page_range(0x{addr:x}) kept faulting", addr);
+                    return Errno.EFAULT;
+                }
+                if ((await FollowPage(mm, vma, addr, flags)).Ok) break;
+                var f = await Memory.HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None); // faultin_page
+                if (f == VmFault.Oom) return Errno.ENOMEM;
+                if (f == VmFault.SigSegv || f == VmFault.SigBus) return Errno.EFAULT;
+            }
+        }
+        return 0;
     }
 }

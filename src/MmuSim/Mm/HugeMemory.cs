@@ -94,7 +94,7 @@ public static class HugeMemory
                     return VmFault.Ok;
                 }
                 var pw = pmd.WithAccessed(true).WithWrite(vma.Writable);
-                if ((flags & FaultFlags.Write) != 0) pw = pw.WithDirty(true);
+                if ((flags & FaultFlags.Write) != 0) pw = pw.WithDirty(true).WithSoftDirty(true); // pmd_mkdirty
                 await mm.SetPmd(haddr, pw);
                 await mm.UnlockPmd(haddr);
                 k.Stats.Inc(Stat.CowReuses);
@@ -111,7 +111,7 @@ public static class HugeMemory
             if (cur == pmd)
             {
                 var young = pmd.WithAccessed(true);
-                if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true);
+                if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true).WithSoftDirty(true); // touch_pmd: pmd_mkdirty
                 if (young != pmd) await mm.SetPmd(haddr, young);
             }
             await mm.UnlockPmd(haddr);

@@ -3,7 +3,7 @@ using MmuSim.Sched;
 
 namespace MmuSim.Mm;
 
-/// <summary>mm/madvise.c: MADV_DONTNEED and MADV_FREE.</summary>
+/// <summary>mm/madvise.c: MADV_DONTNEED, MADV_FREE, MADV_POPULATE_READ/WRITE, MADV_WIPEONFORK/KEEPONFORK (MADV_COLLAPSE: <see cref="Khugepaged"/>).</summary>
 public static class Madvise
 {
     /// <summary>
@@ -157,5 +157,52 @@ public static class Madvise
         }
         await mm.UnlockPmd(haddr);
         return huge;
+    }
+    /// <summary>
+    /// madvise(MADV_POPULATE_READ / MADV_POPULATE_WRITE) → madvise_populate: prefault the range through
+    /// <see cref="Gup.FaultinPageRange"/> under mmap_lock (read), as a read or a write fault would (zero page for a
+    /// read of an empty anon page, COW for a write to a shared or zero page: those faults fire their own notifiers;
+    /// populate adds none). Returns 0, -EINVAL (before 5.14: unknown advice; a VMA check_vma_flags refuses),
+    /// -ENOMEM (a hole: the pages before it are populated; out of memory) or -EFAULT.
+    /// </summary>
+    public static async ValueTask<int> MadvisePopulate(MmStruct mm, ulong start, ulong end, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("madvise_populate");
+        if (!k.Era.Has(Eras.Feature.MadvPopulate)) return Errno.EINVAL;
+        await mm.MmapLock.ReadLock();
+        try { return await Gup.FaultinPageRange(mm, start, end, write); }
+        finally { await mm.MmapLock.ReadUnlock(); }
+    }
+
+    /// <summary>
+    /// madvise(MADV_WIPEONFORK / MADV_KEEPONFORK) → madvise_vma_behavior → madvise_update_vma: set or clear
+    /// VM_WIPEONFORK on the VMAs in the range (split at the edges) under mmap_lock (write). WIPEONFORK is refused with
+    /// -EINVAL on a file or shared VMA (shmem included), stopping the walk there; a hole gives -ENOMEM after the
+    /// mapped parts are updated (madvise_walk_vmas); alike neighbours merge again (vma_merge). Before 4.14 both are unknown advice (-EINVAL). No notifier.
+    /// </summary>
+    public static async ValueTask<int> MadviseWipeOnFork(MmStruct mm, ulong start, ulong end, bool wipe)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("madvise_update_vma");
+        if (!k.Era.Has(Eras.Feature.MadvWipeOnFork)) return Errno.EINVAL;
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            ulong covered = start;
+            int err = 0;
+            foreach (var v in mm.Vmas.ToArray())
+            {
+                if (v.End <= start || v.Start >= end) continue;
+                if (v.Start > covered) err = Errno.ENOMEM;
+                if (wipe && (v.Shared || v.Shmem != null)) return Errno.EINVAL;
+                foreach (var part in Mmap.SplitAround(mm, Math.Max(start, v.Start), Math.Min(end, v.End)))
+                    part.Flags = wipe ? part.Flags | VmFlags.WipeOnFork : part.Flags & ~VmFlags.WipeOnFork;
+                covered = Math.Min(end, v.End);
+            }
+            Mmap.VmaMergeAround(mm, start, end);
+            return covered < end ? Errno.ENOMEM : err;
+        }
+        finally { await mm.MmapLock.WriteUnlock(); }
     }
 }

@@ -66,7 +66,8 @@ public static partial class Memory
     {
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var vma = mm.FindVma(addr);
-        if (vma == null || !vma.Readable || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
+        // access_error (x86): a read needs vma_is_accessible (any of r/w/x), a write VM_WRITE (or FOLL_FORCE).
+        if (vma == null || vma.Prot == Prot.None || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
             return new(VmFault.SigSegv);
         int pmdT = mm.PmdAlloc(addr);
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));

@@ -12,7 +12,7 @@ public static class Mmap
         await mm.MmapLock.WriteLock();
         try
         {
-            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags) { Name = name });
+            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags | NewVmaFlags(mm.Kernel)) { Name = name });
         }
         finally
         {
@@ -51,6 +51,29 @@ public static class Mmap
         await Memory.UnmapVmas(tlb, mm, start, end);
         await tlb.Finish();
     }
+
+    /// <summary>
+    /// vma_merge after madvise_update_vma (vma_modify_flags): every VMA touching [start, end) is merged with its
+    /// successor when both are anonymous (no shmem file), adjacent, with the same protection, flags, anon_vma and name,
+    /// and contiguous vm_pgoff. Caller holds mmap_lock for write.
+    /// </summary>
+    internal static void VmaMergeAround(MmStruct mm, ulong start, ulong end)
+    {
+        for (int i = 0; i + 1 < mm.Vmas.Count; i++)
+        {
+            Vma prev = mm.Vmas[i], next = mm.Vmas[i + 1];
+            if (next.End < start || prev.Start > end) continue;
+            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma ||
+                prev.Shmem != null || next.Shmem != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
+            prev.End = next.End;
+            prev.Flags |= next.Flags & VmFlags.SoftDirty;
+            mm.RemoveVma(next);
+            i--;
+        }
+    }
+
+    /// <summary>The flags mmap_region adds to every new VMA: VM_SOFTDIRTY where the era has soft-dirty tracking.</summary>
+    public static VmFlags NewVmaFlags(Kernel k) => k.Era.Has(Eras.Feature.ClearRefsSoftDirty) ? VmFlags.SoftDirty : VmFlags.None;
 
     /// <summary>Split VMAs so that [start, end) is covered by whole VMAs; return those VMAs.</summary>
     internal static List<Vma> SplitAround(MmStruct mm, ulong start, ulong end)

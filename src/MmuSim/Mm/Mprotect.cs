@@ -36,6 +36,7 @@ public static class Mprotect
                 }
             }
             if (hi > lo) await Tlb.FlushTlbRange(mm, lo, hi); // tlb_finish_mmu
+            Mmap.VmaMergeAround(mm, start, end); // mprotect_fixup's vma_merge: alike neighbours become one VMA again
         }
         finally
         {
@@ -187,7 +188,7 @@ public static class Mprotect
             var peek = mm.PeekPte(a);
             if (!peek.Present || peek.Writable) continue;
             var pte = await mm.PtepGet(t, a);
-            if (!pte.Present || pte.Writable || !CanChangePteWritable(k, pte)) continue;
+            if (!pte.Present || pte.Writable || !CanChangePteWritable(k, vma, pte)) continue;
             var old = await mm.PtepGetAndClear(t, a);            // ptep_modify_prot_start
             await mm.SetPte(t, a, old.WithWrite(true));          // pte_mkwrite + ptep_modify_prot_commit
             pages++;
@@ -196,10 +197,12 @@ public static class Mprotect
         return pages;
     }
 
-    /// <summary>can_change_pte_writable for a private VMA: the page is anonymous and PageAnonExclusive.</summary>
-    static bool CanChangePteWritable(Kernel k, Pte pte)
+    /// <summary>can_change_pte_writable for a private VMA: the page is anonymous and PageAnonExclusive, and soft-dirty
+    /// tracking needs no write fault (vma_soft_dirty_enabled: after clear_refs 4 a clean PTE stays read-only).</summary>
+    static bool CanChangePteWritable(Kernel k, Vma vma, Pte pte)
     {
         if (pte.Pfn == PhysMem.ZeroPfn || pte.Special) return false;
+        if (k.Era.Has(Feature.ClearRefsSoftDirty) && (vma.Flags & VmFlags.SoftDirty) == 0 && !pte.SoftDirty) return false;
         var folio = k.Mem[k.Mem.FolioOf(pte.Pfn)];
         return folio.Has(PageFlags.Anon) && !folio.Has(PageFlags.Ksm) && k.Mem[pte.Pfn].Has(PageFlags.AnonExclusive);
     }

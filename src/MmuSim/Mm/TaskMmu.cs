@@ -45,6 +45,8 @@ public static class TaskMmu
             var range = new MmuNotifierRange(mm, 0, Tlb.TaskSize, MmuNotifyEvent.SoftDirty);
             await mm.Notifiers.InvalidateRangeStart(range);
             foreach (var vma in mm.Vmas.ToArray())
+            {
+                vma.Flags &= ~VmFlags.SoftDirty; // clear_soft_dirty's vm_flags_clear(vma, VM_SOFTDIRTY)
                 for (ulong addr = vma.Start; addr < vma.End;)
                 {
                     ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, vma.End);
@@ -53,6 +55,7 @@ public static class TaskMmu
                     else if (mm.PteTable(addr) is var t && t != 0) await ClearRefsPteRange(mm, t, addr, next);
                     addr = next;
                 }
+            }
             await mm.Notifiers.InvalidateRangeEnd(range);
             if (tlb != null) await tlb.Finish();
             else await Tlb.FlushTlbMm(mm);
@@ -103,7 +106,8 @@ public static class TaskMmu
     /// pte_to_pagemap_entry (fs/proc/task_mmu.c): the 64-bit /proc/PID/pagemap entry of one 4 KiB page: bits 0-54 pfn
     /// (present) or swap type/offset, 55 soft-dirty, 56 exclusively mapped (mapcount 1), 61 file page or shared-anon,
     /// 62 swapped, 63 present. The zero page has no struct page (vm_normal_page NULL): neither file nor exclusive.
-    /// A none PTE reads 0 (the model has no VM_SOFTDIRTY). No scheduling point: the caller took one.
+    /// A none PTE reads 0, or only bit 55 in a VM_SOFTDIRTY VMA (pagemap_pte_hole, pte_to_pagemap_entry: a VMA that
+    /// is VM_SOFTDIRTY makes every entry soft-dirty). No scheduling point: the caller took one.
     /// </summary>
     public static ulong PagemapEntry(MmStruct mm, ulong addr)
     {
@@ -111,9 +115,10 @@ public static class TaskMmu
         var pmd = mm.PeekPmd(addr);
         bool huge = pmd.Present && pmd.Huge;
         Pte pte = huge ? pmd : mm.PeekPte(addr);
-        if (pte.IsNone) return 0;
+        ulong vmSoftDirty = mm.FindVma(addr) is { } v && (v.Flags & VmFlags.SoftDirty) != 0 ? 1UL << PmSoftDirty : 0;
+        if (pte.IsNone) return vmSoftDirty;
         long pfn = pte.Pfn + (huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0);
-        ulong e = pte.SoftDirty ? 1UL << PmSoftDirty : 0;
+        ulong e = (pte.SoftDirty ? 1UL << PmSoftDirty : 0) | vmSoftDirty;
         long page;
         if (pte.Present)
         {

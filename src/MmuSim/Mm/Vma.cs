@@ -28,6 +28,14 @@ public enum VmFlags : ushort
     Locked = 1 << 4,
     /// <summary>VM_DONTCOPY (MADV_DONTFORK).</summary>
     DontCopy = 1 << 5,
+    /// <summary>VM_WIPEONFORK (MADV_WIPEONFORK): fork gives the child this VMA empty (inherited by the child).</summary>
+    WipeOnFork = 1 << 6,
+    /// <summary>
+    /// VM_SOFTDIRTY: set on every VMA mmap creates (mmap_region, 3.11+ with soft-dirty), cleared by clear_refs 4. While
+    /// set, pagemap reports every page of the VMA soft-dirty, and soft-dirty tracking is off (vma_soft_dirty_enabled):
+    /// mprotect may make a clean PTE writable. Ignored when deciding whether VMAs merge.
+    /// </summary>
+    SoftDirty = 1 << 7,
 }
 
 /// <summary>

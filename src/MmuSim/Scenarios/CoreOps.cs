@@ -28,6 +28,19 @@ public static partial class CoreOps
         ["dofork"] = (mm, s, e) => MadviseVmFlags(mm, s, e, VmFlags.None, VmFlags.DontCopy),
     };
 
+    /// <summary>
+    /// madvise advice that returns an errno (<c>madvise: {advice: populate_read, expect: enomem}</c>): the result is
+    /// compared with the op's <c>expect</c> (default ok), a mismatch is an unexpected-value violation naming file:line.
+    /// </summary>
+    public static readonly Dictionary<string, Func<MmStruct, ulong, ulong, ValueTask<int>>> MadviseErrnoHandlers = new(StringComparer.Ordinal)
+    {
+        ["populate_read"] = (mm, s, e) => Madvise.MadvisePopulate(mm, s, e, write: false),
+        ["populate_write"] = (mm, s, e) => Madvise.MadvisePopulate(mm, s, e, write: true),
+        ["wipeonfork"] = (mm, s, e) => Madvise.MadviseWipeOnFork(mm, s, e, wipe: true),
+        ["keeponfork"] = (mm, s, e) => Madvise.MadviseWipeOnFork(mm, s, e, wipe: false),
+        ["collapse"] = Khugepaged.MadviseCollapse,
+    };
+
     public static void Register(OpRegistry r)
     {
         r.Register(new OpSpec("read", "user load from addr (faults it in); `as` stores the value; expect: ok (default), sigsegv, sigbus, oom or any",
@@ -42,8 +55,12 @@ public static partial class CoreOps
             ["process", "addr", "len"], ["prot", "flags"], DoMmap) { Check = CheckMmap });
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
-        r.Register(new OpSpec("madvise", "madvise(addr, len, advice): dontneed, free, hugepage, nohugepage, dontfork, dofork (VM_DONTCOPY); KSM adds mergeable, unmergeable",
-            ["process", "addr", "len", "advice"], [], MadviseOp) { Check = CheckMadvise });
+        r.Register(new OpSpec("madvise", "madvise(addr, len, advice): dontneed, free, hugepage, nohugepage, dontfork, dofork (VM_DONTCOPY), " +
+            "populate_read, populate_write (5.14), wipeonfork, keeponfork (4.14), collapse (6.1); KSM adds mergeable, unmergeable; " +
+            "expect: the errno (ok default; only for the errno-returning advice)",
+            ["process", "addr", "len", "advice"], ["expect"], MadviseOp) { Check = CheckMadvise });
+        r.Register(new OpSpec("khugepaged", "khugepaged scans the PMD range at addr (2 MiB aligned) and collapses it (max_ptes_none 511, swap 64, shared 256; VM_HUGEPAGE); expect: collapsed (default), failed or any",
+            ["process", "addr"], ["expect"], KhugepagedOp) { Check = CheckKhugepaged });
         r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
         r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",
             ["process"], ["name"], Record));
@@ -164,8 +181,8 @@ public static partial class CoreOps
 
     static void CheckMmap(OpArgs a, ScenarioInfo _)
     {
-        if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot")) == null)
-            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, rw, rwx, none)");
+        if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot"), allowWriteOnly: true) == null)
+            throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, w, rw, rwx, none)");
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
                 if (ScenarioLoader.ParseVmFlag(f) == null) throw a.Error("flags", $"unknown VMA flag '{f}'");
@@ -174,7 +191,7 @@ public static partial class CoreOps
     static async ValueTask DoMmap(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        var prot = a.Has("prot") ? ScenarioLoader.ParseProt(a.GetString("prot"))!.Value : Prot.ReadWrite;
+        var prot = a.Has("prot") ? ScenarioLoader.ParseProt(a.GetString("prot"), allowWriteOnly: true)!.Value : Prot.ReadWrite;
         var flags = VmFlags.None;
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
@@ -193,18 +210,55 @@ public static partial class CoreOps
     static void CheckMadvise(OpArgs a, ScenarioInfo _)
     {
         var adv = a.GetString("advice");
-        if (!MadviseHandlers.ContainsKey(adv))
-            throw a.Error("advice", $"unknown or not yet modelled advice '{adv}' (available: {string.Join(", ", MadviseHandlers.Keys.Order())})");
+        bool errno = MadviseErrnoHandlers.ContainsKey(adv);
+        if (!errno && !MadviseHandlers.ContainsKey(adv))
+            throw a.Error("advice", $"unknown or not yet modelled advice '{adv}' (available: {string.Join(", ", MadviseHandlers.Keys.Concat(MadviseErrnoHandlers.Keys).Order())})");
+        if (a.Has("expect") && !errno)
+            throw a.Error("expect", $"advice '{adv}' reports no errno in the model (expect is for {string.Join(", ", MadviseErrnoHandlers.Keys.Order())})");
+        a.GetErrno("expect");
+        ulong len = a.GetULong("len");
+        if (a.GetAddress("addr") + len > 1UL << 47) throw a.Error("len", $"0x{len:x} runs past the 47-bit user address space");
     }
 
-    static ValueTask MadviseOp(ScenarioWorld w, OpArgs a)
+    static async ValueTask MadviseOp(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
         ulong start = a.GetAddress("addr");
-        return MadviseHandlers[a.GetString("advice")](mm, start, start + a.GetULong("len"));
+        string adv = a.GetString("advice");
+        if (!MadviseErrnoHandlers.TryGetValue(adv, out var h))
+        {
+            await MadviseHandlers[adv](mm, start, start + a.GetULong("len"));
+            return;
+        }
+        int got = await h(mm, start, start + a.GetULong("len")), want = a.GetErrno("expect");
+        if (got != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: madvise({adv}) on {mm} at 0x{start:x} returned {Errno.NameOf(got)}, expected {Errno.NameOf(want)}", start);
     }
 
-    /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges. mmap_lock for write.</summary>
+    static readonly string[] KhugepagedOutcomes = ["collapsed", "failed", "any"];
+
+    static void CheckKhugepaged(OpArgs a, ScenarioInfo _)
+    {
+        if ((a.GetAddress("addr") & ~MmStruct.PmdMask) != 0) throw a.Error("addr", $"0x{a.GetAddress("addr"):x} is not 2 MiB aligned");
+        var e = a.GetString("expect", "collapsed");
+        if (Array.IndexOf(KhugepagedOutcomes, e) < 0) throw a.Error("expect", $"'{e}' is not a khugepaged outcome (collapsed, failed, any)");
+    }
+
+    static async ValueTask KhugepagedOp(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        var r = await Khugepaged.KhugepagedScanPmd(mm, addr);
+        bool collapsed = r is ScanResult.Succeed or ScanResult.PmdMapped;
+        var e = a.GetString("expect", "collapsed");
+        if (e == "any" || collapsed == (e == "collapsed")) return;
+        w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+            $"{a.File}:{a.Line}: khugepaged at 0x{addr:x} of {mm} {(collapsed ? "collapsed" : $"did not collapse ({r})")}, expected {e}", addr);
+    }
+
+    /// <summary>madvise_update_vma: set/clear VM_HUGEPAGE-style flags, splitting VMAs at the edges and merging what
+    /// became alike again (vma_merge). mmap_lock for write.</summary>
     static async ValueTask MadviseVmFlags(MmStruct mm, ulong start, ulong end, VmFlags set, VmFlags clear)
     {
         using var _ = mm.Kernel.S.Current.Enter("madvise_update_vma");
@@ -212,6 +266,7 @@ public static partial class CoreOps
         try
         {
             foreach (var v in Mmap.SplitAround(mm, start, end)) v.Flags = (v.Flags & ~clear) | set;
+            Mmap.VmaMergeAround(mm, start, end);
         }
         finally { await mm.MmapLock.WriteUnlock(); }
     }

@@ -307,7 +307,7 @@ public static class ScenarioLoader
                 throw Err(lenNode, f + ".len", $"[0x{start:x}, 0x{start + len:x}) extends past the 47-bit user address space");
             Prot prot = Prot.ReadWrite;
             if (Opt(m, "prot") is { } pn)
-                prot = ParseProt(Str(pn, f + ".prot")) ?? throw Err(pn, f + ".prot", $"'{Str(pn, f)}' is not a protection (r, rw, rwx, none)");
+                prot = ParseProt(Str(pn, f + ".prot"), allowWriteOnly: true) ?? throw Err(pn, f + ".prot", $"'{Str(pn, f)}' is not a protection (r, w, rw, rwx, none)");
             var flags = VmFlags.None;
             if (Opt(m, "flags") is { } fn)
                 foreach (var (x, s) in ScalarList(fn, f + ".flags"))
@@ -610,8 +610,10 @@ public static class ScenarioLoader
 
     // ---------------------------------------------------------------- shared parsers
 
-    /// <summary>r, rw, rwx, r-x, none (or ---). Write or exec without read is not a protection the model has (null).</summary>
-    public static Prot? ParseProt(string s)
+    /// <summary>r, rw, rwx, r-x, none (or ---). Write or exec without read is not a protection the model has (null),
+    /// except write-only (<c>w</c>) where <paramref name="allowWriteOnly"/>: a VMA created PROT_WRITE (mmap), which the
+    /// fault path models as x86 does (reads allowed by access_error, refused by GUP's check_vma_flags).</summary>
+    public static Prot? ParseProt(string s, bool allowWriteOnly = false)
     {
         s = s.Trim().ToLowerInvariant();
         if (s is "none" or "---" or "-") return Prot.None;
@@ -625,7 +627,7 @@ public static class ScenarioLoader
                 case '-': break;
                 default: return null;
             }
-        return p == Prot.None || (p & Prot.Read) != 0 ? p : null;
+        return p == Prot.None || (p & Prot.Read) != 0 || (allowWriteOnly && p == Prot.Write) ? p : null;
     }
 
     public static VmFlags? ParseVmFlag(string s) => s.Trim().ToLowerInvariant() switch

@@ -140,7 +140,7 @@ public static class ScenarioRunner
         {
             var mm = k.CreateMm(p.Name);
             world.Processes[p.Name] = mm;
-            foreach (var v in p.Vmas) mm.InsertVma(new Vma(mm, v.Start, v.End, v.Prot, v.Flags));
+            foreach (var v in p.Vmas) mm.InsertVma(new Vma(mm, v.Start, v.End, v.Prot, v.Flags | Mmap.NewVmaFlags(k)));
         }
 
         // Phase 1: initial contents and setup ops, one context, no strategy (no interleaving, no decisions).

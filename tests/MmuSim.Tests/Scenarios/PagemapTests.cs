@@ -29,6 +29,8 @@ public class PagemapTests
     [InlineData("4.13")]
     [InlineData("5.13")]
     [InlineData("6.13")]
+    // A new VMA is VM_SOFTDIRTY (mmap_region): every page of it, the zero page and holes included, reads soft-dirty
+    // until clear_refs 4 clears the VMA flag with the PTE bits.
     public void Bits_FollowFaultsForkAndClearRefs(string era)
     {
         var r = Run(era, """
@@ -36,11 +38,13 @@ public class PagemapTests
             - read: { addr: 0x101000 }
             - write: { addr: 0x200000, value: 2 }
             - expect-pagemap: { addr: 0x100000, present: true, swapped: false, exclusive: true, soft_dirty: true, file: false }
-            - expect-pagemap: { addr: 0x101000, present: true, exclusive: false, soft_dirty: false, file: false }
-            - expect-pagemap: { addr: 0x102000, present: false, swapped: false, soft_dirty: false }
+            - expect-pagemap: { addr: 0x101000, present: true, exclusive: false, soft_dirty: true, file: false }
+            - expect-pagemap: { addr: 0x102000, present: false, swapped: false, soft_dirty: true }
             - expect-pagemap: { addr: 0x200000, present: true, exclusive: true, file: true }
             - clear-refs: {}
             - expect-pagemap: { addr: 0x100000, present: true, soft_dirty: false }
+            - expect-pagemap: { addr: 0x101000, present: true, soft_dirty: false }
+            - expect-pagemap: { addr: 0x102000, present: false, soft_dirty: false }
             - write: { addr: 0x100000, value: 3 }
             - expect-pagemap: { addr: 0x100000, present: true, soft_dirty: true, exclusive: true }
             - fork: { child: c }
