@@ -211,4 +211,9 @@ public enum Feature
     MigrateDeviceRange,
     /// <summary>migrate_vma of device-private THPs (MIGRATE_PFN_COMPOUND) and dmirror FLAGS (FAIL_ALLOC).</summary>
     DevicePrivateThp,
+
+    // ---- notifier bugs found since 2018 (issue 11)
+    /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
+    /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>
+    IntervalRemoveSeqLocked,
 }
