@@ -34,6 +34,10 @@ public enum Mutation
 
     // ---- KVM gfn_to_pfn_cache
     KvmGpcNoInvalidate,
+
+    // ---- interval notifiers (issue 11)
+    /// <summary>mmu_interval_notifier_remove reads invalidate_seq without subscriptions->lock (the pre-5.18 wait).</summary>
+    IntervalRemoveUnlockedSeq,
 }
 
 public static class Mutations
@@ -78,6 +82,7 @@ public static class Mutations
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",
         [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",
+        [Mutation.IntervalRemoveUnlockedSeq] = "mmu_interval_notifier_remove waits on READ_ONCE(invalidate_seq) without subscriptions->lock (returns while mn_itree_inv_end still walks the deferred list)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

@@ -110,6 +110,10 @@ public static class EraTable
         new(Feature.TlbGatherFlushPending, V(4, 13), Forever, "56236a59556c/99baac21e458 (tlb_gather_mmu inc_tlb_flush_pending) + b3a81d0841a95 (clear_refs uses tlb_gather_mmu/tlb_finish_mmu instead of flush_tlb_mm): the same series as the KSM fix, after 4.13-rc1 (patch diffs seen); race 5(d8)"),
         new(Feature.ClearRefsSoftDirty, V(3, 11), Forever, "CLEAR_REFS_SOFT_DIRTY, 0f8975ec4db2 'mm: soft-dirty bits for user memory changes tracking' (3.11, recollection); clear_refs_write brackets the walk with start/end (seen pre-4.13 and 4.19 code)"),
 
+        new(Feature.IntervalRemoveSeqLocked, V(5, 18), Forever,
+            "319561669a59 'mm/mmu_notifier.c: fix race in mmu_interval_notifier_remove()' (Alistair Popple, lkml 20220420043734.476348-1; " +
+            "akpm hotfixes of 2022-04-21, so 5.18-rc4, Cc stable; Fixes 99cb252f5e68; patch and commit text seen)"),
+
         new(Feature.GupPinCounting, V(5, 7), Forever, "fc1d8e7cca2d 'mm/gup: track FOLL_PIN pages' (GUP_PIN_COUNTING_BIAS) + 47e29d32afba (hpage_pinned_refcount for huge pages), 5.7 (recollection; pin_user_pages itself is 5.6)"),
         new(Feature.CowReuseByRefcount, V(5, 9), Forever, "09854ba94c6a 'mm: do_wp_page() simplification' (Linus, 5.9): page_count != 1 -> copy; 5.8 and earlier reuse_swap_page (mapcount)"),
         new(Feature.ForkCopiesPinnedPages, V(5, 9), Forever, "Peter Xu's series merged by Linus for 5.9: 008cfe4418b3 mm->has_pinned, 70e806e4e645 'mm: Do early cow for pinned pages during fork() for ptes', 7a4830c380f3 'mm/thp: Split huge pmds/puds if they're pinned when fork()' (commit text seen)"),

@@ -218,4 +218,9 @@ public enum Feature
     MadvPopulate,
     /// <summary>MADV_COLLAPSE (7d8faaf15545, 6.1): synchronous khugepaged collapse of the PMD ranges in the advice range.</summary>
     MadvCollapse,
+
+    // ---- notifier bugs found since 2018 (issue 11)
+    /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
+    /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>
+    IntervalRemoveSeqLocked,
 }

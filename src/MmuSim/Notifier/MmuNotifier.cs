@@ -179,6 +179,8 @@ public abstract class MmuIntervalNotifier
 
     internal bool InTree;
     internal bool DeferredInsert, DeferredRemove;
+    // mmu_interval_notifier_remove returned: from then on the caller may free the subscription.
+    internal bool RemoveReturned;
 
     /// <summary>Name in traces and reports.</summary>
     public virtual string Name => GetType().Name;

@@ -33,12 +33,16 @@ public sealed class MmuNotifierCore
     readonly List<MmuIntervalNotifier> _itree = [];
     readonly List<MmuIntervalNotifier> _deferred = [];
     readonly WaitQueue _wq;
+    // subscriptions->lock. Each interval-notifier critical section is one atomic step behind a Counter point; the lock
+    // is only held across a point by mn_itree_inv_end's deferred-list walk (the window of 319561669a59).
+    readonly KSpinLock _lock;
 
     internal MmuNotifierCore(Kernel k, MmStruct mm)
     {
         _k = k;
         _mm = mm;
         _wq = new WaitQueue(k.S, $"mm{mm.Id}->notifier_subscriptions->wq");
+        _lock = new KSpinLock(k.S, $"mm{mm.Id}->notifier_subscriptions->lock");
     }
 
     Scheduler S => _k.S;
@@ -452,11 +456,23 @@ public sealed class MmuNotifierCore
 
     // ------------------------------------------------------------------ interval notifiers (5.5+)
 
+    /// <summary>spin_lock(&amp;subscriptions->lock) for a critical section that is one atomic step: waits only while
+    /// mn_itree_inv_end holds the lock across its deferred-list walk.</summary>
+    async ValueTask SubscriptionsLock()
+    {
+        await S.Point(PointKind.Counter);
+        if (_lock.IsHeld)
+        {
+            await _lock.Lock();
+            _lock.UnlockNoPoint();
+        }
+    }
+
     async ValueTask<int> ItreeInvalidate(MmuNotifierRange range)
     {
         using var _ = S.Current.Enter("mn_itree_invalidate");
         // mn_itree_inv_start_range, under subscriptions->lock
-        await S.Point(PointKind.Counter);
+        await SubscriptionsLock();
         ActiveInvalidateRanges++;
         bool any = false;
         foreach (var sub in _itree)
@@ -487,18 +503,30 @@ public sealed class MmuNotifierCore
     /// <summary>mn_itree_inv_end: the last range out makes the seq even, applies deferred inserts/removes and wakes readers.</summary>
     async ValueTask ItreeInvEnd()
     {
-        await S.Point(PointKind.Counter);
+        await SubscriptionsLock();
         ActiveInvalidateRanges--;
         if (ActiveInvalidateRanges < 0) S.Fail(Invariants.CounterBalance, "active_invalidate_ranges < 0");
         if (ActiveInvalidateRanges != 0 || (InvalidateSeq & 1) == 0) return;
         InvalidateSeq++;
-        foreach (var sub in _deferred)
+        if (_deferred.Count > 0)
         {
-            if (sub.DeferredRemove) { _itree.Remove(sub); sub.InTree = false; }
-            else if (sub.DeferredInsert) { _itree.Add(sub); sub.InTree = true; }
-            sub.DeferredInsert = sub.DeferredRemove = false;
+            // Still under subscriptions->lock: the seq is already even while the deferred list is walked. A remover
+            // that reads the seq without the lock (before 319561669a59) returns here, and its caller frees the
+            // subscription that the walk below still unlinks.
+            _lock.TryLock();
+            await S.Point(PointKind.Counter);
+            foreach (var sub in _deferred)
+            {
+                if (sub.RemoveReturned)
+                    S.Fail(Invariants.IntervalSeq,
+                        $"mn_itree_inv_end unlinks {sub.Name} from the deferred list after mmu_interval_notifier_remove returned: its caller may have freed it (use-after-free, 319561669a59)");
+                if (sub.DeferredRemove) { _itree.Remove(sub); sub.InTree = false; }
+                else if (sub.DeferredInsert) { _itree.Add(sub); sub.InTree = true; }
+                sub.DeferredInsert = sub.DeferredRemove = false;
+            }
+            _deferred.Clear();
+            _lock.UnlockNoPoint();
         }
-        _deferred.Clear();
         _wq.WakeAll();
     }
 
@@ -517,8 +545,9 @@ public sealed class MmuNotifierCore
         sub.Start = start;
         sub.End = start + length;
         sub.Mm = _mm;
+        sub.RemoveReturned = false;
         _mm.Count++;
-        await S.Point(PointKind.Counter);
+        await SubscriptionsLock();
         if (ActiveInvalidateRanges != 0)
         {
             if ((InvalidateSeq & 1) != 0)
@@ -547,7 +576,7 @@ public sealed class MmuNotifierCore
     {
         using var _ = S.Current.Enter("mmu_interval_notifier_remove");
         S.MightSleep("mmu_interval_notifier_remove");
-        await S.Point(PointKind.Counter);
+        await SubscriptionsLock();
         ulong seq = 0;
         if ((InvalidateSeq & 1) != 0 && ActiveInvalidateRanges != 0)
         {
@@ -569,8 +598,23 @@ public sealed class MmuNotifierCore
             sub.InTree = false;
         }
         if (seq != 0)
-            while (InvalidateSeq == seq) await _wq.Wait();
+            while (!await IntervalSeqReleased(seq)) await _wq.Wait();
         _mm.Count--;
+        sub.RemoveReturned = true;
+    }
+
+    /// <summary>
+    /// mmu_interval_seq_released: remove's wait condition. From 5.18 (319561669a59) it reads invalidate_seq under
+    /// subscriptions->lock; before, READ_ONCE(subscriptions->invalidate_seq) != seq, which is true as soon as
+    /// mn_itree_inv_end bumped the seq, before it walked the deferred list.
+    /// </summary>
+    async ValueTask<bool> IntervalSeqReleased(ulong seq)
+    {
+        if (Era.Has(Feature.IntervalRemoveSeqLocked) && !_k.Mutated(Mutation.IntervalRemoveUnlockedSeq))
+            await SubscriptionsLock();
+        else
+            await S.Point(PointKind.Counter);
+        return InvalidateSeq != seq;
     }
 
     /// <summary>mmu_interval_read_begin: sample the subscription's seq; sleep while it is being invalidated.</summary>
@@ -579,7 +623,7 @@ public sealed class MmuNotifierCore
         using var _ = S.Current.Enter("mmu_interval_read_begin");
         while (true)
         {
-            await S.Point(PointKind.Counter);
+            await SubscriptionsLock();
             ulong seq = sub.InvalidateSeq;
             if (seq != InvalidateSeq) return seq;
             S.MightSleep("mmu_interval_read_begin");

@@ -149,6 +149,9 @@ public sealed class KSpinLock(Scheduler s, string name)
 
     public ValueTask Unlock() => _set.Unlock();
 
+    /// <summary>Release as part of the current atomic step (no point).</summary>
+    public void UnlockNoPoint() => _set.UnlockNoPoint();
+
     public bool TryLock() => _set.TryLock();
 
     public override string ToString() => name;

@@ -14,7 +14,7 @@ public class ExploreSecondaryCliTests
         Assert.True(code == 0, o + e);
         Assert.Contains("driver NotifierMirrorDriver\n", o.ReplaceLineEndings("\n"));
         Assert.Matches(@"secondary-munmap-vs-fault +\.", o);
-        Assert.Contains("clean: driver NotifierMirrorDriver: no violation in 6 scenario x era cells (1200 schedules)", o);
+        Assert.Contains("clean: driver NotifierMirrorDriver: no violation in 7 scenario x era cells (1400 schedules)", o);
     }
 
     [Fact]

@@ -1,0 +1,61 @@
+using MmuSim.Eras;
+using MmuSim.Explore;
+using MmuSim.History;
+using MmuSim.Scenarios;
+
+namespace MmuSim.Tests.History;
+
+/// <summary>
+/// The catalog rows for the notifier bugs found since 2018 (issue 11, rows e*): each is found in a buggy era, clean in
+/// a fixed one, with the history's default budget and seed, and its mutant is killed in the scenario's declared era.
+/// </summary>
+public class RecentBugRowsTests
+{
+    static readonly HistoryOptions Budget = new() { SchedulesPerCell = 1024, StatRuns = 2 };
+
+    static HistoryCell Cell(string scenario, string era) =>
+        HistoryRunner.RunCell(ScenarioLoader.LoadBuiltIn(scenario), EraTable.Get(era), Budget, TimeSpan.FromMinutes(5));
+
+    [Theory]
+    [InlineData("interval-remove-deferred", "5.5", "interval-seq")]
+    [InlineData("interval-remove-deferred", "5.13", "interval-seq")]
+    [InlineData("interval-remove-deferred", "6.1", null)]
+    [InlineData("interval-remove-deferred", "6.18", null)]
+    public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
+    {
+        var c = Cell(scenario, era);
+        Assert.False(c.Contradicts, $"{scenario}@{era}: expected {c.Expected}, got {c.Text}: {c.Message}");
+        if (invariant == null)
+        {
+            Assert.Equal(CellStatus.Clean, c.Status);
+            Assert.Equal(1024, c.Schedules);
+        }
+        else
+        {
+            Assert.Equal(CellStatus.Violation, c.Status);
+            Assert.Equal(invariant, c.Invariant);
+            Assert.NotNull(c.Counterexample);
+        }
+    }
+
+    [Fact]
+    public void IntervalRemoveReturnsBeforeTheDeferredWalkOnlyWithTheUnlockedRead()
+    {
+        var c = Cell("interval-remove-deferred", "5.13");
+        Assert.Contains("after mmu_interval_notifier_remove returned", c.Message);
+        Assert.Contains("gpu", c.Message);
+    }
+
+    [Theory]
+    [InlineData("interval-remove-deferred", "6.1", Mutation.IntervalRemoveUnlockedSeq, "interval-seq")]
+    public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
+    {
+        var s = ScenarioLoader.LoadBuiltIn(scenario);
+        Assert.Equal(era, s.EraOrDefault(null).Name);
+        var clean = new Explorer(new ScenarioExplorable(s, EraTable.Get(era)), new ExploreOptions { Iterations = 1024 }).Run();
+        Assert.Null(clean.First);
+        var mutant = new Explorer(new ScenarioExplorable(s, EraTable.Get(era), [m]), new ExploreOptions { Iterations = 1024 }).Run();
+        Assert.NotNull(mutant.First);
+        Assert.Equal(invariant, mutant.First!.Violation.Invariant);
+    }
+}
