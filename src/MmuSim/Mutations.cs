@@ -22,6 +22,7 @@ public enum Mutation
     KvmFlushAfterUnlockBeforeFree,
     KvmHoldPageRefs,
     KvmNoMemslotWait,
+    KvmDirtyLogNoReprotect,
 
     // ---- KSM
     KsmSkipRefcountCheck,
@@ -71,6 +72,7 @@ public static class Mutations
         [Mutation.KvmFlushAfterUnlockBeforeFree] = "KVM flushes remote TLBs after dropping mmu_lock in start",
         [Mutation.KvmHoldPageRefs] = "KVM keeps a page reference for every SPTE (breaks KSM's refcount test)",
         [Mutation.KvmNoMemslotWait] = "memslot updates do not wait for mn_active_invalidate_count == 0",
+        [Mutation.KvmDirtyLogNoReprotect] = "KVM's dirty-log harvests (GET/CLEAR_DIRTY_LOG, RESET_DIRTY_RINGS) clear the log without write-protecting the reported pages",
         [Mutation.KvmGpcNoInvalidate] = "KVM never invalidates its gfn_to_pfn_caches (skips gfn_to_pfn_cache_invalidate_start / _invalidate)",
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",

@@ -200,6 +200,7 @@ public sealed partial class Kvm
             ulong rel = gfn - slot.BaseGfn;
             w[rel >> 6] &= ~(1UL << (int)(rel & 63));
         }
+        if (_k.Mutated(Mutation.KvmDirtyLogNoReprotect)) return false;
         int b = slot.Block(gfn);
         if (slot.Tables[b] == SpteTable.HugeLeaf)
         {
@@ -358,6 +359,17 @@ public sealed partial class Kvm
             }
         }
         return lost;
+    }
+
+    /// <summary>The gfns of <paramref name="slot"/> the guest wrote that no harvest has reported yet (pending or lost).</summary>
+    public List<ulong> UnreportedGuestWrites(Memslot slot)
+    {
+        var list = new List<ulong>();
+        if (slot.GuestWritten is not { } written) return list;
+        for (int w = 0; w < written.Length; w++)
+            for (ulong mask = written[w]; mask != 0; mask &= mask - 1)
+                list.Add(slot.BaseGfn + (ulong)(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(mask)));
+        return list;
     }
 
     HashSet<ulong> RingPendingOffsets(int slotId)
