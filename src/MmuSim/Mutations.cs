@@ -24,6 +24,7 @@ public enum Mutation
     KvmNoMemslotWait,
     /// <summary>PPC's lockless mmu_notifier_retry loses its smp_rmb (§5(d1); a difference only under --memory lkmm).</summary>
     KvmRetryNoRmb,
+    KvmDirtyLogNoReprotect,
 
     // ---- KSM
     KsmSkipRefcountCheck,
@@ -78,6 +79,7 @@ public static class Mutations
         [Mutation.KvmHoldPageRefs] = "KVM keeps a page reference for every SPTE (breaks KSM's refcount test)",
         [Mutation.KvmNoMemslotWait] = "memslot updates do not wait for mn_active_invalidate_count == 0",
         [Mutation.KvmRetryNoRmb] = "PPC Book3S HV's lockless retry check drops the smp_rmb between its count and seq loads (visible under --memory lkmm)",
+        [Mutation.KvmDirtyLogNoReprotect] = "KVM's dirty-log harvests (GET/CLEAR_DIRTY_LOG, RESET_DIRTY_RINGS) clear the log without write-protecting the reported pages",
         [Mutation.KvmGpcNoInvalidate] = "KVM never invalidates its gfn_to_pfn_caches (skips gfn_to_pfn_cache_invalidate_start / _invalidate)",
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",

@@ -65,6 +65,8 @@ public enum Stat
     KvmPfMmioSpteCreated,
     /// <summary>KVM binary stat mmio_exits: KVM_EXIT_MMIO exits to the VMM.</summary>
     KvmMmioExits,
+    /// <summary>KVM_EXIT_DIRTY_RING_FULL exits (the vCPU's dirty ring reached its soft limit).</summary>
+    KvmDirtyRingFullExits,
     /// <summary>KVM binary stat tlb_flush (vCPU): KVM_REQ_TLB_FLUSH requests serviced at guest entry.</summary>
     KvmVcpuTlbFlushes,
 

@@ -92,6 +92,10 @@ public static class EraTable
             "apply mail); CONFIG_KVM_MMU_LOCKLESS_AGING selected by x86 (and s390, not modelled), not by arm64"),
         new(Feature.KvmPfnCache, V(5, 17), Forever, "982ed0de4753 KVM: Reinstate gfn_to_pfn_cache with invalidation support (id confirmed in Fixes: tags; posted Nov 2021 as v4/v5 08/12; 5.17 merge: recollection). Invalidation in invalidate_range_start, retry on any mn_active_invalidate_count (seen in 6.2/6.3-era pfncache.c); the range_end rework (Woodhouse, Aug-Oct 2024, v2/v3) was not found in any release tree: modelled as a per-VM option, not an era; race 5(d6)"),
 
+        new(Feature.KvmManualDirtyLogProtect, V(5, 0), Forever, "2a31b9db1535 'kvm: introduce manual dirty log reprotect' (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT, KVM_CLEAR_DIRTY_LOG; version: recollection); the cap became ..._PROTECT2 in 5.6 with the same args[0] bit 0"),
+        new(Feature.KvmDirtyLogInitiallySet, V(5, 7), Forever, "3c9bd4006bfc 'KVM: x86: enable dirty log gradually in small chunks' (KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_CAPS; id and version: recollection)"),
+        new(Feature.KvmDirtyRing, V(5, 11), Forever, "fb04a1eddb1a 'KVM: X86: Implement ring-based dirty memory tracking' (Peter Xu; version: recollection); enable checks as in kvm_vm_ioctl_enable_dirty_log_ring (seen); the soft-full exit moved from vcpu_enter_guest to KVM_REQ_DIRTY_RING_SOFT_FULL in 6.1 with the same observable exit"),
+
         new(Feature.Ksm, V(2, 6, 32), Forever, ""),
         new(Feature.KsmMapcountPlusTwo, V(2, 6, 32), V(3, 7), "+2 in 2.6.32, +1 by 3.10 (boundary placed at 3.7)"),
         new(Feature.KsmWriteProtectDirty, V(3, 7), Forever, "pte_write || pte_dirty (seen 3.10)"),

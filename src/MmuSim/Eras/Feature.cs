@@ -157,6 +157,14 @@ public enum Feature
     /// </summary>
     KvmPfnCache,
 
+    // ---- KVM dirty logging modes
+    /// <summary>KVM_CAP_MANUAL_DIRTY_LOG_PROTECT(2) and KVM_CLEAR_DIRTY_LOG: KVM_GET_DIRTY_LOG only copies, KVM_CLEAR_DIRTY_LOG clears and write-protects.</summary>
+    KvmManualDirtyLogProtect,
+    /// <summary>KVM_DIRTY_LOG_INITIALLY_SET: a slot starts logging with every bit set and nothing write-protected.</summary>
+    KvmDirtyLogInitiallySet,
+    /// <summary>KVM_CAP_DIRTY_LOG_RING: per-vCPU dirty rings, KVM_EXIT_DIRTY_RING_FULL, KVM_RESET_DIRTY_RINGS.</summary>
+    KvmDirtyRing,
+
     // ---- primary TLB batching (§5(d8))
     /// <summary>tlb_gather_mmu raises mm->tlb_flush_pending until tlb_finish_mmu (99baac21e458), and clear_refs batches its
     /// flush with an mmu_gather (b3a81d0841a95); before, only change_protection raised it and clear_refs used flush_tlb_mm.</summary>

@@ -265,7 +265,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public KvmVcpu Vcpu(int index)
     {
         if (index < 0 || index > 255) throw new ArgumentOutOfRangeException(nameof(index), "vCPU index must be 0..255");
-        while (_vcpus.Count <= index) _vcpus.Add(new KvmVcpu(this, _vcpus.Count));
+        while (_vcpus.Count <= index) _vcpus.Add(new KvmVcpu(this, _vcpus.Count) { DirtyRing = NewDirtyRing() });
         return _vcpus[index];
     }
 
@@ -428,6 +428,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
                 if (old == null) return EINVAL;
                 await InvalidateMemslot(old);
                 await SwapActiveMemslots(() => RemoveSlot(old));
+                TrackGuestWrites(old, false);
                 return 0;
             }
             bool move = false;
@@ -440,15 +441,19 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             }
             if ((old == null || move) && OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
             var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid, _slotTotals);
+            PrepareDirtyBitmap(created, old);
             if (old == null)
             {
                 await SwapActiveMemslots(() => AddSlot(created));
+                if (created.LogDirty) await ApplyDirtyLogFlags(created, wasLogging: false);
                 return 0;
             }
             if (move)
             {
                 await InvalidateMemslot(old);
                 await SwapActiveMemslots(() => { RemoveSlot(old); AddSlot(created); });
+                TrackGuestWrites(old, false);
+                TrackGuestWrites(created, created.LogDirty);
                 return 0;
             }
             // KVM_MR_FLAGS_ONLY: dirty logging on/off keeps the SPTEs.
@@ -515,10 +520,10 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         await SwapActiveMemslots(() =>
         {
             slot.Flags = (slot.Flags & MemslotFlags.Invalid) | (flags & ~MemslotFlags.Invalid);
-            if (slot.LogDirty && slot.DirtyBitmap == null) slot.DirtyBitmap = new ulong[(slot.NPages + 63) / 64];
-            if (!slot.LogDirty) slot.DirtyBitmap = null;
+            if (!wasLogging) PrepareDirtyBitmap(slot, null);
+            else if (!slot.LogDirty) slot.DirtyBitmap = null;
         });
-        if (!wasLogging && slot.LogDirty) await WriteProtectSlot(slot);
+        if (wasLogging != slot.LogDirty) await ApplyDirtyLogFlags(slot, wasLogging);
     }
 
     // ------------------------------------------------------------------ ISecondaryMmu

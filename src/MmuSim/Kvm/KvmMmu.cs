@@ -18,6 +18,8 @@ public enum KvmFaultResult : byte
     /// (KVM_PFN_ERR_RO_FAULT): the access is emulated and exits to the VMM as KVM_EXIT_MMIO.
     /// </summary>
     Mmio,
+    /// <summary>KVM_EXIT_DIRTY_RING_FULL: the vCPU's dirty ring is soft-full; the VMM must harvest and reset it.</summary>
+    DirtyRingFull,
 }
 
 /// <summary>The secondary page table and the fault (retry) protocol: arch/*/kvm/mmu.c and virt/kvm/kvm_main.c.</summary>
@@ -122,7 +124,7 @@ public sealed partial class Kvm
             if (write && slot.ReadOnly) return KvmFaultResult.Mmio;  // KVM_PFN_ERR_RO_FAULT: emulated, exits as MMIO
             if (Released || Destroyed) return KvmFaultResult.Efault;
             ulong hva = slot.GfnToHva(gfn);
-            if (write && present && IsX86 && await FastPageFault(slot, gfn))
+            if (write && present && IsX86 && await FastPageFault(vcpu, slot, gfn))
             {
                 _k.Stats.Inc(Stat.KvmPfFast);
                 return KvmFaultResult.Fixed;
@@ -159,7 +161,7 @@ public sealed partial class Kvm
             else if (!NoRetryCheck && (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva))) r = Retry();
             else
             {
-                keepRef = await MapPage(slot, gfn, hva, page, write);
+                keepRef = await MapPage(vcpu, slot, gfn, hva, page, write);
                 if (KvmArchInfo.PrefetchesPtes(Arch)) await DirectPtePrefetch(slot, gfn);
             }
             if (Era.Has(Feature.KvmDirtyAtFault))
@@ -269,7 +271,7 @@ public sealed partial class Kvm
     /// fast_page_fault (x86): a write to an SPTE write-protected for dirty logging whose primary mapping was writable is
     /// fixed by a lockless cmpxchg making it writable again, and the gfn is marked in the dirty bitmap. One step.
     /// </summary>
-    async ValueTask<bool> FastPageFault(Memslot slot, ulong gfn)
+    async ValueTask<bool> FastPageFault(KvmVcpu vcpu, Memslot slot, ulong gfn)
     {
         using var _ = S.Current.Enter("fast_page_fault");
         await S.Point(PointKind.SpteWrite, gfn);
@@ -278,7 +280,7 @@ public sealed partial class Kvm
         var s = new Spte(e);
         if (!s.Present || s.Writable || !s.HostWritable || slot.ReadOnly) return false;
         e = s.With(Spte.WritableBit, true).Raw;
-        slot.MarkPageDirty(gfn);
+        MarkPageDirtyInSlot(vcpu, slot, gfn);
         return true;
     }
 
@@ -288,7 +290,7 @@ public sealed partial class Kvm
     /// is aligned. Writable only if GUP saw a writable PTE, the slot is writable and (with dirty logging) the fault is a
     /// write. Returns true if the SPTE keeps the GUP reference (kvm-hold-page-refs).
     /// </summary>
-    async ValueTask<bool> MapPage(Memslot slot, ulong gfn, ulong hva, GupResult page, bool write)
+    async ValueTask<bool> MapPage(KvmVcpu vcpu, Memslot slot, ulong gfn, ulong hva, GupResult page, bool write)
     {
         using var _ = S.Current.Enter(IsX86 ? "kvm_tdp_mmu_map" : "kvm_pgtable_stage2_map");
         await S.Point(PointKind.SpteWrite, gfn);
@@ -327,7 +329,7 @@ public sealed partial class Kvm
             e = s.Raw;
         }
         _k.Stats.Inc(Stat.SptesInstalled);
-        if (writable && write) slot.MarkPageDirty(gfn);
+        if (writable && write) MarkPageDirtyInSlot(vcpu, slot, gfn);
         // arm64 and the other non-x86 archs never propagate dirty on unmap; they mark the page dirty when mapping it
         // writable (user_mem_abort: kvm_set_pfn_dirty + mark_page_dirty_in_slot).
         if (!IsX86 && writable) Folio.MarkDirty(_k, page.Pfn);
@@ -658,74 +660,5 @@ public sealed partial class Kvm
                 return true;
             }
         }
-    }
-
-    // ------------------------------------------------------------------ dirty logging
-
-    /// <summary>
-    /// kvm_mmu_slot_remove_write_access (dirty logging switched on): write-protect every SPTE of the slot, huge ones
-    /// included, under mmu_lock, and flush.
-    /// </summary>
-    async ValueTask WriteProtectSlot(Memslot slot)
-    {
-        using var _ = S.Current.Enter("kvm_mmu_slot_remove_write_access");
-        await MmuLock.Lock();
-        await S.Point(PointKind.SpteWrite, slot.BaseGfn);
-        bool flush = false;
-        for (ulong g = slot.BaseGfn; g < slot.EndGfn; g++)
-        {
-            ref ulong e = ref slot.SpteRef(g);
-            var s = new Spte(e);
-            if (s.Present && s.Writable) { e = s.With(Spte.WritableBit, false).Raw; flush = true; }
-        }
-        for (int b = 0; b < slot.HugeSptes.Length; b++)
-        {
-            var h = new Spte(slot.HugeSptes[b]);
-            if (h.Present && h.Writable) { slot.HugeSptes[b] = h.With(Spte.WritableBit, false).Raw; flush = true; }
-        }
-        if (flush) await FlushRemoteTlbs();
-        await MmuLock.Unlock();
-    }
-
-    /// <summary>
-    /// KVM_GET_DIRTY_LOG (kvm_get_dirty_log_protect): under mmu_lock take and clear the slot's dirty bitmap and
-    /// write-protect the SPTEs of the gfns it named (kvm_arch_mmu_enable_log_dirty_pt_masked), flush; return those gfns.
-    /// </summary>
-    public async ValueTask<List<ulong>> GetDirtyLog(Memslot slot)
-    {
-        using var _ = S.Current.Enter("kvm_get_dirty_log_protect");
-        var gfns = new List<ulong>();
-        if (slot.DirtyBitmap == null) return gfns;
-        await SlotsLock.Lock();
-        await MmuLock.Lock();
-        await S.Point(PointKind.SpteWrite, slot.BaseGfn);
-        bool flush = false;
-        var bm = slot.DirtyBitmap;
-        for (int w = 0; w < bm.Length; w++)
-        {
-            ulong mask = bm[w];
-            bm[w] = 0;
-            while (mask != 0)
-            {
-                int bit = System.Numerics.BitOperations.TrailingZeroCount(mask);
-                mask &= mask - 1;
-                ulong gfn = slot.BaseGfn + (ulong)(w * 64 + bit);
-                gfns.Add(gfn);
-                int b = slot.Block(gfn);
-                if (slot.Tables[b] == SpteTable.HugeLeaf)
-                {
-                    var h = new Spte(slot.HugeSptes[b]);
-                    if (h.Writable) { slot.HugeSptes[b] = h.With(Spte.WritableBit, false).Raw; flush = true; }
-                    continue;
-                }
-                ref ulong e = ref slot.SpteRef(gfn);
-                var s = new Spte(e);
-                if (s.Present && s.Writable) { e = s.With(Spte.WritableBit, false).Raw; flush = true; }
-            }
-        }
-        if (flush) await FlushRemoteTlbs();
-        await MmuLock.Unlock();
-        await SlotsLock.Unlock();
-        return gfns;
     }
 }

@@ -49,16 +49,13 @@ public static class KvmOps
             ["vm", "value"], [], MmioHandler) { Check = (a, _) => { if (a.GetString("value") != "none") a.GetULong("value"); } });
         r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `expect` checks the value, `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (a gfn without memslot; any: either)",
             ["vm", "gfn"], ["vcpu", "as", "expect", "error", "pages"], GuestRead) { Check = CheckGuest });
-        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (no memslot, or a read-only one)",
+        r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (no memslot, or a read-only one), `error: ring-full` KVM_EXIT_DIRTY_RING_FULL",
             ["vm", "gfn", "value"], ["vcpu", "error", "pages"], GuestWrite) { Check = (a, i) => { a.GetULong("value"); CheckGuest(a, i); } });
         r.Register(new OpSpec("vm.expect-stats", "KVM binary stats, by their KVM_GET_STATS_FD names (" + string.Join(", ", BinaryStats.Select(b => b.Name)) +
             "): their change since the previous vm.expect-stats of this VM (or its creation); a different count is an unexpected-value violation; `as` stores them as <as>.<name>",
             Vm, [.. BinaryStats.Select(b => b.Name), "as"], ExpectStats)
         { Check = (a, _) => { foreach (var (name, _) in BinaryStats) if (a.Has(name)) a.GetULong(name); } });
-        r.Register(new OpSpec("dirty-log.enable", "turn on KVM_MEM_LOG_DIRTY_PAGES for slot (write-protects its SPTEs)",
-            ["vm", "slot"], [], DirtyLogEnable) { Check = (a, _) => a.GetInt("slot") });
-        r.Register(new OpSpec("dirty-log.get", "KVM_GET_DIRTY_LOG (get and clear); `expect`: the exact gfn list (empty string = none)",
-            ["vm", "slot"], ["expect"], DirtyLogGet) { Check = (a, _) => { a.GetInt("slot"); ParseGfns(a); } });
+        KvmDirtyLogOps.Register(r);
         r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false, test_young with test: true) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages; `as` stores the count",
             ["vm", "addr", "len"], ["young", "flush", "test", "as"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); a.GetBool("test", false); } });
         r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",
@@ -137,17 +134,8 @@ public static class KvmOps
         if (a.Has("vcpu") && a.GetInt("vcpu") > 255) throw a.Error("vcpu", "vCPU index must be 0..255");
         if (a.Has("expect")) a.GetULong("expect");
         if (a.Has("pages") && a.GetULong("pages") is 0 or > 1UL << 20) throw a.Error("pages", "pages must be 1..1048576");
-        if (a.Has("error") && a.GetString("error") is not ("efault" or "mmio" or "none" or "any"))
-            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, mmio, none, any)");
-    }
-
-    static List<ulong>? ParseGfns(OpArgs a)
-    {
-        if (!a.Has("expect")) return null;
-        var list = new List<ulong>();
-        foreach (var s in a.GetString("expect").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            list.Add(OpArgs.TryParseULong(s, out var g) ? g : throw a.Error("expect", $"'{s}' is not a gfn"));
-        return list;
+        if (a.Has("error") && a.GetString("error") is not ("efault" or "mmio" or "ring-full" or "none" or "any"))
+            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, mmio, ring-full, none, any)");
     }
 
     static Memslot Slot(Kvm vm, OpArgs a)
@@ -311,40 +299,19 @@ public static class KvmOps
     static bool CheckError(ScenarioWorld w, OpArgs a, GuestAccessResult r, Kvm vm, ulong gfn)
     {
         string want = a.GetString("error", "none");
-        string got = r.Ok ? "none" : r.Error == KvmFaultResult.Mmio ? "mmio" : "efault";
+        string got = r.Ok ? "none" : r.Error switch { KvmFaultResult.Mmio => "mmio", KvmFaultResult.DirtyRingFull => "ring-full", _ => "efault" };
         if (want != "any" && want != got)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {Describe(r)}, expected {(want == "none" ? "success" : want == "mmio" ? "an unanswered KVM_EXIT_MMIO" : "-EFAULT")}");
+                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {Describe(r)}, expected {want switch { "none" => "success", "mmio" => "an unanswered KVM_EXIT_MMIO", "ring-full" => "KVM_EXIT_DIRTY_RING_FULL", _ => "-EFAULT" }}");
         return r.Ok;
     }
 
-    static string Describe(GuestAccessResult r) => r.Ok ? "succeeded" : r.Error == KvmFaultResult.Mmio
+    static string Describe(GuestAccessResult r) => r.Ok ? "succeeded" : r.Error == KvmFaultResult.DirtyRingFull
+        ? "exited with KVM_EXIT_DIRTY_RING_FULL (vmm.dirty-ring-full: collect answers it)" : r.Error == KvmFaultResult.Mmio
         ? "exited to the VMM with KVM_EXIT_MMIO (no memslot, or a write to a read-only one; vmm.mmio-handler answers it)"
         : "failed with -EFAULT";
 
     // ---------------------------------------------------------------- dirty logging and aging
-
-    static async ValueTask DirtyLogEnable(ScenarioWorld w, OpArgs a)
-    {
-        var vm = w.Get<Kvm>(a, "vm");
-        var s = Slot(vm, a);
-        await vm.SetMemoryRegion(s.Id, s.BaseGfn, s.NPages, s.UserspaceAddr, (s.Flags & ~MemslotFlags.Invalid) | MemslotFlags.LogDirtyPages);
-    }
-
-    static async ValueTask DirtyLogGet(ScenarioWorld w, OpArgs a)
-    {
-        var vm = w.Get<Kvm>(a, "vm");
-        var s = Slot(vm, a);
-        if (!s.LogDirty) throw a.Error("slot", $"{s} does not log dirty pages (dirty-log.enable first)");
-        var got = await vm.GetDirtyLog(s);
-        var want = ParseGfns(a);
-        if (want == null) return;
-        got.Sort();
-        want.Sort();
-        if (!got.SequenceEqual(want))
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: dirty log of {s} is [{string.Join(", ", got.Select(g => $"0x{g:x}"))}], expected [{string.Join(", ", want.Select(g => $"0x{g:x}"))}]");
-    }
 
     static async ValueTask VmAge(ScenarioWorld w, OpArgs a)
     {

@@ -50,6 +50,9 @@ public sealed class KvmVcpu : ISpinWaiter
 
     public Kvm Kvm => _kvm;
 
+    /// <summary>vcpu->dirty_ring (KVM_CAP_DIRTY_LOG_RING), or null.</summary>
+    public DirtyRing? DirtyRing { get; internal init; }
+
     /// <summary>KVM_REQ_APIC_PAGE_RELOAD pending.</summary>
     public bool ApicPageReloadRequested { get; set; }
 
@@ -108,6 +111,14 @@ public sealed class KvmVcpu : ISpinWaiter
             {
                 TlbFlushRequested = false;                     // vcpu_enter_guest: kvm_vcpu_flush_tlb_all
                 k.Stats.Inc(Stat.KvmVcpuTlbFlushes);
+            }
+            if (DirtyRing is { SoftFull: true })
+            {
+                // kvm_dirty_ring_check_request (vcpu_enter_guest before 6.1): KVM_EXIT_DIRTY_RING_FULL instead of entering
+                k.Stats.Inc(Stat.KvmDirtyRingFullExits);
+                if (!_kvm.Vmm.CollectsDirtyRing) return new GuestAccessResult(false, 0, KvmFaultResult.DirtyRingFull);
+                await _kvm.Vmm.OnDirtyRingFull(_kvm, this);
+                continue;
             }
             _attempt = _kvm.FaultRetryInputsOf(gfn);
             _attemptGfn = gfn;
@@ -226,7 +237,11 @@ public sealed class KvmVcpu : ISpinWaiter
         }
         k.Checker.OnSecondaryAccess(_kvm, hva, pfn, gen, write);
         k.S.Charge(CostKind.Access);
-        if (write) k.Mem[pfn].Contents = value;
+        if (write)
+        {
+            k.Mem[pfn].Contents = value;
+            _kvm.NoteGuestWrite(gfn);
+        }
         result = k.Mem[pfn].Contents;
         return true;
     }

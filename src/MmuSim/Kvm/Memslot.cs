@@ -124,13 +124,28 @@ public sealed class Memslot
         return ((UserspaceAddr - (BaseGfn << MmStruct.PageShift)) & (MmStruct.PmdSize - 1)) == 0;
     }
 
-    /// <summary>mark_page_dirty_in_slot: set the gfn's bit in the dirty bitmap (dirty logging on).</summary>
-    public void MarkPageDirty(ulong gfn)
+    /// <summary>set_bit_le(rel_gfn, memslot->dirty_bitmap) (the bitmap half of mark_page_dirty_in_slot).</summary>
+    internal void SetDirtyBit(ulong gfn)
     {
         if (DirtyBitmap == null) return;
         ulong rel = gfn - BaseGfn;
         DirtyBitmap[rel >> 6] |= 1UL << (int)(rel & 63);
     }
+
+    /// <summary>Whether the gfn's bit is set in the dirty bitmap.</summary>
+    public bool TestDirtyBit(ulong gfn)
+    {
+        if (DirtyBitmap == null) return false;
+        ulong rel = gfn - BaseGfn;
+        return (DirtyBitmap[rel >> 6] & (1UL << (int)(rel & 63))) != 0;
+    }
+
+    /// <summary>
+    /// Model bookkeeping for the dirty-log-lost check (no kernel state): one bit per gfn the guest wrote while dirty
+    /// logging was on, cleared when KVM re-arms tracking of the gfn for a harvest that reported it. Allocated with
+    /// logging on, null otherwise.
+    /// </summary>
+    internal ulong[]? GuestWritten { get; set; }
 
     public override string ToString() =>
         $"slot{Id} gfn [0x{BaseGfn:x}, 0x{EndGfn:x}) hva 0x{UserspaceAddr:x}{(ReadOnly ? " ro" : "")}{(LogDirty ? " log-dirty" : "")}{(Invalid ? " invalid" : "")}";

@@ -27,4 +27,35 @@ public sealed class Vmm
         LastMmioWrite = (gfn, value);
         return value;
     }
+
+    /// <summary>
+    /// The VMM answers KVM_EXIT_DIRTY_RING_FULL by harvesting the vCPU's ring and calling KVM_RESET_DIRTY_RINGS before
+    /// re-entering (dirty_log_test's vcpu thread, with the main thread collecting); otherwise the exit is the access's error.
+    /// </summary>
+    public bool CollectsDirtyRing { get; set; }
+
+    /// <summary>KVM_EXIT_DIRTY_RING_FULL exits answered.</summary>
+    public long DirtyRingFullExits { get; private set; }
+
+    /// <summary>(slot id, gfn) pairs harvested from the dirty rings and not yet handed to a dirty-ring.collect op.</summary>
+    public List<(int Slot, ulong Gfn)> Harvested { get; } = [];
+
+    /// <summary>Harvest every entry of every vCPU ring of <paramref name="vm"/> into <see cref="Harvested"/> (userspace, one step).</summary>
+    public int HarvestRings(Kvm vm)
+    {
+        int n = 0;
+        foreach (var v in vm.Vcpus) n += HarvestRing(vm, v);
+        return n;
+    }
+
+    int HarvestRing(Kvm vm, KvmVcpu v) => v.DirtyRing?.Harvest((slot, offset) =>
+        Harvested.Add((slot, (vm.FindSlot(slot)?.BaseGfn ?? 0) + offset))) ?? 0;
+
+    /// <summary>KVM_RUN returned KVM_EXIT_DIRTY_RING_FULL: harvest the vCPU's ring, KVM_RESET_DIRTY_RINGS, re-enter.</summary>
+    internal async ValueTask OnDirtyRingFull(Kvm vm, KvmVcpu v)
+    {
+        DirtyRingFullExits++;
+        HarvestRing(vm, v);
+        await vm.ResetDirtyRings();
+    }
 }

@@ -39,12 +39,14 @@ public static class Invariants
     /// accesses (57128468080a, 013339df116c).
     /// </summary>
     public const string Aging = "aging";
+    /// <summary>A guest write to a dirty-logging memslot that no dirty bitmap and no un-reset dirty-ring entry holds: no harvest will report it.</summary>
+    public const string DirtyLogLost = "dirty-log-lost";
 
     public static readonly IReadOnlyList<string> All =
     [
         StaleTranslation, FreedPageReachable, WritableWithoutPrimary, DirtyLost, LostWrite, Pairing,
         SleepInAtomic, SleepInNonBlock, Release, Deadlock, Liveness, CounterBalance, IntervalSeq,
-        PrimaryConsistency, WriteOrder, Aging,
+        PrimaryConsistency, WriteOrder, Aging, DirtyLogLost,
     ];
 }
 

@@ -117,16 +117,16 @@ public class KvmAgingDirtyTests
             for (ulong g = KvmKit.Gfn0; g < KvmKit.Gfn0 + 16; g++) await t.GuestWrite(g, g);
             Assert.Equal(0, await t.Vm.SetMemoryRegion(0, KvmKit.Gfn0, 16, KvmKit.Hva, MemslotFlags.LogDirtyPages));
             Assert.All(Enumerable.Range(0, 16), i => Assert.False(t.Vm.PeekSpte(KvmKit.Gfn0 + (ulong)i).Writable));
-            Assert.Empty(await t.Vm.GetDirtyLog(slot));
+            Assert.Empty(await t.GetDirtyLog(slot));
             ulong[] written = [KvmKit.Gfn0 + 2, KvmKit.Gfn0 + 3, KvmKit.Gfn0 + 11];
             foreach (var g in written) await t.GuestWrite(g, 100);
             await t.GuestWrite(KvmKit.Gfn0 + 3, 101);
             await t.GuestRead(KvmKit.Gfn0 + 5);
-            Assert.Equal(written, await t.Vm.GetDirtyLog(slot));
-            Assert.Empty(await t.Vm.GetDirtyLog(slot));
+            Assert.Equal(written, await t.GetDirtyLog(slot));
+            Assert.Empty(await t.GetDirtyLog(slot));
             Assert.False(t.Vm.PeekSpte(KvmKit.Gfn0 + 3).Writable);
             await t.GuestWrite(KvmKit.Gfn0 + 3, 102);
-            Assert.Equal([KvmKit.Gfn0 + 3], await t.Vm.GetDirtyLog(slot));
+            Assert.Equal([KvmKit.Gfn0 + 3], await t.GetDirtyLog(slot));
         });
         Assert.Equal(102UL, t.K.Mem[t.Mm.PeekPte(KvmKit.HvaOf(KvmKit.Gfn0 + 3)).Pfn].Contents);
     }

@@ -72,6 +72,14 @@ public sealed class KvmKit
     }
 
     public long Stat(MmuSim.Stat s) => K.Stats[s];
+
+    /// <summary>KVM_GET_DIRTY_LOG that must succeed: the gfns it reported.</summary>
+    public async ValueTask<List<ulong>> GetDirtyLog(Memslot slot)
+    {
+        var gfns = new List<ulong>();
+        Assert.Equal(0, await Vm.GetDirtyLog(slot, gfns));
+        return gfns;
+    }
 }
 
 /// <summary>
