@@ -128,9 +128,9 @@ public sealed partial class Kvm
                 return KvmFaultResult.Fixed;
             }
 
-            await S.Point(PointKind.Counter, gfn);
+            await S.Point(PointKind.Counter, gfn, InvalidateState.Read);
             ulong mmuSeq = InvalidateSeq;                      // mmu_seq = kvm->mmu_invalidate_seq
-            await S.Point(PointKind.Barrier, gfn);             // smp_rmb()
+            await S.Point(PointKind.Barrier, gfn, InvalidateState.Read); // smp_rmb()
             bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
             if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
 
@@ -230,7 +230,7 @@ public sealed partial class Kvm
             }
             else return true;
         }
-        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb()
+        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb() (Global: a retry puts the page after it)
         return InvalidateSeq != mmuSeq;
     }
 
