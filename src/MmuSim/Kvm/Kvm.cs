@@ -23,6 +23,17 @@ public sealed class KvmMmuLock
 
     public bool IsRwLock => _rw != null;
 
+    /// <summary>See <see cref="LockSet.Guards"/>.</summary>
+    public SharedVar? Guards
+    {
+        get => _rw != null ? _rw.Guards : _spin!.Guards;
+        set
+        {
+            if (_rw != null) _rw.Guards = value;
+            else _spin!.Guards = value;
+        }
+    }
+
     /// <summary>KVM_MMU_LOCK / write_lock.</summary>
     public ValueTask Lock() => _rw != null ? _rw.WriteLock() : _spin!.Lock();
 
@@ -89,6 +100,8 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         RmapLock = new KSpinLock(k.S, $"{name}->rmap_lock");
         SeqLoc = k.Weak.NewLocation($"{name}->mmu_invalidate_seq");
         InProgressLoc = k.Weak.NewLocation($"{name}->mmu_invalidate_in_progress");
+        InvalidateState = new SharedVar(k.S, $"{name}->mmu_invalidate", secondaryState: true);
+        MmuLock.Guards = MnInvalidateLock.Guards = SlotsLock.Guards = RmapLock.Guards = InvalidateState;
         MmioCaching = KvmArchInfo.IsX86(arch);
         var ops = NotifierOps.Release | NotifierOps.ClearFlushYoung | NotifierOps.ClearYoung | NotifierOps.TestYoung |
                   NotifierOps.ChangePte | NotifierOps.InvalidatePage | NotifierOps.InvalidateRangeStart | NotifierOps.InvalidateRangeEnd;
@@ -116,6 +129,12 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     public KvmArch Arch { get; }
 
     public KvmMmuLock MmuLock { get; }
+
+    /// <summary>
+    /// For partial-order reduction: mmu_invalidate_seq, _in_progress and range, mn_active_invalidate_count, the SRCU
+    /// reader count, the memslots and the teardown flags, as one variable group written under the VM's locks.
+    /// </summary>
+    internal SharedVar InvalidateState { get; }
 
     public KSpinLock MnInvalidateLock { get; }
 
@@ -274,7 +293,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// <summary>srcu_read_lock(&amp;kvm->srcu): memslot readers.</summary>
     internal async ValueTask SrcuReadLock()
     {
-        await S.Point(PointKind.Counter);
+        await S.Point(PointKind.Counter, 0, InvalidateState.Write);
         SrcuReaders++;
     }
 

@@ -130,9 +130,9 @@ public sealed partial class Kvm
                 return KvmFaultResult.Fixed;
             }
 
-            await S.Point(PointKind.Counter, gfn);
+            await S.Point(PointKind.Counter, gfn, InvalidateState.Read);
             ulong mmuSeq = _k.Weak.IsWeak ? _k.Weak.Load(SeqLoc) : InvalidateSeq; // mmu_seq = kvm->mmu_invalidate_seq
-            await S.Point(PointKind.Barrier, gfn);
+            await S.Point(PointKind.Barrier, gfn, InvalidateState.Read);
             if (_k.Weak.IsWeak) _k.Weak.Fence(Lkmm.FenceKind.Rmb); // smp_rmb()
             bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
             if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
@@ -233,7 +233,7 @@ public sealed partial class Kvm
             }
             else return true;
         }
-        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb()
+        if (Era.Has(Feature.KvmRetryBarriers)) await S.Point(PointKind.Barrier); // smp_rmb() (Global: a retry puts the page after it)
         return InvalidateSeq != mmuSeq;
     }
 

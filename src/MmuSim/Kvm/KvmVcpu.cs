@@ -106,7 +106,7 @@ public sealed class KvmVcpu : ISpinWaiter
         int retries = 0;
         while (true)
         {
-            await k.S.Point(PointKind.GuestAccess, gfn);
+            await k.S.Point(PointKind.GuestAccess, gfn, Footprint.GuestMemory);
             if (TlbFlushRequested)
             {
                 TlbFlushRequested = false;                     // vcpu_enter_guest: kvm_vcpu_flush_tlb_all

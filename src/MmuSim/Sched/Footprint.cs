@@ -13,6 +13,9 @@ public enum ObjectClass : byte
     Pmd,
     /// <summary>Any SPTE of any VM (the gfn is not used: slot-wide zaps and the slot's counters are shared).</summary>
     Spte,
+    /// <summary>One <see cref="SharedVar"/> (key = its object id, plus <see cref="Footprint.SecondaryFlag"/> when it is
+    /// secondary-MMU state): a counter group named by its point, or a lock that guards it.</summary>
+    Var,
 }
 
 /// <summary>
@@ -36,7 +39,11 @@ public enum ObjectClass : byte
 /// every Spte step (the checker compares SPTEs with PTEs, and frees hidden in PTE steps are checked against SPTEs).</item>
 /// <item>PmdRead/PmdWrite: <see cref="ObjectClass.Pmd"/>, a write, dependent with every PTE of its 2 MiB region.</item>
 /// <item>SpteRead/SpteWrite: <see cref="ObjectClass.Spte"/> (read or write); reads commute with reads.</item>
-/// <item>Everything else (counters, callbacks, barriers, frees, allocations, guest and device accesses, TLB flushes,
+/// <item>A point whose subject is a <see cref="VarAccess"/> (any kind: a Counter, a Barrier before reads of the group):
+/// <see cref="ObjectClass.Var"/>, read or write; dependent with writes of the same variable and, for secondary-MMU
+/// state, with every SPTE step. A LockAcquire of a lock whose <see cref="LockSet.Guards"/> (or
+/// <see cref="KRwLock.Guards"/>) names a variable is a write of that variable (the holder writes it without a point).</item>
+/// <item>Everything else (unnamed counters, callbacks, barriers, frees, allocations, guest and device accesses, TLB flushes,
 /// the first step of a context, the step after a context blocked, slept or spin-waited): Global.</item>
 /// </list>
 /// <para><b>State invariants.</b> The checker scans every secondary translation after every step (CheckMode.Full): a
@@ -59,9 +66,31 @@ public readonly record struct Footprint(ObjectClass Class, ulong Key, bool Write
     /// holding excuses the checker's scan of the PTEs of their table (so they do not commute with memory steps).</summary>
     public const ulong SplitLockFlag = 1UL << 63;
 
+    /// <summary>
+    /// Subject of a vCPU's <see cref="PointKind.GuestAccess"/> point whose step reads the SPTEs and the VM's secondary
+    /// state and stores into guest frames: an SPTE write (dependent with every SPTE, PTE and PMD step and with the
+    /// VM's secondary-state variables).
+    /// </summary>
+    public static readonly object GuestMemory = new GuestMemoryToken();
+
+    sealed class GuestMemoryToken
+    {
+        public override string ToString() => "guest memory";
+    }
+
+    /// <summary>Key bit of a <see cref="SharedVar"/> that is secondary-MMU state (dependent with every SPTE step).</summary>
+    public const ulong SecondaryFlag = 1UL << 62;
+
+    static Footprint Of(SharedVar v, bool write) =>
+        new(ObjectClass.Var, (v.SecondaryState ? SecondaryFlag : 0) | (uint)v.ObjectId, write);
+
     /// <summary>The footprint of the step that follows a point of <paramref name="kind"/>.</summary>
     public static Footprint Of(PointKind kind, ulong arg, object? subject) => kind switch
     {
+        _ when subject is VarAccess va => Of(va.Var, va.IsWrite),
+        PointKind.GuestAccess when ReferenceEquals(subject, GuestMemory) => new(ObjectClass.Spte, 0, true),
+        PointKind.LockAcquire when subject is LockSet { Guards: { } g } => Of(g, true),
+        PointKind.LockAcquire when subject is KRwLock { Guards: { } g } => Of(g, true),
         PointKind.LockAcquire when subject is LockSet { Capacity: > 1 } ls => new(ObjectClass.Lock, SplitLockFlag | ((ulong)(uint)ls.ObjectId << 32) | (uint)arg, true),
         PointKind.LockAcquire when subject is LockSet ls => new(ObjectClass.Lock, ((ulong)(uint)ls.ObjectId << 32) | (uint)arg, true),
         PointKind.LockAcquire when subject is KRwLock rw => new(ObjectClass.Lock, (ulong)(uint)rw.ObjectId << 32, true),
@@ -85,6 +114,9 @@ public readonly record struct Footprint(ObjectClass Class, ulong Key, bool Write
             (ObjectClass.Pmd, ObjectClass.Pte) => b.Key >> 9 == a.Key,
             (ObjectClass.Spte, ObjectClass.Pte or ObjectClass.Pmd) => true,
             (ObjectClass.Pte or ObjectClass.Pmd, ObjectClass.Spte) => true,
+            (ObjectClass.Var, ObjectClass.Spte) => (a.Key & SecondaryFlag) != 0,
+            (ObjectClass.Spte, ObjectClass.Var) => (b.Key & SecondaryFlag) != 0,
+            (ObjectClass.Var, _) or (_, ObjectClass.Var) => false,
             (ObjectClass.Lock, _) => (a.Key & SplitLockFlag) != 0, // a split PTL and a memory step
             (_, ObjectClass.Lock) => (b.Key & SplitLockFlag) != 0,
             _ => false,
@@ -97,6 +129,7 @@ public readonly record struct Footprint(ObjectClass Class, ulong Key, bool Write
         ObjectClass.Lock => $"lock#{(Key & ~SplitLockFlag) >> 32}[{(uint)Key}]",
         ObjectClass.Pte => $"pte 0x{Key << 12:x}",
         ObjectClass.Pmd => $"pmd 0x{Key << 21:x}",
+        ObjectClass.Var => $"var#{(uint)Key} {(Write ? "write" : "read")}",
         _ => Write ? "spte write" : "spte read",
     };
 }

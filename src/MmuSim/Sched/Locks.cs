@@ -30,6 +30,9 @@ public sealed class LockSet
     /// <summary>Identity of this lock set for partial-order reduction (<see cref="Footprint"/>).</summary>
     public int ObjectId { get; }
 
+    /// <summary>The variable group this lock protects, if named: an acquire is then a write of it (<see cref="Footprint"/>).</summary>
+    public SharedVar? Guards { get; set; }
+
     /// <summary>True for mutex-like locks (may sleep), false for spinlocks.</summary>
     public bool Sleeping { get; }
 
@@ -145,6 +148,9 @@ public sealed class KSpinLock(Scheduler s, string name)
 
     public bool IsHeldByCurrent => _set.IsHeldByCurrent(0);
 
+    /// <summary>See <see cref="LockSet.Guards"/>.</summary>
+    public SharedVar? Guards { get => _set.Guards; set => _set.Guards = value; }
+
     public ValueTask Lock() => _set.Lock();
 
     public ValueTask Unlock() => _set.Unlock();
@@ -167,6 +173,9 @@ public sealed class KMutex(Scheduler s, string name)
     public bool IsHeld => _set.IsHeld(0);
 
     public bool IsHeldByCurrent => _set.IsHeldByCurrent(0);
+
+    /// <summary>See <see cref="LockSet.Guards"/>.</summary>
+    public SharedVar? Guards { get => _set.Guards; set => _set.Guards = value; }
 
     public ValueTask Lock() => _set.Lock();
 
@@ -192,6 +201,9 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     /// <summary>Identity of this lock for partial-order reduction (<see cref="Footprint"/>).</summary>
     public int ObjectId { get; } = s.NewObjectId();
+
+    /// <summary>See <see cref="LockSet.Guards"/>.</summary>
+    public SharedVar? Guards { get; set; }
 
     public bool Sleeping => sleeping;
 

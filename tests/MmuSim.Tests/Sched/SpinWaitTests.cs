@@ -107,6 +107,30 @@ public class SpinWaitTests
         Assert.True(withHint.StepsMax < 100, $"max path {withHint.StepsMax} steps");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ReducedDfsAgreesWithUnreducedDfsOnTheSpin(bool writerSets)
+    {
+        ExploreReport Dfs(bool por) => new Explorer(SpinProgram(true, 4, writerSets), new ExploreOptions
+        {
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Por = por, Preemptions = DporStrategy.Unbounded },
+            Iterations = 100_000,
+        }).Run();
+        var full = Dfs(por: false);
+        var reduced = Dfs(por: true);
+        // Without the write the spin can never end: both report the all-spinning liveness violation; with it, both
+        // verify every interleaving, the reduced search in no more schedules.
+        Assert.Equal(full.First?.Violation.Invariant, reduced.First?.Violation.Invariant);
+        if (writerSets)
+        {
+            Assert.True(full.Exhausted && reduced.Exhausted);
+            Assert.StartsWith("verified: no violation in any interleaving (", reduced.Completion);
+            Assert.True(reduced.Schedules <= full.Schedules, $"{reduced.Schedules} traces vs {full.Schedules} schedules");
+        }
+        else Assert.Equal(Invariants.Liveness, reduced.First!.Violation.Invariant);
+    }
+
     [Fact]
     public void KvmFaultVsInvalidate_DfsOnePreemption_CompletesWellUnderTheDecisionCut()
     {
