@@ -47,8 +47,17 @@ public static partial class CoreOps
     static ValueTask DoMprotect(ScenarioWorld w, OpArgs a) =>
         Mprotect.DoMprotect(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), ScenarioLoader.ParseProt(a.GetString("prot"))!.Value);
 
-    static ValueTask DoMremap(ScenarioWorld w, OpArgs a) =>
-        Mremap.DoMremap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"), a.GetAddress("new_addr"), a.GetBool("dontunmap"));
+    static ValueTask DoMremap(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr"), len = a.GetULong("len"), to = a.GetAddress("new_addr");
+        // mremap's own checks, made here so that a bad range is the scenario's error and not a model exception.
+        if (len == 0 || addr + len < addr || to + len < to) throw a.Error("len", $"0x{len:x} is not a valid mremap length here (EINVAL)");
+        if (to < addr + len && addr < to + len) throw a.Error("new_addr", $"[0x{to:x}, 0x{to + len:x}) overlaps the old range (EINVAL)");
+        var vma = mm.FindVma(addr);
+        if (vma == null || addr + len > vma.End) throw a.Error("len", $"[0x{addr:x}, 0x{addr + len:x}) is not inside one VMA (EFAULT)");
+        return Mremap.DoMremap(mm, addr, len, to, a.GetBool("dontunmap"));
+    }
 
     /// <summary>The folio the primary maps at addr now (the scenario's pick from the LRU), or -1.</summary>
     static async ValueTask<long> FolioAt(ScenarioWorld w, OpArgs a)

@@ -86,6 +86,13 @@ public class MmPathOpsTests
         Assert.True(p.PeekPte(0x400000).Present);
     }
 
+    /// <summary>A range mremap cannot move (crossing the VMA's end, overlapping its target) is a one-line exit-2 error, not a model exception (found by the loader fuzz).</summary>
+    [Theory]
+    [InlineData("{ addr: 0x100000, len: 32K, new_addr: 0x400000 }", "len", "not inside one VMA")]
+    [InlineData("{ addr: 0x100000, len: 8K, new_addr: 0x101000 }", "new_addr", "overlaps the old range")]
+    public void MremapOfABadRangeIsBadInput(string args, string field, string message) =>
+        MmuSim.Tests.Cli.CliRunner.AssertBadInput(MmuSim.Tests.Cli.CliRunner.MinimalScenario.Replace("- read: { addr: 0x100000 }", "- mremap: " + args), 10, "mremap." + field, message);
+
     [Theory]
     [InlineData("2.6.32")]
     [InlineData("4.13")]
