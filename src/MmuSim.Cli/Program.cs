@@ -33,6 +33,7 @@ public static class Program
         root.Subcommands.Add(ReportCommand.Create(cli));
         root.Subcommands.Add(MergeCommand.Create(cli));
         root.Subcommands.Add(LitmusCommand.Create(cli));
+        root.Subcommands.Add(SelftestsCommand.Create(cli));
         foreach (var extra in ExtraCommands) root.Subcommands.Add(extra(cli));
 
         ParseResult parse;
