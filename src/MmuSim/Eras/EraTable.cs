@@ -105,6 +105,15 @@ public static class EraTable
         new(Feature.KsmStableNodeChains, V(4, 13), Forever, "max_page_sharing"),
         new(Feature.KsmMergeAny, V(6, 4), Forever, "PR_SET_MEMORY_MERGE"),
         new(Feature.KsmZeroPagesCounter, V(6, 10), Forever, "ksm_zero_pages (recollection)"),
+        new(Feature.KsmMergeAnyAcrossExec, V(6, 6), Forever,
+            "'mm/ksm: support fork/exec for prctl' (Stefan Roesch, v4 2023-09-22, Fixes: d7597f59d1d3, reported by Carl Klemm): adds " +
+            "MMF_VM_MERGE_ANY to MMF_INIT_MASK (patch seen on the list); a 6.6-rc fix (version from the date, commit id not looked up)"),
+        new(Feature.KsmExecveEntersMm, V(6, 9), Forever,
+            "ksm_execve (include/linux/ksm.h: 'if MMF_VM_MERGE_ANY: return __ksm_enter(mm)', seen in 6.x) from 'mm/ksm: fix ksm exec support for " +
+            "prctl' (Jinjiang Tu, 2024: the flag survived exec but no mm_slot was created, so ksmd never scanned the task; version: recollection)"),
+        new(Feature.KsmForkResetsCounters, V(6, 18), Forever,
+            "'mm/ksm: fix incorrect KSM counter handling in mm_struct during fork' (Donet Tom, merged into mm-stable 2025-09-28, so the 6.18 merge " +
+            "window; Cc stable 6.6+; Fixes: 7609385337a4, cb4df4cae4f2, e2942062e01d; patch seen): ksm_fork zeroes ksm_merging_pages and ksm_rmap_items"),
         new(Feature.KsmAllocKpage, V(2, 6, 32), V(2, 6, 33), "2.6.32 try_to_merge_two_pages alloc_page + copy; 2.6.33 'upgrades page to ksm page' (patch seen)"),
         new(Feature.KsmRestoreNotify, V(2, 6, 32), V(3, 7), "2.6.32 restores with set_pte_at_notify, 3.10 with set_pte_at (boundary placed at 3.7)"),
         new(Feature.KsmMergeAcrossNodes, V(3, 9), Forever, "sysfs-kernel-mm-ksm: merge_across_nodes, January 2013, 3.9"),

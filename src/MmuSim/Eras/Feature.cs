@@ -139,6 +139,12 @@ public enum Feature
     KsmMergeAny,
     /// <summary>ksm_zero_pages counter and per-process ksm_merging_pages.</summary>
     KsmZeroPagesCounter,
+    /// <summary>MMF_VM_MERGE_ANY is in MMF_INIT_MASK: PR_SET_MEMORY_MERGE survives execve (the flag only; no mm_slot yet).</summary>
+    KsmMergeAnyAcrossExec,
+    /// <summary>ksm_execve: an exec'd mm with MMF_VM_MERGE_ANY is entered into KSM's mm list, so ksmd scans it.</summary>
+    KsmExecveEntersMm,
+    /// <summary>ksm_fork zeroes the child's ksm_merging_pages and ksm_rmap_items (before: dup_mm's copy of the parent's).</summary>
+    KsmForkResetsCounters,
     /// <summary>try_to_merge_two_pages allocates a fresh kpage and replace_page()s both pages into it (2.6.32 only).</summary>
     KsmAllocKpage,
     /// <summary>write_protect_page restores the PTE with set_pte_at_notify when the refcount check fails (later: set_pte_at).</summary>

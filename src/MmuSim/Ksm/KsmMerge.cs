@@ -295,7 +295,7 @@ public sealed partial class Ksmd
         using var _ = k.S.Current.Enter("break_ksm");
         for (int attempt = 0; attempt < 64; attempt++)
         {
-            var r = await Gup.FollowPage(mm, addr, write: false);
+            var r = await Gup.FollowPage(mm, null, addr, GupFlags.Get | GupFlags.FollowProtNone);
             if (!r.Ok) return 0;
             bool ksm;
             if (r.Pfn == PhysMem.ZeroPfn)

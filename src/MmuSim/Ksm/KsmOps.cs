@@ -26,7 +26,7 @@ public static class KsmOps
             [], ["run", "pages_to_scan", "sleep_millisecs", "use_zero_pages"], Daemon));
         r.Register(new OpSpec("ksm.read", "read a /sys/kernel/mm/ksm counter (or ksm_merging_pages/ksm_rmap_items/ksm_zero_pages of process of:) into label as:",
             ["counter"], ["as", "of"], Read));
-        r.Register(new OpSpec("ksm.expect", "a /sys/kernel/mm/ksm counter (or a ksm_stat field of process of:) must equal value; else an unexpected-value violation",
+        r.Register(new OpSpec("ksm.expect", "a /sys/kernel/mm/ksm counter (or a ksm_stat field, or memory_merge: PR_GET_MEMORY_MERGE, of process of:) must equal value; else an unexpected-value violation",
             ["counter", "value"], ["of"], Expect));
         r.Register(new OpSpec("gup.pinned-write", "O_DIRECT-style: get_user_pages(FOLL_WRITE) pins the page at addr, sleeps ns, stores value through the pin (DMA), unpins",
             ["process", "addr", "value"], ["ns"], PinnedWrite) { Check = (a, _) => { a.GetAddress("addr"); a.GetULong("value"); a.GetULong("ns", 0); } });
@@ -135,15 +135,19 @@ public static class KsmOps
                 "ksm_merging_pages" => ksm.MergingPagesOf(mm),
                 "ksm_rmap_items" => ksm.RmapItemsOf(mm),
                 "ksm_zero_pages" => ksm.KsmZeroPagesOf(mm),
-                _ => throw a.Error("counter", $"'{name}' is not a ksm_stat field (ksm_merging_pages, ksm_rmap_items, ksm_zero_pages)"),
+                // prctl(PR_GET_MEMORY_MERGE); an unknown option (EINVAL) before 6.4
+                "memory_merge" when !w.K.Era.Has(Eras.Feature.KsmMergeAny) => long.MinValue,
+                "memory_merge" => mm.MergeAny ? 1 : 0,
+                _ => throw a.Error("counter", $"'{name}' is not a ksm_stat field (ksm_merging_pages, ksm_rmap_items, ksm_zero_pages) or memory_merge (PR_GET_MEMORY_MERGE)"),
             };
         }
         else
         {
+            if (name == "memory_merge") throw a.Error("counter", "memory_merge is PR_GET_MEMORY_MERGE of a process: give of: PROCESS");
             var s = ksm.Show(name);
             if (s == null) return null;
             value = long.Parse(s, System.Globalization.CultureInfo.InvariantCulture);
         }
-        return value;
+        return value == long.MinValue ? null : value;
     }
 }

@@ -67,7 +67,7 @@ public sealed partial class Ksmd
                     {
                         if (KsmTestExit(mm)) break;
                         ulong addr = _scanAddress;
-                        var r = await Gup.FollowPage(mm, addr, write: false);
+                        var r = await Gup.FollowPage(mm, null, addr, GupFlags.Get | GupFlags.FollowProtNone);
                         if (r.Ok)
                         {
                             ref var f = ref k.Mem[r.Pfn];
@@ -329,7 +329,7 @@ public sealed partial class Ksmd
         long pfn = -1;
         if (FindMergeableVma(mm, item.Address) != null)
         {
-            var r = await Gup.FollowPage(mm, item.Address, write: false);
+            var r = await Gup.FollowPage(mm, null, item.Address, GupFlags.Get | GupFlags.FollowProtNone);
             if (r.Ok)
             {
                 if (r.Pfn != PhysMem.ZeroPfn && _k.Mem[r.Pfn].Has(PageFlags.Anon) && !r.Huge) pfn = r.Pfn;

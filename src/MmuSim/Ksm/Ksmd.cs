@@ -416,8 +416,28 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
     /// <summary>ksm_fork: a child of a registered mm is registered too (call from fork).</summary>
     public void KsmFork(MmStruct parent, MmStruct child)
     {
-        if (parent.KsmSlot != null) KsmEnter(child);
+        if (parent.KsmSlot is MmSlot p)
+        {
+            var slot = KsmEnter(child);
+            if (!_k.Era.Has(Feature.KsmForkResetsCounters))
+            {
+                // dup_mm's memcpy copied the parent's counters, but not its rmap_items: the child's stay stale (6.1..6.17).
+                slot.MergingPages = p.MergingPages;
+                slot.RmapItems = p.RmapItems;
+            }
+        }
         if (parent.MergeAny) child.MergeAny = true;
+    }
+
+    /// <summary>
+    /// The KSM part of execve (mm_init's mmf_init_flags, then ksm_execve in __bprm_mm_init): the new mm keeps
+    /// MMF_VM_MERGE_ANY from 6.6 (MMF_INIT_MASK), and is entered into the mm list, so that ksmd scans it, from 6.9.
+    /// </summary>
+    public void KsmExecve(MmStruct old, MmStruct mm)
+    {
+        if (!old.MergeAny || !_k.Era.Has(Feature.KsmMergeAnyAcrossExec)) return;
+        mm.MergeAny = true;
+        if (_k.Era.Has(Feature.KsmExecveEntersMm)) KsmEnter(mm);
     }
 
     void FreeSlot(MmSlot slot)
@@ -521,7 +541,14 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
             }
             else if (root.Hlist.Count > 0) { shared++; sharing += root.Hlist.Count - 1; }
         }
-        foreach (var s in _slots) items += s.RmapItems;
+        bool exactPerMm = _k.Era.Has(Feature.KsmForkResetsCounters);
+        foreach (var s in _slots)
+        {
+            items += s.RmapList.Count;
+            // Before 6.18 a fork child starts from a copy of its parent's counter: stale, so never lower than its list.
+            if (exactPerMm ? s.RmapItems != s.RmapList.Count : s.RmapItems < s.RmapList.Count)
+                return $"{s.Mm} ksm_rmap_items {s.RmapItems}, its rmap_list holds {s.RmapList.Count}";
+        }
         if (shared != PagesShared) return $"pages_shared {PagesShared}, trees say {shared}";
         if (sharing != PagesSharing) return $"pages_sharing {PagesSharing}, trees say {sharing}";
         if (chains != StableNodeChains) return $"stable_node_chains {StableNodeChains}, trees say {chains}";

@@ -35,6 +35,11 @@ public enum GupFlags : byte
     Force = 16,
     /// <summary>FOLL_MADV_POPULATE (6.9; pages == NULL before): MADV_POPULATE_* faults pages in and takes no reference.</summary>
     Populate = 32,
+    /// <summary>
+    /// The lookup does not honor NUMA hinting (follow_page() as KSM calls it: no FOLL_HONOR_NUMA_FAULT, FOLL_NUMA before
+    /// 6.6): a pte_protnone entry of a PROT_NONE VMA is followed like a present one (gup_can_follow_protnone).
+    /// </summary>
+    FollowProtNone = 64,
 }
 
 /// <summary>
@@ -164,7 +169,10 @@ public static class Gup
         await mm.LockPtl(t);
         var pte = await mm.PtepGet(t, addr);
         GupResult r = new(-1, false, 0, false, GupResult.EFAULT);
-        if (pte.Accessible && (!write || pte.Writable || CanFollowWriteForced(k, vma, flags, pte))) // a pte_protnone entry needs a fault (which fails)
+        // A pte_protnone entry (PROT_NONE VMA) is followed by follow_page() and by FOLL_FORCE (gup_can_follow_protnone:
+        // NUMA hinting never applies to an inaccessible VMA); any other lookup needs a fault, which fails.
+        bool followable = pte.Accessible || (pte.ProtNone && (flags & (GupFlags.FollowProtNone | GupFlags.Force)) != 0);
+        if (followable && (!write || pte.Writable || CanFollowWriteForced(k, vma, flags, pte)))
         {
             if (vma != null && MustUnshare(k, vma, flags, pte.Pfn, pte.Special || pte.Pfn == PhysMem.ZeroPfn))
                 r = new GupResult(-1, false, 0, false, GupResult.EMLINK);
@@ -341,8 +349,9 @@ public static class Gup
         for (int attempt = 0; attempt < 64; attempt++)
         {
             var vma = mm.FindVma(addr);
-            // check_vma_flags: FOLL_FORCE may write only to a private (COW) mapping.
-            if (vma == null || !vma.Readable) return fail;
+            // check_vma_flags: FOLL_FORCE may read a VMA without VM_READ (PROT_NONE; VM_MAYREAD is always set for anon
+            // and the modelled files) and write only to a private (COW) mapping.
+            if (vma == null || (!write && !vma.Readable && (flags & GupFlags.Force) == 0)) return fail;
             if (write && !vma.Writable && ((flags & GupFlags.Force) == 0 || vma.Shared)) return fail;
             var r = await FollowPage(mm, vma, addr, flags);
             if (r.Ok) return r;

@@ -53,7 +53,7 @@ public static class HugeMemory
             return VmFault.Retry;
         }
         Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true);
-        await mm.SetPmd(haddr, Pte.Make(head, writable: vma.Writable, dirty: vma.Writable, huge: true));
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: vma.Writable, dirty: vma.Writable, huge: true));
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.ThpFaults);
         return VmFault.Ok;

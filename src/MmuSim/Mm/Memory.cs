@@ -66,8 +66,11 @@ public static partial class Memory
     {
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var vma = mm.FindVma(addr);
-        // access_error (x86): a read needs vma_is_accessible (any of r/w/x), a write VM_WRITE (or FOLL_FORCE).
-        if (vma == null || vma.Prot == Prot.None || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
+        // access_error (x86): a read needs vma_is_accessible (any of r/w/x), a write VM_WRITE (or FOLL_FORCE). It belongs
+        // to the user fault (do_user_addr_fault): a GUP fault with FOLL_FORCE or a remote one (break_ksm's unshare) comes
+        // through check_vma_flags instead, so it may fault a PROT_NONE VMA.
+        if (vma == null || (vma.Prot == Prot.None && (flags & (FaultFlags.Force | FaultFlags.Remote)) == 0)
+            || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
             return new(VmFault.SigSegv);
         int pmdT = mm.PmdAlloc(addr);
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
@@ -138,11 +141,11 @@ public static partial class Memory
     {
         var ctx = mm.Kernel.S.Current;
         ctx.Enter("do_anonymous_page");
-        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t) : DoAnonymousZeroPage(mm, addr, t));
+        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t) : DoAnonymousZeroPage(mm, vma, addr, t));
     }
 
     /// <summary>do_anonymous_page for a read: map the shared zero page read-only (a special PTE).</summary>
-    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, ulong addr, int t)
+    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, Vma vma, ulong addr, int t)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonReadFaults);
@@ -150,7 +153,7 @@ public static partial class Memory
         var p = await mm.PtepGet(t, addr);
         if (p.IsNone)
         {
-            await mm.SetPte(t, addr, Pte.Make(PhysMem.ZeroPfn, writable: false, special: true));
+            await mm.SetPte(t, addr, vma.MkPte(PhysMem.ZeroPfn, writable: false, special: true));
             k.Stats.Inc(Stat.ZeroPageMaps);
         }
         await mm.UnlockPtl(t);
@@ -176,7 +179,7 @@ public static partial class Memory
             return VmFault.Retry;
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
-        await mm.SetPte(t, addr, Pte.Make(pfn, writable: vma.Writable, dirty: true));
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true));
         await mm.UnlockPtl(t);
         return VmFault.Ok;
     }
@@ -293,7 +296,7 @@ public static partial class Memory
             bool w = (flags & FaultFlags.Write) != 0;
             // An unshare fault (5.19+) maps the copy read-only: the next write finds it PageAnonExclusive and reuses it.
             bool ro = (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Feature.GupUnshareAnon);
-            await Tlb.SetPteAtNotify(mm, t, addr, Pte.Make(newPfn, writable: vma.Writable && !ro, dirty: w));
+            await Tlb.SetPteAtNotify(mm, t, addr, vma.MkPte(newPfn, writable: vma.Writable && !ro, dirty: w));
             if (!oldIsZero) Folio.RemoveRmap(k, oldPfn, mm);
             copied = true;
             k.Stats.Inc(Stat.CowCopies);
@@ -332,7 +335,7 @@ public static partial class Memory
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
         k.Mem[pfn].Set(PageFlags.Dirty); // only copy is in memory now
-        await mm.SetPte(t, addr, Pte.Make(pfn, writable: vma.Writable, dirty: false));
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: false));
         k.Swap.Free(slot);
         await mm.UnlockPtl(t);
         return VmFault.Ok;

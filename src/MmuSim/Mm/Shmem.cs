@@ -61,7 +61,7 @@ public static class Shmem
             return VmFault.Retry;
         }
         Folio.AddAnonRmap(k, pfn, mm); // folio_add_file_rmap_pte
-        await mm.SetPte(t, addr, Pte.Make(pfn, writable: vma.Writable, dirty: write));
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: write));
         await mm.UnlockPtl(t);
         return VmFault.Ok;
     }

@@ -65,6 +65,16 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
 
     public bool Contains(ulong addr) => addr >= Start && addr < End;
 
+    /// <summary>
+    /// mk_pte(page, vma->vm_page_prot): a present entry for <paramref name="pfn"/>, pte_protnone in a PROT_NONE VMA
+    /// (which only FOLL_FORCE and break_ksm's remote unshare can fault), user-accessible otherwise.
+    /// </summary>
+    public Pte MkPte(long pfn, bool writable, bool dirty = false, bool huge = false, bool special = false)
+    {
+        var pte = Pte.Make(pfn, writable, dirty, huge: huge, special: special);
+        return Prot == Prot.None ? pte.MkProtNone() : pte;
+    }
+
     public ulong Pages => (End - Start) >> MmStruct.PageShift;
 
     /// <summary>vma_address(): where a folio with <paramref name="index"/> would be mapped in this VMA, or null.</summary>

@@ -80,6 +80,7 @@ public static partial class CoreOps
             ["process", "addr"], PagemapBits, ExpectPagemap) { Check = (a, _) => { foreach (var b in PagemapBits) a.GetBool(b); } });
         RegisterMmPaths(r);
         RegisterGup(r);
+        RegisterProcess(r);
     }
 
     // ---------------------------------------------------------------- accesses
