@@ -248,14 +248,15 @@ public class GupPinTests
     }
 
     [Fact]
-    public void CowSelftests_CoverEveryAnonTestFunctionForBaseAndThp()
+    public void CowSelftests_CoverEveryAnonTestFunctionForBaseAndThpSwappedOrNot()
     {
         var names = ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/cow/", StringComparison.Ordinal)).ToHashSet();
         string[] fns = ["cow-in-parent", "cow-in-parent-mprotect", "vmsplice-in-child", "vmsplice-in-child-mprotect", "vmsplice-before-fork",
             "vmsplice-after-fork", "iouring-ro", "iouring-fork", "ro-pin-on-shared", "ro-fast-pin-on-shared", "ro-pin-on-ro-previously-shared",
             "ro-fast-pin-on-ro-previously-shared", "ro-pin-on-ro-exclusive", "ro-fast-pin-on-ro-exclusive"];
         foreach (var f in fns)
-            foreach (var size in new[] { "base", "base-swap", "thp", "pte-thp", "single-pte-thp", "partial-shared-thp", "partial-mremap-thp" })
+            foreach (var size in new[] { "base", "base-swap", "thp", "pte-thp", "single-pte-thp", "partial-shared-thp", "partial-mremap-thp",
+                "thp-swap", "pte-thp-swap", "single-pte-thp-swap" })
                 Assert.Contains($"selftests/cow/{f}-{size}", names);
     }
 
