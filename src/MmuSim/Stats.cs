@@ -83,6 +83,12 @@ public enum Stat
 
     // ---- KVM gfn_to_pfn_cache
     KvmGpcRetries,
+
+    // ---- userfaultfd
+    /// <summary>Faults queued to a userfaultfd by handle_userfault.</summary>
+    UffdFaults,
+    /// <summary>Pages placed by UFFDIO_COPY, UFFDIO_ZEROPAGE and UFFDIO_CONTINUE.</summary>
+    UffdPagesPlaced,
 }
 
 /// <summary>Counter storage: a flat array indexed by <see cref="Stat"/>.</summary>

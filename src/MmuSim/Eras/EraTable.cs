@@ -127,6 +127,13 @@ public static class EraTable
             "319561669a59 'mm/mmu_notifier.c: fix race in mmu_interval_notifier_remove()' (Alistair Popple, lkml 20220420043734.476348-1; " +
             "akpm hotfixes of 2022-04-21, so 5.18-rc4, Cc stable; Fixes 99cb252f5e68; patch and commit text seen)"),
 
+        new(Feature.Userfaultfd, V(4, 3), Forever, "86039bd3b4e6 'userfaultfd: add new syscall to provide memory externalization' (Andrea Arcangeli, 4.3; recollection for id)"),
+        new(Feature.UffdShmem, V(4, 11), Forever, "4c27fe4c4c84 'userfaultfd: shmem: add shmem_mcopy_atomic_pte for userfaultfd support' (Mike Rapoport, 4.11; recollection)"),
+        new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
+        new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
+        new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),
+        new(Feature.KsmBreakUnshare, V(6, 2), Forever, "5f5f2ddd189d 'mm/ksm: fix KSM COW breaking with userfaultfd-wp via FAULT_FLAG_UNSHARE' (David Hildenbrand, v2 2022-10-21, so the 6.2 merge window; patch seen): before, break_ksm's fake write fault hit handle_userfault without FAULT_FLAG_ALLOW_RETRY, got VM_FAULT_SIGBUS and returned 0 with the page still merged"),
+
         new(Feature.GupPinCounting, V(5, 7), Forever, "fc1d8e7cca2d 'mm/gup: track FOLL_PIN pages' (GUP_PIN_COUNTING_BIAS) + 47e29d32afba (hpage_pinned_refcount for huge pages), 5.7 (recollection; pin_user_pages itself is 5.6)"),
         new(Feature.CowReuseByRefcount, V(5, 9), Forever, "09854ba94c6a 'mm: do_wp_page() simplification' (Linus, 5.9): page_count != 1 -> copy; 5.8 and earlier reuse_swap_page (mapcount)"),
         new(Feature.ForkCopiesPinnedPages, V(5, 9), Forever, "Peter Xu's series merged by Linus for 5.9: 008cfe4418b3 mm->has_pinned, 70e806e4e645 'mm: Do early cow for pinned pages during fork() for ptes', 7a4830c380f3 'mm/thp: Split huge pmds/puds if they're pinned when fork()' (commit text seen)"),
@@ -179,7 +186,7 @@ public static class EraTable
         ("6.15", V(6, 15), "KVM x86 ages SPTEs locklessly: aging callbacks never take mmu_lock (TDP and shadow MMU)"),
         ("6.16", V(6, 16), "(reference) same modelled semantics as 6.15 (docs/eras.md)"),
         ("6.17", V(6, 17), "(reference) same modelled semantics as 6.15 (docs/eras.md)"),
-        ("6.18", V(6, 18), "(reference; this machine's kernel) same modelled semantics as 6.15 (docs/eras.md)"),
+        ("6.18", V(6, 18), "(this machine's kernel) as 6.15, and ksm_fork resets the child's KSM counters (docs/eras.md)"),
     ];
 
     static readonly Lazy<IReadOnlyList<KernelEra>> _eras = new(BuildAll);

@@ -237,4 +237,18 @@ public enum Feature
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
     /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>
     IntervalRemoveSeqLocked,
+
+    // ---- userfaultfd (issue 12 item 7, issue 9 item 4; fs/userfaultfd.c, mm/userfaultfd.c)
+    /// <summary>userfaultfd(2) with UFFDIO_REGISTER_MODE_MISSING on anonymous memory, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE.</summary>
+    Userfaultfd,
+    /// <summary>userfaultfd MISSING on shmem (shmem_mfill_atomic_pte).</summary>
+    UffdShmem,
+    /// <summary>UFFDIO_REGISTER_MODE_WP and UFFDIO_WRITEPROTECT on anonymous memory (the uffd-wp PTE bit).</summary>
+    UffdWp,
+    /// <summary>UFFDIO_REGISTER_MODE_MINOR and UFFDIO_CONTINUE on shmem.</summary>
+    UffdMinorShmem,
+    /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
+    UffdWpResolveTryWritable,
+    /// <summary>break_ksm faults with FAULT_FLAG_UNSHARE (not a fake FAULT_FLAG_WRITE), so a uffd-wp KSM page is unshared.</summary>
+    KsmBreakUnshare,
 }

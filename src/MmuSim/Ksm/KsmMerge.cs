@@ -309,10 +309,14 @@ public sealed partial class Ksmd
                 Folio.Put(k, r.Pfn);
                 return 0;
             }
-            var f = await Memory.HandleMmFault(mm, addr, FaultFlags.Unshare | FaultFlags.Remote);
+            // 6.2+ FAULT_FLAG_UNSHARE; before, a fake FAULT_FLAG_WRITE fault (handle_mm_fault checks no VMA permission,
+            // hence Force in the model). Neither has FAULT_FLAG_ALLOW_RETRY: a uffd-wp page makes the fake write fault
+            // SIGBUS and the page stays merged (5f5f2ddd189d).
+            var ff = k.Era.Has(Eras.Feature.KsmBreakUnshare) ? FaultFlags.Unshare : FaultFlags.Write | FaultFlags.Force;
+            var f = await Memory.HandleMmFault(mm, addr, ff | FaultFlags.Remote);
             Folio.Put(k, r.Pfn);
             if (f == VmFault.Oom) return -12;
-            if (f == VmFault.SigSegv) return 0;
+            if (f is VmFault.SigSegv or VmFault.SigBus) return 0;
             if (f == VmFault.Ok) k.Stats.Inc(Stat.KsmUnmerges);
         }
         k.S.Fail(Invariants.Liveness, $"break_ksm(0x{addr:x}) kept finding a KSM page", addr);

@@ -26,7 +26,8 @@ public static class Fork
                 if ((src.Flags & VmFlags.DontCopy) != 0) continue;
                 // VM_WIPEONFORK: tmp->anon_vma = NULL and no copy_page_range; the child faults in fresh zero pages.
                 bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
-                var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, src.Flags)
+                // dup_userfaultfd without UFFD_FEATURE_EVENT_FORK (not modelled): the child's VMA is not registered.
+                var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, src.Flags & ~VmFlags.UffdAny)
                 {
                     PgOff = src.PgOff,
                     AnonVma = wipe ? null : src.AnonVma,

@@ -84,8 +84,11 @@ public static class Gup
                 var vma = mm.FindVma(addr);
                 if (vma == null || !vma.Readable || (write && !vma.Writable))
                     return new GupResult(-1, false, 0, false, GupResult.EFAULT);
-                var f = await Memory.HandleMmFault(mm, addr, (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote);
-                if (f == VmFault.SigSegv) return new GupResult(-1, false, 0, false, GupResult.EFAULT);
+                // Taking mmap_lock here is get_user_pages_unlocked (KVM's hva_to_pfn): FAULT_FLAG_ALLOW_RETRY, so a
+                // userfaultfd may make the fault wait; a caller that holds the lock cannot drop it.
+                var ff = (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.Remote | (mmapLocked ? FaultFlags.None : FaultFlags.AllowRetry);
+                var f = await Memory.HandleMmFault(mm, addr, ff);
+                if (f is VmFault.SigSegv or VmFault.SigBus) return new GupResult(-1, false, 0, false, GupResult.EFAULT);
                 if (f == VmFault.Oom) return new GupResult(-1, false, 0, false, GupResult.ENOMEM);
             }
             k.S.Fail(Invariants.Liveness, $"get_user_pages(0x{addr:x}) kept faulting", addr);
@@ -357,7 +360,7 @@ public static class Gup
             if (r.Ok) return r;
             var ff = r.Error == GupResult.EMLINK ? FaultFlags.Unshare : write ? FaultFlags.Write : FaultFlags.None;
             if ((flags & GupFlags.Force) != 0) ff |= FaultFlags.Force;
-            var f = await Memory.HandleMmFault(mm, addr, ff);
+            var f = await Memory.HandleMmFault(mm, addr, ff | FaultFlags.AllowRetry); // __get_user_pages_locked: locked != NULL
             if (f == VmFault.SigSegv || f == VmFault.SigBus) return fail;
             if (f == VmFault.Oom) return new GupResult(-1, false, 0, false, GupResult.ENOMEM);
         }
@@ -428,7 +431,7 @@ public static class Gup
                     return Errno.EFAULT;
                 }
                 if ((await FollowPage(mm, vma, addr, flags)).Ok) break;
-                var f = await Memory.HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None); // faultin_page
+                var f = await Memory.HandleMmFault(mm, addr, (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.AllowRetry); // faultin_page
                 if (f == VmFault.Oom) return Errno.ENOMEM;
                 if (f == VmFault.SigSegv || f == VmFault.SigBus) return Errno.EFAULT;
             }

@@ -59,6 +59,10 @@ public static class HugeMemory
         return VmFault.Ok;
     }
 
+    /// <summary>An unshare fault (FAULT_FLAG_UNSHARE without WRITE) where the era has them (5.19+).</summary>
+    internal static bool IsUnshare(Kernel k, FaultFlags flags) =>
+        (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Eras.Feature.GupUnshareAnon);
+
     /// <summary>
     /// Fault on a present huge PMD: do_huge_pmd_wp_page for a write to a read-only PMD (reuse an exclusive folio in
     /// place, with no notifier; otherwise __split_huge_pmd and fall back to the 4 KiB COW path, as 6.8 does), or
@@ -79,6 +83,11 @@ public static class HugeMemory
                 await mm.UnlockPmd(haddr);
                 return VmFault.Retry;
             }
+            if (pmd.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0 && !IsUnshare(k, flags))
+            {
+                await mm.UnlockPmd(haddr); // do_huge_pmd_wp_page: userfaultfd_huge_pmd_wp
+                return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Wp, flags);
+            }
             long head = pmd.Pfn;
             ref var f = ref k.Mem[head];
             // 5.19+ (3bff7e3f1f16): PageAnonExclusive, or the only reference; before: reuse_swap_page (total mapcount 1).
@@ -88,7 +97,7 @@ public static class HugeMemory
             if (reuse)
             {
                 f.Set(PageFlags.AnonExclusive);
-                if ((flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Eras.Feature.GupUnshareAnon))
+                if (IsUnshare(k, flags))
                 {
                     await mm.UnlockPmd(haddr); // unshare: exclusive now, the PMD stays read-only
                     return VmFault.Ok;
@@ -155,7 +164,7 @@ public static class HugeMemory
         bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
         for (int i = 0; i < PhysMem.HugePages; i++)
         {
-            var pte = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed);
+            var pte = Pte.Make(head + i, pmd.Writable, pmd.Dirty, pmd.Accessed).WithUffdWp(pmd.UffdWp); // uffd-wp is inherited
             pool.Entry(t, i) = (pmd.User ? pte : pte.MkProtNone()).Raw; // a PROT_NONE PMD splits into PROT_NONE PTEs
             ref var p = ref k.Mem[head + i];
             p.MapCount++;

@@ -35,6 +35,12 @@ public enum FaultFlags : byte
     /// VMA permission check of the user fault path (the arch fault handler's, done by the model in handle_mm_fault) is skipped.
     /// </summary>
     Force = 8,
+    /// <summary>
+    /// FAULT_FLAG_ALLOW_RETRY: the caller can take VM_FAULT_RETRY with mmap_lock dropped (user faults, GUP with a
+    /// <c>locked</c> argument, populate). Without it handle_userfault cannot wait and returns VM_FAULT_SIGBUS
+    /// (break_ksm, hmm_range_fault, an IOMMU's page request).
+    /// </summary>
+    AllowRetry = 16,
 }
 
 /// <summary>
@@ -76,7 +82,9 @@ public static partial class Memory
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)
             return HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
-        if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
+        // A MISSING-registered VMA: do_huge_pmd_anonymous_page would deliver the same MISSING message from the huge path,
+        // and after UFFDIO_COPY (which installs PTEs) the range is PTE-mapped anyway; the model takes the PTE path.
+        if (!pmd.Present && (vma.Flags & VmFlags.UffdMissing) == 0 && HugeMemory.ThpEligible(mm, vma, addr))
             return CreateHugePmdOrPte(mm, vma, addr, pmdT, flags, write);
         return PteFault(mm, vma, addr, pmdT, flags, write);
     }
@@ -106,7 +114,7 @@ public static partial class Memory
     /// <summary>handle_pte_fault: dispatch on the PTE read without the PTL.</summary>
     static ValueTask<VmFault> HandlePteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
     {
-        if (pte.IsNone) return vma.Shmem == null ? DoAnonymousPage(mm, vma, addr, t, write) : Shmem.ShmemFault(mm, vma, addr, t, write);
+        if (pte.IsNone) return vma.Shmem == null ? DoAnonymousPage(mm, vma, addr, t, flags) : Shmem.ShmemFault(mm, vma, addr, t, flags);
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return Migrate.MigrationEntryWait(mm, t, addr, pte);
@@ -137,20 +145,29 @@ public static partial class Memory
     }
 
     /// <summary>do_anonymous_page: map the zero page for a read, a fresh zeroed page for a write.</summary>
-    public static ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, bool write)
+    public static ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
     {
         var ctx = mm.Kernel.S.Current;
         ctx.Enter("do_anonymous_page");
-        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t) : DoAnonymousZeroPage(mm, vma, addr, t));
+        bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
+        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t, flags) : DoAnonymousZeroPage(mm, vma, addr, t, flags));
+    }
+
+    /// <summary>do_anonymous_page's "deliver the page fault to userland, check inside PT lock": called with the PTL held on a none PTE.</summary>
+    static async ValueTask<VmFault> DoAnonymousUserfault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    {
+        await mm.UnlockPtl(t);
+        return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
     }
 
     /// <summary>do_anonymous_page for a read: map the shared zero page read-only (a special PTE).</summary>
-    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, Vma vma, ulong addr, int t)
+    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonReadFaults);
         await mm.LockPtl(t);
         var p = await mm.PtepGet(t, addr);
+        if (p.IsNone && (vma.Flags & VmFlags.UffdMissing) != 0) return await DoAnonymousUserfault(mm, vma, addr, t, flags);
         if (p.IsNone)
         {
             await mm.SetPte(t, addr, vma.MkPte(PhysMem.ZeroPfn, writable: false, special: true));
@@ -161,7 +178,7 @@ public static partial class Memory
     }
 
     /// <summary>do_anonymous_page for a write: allocate a zeroed page, recheck under the PTL, map it writable and dirty.</summary>
-    static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t)
+    static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonWriteFaults);
@@ -177,6 +194,11 @@ public static partial class Memory
             await mm.UnlockPtl(t);
             Folio.Put(k, pfn);
             return VmFault.Retry;
+        }
+        if ((vma.Flags & VmFlags.UffdMissing) != 0)
+        {
+            Folio.Put(k, pfn); // folio_put before handle_userfault
+            return await DoAnonymousUserfault(mm, vma, addr, t, flags);
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true));
@@ -196,7 +218,12 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_wp_page");
         long pfn = orig.Pfn;
-        bool unshare = (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Feature.GupUnshareAnon);
+        bool unshare = HugeMemory.IsUnshare(k, flags);
+        if (!unshare && orig.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0)
+        {
+            await mm.UnlockPtl(t); // userfaultfd_pte_wp: the write goes to the uffd-wp handler
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Wp, flags);
+        }
         if (vma.Shared && vma.Writable && !orig.Special && pfn != PhysMem.ZeroPfn)
         {
             await WpPageReuse(mm, vma, addr, t, orig, flags); // wp_page_shared: the shared page is written in place
@@ -296,7 +323,8 @@ public static partial class Memory
             bool w = (flags & FaultFlags.Write) != 0;
             // An unshare fault (5.19+) maps the copy read-only: the next write finds it PageAnonExclusive and reuses it.
             bool ro = (flags & (FaultFlags.Unshare | FaultFlags.Write)) == FaultFlags.Unshare && k.Era.Has(Feature.GupUnshareAnon);
-            await Tlb.SetPteAtNotify(mm, t, addr, vma.MkPte(newPfn, writable: vma.Writable && !ro, dirty: w));
+            // An unshare copy keeps the old PTE's uffd-wp bit (wp_page_copy: pte_mkuffd_wp if unshare && pte_uffd_wp).
+            await Tlb.SetPteAtNotify(mm, t, addr, vma.MkPte(newPfn, writable: vma.Writable && !ro, dirty: w).WithUffdWp(ro && orig.UffdWp));
             if (!oldIsZero) Folio.RemoveRmap(k, oldPfn, mm);
             copied = true;
             k.Stats.Inc(Stat.CowCopies);
@@ -335,7 +363,7 @@ public static partial class Memory
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
         k.Mem[pfn].Set(PageFlags.Dirty); // only copy is in memory now
-        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: false));
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: false).WithUffdWp(orig.UffdWp)); // pte_swp_uffd_wp
         k.Swap.Free(slot);
         await mm.UnlockPtl(t);
         return VmFault.Ok;
@@ -368,7 +396,7 @@ public static partial class Memory
             {
                 await k.S.Point(PointKind.PteRead, addr);
                 if (TryTouch(mm, addr, write, value, out var result)) return new(VmFault.Ok, result);
-                var r = await HandleMmFault(mm, addr, write ? FaultFlags.Write : FaultFlags.None);
+                var r = await HandleMmFault(mm, addr, (write ? FaultFlags.Write : FaultFlags.None) | FaultFlags.AllowRetry);
                 if (r is VmFault.SigSegv or VmFault.Oom or VmFault.SigBus) return new(r, 0);
             }
             k.S.Fail(Invariants.Liveness, $"user access to 0x{addr:x} kept faulting", addr);

@@ -68,7 +68,7 @@ public static partial class Memory
                     pte = pte.ReadOnlyEntry();
                     await parent.SetPte(st, a, pte);
                 }
-                await child.SetPte(dt, a, pte);
+                await child.SetPte(dt, a, pte.WithUffdWp(pte.UffdWp && dst.Uffd != null)); // pte_swp_clear_uffd_wp unless userfaultfd_wp(dst_vma)
                 continue;
             }
             if (cow && !pte.Special && pte.Pfn != PhysMem.ZeroPfn && NeedsCowForDma(src, pte.Pfn))
@@ -93,6 +93,7 @@ public static partial class Memory
                 pte = pte.Wrprotect();
             }
             if (dst.Shared) pte = pte.Mkclean();
+            if (dst.Uffd == null) pte = pte.WithUffdWp(false); // copy_present_pte: pte_clear_uffd_wp unless userfaultfd_wp(dst_vma)
             await child.SetPte(dt, a, pte.Mkold());
             k.Stats.Inc(Stat.ForkCopiedPtes);
         }

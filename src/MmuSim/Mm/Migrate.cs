@@ -93,7 +93,7 @@ public static class Migrate
                 if (pte.IsMigration && pte.Pfn == from)
                 {
                     bool w = pte.SwapKind == SwapType.MigrationWrite && vma.Writable;
-                    var np = Pte.Make(to, w, dirty: dirty);
+                    var np = Pte.Make(to, w, dirty: dirty).WithUffdWp(pte.UffdWp); // remove_migration_pte: pte_swp_uffd_wp
                     await mm.SetPte(t, a, vma.Readable ? np : np.MkProtNone()); // mk_pte(vma->vm_page_prot)
                     Folio.Get(k, to);
                     Folio.AddAnonRmap(k, to, mm);

@@ -141,6 +141,7 @@ public sealed class MmStruct
         {
             AnonVma = vma.AnonVma,
             Shmem = vma.Shmem,
+            Uffd = vma.Uffd,
             PgOff = vma.PgOff + ((addr - vma.Start) >> PageShift),
             Name = vma.Name,
         };

@@ -63,7 +63,7 @@ public static class Mmap
         {
             Vma prev = mm.Vmas[i], next = mm.Vmas[i + 1];
             if (next.End < start || prev.Start > end) continue;
-            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma ||
+            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma || prev.Uffd != next.Uffd ||
                 prev.Shmem != null || next.Shmem != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
             prev.End = next.End;
             prev.Flags |= next.Flags & VmFlags.SoftDirty;

@@ -4,6 +4,18 @@ using MmuSim.Sched;
 
 namespace MmuSim.Mm;
 
+/// <summary>change_protection's cp_flags beyond the new protection (MM_CP_*).</summary>
+public enum ChangeProtFlags : byte
+{
+    None = 0,
+    /// <summary>MM_CP_UFFD_WP: write-protect and mark uffd-wp (UFFDIO_WRITEPROTECT with MODE_WP).</summary>
+    UffdWp = 1,
+    /// <summary>MM_CP_UFFD_WP_RESOLVE: clear uffd-wp; the PTE stays read-only unless <see cref="TryChangeWritable"/>.</summary>
+    UffdWpResolve = 2,
+    /// <summary>MM_CP_TRY_CHANGE_WRITABLE with a resolve: make the PTE writable now where can_change_pte_writable allows.</summary>
+    TryChangeWritable = 4,
+}
+
 /// <summary>mm/mprotect.c.</summary>
 public static class Mprotect
 {
@@ -44,8 +56,12 @@ public static class Mprotect
         }
     }
 
-    /// <summary>change_protection: walk [start, end) of one VMA. Returns the number of entries changed.</summary>
-    public static async ValueTask<long> ChangeProtection(Vma vma, ulong start, ulong end, Prot prot)
+    /// <summary>
+    /// change_protection: walk [start, end) of one VMA. Returns the number of entries changed. With uffd-wp
+    /// <paramref name="cp"/> flags (uffd_wp_range) the protection is the VMA's own and only the uffd-wp bit (and the
+    /// write bit it implies) changes, inside the same PROTECTION_VMA invalidation.
+    /// </summary>
+    public static async ValueTask<long> ChangeProtection(Vma vma, ulong start, ulong end, Prot prot, ChangeProtFlags cp = ChangeProtFlags.None)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -56,7 +72,7 @@ public static class Mprotect
             // 2.6.32: one invalidation over the whole range, populated or not.
             var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.ProtectionVma);
             await mm.Notifiers.InvalidateRangeStart(range);
-            pages = await ChangePmdRange(vma, start, end, prot, lazy: false);
+            pages = await ChangePmdRange(vma, start, end, prot, lazy: false, cp);
             await mm.Notifiers.InvalidateRangeEnd(range);
             return pages;
         }
@@ -64,7 +80,7 @@ public static class Mprotect
         for (ulong addr = start; addr < end;)
         {
             ulong next = Math.Min((addr & ~(PudSize - 1)) + PudSize, end);
-            pages += await ChangePmdRange(vma, addr, next, prot, lazy: true);
+            pages += await ChangePmdRange(vma, addr, next, prot, lazy: true, cp);
             addr = next;
         }
         return pages;
@@ -75,7 +91,7 @@ public static class Mprotect
     /// PMD over [that address, end) and end after the loop. A huge PMD that is only partly covered is split inside
     /// (with its own nested CLEAR start/end); a covered one is changed whole (change_huge_pmd).
     /// </summary>
-    static async ValueTask<long> ChangePmdRange(Vma vma, ulong start, ulong end, Prot prot, bool lazy)
+    static async ValueTask<long> ChangePmdRange(Vma vma, ulong start, ulong end, Prot prot, bool lazy, ChangeProtFlags cp)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -100,7 +116,7 @@ public static class Mprotect
             {
                 if ((addr & ~MmStruct.PmdMask) == 0 && next - addr == MmStruct.PmdSize)
                 {
-                    long changed = await ChangeHugePmd(vma, addr, prot);
+                    long changed = await ChangeHugePmd(vma, addr, prot, cp);
                     if (changed >= 0)
                     {
                         pages += changed;
@@ -111,7 +127,7 @@ public static class Mprotect
                 else await HugeMemory.SplitHugePmd(vma, addr, notify: true);
             }
             int t = mm.PteTable(addr);
-            if (t != 0) pages += await ChangePteRange(vma, t, addr, next, prot);
+            if (t != 0) pages += cp == ChangeProtFlags.None ? await ChangePteRange(vma, t, addr, next, prot) : await ChangePteRangeUffdWp(vma, t, addr, next, cp);
             addr = next;
         }
         if (range != null) await mm.Notifiers.InvalidateRangeEnd(range);
@@ -152,6 +168,48 @@ public static class Mprotect
         }
         await mm.UnlockPtl(t);
         return pages;
+    }
+
+    /// <summary>
+    /// change_pte_range with MM_CP_UFFD_WP or MM_CP_UFFD_WP_RESOLVE: under the PTL, set (write-protecting) or clear the
+    /// uffd-wp bit of each present PTE and of each swap or migration entry (pte_swp_mkuffd_wp); a resolve with
+    /// MM_CP_TRY_CHANGE_WRITABLE (6.3+) makes an exclusive anon page writable at once, else the next write fault does.
+    /// </summary>
+    static async ValueTask<long> ChangePteRangeUffdWp(Vma vma, int t, ulong start, ulong end, ChangeProtFlags cp)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("change_pte_range");
+        bool wp = (cp & ChangeProtFlags.UffdWp) != 0;
+        bool tryWritable = (cp & ChangeProtFlags.TryChangeWritable) != 0 && vma.Writable && !vma.Shared;
+        long pages = 0;
+        await mm.LockPtl(t);
+        for (ulong a = start; a < end; a += MmStruct.PageSize)
+        {
+            var peek = mm.PeekPte(a);
+            if (peek.IsNone || (peek.IsSwapEntry && peek.IsDeviceEntry)) continue;
+            var pte = await mm.PtepGet(t, a);
+            if (pte.IsNone) continue;
+            if (pte.IsSwapEntry)
+            {
+                if (pte.IsDeviceEntry || pte.UffdWp == wp) continue;
+                await mm.SetPte(t, a, pte.WithUffdWp(wp));
+                pages++;
+                continue;
+            }
+            if (Apply(pte) == pte) continue;
+            var old = await mm.PtepGetAndClear(t, a); // ptep_modify_prot_start (the hardware may have set A/D meanwhile)
+            await mm.SetPte(t, a, Apply(old));        // ptep_modify_prot_commit
+            pages++;
+        }
+        await mm.UnlockPtl(t);
+        return pages;
+
+        Pte Apply(Pte p)
+        {
+            var u = p.WithUffdWp(wp);
+            return !wp && tryWritable && CanChangePteWritable(k, vma, u) ? u.WithWrite(true) : u;
+        }
     }
 
     /// <summary>pte_modify(pte, vm_get_page_prot(prot)) for a present entry: PROT_NONE, read-only, or (lazily) unchanged.</summary>
@@ -202,23 +260,26 @@ public static class Mprotect
     static bool CanChangePteWritable(Kernel k, Vma vma, Pte pte)
     {
         if (pte.Pfn == PhysMem.ZeroPfn || pte.Special) return false;
+        if (pte.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0) return false; // uffd-wp tracking needs the write fault
         if (k.Era.Has(Feature.ClearRefsSoftDirty) && (vma.Flags & VmFlags.SoftDirty) == 0 && !pte.SoftDirty) return false;
         var folio = k.Mem[k.Mem.FolioOf(pte.Pfn)];
         return folio.Has(PageFlags.Anon) && !folio.Has(PageFlags.Ksm) && k.Mem[pte.Pfn].Has(PageFlags.AnonExclusive);
     }
 
     /// <summary>change_huge_pmd: under the PMD lock, write-protect (or make PROT_NONE, or accessible again) a huge PMD. -1: no longer huge.</summary>
-    static async ValueTask<long> ChangeHugePmd(Vma vma, ulong haddr, Prot prot)
+    static async ValueTask<long> ChangeHugePmd(Vma vma, ulong haddr, Prot prot, ChangeProtFlags cp)
     {
         var mm = vma.Mm;
         using var _ = mm.Kernel.S.Current.Enter("change_huge_pmd");
         long pages = 0;
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
+        // uffd-wp: pmd_mkuffd_wp / pmd_clear_uffd_wp (a resolve leaves the PMD read-only: the next write reuses it).
+        var updated = cp == ChangeProtFlags.None ? PteModify(pmd, prot) : pmd.WithUffdWp((cp & ChangeProtFlags.UffdWp) != 0);
         if (!(pmd.Present && pmd.Huge)) pages = -1;
-        else if (PteModify(pmd, prot) != pmd)
+        else if (updated != pmd)
         {
-            await mm.SetPmd(haddr, PteModify(pmd, prot)); // pmd_modify
+            await mm.SetPmd(haddr, updated); // pmd_modify
             pages = PhysMem.HugePages;
         }
         await mm.UnlockPmd(haddr);

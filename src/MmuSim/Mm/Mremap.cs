@@ -33,7 +33,8 @@ public static class Mremap
             }
             var moved = Mmap.SplitAround(mm, oldAddr, oldEnd);
             var old = moved[0];
-            var dst = mm.InsertVma(new Vma(mm, newAddr, newEnd, old.Prot, old.Flags)
+            // mremap_userfaultfd_prep without UFFD_FEATURE_EVENT_REMAP (not modelled) drops the registration.
+            var dst = mm.InsertVma(new Vma(mm, newAddr, newEnd, old.Prot, old.Flags & ~VmFlags.UffdAny)
             {
                 PgOff = old.PgOff,
                 AnonVma = old.AnonVma,

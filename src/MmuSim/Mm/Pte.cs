@@ -13,18 +13,20 @@ namespace MmuSim.Mm;
 ///   bit 6      D   dirty
 ///   bit 7      PS  huge (2 MiB leaf in a PMD)
 ///   bit 9      special (software: zero page / no struct page, vm_normal_page() == NULL)
+///   bit 10     uffd-wp (software, _PAGE_UFFD_WP = _PAGE_SOFTW2: userfaultfd write-protected; set with RW clear)
 ///   bit 11     soft-dirty (software, _PAGE_SOFT_DIRTY: set with D by pte_mkdirty in faults, cleared by clear_refs 4)
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write), 4/5 device-private (read/write),
 ///              6/7 device-exclusive (read/write)
+///   bit 10     uffd-wp (_PAGE_SWP_UFFD_WP: carried by swap and migration entries, restored on swap-in/remap)
 ///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page
 /// </code>
 /// </summary>
 public readonly record struct Pte(ulong Raw)
 {
     public const ulong PresentBit = 1UL << 0, WriteBit = 1UL << 1, UserBit = 1UL << 2, AccessedBit = 1UL << 5,
-        DirtyBit = 1UL << 6, HugeBit = 1UL << 7, SpecialBit = 1UL << 9, SoftDirtyBit = 1UL << 11;
+        DirtyBit = 1UL << 6, HugeBit = 1UL << 7, SpecialBit = 1UL << 9, UffdWpBit = 1UL << 10, SoftDirtyBit = 1UL << 11;
     const int PfnShift = 12;
     const ulong PfnMask = ((1UL << 40) - 1) << PfnShift;
     const int TypeShift = 1;
@@ -41,6 +43,8 @@ public readonly record struct Pte(ulong Raw)
     public bool Huge => (Raw & HugeBit) != 0;
     public bool Special => (Raw & SpecialBit) != 0;
     public bool SoftDirty => (Raw & SoftDirtyBit) != 0;
+    /// <summary>pte_uffd_wp / pte_swp_uffd_wp: write-protected by userfaultfd (UFFDIO_WRITEPROTECT or UFFDIO_COPY_MODE_WP).</summary>
+    public bool UffdWp => (Raw & UffdWpBit) != 0;
     /// <summary>pte_protnone: mapped (pte_present) but inaccessible to user space (a PROT_NONE VMA).</summary>
     public bool ProtNone => (Raw & (PresentBit | UserBit)) == PresentBit;
     /// <summary>Present and accessible to a user access (what the hardware walker needs besides RW for a store).</summary>
@@ -93,6 +97,8 @@ public readonly record struct Pte(ulong Raw)
     /// <summary>pte_modify(pte, vm_page_prot) from PROT_NONE back to an accessible (still read-only) protection.</summary>
     public Pte MkAccessible() => new(Raw | UserBit);
     public Pte WithSoftDirty(bool d) => new(d ? Raw | SoftDirtyBit : Raw & ~SoftDirtyBit);
+    /// <summary>pte_mkuffd_wp (which write-protects too, as x86's does since 6.3) or pte_clear_uffd_wp; the swp_ forms for swap entries.</summary>
+    public Pte WithUffdWp(bool wp) => wp ? new((Present ? Raw & ~WriteBit : Raw) | UffdWpBit) : new(Raw & ~UffdWpBit);
     /// <summary>pte_clear_soft_dirty.</summary>
     public Pte ClearSoftDirty() => new(Raw & ~SoftDirtyBit);
 
@@ -100,7 +106,7 @@ public readonly record struct Pte(ulong Raw)
     {
         if (Raw == 0) return "none";
         if (!Present) return $"{SwapKind}:0x{Pfn:x}";
-        return $"pfn 0x{Pfn:x} {(ProtNone ? "N" : Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}";
+        return $"pfn 0x{Pfn:x} {(ProtNone ? "N" : Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}{(UffdWp ? "U" : "")}";
     }
 }
 

@@ -168,7 +168,7 @@ public static class Rmap
             var h = k.Mem[st.Head];
             if (st.Migrate)
             {
-                entry = Pte.SwapEntry(old.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn);
+                entry = Pte.SwapEntry(old.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(old.UffdWp);
             }
             else if (h.Has(PageFlags.Lazyfree))
             {
@@ -194,7 +194,7 @@ public static class Rmap
                 int slot = st.SwapSlots![first + i];
                 k.Swap.Dup(slot);
                 k.Swap.Write(slot, k.Mem[pfn].Contents);
-                entry = Pte.SwapEntry(SwapType.Swap, slot);
+                entry = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(old.UffdWp); // pte_swp_mkuffd_wp
             }
             if (!entry.IsNone) await mm.SetPte(t, a, entry);
             await k.S.Point(PointKind.Counter, a);
@@ -249,13 +249,13 @@ public static class Rmap
             long pfn = st.Head + i;
             Pte e;
             if (discard) e = Pte.None;
-            else if (st.Migrate) e = Pte.SwapEntry(pmd.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn);
+            else if (st.Migrate) e = Pte.SwapEntry(pmd.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(pmd.UffdWp);
             else
             {
                 int slot = st.SwapSlots![i];
                 k.Swap.Dup(slot);
                 k.Swap.Write(slot, k.Mem[pfn].Contents);
-                e = Pte.SwapEntry(SwapType.Swap, slot);
+                e = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(pmd.UffdWp);
             }
             k.PageTables.Entry(t, i) = e.Raw;
         }

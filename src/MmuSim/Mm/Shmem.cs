@@ -34,14 +34,22 @@ public static class Shmem
     /// page cache or allocate a zeroed one there (shmem_get_folio), then map it with vm_page_prot (writable for a
     /// writable VMA, dirty for a write: do_shared_fault), taking a mapping and a reference. No zero page, no notifier.
     /// </summary>
-    public static async ValueTask<VmFault> ShmemFault(MmStruct mm, Vma vma, ulong addr, int t, bool write)
+    public static async ValueTask<VmFault> ShmemFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("shmem_fault");
+        bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         var file = vma.Shmem!;
         ulong index = vma.IndexOf(addr);
         await k.S.Point(PointKind.Alloc, addr); // the page cache lookup (and allocation)
-        if (!file.Pages.TryGetValue(index, out long pfn))
+        bool cached = file.Pages.TryGetValue(index, out long pfn);
+        // shmem_get_folio_gfp: a cached page in a MINOR-registered VMA, or a missing one in a MISSING-registered VMA,
+        // goes to userspace (UFFDIO_CONTINUE / UFFDIO_COPY resolve it).
+        if (cached && (vma.Flags & VmFlags.UffdMinor) != 0)
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Minor, flags);
+        if (!cached && (vma.Flags & VmFlags.UffdMissing) != 0)
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
+        if (!cached)
         {
             pfn = k.Mem.AllocPage();
             if (pfn < 0) return VmFault.Oom;

@@ -36,6 +36,14 @@ public enum VmFlags : ushort
     /// mprotect may make a clean PTE writable. Ignored when deciding whether VMAs merge.
     /// </summary>
     SoftDirty = 1 << 7,
+    /// <summary>VM_UFFD_MISSING: registered with UFFDIO_REGISTER_MODE_MISSING (faults on none PTEs go to userspace).</summary>
+    UffdMissing = 1 << 8,
+    /// <summary>VM_UFFD_WP: registered with UFFDIO_REGISTER_MODE_WP (writes to uffd-wp PTEs go to userspace).</summary>
+    UffdWp = 1 << 9,
+    /// <summary>VM_UFFD_MINOR: registered with UFFDIO_REGISTER_MODE_MINOR (faults on page-cache pages not yet mapped).</summary>
+    UffdMinor = 1 << 10,
+    /// <summary>__VM_UFFD_FLAGS.</summary>
+    UffdAny = UffdMissing | UffdWp | UffdMinor,
 }
 
 /// <summary>
@@ -54,6 +62,8 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public AnonVma? AnonVma { get; internal set; }
     /// <summary>vm_file of a MAP_SHARED|MAP_ANONYMOUS VMA (shmem_zero_setup); copies and splits share it.</summary>
     public ShmemObject? Shmem { get; internal set; }
+    /// <summary>vm_userfaultfd_ctx: the userfaultfd this VMA is registered with (with VM_UFFD_* in <see cref="Flags"/>), or null.</summary>
+    public Userfaultfd.UserfaultfdCtx? Uffd { get; internal set; }
     public string Name { get; init; } = "";
 
     public bool Readable => (Prot & Prot.Read) != 0;

@@ -143,6 +143,14 @@ public sealed class ScenarioWorld(Kernel k)
         return Processes.TryGetValue(name, out var mm) ? mm : throw a.Error(key, $"unknown process '{name}'");
     }
 
+    /// <summary>Compare a syscall's or ioctl's result with the op's <c>expect:</c> errno (default ok); a different one is an unexpected-value violation.</summary>
+    public void ExpectErrno(OpArgs a, int got, string what)
+    {
+        int want = a.GetErrno("expect");
+        if (got != want)
+            K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {what} returned {Errno.NameOf(got)}, expected {Errno.NameOf(want)}");
+    }
+
     public T Get<T>(OpArgs a, string key) where T : class
     {
         var name = a.GetString(key);
@@ -167,6 +175,9 @@ public sealed record OpSpec(string Name, string Summary, string[] Required, stri
     /// throw <see cref="OpArgs.Error"/>. Runs once per op when the scenario is loaded, never per run.
     /// </summary>
     public Action<OpArgs, ScenarioInfo>? Check { get; init; }
+
+    /// <summary>The name the op gives what it creates when the scenario writes no <c>as:</c> (e.g. <c>uffd</c>).</summary>
+    public string? DefaultAs { get; init; }
 }
 
 /// <summary>
@@ -190,6 +201,7 @@ public sealed class OpRegistry
         PrimaryTlbOps.Register,
         Secondary.SecondaryOps.Register,
         Lkmm.LitmusOps.Register,
+        Userfaultfd.UffdOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

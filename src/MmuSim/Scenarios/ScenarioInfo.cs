@@ -34,9 +34,9 @@ public sealed class ScenarioInfo
     internal void AddName(string name) => _names.Add(name);
 
     /// <summary>Raise a file:line error unless some op of the scenario creates the object the field names (<c>as: NAME</c>).</summary>
-    public void RequireNamed(OpArgs a, string key, string what)
+    public void RequireNamed(OpArgs a, string key, string what, string? defaultName = null)
     {
-        var n = a.GetString(key);
+        var n = a.GetString(key, defaultName);
         if (!_names.Contains(n)) throw a.Error(key, $"no op creates a {what} named '{n}' (give one `as: {n}`)");
     }
 

@@ -449,6 +449,7 @@ public static class ScenarioLoader
                 calls.Add(call);
                 if (args.Has("child") && args.Has("process")) _info.AddProcess(args.GetString("child"), args.GetString("process"));
                 if (args.Has("as")) _info.AddName(args.GetString("as"));
+                else if (spec.DefaultAs is { } defaultAs) _info.AddName(defaultAs);
                 if (op == "mmap" && args.Has("process") && args.Has("addr") && args.Has("len") &&
                     OpArgs.TryParseULong(args.GetString("addr"), out var a) && OpArgs.TryParseULong(args.GetString("len"), out var l))
                     _info.AddRange(args.GetString("process"), a, a + l);

@@ -1,0 +1,194 @@
+using MmuSim.Scenarios;
+
+namespace MmuSim.Userfaultfd;
+
+/// <summary>
+/// Scenario ops of userfaultfd (<c>uffd.*</c>): open a userfaultfd on a process, register ranges, resolve faults with
+/// the ioctls, and run a handler thread the way the selftests' uffd_handler_thread does. Every ioctl op takes
+/// <c>expect:</c> (an errno name, ok by default); a different result is an unexpected-value violation. The userfaultfd
+/// is named by <c>uffd:</c> (default <c>uffd</c>), the name <c>uffd.open</c> gave it with <c>as:</c>.
+/// </summary>
+public static class UffdOps
+{
+    const string DefaultName = "uffd";
+
+    /// <summary>Register the userfaultfd ops (listed in <see cref="OpRegistry.Providers"/>).</summary>
+    public static void Register(OpRegistry r)
+    {
+        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); expect: ok or enosys",
+            ["process"], ["as", "features", "expect"], Open) { Check = (a, _) => { ParseFeatures(a); a.GetErrno("expect"); }, DefaultAs = DefaultName });
+        r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated)",
+            ["addr", "len", "mode"], ["uffd", "expect"], RegisterRange) { Check = (a, i) => { CheckRange(a, i); ParseMode(a); } });
+        r.Register(new OpSpec("uffd.unregister", "UFFDIO_UNREGISTER [addr, addr+len): wakes the faults waiting there, which retry as plain faults",
+            ["addr", "len"], ["uffd", "expect"], UnregisterRange) { Check = CheckRange });
+        r.Register(new OpSpec("uffd.copy", "UFFDIO_COPY: place pages holding value (default 0) at [addr, addr+len) (len default 4K); wp: UFFDIO_COPY_MODE_WP; dontwake",
+            ["addr"], ["uffd", "len", "value", "wp", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Copy)) { Check = CheckMfill });
+        r.Register(new OpSpec("uffd.zeropage", "UFFDIO_ZEROPAGE: map the zero page (shmem: a zeroed page-cache page) at [addr, addr+len)",
+            ["addr"], ["uffd", "len", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Zeropage)) { Check = CheckMfill });
+        r.Register(new OpSpec("uffd.continue", "UFFDIO_CONTINUE: map the page-cache pages already there at [addr, addr+len) (MINOR faults); wp: UFFDIO_CONTINUE_MODE_WP",
+            ["addr"], ["uffd", "len", "wp", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Continue)) { Check = CheckMfill });
+        r.Register(new OpSpec("uffd.writeprotect", "UFFDIO_WRITEPROTECT [addr, addr+len): wp: true (default) protects, false resolves (and wakes unless dontwake)",
+            ["addr", "len"], ["uffd", "wp", "dontwake", "expect"], WriteProtect) { Check = (a, i) => { CheckRange(a, i); a.GetBool("wp", true); a.GetBool("dontwake"); } });
+        r.Register(new OpSpec("uffd.wake", "UFFDIO_WAKE [addr, addr+len): wake the faults waiting there",
+            ["addr", "len"], ["uffd", "expect"], WakeOp) { Check = CheckRange });
+        r.Register(new OpSpec("uffd.close", "close the userfaultfd (userfaultfd_release): unregister every range and wake every waiting fault",
+            [], ["uffd"], Close) { Check = CheckName });
+        r.Register(new OpSpec("uffd.handle",
+            "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect or wake; " +
+            "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message",
+            [], ["uffd", "count", "resolve", "value", "expect-reason"], Handle) { Check = CheckHandle });
+    }
+
+    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake"];
+
+    static void CheckName(OpArgs a, ScenarioInfo i) => i.RequireNamed(a, "uffd", "userfaultfd", DefaultName);
+
+    static void CheckRange(OpArgs a, ScenarioInfo i)
+    {
+        CheckName(a, i);
+        a.GetAddress("addr");
+        a.GetBounded("len", 0, 1UL << 40);
+        a.GetErrno("expect");
+    }
+
+    static void CheckMfill(OpArgs a, ScenarioInfo i)
+    {
+        CheckName(a, i);
+        a.GetAddress("addr");
+        a.GetBounded("len", 0, 1UL << 40, Mm.MmStruct.PageSize);
+        a.GetULong("value", 0);
+        a.GetBool("wp");
+        a.GetBool("dontwake");
+        a.GetErrno("expect");
+    }
+
+    static void CheckHandle(OpArgs a, ScenarioInfo i)
+    {
+        CheckName(a, i);
+        a.GetBounded("count", 1, 1 << 20, 1);
+        var res = a.GetString("resolve", "copy");
+        if (Array.IndexOf(Resolutions, res) < 0) throw a.Error("resolve", $"'{res}' is not a resolution ({string.Join(", ", Resolutions)})");
+        a.GetULong("value", 0);
+        if (a.Has("expect-reason")) ParseReason(a);
+    }
+
+    static bool ParseFeatures(OpArgs a)
+    {
+        bool sigbus = false;
+        foreach (var f in a.GetString("features", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (f == "sigbus") sigbus = true;
+            else throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE (sigbus)");
+        }
+        return sigbus;
+    }
+
+    static UffdMode ParseMode(OpArgs a)
+    {
+        var mode = UffdMode.None;
+        foreach (var m in a.GetString("mode").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            mode |= m switch
+            {
+                "missing" => UffdMode.Missing,
+                "wp" => UffdMode.Wp,
+                "minor" => UffdMode.Minor,
+                _ => throw a.Error("mode", $"'{m}' is not a UFFDIO_REGISTER mode (missing, wp, minor)"),
+            };
+        if (mode == UffdMode.None) throw a.Error("mode", "no mode given (missing, wp, minor)");
+        return mode;
+    }
+
+    static UffdReason ParseReason(OpArgs a) => a.GetString("expect-reason") switch
+    {
+        "missing" => UffdReason.Missing,
+        "wp" => UffdReason.Wp,
+        "minor" => UffdReason.Minor,
+        var s => throw a.Error("expect-reason", $"'{s}' is not a fault reason (missing, wp, minor)"),
+    };
+
+    static UserfaultfdCtx Ctx(ScenarioWorld w, OpArgs a)
+    {
+        var name = a.GetString("uffd", DefaultName);
+        if (w.Objects.TryGetValue(name, out var o) && o is UserfaultfdCtx c) return c;
+        throw a.Error("uffd", $"no open userfaultfd named '{name}' (uffd.open failed or has not run)");
+    }
+
+    static ValueTask Open(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        var name = a.GetString("as", DefaultName);
+        var ctx = UserfaultfdCtx.Create(mm, name, ParseFeatures(a));
+        w.ExpectErrno(a, ctx == null ? Errno.ENOSYS : 0, "userfaultfd");
+        if (ctx != null) w.Objects[name] = ctx;
+        return default;
+    }
+
+    static async ValueTask RegisterRange(ScenarioWorld w, OpArgs a)
+    {
+        int r = await Mfill.UserfaultfdRegister(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len"), ParseMode(a));
+        w.ExpectErrno(a, r, "UFFDIO_REGISTER");
+    }
+
+    static async ValueTask UnregisterRange(ScenarioWorld w, OpArgs a)
+    {
+        int r = await Mfill.UserfaultfdUnregister(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len"));
+        w.ExpectErrno(a, r, "UFFDIO_UNREGISTER");
+    }
+
+    static async ValueTask MfillOp(ScenarioWorld w, OpArgs a, MfillMode mode)
+    {
+        var (_, err) = await Mfill.MfillAtomic(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len", Mm.MmStruct.PageSize), mode,
+            a.GetULong("value", 0), a.GetBool("wp"), a.GetBool("dontwake"));
+        w.ExpectErrno(a, err, a.Op switch { "uffd.copy" => "UFFDIO_COPY", "uffd.zeropage" => "UFFDIO_ZEROPAGE", _ => "UFFDIO_CONTINUE" });
+    }
+
+    static async ValueTask WriteProtect(ScenarioWorld w, OpArgs a)
+    {
+        int r = await Mfill.MwriteprotectRange(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len"), a.GetBool("wp", true), a.GetBool("dontwake"));
+        w.ExpectErrno(a, r, "UFFDIO_WRITEPROTECT");
+    }
+
+    static async ValueTask WakeOp(ScenarioWorld w, OpArgs a)
+    {
+        ulong len = a.GetULong("len");
+        int r = len == 0 || (len & ~Mm.MmStruct.PageMask) != 0 ? Errno.EINVAL : 0;
+        if (r == 0) await Ctx(w, a).Wake(a.GetAddress("addr"), len);
+        w.ExpectErrno(a, r, "UFFDIO_WAKE");
+    }
+
+    static async ValueTask Close(ScenarioWorld w, OpArgs a) => await Ctx(w, a).Release();
+
+    /// <summary>The selftests' uffd_handler_thread / demand_paging_test's handle_uffd_page_request, one message at a time.</summary>
+    static async ValueTask Handle(ScenarioWorld w, OpArgs a)
+    {
+        var ctx = Ctx(w, a);
+        int count = a.GetInt("count", 1);
+        string res = a.GetString("resolve", "copy");
+        UffdReason? want = a.Has("expect-reason") ? ParseReason(a) : null;
+        for (int i = 0; i < count; i++)
+        {
+            var msg = await ctx.Read();
+            if (msg is not { } m) return; // released
+            if (want is { } r && m.Reason != r)
+            {
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                    $"{a.File}:{a.Line}: {ctx} read a {m.Reason} fault at 0x{m.Address:x}, expected {r}", m.Address);
+                return;
+            }
+            int err = res switch
+            {
+                "copy" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
+                "zeropage" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Zeropage, 0, false, false)).Error,
+                "continue" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Continue, 0, false, false)).Error,
+                "unprotect" => await Mfill.MwriteprotectRange(ctx, m.Address, Mm.MmStruct.PageSize, false, false),
+                _ => 0,
+            };
+            if (err == Errno.EEXIST || res == "wake") await ctx.Wake(m.Address, Mm.MmStruct.PageSize);
+            else if (err != 0)
+            {
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: resolving the {m.Reason} fault at 0x{m.Address:x} with {res} returned {Errno.NameOf(err)}", m.Address);
+                return;
+            }
+        }
+    }
+}

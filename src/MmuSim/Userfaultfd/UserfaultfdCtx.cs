@@ -1,0 +1,252 @@
+using MmuSim.Eras;
+using MmuSim.Mm;
+using MmuSim.Sched;
+
+namespace MmuSim.Userfaultfd;
+
+/// <summary>Why a fault went to userspace: the VM_UFFD_* mode that caught it (uffd_msg.arg.pagefault.flags).</summary>
+public enum UffdReason : byte
+{
+    /// <summary>VM_UFFD_MISSING: a fault on a none PTE (no page yet).</summary>
+    Missing,
+    /// <summary>VM_UFFD_WP: a write to a uffd-wp PTE (UFFD_PAGEFAULT_FLAG_WP).</summary>
+    Wp,
+    /// <summary>VM_UFFD_MINOR: a fault on a page that is in the page cache but not mapped (UFFD_PAGEFAULT_FLAG_MINOR).</summary>
+    Minor,
+}
+
+/// <summary>A uffd_msg of type UFFD_EVENT_PAGEFAULT as read(2) returns it.</summary>
+public readonly record struct UffdMsg(ulong Address, UffdReason Reason, bool Write);
+
+/// <summary>
+/// fs/userfaultfd.c: struct userfaultfd_ctx, the object behind a userfaultfd file, and the fault side of the protocol
+/// (handle_userfault). The ioctls that resolve faults are in <see cref="Mfill"/>.
+/// </summary>
+/// <remarks>
+/// <para>Locking, as in fs/userfaultfd.c: <see cref="Pending"/> (fault_pending_wqh: faults not yet read) and
+/// <see cref="Waiting"/> (fault_wqh: read, waiting for UFFDIO_COPY/ZEROPAGE/CONTINUE/WAKE/WRITEPROTECT) are changed
+/// under <see cref="WqhLock"/> (fault_pending_wqh.lock, which also guards fault_wqh's moves). A faulting task queues
+/// itself before it rechecks the PTE (userfaultfd_must_wait, without the PTL), so a resolution that lands between the
+/// recheck and the sleep still finds it on a queue and wakes it: no lost wakeup. The faulting task drops mmap_lock
+/// before it sleeps and returns VM_FAULT_RETRY; the model's callers hold mmap_lock across handle_mm_fault, so the
+/// model takes it again before returning (what the arch fault handler's retry does).</para>
+/// <para>Invariants (<see cref="AssertInvariants"/>): a waiter is on at most one queue; a woken waiter is on none; no
+/// VMA refers to a released context.</para>
+/// </remarks>
+public sealed class UserfaultfdCtx
+{
+    internal UserfaultfdCtx(MmStruct mm, string name, bool sigbus)
+    {
+        Mm = mm;
+        Name = name;
+        Sigbus = sigbus;
+        WqhLock = new KSpinLock(mm.Kernel.S, $"{name}.fault_pending_wqh.lock");
+    }
+
+    /// <summary>ctx->mm: the mm whose VMAs this userfaultfd may be registered with.</summary>
+    public MmStruct Mm { get; }
+
+    public string Name { get; }
+
+    /// <summary>UFFD_FEATURE_SIGBUS: faults raise SIGBUS instead of waiting for a handler.</summary>
+    public bool Sigbus { get; }
+
+    /// <summary>ctx->released: the file was closed (userfaultfd_release); faults no longer wait.</summary>
+    public bool Released { get; private set; }
+
+    /// <summary>fault_pending_wqh.lock.</summary>
+    public KSpinLock WqhLock { get; }
+
+    /// <summary>fault_pending_wqh: faulting tasks whose message no read has returned yet, oldest first.</summary>
+    internal List<UffdWaiter> Pending { get; } = [];
+
+    /// <summary>fault_wqh: faulting tasks whose message was read, waiting to be woken.</summary>
+    internal List<UffdWaiter> Waiting { get; } = [];
+
+    /// <summary>fd_wqh: tasks blocked in read(2) waiting for a message.</summary>
+    readonly List<KContext> _readers = [];
+
+    /// <summary>Messages delivered to userspace so far (every read).</summary>
+    public int MessagesRead { get; private set; }
+
+    public override string ToString() => Name;
+
+    /// <summary>userfaultfd(2) + UFFDIO_API: a new context on <paramref name="mm"/>; null when the era has no userfaultfd (ENOSYS).</summary>
+    public static UserfaultfdCtx? Create(MmStruct mm, string name, bool sigbus)
+    {
+        if (!mm.Kernel.Era.Has(Feature.Userfaultfd)) return null;
+        return new UserfaultfdCtx(mm, name, sigbus);
+    }
+
+    /// <summary>
+    /// handle_userfault: deliver a fault on <paramref name="addr"/> of <paramref name="vma"/> to userspace and wait until
+    /// it is resolved. Called from the fault paths with mmap_lock held for read and the PTL already dropped. Returns
+    /// <see cref="VmFault.Retry"/> (the caller re-walks; mmap_lock is held again) or <see cref="VmFault.SigBus"/>
+    /// when the fault cannot wait: no FAULT_FLAG_ALLOW_RETRY (break_ksm's fake write fault before 6.2, hmm_range_fault),
+    /// UFFD_FEATURE_SIGBUS, or a VMA no longer registered.
+    /// </summary>
+    public static async ValueTask<VmFault> HandleUserfault(MmStruct mm, Vma vma, ulong addr, UffdReason reason, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("handle_userfault");
+        var ctx = vma.Uffd;
+        if (ctx == null) return VmFault.SigBus;
+        if ((flags & FaultFlags.AllowRetry) == 0)
+        {
+            // "FAULT_FLAG_ALLOW_RETRY missing": the caller cannot drop mmap_lock, so the fault cannot wait.
+            if (k.Trace.On) k.Trace.Event("uffd_no_retry", $"addr 0x{addr:x} {reason}");
+            return VmFault.SigBus;
+        }
+        if (ctx.Sigbus) return VmFault.SigBus;
+        if (ctx.Released) return VmFault.Retry; // the registration is being torn down: retry as a plain fault
+        var w = new UffdWaiter(k.S.Current, new UffdMsg(addr & MmStruct.PageMask, reason, (flags & FaultFlags.Write) != 0));
+        await ctx.WqhLock.Lock();
+        ctx.Pending.Add(w);
+        await ctx.WqhLock.Unlock();
+        k.Stats.Inc(Stat.UffdFaults);
+        bool mustWait = await UserfaultfdMustWait(mm, addr, reason);
+        bool dropLock = mm.MmapLock.IsReadLockedByCurrent;
+        if (dropLock) await mm.MmapLock.ReadUnlock(); // release_fault_lock
+        if (mustWait && !ctx.Released)
+        {
+            ctx.WakeReaders(); // wake_up_poll(&ctx->fd_wqh, EPOLLIN)
+            while (!w.Woken) await k.S.Block(w);
+        }
+        if (!w.Woken)
+        {
+            await ctx.WqhLock.Lock(); // the fault resolved itself: take the message back (list_del of uwq.wq)
+            ctx.Pending.Remove(w);
+            ctx.Waiting.Remove(w);
+            await ctx.WqhLock.Unlock();
+        }
+        if (dropLock) await mm.MmapLock.ReadLock(); // the retry takes mmap_lock again
+        return VmFault.Retry;
+    }
+
+    /// <summary>
+    /// userfaultfd_must_wait: recheck the PTE without the PTL after queueing. MISSING and MINOR wait while the PTE is
+    /// none; WP waits while the PTE is uffd-wp and read-only. Anything else means the fault was resolved meanwhile.
+    /// </summary>
+    static async ValueTask<bool> UserfaultfdMustWait(MmStruct mm, ulong addr, UffdReason reason)
+    {
+        await mm.Kernel.S.Point(PointKind.PteRead, addr);
+        var pmd = mm.PeekPmd(addr);
+        if (pmd.IsNone) return true;
+        if (pmd.Present && pmd.Huge) return reason == UffdReason.Wp && pmd.UffdWp && !pmd.Writable;
+        var pte = mm.PeekPte(addr);
+        if (pte.IsNone) return true;
+        return reason == UffdReason.Wp && pte.UffdWp && !pte.Writable;
+    }
+
+    /// <summary>
+    /// userfaultfd_read in blocking mode (userfaultfd_ctx_read): wait for a pending fault, move it to fault_wqh and
+    /// return its message. Null when the context is released (read returns 0 at EOF... the model's handler stops).
+    /// </summary>
+    public async ValueTask<UffdMsg?> Read()
+    {
+        var s = Mm.Kernel.S;
+        using var _ = s.Current.Enter("userfaultfd_read");
+        while (true)
+        {
+            await WqhLock.Lock();
+            if (Pending.Count > 0)
+            {
+                var w = Pending[0]; // find_userfault: the oldest pending fault
+                Pending.RemoveAt(0);
+                Waiting.Add(w);
+                await WqhLock.Unlock();
+                MessagesRead++;
+                return w.Msg;
+            }
+            await WqhLock.Unlock();
+            if (Released) return null;
+            _readers.Add(s.Current);
+            await s.Block(this);
+        }
+    }
+
+    void WakeReaders()
+    {
+        var s = Mm.Kernel.S;
+        foreach (var r in _readers) s.Wake(r);
+        _readers.Clear();
+    }
+
+    /// <summary>
+    /// wake_userfault / __wake_userfault: wake every faulting task, read or not, whose address lies in
+    /// [<paramref name="start"/>, <paramref name="start"/> + <paramref name="len"/>); <paramref name="len"/> 0 wakes all.
+    /// </summary>
+    public async ValueTask Wake(ulong start, ulong len)
+    {
+        var s = Mm.Kernel.S;
+        using var _ = s.Current.Enter("wake_userfault");
+        await WqhLock.Lock();
+        WakeIn(Pending, start, len);
+        WakeIn(Waiting, start, len);
+        await WqhLock.Unlock();
+    }
+
+    void WakeIn(List<UffdWaiter> q, ulong start, ulong len)
+    {
+        var s = Mm.Kernel.S;
+        for (int i = q.Count - 1; i >= 0; i--)
+        {
+            var w = q[i];
+            if (len != 0 && (w.Msg.Address < start || w.Msg.Address >= start + len)) continue;
+            w.Woken = true; // userfaultfd_wake_function: WRITE_ONCE(uwq->waken, true), then list_del_init
+            q.RemoveAt(i);
+            s.Wake(w.Task);
+        }
+    }
+
+    /// <summary>
+    /// userfaultfd_release (close of the last file reference): mark released, unregister every VMA of the mm that uses
+    /// this context (under mmap_lock for write), then wake every faulting task and every reader.
+    /// </summary>
+    public async ValueTask Release()
+    {
+        var mm = Mm;
+        using var _ = mm.Kernel.S.Current.Enter("userfaultfd_release");
+        Released = true;
+        await mm.MmapLock.WriteLock();
+        try
+        {
+            var ranges = new List<(ulong Start, ulong End)>();
+            foreach (var vma in mm.Vmas)
+            {
+                if (vma.Uffd != this) continue;
+                ranges.Add((vma.Start, vma.End));
+                Mfill.UserfaultfdClearVma(vma);
+            }
+            foreach (var (s, e) in ranges) Mmap.VmaMergeAround(mm, s, e); // vma_merge of each unregistered VMA
+        }
+        finally
+        {
+            await mm.MmapLock.WriteUnlock();
+        }
+        await Wake(0, 0);
+        WakeReaders();
+    }
+
+    /// <summary>Debug-only checks of the queue invariants.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    public void AssertInvariants()
+    {
+        foreach (var w in Pending)
+            if (w.Woken || Waiting.Contains(w)) throw new ModelException($"{Name}: waiter at 0x{w.Msg.Address:x} is woken or on both queues");
+        foreach (var w in Waiting)
+            if (w.Woken) throw new ModelException($"{Name}: woken waiter at 0x{w.Msg.Address:x} still on fault_wqh");
+        if (Released)
+            foreach (var vma in Mm.Vmas)
+                if (vma.Uffd == this) throw new ModelException($"{Name}: released but {vma} still refers to it");
+    }
+}
+
+/// <summary>struct userfaultfd_wait_queue: one faulting task and its message.</summary>
+internal sealed class UffdWaiter(KContext task, UffdMsg msg)
+{
+    public KContext Task { get; } = task;
+    public UffdMsg Msg { get; } = msg;
+    /// <summary>uwq->waken.</summary>
+    public bool Woken { get; set; }
+}
