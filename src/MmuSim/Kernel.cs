@@ -124,6 +124,20 @@ public sealed class Kernel
 
     public AnonVma AnonVmaById(int id) => _anonVmas[id];
 
+    readonly List<AddressSpace> _files = [null!];
+
+    /// <summary>A new file's page cache (memfd_create, a tmpfile, or shmem_zero_setup's file).</summary>
+    public AddressSpace NewAddressSpace(FileKind kind, string name, ulong sizePages)
+    {
+        if (_files.Count > 0xFFFF) throw new ModelException("more than 65535 files");
+        var f = new AddressSpace(_files.Count, kind, name, sizePages);
+        _files.Add(f);
+        return f;
+    }
+
+    /// <summary>The file a page-cache frame's root names.</summary>
+    public AddressSpace AddressSpaceById(int id) => _files[id];
+
     /// <summary>Every anon_vma family <paramref name="mm"/> belongs to.</summary>
     public IEnumerable<AnonVma> AnonVmasOf(MmStruct mm)
     {

@@ -149,7 +149,7 @@ public static class MigrateDevice
     }
 
     /// <summary>vma_is_anonymous: a private anonymous mapping (no shmem object).</summary>
-    static bool IsAnonymous(Vma vma) => !vma.Shared && vma.Shmem == null;
+    static bool IsAnonymous(Vma vma) => !vma.Shared && vma.File == null;
 
     /// <summary>The per-PTE part of migrate_vma_collect_pmd. PTL held. True when a PTE was replaced (a TLB flush is owed).</summary>
     static async ValueTask<bool> CollectPte(MigrateVma args, int i, ulong a, int t)

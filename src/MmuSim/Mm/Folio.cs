@@ -78,7 +78,15 @@ public static class Folio
     public static void AddAnonRmap(Kernel k, long pfn, MmStruct mm)
     {
         k.Mem[pfn].MapCount++;
-        mm.RssAnon++;
+        if (k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Anon) || k.Mem[pfn].Has(PageFlags.Ksm)) mm.RssAnon++;
+        else mm.RssFile++; // fork's copy of a page-cache mapping (folio_try_dup_file_rmap)
+    }
+
+    /// <summary>folio_add_file_rmap_pte: a page-cache page gains a PTE mapping.</summary>
+    public static void AddFileRmap(Kernel k, long pfn, MmStruct mm)
+    {
+        k.Mem[pfn].MapCount++;
+        mm.RssFile++;
     }
 
     /// <summary>folio_remove_rmap_pte / page_remove_rmap.</summary>
@@ -88,7 +96,8 @@ public static class Folio
         ref var f = ref k.Mem[pfn];
         if (f.MapCount <= 0) throw new ModelException($"page_remove_rmap on pfn 0x{pfn:x} with mapcount {f.MapCount}");
         f.MapCount--;
-        mm.RssAnon--;
+        if (k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) mm.RssAnon--;
+        else mm.RssFile--;
         if (f.MapCount == 0 && !f.Has(PageFlags.Tail)) f.Clear(PageFlags.AnonExclusive);
     }
 

@@ -31,7 +31,7 @@ public static class Fork
                 {
                     PgOff = src.PgOff,
                     AnonVma = wipe ? null : src.AnonVma,
-                    Shmem = src.Shmem,
+                    File = src.File,
                     Name = src.Name,
                 });
                 if (wipe) continue;

@@ -22,7 +22,7 @@ public static class HugeMemory
     /// <summary>thp_vma_allowable_order for an anon fault: VM_HUGEPAGE VMA covering the whole aligned 2 MiB, era with THP.</summary>
     public static bool ThpEligible(MmStruct mm, Vma vma, ulong addr)
     {
-        if (!mm.Kernel.Era.Has(Feature.Thp) || (vma.Flags & VmFlags.HugePage) == 0 || (vma.Flags & VmFlags.NoHugePage) != 0 || vma.Shmem != null) return false;
+        if (!mm.Kernel.Era.Has(Feature.Thp) || (vma.Flags & VmFlags.HugePage) == 0 || (vma.Flags & VmFlags.NoHugePage) != 0 || vma.File != null) return false;
         ulong h = addr & MmStruct.PmdMask;
         return h >= vma.Start && h + MmStruct.PmdSize <= vma.End;
     }

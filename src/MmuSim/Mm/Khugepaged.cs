@@ -122,7 +122,7 @@ public static class Khugepaged
     /// collapse_file's, not modelled); khugepaged also wants VM_HUGEPAGE (the model's THP policy is enabled=madvise).
     /// </summary>
     static bool CollapseAllowed(Kernel k, Vma v, bool khugepaged) =>
-        k.Era.Has(Feature.Thp) && (v.Flags & VmFlags.NoHugePage) == 0 && !v.Shared && v.Shmem == null &&
+        k.Era.Has(Feature.Thp) && (v.Flags & VmFlags.NoHugePage) == 0 && !v.Shared && v.File == null &&
         (!khugepaged || (v.Flags & VmFlags.HugePage) != 0);
 
     /// <summary>hugepage_vma_revalidate: the VMA at <paramref name="haddr"/> covers the whole 2 MiB and may be collapsed.</summary>

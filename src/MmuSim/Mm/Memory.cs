@@ -114,7 +114,7 @@ public static partial class Memory
     /// <summary>handle_pte_fault: dispatch on the PTE read without the PTL.</summary>
     static ValueTask<VmFault> HandlePteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
     {
-        if (pte.IsNone) return vma.Shmem == null ? DoAnonymousPage(mm, vma, addr, t, flags) : Shmem.ShmemFault(mm, vma, addr, t, flags);
+        if (pte.IsNone) return vma.File == null ? DoAnonymousPage(mm, vma, addr, t, flags) : Filemap.DoFault(mm, vma, addr, t, flags);
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return Migrate.MigrationEntryWait(mm, t, addr, pte);

@@ -79,6 +79,8 @@ public sealed class MmStruct
 
     /// <summary>RSS counters (MM_ANONPAGES).</summary>
     public long RssAnon { get; internal set; }
+    /// <summary>MM_FILEPAGES + MM_SHMEMPAGES: PTE mappings of page-cache pages.</summary>
+    public long RssFile { get; internal set; }
 
     /// <summary>MMF_HAS_PINNED (mm->has_pinned, 5.9): some FOLL_PIN was ever taken on this mm; fork looks for pinned pages only then.</summary>
     public bool HasPinned { get; internal set; }
@@ -124,14 +126,21 @@ public sealed class MmStruct
         if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
             throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) overlaps an existing mapping");
         _vmas.Insert(i, vma);
-        if (vma.Shared) (vma.Shmem ??= new ShmemObject()).Users++; // shmem_zero_setup, or get_file for a copy
+        if (vma.Shared && vma.File == null) vma.File = Kernel.NewAddressSpace(FileKind.SharedAnon, "dev/zero", ulong.MaxValue); // shmem_zero_setup
+        if (vma.File != null)
+        {
+            vma.File.Users++;            // get_file
+            vma.File.Mappings.Add(vma);  // vma_link_file: i_mmap
+        }
         return vma;
     }
 
     internal void RemoveVma(Vma vma)
     {
         _vmas.Remove(vma);
-        vma.Shmem?.Put(Kernel); // fput
+        if (vma.File == null) return;
+        vma.File.Mappings.Remove(vma); // unlink_file_vma
+        vma.File.Put(Kernel);          // fput
     }
 
     /// <summary>__split_vma: split at <paramref name="addr"/>, returning the upper part.</summary>
@@ -140,14 +149,18 @@ public sealed class MmStruct
         var upper = new Vma(this, addr, vma.End, vma.Prot, vma.Flags)
         {
             AnonVma = vma.AnonVma,
-            Shmem = vma.Shmem,
+            File = vma.File,
             Uffd = vma.Uffd,
             PgOff = vma.PgOff + ((addr - vma.Start) >> PageShift),
             Name = vma.Name,
         };
-        if (upper.Shmem != null) upper.Shmem.Users++;
         vma.End = addr;
         _vmas.Insert(_vmas.IndexOf(vma) + 1, upper);
+        if (upper.File != null)
+        {
+            upper.File.Users++;
+            upper.File.Mappings.Add(upper);
+        }
         return upper;
     }
 

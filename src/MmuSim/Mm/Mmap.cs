@@ -5,14 +5,20 @@ namespace MmuSim.Mm;
 /// <summary>mm/mmap.c: mmap, munmap and exit_mmap.</summary>
 public static class Mmap
 {
-    /// <summary>do_mmap of anonymous memory at a fixed address. Takes mmap_lock for write.</summary>
-    public static async ValueTask<Vma> DoMmap(MmStruct mm, ulong addr, ulong len, Prot prot, VmFlags flags, string name = "")
+    /// <summary>
+    /// do_mmap at a fixed address: anonymous memory, or <paramref name="file"/> from page <paramref name="pgoff"/>
+    /// (MAP_SHARED when <paramref name="flags"/> has <see cref="VmFlags.Shared"/>, else MAP_PRIVATE). Takes mmap_lock for write.
+    /// </summary>
+    public static async ValueTask<Vma> DoMmap(MmStruct mm, ulong addr, ulong len, Prot prot, VmFlags flags, string name = "",
+        AddressSpace? file = null, ulong pgoff = 0)
     {
         using var _ = mm.Kernel.S.Current.Enter("do_mmap");
         await mm.MmapLock.WriteLock();
         try
         {
-            return mm.InsertVma(new Vma(mm, addr, addr + len, prot, flags | NewVmaFlags(mm.Kernel)) { Name = name });
+            var vma = new Vma(mm, addr, addr + len, prot, flags | NewVmaFlags(mm.Kernel)) { Name = name, File = file };
+            if (file != null) vma.PgOff = pgoff;
+            return mm.InsertVma(vma);
         }
         finally
         {
@@ -64,7 +70,7 @@ public static class Mmap
             Vma prev = mm.Vmas[i], next = mm.Vmas[i + 1];
             if (next.End < start || prev.Start > end) continue;
             if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma || prev.Uffd != next.Uffd ||
-                prev.Shmem != null || next.Shmem != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
+                prev.File != null || next.File != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
             prev.End = next.End;
             prev.Flags |= next.Flags & VmFlags.SoftDirty;
             mm.RemoveVma(next);

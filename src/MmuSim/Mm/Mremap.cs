@@ -38,7 +38,7 @@ public static class Mremap
             {
                 PgOff = old.PgOff,
                 AnonVma = old.AnonVma,
-                Shmem = old.Shmem,
+                File = old.File,
                 Name = old.Name,
             });
             await MovePageTables(old, oldAddr, dst, newAddr, len);

@@ -57,7 +57,12 @@ public static class Rmap
             await Ksm.Ksmd.RmapWalkKsm(k, head, (vma, addr) => one(vma, addr, 0, 1), done);
             return;
         }
-        if (!f.Has(PageFlags.Anon) || f.AnonRoot == 0 || f.Has(PageFlags.Free)) return;
+        if (f.AnonRoot == 0 || f.Has(PageFlags.Free)) return;
+        if (!f.Has(PageFlags.Anon))
+        {
+            await RmapWalkFile(k, k.AddressSpaceById(f.AnonRoot), f.Index, k.Mem.IsHuge(head) ? PhysMem.HugePages : 1UL, one, done);
+            return;
+        }
         var av = k.AnonVmaById(f.AnonRoot);
         ulong index = f.Index;
         ulong n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1UL;
@@ -81,6 +86,25 @@ public static class Rmap
         finally
         {
             await av.Lock.ReadUnlock();
+        }
+    }
+
+    /// <summary>
+    /// rmap_walk_file: every VMA of the file's i_mmap whose pgoff range covers [index, index + n), shared and private
+    /// mappings alike (a private mapping maps the cached page until it is COWed). i_mmap_rwsem is folded into the mms'
+    /// mmap_lock; the walk reads the list after one scheduling point.
+    /// </summary>
+    static async ValueTask RmapWalkFile(Kernel k, AddressSpace file, ulong index, ulong n, RmapOne one, Func<bool>? done)
+    {
+        using var _ = k.S.Current.Enter("rmap_walk_file");
+        await k.S.Point(PointKind.LockAcquire, index);
+        for (int i = 0; i < file.Mappings.Count; i++)
+        {
+            var vma = file.Mappings[i];
+            ulong lo = Math.Max(index, vma.PgOff), hi = Math.Min(index + n, vma.PgOff + vma.Pages);
+            if (lo >= hi) continue;
+            if (!await one(vma, vma.AddressOf(lo)!.Value, (int)(lo - index), (int)(hi - lo))) return;
+            if (done != null && done()) return;
         }
     }
 
@@ -325,9 +349,11 @@ public static class Rmap
     {
         long head = k.Mem.FolioOf(pfn);
         int cleaned = 0;
+        bool file = !k.Mem[head].Has(PageFlags.Anon);
         await RmapWalk(k, head, async (vma, addr, first, count) =>
         {
-            cleaned += await PageMkcleanOne(vma, addr, head, first, count);
+            // invalid_mkclean_vma: a page-cache page is cleaned in its shared mappings only (private ones map it read-only).
+            if (!file || vma.Shared) cleaned += await PageMkcleanOne(vma, addr, head, first, count);
             return true;
         });
         return cleaned;

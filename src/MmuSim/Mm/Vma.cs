@@ -60,8 +60,12 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public VmFlags Flags { get; internal set; } = flags;
     public ulong PgOff { get; internal set; } = start >> MmStruct.PageShift;
     public AnonVma? AnonVma { get; internal set; }
-    /// <summary>vm_file of a MAP_SHARED|MAP_ANONYMOUS VMA (shmem_zero_setup); copies and splits share it.</summary>
-    public ShmemObject? Shmem { get; internal set; }
+    /// <summary>vm_file's page cache: the file this VMA maps (shared or private), or the shmem file behind a
+    /// MAP_SHARED|MAP_ANONYMOUS VMA (shmem_zero_setup); copies and splits share it. Null for anonymous memory.</summary>
+    public AddressSpace? File { get; internal set; }
+
+    /// <summary>vma_is_anonymous: no vm_file.</summary>
+    public bool IsAnonymous => File == null;
     /// <summary>vm_userfaultfd_ctx: the userfaultfd this VMA is registered with (with VM_UFFD_* in <see cref="Flags"/>), or null.</summary>
     public Userfaultfd.UserfaultfdCtx? Uffd { get; internal set; }
     public string Name { get; init; } = "";

@@ -51,8 +51,8 @@ public static partial class CoreOps
             ["process", "addr", "value"], [], ExpectValue) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
         r.Register(new OpSpec("fault", "handle_mm_fault at addr under mmap_lock (read), without touching the data",
             ["process", "addr"], ["write"], Fault) { Check = (a, i) => { a.GetBool("write"); i.RequireMapped(a); } });
-        r.Register(new OpSpec("mmap", "anonymous mmap at a fixed address (prot: rw default; flags: mergeable, hugepage, shared...)",
-            ["process", "addr", "len"], ["prot", "flags"], DoMmap) { Check = CheckMmap });
+        r.Register(new OpSpec("mmap", "mmap at a fixed address (prot: rw default; flags: mergeable, hugepage, shared...): anonymous, or of file: (file.create) from byte offset (MAP_PRIVATE unless shared)",
+            ["process", "addr", "len"], ["prot", "flags", "file", "offset"], DoMmap) { Check = CheckMmap });
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
         r.Register(new OpSpec("madvise", "madvise(addr, len, advice): dontneed, free, hugepage, nohugepage, dontfork, dofork (VM_DONTCOPY), " +
@@ -80,6 +80,7 @@ public static partial class CoreOps
             ["process", "addr"], PagemapBits, ExpectPagemap) { Check = (a, _) => { foreach (var b in PagemapBits) a.GetBool(b); } });
         RegisterMmPaths(r);
         RegisterGup(r);
+        RegisterFile(r);
         RegisterProcess(r);
     }
 
@@ -91,20 +92,12 @@ public static partial class CoreOps
         ["ok"] = VmFault.Ok, ["sigsegv"] = VmFault.SigSegv, ["sigbus"] = VmFault.SigBus, ["oom"] = VmFault.Oom, ["any"] = null,
     };
 
-    /// <summary>
-    /// VM_FAULT_SIGBUS has an outcome (<see cref="VmFault.SigBus"/>, <c>expect: sigbus</c>) but no fault path produces it
-    /// yet; until one does, the loader refuses an access that expects it rather than let it fail at run time.
-    /// </summary>
-    static bool SigBusModelled => false;
-
     /// <summary>read/write: a known <c>expect</c>; the address must be mappable unless the access is expected to fault.</summary>
     static void CheckAccess(OpArgs a, ScenarioInfo i)
     {
         var e = a.GetString("expect", "ok");
         if (!AccessOutcomes.TryGetValue(e, out var want))
             throw a.Error("expect", $"'{e}' is not an access outcome (ok, sigsegv, sigbus, oom, any)");
-        if (want == VmFault.SigBus && !SigBusModelled)
-            throw a.Error("expect", "no modelled path raises SIGBUS yet (hwpoison, hugetlb reservations and file truncation are not modelled), so this access cannot end with it");
         if (want == VmFault.Ok) i.RequireMapped(a);
     }
 
@@ -180,13 +173,16 @@ public static partial class CoreOps
 
     // ---------------------------------------------------------------- address space
 
-    static void CheckMmap(OpArgs a, ScenarioInfo _)
+    static void CheckMmap(OpArgs a, ScenarioInfo i)
     {
         if (a.Has("prot") && ScenarioLoader.ParseProt(a.GetString("prot"), allowWriteOnly: true) == null)
             throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, w, rw, rwx, none)");
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
                 if (ScenarioLoader.ParseVmFlag(f) == null) throw a.Error("flags", $"unknown VMA flag '{f}'");
+        if (a.Has("file")) i.RequireNamed(a, "file", "file");
+        else if (a.Has("offset")) throw a.Error("offset", "an offset needs a file: (anonymous memory has none)");
+        if (a.Has("offset")) FileSizePages(a, "offset");
     }
 
     static async ValueTask DoMmap(ScenarioWorld w, OpArgs a)
@@ -201,7 +197,13 @@ public static partial class CoreOps
         foreach (var v in mm.Vmas)
             if (v.Start < addr + len && addr < v.End)
                 throw a.Error("addr", $"mmap [0x{addr:x}, 0x{addr + len:x}) overlaps the VMA {v} of {mm} (MAP_FIXED_NOREPLACE)");
-        await Mmap.DoMmap(mm, addr, len, prot, flags);
+        if (a.Has("file"))
+        {
+            var f = File(w, a);
+            ulong pgoff = a.Has("offset") ? FileSizePages(a, "offset") : 0;
+            await Mmap.DoMmap(mm, addr, len, prot, flags, file: f, pgoff: pgoff);
+        }
+        else await Mmap.DoMmap(mm, addr, len, prot, flags);
     }
 
     static ValueTask DoMunmap(ScenarioWorld w, OpArgs a) => Mmap.Munmap(w.Process(a), a.GetAddress("addr"), a.GetULong("len"));

@@ -47,7 +47,8 @@ public static class Mfill
     /// </summary>
     static bool VmaCanUserfault(Kernel k, Vma vma, UffdMode mode)
     {
-        bool shmem = vma.Shmem != null;
+        if (vma.File is { IsShmem: false }) return false; // a regular file: only shmem and hugetlbfs take userfaultfd
+        bool shmem = vma.File != null;
         if ((mode & UffdMode.Missing) != 0 && shmem && !k.Era.Has(Feature.UffdShmem)) return false;
         if ((mode & UffdMode.Wp) != 0 && (shmem || !k.Era.Has(Feature.UffdWp))) return false;
         if ((mode & UffdMode.Minor) != 0 && (!shmem || !k.Era.Has(Feature.UffdMinorShmem))) return false;
@@ -156,7 +157,7 @@ public static class Mfill
             var vma = mm.FindVma(start);
             // find_dst_vma: the whole range in one VMA registered with this context.
             if (vma == null || vma.Uffd != ctx || start + len > vma.End) return (0, Errno.ENOENT);
-            if (mode == MfillMode.Continue && (vma.Shmem == null || (vma.Flags & VmFlags.UffdMinor) == 0)) return (0, Errno.EINVAL);
+            if (mode == MfillMode.Continue && (vma.File == null || (vma.Flags & VmFlags.UffdMinor) == 0)) return (0, Errno.EINVAL);
             if (wp && (vma.Flags & VmFlags.UffdWp) == 0) return (0, Errno.EINVAL);
             for (ulong a = start; a < start + len; a += PageSize)
             {
@@ -182,10 +183,12 @@ public static class Mfill
         int pmdT = mm.PmdAlloc(addr);
         int t = mm.PteAllocAt(pmdT, addr);
         if (t == 0) return Errno.EEXIST; // pmd_trans_huge: a THP is mapped there
-        if (vma.Shmem == null && mode == MfillMode.Zeropage) return await MfillAtomicPteZeropage(vma, t, addr, wp);
+        // A private mapping gets anonymous pages from COPY/ZEROPAGE (mfill_atomic_pte_copy); a shared shmem one page-cache
+        // pages (shmem_mfill_atomic_pte); CONTINUE maps the cached page in either.
+        var file = mode == MfillMode.Continue || vma.Shared ? vma.File : null;
+        if (file == null && mode == MfillMode.Zeropage) return await MfillAtomicPteZeropage(vma, t, addr, wp);
         long pfn;
         bool newlyAllocated = mode != MfillMode.Continue;
-        var file = vma.Shmem;
         ulong index = vma.IndexOf(addr);
         if (mode == MfillMode.Continue)
         {
@@ -210,13 +213,13 @@ public static class Mfill
                     return Errno.EEXIST;
                 }
                 ref var f = ref k.Mem[pfn];
-                f.AnonRoot = vma.AnonVma!.Id;
+                f.AnonRoot = file.Id; // folio->mapping
                 f.Index = index;
                 file.Pages.Add(index, pfn); // the allocation's reference becomes the page cache's
                 Folio.Get(k, pfn);          // and the mapping's
             }
         }
-        return await MfillAtomicInstallPte(vma, t, addr, pfn, pageInCache: file != null, newlyAllocated, wp);
+        return await MfillAtomicInstallPte(vma, t, addr, pfn, file, newlyAllocated, wp);
     }
 
     /// <summary>
@@ -224,8 +227,9 @@ public static class Mfill
     /// dirty (pte_mkdirty), writable if the VMA is (a page-cache page only in a shared VMA), uffd-wp (and so
     /// read-only) for MODE_WP, and add its rmap. On EEXIST a new page is dropped again (from the page cache too).
     /// </summary>
-    static async ValueTask<int> MfillAtomicInstallPte(Vma vma, int t, ulong addr, long pfn, bool pageInCache, bool newlyAllocated, bool wp)
+    static async ValueTask<int> MfillAtomicInstallPte(Vma vma, int t, ulong addr, long pfn, AddressSpace? cache, bool newlyAllocated, bool wp)
     {
+        bool pageInCache = cache != null;
         var mm = vma.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("mfill_atomic_install_pte");
@@ -236,14 +240,14 @@ public static class Mfill
             await mm.UnlockPtl(t);
             if (pageInCache && newlyAllocated)
             {
-                vma.Shmem!.Pages.Remove(vma.IndexOf(addr)); // the page cache's reference
+                cache!.Pages.Remove(vma.IndexOf(addr)); // the page cache's reference
                 Folio.Put(k, pfn);
             }
             Folio.Put(k, pfn);
             return Errno.EEXIST;
         }
         bool writable = vma.Writable && (!pageInCache || vma.Shared);
-        if (pageInCache) Folio.AddAnonRmap(k, pfn, mm); // folio_add_file_rmap_pte
+        if (pageInCache) Folio.AddFileRmap(k, pfn, mm); // folio_add_file_rmap_pte
         else Folio.AddNewAnonRmap(k, pfn, vma, addr);   // folio_add_new_anon_rmap: exclusive
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: true).WithUffdWp(wp));
         await mm.UnlockPtl(t);

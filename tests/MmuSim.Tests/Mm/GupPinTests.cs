@@ -273,7 +273,7 @@ public class GupPinTests
     [InlineData("proc-mem-write: { addr: 0x100000, value: zz }", "proc-mem-write.value", "not a number")]
     [InlineData("expect-page: { addr: 0x100000, pincount: many }", "expect-page.pincount", "not a number")]
     [InlineData("expect-page: { addr: 0x100000 }", "expect-page.addr", "give at least one")]
-    [InlineData("read: { addr: 0x100000, expect: sigbus }", "read.expect", "no modelled path raises SIGBUS")]
+    [InlineData("read: { addr: 0x100000, expect: sigbuss }", "read.expect", "not an access outcome")]
     public void BadGupFields_Exit2WithFileLineField(string op, string field, string message) =>
         Cli.CliRunner.AssertBadInput(Cli.CliRunner.MinimalScenario.Replace("read: { addr: 0x100000 }", op), 10, field, message);
 

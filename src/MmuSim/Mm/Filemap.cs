@@ -1,0 +1,206 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>What backs an <see cref="AddressSpace"/>.</summary>
+public enum FileKind : byte
+{
+    /// <summary>shmem_zero_setup's file behind a MAP_SHARED|MAP_ANONYMOUS VMA (no name, no size limit).</summary>
+    SharedAnon,
+    /// <summary>memfd_create(2): a shmem file with a size (ftruncate).</summary>
+    Memfd,
+    /// <summary>A regular file on a disk filesystem (cow.c's tmpfile()): page cache with writeback, so shared writable
+    /// mappings are write-notified (mapping_can_writeback: vma_wants_writenotify).</summary>
+    Regular,
+}
+
+/// <summary>
+/// struct address_space with its inode's size: a file's page cache (mm/filemap.c, mm/shmem.c). Pages maps a page index
+/// to the pfn of the cached page; each entry holds the page cache's reference. Backing holds the contents of pages
+/// that are not cached (written back to disk, or swapped out for shmem): a fault reads them back. Mappings is i_mmap,
+/// the VMAs that map the file (shared or private), which rmap_walk_file walks.
+/// </summary>
+/// <remarks>
+/// Locking: the page cache (Pages, Backing) changes only after a scheduling point of the path that changes it and
+/// under no lock the model names (the kernel's xarray lock and folio lock are not modelled: a page-cache update is one
+/// step). Mappings changes under the owning mm's mmap_lock for write (vma_link/unlink_file_vma; i_mmap_rwsem is folded
+/// into it). A cached page's frame is not PageAnon; its root is this object's <see cref="Id"/> and its index the file
+/// page index (folio->mapping, folio->index).
+/// Invariants (<see cref="AssertInvariants"/>): every cached pfn's frame names this file and index and holds a
+/// reference; no index is both cached and in Backing; every mapping is a live VMA whose File is this object.
+/// </remarks>
+public sealed class AddressSpace
+{
+    internal AddressSpace(int id, FileKind kind, string name, ulong sizePages)
+    {
+        Id = id;
+        Kind = kind;
+        Name = name;
+        SizePages = sizePages;
+    }
+
+    /// <summary>The id page frames carry as their root (16 bits).</summary>
+    public int Id { get; }
+
+    public FileKind Kind { get; }
+
+    public string Name { get; }
+
+    /// <summary>i_size in pages; a fault at or beyond it is SIGBUS. <see cref="ulong.MaxValue"/> for shared anon memory.</summary>
+    public ulong SizePages { get; internal set; }
+
+    /// <summary>shmem or memfd (swap-backed) rather than a regular file.</summary>
+    public bool IsShmem => Kind != FileKind.Regular;
+
+    /// <summary>The page cache: index to pfn. Each entry holds the page cache's reference.</summary>
+    public Dictionary<ulong, long> Pages { get; } = [];
+
+    /// <summary>Contents of pages not in the cache (on disk, or in swap for shmem), by index.</summary>
+    public Dictionary<ulong, ulong> Backing { get; } = [];
+
+    /// <summary>i_mmap: every VMA that maps this file.</summary>
+    public List<Vma> Mappings { get; } = [];
+
+    /// <summary>References: open file descriptors and VMAs (vm_file).</summary>
+    public int Users { get; internal set; }
+
+    public override string ToString() => Name;
+
+    /// <summary>fput of the last reference: evict the inode, dropping the page cache's references.</summary>
+    internal void Put(Kernel k)
+    {
+        if (--Users > 0) return;
+        foreach (var pfn in Pages.Values) Folio.Put(k, pfn);
+        Pages.Clear();
+        Backing.Clear();
+    }
+
+    /// <summary>Debug-only checks of the page cache invariants.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    public void AssertInvariants(Kernel k)
+    {
+        foreach (var (index, pfn) in Pages)
+        {
+            var f = k.Mem[pfn];
+            if (f.Has(PageFlags.Anon) || f.AnonRoot != Id || f.Index != index || f.RefCount < 1)
+                throw new ModelException($"{Name}: cached page 0x{pfn:x} at index {index} has root {f.AnonRoot}, index {f.Index}, refcount {f.RefCount}");
+            if (Backing.ContainsKey(index)) throw new ModelException($"{Name}: index {index} is both cached and on the backing store");
+        }
+        foreach (var v in Mappings)
+            if (v.File != this || !v.Mm.Vmas.Contains(v)) throw new ModelException($"{Name}: i_mmap holds {v}, which does not map it");
+    }
+}
+
+/// <summary>mm/filemap.c and the file side of mm/memory.c's do_fault: faults on VMAs that map a file.</summary>
+public static class Filemap
+{
+    /// <summary>
+    /// filemap_get_folio / shmem_get_folio for a fault: the cached page at <paramref name="index"/>, or a new one read
+    /// from the backing store (zero-filled for a hole). A scheduling point (the lookup). -1 on OOM.
+    /// </summary>
+    internal static async ValueTask<long> FilemapGetFolio(Kernel k, AddressSpace file, ulong index, ulong addr)
+    {
+        await k.S.Point(PointKind.Alloc, addr);
+        if (file.Pages.TryGetValue(index, out long pfn)) return pfn;
+        pfn = k.Mem.AllocPage();
+        if (pfn < 0) return -1;
+        ref var f = ref k.Mem[pfn]; // not PageAnon: a page-cache page
+        if (file.Backing.Remove(index, out ulong contents))
+        {
+            f.Contents = contents; // read from disk / swap-in (shmem_swapin_folio)
+            k.S.Charge(CostKind.CopyPage);
+        }
+        else k.S.Charge(CostKind.ZeroPage);
+        f.AnonRoot = file.Id;
+        f.Index = index;
+        file.Pages.Add(index, pfn); // the allocation's reference becomes the page cache's
+        return pfn;
+    }
+
+    /// <summary>
+    /// do_fault for a none PTE of a file VMA: SIGBUS beyond i_size; a shmem VMA registered with userfaultfd sends
+    /// MISSING (not cached) or MINOR (cached) faults to userspace (shmem_get_folio_gfp); then do_read_fault,
+    /// do_cow_fault (a write or unshare to a private mapping) or do_shared_fault.
+    /// </summary>
+    public static async ValueTask<VmFault> DoFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_fault");
+        bool write = (flags & FaultFlags.Write) != 0; // an unshare fault on a none PTE is a read fault here
+        var file = vma.File!;
+        ulong index = vma.IndexOf(addr);
+        if (index >= file.SizePages) return VmFault.SigBus; // filemap_fault / shmem_fault beyond EOF
+        if (file.IsShmem && (vma.Flags & (VmFlags.UffdMinor | VmFlags.UffdMissing)) != 0)
+        {
+            await k.S.Point(PointKind.Alloc, addr);
+            bool cached = file.Pages.ContainsKey(index);
+            if (cached && (vma.Flags & VmFlags.UffdMinor) != 0)
+                return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Minor, flags);
+            if (!cached && (vma.Flags & VmFlags.UffdMissing) != 0)
+                return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
+        }
+        if (write && !vma.Shared) return await DoCowFault(mm, vma, addr, t, index);
+        return await FinishFault(mm, vma, addr, t, index, write);
+    }
+
+    /// <summary>
+    /// do_read_fault / do_shared_fault + finish_fault: map the cached page with vm_page_prot: read-only in a private
+    /// mapping; in a shared writable one writable, except that a regular file's read fault maps it read-only so that
+    /// the first write is notified (writenotify: do_wp_page -> wp_page_shared marks it dirty). A write marks the page
+    /// dirty (folio_mark_dirty in fault_dirty_shared_page). No notifier: the PTE was none.
+    /// </summary>
+    static async ValueTask<VmFault> FinishFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter(write ? "do_shared_fault" : "do_read_fault");
+        var file = vma.File!;
+        long pfn = await FilemapGetFolio(k, file, index, addr);
+        if (pfn < 0) return VmFault.Oom;
+        Folio.Get(k, pfn); // filemap's reference for the mapping
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (!cur.IsNone)
+        {
+            await mm.UnlockPtl(t);
+            Folio.Put(k, pfn);
+            return VmFault.Retry;
+        }
+        Folio.AddFileRmap(k, pfn, mm);
+        bool writable = vma.Shared && vma.Writable && (write || file.IsShmem);
+        if (write) Folio.MarkDirty(k, pfn);
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: write));
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// do_cow_fault: a write fault on a none PTE of a private file mapping: copy the cached page into a new exclusive
+    /// anonymous page and map that writable and dirty.
+    /// </summary>
+    static async ValueTask<VmFault> DoCowFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_cow_fault");
+        long src = await FilemapGetFolio(k, vma.File!, index, addr);
+        if (src < 0) return VmFault.Oom;
+        mm.AnonVmaPrepare(vma);
+        await k.S.Point(PointKind.Alloc, addr);
+        long pfn = k.Mem.AllocPage();
+        if (pfn < 0) return VmFault.Oom;
+        k.Mem[pfn].Contents = k.Mem[src].Contents; // copy_user_highpage
+        k.S.Charge(CostKind.CopyPage);
+        await mm.LockPtl(t);
+        var cur = await mm.PtepGet(t, addr);
+        if (!cur.IsNone)
+        {
+            await mm.UnlockPtl(t);
+            Folio.Put(k, pfn);
+            return VmFault.Retry;
+        }
+        Folio.AddNewAnonRmap(k, pfn, vma, addr);
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true));
+        await mm.UnlockPtl(t);
+        k.Stats.Inc(Stat.CowCopies);
+        return VmFault.Ok;
+    }
+}

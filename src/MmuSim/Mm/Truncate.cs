@@ -1,0 +1,74 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>mm/truncate.c and unmap_mapping_range (mm/memory.c): shrinking a file or punching a hole in it.</summary>
+public static class Truncate
+{
+    /// <summary>
+    /// truncate_setsize: i_size_write, then on a shrink truncate_pagecache: unmap_mapping_range of everything beyond
+    /// the new size (even COWed private copies: even_cows = 1), truncate_inode_pages_range, and unmap_mapping_range
+    /// again for faults that raced in between. Faults beyond the new size are SIGBUS from then on.
+    /// </summary>
+    public static async ValueTask TruncateSetsize(Kernel k, AddressSpace file, ulong newSizePages)
+    {
+        using var _ = k.S.Current.Enter("truncate_setsize");
+        ulong old = file.SizePages;
+        await k.S.Point(PointKind.Counter, newSizePages);
+        file.SizePages = newSizePages; // i_size_write
+        if (newSizePages >= old) return;
+        await TruncatePagecacheRange(k, file, newSizePages, ulong.MaxValue);
+    }
+
+    /// <summary>
+    /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over whole pages [first, first + count): shmem_fallocate /
+    /// the filesystem's punch hole, which truncate_pagecache_range: unmap, drop the cached pages and their blocks.
+    /// </summary>
+    public static ValueTask PunchHole(Kernel k, AddressSpace file, ulong first, ulong count) =>
+        TruncatePagecacheRange(k, file, first, first + count);
+
+    /// <summary>truncate_pagecache_range: unmap_mapping_range (even_cows), truncate_inode_pages_range, unmap again.</summary>
+    static async ValueTask TruncatePagecacheRange(Kernel k, AddressSpace file, ulong first, ulong end)
+    {
+        using var _ = k.S.Current.Enter("truncate_pagecache_range");
+        await UnmapMappingRange(k, file, first, end);
+        await TruncateInodePagesRange(k, file, first, end);
+        await UnmapMappingRange(k, file, first, end);
+    }
+
+    /// <summary>
+    /// unmap_mapping_range with even_cows: for every VMA of i_mmap that maps part of page indexes [first, end),
+    /// zap_page_range_single over that part: a CLEAR invalidation per VMA, the PTEs cleared (private COW copies too),
+    /// pages freed after end. Runs under i_mmap_rwsem only, not the mms' mmap_lock.
+    /// </summary>
+    public static async ValueTask UnmapMappingRange(Kernel k, AddressSpace file, ulong first, ulong end)
+    {
+        using var _ = k.S.Current.Enter("unmap_mapping_range");
+        foreach (var vma in file.Mappings.ToArray())
+        {
+            ulong lo = Math.Max(first, vma.PgOff), hi = Math.Min(end, vma.PgOff + vma.Pages);
+            if (lo >= hi) continue;
+            ulong start = vma.AddressOf(lo)!.Value;
+            await Memory.ZapPageRangeSingle(vma, start, start + ((hi - lo) << MmStruct.PageShift));
+        }
+    }
+
+    /// <summary>truncate_inode_pages_range: drop the page cache's pages (and backing blocks) of [first, end).</summary>
+    static async ValueTask TruncateInodePagesRange(Kernel k, AddressSpace file, ulong first, ulong end)
+    {
+        using var _ = k.S.Current.Enter("truncate_inode_pages_range");
+        List<ulong>? gone = null;
+        foreach (var index in file.Pages.Keys)
+            if (index >= first && index < end) (gone ??= []).Add(index);
+        if (gone != null)
+            foreach (var index in gone)
+            {
+                await k.S.Point(PointKind.Free, index);
+                if (!file.Pages.Remove(index, out long pfn)) continue;
+                k.Mem[pfn].AnonRoot = 0; // folio->mapping = NULL: a page still referenced (a GUP pin) is no longer cached
+                Folio.Put(k, pfn);
+            }
+        foreach (var index in file.Backing.Keys.ToArray())
+            if (index >= first && index < end) file.Backing.Remove(index);
+    }
+}
