@@ -93,9 +93,13 @@ public class ForkTests
         Assert.Single(child.Vmas);
         var pte = mm.PeekPte(A + 0x1000);
         Assert.True(pte.Writable);
+        // vma_needs_copy: a shared mapping without anon_vma is not copied; the child's fault fills it from the page cache.
+        Assert.True(child.PeekPte(A + 0x1000).IsNone);
+        Assert.Equal(1, k.Mem[pte.Pfn].MapCount);
+        Ok(k, async () => Assert.Equal(2UL, await Read(child, A + 0x1000)));
         Assert.True(child.PeekPte(A + 0x1000).Writable);
         Assert.Equal(pte.Pfn, child.PeekPte(A + 0x1000).Pfn);
-        Assert.False(child.PeekPte(A + 0x1000).Dirty); // mkclean for shared mappings
+        Assert.False(child.PeekPte(A + 0x1000).Dirty);
         Assert.Equal(2, k.Mem[pte.Pfn].MapCount);
     }
 
