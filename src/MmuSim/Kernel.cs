@@ -22,6 +22,9 @@ public sealed record KernelOptions
 
     public CostModel? Costs { get; init; }
 
+    /// <summary>NUMA nodes of physical memory (<see cref="PhysMem.Nodes"/>); 1 = UMA.</summary>
+    public int NumaNodes { get; init; } = 1;
+
     /// <summary>Seed for data choices in plain simulation.</summary>
     public ulong Seed { get; init; } = 1;
 }
@@ -46,7 +49,7 @@ public sealed class Kernel
         Era = era;
         S = new Scheduler(strategy, options.Costs);
         S.SeedPlain(options.Seed);
-        Mem = new PhysMem(options.InitialFrames, options.MaxFrames);
+        Mem = new PhysMem(options.InitialFrames, options.MaxFrames, options.NumaNodes);
         PageTables = new PageTablePool(S, options.InitialPageTables);
         Stats = new Stats();
         Trace = new Tracer(this);

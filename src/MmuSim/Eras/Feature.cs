@@ -249,6 +249,11 @@ public enum Feature
     UffdMinorShmem,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    // ---- NUMA and migration (issue 12 item 6; mm/migrate.c, mm/mempolicy.c, mm/ksm.c)
+    /// <summary>KSM folios migrate like anon ones (ksm_migrate_folio moves the stable node's kpfn); before, NUMA migration
+    /// skipped PageKsm (move_pages status -ENOENT) and only memory hot-remove moved them.</summary>
+    KsmFolioMigration,
+
     /// <summary>break_ksm faults with FAULT_FLAG_UNSHARE (not a fake FAULT_FLAG_WRITE), so a uffd-wp KSM page is unshared.</summary>
     KsmBreakUnshare,
 }

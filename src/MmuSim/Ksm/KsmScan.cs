@@ -671,6 +671,19 @@ public sealed partial class Ksmd
         return err;
     }
 
+    /// <summary>
+    /// ksm_migrate_folio (mm/ksm.c): the KSM page moved to <paramref name="newPfn"/>; the stable node follows it (kpfn,
+    /// and the generation the keyhole check compares). The new frame already names the node (folio->mapping copied).
+    /// </summary>
+    internal static void KsmMigrateFolio(Kernel k, long oldPfn, long newPfn)
+    {
+        if (!k.Subsystems.TryGetValue(typeof(Ksmd), out var o)) return;
+        var ksm = (Ksmd)o;
+        if (ksm.PageStableNode(oldPfn) is not { } node) return;
+        node.Kpfn = newPfn;
+        node.KGen = k.Mem[newPfn].Generation;
+    }
+
     // ------------------------------------------------------------------ rmap
 
     /// <summary>

@@ -33,6 +33,7 @@ public static class Fork
                     AnonVma = wipe ? null : src.AnonVma,
                     File = src.File,
                     Name = src.Name,
+                    PolicyNode = src.PolicyNode, // vma_dup_policy
                 });
                 if (wipe) continue;
                 if (src.AnonVma != null && !src.AnonVma.Members.Contains(child)) src.AnonVma.Members.Add(child);

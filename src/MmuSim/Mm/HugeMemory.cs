@@ -40,7 +40,7 @@ public static class HugeMemory
         ulong haddr = addr & MmStruct.PmdMask;
         mm.AnonVmaPrepare(vma);
         await k.S.Point(PointKind.Alloc, haddr);
-        long head = k.Mem.AllocHuge();
+        long head = vma.AllocHuge();
         if (head < 0) return VmFault.Retry;
         for (int i = 0; i < PhysMem.HugePages; i++) k.S.Charge(CostKind.ZeroPage);
         mm.PmdAlloc(haddr);

@@ -184,7 +184,7 @@ public static partial class Memory
         k.Stats.Inc(Stat.AnonWriteFaults);
         mm.AnonVmaPrepare(vma);
         await k.S.Point(PointKind.Alloc, addr);
-        long pfn = k.Mem.AllocPage();
+        long pfn = vma.AllocPage();
         if (pfn < 0) return VmFault.Oom;
         k.S.Charge(CostKind.ZeroPage);
         await mm.LockPtl(t);
@@ -292,7 +292,7 @@ public static partial class Memory
         bool oldIsZero = orig.Special || oldPfn == PhysMem.ZeroPfn;
         mm.AnonVmaPrepare(vma);
         await k.S.Point(PointKind.Alloc, addr);
-        long newPfn = k.Mem.AllocPage();
+        long newPfn = vma.AllocPage();
         if (newPfn < 0)
         {
             if (!oldIsZero) Folio.Put(k, oldPfn);
@@ -348,7 +348,7 @@ public static partial class Memory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_swap_page");
         await k.S.Point(PointKind.Alloc, addr);
-        long pfn = k.Mem.AllocPage();
+        long pfn = vma.AllocPage();
         if (pfn < 0) return VmFault.Oom;
         int slot = (int)orig.Pfn;
         k.Mem[pfn].Contents = k.Swap.Load(slot);

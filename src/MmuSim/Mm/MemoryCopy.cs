@@ -124,7 +124,7 @@ public static partial class Memory
         var k = dst.Mm.Kernel;
         using var _ = k.S.Current.Enter("copy_present_page");
         childPte = default;
-        long np = k.Mem.AllocPage();
+        long np = dst.AllocPage();
         if (np < 0) return false;
         k.Mem[np].Contents = k.Mem[srcPfn].Contents;
         k.S.Charge(CostKind.CopyPage);

@@ -1,3 +1,4 @@
+using MmuSim.Eras;
 using MmuSim.Sched;
 
 namespace MmuSim.Mm;
@@ -8,30 +9,55 @@ sealed class MigrationWaiters(Kernel k)
     public WaitQueue Wq { get; } = new(k.S, "migration_entry_wait");
 }
 
-/// <summary>mm/migrate.c: migration of one anonymous folio.</summary>
+/// <summary>mm/migrate.c: migration of one folio (anon, page cache, KSM), and move_pages(2).</summary>
 public static class Migrate
 {
     static WaitQueue Waiters(Kernel k) => k.GetSubsystem(kk => new MigrationWaiters(kk)).Wq;
 
     /// <summary>
-    /// migrate_pages for one folio (unmap_and_move / migrate_folio_unmap + migrate_folio_move): isolate it, allocate
-    /// the destination, try_to_migrate (migration entries; start/end CLEAR from 4.13), check that only the isolation
-    /// reference is left (folio_migrate_mapping), copy contents and flags, remove_migration_ptes to the new folio, and
-    /// free the old one. On failure the migration entries are restored to the old folio. Returns the new head pfn or -1.
+    /// migrate_pages for one folio (migrate_folio_unmap + migrate_folio_move): isolate it, allocate the destination
+    /// (on <paramref name="node"/> with __GFP_THISNODE, as alloc_migration_target; anywhere when -1), try_to_migrate
+    /// (migration entries; start/end CLEAR from 4.13), check that only the expected references are left
+    /// (folio_migrate_mapping: the isolation's, plus the page cache's for a file or shmem folio), move the page-cache
+    /// entry or the KSM stable node to the new folio (ksm_migrate_folio), copy contents and flags,
+    /// remove_migration_ptes to the new folio, and free the old one. On failure the migration entries are restored to
+    /// the old folio. Anon, page-cache (shmem, memfd, regular file) and, where the era has it, KSM folios migrate.
+    /// Returns the new head pfn or -1.
     /// </summary>
-    public static async ValueTask<long> MigrateFolio(Kernel k, long pfn)
+    public static async ValueTask<long> MigrateFolio(Kernel k, long pfn, int node = -1)
     {
         using var _ = k.S.Current.Enter("migrate_pages");
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
+        if (!Migratable(k, head) || !Vmscan.IsolateLruFolio(k, head)) return -1;
+        Folio.Get(k, head); // the isolation reference
+        return await MigrateIsolatedFolio(k, head, node);
+    }
+
+    /// <summary>
+    /// Is the folio one migrate_pages can move: an anon folio, a page-cache folio still in its file, or (from
+    /// <see cref="Feature.KsmFolioMigration"/>) a KSM folio; not the zero page, a free frame or a device page.
+    /// </summary>
+    static bool Migratable(Kernel k, long head)
+    {
         ref var f = ref k.Mem[head];
-        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return -1;
+        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || f.Has(PageFlags.Zero)) return false;
+        if (f.Has(PageFlags.Ksm)) return k.Era.Has(Feature.KsmFolioMigration);
+        if (f.Has(PageFlags.Anon)) return true;
+        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head;
+    }
+
+    /// <summary>migrate_pages_batch for one folio the caller isolated (holding the isolation reference).</summary>
+    static async ValueTask<long> MigrateIsolatedFolio(Kernel k, long head, int node)
+    {
+        ref var f = ref k.Mem[head];
+        bool ksm = f.Has(PageFlags.Ksm);
+        var file = f.Has(PageFlags.Anon) || ksm ? null : k.AddressSpaceById(f.AnonRoot);
         bool huge = k.Mem.IsHuge(head);
         int n = huge ? PhysMem.HugePages : 1;
-        if (!Vmscan.IsolateLruFolio(k, head)) return -1;
-        Folio.Get(k, head); // the isolation reference
         await k.S.Point(PointKind.Alloc, (ulong)head);
-        long dst = huge ? k.Mem.AllocHuge() : k.Mem.AllocPage();
+        long dst = node < 0 ? (huge ? k.Mem.AllocHuge() : k.Mem.AllocPage())
+            : huge ? k.Mem.AllocHuge(node, thisNode: true) : k.Mem.AllocPage(node, thisNode: true);
         if (dst < 0)
         {
             Vmscan.PutbackLru(k, head);
@@ -40,7 +66,8 @@ public static class Migrate
         }
         await Rmap.TryToMigrate(k, new TtuState(head, n, migrate: true));
         await k.S.Point(PointKind.Counter, (ulong)head);
-        if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != 1)
+        int expected = file != null ? 2 : 1; // folio_expected_refs: + the page cache's reference
+        if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != expected)
         {
             await RemoveMigrationPtes(k, head, head);
             Folio.Put(k, dst);
@@ -48,8 +75,8 @@ public static class Migrate
             Folio.Put(k, head);
             return -1;
         }
-        // folio_migrate_copy + folio_migrate_flags
-        const PageFlags keep = PageFlags.Dirty | PageFlags.Anon | PageFlags.Lazyfree | PageFlags.AnonExclusive | PageFlags.Referenced;
+        // folio_migrate_mapping (the page cache now points at dst) + folio_migrate_copy + folio_migrate_flags
+        const PageFlags keep = PageFlags.Dirty | PageFlags.Anon | PageFlags.Ksm | PageFlags.Lazyfree | PageFlags.AnonExclusive | PageFlags.Referenced;
         for (int i = 0; i < n; i++)
         {
             ref var s = ref k.Mem[head + i];
@@ -60,13 +87,102 @@ public static class Migrate
             k.S.Charge(CostKind.CopyPage);
         }
         k.Mem[dst].AnonRoot = k.Mem[head].AnonRoot;
+        if (file != null) file.Pages[k.Mem[head].Index] = dst; // xas_store: the allocation's reference becomes the cache's
+        if (ksm) Ksm.Ksmd.KsmMigrateFolio(k, head, dst);
         await RemoveMigrationPtes(k, head, dst);
-        Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
+        if (file == null) Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
+        else Folio.Put(k, head);              // the page cache's reference to the old folio
         await k.S.Point(PointKind.Free, (ulong)head);
         Vmscan.PutbackLru(k, head);
         Folio.Put(k, head); // the isolation reference: frees the old folio
         k.Stats.Inc(Stat.PagesMigrated, n);
         return dst;
+    }
+
+    /// <summary>MPOL_MF_MOVE / MPOL_MF_MOVE_ALL of move_pages(2) and mbind(2).</summary>
+    public enum MoveFlags { Move, MoveAll }
+
+    /// <summary>
+    /// add_folio_for_migration for one address: -EFAULT (no VMA), -ENOENT (nothing mapped, or the zero page: FOLL_DUMP;
+    /// a KSM page before <see cref="Feature.KsmFolioMigration"/>, skipped as PageReserved is), 0 (already on
+    /// <paramref name="node"/>), -EACCES (mapped by more than one process without MPOL_MF_MOVE_ALL), -EBUSY (cannot be
+    /// isolated), or 1 with the folio isolated (the isolation reference held) for the batch.
+    /// </summary>
+    static async ValueTask<(int Err, long Head)> AddFolioForMigration(MmStruct mm, ulong addr, int node, MoveFlags flags)
+    {
+        var k = mm.Kernel;
+        var vma = mm.FindVma(addr);
+        if (vma == null) return (Errno.EFAULT, -1);
+        var r = await Gup.FollowPage(mm, vma, addr, GupFlags.Get | GupFlags.FollowProtNone); // FOLL_GET | FOLL_DUMP
+        if (r.Pfn < 0) return (Errno.ENOENT, -1);
+        long head = k.Mem.FolioOf(r.Pfn);
+        int err = head == PhysMem.ZeroPfn ? Errno.ENOENT
+            : k.Mem[head].Has(PageFlags.Ksm) && !k.Era.Has(Feature.KsmFolioMigration) ? Errno.ENOENT
+            : k.Mem.NodeOf(head) == node ? 0
+            : k.Mem.FolioMapCount(head) > 1 && flags != MoveFlags.MoveAll ? Errno.EACCES // folio_likely_mapped_shared
+            : !Migratable(k, head) || !Vmscan.IsolateLruFolio(k, head) ? Errno.EBUSY
+            : 1;
+        if (err == 1) Folio.Get(k, head); // the isolation reference
+        Folio.Put(k, r.Pfn);              // follow_page's
+        return (err, head);
+    }
+
+    /// <summary>
+    /// move_pages(2) (kernel_move_pages: do_pages_move, or do_pages_stat when <paramref name="nodes"/> is null) on
+    /// <paramref name="mm"/>. Status per page: the node it is on after the call, or a negative errno. The return value
+    /// is 0, the number of pages that could not be migrated (migrate_pages failed: the kernel returns at once, leaving
+    /// the later statuses unwritten, here int.MinValue), or -ENODEV for a node that has no memory. The pages are taken
+    /// one batch per run of equal target nodes, as do_pages_move groups them; mmap_lock is held for read per page.
+    /// </summary>
+    public static async ValueTask<(int Ret, int[] Status)> MovePages(MmStruct mm, ulong[] pages, int[]? nodes, MoveFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter(nodes == null ? "do_pages_stat" : "do_pages_move");
+        var status = new int[pages.Length];
+        Array.Fill(status, int.MinValue);
+        if (nodes == null)
+        {
+            for (int i = 0; i < pages.Length; i++)
+            {
+                await mm.MmapLock.ReadLock();
+                await k.S.Point(PointKind.PteRead, pages[i]);
+                var vma = mm.FindVma(pages[i]);
+                long pfn = -1;
+                if (vma != null && (await Gup.FollowPage(mm, vma, pages[i], GupFlags.Get | GupFlags.FollowProtNone)).Pfn is >= 0 and var p)
+                {
+                    pfn = p;
+                    Folio.Put(k, p);
+                }
+                status[i] = vma == null ? Errno.EFAULT : pfn <= 0 ? Errno.ENOENT : k.Mem.NodeOf(pfn);
+                await mm.MmapLock.ReadUnlock();
+            }
+            return (0, status);
+        }
+        var batch = new List<(int Index, long Head)>();
+        int batchNode = -1;
+        for (int i = 0; i <= pages.Length; i++)
+        {
+            if (i == pages.Length || nodes[i] != batchNode)
+            {
+                // move_pages_and_store_status for the run that just ended
+                int failed = 0;
+                foreach (var (idx, h) in batch)
+                    if (await MigrateIsolatedFolio(k, h, batchNode) < 0) failed++;
+                    else status[idx] = batchNode;
+                batch.Clear();
+                if (failed > 0) return (failed + pages.Length - i, status);
+                if (i == pages.Length) break;
+                batchNode = nodes[i];
+                if (batchNode < 0 || batchNode >= k.Mem.Nodes) return (Errno.ENODEV, status);
+            }
+            await mm.MmapLock.ReadLock();
+            await k.S.Point(PointKind.PteRead, pages[i]);
+            var (err, head) = await AddFolioForMigration(mm, pages[i], batchNode, flags);
+            if (err == 1) batch.Add((i, head));
+            else status[i] = err == 0 || (err == Errno.EBUSY && batch.Exists(b => b.Head == head)) ? batchNode : err; // a folio already queued
+            await mm.MmapLock.ReadUnlock();
+        }
+        return (0, status);
     }
 
     /// <summary>

@@ -151,6 +151,7 @@ public sealed class MmStruct
             AnonVma = vma.AnonVma,
             File = vma.File,
             Uffd = vma.Uffd,
+            PolicyNode = vma.PolicyNode,
             PgOff = vma.PgOff + ((addr - vma.Start) >> PageShift),
             Name = vma.Name,
         };

@@ -60,7 +60,7 @@ public static class Mmap
 
     /// <summary>
     /// vma_merge after madvise_update_vma (vma_modify_flags): every VMA touching [start, end) is merged with its
-    /// successor when both are anonymous (no shmem file), adjacent, with the same protection, flags, anon_vma and name,
+    /// successor when both are anonymous (no shmem file), adjacent, with the same protection, flags, anon_vma, policy and name,
     /// and contiguous vm_pgoff. Caller holds mmap_lock for write.
     /// </summary>
     internal static void VmaMergeAround(MmStruct mm, ulong start, ulong end)
@@ -69,7 +69,7 @@ public static class Mmap
         {
             Vma prev = mm.Vmas[i], next = mm.Vmas[i + 1];
             if (next.End < start || prev.Start > end) continue;
-            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma || prev.Uffd != next.Uffd ||
+            if (prev.End != next.Start || prev.Prot != next.Prot || ((prev.Flags ^ next.Flags) & ~VmFlags.SoftDirty) != 0 || prev.AnonVma != next.AnonVma || prev.Uffd != next.Uffd || prev.PolicyNode != next.PolicyNode ||
                 prev.File != null || next.File != null || prev.Name != next.Name || prev.PgOff + prev.Pages != next.PgOff) continue;
             prev.End = next.End;
             prev.Flags |= next.Flags & VmFlags.SoftDirty;

@@ -40,6 +40,7 @@ public static class Mremap
                 AnonVma = old.AnonVma,
                 File = old.File,
                 Name = old.Name,
+                PolicyNode = old.PolicyNode,
             });
             await MovePageTables(old, oldAddr, dst, newAddr, len);
             if (dontUnmap) return;

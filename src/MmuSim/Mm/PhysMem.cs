@@ -109,30 +109,47 @@ public struct Frame
 
 /// <summary>
 /// Physical memory: a flat array of <see cref="Frame"/>s and a free-frame allocator for 4 KiB pages and 2 MiB
-/// compound folios. pfn 0 is the shared zero page. The array grows by doubling when memory runs out, so a small
-/// exploration scenario costs a few KiB and a 16 GiB workload costs 24 bytes per frame.
+/// compound folios, over one or more NUMA nodes. pfn 0 is the shared zero page. The array grows by doubling when
+/// memory runs out, so a small exploration scenario costs a few KiB and a 16 GiB workload costs 24 bytes per frame.
 /// </summary>
 /// <remarks>
 /// Locking rules: frame metadata is changed only by model code between scheduling points; every refcount, mapcount
 /// or flag update that another CPU could race with is preceded by a <c>Point(Counter)</c> in the caller.
 /// Freed 4 KiB frames are not coalesced back into 2 MiB blocks (no buddy merging, no compaction): a THP allocation
 /// fails once no whole aligned block is free, and the fault falls back to 4 KiB, as the kernel does without compaction.
+/// <para>NUMA: with <see cref="Nodes"/> &gt; 1 the 2 MiB blocks are dealt to the nodes in turn (block b is on node
+/// b mod Nodes, <see cref="NodeOf"/>: pfn_to_nid), so memory grows on every node at once, and each node keeps its
+/// own free lists (the kernel's per-node zones). A real node is one contiguous pfn range; the interleave is the
+/// model's way of growing all of them lazily, and nothing in mm depends on a node's pfns being contiguous. With one
+/// node the allocator hands out exactly the pfns, in the order, that it did before nodes existed.</para>
 /// </remarks>
 public sealed class PhysMem
 {
     public const int HugeOrder = 9;
     public const int HugePages = 1 << HugeOrder;
     public const long ZeroPfn = 0;
+    /// <summary>MAX_NUMNODES of the model (the scenario's <c>numa_nodes</c> is checked against it).</summary>
+    public const int MaxNodes = 8;
+
+    /// <summary>One node's free lists: the intrusive 4 KiB list, the free 2 MiB blocks, and the block being split.</summary>
+    struct NodeFree
+    {
+        public long Free4k;             // head of the intrusive 4 KiB free list (-1 = empty)
+        public long Free2m;             // head of the free 2 MiB block list (head pfns)
+        public long BumpNext, BumpEnd;  // the block being split: [next, end) not handed out yet, used after the 4 KiB list
+    }
 
     Frame[] _frames;
-    long _free4k = -1;       // head of the intrusive 4 KiB free list (-1 = empty)
-    long _free2m = -1;       // head of the free 2 MiB block list (head pfns)
-    long _bumpNext, _bumpEnd; // the 2 MiB block being split: [next, end) not handed out yet, used after the 4 KiB list
+    readonly NodeFree[] _node;
     long _limit;             // frames beyond this are not yet handed to the allocator
 
-    public PhysMem(long initialFrames = 4096, long maxFrames = 1L << 30)
+    public PhysMem(long initialFrames = 4096, long maxFrames = 1L << 30, int nodes = 1)
     {
+        if (nodes < 1 || nodes > MaxNodes) throw new ArgumentOutOfRangeException(nameof(nodes), $"1..{MaxNodes} NUMA nodes");
         MaxFrames = maxFrames;
+        Nodes = nodes;
+        _node = new NodeFree[nodes];
+        for (int i = 0; i < nodes; i++) _node[i] = new NodeFree { Free4k = -1, Free2m = -1 };
         long n = Math.Max(64, initialFrames);
         _frames = new Frame[n];
         _frames[0].Set(PageFlags.Zero);
@@ -145,6 +162,12 @@ public sealed class PhysMem
 
     /// <summary>Hard ceiling; allocation past it fails with an out-of-memory result.</summary>
     public long MaxFrames { get; }
+
+    /// <summary>NUMA nodes (1 = a UMA machine).</summary>
+    public int Nodes { get; }
+
+    /// <summary>pfn_to_nid / folio_nid: the node of a frame (its 2 MiB block's turn in the interleave).</summary>
+    public int NodeOf(long pfn) => Nodes == 1 ? 0 : (int)((pfn >> HugeOrder) % Nodes);
 
     public long Capacity => _frames.Length;
 
@@ -168,22 +191,26 @@ public sealed class PhysMem
         long blocksEnd = Math.Max(to & ~(long)(HugePages - 1), aligned);
         for (long p = to - 1; p >= blocksEnd; p--) Push4k(p);
         for (long p = aligned - 1; p >= from; p--) Push4k(p);
-        for (long h = blocksEnd - HugePages; h >= aligned; h -= HugePages)
-        {
-            ref var f = ref _frames[h];
-            f.Flags = PageFlags.Free | PageFlags.Head;
-            f.Contents = (ulong)_free2m;
-            _free2m = h;
-        }
+        for (long h = blocksEnd - HugePages; h >= aligned; h -= HugePages) Push2m(h);
         _limit = to;
     }
 
     void Push4k(long pfn)
     {
         ref var f = ref _frames[pfn];
+        ref var nf = ref _node[NodeOf(pfn)];
         f.Flags = PageFlags.Free;
-        f.Contents = (ulong)_free4k;
-        _free4k = pfn;
+        f.Contents = (ulong)nf.Free4k;
+        nf.Free4k = pfn;
+    }
+
+    void Push2m(long head)
+    {
+        ref var f = ref _frames[head];
+        ref var nf = ref _node[NodeOf(head)];
+        f.Flags = PageFlags.Free | PageFlags.Head;
+        f.Contents = (ulong)nf.Free2m;
+        nf.Free2m = head;
     }
 
     bool Grow(bool needHuge = false)
@@ -197,63 +224,72 @@ public sealed class PhysMem
     }
 
     /// <summary>alloc_page: a zeroed 4 KiB frame with refcount 1, or -1 when memory is exhausted.</summary>
+    /// <param name="nid">The preferred node (the task's local node, or the VMA's policy); the others follow in order
+    /// (the zonelist's fallback), unless <paramref name="thisNode"/> (__GFP_THISNODE, as alloc_migration_target).</param>
     /// <remarks>
-    /// Order: the 4 KiB free list first (LIFO: the most recently freed frame), then the rest of the block being split,
-    /// lowest pfn first. A block is split lazily (one frame per call) instead of pushing its 512 frames onto the list:
-    /// the same pfns in the same order, without writing every frame twice.
+    /// Order on a node: the 4 KiB free list first (LIFO: the most recently freed frame), then the rest of the block
+    /// being split, lowest pfn first. A block is split lazily (one frame per call) instead of pushing its 512 frames
+    /// onto the list: the same pfns in the same order, without writing every frame twice. Memory grows only when no
+    /// allowed node has a free frame.
     /// </remarks>
-    public long AllocPage()
+    public long AllocPage(int nid = 0, bool thisNode = false)
     {
-        long pfn;
-        if (_free4k >= 0)
+        while (true)
         {
-            pfn = _free4k;
-            _free4k = (long)_frames[pfn].Contents;
-        }
-        else if (_bumpNext < _bumpEnd) pfn = _bumpNext++;
-        else if ((pfn = AllocPageSlow()) < 0) return -1;
-        ref var f = ref _frames[pfn];
-        f.ResetForAlloc();
-        f.RefCount = 1;
-        Allocated++;
-        return pfn;
-    }
-
-    /// <summary>Both the 4 KiB list and the current block are empty: split the next free block, growing if needed.</summary>
-    long AllocPageSlow()
-    {
-        if (!SplitBlock())
-        {
-            if (!Grow()) return -1;
-            if (_free4k >= 0)
+            long pfn = TakePage(nid);
+            for (int i = 1; pfn < 0 && !thisNode && i < Nodes; i++) pfn = TakePage((nid + i) % Nodes);
+            if (pfn < 0)
             {
-                long p = _free4k;
-                _free4k = (long)_frames[p].Contents;
-                return p;
+                if (!Grow()) return -1;
+                continue;
             }
-            if (!SplitBlock()) return -1;
+            ref var f = ref _frames[pfn];
+            f.ResetForAlloc();
+            f.RefCount = 1;
+            Allocated++;
+            return pfn;
         }
-        return _bumpNext++;
     }
 
-    /// <summary>Take the next free 2 MiB block as the block being split.</summary>
-    bool SplitBlock()
+    /// <summary>A free 4 KiB frame of node <paramref name="nid"/>: its list, its block being split, or a new block split.</summary>
+    long TakePage(int nid)
     {
-        if (_free2m < 0) return false;
-        long h = _free2m;
-        _free2m = (long)_frames[h].Contents;
-        _bumpNext = h;
-        _bumpEnd = h + HugePages;
-        return true;
+        ref var nf = ref _node[nid];
+        if (nf.Free4k >= 0)
+        {
+            long pfn = nf.Free4k;
+            nf.Free4k = (long)_frames[pfn].Contents;
+            return pfn;
+        }
+        if (nf.BumpNext >= nf.BumpEnd)
+        {
+            if (nf.Free2m < 0) return -1;
+            long h = nf.Free2m;
+            nf.Free2m = (long)_frames[h].Contents;
+            nf.BumpNext = h;
+            nf.BumpEnd = h + HugePages;
+        }
+        return nf.BumpNext++;
     }
 
     /// <summary>alloc_pages(order 9): a zeroed 2 MiB compound folio (head refcount 1), or -1 if no whole block is free.</summary>
-    public long AllocHuge()
+    /// <param name="nid">Preferred node, with the others as fallback unless <paramref name="thisNode"/>.</param>
+    public long AllocHuge(int nid = 0, bool thisNode = false)
     {
-        if (_free2m < 0 && !Grow(needHuge: true)) return -1;
-        if (_free2m < 0) return -1;
-        long h = _free2m;
-        _free2m = (long)_frames[h].Contents;
+        long h = -1;
+        while (true)
+        {
+            for (int i = 0; h < 0 && i < (thisNode ? 1 : Nodes); i++)
+            {
+                ref var nf = ref _node[(nid + i) % Nodes];
+                if (nf.Free2m < 0) continue;
+                h = nf.Free2m;
+                nf.Free2m = (long)_frames[h].Contents;
+            }
+            if (h >= 0) break;
+            if (!Grow(needHuge: true)) return -1;
+            if (Nodes == 1 && _node[0].Free2m < 0) return -1;
+        }
         for (long p = h; p < h + HugePages; p++)
         {
             _frames[p].ResetForAlloc();
@@ -295,10 +331,7 @@ public sealed class PhysMem
         if (huge)
         {
             for (long p = headPfn; p < headPfn + HugePages; p++) _frames[p].Generation++;
-            ref var f = ref _frames[headPfn];
-            f.Flags = PageFlags.Free | PageFlags.Head;
-            f.Contents = (ulong)_free2m;
-            _free2m = headPfn;
+            Push2m(headPfn);
             for (long p = headPfn + 1; p < headPfn + HugePages; p++) _frames[p].Flags = PageFlags.Free | PageFlags.Tail;
             Allocated -= HugePages;
             FreedTotal += HugePages;

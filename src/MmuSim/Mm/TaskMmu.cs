@@ -101,6 +101,8 @@ public static class TaskMmu
     }
 
     public const int PmSoftDirty = 55, PmMmapExclusive = 56, PmFile = 61, PmSwap = 62, PmPresent = 63;
+    /// <summary>PM_PFRAME_MASK: bits 0-54 of a present entry hold the pfn.</summary>
+    public const ulong PmPfnMask = (1UL << 55) - 1;
 
     /// <summary>
     /// pte_to_pagemap_entry (fs/proc/task_mmu.c): the 64-bit /proc/PID/pagemap entry of one 4 KiB page: bits 0-54 pfn

@@ -70,6 +70,16 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public Userfaultfd.UserfaultfdCtx? Uffd { get; internal set; }
     public string Name { get; init; } = "";
 
+    /// <summary>vma->vm_policy reduced to one node: MPOL_BIND to <see cref="PolicyNode"/> (mbind), or -1 for the
+    /// default policy (the local node, node 0 in the model: the scenario's CPUs all sit on node 0).</summary>
+    public int PolicyNode { get; internal set; } = -1;
+
+    /// <summary>alloc_page_vma / vma_alloc_folio: a page on the VMA's policy node (bound: no fallback), else local.</summary>
+    internal long AllocPage() => Mm.Kernel.Mem.AllocPage(Math.Max(PolicyNode, 0), thisNode: PolicyNode >= 0);
+
+    /// <summary>vma_alloc_folio of a PMD-sized THP under the VMA's policy.</summary>
+    internal long AllocHuge() => Mm.Kernel.Mem.AllocHuge(Math.Max(PolicyNode, 0), thisNode: PolicyNode >= 0);
+
     public bool Readable => (Prot & Prot.Read) != 0;
     public bool Writable => (Prot & Prot.Write) != 0;
     public bool Shared => (Flags & VmFlags.Shared) != 0;

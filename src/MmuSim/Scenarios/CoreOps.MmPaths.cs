@@ -98,19 +98,17 @@ public static partial class CoreOps
     }
 
     /// <summary>
-    /// migrate: a KSM folio is refused with a one-line error (its migration, through KSM's rmap, is not modelled);
-    /// otherwise the outcome is compared with <c>expect</c> and a mismatch is an unexpected-value violation naming file:line.
+    /// migrate: migrate_pages of the folio mapped at addr to any node (anon, page cache, or KSM where the era moves
+    /// KSM folios); the outcome is compared with <c>expect</c> and a mismatch is an unexpected-value violation naming file:line.
     /// </summary>
     static async ValueTask DoMigrate(ScenarioWorld w, OpArgs a)
     {
         long pfn = await FolioAt(w, a);
         ulong addr = a.GetAddress("addr");
-        if (pfn >= 0 && w.K.Mem[w.K.Mem.FolioOf(pfn)].Has(PageFlags.Ksm))
-            throw a.Error("addr", $"0x{addr:x} maps a KSM folio: migrating KSM folios (KSM's rmap_walk_ksm) is not modelled");
         bool moved = pfn >= 0 && await Migrate.MigrateFolio(w.K, pfn) >= 0;
         var e = a.GetString("expect", "migrated");
         if (e == "any" || moved == (e == "migrated")) return;
-        string why = pfn < 0 ? "no folio is mapped there" : "migrate_pages failed (not an anon LRU folio, or extra references)";
+        string why = pfn < 0 ? "no folio is mapped there" : "migrate_pages failed (not a migratable LRU folio, or extra references)";
         w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
             $"{a.File}:{a.Line}: migrate at 0x{addr:x} {(moved ? "migrated" : "did not migrate: " + why)}, expected {e}", addr);
     }

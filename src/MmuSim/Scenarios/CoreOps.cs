@@ -76,11 +76,21 @@ public static partial class CoreOps
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
         r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
-        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file) must match; else unexpected-value",
-            ["process", "addr"], PagemapBits, ExpectPagemap) { Check = (a, _) => { foreach (var b in PagemapBits) a.GetBool(b); } });
+        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file) must match; " +
+            "as: NAME records the pfn, pfn: NAME / pfn_not: NAME require the same / another pfn than the one recorded (pagemap_get_pfn); else unexpected-value",
+            ["process", "addr"], [.. PagemapBits, "as", "pfn", "pfn_not"], ExpectPagemap)
+        {
+            Check = (a, i) =>
+            {
+                foreach (var b in PagemapBits) a.GetBool(b);
+                if (a.Has("pfn")) i.RequireNamed(a, "pfn", "recorded pfn");
+                if (a.Has("pfn_not")) i.RequireNamed(a, "pfn_not", "recorded pfn");
+            },
+        });
         RegisterMmPaths(r);
         RegisterGup(r);
         RegisterFile(r);
+        RegisterNuma(r);
         RegisterProcess(r);
     }
 
@@ -154,13 +164,27 @@ public static partial class CoreOps
     static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file"];
     static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile];
 
-    /// <summary>pagemap_read of one entry, compared bit by bit with the fields given.</summary>
+    static readonly (string Key, bool Same)[] PfnChecks = [("pfn", true), ("pfn_not", false)];
+
+    /// <summary>pagemap_read of one entry, compared bit by bit with the fields given, and its pfn with recorded ones.</summary>
     static async ValueTask ExpectPagemap(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
         ulong addr = a.GetAddress("addr");
         await w.K.S.Point(PointKind.PteRead, addr);
         ulong e = TaskMmu.PagemapEntry(mm, addr);
+        ulong pfn = (e >> TaskMmu.PmPresent & 1) != 0 ? e & TaskMmu.PmPfnMask : ulong.MaxValue; // pagemap_get_pfn: -1 if not present
+        if (a.Has("as")) w.Observed[a.GetString("as")] = pfn;
+        foreach (var (key, same) in PfnChecks)
+        {
+            if (!a.Has(key)) continue;
+            string name = a.GetString(key);
+            bool recorded = w.Observed.TryGetValue(name, out ulong want);
+            if (recorded && (pfn == want) == same) continue;
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: pagemap of {mm} at 0x{addr:x} gives pfn " +
+                $"{(pfn == ulong.MaxValue ? "none" : $"0x{pfn:x}")}, expected {(same ? "" : "not ")}{name} " +
+                (recorded ? $"(0x{want:x})" : "(not recorded yet)"), addr);
+        }
         for (int i = 0; i < PagemapBits.Length; i++)
         {
             if (!a.Has(PagemapBits[i])) continue;

@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb", "memory"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb", "memory", "numa_nodes"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -235,6 +235,8 @@ public static class ScenarioLoader
                     var b => throw Err(pt, "primary_tlb", $"'{b}' is not a boolean (true or false)"),
                 };
 
+            int numaNodes = Opt(root, "numa_nodes") is { } nn ? (int)Bounded(nn, "numa_nodes", 1, Mm.PhysMem.MaxNodes) : 1;
+
             var memory = Lkmm.MemoryModel.Sc;
             if (Opt(root, "memory") is { } mem && !Lkmm.MemoryModels.TryParse(Str(mem, "memory"), out memory))
                 throw Err(mem, "memory", $"unknown memory model '{Str(mem, "memory")}' (known: {Lkmm.MemoryModels.KnownList})");
@@ -265,6 +267,7 @@ public static class ScenarioLoader
                 MaxSteps = maxSteps,
                 PctDepth = pctDepth,
                 PrimaryTlb = primaryTlb,
+                NumaNodes = numaNodes,
             }.InitMemory(memory);
         }
 

@@ -129,6 +129,7 @@ public static class ScenarioRunner
             Mutations = mutations,
             Costs = costs,
             Seed = options.Seed,
+            NumaNodes = s.NumaNodes,
         });
         if (s.MaxSteps is { } max) k.S.MaxSteps = max;
         if (s.PrimaryTlb) k.PrimaryTlb = new CpuTlb(k);

@@ -200,7 +200,7 @@ public static class Mfill
         {
             mm.AnonVmaPrepare(vma);
             await k.S.Point(PointKind.Alloc, addr);
-            pfn = k.Mem.AllocPage();
+            pfn = vma.AllocPage();
             if (pfn < 0) return Errno.ENOMEM;
             k.Mem[pfn].Contents = mode == MfillMode.Copy ? value : 0; // copy_from_user, or clear_user_highpage
             k.S.Charge(mode == MfillMode.Copy ? CostKind.CopyPage : CostKind.ZeroPage);
