@@ -321,12 +321,7 @@ public class DmirrorTests
 
     // ---------------------------------------------------------------- the hmm-tests.c port
 
-    public static TheoryData<string> Selftests()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/hmm/", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> Selftests() => SelftestPorts.Under("selftests/hmm/");
 
     [Theory]
     [MemberData(nameof(Selftests))]

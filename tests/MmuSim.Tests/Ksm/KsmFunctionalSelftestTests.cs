@@ -17,28 +17,14 @@ public class KsmFunctionalSelftestTests
 {
     const string Prefix = "selftests/ksm_functional_tests/";
 
-    public static TheoryData<string> Ports()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith(Prefix, StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> Ports() => SelftestPorts.Under(Prefix);
 
     [Theory]
     [MemberData(nameof(Ports))]
     public void Port_MeetsItsDeclarationInEveryEra(string name)
     {
-        var s = ScenarioLoader.LoadBuiltIn(name);
-        Assert.Equal(ExpectKind.Pass, s.ExpectedIn(EraTable.Get("6.18")).Kind);
-        int run = 0;
-        foreach (var e in EraTable.All)
-        {
-            if (s.ExpectedIn(e).Kind == ExpectKind.NotApplicable) continue;
-            var r = ScenarioRunner.Run(s, e, null);
-            Assert.True(r.MatchesExpectation, $"{name} in {e.Name}: {r.Violation}");
-            Assert.Null(Ksmd.Of(r.Kernel).CheckInvariants());
-            run++;
-        }
+        Assert.Equal(ExpectKind.Pass, ScenarioLoader.LoadBuiltIn(name).ExpectedIn(EraTable.Get("6.18")).Kind);
+        int run = SelftestPorts.AssertMeetsDeclaration(name, check: r => Assert.Null(Ksmd.Of(r.Kernel).CheckInvariants()));
         Assert.True(run >= 2, $"{name} runs in at least two eras");
     }
 

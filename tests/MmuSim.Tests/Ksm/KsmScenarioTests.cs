@@ -6,12 +6,7 @@ namespace MmuSim.Tests.Ksm;
 
 public class KsmScenarioTests
 {
-    public static TheoryData<string> KsmScenarios()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("ksm-", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> KsmScenarios() => SelftestPorts.Under("ksm-");
 
     [Theory]
     [MemberData(nameof(KsmScenarios))]

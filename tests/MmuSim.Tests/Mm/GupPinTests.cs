@@ -224,12 +224,7 @@ public class GupPinTests
             Assert.Equal(GupResult.EFAULT, (await Gup.GetUserPages(shared, 0x400000, 1, GupFlags.Write | GupFlags.Force | GupFlags.Get, false)).Error)));
     }
 
-    public static TheoryData<string> CowSelftests()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/cow/", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> CowSelftests() => SelftestPorts.Under("selftests/cow/");
 
     /// <summary>Every cow.c port meets its declared per-era outcome in 6.13, 6.1, 5.13 and 5.5 (old-era failures are declared).</summary>
     [Theory]

@@ -6,12 +6,7 @@ namespace MmuSim.Tests.Mm;
 /// <summary>The madv_populate.c ports (selftests/madv_populate/) meet their declared outcome in 6.13, 6.1 and (n/a) 5.13.</summary>
 public class MadvPopulateSelftestTests
 {
-    public static TheoryData<string> Ports()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/madv_populate/", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/madv_populate/");
 
     [Theory]
     [MemberData(nameof(Ports))]

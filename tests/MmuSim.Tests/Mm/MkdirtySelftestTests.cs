@@ -9,12 +9,7 @@ namespace MmuSim.Tests.Mm;
 /// <summary>The mkdirty.c ports (selftests/mkdirty/): setting a PTE/PMD dirty in a read-only VMA must not make it writable.</summary>
 public class MkdirtySelftestTests
 {
-    public static TheoryData<string> Ports()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/mkdirty/", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/mkdirty/");
 
     [Theory]
     [MemberData(nameof(Ports))]

@@ -10,12 +10,7 @@ namespace MmuSim.Tests.Mm;
 /// VM_SOFTDIRTY / pmd_mkdirty behaviour they rely on.</summary>
 public class SoftDirtySelftestTests
 {
-    public static TheoryData<string> Ports()
-    {
-        var d = new TheoryData<string>();
-        foreach (var n in ScenarioLoader.BuiltInNames.Where(n => n.StartsWith("selftests/soft-dirty/", StringComparison.Ordinal))) d.Add(n);
-        return d;
-    }
+    public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/soft-dirty/");
 
     [Theory]
     [MemberData(nameof(Ports))]
