@@ -25,6 +25,8 @@ public enum Mutation
     /// <summary>PPC's lockless mmu_notifier_retry loses its smp_rmb (§5(d1); a difference only under --memory lkmm).</summary>
     KvmRetryNoRmb,
     KvmDirtyLogNoReprotect,
+    /// <summary>kvm_age_gfn clears the Accessed bits it finds but answers "not young" (aging loses the guest's accesses).</summary>
+    KvmAgeLosesYoung,
 
     // ---- KSM
     KsmSkipRefcountCheck,
@@ -80,6 +82,7 @@ public static class Mutations
         [Mutation.KvmNoMemslotWait] = "memslot updates do not wait for mn_active_invalidate_count == 0",
         [Mutation.KvmRetryNoRmb] = "PPC Book3S HV's lockless retry check drops the smp_rmb between its count and seq loads (visible under --memory lkmm)",
         [Mutation.KvmDirtyLogNoReprotect] = "KVM's dirty-log harvests (GET/CLEAR_DIRTY_LOG, RESET_DIRTY_RINGS) clear the log without write-protecting the reported pages",
+        [Mutation.KvmAgeLosesYoung] = "KVM aging (clear_young, clear_flush_young) clears SPTE Accessed bits but reports not young",
         [Mutation.KvmGpcNoInvalidate] = "KVM never invalidates its gfn_to_pfn_caches (skips gfn_to_pfn_cache_invalidate_start / _invalidate)",
         [Mutation.KsmSkipRefcountCheck] = "write_protect_page skips the mapcount/refcount check",
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",

@@ -35,6 +35,7 @@ public enum Stat
     NotifierChangePte,
     NotifierInvalidateRange,
     NotifierClearFlushYoung,
+    NotifierClearYoung,
 
     // ---- KVM
     VmExits,

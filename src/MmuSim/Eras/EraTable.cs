@@ -116,6 +116,9 @@ public static class EraTable
             "window; Cc stable 6.6+; Fixes: 7609385337a4, cb4df4cae4f2, e2942062e01d; patch seen): ksm_fork zeroes ksm_merging_pages and ksm_rmap_items"),
         new(Feature.KsmAllocKpage, V(2, 6, 32), V(2, 6, 33), "2.6.32 try_to_merge_two_pages alloc_page + copy; 2.6.33 'upgrades page to ksm page' (patch seen)"),
         new(Feature.KsmRestoreNotify, V(2, 6, 32), V(3, 7), "2.6.32 restores with set_pte_at_notify, 3.10 with set_pte_at (boundary placed at 3.7)"),
+        new(Feature.IdlePageTracking, V(4, 3), Forever,
+            "33c3fc71c8cf 'mm: introduce idle page tracking' (Vladimir Davydov, 4.3, with mmu_notifier_clear_young from the same series, " +
+            "1d7715c676a1; version: recollection, consistent with Feature.ClearYoung)"),
         new(Feature.KsmFolioMigration, V(3, 9), Forever,
             "c8d6553b9580 'ksm: make KSM page migration possible' (Hugh Dickins, the 3.9 KSM NUMA series with merge_across_nodes and " +
             "FOLL_MIGRATION, 5117b3b835f2); before it 62b61f611eb5 'ksm: memory hotremove migration only' (2.6.33) made NUMA migration " +

@@ -249,6 +249,10 @@ public enum Feature
     UffdMinorShmem,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    // ---- idle page tracking (issue 9 item 5; mm/page_idle.c)
+    /// <summary>/sys/kernel/mm/page_idle/bitmap: PG_idle/PG_young, aged through ptep_clear_young_notify (clear_young, no flush).</summary>
+    IdlePageTracking,
+
     // ---- NUMA and migration (issue 12 item 6; mm/migrate.c, mm/mempolicy.c, mm/ksm.c)
     /// <summary>KSM folios migrate like anon ones (ksm_migrate_folio moves the stable node's kpfn); before, NUMA migration
     /// skipped PageKsm (move_pages status -ENOENT) and only memory hot-remove moved them.</summary>

@@ -573,7 +573,7 @@ public sealed partial class Kvm
                 }
             }
         }
-        return young;
+        return young && !(clear && _k.Mutated(Mutation.KvmAgeLosesYoung));
     }
 
     // ------------------------------------------------------------------ change_pte per arch

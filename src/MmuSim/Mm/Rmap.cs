@@ -305,6 +305,7 @@ public static class Rmap
             referenced += await FolioReferencedOne(vma, addr, head, first, count);
             return true;
         });
+        referenced = PageIdle.OnReferenced(k, head, referenced); // folio_clear_idle, folio_test_clear_young
         if (referenced > 0) k.Mem[head].Set(PageFlags.Referenced);
         return referenced;
     }

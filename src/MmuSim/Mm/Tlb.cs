@@ -94,6 +94,33 @@ public static class Tlb
     }
 
     /// <summary>
+    /// ptep_clear_young_notify / pmdp_clear_young_notify (include/linux/mmu_notifier.h): the primary's
+    /// test-and-clear of Accessed without a TLB flush, OR'ed with the secondaries' clear_young. Caller holds the PTL
+    /// (the PMD lock for <paramref name="size"/> == PMD_SIZE).
+    /// </summary>
+    public static async ValueTask<bool> PtepClearYoungNotify(MmStruct mm, int table, ulong addr, ulong size = MmStruct.PageSize)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("ptep_clear_young_notify");
+        bool young;
+        if (size == MmStruct.PmdSize)
+        {
+            var pmd = await mm.PmdpGet(addr);
+            young = pmd.Accessed;
+            if (young) await mm.SetPmd(addr, pmd.Mkold());
+        }
+        else
+        {
+            var pte = await mm.PtepGet(table, addr);
+            young = pte.Present && pte.Accessed;
+            if (young) await mm.SetPte(table, addr, pte.Mkold());
+        }
+        k.Stats.Inc(Stat.NotifierClearYoung);
+        young |= await mm.Notifiers.ClearYoung(addr, addr + size);
+        return young;
+    }
+
+    /// <summary>
     /// ptep_clear_flush_young_notify: primary test-and-clear of Accessed plus the secondaries' clear_flush_young,
     /// OR'ed. Caller holds the PTL. <paramref name="size"/> is the primary mapping size (PAGE_SIZE or PMD_SIZE).
     /// </summary>

@@ -91,6 +91,7 @@ public static partial class CoreOps
         RegisterGup(r);
         RegisterFile(r);
         RegisterNuma(r);
+        RegisterPageIdle(r);
         RegisterProcess(r);
     }
 

@@ -4,13 +4,17 @@ using MmuSim.Tests.Cli;
 
 namespace MmuSim.Tests.Scenarios;
 
-/// <summary>migrate never does nothing silently: its outcome is asserted (expect), and a KSM folio is a one-line error.</summary>
+/// <summary>migrate never does nothing silently: its outcome is asserted (expect), for KSM folios per era too.</summary>
 public class MigrateOutcomeTests
 {
-    [Fact]
-    public void KsmFolio_IsAOneLineErrorNamingFileLine()
+    /// <summary>A KSM folio migrates from 3.9 (ksm_migrate_folio) and is refused before, as NUMA migration skipped PageKsm.</summary>
+    [Theory]
+    [InlineData("3.7", "failed")]
+    [InlineData("3.10", "migrated")]
+    [InlineData("6.13", "migrated")]
+    public void KsmFolio_MigratesWhereTheEraMovesKsmFolios(string era, string outcome)
     {
-        var path = CliRunner.WriteScenario("""
+        var s = ScenarioLoader.Parse($$"""
             name: t
             processes:
               - name: p
@@ -24,13 +28,13 @@ public class MigrateOutcomeTests
                 ops:
                   - ksm.scan: { full_scans: 2 }
                   - ksm.expect: { counter: pages_sharing, value: 1 }
-                  - migrate: { addr: 0x100000 }
-            """);
-        var (code, _, err) = CliRunner.Run("run", path);
-        Assert.Equal(2, code);
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith($"{path}:14: migrate.addr: 0x100000 maps a KSM folio", lines[0]);
+                  - migrate: { addr: 0x100000, expect: {{outcome}} }
+                  - expect-value: { addr: 0x101000, value: 0xAB }
+            """, "t.yaml");
+        var r = ScenarioRunner.Run(s, EraTable.Get(era), null);
+        Assert.Null(r.Violation);
+        var mm = r.Kernel.Mms[0];
+        Assert.Equal(mm.PeekPte(0x100000).Pfn, mm.PeekPte(0x101000).Pfn); // still one KSM page for both, moved or not
     }
 
     [Theory]
