@@ -22,8 +22,8 @@ public enum FileKind : byte
 /// </summary>
 /// <remarks>
 /// Locking: the page cache (Pages, Backing) changes only after a scheduling point of the path that changes it and
-/// under no lock the model names (the kernel's xarray lock and folio lock are not modelled: a page-cache update is one
-/// step). Mappings changes under the owning mm's mmap_lock for write (vma_link/unlink_file_vma; i_mmap_rwsem is folded
+/// under no lock the model names (the xarray lock is not modelled: a page-cache update is one step); a fault holds
+/// the folio lock (<see cref="FolioLock"/>) from its lookup to its PTE, as migration does over its unmap and move. Mappings changes under the owning mm's mmap_lock for write (vma_link/unlink_file_vma; i_mmap_rwsem is folded
 /// into it). A cached page's frame is not PageAnon; its root is this object's <see cref="Id"/> and its index the file
 /// page index (folio->mapping, folio->index).
 /// Invariants (<see cref="AssertInvariants"/>): every cached pfn's frame names this file and index and holds a
@@ -154,14 +154,14 @@ public static class Filemap
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "do_shared_fault" : "do_read_fault");
         var file = vma.File!;
-        long pfn = await FilemapGetFolio(k, file, index, addr);
-        if (pfn < 0) return VmFault.Oom;
-        Folio.Get(k, pfn); // filemap's reference for the mapping
+        long pfn = await LockCachedFolio(k, file, index, addr);
+        if (pfn < 0) return pfn == -2 ? VmFault.Retry : VmFault.Oom;
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
         if (!cur.IsNone)
         {
             await mm.UnlockPtl(t);
+            await FolioLock.Unlock(k, pfn);
             Folio.Put(k, pfn);
             return VmFault.Retry;
         }
@@ -170,7 +170,25 @@ public static class Filemap
         if (write) Folio.MarkDirty(k, pfn);
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: write));
         await mm.UnlockPtl(t);
+        await FolioLock.Unlock(k, pfn); // the lookup's reference is now the mapping's
         return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// __do_fault's locked lookup (filemap_fault: filemap_get_folio takes a reference, lock_folio_maybe_drop_mmap
+    /// sleeps on the folio lock): the cached folio, locked and referenced; -2 (VM_FAULT_RETRY) if it left the page
+    /// cache while the fault slept (migrated or truncated: folio->mapping changed), -1 on OOM.
+    /// </summary>
+    static async ValueTask<long> LockCachedFolio(Kernel k, AddressSpace file, ulong index, ulong addr)
+    {
+        long pfn = await FilemapGetFolio(k, file, index, addr);
+        if (pfn < 0) return -1;
+        Folio.Get(k, pfn);
+        await FolioLock.Lock(k, pfn);
+        if (file.Pages.TryGetValue(index, out long now) && now == pfn) return pfn;
+        await FolioLock.Unlock(k, pfn);
+        Folio.Put(k, pfn);
+        return -2;
     }
 
     /// <summary>
@@ -181,14 +199,19 @@ public static class Filemap
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_cow_fault");
-        long src = await FilemapGetFolio(k, vma.File!, index, addr);
-        if (src < 0) return VmFault.Oom;
+        long src = await LockCachedFolio(k, vma.File!, index, addr);
+        if (src < 0) return src == -2 ? VmFault.Retry : VmFault.Oom;
         mm.AnonVmaPrepare(vma);
         await k.S.Point(PointKind.Alloc, addr);
-        long pfn = k.Mem.AllocPage();
+        long pfn = vma.AllocPage();
+        if (pfn >= 0)
+        {
+            k.Mem[pfn].Contents = k.Mem[src].Contents; // copy_user_highpage
+            k.S.Charge(CostKind.CopyPage);
+        }
+        await FolioLock.Unlock(k, src);
+        Folio.Put(k, src);
         if (pfn < 0) return VmFault.Oom;
-        k.Mem[pfn].Contents = k.Mem[src].Contents; // copy_user_highpage
-        k.S.Charge(CostKind.CopyPage);
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
         if (!cur.IsNone)

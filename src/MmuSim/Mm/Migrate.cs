@@ -47,7 +47,16 @@ public static class Migrate
         return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head;
     }
 
-    /// <summary>migrate_pages_batch for one folio the caller isolated (holding the isolation reference).</summary>
+    /// <summary>NR_MAX_MIGRATE_PAGES_RETRY: the passes migrate_pages_batch makes over a folio that answers -EAGAIN.</summary>
+    public const int MaxMigratePagesRetry = 10;
+
+    /// <summary>
+    /// migrate_pages_batch for one folio the caller isolated (holding the isolation reference): up to
+    /// <see cref="MaxMigratePagesRetry"/> passes of folio_lock, try_to_migrate and the reference check; a pass that
+    /// finds extra references (-EAGAIN: a fault, a GUP or a pin holds the folio) restores the mappings, unlocks and tries
+    /// again, so a fault sleeping on the folio lock finishes in between. The destination stays locked until its
+    /// mappings are in place, so a fault that finds it in the page cache waits for them.
+    /// </summary>
     static async ValueTask<long> MigrateIsolatedFolio(Kernel k, long head, int node)
     {
         ref var f = ref k.Mem[head];
@@ -64,17 +73,22 @@ public static class Migrate
             Folio.Put(k, head);
             return -1;
         }
-        await Rmap.TryToMigrate(k, new TtuState(head, n, migrate: true));
-        await k.S.Point(PointKind.Counter, (ulong)head);
         int expected = file != null ? 2 : 1; // folio_expected_refs: + the page cache's reference
-        if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != expected)
+        for (int pass = 1; ; pass++)
         {
-            await RemoveMigrationPtes(k, head, head);
+            await FolioLock.Lock(k, head); // migrate_folio_unmap: folio_trylock, else folio_lock (MIGRATE_SYNC)
+            await Rmap.TryToMigrate(k, new TtuState(head, n, migrate: true));
+            await k.S.Point(PointKind.Counter, (ulong)head);
+            if (k.Mem.FolioMapCount(head) == 0 && k.Mem[head].RefCount == expected) break;
+            await RemoveMigrationPtes(k, head, head); // -EAGAIN: migrate_folio_undo_src
+            await FolioLock.Unlock(k, head);
+            if (pass < MaxMigratePagesRetry) continue;
             Folio.Put(k, dst);
             Vmscan.PutbackLru(k, head);
             Folio.Put(k, head);
             return -1;
         }
+        FolioLock.TryLockNew(k, dst); // the new folio is locked (folio_trylock of a fresh folio cannot fail)
         // folio_migrate_mapping (the page cache now points at dst) + folio_migrate_copy + folio_migrate_flags
         const PageFlags keep = PageFlags.Dirty | PageFlags.Anon | PageFlags.Ksm | PageFlags.Lazyfree | PageFlags.AnonExclusive | PageFlags.Referenced;
         for (int i = 0; i < n; i++)
@@ -90,6 +104,8 @@ public static class Migrate
         if (file != null) file.Pages[k.Mem[head].Index] = dst; // xas_store: the allocation's reference becomes the cache's
         if (ksm) Ksm.Ksmd.KsmMigrateFolio(k, head, dst);
         await RemoveMigrationPtes(k, head, dst);
+        await FolioLock.Unlock(k, dst);
+        await FolioLock.Unlock(k, head);
         if (file == null) Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
         else Folio.Put(k, head);              // the page cache's reference to the old folio
         await k.S.Point(PointKind.Free, (ulong)head);

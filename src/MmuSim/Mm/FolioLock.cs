@@ -1,0 +1,70 @@
+using MmuSim.Sched;
+
+namespace MmuSim.Mm;
+
+/// <summary>
+/// PG_locked, the folio lock (folio_lock / folio_trylock / folio_unlock, a sleeping bit lock), for the paths that
+/// serialize on it in the model: a page-cache fault holds it from the lookup to the PTE (filemap_fault's
+/// lock_folio_maybe_drop_mmap, finish_fault, then folio_unlock), and migration holds it from the unmap to
+/// remove_migration_ptes (migrate_folio_unmap / migrate_folio_move).
+/// </summary>
+/// <remarks>
+/// As the kernel's folio_wake_bit does for exclusive waiters (5.9+, "mm: rewrite wait_on_page_bit_common() logic"),
+/// folio_unlock hands the lock to the first waiter: a migration pass that fails and relocks at once cannot starve the
+/// fault that sleeps on the folio. State per locked folio only, keyed by head pfn; every holder unlocks before it drops
+/// its reference, so no state outlives a folio. Lock and unlock are scheduling points (LockAcquire/LockRelease).
+/// </remarks>
+public sealed class FolioLock
+{
+    readonly Kernel _k;
+    readonly Dictionary<long, (int Owner, Queue<KContext>? Waiters)> _locks = [];
+
+    FolioLock(Kernel k) => _k = k;
+
+    static FolioLock Of(Kernel k) => k.GetSubsystem(static kk => new FolioLock(kk));
+
+    /// <summary>folio_lock: sleeps until the folio is unlocked (or handed to us). The caller holds a reference.</summary>
+    public static async ValueTask Lock(Kernel k, long head)
+    {
+        var fl = Of(k);
+        await k.S.Point(PointKind.LockAcquire, (ulong)head, fl);
+        k.S.MightSleep($"folio_lock(0x{head:x})");
+        var me = k.S.Current;
+        if (!fl._locks.TryGetValue(head, out var st)) { fl._locks[head] = (me.Id + 1, null); return; }
+        if (st.Owner == me.Id + 1) k.S.Fail(Invariants.Deadlock, $"{me} takes folio_lock(0x{head:x}) recursively");
+        (st.Waiters ??= new Queue<KContext>()).Enqueue(me);
+        fl._locks[head] = st;
+        while (fl._locks[head].Owner != me.Id + 1) await k.S.Block(fl, PointKind.LockAcquire);
+    }
+
+    /// <summary>folio_trylock of a folio nobody else can see yet (no point: it cannot be contended).</summary>
+    public static void TryLockNew(Kernel k, long head)
+    {
+        var fl = Of(k);
+        if (fl._locks.ContainsKey(head)) throw new ModelException($"folio_trylock of the new folio 0x{head:x} failed");
+        fl._locks[head] = (k.S.Current.Id + 1, null);
+    }
+
+    /// <summary>folio_unlock: the first waiter, if any, becomes the owner and is woken.</summary>
+    public static async ValueTask Unlock(Kernel k, long head)
+    {
+        var fl = Of(k);
+        await k.S.Point(PointKind.LockRelease, (ulong)head, fl);
+        var me = k.S.Current;
+        if (!fl._locks.TryGetValue(head, out var st) || st.Owner != me.Id + 1)
+            throw new ModelException($"{me} unlocks folio 0x{head:x}, which it does not hold");
+        if (st.Waiters is { Count: > 0 } q)
+        {
+            var next = q.Dequeue();
+            fl._locks[head] = (next.Id + 1, q);
+            k.S.Wake(next);
+        }
+        else fl._locks.Remove(head);
+    }
+
+    public override string ToString() => "folio_lock";
+
+    /// <summary>folio_test_locked.</summary>
+    public static bool IsLocked(Kernel k, long head) =>
+        k.Subsystems.TryGetValue(typeof(FolioLock), out var o) && ((FolioLock)o)._locks.ContainsKey(head);
+}
