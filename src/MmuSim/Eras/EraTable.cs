@@ -116,6 +116,9 @@ public static class EraTable
             "window; Cc stable 6.6+; Fixes: 7609385337a4, cb4df4cae4f2, e2942062e01d; patch seen): ksm_fork zeroes ksm_merging_pages and ksm_rmap_items"),
         new(Feature.KsmAllocKpage, V(2, 6, 32), V(2, 6, 33), "2.6.32 try_to_merge_two_pages alloc_page + copy; 2.6.33 'upgrades page to ksm page' (patch seen)"),
         new(Feature.KsmRestoreNotify, V(2, 6, 32), V(3, 7), "2.6.32 restores with set_pte_at_notify, 3.10 with set_pte_at (boundary placed at 3.7)"),
+        new(Feature.NotifierHlistAddRcu, V(5, 3), Forever,
+            "543bdb2d825f 'mm/mmu_notifier: use hlist_add_head_rcu()' (Jean-Philippe Brucker, 2019-08, Cc stable; the commit text " +
+            "names the litmus test MP+onceassign+derefonce; merged for 5.3, version: recollection)"),
         new(Feature.IdlePageTracking, V(4, 3), Forever,
             "33c3fc71c8cf 'mm: introduce idle page tracking' (Vladimir Davydov, 4.3, with mmu_notifier_clear_young from the same series, " +
             "1d7715c676a1; version: recollection, consistent with Feature.ClearYoung)"),

@@ -249,6 +249,9 @@ public enum Feature
     UffdMinorShmem,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    /// <summary>mmu_notifier_register publishes the subscription with hlist_add_head_rcu (a store-release), 543bdb2d825f.</summary>
+    NotifierHlistAddRcu,
+
     // ---- idle page tracking (issue 9 item 5; mm/page_idle.c)
     /// <summary>/sys/kernel/mm/page_idle/bitmap: PG_idle/PG_young, aged through ptep_clear_young_notify (clear_young, no flush).</summary>
     IdlePageTracking,

@@ -119,6 +119,11 @@ public abstract class MmuNotifier
 
     internal bool Hashed;
 
+    /// <summary>Under the weak-memory mode: the publication number of this subscription on its mm's list (0: published
+    /// before the threads phase, visible to all) and the weak location of its ->ops pointer (1 once initialized).</summary>
+    internal int PublishSeq;
+    internal Lkmm.WeakLoc OpsLoc;
+
     /// <summary>->release(mn, mm): the mm is going away (exit_mmap) or this subscription is unregistered. Tear everything down.</summary>
     public virtual ValueTask Release(MmStruct mm) => default;
 

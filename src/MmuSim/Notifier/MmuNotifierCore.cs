@@ -82,7 +82,29 @@ public sealed class MmuNotifierCore
         else S.Current.AtomicDepth--;
     }
 
-    bool Calls(MmuNotifier mn, NotifierOps op, Feature f) => (mn.Ops & op) != 0 && Era.Has(f);
+    bool Calls(MmuNotifier mn, NotifierOps op, Feature f) =>
+        (mn.PublishSeq == 0 || SeesInitialized(mn)) && (mn.Ops & op) != 0 && Era.Has(f);
+
+    /// <summary>
+    /// Under the weak-memory mode, for a subscription registered in the threads phase: hlist_for_each_entry_rcu's
+    /// rcu_dereference of the list (modelled as an acquire load; the LKMM orders the dependent load of mn->ops after it,
+    /// as MP+onceassign+derefonce shows) decides whether this walk sees the subscription at all; if it does, the walk
+    /// reads mn->ops, and reading it uninitialized is the bug 543bdb2d825f fixed.
+    /// </summary>
+    bool SeesInitialized(MmuNotifier mn)
+    {
+        var w = _k.Weak;
+        if (!w.IsWeak) return true;
+        if ((int)w.Load(_listLoc, Lkmm.AccessOrder.AcquireRelease) < mn.PublishSeq) return false; // not yet on the list for us
+        if (w.Load(mn.OpsLoc) != 0) return true;
+        _k.S.Fail(Invariants.UninitializedNotifier,
+            $"mmu notifier walk on mm{_mm.Id} reached {mn} but reads its ->ops uninitialized: the subscription was published " +
+            "with hlist_add_head, no release orders the driver's initialization before it (fixed by 543bdb2d825f, hlist_add_head_rcu)");
+        return false;
+    }
+
+    Lkmm.WeakLoc _listLoc;
+    int _published;
 
     void Charge() => S.Charge(CostKind.NotifierCall);
 
@@ -390,6 +412,17 @@ public sealed class MmuNotifierCore
         mn.Mm = _mm;
         mn.Users = 1;
         mn.Hashed = true;
+        if (_k.Weak.IsWeak)
+        {
+            // The driver initialized mn->ops before calling register (a plain store); the list head is then
+            // published with hlist_add_head (a plain store) or, from 5.3, hlist_add_head_rcu (a store-release).
+            if (_published == 0) _listLoc = _k.Weak.NewLocation($"mm{_mm.Id}->notifier_subscriptions->list");
+            mn.OpsLoc = _k.Weak.NewLocation($"{mn}->ops");
+            _k.Weak.Store(mn.OpsLoc, 1);
+            mn.PublishSeq = ++_published;
+            _k.Weak.Store(_listLoc, (ulong)mn.PublishSeq,
+                Era.Has(Feature.NotifierHlistAddRcu) ? Lkmm.AccessOrder.AcquireRelease : Lkmm.AccessOrder.Once);
+        }
         _list.Insert(0, mn);
         _mm.Count++;
         _mm.DropAllLocks();

@@ -41,12 +41,15 @@ public static class Invariants
     public const string Aging = "aging";
     /// <summary>A guest write to a dirty-logging memslot that no dirty bitmap and no un-reset dirty-ring entry holds: no harvest will report it.</summary>
     public const string DirtyLogLost = "dirty-log-lost";
+    /// <summary>A notifier walk reached a subscription whose initialization (its ->ops) the walking CPU cannot see yet:
+    /// the subscription was published without a release (hlist_add_head before 543bdb2d825f).</summary>
+    public const string UninitializedNotifier = "uninitialized-notifier";
 
     public static readonly IReadOnlyList<string> All =
     [
         StaleTranslation, FreedPageReachable, WritableWithoutPrimary, DirtyLost, LostWrite, Pairing,
         SleepInAtomic, SleepInNonBlock, Release, Deadlock, Liveness, CounterBalance, IntervalSeq,
-        PrimaryConsistency, WriteOrder, Aging, DirtyLogLost,
+        PrimaryConsistency, WriteOrder, Aging, DirtyLogLost, UninitializedNotifier,
     ];
 }
 
