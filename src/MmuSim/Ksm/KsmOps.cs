@@ -16,8 +16,8 @@ public static class KsmOps
             ["process", "start", "len", "advice"], [], Madvise) { Check = (a, _) => { ParseAdvice(a); a.GetAddress("start"); a.GetULong("len"); } });
         r.Register(new OpSpec("ksm.merge_any", "prctl(PR_SET_MEMORY_MERGE, enable): merge every compatible VMA of the process",
             ["process"], ["enable"], MergeAny));
-        r.Register(new OpSpec("ksm.set", "write a /sys/kernel/mm/ksm knob: knob (run, pages_to_scan, sleep_millisecs, use_zero_pages, max_page_sharing, merge_across_nodes, smart_scan), value",
-            ["knob", "value"], [], Set) { Check = (a, _) => CheckKnob(a) });
+        r.Register(new OpSpec("ksm.set", "write a /sys/kernel/mm/ksm knob: knob (run, pages_to_scan, sleep_millisecs, use_zero_pages, max_page_sharing, merge_across_nodes, smart_scan), value; expect: the errno (ok by default; merge_across_nodes is ebusy while KSM pages exist)",
+            ["knob", "value"], ["expect"], Set) { Check = (a, _) => { CheckKnob(a); a.GetErrno("expect"); } });
         r.Register(new OpSpec("ksm.run", "echo VALUE > /sys/kernel/mm/ksm/run (0 stop, 1 merge, 2 unmerge all)",
             ["value"], [], RunOp));
         r.Register(new OpSpec("ksm.scan", "run ksmd's scanner on this thread until full_scans more full scans completed (default 1)",
@@ -59,8 +59,10 @@ public static class KsmOps
     static async ValueTask Check(ScenarioWorld w, OpArgs a, string field, ValueTask<int> op)
     {
         int err = await op;
-        if (err != 0)
-            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {a.Op}: the kernel returned {err} ({field}: {a.GetString(field, "")})");
+        int want = a.Has("expect") ? a.GetErrno("expect") : 0;
+        if (err != want)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: {a.Op}: the kernel returned {Errno.NameOf(err)} ({field}: {a.GetString(field, "")})" +
+                (want != 0 ? $", expected {Errno.NameOf(want)}" : ""));
     }
 
     static bool ParseAdvice(OpArgs a) => a.GetString("advice").ToLowerInvariant() switch

@@ -302,14 +302,14 @@ public sealed partial class Ksmd
             StableNodeDups--;
             if (chain.Dups.Count == 0) FreeStableNodeChain(chain);
         }
-        else if (_stable.TryGetValue(node.Key, out var root) && ReferenceEquals(root, node))
-            _stable.Remove(node.Key);
+        else if (_stable.TryGetValue(node.TreeKey, out var root) && ReferenceEquals(root, node))
+            _stable.Remove(node.TreeKey);
     }
 
     /// <summary>free_stable_node_chain.</summary>
     void FreeStableNodeChain(StableNode chain)
     {
-        if (_stable.TryGetValue(chain.Key, out var root) && ReferenceEquals(root, chain)) _stable.Remove(chain.Key);
+        if (_stable.TryGetValue(chain.TreeKey, out var root) && ReferenceEquals(root, chain)) _stable.Remove(chain.TreeKey);
         StableNodeChains--;
     }
 
@@ -434,7 +434,7 @@ public sealed partial class Ksmd
             Folio.Get(k, page); // ksm page forked
             return page;
         }
-        ulong key = await ReadPage(page);
+        var key = new KsmTreeKey(TreeNid(page), await ReadPage(page));
         while (_stable.TryGetValue(key, out var node))
         {
             StableNode? dup;
@@ -499,7 +499,7 @@ public sealed partial class Ksmd
             // There is just one dup below the limit: drop the chain, the dup becomes a plain node.
             dups.Clear();
             found.Chain = null;
-            _stable[chain.Key] = found;
+            _stable[chain.TreeKey] = found;
             StableNodeChains--;
             StableNodeDups--;
         }
@@ -519,7 +519,7 @@ public sealed partial class Ksmd
     {
         var k = _k;
         using var _ = k.S.Current.Enter("stable_tree_insert");
-        ulong key = await ReadPage(kpage);
+        var key = new KsmTreeKey(TreeNid(kpage), await ReadPage(kpage));
         bool needChain = false;
         while (_stable.TryGetValue(key, out var existing))
         {
@@ -534,7 +534,7 @@ public sealed partial class Ksmd
             needChain = true;
             break;
         }
-        var node = new StableNode(_nextNodeId++, key) { Kpfn = kpage, KGen = k.Mem[kpage].Generation };
+        var node = new StableNode(_nextNodeId++, key.Contents) { Nid = key.Nid, Kpfn = kpage, KGen = k.Mem[kpage].Generation };
         _nodesById[node.Id] = node;
         if (!needChain) _stable[key] = node;
         else
@@ -552,9 +552,9 @@ public sealed partial class Ksmd
     /// <summary>alloc_stable_node_chain: replace a plain node at the root by a chain holding it as its first dup.</summary>
     StableNode AllocStableNodeChain(StableNode dup)
     {
-        var chain = new StableNode(_nextNodeId++, dup.Key) { IsChain = true, Dups = [], ChainPruneTimeNs = _k.S.ClockNs };
+        var chain = new StableNode(_nextNodeId++, dup.Key) { Nid = dup.Nid, IsChain = true, Dups = [], ChainPruneTimeNs = _k.S.ClockNs };
         StableNodeChains++;
-        _stable[dup.Key] = chain;
+        _stable[dup.TreeKey] = chain;
         StableNodeChainAddDup(dup, chain);
         return chain;
     }
@@ -579,6 +579,9 @@ public sealed partial class Ksmd
         _ = maxPageSharingBypass; // the kernel only skips a WARN for forks over the limit
     }
 
+    /// <summary>get_kpfn_nid: the tree of a page: its NUMA node when merge_across_nodes is 0, else tree 0.</summary>
+    int TreeNid(long pfn) => MergeAcrossNodes != 0 ? 0 : _k.Mem.NodeOf(pfn);
+
     /// <summary>
     /// unstable_tree_search_insert: find an unstable-tree page whose contents equal this page's now (returned with a
     /// reference), or insert the rmap_item keyed by its contents. The tree is keyed by contents at insertion; a tree
@@ -588,7 +591,7 @@ public sealed partial class Ksmd
     {
         var k = _k;
         using var _ = k.S.Current.Enter("unstable_tree_search_insert");
-        ulong key = await ReadPage(page);
+        var key = new KsmTreeKey(TreeNid(page), await ReadPage(page));
         if (_unstable.TryGetValue(key, out var treeItem))
         {
             long treePage = await GetMergeablePage(treeItem);

@@ -46,8 +46,8 @@ public sealed class RmapItem
     /// <summary>Low bits of ksm_scan.seqnr when inserted in the unstable tree.</summary>
     internal byte Seqnr;
 
-    /// <summary>The contents the item was inserted under in the unstable tree.</summary>
-    internal ulong TreeKey;
+    /// <summary>The tree (NUMA node) and contents the item was inserted under in the unstable tree.</summary>
+    internal KsmTreeKey TreeKey;
 
     /// <summary>The stable node whose KSM page this address maps (when <see cref="State"/> is Stable).</summary>
     public StableNode? Head { get; internal set; }
@@ -63,6 +63,12 @@ public sealed class RmapItem
 
     public override string ToString() => $"rmap_item({Mm}, 0x{Address:x}, {State})";
 }
+
+/// <summary>
+/// A position in KSM's trees: the tree (root_stable_tree[nid] / root_unstable_tree[nid]: one per NUMA node when
+/// merge_across_nodes is 0, tree 0 otherwise) and the page contents the trees are sorted by.
+/// </summary>
+internal readonly record struct KsmTreeKey(int Nid, ulong Contents);
 
 /// <summary>
 /// struct ksm_stable_node: a KSM page in the stable tree (or, from 4.13, a chain of "dup" nodes with the same contents,
@@ -83,6 +89,11 @@ public sealed class StableNode
 
     /// <summary>The page contents (the tree is keyed by contents: KSM pages are write-protected, so it is stable).</summary>
     public ulong Key { get; }
+
+    /// <summary>The stable tree the node is in (its KSM page's node when merge_across_nodes is 0, else 0).</summary>
+    public int Nid { get; internal init; }
+
+    internal KsmTreeKey TreeKey => new(Nid, Key);
 
     /// <summary>kpfn: the KSM page (not for a chain).</summary>
     public long Kpfn { get; internal set; } = -1;

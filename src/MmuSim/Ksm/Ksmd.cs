@@ -32,8 +32,8 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
 
     readonly Kernel _k;
     readonly List<MmSlot> _slots = [];
-    readonly Dictionary<ulong, RmapItem> _unstable = [];
-    readonly Dictionary<ulong, StableNode> _stable = [];
+    readonly Dictionary<KsmTreeKey, RmapItem> _unstable = [];
+    readonly Dictionary<KsmTreeKey, StableNode> _stable = [];
     readonly Dictionary<long, StableNode> _nodesById = [];
     readonly WaitQueue _threadWait;
     long _nextNodeId = 1, _nextItemId = 1;
@@ -82,7 +82,8 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
     /// <summary>max_page_sharing (4.13+); before that a KSM page has no sharing limit.</summary>
     public int MaxPageSharing { get; private set; } = 256;
 
-    /// <summary>merge_across_nodes: accepted; the model has one NUMA node.</summary>
+    /// <summary>merge_across_nodes: 1 (default) merges identical pages of every node into one tree; 0 keeps one stable and
+    /// one unstable tree per NUMA node (get_kpfn_nid), so only pages of the same node merge.</summary>
     public int MergeAcrossNodes { get; private set; } = 1;
 
     /// <summary>smart_scan (6.7+), on by default.</summary>

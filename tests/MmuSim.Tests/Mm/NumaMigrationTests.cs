@@ -175,6 +175,47 @@ public class NumaMigrationTests
         Assert.Null(Ksmd.Of(r.Kernel).CheckInvariants());
     }
 
+    [Theory]
+    [InlineData(1, 1, 1)]   // merge_across_nodes=1: the node-0 and node-1 copies merge into one KSM page
+    [InlineData(0, 0, 0)]   // 0: one tree per node, the two pages never meet
+    public void MergeAcrossNodes_DecidesWhetherPagesOfTwoNodesMerge(int across, int shared, int sharing)
+    {
+        var r = RunYaml($$"""
+                  - ksm.set: { knob: merge_across_nodes, value: {{across}} }
+                  - mmap: { addr: 0x10000000, len: 4K }
+                  - mmap: { addr: 0x20000000, len: 4K }
+                  - mbind: { addr: 0x20000000, len: 4K, node: 1 }
+                  - write: { addr: 0x10000000, value: 0xcf }
+                  - write: { addr: 0x20000000, value: 0xcf }
+                  - move-pages: { addr: 0x10000000, status: "0" }
+                  - move-pages: { addr: 0x20000000, status: "1" }
+                  - madvise: { addr: 0x10000000, len: 4K, advice: mergeable }
+                  - madvise: { addr: 0x20000000, len: 4K, advice: mergeable }
+                  - ksm.run: { value: 1 }
+                  - ksm.scan: { full_scans: 3 }
+                  - ksm.expect: { counter: pages_shared, value: {{shared}} }
+                  - ksm.expect: { counter: pages_sharing, value: {{sharing}} }
+            """);
+        Assert.Null(r.Violation);
+        Assert.Null(Ksmd.Of(r.Kernel).CheckInvariants());
+    }
+
+    [Fact]
+    public void MergeAcrossNodes_SameNodePagesStillMerge_AndTheKnobIsBusyWhileKsmPagesExist()
+    {
+        var r = RunYaml("""
+                  - ksm.set: { knob: merge_across_nodes, value: 0 }
+                  - mmap: { addr: 0x10000000, len: 8K }
+                  - memset: { addr: 0x10000000, len: 8K, value: 0xcf }
+                  - madvise: { addr: 0x10000000, len: 8K, advice: mergeable }
+                  - ksm.run: { value: 1 }
+                  - ksm.scan: { full_scans: 2 }
+                  - ksm.expect: { counter: pages_sharing, value: 1 }
+                  - ksm.set: { knob: merge_across_nodes, value: 1, expect: ebusy }
+            """);
+        Assert.Null(r.Violation);
+    }
+
     [Fact]
     public void KsmFolio_BeforeKsmMigration_IsSkippedWithEnoent()
     {
