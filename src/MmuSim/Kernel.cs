@@ -77,6 +77,11 @@ public sealed class Kernel
 
     public Checker.CoherenceChecker Checker { get; }
 
+    /// <summary>/sys/kernel/mm/transparent_hugepage/use_zero_page: read faults on THP-eligible ranges map the huge zero
+    /// page. The kernel's default is 1; the model's is 0 (off), so that scenarios written before the huge zero page was
+    /// modelled keep allocating a THP on a read fault; <c>thp.set: { knob: use_zero_page, value: 1 }</c> turns it on.</summary>
+    public bool ThpUseZeroPage { get; set; }
+
     /// <summary>The primary CPUs' TLBs (<see cref="CpuTlb"/>), or null when not modelled (the default; scenario
     /// <c>primary_tlb: true</c> turns them on). One null test on the user-access and flush paths.</summary>
     public CpuTlb? PrimaryTlb { get; set; }

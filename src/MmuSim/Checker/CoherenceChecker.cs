@@ -459,7 +459,7 @@ public sealed class CoherenceChecker
                     var pmd = mm.PeekPmd(va);
                     if (pmd.Present && pmd.Huge)
                     {
-                        if ((va & ~MmStruct.PmdMask) == 0) entire[pmd.Pfn] = entire.GetValueOrDefault(pmd.Pfn) + 1;
+                        if ((va & ~MmStruct.PmdMask) == 0 && !pmd.Special) entire[pmd.Pfn] = entire.GetValueOrDefault(pmd.Pfn) + 1;
                         continue;
                     }
                     var pte = mm.PeekPte(va);

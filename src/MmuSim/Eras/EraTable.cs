@@ -119,6 +119,9 @@ public static class EraTable
         new(Feature.NotifierHlistAddRcu, V(5, 3), Forever,
             "543bdb2d825f 'mm/mmu_notifier: use hlist_add_head_rcu()' (Jean-Philippe Brucker, 2019-08, Cc stable; the commit text " +
             "names the litmus test MP+onceassign+derefonce; merged for 5.3, version: recollection)"),
+        new(Feature.HugeZeroPage, V(3, 8), Forever,
+            "79da5407eeadc 'thp: implement huge zero page' series (Kirill Shutemov, 3.8; use_zero_page knob from the same series; " +
+            "version: recollection)"),
         new(Feature.IdlePageTracking, V(4, 3), Forever,
             "33c3fc71c8cf 'mm: introduce idle page tracking' (Vladimir Davydov, 4.3, with mmu_notifier_clear_young from the same series, " +
             "1d7715c676a1; version: recollection, consistent with Feature.ClearYoung)"),

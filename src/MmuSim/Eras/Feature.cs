@@ -252,6 +252,10 @@ public enum Feature
     /// <summary>mmu_notifier_register publishes the subscription with hlist_add_head_rcu (a store-release), 543bdb2d825f.</summary>
     NotifierHlistAddRcu,
 
+    /// <summary>The huge zero page: a read fault on a THP-eligible anonymous range maps one shared, zero-filled 2 MiB folio
+    /// with a read-only PMD (transparent_hugepage/use_zero_page).</summary>
+    HugeZeroPage,
+
     // ---- idle page tracking (issue 9 item 5; mm/page_idle.c)
     /// <summary>/sys/kernel/mm/page_idle/bitmap: PG_idle/PG_young, aged through ptep_clear_young_notify (clear_young, no flush).</summary>
     IdlePageTracking,

@@ -155,7 +155,7 @@ public static class Gup
             {
                 long pfn = pmd.Pfn + (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift);
                 // A PMD-mapped THP keeps PageAnonExclusive on its head page.
-                if (vma != null && MustUnshare(k, vma, flags, pmd.Pfn, special: false))
+                if (vma != null && MustUnshare(k, vma, flags, pmd.Pfn, special: pmd.Special))
                     res = new GupResult(-1, false, 0, true, GupResult.EMLINK);
                 else
                 {

@@ -12,8 +12,10 @@ namespace MmuSim.Mm;
 /// <see cref="PhysMem.EntireMapcountHolder"/>). <see cref="SplitHugePmd"/> turns that into 512 PTEs, each holding a
 /// per-page mapcount and one folio reference (the kernel's page_ref_add(HPAGE_PMD_NR - 1)); the folio itself stays
 /// compound. All PMD changes happen under the PMD lock (pmd_lock).</para>
-/// <para>Era simplifications (documented): read faults allocate a THP as with use_zero_page=0 (the huge zero page is
-/// not modelled); do_huge_pmd_wp_page follows 6.8 in every era (reuse in place or split and fall back to the 4 KiB
+/// <para>The huge zero page (3.8+) is mapped by read faults only with <see cref="Kernel.ThpUseZeroPage"/> (the kernel's
+/// use_zero_page, default 1 there, 0 in the model): a read-only special PMD to <see cref="PhysMem.HugeZeroPfn"/> with no
+/// rmap and no reference; writes and unshares split it into PTEs of the 4 KiB zero page.</para>
+/// <para>Era simplifications (documented): do_huge_pmd_wp_page follows 6.8 in every era (reuse in place or split and fall back to the 4 KiB
 /// COW path; 4.10's whole-THP copy with pmdp_huge_clear_flush_notify is not modelled); PMD swap/migration entries
 /// do not exist: reclaim and migration split the PMD first.</para>
 /// </remarks>
@@ -38,7 +40,9 @@ public static class HugeMemory
         using var _ = k.S.Current.Enter("do_huge_pmd_anonymous_page");
         if (!ThpEligible(mm, vma, addr)) return VmFault.Retry;
         ulong haddr = addr & MmStruct.PmdMask;
-        mm.AnonVmaPrepare(vma);
+        mm.AnonVmaPrepare(vma); // vmf_anon_prepare comes before the zero-page choice
+        if (!write && k.ThpUseZeroPage && k.Era.Has(Feature.HugeZeroPage) && (vma.Flags & VmFlags.UffdMissing) == 0)
+            return await SetHugeZeroFolio(mm, vma, haddr);
         await k.S.Point(PointKind.Alloc, haddr);
         long head = vma.AllocHuge();
         if (head < 0) return VmFault.Retry;
@@ -57,6 +61,26 @@ public static class HugeMemory
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.ThpFaults);
         return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// do_huge_pmd_anonymous_page's read path with use_zero_page: map the huge zero folio with a read-only, special
+    /// PMD (set_huge_zero_folio: no rmap, no per-mapping reference). No notifier: the PMD was none.
+    /// </summary>
+    static async ValueTask<VmFault> SetHugeZeroFolio(MmStruct mm, Vma vma, ulong haddr)
+    {
+        var k = mm.Kernel;
+        await k.S.Point(PointKind.Alloc, haddr);
+        long zero = k.Mem.GetHugeZeroFolio(); // mm_get_huge_zero_folio
+        if (zero < 0) return VmFault.Retry;
+        mm.PmdAlloc(haddr);
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        bool none = pmd.IsNone;
+        if (none) await mm.SetPmd(haddr, vma.MkPte(zero, writable: false, huge: true, special: true));
+        await mm.UnlockPmd(haddr);
+        if (none) k.Stats.Inc(Stat.ThpFaults);
+        return none ? VmFault.Ok : VmFault.Retry;
     }
 
     /// <summary>An unshare fault (FAULT_FLAG_UNSHARE without WRITE) where the era has them (5.19+).</summary>
@@ -87,6 +111,13 @@ public static class HugeMemory
             {
                 await mm.UnlockPmd(haddr); // do_huge_pmd_wp_page: userfaultfd_huge_pmd_wp
                 return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Wp, flags);
+            }
+            if (pmd.Special)
+            {
+                // is_huge_zero_pmd: goto fallback. Split into PTEs of the 4 KiB zero page; the 4 KiB path COWs (or unshares) one.
+                await mm.UnlockPmd(haddr);
+                await SplitHugePmd(vma, haddr, notify: true);
+                return VmFault.Retry;
             }
             long head = pmd.Pfn;
             ref var f = ref k.Mem[head];
@@ -157,6 +188,17 @@ public static class HugeMemory
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("__split_huge_pmd_locked");
         long head = pmd.Pfn;
+        if (pmd.Special)
+        {
+            // __split_huge_zero_page_pmd: 512 PTEs to the 4 KiB zero page; the huge zero folio keeps no count for them.
+            int zt = k.PageTables.AllocTable();
+            var zero = vma.MkPte(PhysMem.ZeroPfn, writable: false, special: true).WithSoftDirty(pmd.SoftDirty).WithUffdWp(pmd.UffdWp);
+            for (int i = 0; i < PhysMem.HugePages; i++) k.PageTables.Entry(zt, i) = (pmd.User ? zero : zero.MkProtNone()).Raw;
+            await mm.SetPmd(haddr, Pte.Table(zt));
+            await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+            k.Stats.Inc(Stat.ThpSplits);
+            return;
+        }
         // The kernel's pmdp_invalidate leaves a non-present but still "huge" PMD that other walkers wait on (they take
         // the PMD lock); the model installs the populated PTE table in one step and then flushes, which is equivalent.
         int t = k.PageTables.AllocTable();
@@ -197,10 +239,14 @@ public static class HugeMemory
             tlb.TrackRange(haddr, haddr + MmStruct.PmdSize);
             k.S.Charge(CostKind.Zap);
             k.Stats.Inc(Stat.PagesZapped, PhysMem.HugePages);
-            if (pmd.Dirty) Folio.MarkDirty(k, pmd.Pfn);
-            Folio.RemoveRmapPmd(k, pmd.Pfn, mm);
-            if (k.Mutated(Mutation.FreeBeforeEnd)) Folio.Put(k, pmd.Pfn);
-            else full = tlb.RemovePage(pmd.Pfn);
+            if (pmd.Special) { } // is_huge_zero_pmd: no rmap, no reference to drop
+            else
+            {
+                if (pmd.Dirty) Folio.MarkDirty(k, pmd.Pfn);
+                Folio.RemoveRmapPmd(k, pmd.Pfn, mm);
+                if (k.Mutated(Mutation.FreeBeforeEnd)) Folio.Put(k, pmd.Pfn);
+                else full = tlb.RemovePage(pmd.Pfn);
+            }
         }
         await mm.UnlockPmd(haddr);
         if (full) await tlb.FlushMmu();

@@ -144,7 +144,8 @@ public static class Madvise
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
         bool huge = pmd.Present && pmd.Huge;
-        if (huge && k.Mem.FolioMapCount(pmd.Pfn) == 1)
+        if (huge && pmd.Special) { } // madvise_free_huge_pmd: is_huge_zero_pmd, nothing to free
+        else if (huge && k.Mem.FolioMapCount(pmd.Pfn) == 1)
         {
             long head = pmd.Pfn;
             if (k.Mem[head].Has(PageFlags.Dirty)) Folio.TestClearDirty(k, head, "MADV_FREE folio_clear_dirty");

@@ -141,7 +141,7 @@ public static partial class Memory
         var k = parent.Kernel;
         using var _ = k.S.Current.Enter("copy_huge_pmd");
         var peek = parent.PeekPmd(haddr);
-        if (cow && peek.Present && peek.Huge && NeedsCowForDma(src, peek.Pfn))
+        if (cow && peek.Present && peek.Huge && !peek.Special && NeedsCowForDma(src, peek.Pfn))
         {
             // 7a4830c380f3: a pinned THP is split in the parent (-EAGAIN), and the PTE copy copies each pinned page.
             await HugeMemory.SplitHugePmd(src, haddr, notify: true);
@@ -152,7 +152,12 @@ public static partial class Memory
         await parent.LockPmd(haddr);
         var pmd = await parent.PmdpGet(haddr);
         bool huge = pmd.Present && pmd.Huge;
-        if (huge)
+        if (huge && pmd.Special)
+        {
+            await child.SetPmd(haddr, pmd.Mkold()); // copy_huge_pmd of the huge zero PMD: mm_get_huge_zero_folio, no rmap
+            k.Stats.Inc(Stat.ForkCopiedPtes);
+        }
+        else if (huge)
         {
             long head = pmd.Pfn;
             Folio.Get(k, head);

@@ -300,6 +300,26 @@ public sealed class PhysMem
         return h;
     }
 
+    /// <summary>Head pfn of the huge zero folio, or -1 until the first <see cref="GetHugeZeroFolio"/>.</summary>
+    public long HugeZeroPfn { get; private set; } = -1;
+
+    /// <summary>
+    /// mm_get_huge_zero_folio: the shared zero-filled 2 MiB folio (allocated on first use, flagged Zero on its head,
+    /// never freed: the kernel's shrinker that frees an unused one is not modelled), or -1 if no 2 MiB block is free.
+    /// </summary>
+    public long GetHugeZeroFolio()
+    {
+        if (HugeZeroPfn >= 0) return HugeZeroPfn;
+        long h = AllocHuge();
+        if (h < 0) return -1;
+        _frames[h].Set(PageFlags.Zero);
+        HugeZeroPfn = h;
+        return h;
+    }
+
+    /// <summary>is_huge_zero_pfn / is_huge_zero_folio: does <paramref name="pfn"/> lie in the huge zero folio?</summary>
+    public bool IsHugeZero(long pfn) => HugeZeroPfn >= 0 && pfn >= HugeZeroPfn && pfn < HugeZeroPfn + HugePages;
+
     /// <summary>Head pfn of the folio containing <paramref name="pfn"/>.</summary>
     public long FolioOf(long pfn) => _frames[pfn].Has(PageFlags.Tail) ? pfn & ~(long)(HugePages - 1) : pfn;
 

@@ -213,7 +213,7 @@ public static partial class CoreOps
         (string Field, long Got)[] got =
         [
             ("refcount", k.Mem[head].RefCount), ("mapcount", k.Mem[pfn].MapCount), ("pincount", Gup.FolioPincount(k, pfn)),
-            ("exclusive", k.Mem[pfn].Has(PageFlags.AnonExclusive) ? 1 : 0), ("writable", writable ? 1 : 0), ("zero", pfn == PhysMem.ZeroPfn ? 1 : 0),
+            ("exclusive", k.Mem[pfn].Has(PageFlags.AnonExclusive) ? 1 : 0), ("writable", writable ? 1 : 0), ("zero", pfn == PhysMem.ZeroPfn || k.Mem.IsHugeZero(pfn) ? 1 : 0),
         ];
         foreach (var (f, g) in got)
         {

@@ -22,6 +22,8 @@ public static partial class CoreOps
             ["process", "addr"], ["as"], Age) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("writeback", "clean the folio at addr for writeback (folio_clear_dirty_for_io → page_mkclean_one)",
             ["process", "addr"], [], Writeback) { Check = (a, i) => i.RequireMapped(a) });
+        r.Register(new OpSpec("thp.set", "write a /sys/kernel/mm/transparent_hugepage knob: knob use_zero_page (1: a read fault on a THP-eligible range maps the huge zero page; the model's default is 0), value 0 or 1",
+            ["knob", "value"], [], ThpSet) { Check = (a, _) => ThpKnob(a) });
         r.Register(new OpSpec("migrate", "migrate the folio at addr (try_to_migrate_one, then remove_migration_ptes); expect: migrated (default), failed or any",
             ["process", "addr"], ["expect"], DoMigrate) { Check = CheckMigrate });
         r.Register(new OpSpec("uprobe", "uprobes __replace_page: install a new page with contents value at addr",
@@ -86,6 +88,18 @@ public static partial class CoreOps
     {
         long pfn = await FolioAt(w, a);
         if (pfn >= 0) await PageWriteback.FolioClearDirtyForIo(w.K, pfn);
+    }
+
+    static bool ThpKnob(OpArgs a)
+    {
+        if (a.GetString("knob") != "use_zero_page") throw a.Error("knob", $"'{a.GetString("knob")}' is not a modelled THP knob (use_zero_page)");
+        return a.GetBounded("value", 0, 1) == 1;
+    }
+
+    static ValueTask ThpSet(ScenarioWorld w, OpArgs a)
+    {
+        w.K.ThpUseZeroPage = ThpKnob(a);
+        return default;
     }
 
     static readonly string[] MigrateOutcomes = ["migrated", "failed", "any"];
