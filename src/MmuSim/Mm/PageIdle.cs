@@ -88,29 +88,8 @@ public sealed class PageIdle
     /// <summary>page_idle_clear_pte_refs_one: ptep_clear_young_notify per PTE, pmdp_clear_young_notify for a huge PMD.</summary>
     static async ValueTask<bool> PageIdleClearPteRefsOne(Vma vma, ulong addr, long head, int first, int count)
     {
-        var mm = vma.Mm;
-        bool referenced = false;
-        if (first == 0 && count == PhysMem.HugePages && (addr & ~MmStruct.PmdMask) == 0)
-        {
-            await mm.LockPmd(addr);
-            var pmd = mm.PeekPmd(addr);
-            bool huge = pmd.Present && pmd.Huge && pmd.Pfn == head;
-            if (huge) referenced = await Tlb.PtepClearYoungNotify(mm, 0, addr, MmStruct.PmdSize);
-            await mm.UnlockPmd(addr);
-            if (huge) return referenced;
-        }
-        for (int i = 0; i < count; i++)
-        {
-            ulong a = addr + (ulong)i * MmStruct.PageSize;
-            var peek = mm.PeekPte(a);
-            if (!peek.Present || peek.Pfn != head + first + i) continue;
-            int t = mm.PteTable(a);
-            await mm.LockPtl(t);
-            var pte = await mm.PtepGet(t, a);
-            if (pte.Present && pte.Pfn == head + first + i) referenced |= await Tlb.PtepClearYoungNotify(mm, t, a);
-            await mm.UnlockPtl(t);
-        }
-        return referenced;
+        using var _ = vma.Mm.Kernel.S.Current.Enter("page_idle_clear_pte_refs_one");
+        return await Rmap.ClearYoungOne(vma, addr, head, first, count, flush: false) > 0;
     }
 
     /// <summary>

@@ -316,16 +316,25 @@ public static class Rmap
     /// </summary>
     public static async ValueTask<int> FolioReferencedOne(Vma vma, ulong addr, long head, int first, int count)
     {
+        using var _ = vma.Mm.Kernel.S.Current.Enter("folio_referenced_one");
+        return await ClearYoungOne(vma, addr, head, first, count, flush: true);
+    }
+
+    /// <summary>
+    /// The walk folio_referenced_one and page_idle_clear_pte_refs_one share: the huge PMD (PMD lock) or each PTE (PTL)
+    /// still mapping the folio's pages is aged through ptep/pmdp_clear_flush_young_notify (<paramref name="flush"/>)
+    /// or ptep/pmdp_clear_young_notify; returns how many mappings were young.
+    /// </summary>
+    internal static async ValueTask<int> ClearYoungOne(Vma vma, ulong addr, long head, int first, int count, bool flush)
+    {
         var mm = vma.Mm;
-        var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("folio_referenced_one");
         int referenced = 0;
         if (MapsHuge(mm, addr, head, first, count))
         {
             await mm.LockPmd(addr);
             var pmd = mm.PeekPmd(addr);
             bool huge = pmd.Present && pmd.Huge && pmd.Pfn == head;
-            if (huge && await Tlb.PtepClearFlushYoungNotify(mm, 0, addr, MmStruct.PmdSize)) referenced++;
+            if (huge && await ClearYoung(mm, 0, addr, MmStruct.PmdSize, flush)) referenced++;
             await mm.UnlockPmd(addr);
             if (huge) return referenced; // else split meanwhile: age the PTEs
         }
@@ -337,11 +346,14 @@ public static class Rmap
             int t = mm.PteTable(a);
             await mm.LockPtl(t);
             var pte = await mm.PtepGet(t, a);
-            if (pte.Present && pte.Pfn == head + first + i && await Tlb.PtepClearFlushYoungNotify(mm, t, a)) referenced++;
+            if (pte.Present && pte.Pfn == head + first + i && await ClearYoung(mm, t, a, MmStruct.PageSize, flush)) referenced++;
             await mm.UnlockPtl(t);
         }
         return referenced;
     }
+
+    static ValueTask<bool> ClearYoung(MmStruct mm, int table, ulong addr, ulong size, bool flush) =>
+        flush ? Tlb.PtepClearFlushYoungNotify(mm, table, addr, size) : Tlb.PtepClearYoungNotify(mm, table, addr, size);
 
     // ------------------------------------------------------------------ writeback cleaning
 

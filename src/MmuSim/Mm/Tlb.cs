@@ -98,10 +98,25 @@ public static class Tlb
     /// test-and-clear of Accessed without a TLB flush, OR'ed with the secondaries' clear_young. Caller holds the PTL
     /// (the PMD lock for <paramref name="size"/> == PMD_SIZE).
     /// </summary>
-    public static async ValueTask<bool> PtepClearYoungNotify(MmStruct mm, int table, ulong addr, ulong size = MmStruct.PageSize)
+    public static ValueTask<bool> PtepClearYoungNotify(MmStruct mm, int table, ulong addr, ulong size = MmStruct.PageSize) =>
+        ClearYoungNotify(mm, table, addr, size, flush: false);
+
+    /// <summary>
+    /// ptep_clear_flush_young_notify: primary test-and-clear of Accessed plus the secondaries' clear_flush_young,
+    /// OR'ed. Caller holds the PTL. <paramref name="size"/> is the primary mapping size (PAGE_SIZE or PMD_SIZE).
+    /// </summary>
+    public static ValueTask<bool> PtepClearFlushYoungNotify(MmStruct mm, int table, ulong addr, ulong size = MmStruct.PageSize) =>
+        ClearYoungNotify(mm, table, addr, size, flush: true);
+
+    /// <summary>
+    /// The one body of the (flush_)young_notify pairs: test-and-clear the primary's Accessed bit (PTE or huge PMD),
+    /// flush the primary TLB for a young entry when <paramref name="flush"/>, then ask the secondaries through
+    /// clear_flush_young or clear_young.
+    /// </summary>
+    static async ValueTask<bool> ClearYoungNotify(MmStruct mm, int table, ulong addr, ulong size, bool flush)
     {
         var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("ptep_clear_young_notify");
+        using var _ = k.S.Current.Enter(flush ? "ptep_clear_flush_young_notify" : "ptep_clear_young_notify");
         bool young;
         if (size == MmStruct.PmdSize)
         {
@@ -115,42 +130,13 @@ public static class Tlb
             young = pte.Present && pte.Accessed;
             if (young) await mm.SetPte(table, addr, pte.Mkold());
         }
+        if (young && flush) await FlushTlbRange(mm, addr, addr + size);
+        if (flush)
+        {
+            k.Stats.Inc(Stat.NotifierClearFlushYoung);
+            return await mm.Notifiers.ClearFlushYoung(addr, addr + size) | young;
+        }
         k.Stats.Inc(Stat.NotifierClearYoung);
-        young |= await mm.Notifiers.ClearYoung(addr, addr + size);
-        return young;
-    }
-
-    /// <summary>
-    /// ptep_clear_flush_young_notify: primary test-and-clear of Accessed plus the secondaries' clear_flush_young,
-    /// OR'ed. Caller holds the PTL. <paramref name="size"/> is the primary mapping size (PAGE_SIZE or PMD_SIZE).
-    /// </summary>
-    public static async ValueTask<bool> PtepClearFlushYoungNotify(MmStruct mm, int table, ulong addr, ulong size = MmStruct.PageSize)
-    {
-        var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("ptep_clear_flush_young_notify");
-        bool young;
-        if (size == MmStruct.PmdSize)
-        {
-            var pmd = await mm.PmdpGet(addr);
-            young = pmd.Accessed;
-            if (young)
-            {
-                await mm.SetPmd(addr, pmd.Mkold());
-                await FlushTlbRange(mm, addr, addr + size);
-            }
-        }
-        else
-        {
-            var pte = await mm.PtepGet(table, addr);
-            young = pte.Present && pte.Accessed;
-            if (young)
-            {
-                await mm.SetPte(table, addr, pte.Mkold());
-                await FlushTlbRange(mm, addr, addr + size);
-            }
-        }
-        k.Stats.Inc(Stat.NotifierClearFlushYoung);
-        young |= await mm.Notifiers.ClearFlushYoung(addr, addr + size);
-        return young;
+        return await mm.Notifiers.ClearYoung(addr, addr + size) | young;
     }
 }
