@@ -27,6 +27,8 @@ public enum Stat
     LazyfreeDiscarded,
     OomReapRetries,
     ForkCopiedPtes,
+    /// <summary>thp_split_page: folios split by split_huge_page (not PMD splits, which <see cref="ThpSplits"/> counts).</summary>
+    ThpSplitPages,
 
     // ---- notifier core
     NotifierStarts,

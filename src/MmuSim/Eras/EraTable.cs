@@ -129,6 +129,13 @@ public static class EraTable
             "c8d6553b9580 'ksm: make KSM page migration possible' (Hugh Dickins, the 3.9 KSM NUMA series with merge_across_nodes and " +
             "FOLL_MIGRATION, 5117b3b835f2); before it 62b61f611eb5 'ksm: memory hotremove migration only' (2.6.33) made NUMA migration " +
             "skip PageKsm where it skips PageReserved (commit text seen; the 3.9 version is recollection)"),
+        new(Feature.ThpSplitRefcountCheck, V(4, 5), Forever,
+            "e9b61f19858a 'thp: reintroduce split_huge_page()' in Kirill Shutemov's THP refcounting rework (4.5): can_split_huge_page " +
+            "before unmapping, page_ref_freeze after; before 4.5 __split_huge_page kept the mappings and ignored extra references " +
+            "(version: recollection)"),
+        new(Feature.KsmSplitSameThp, V(4, 17), Forever,
+            "77da2ba0648a 'mm/ksm.c: fix interaction with THP' (Claudio Imbrenda, posted 2018-03-16 as v2 with Kirill Shutemov's " +
+            "review; the commit text: a THP filled with one value ends as '1 unshared and the rest volatile'; 4.17: recollection)"),
         new(Feature.KsmMergeAcrossNodes, V(3, 9), Forever, "sysfs-kernel-mm-ksm: merge_across_nodes, January 2013, 3.9"),
         new(Feature.KsmSmartScan, V(6, 7), Forever, "smart_scan + pages_skipped, Stefan Roesch 2023 (version: recollection)"),
         new(Feature.KsmChecksumBeforeStableSearch, V(6, 11), Forever, "Chengming Zhou 2024 'don't waste time searching stable tree for fast changing page' (version: recollection)"),

@@ -267,4 +267,13 @@ public enum Feature
 
     /// <summary>break_ksm faults with FAULT_FLAG_UNSHARE (not a fake FAULT_FLAG_WRITE), so a uffd-wp KSM page is unshared.</summary>
     KsmBreakUnshare,
+
+    // ---- splitting a THP (issue 12 item 8: KSM splits a THP in order to merge it)
+    /// <summary>split_huge_page fails (-EAGAIN) while anyone but the mappings and the caller holds a reference (the 4.5 THP
+    /// refcounting rework, which also unmaps the folio into migration entries during the split, 4.13+ in the model).
+    /// Before, a split always succeeded and kept the PTEs mapped.</summary>
+    ThpSplitRefcountCheck,
+    /// <summary>cmp_and_merge_page splits a THP whose two pages it failed to merge because both belong to it (its own two
+    /// references made split_huge_page fail): "1 unshared and the rest volatile" before.</summary>
+    KsmSplitSameThp,
 }

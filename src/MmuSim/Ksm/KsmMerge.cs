@@ -140,15 +140,42 @@ public sealed partial class Ksmd
     /// try_to_merge_one_page: write-protect <paramref name="page"/> and then either make it a KSM page
     /// (<paramref name="kpage"/> = -1: set_page_stable_node(page, NULL), mark dirty) or, if the contents are identical,
     /// replace it by <paramref name="kpage"/>. 2.6.32 takes its own reference on both pages (hence its +2 check).
-    /// Compound (THP) pages are not split in the model: the merge fails.
+    /// A page of a THP is split out of it first (split_huge_page under folio_trylock; 2.6.38+): when the split fails
+    /// (another reference, or the folio lock is taken) the merge fails and the scan comes back to the page later.
     /// </summary>
     async ValueTask<int> TryToMergeOnePage(Vma vma, ulong addr, long page, long kpage)
     {
         var k = _k;
         using var _ = k.S.Current.Enter("try_to_merge_one_page");
         if (page == kpage) return 0; // ksm page forked
-        ref var f = ref k.Mem[page];
-        if (!f.Has(PageFlags.Anon) || f.Has(PageFlags.Head) || f.Has(PageFlags.Tail)) return EFAULT;
+        long head = k.Mem.FolioOf(page);
+        if (!k.Mem[head].Has(PageFlags.Anon)) return EFAULT;
+        if (k.Mem.IsHuge(head))
+        {
+            if (!await FolioLock.TryLock(k, head)) return EFAULT;
+            long partner = _splitPartner >= 0 && k.Mem.FolioOf(_splitPartner) == head ? _splitPartner : -1;
+            if (await HugeMemory.SplitHugePage(k, head, page, partner) != 0)
+            {
+                await FolioLock.Unlock(k, head);
+                return EFAULT;
+            }
+            int e = await TryToMergeSmallPage(vma, addr, page, kpage);
+            await FolioLock.Unlock(k, page); // split_huge_page left the page we go on with locked
+            return e;
+        }
+        return await TryToMergeSmallPage(vma, addr, page, kpage);
+    }
+
+    /// <summary>
+    /// The page passed to try_to_merge_one_page (the caller's reference, set by try_to_merge_two_pages, when both pages of a
+    /// merge belong to one THP: see <see cref="Mm.HugeMemory.SplitHugePage"/>'s partner).
+    /// </summary>
+    long _splitPartner = -1;
+
+    /// <summary>try_to_merge_one_page from write_protect_page on, for a page that is its own folio.</summary>
+    async ValueTask<int> TryToMergeSmallPage(Vma vma, ulong addr, long page, long kpage)
+    {
+        var k = _k;
         bool ownRefs = k.Era.Has(Feature.KsmMapcountPlusTwo);
         if (ownRefs)
         {
@@ -260,7 +287,9 @@ public sealed partial class Ksmd
             Folio.Put(k, kpage);
             return (-1, false);
         }
+        _splitPartner = treePage;
         int err = await TryToMergeWithKsmPage(item, page, -1);
+        _splitPartner = -1;
         if (err == 0)
         {
             err = await TryToMergeWithKsmPage(treeItem, treePage, page);

@@ -70,8 +70,7 @@ public sealed partial class Ksmd
                         var r = await Gup.FollowPage(mm, null, addr, GupFlags.Get | GupFlags.FollowProtNone);
                         if (r.Ok)
                         {
-                            ref var f = ref k.Mem[r.Pfn];
-                            if (r.Pfn != PhysMem.ZeroPfn && f.Has(PageFlags.Anon) && !r.Huge)
+                            if (r.Pfn != PhysMem.ZeroPfn && k.Mem[k.Mem.FolioOf(r.Pfn)].Has(PageFlags.Anon))
                             {
                                 var item = GetNextRmapItem(slot, addr);
                                 _scanAddress += PageSize;
@@ -332,7 +331,7 @@ public sealed partial class Ksmd
             var r = await Gup.FollowPage(mm, null, item.Address, GupFlags.Get | GupFlags.FollowProtNone);
             if (r.Ok)
             {
-                if (r.Pfn != PhysMem.ZeroPfn && _k.Mem[r.Pfn].Has(PageFlags.Anon) && !r.Huge) pfn = r.Pfn;
+                if (r.Pfn != PhysMem.ZeroPfn && _k.Mem[_k.Mem.FolioOf(r.Pfn)].Has(PageFlags.Anon)) pfn = r.Pfn;
                 else Folio.Put(_k, r.Pfn);
             }
         }
@@ -404,8 +403,17 @@ public sealed partial class Ksmd
         var (treeItem, treePage) = await UnstableTreeSearchInsert(item, page);
         if (treeItem == null) return;
         var (merged, allocated) = await TryToMergeTwoPages(item, page, treeItem, treePage);
+        // Both pages of one THP: our two references made split_huge_page fail. Split it now that one is dropped
+        // (trylock only), without merging; the next scan merges the small pages (77da2ba0648a, 4.17).
+        long thp = k.Mem.FolioOf(page);
+        bool split = k.Mem.IsHuge(thp) && k.Mem.FolioOf(treePage) == thp && k.Era.Has(Feature.KsmSplitSameThp);
         Folio.Put(k, treePage);
-        if (merged < 0) return;
+        if (merged < 0)
+        {
+            if (split && await FolioLock.TryLock(k, thp))
+                await FolioLock.Unlock(k, await HugeMemory.SplitHugePage(k, thp, page) == 0 ? page : thp);
+            return;
+        }
         var newNode = await StableTreeInsert(merged);
         if (newNode != null)
         {

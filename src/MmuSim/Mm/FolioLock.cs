@@ -37,6 +37,38 @@ public sealed class FolioLock
         while (fl._locks[head].Owner != me.Id + 1) await k.S.Block(fl, PointKind.LockAcquire);
     }
 
+    /// <summary>folio_trylock: take the lock if it is free, never sleep.</summary>
+    public static async ValueTask<bool> TryLock(Kernel k, long head)
+    {
+        var fl = Of(k);
+        await k.S.Point(PointKind.LockAcquire, (ulong)head, fl);
+        if (fl._locks.ContainsKey(head)) return false;
+        fl._locks[head] = (k.S.Current.Id + 1, null);
+        return true;
+    }
+
+    /// <summary>
+    /// split_huge_page's hand-over: the folio at <paramref name="head"/> became small folios; the lock moves to
+    /// <paramref name="page"/> (the page the caller passed stays locked, __split_huge_page unlocks the others), and a
+    /// waiter on the old head gets the head's lock as folio_unlock would give it. No scheduling point: the split holds
+    /// the folio frozen.
+    /// </summary>
+    internal static void MoveAfterSplit(Kernel k, long head, long page)
+    {
+        if (head == page) return;
+        var fl = Of(k);
+        if (!fl._locks.TryGetValue(head, out var st) || st.Owner != k.S.Current.Id + 1)
+            throw new ModelException($"split of folio 0x{head:x}, which {k.S.Current} has not locked");
+        if (st.Waiters is { Count: > 0 } q)
+        {
+            var next = q.Dequeue();
+            fl._locks[head] = (next.Id + 1, q);
+            k.S.Wake(next);
+        }
+        else fl._locks.Remove(head);
+        fl._locks[page] = (k.S.Current.Id + 1, null);
+    }
+
     /// <summary>folio_trylock of a folio nobody else can see yet (no point: it cannot be contended).</summary>
     public static void TryLockNew(Kernel k, long head)
     {

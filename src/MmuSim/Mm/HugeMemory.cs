@@ -220,6 +220,70 @@ public static class HugeMemory
     }
 
     /// <summary>
+    /// split_huge_page (split_huge_page_to_list_to_order, order 0) of the anonymous THP <paramref name="head"/>: the caller
+    /// holds its folio lock and a reference through <paramref name="page"/>, the page it goes on with (and, KSM's
+    /// try_to_merge_two_pages, maybe one more through <paramref name="partner"/>, another page of the same folio).
+    /// Returns 0, -EAGAIN when a reference beyond the caller's one is held (4.5+: can_split_folio before the unmap,
+    /// page_ref_freeze after), or -EBUSY for a folio that is not anonymous. On success every page is a small folio mapped
+    /// where it was, and each caller reference sits on its page; <paramref name="page"/> holds the folio lock.
+    /// </summary>
+    /// <remarks>
+    /// 4.13+ (the rmap walkers' start/end eras): unmap_folio replaces every mapping by a migration entry through
+    /// try_to_migrate (TTU_SPLIT_HUGE_PMD: a PMD mapping is split first, with its own CLEAR range), the folio is split,
+    /// and remap_page puts the entries back without a notifier (the secondaries had nothing left to map). Before 4.13 the
+    /// PMDs are split (each with the era's notifier) and the folio is split under its PTEs, which stay mapped, as the
+    /// pre-4.5 __split_huge_page_map did; 4.5-4.12's freeze_page (migration entries with invalidate_page) is not
+    /// modelled. Before 4.5 the kernel split regardless of references (its tail pins followed the tail pages); the model
+    /// cannot tell whose page an unknown reference is on, so it splits only when the caller holds all the extra ones.
+    /// The 6.12+ remap of zero-filled pages to the shared zero page (RMP_USE_SHARED_ZEROPAGE) is not modelled.
+    /// </remarks>
+    public static async ValueTask<int> SplitHugePage(Kernel k, long head, long page, long partner = -1)
+    {
+        using var _ = k.S.Current.Enter("split_huge_page");
+        if (!k.Mem.IsHuge(head) || k.Mem.FolioOf(page) != head || (partner >= 0 && k.Mem.FolioOf(partner) != head))
+            throw new ModelException($"split_huge_page(0x{page:x}) of no THP 0x{head:x}");
+        if (!FolioLock.IsLocked(k, head)) throw new ModelException($"split_huge_page(0x{head:x}) without the folio lock");
+        if (!k.Mem[head].Has(PageFlags.Anon)) return Errno.EBUSY; // no anon_vma to walk (only anon THPs are modelled)
+        int callerRefs = k.Era.Has(Feature.ThpSplitRefcountCheck) || partner < 0 ? 1 : 2;
+        await k.S.Point(PointKind.Counter, (ulong)head);
+        // can_split_folio: the mappings and the caller's pin only.
+        if (k.Mem[head].RefCount != k.Mem.FolioMapCount(head) + callerRefs) return Errno.EAGAIN;
+        if (k.Era.Has(Feature.RmapRangeNotify))
+        {
+            await Rmap.TryToMigrate(k, new TtuState(head, PhysMem.HugePages, migrate: true)); // unmap_folio
+            await k.S.Point(PointKind.Counter, (ulong)head);
+            if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != callerRefs) // folio_ref_freeze(folio, 1 + extra_pins)
+            {
+                await Migrate.RemoveMigrationPtes(k, head, head); // remap_page of the unsplit folio
+                return Errno.EAGAIN;
+            }
+        }
+        else
+        {
+            await Rmap.RmapWalk(k, head, async (vma, addr, first, count) =>
+            {
+                if (first == 0 && count == PhysMem.HugePages && (addr & ~MmStruct.PmdMask) == 0) await SplitHugePmd(vma, addr, notify: true);
+                return true;
+            });
+            await k.S.Point(PointKind.Counter, (ulong)head);
+            if (k.Mem.EntireMapcountHolder(head).RefCount != 0 || k.Mem[head].RefCount != k.Mem.FolioMapCount(head) + callerRefs)
+                return Errno.EAGAIN; // mapped by a PMD again, or referenced meanwhile: the PMD splits stay, the folio does not
+        }
+        // __split_huge_page: every new folio starts with its mappings' references and one more (page_ref_unfreeze),
+        // which the caller's pages keep as the caller's and the others drop; the caller's old references are consumed.
+        k.Mem.SplitFolio(head);
+        for (long p = head; p < head + PhysMem.HugePages; p++) k.Mem[p].RefCount = k.Mem[p].MapCount + 1;
+        FolioLock.MoveAfterSplit(k, head, page);
+        if (k.Era.Has(Feature.RmapRangeNotify))
+            for (long p = head; p < head + PhysMem.HugePages; p++) await Migrate.RemoveMigrationPtes(k, p, p); // remap_page
+        long second = callerRefs == 2 ? partner : -1;
+        for (long p = head; p < head + PhysMem.HugePages; p++)
+            if (p != page && p != second) Folio.Put(k, p);
+        k.Stats.Inc(Stat.ThpSplitPages);
+        return 0;
+    }
+
+    /// <summary>
     /// zap_huge_pmd: clear a huge PMD inside the caller's invalidation, transfer dirty to the folio, drop the PMD
     /// mapping and queue the folio reference in the mmu_gather (freed after end, at tlb_finish_mmu). Returns false
     /// when the PMD was no longer huge once locked (split meanwhile): the caller zaps the PTE table instead.
