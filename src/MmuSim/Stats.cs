@@ -29,6 +29,8 @@ public enum Stat
     ForkCopiedPtes,
     /// <summary>thp_split_page: folios split by split_huge_page (not PMD splits, which <see cref="ThpSplits"/> counts).</summary>
     ThpSplitPages,
+    /// <summary>hugetlb_no_page: huge pages faulted in from the hugetlb pool.</summary>
+    HugetlbFaults,
 
     // ---- notifier core
     NotifierStarts,

@@ -136,6 +136,11 @@ public static class EraTable
         new(Feature.KsmSplitSameThp, V(4, 17), Forever,
             "77da2ba0648a 'mm/ksm.c: fix interaction with THP' (Claudio Imbrenda, posted 2018-03-16 as v2 with Kirill Shutemov's " +
             "review; the commit text: a THP filled with one value ends as '1 unshared and the rest volatile'; 4.17: recollection)"),
+        new(Feature.Hugetlb, V(2, 6, 32), Forever, "MAP_HUGETLB, 4e52780d41a7 'hugetlb: add MAP_HUGETLB for mmaping pseudo-anonymous huge page regions' (Eric Munson, 2.6.32; recollection)"),
+        new(Feature.MapHugeSize, V(3, 8), Forever, "MAP_HUGE_SHIFT / MAP_HUGE_2MB, 42d7395feb56 'mm: support more pagesizes for MAP_HUGETLB/SHM_HUGETLB' (Andi Kleen, 3.8; recollection)"),
+        new(Feature.HugetlbForkCopiesPinned, V(5, 12), Forever,
+            "4eae4efa2c29 'hugetlb: do early cow when page pinned on src mm' (Peter Xu, after the 5.9 PTE fix 70e806e4e645; 5.12: recollection, " +
+            "the 5.5 and 5.13 eras lie on either side of any version from 5.10 to 5.13)"),
         new(Feature.KsmMergeAcrossNodes, V(3, 9), Forever, "sysfs-kernel-mm-ksm: merge_across_nodes, January 2013, 3.9"),
         new(Feature.KsmSmartScan, V(6, 7), Forever, "smart_scan + pages_skipped, Stefan Roesch 2023 (version: recollection)"),
         new(Feature.KsmChecksumBeforeStableSearch, V(6, 11), Forever, "Chengming Zhou 2024 'don't waste time searching stable tree for fast changing page' (version: recollection)"),

@@ -276,4 +276,12 @@ public enum Feature
     /// <summary>cmp_and_merge_page splits a THP whose two pages it failed to merge because both belong to it (its own two
     /// references made split_huge_page fail): "1 unshared and the rest volatile" before.</summary>
     KsmSplitSameThp,
+
+    // ---- hugetlb (issue 12 item 5; mm/hugetlb.c)
+    /// <summary>MAP_HUGETLB mappings of the hugetlb pool (2 MiB pages, mapped at the PMD level on x86).</summary>
+    Hugetlb,
+    /// <summary>MAP_HUGE_SHIFT: mmap's flags name the huge page size (MAP_HUGE_2MB), as cow.c asks for it.</summary>
+    MapHugeSize,
+    /// <summary>fork copies a possibly pinned anon hugetlb page for the child instead of sharing it (early COW).</summary>
+    HugetlbForkCopiesPinned,
 }

@@ -333,7 +333,7 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
             {
                 if (mergeable)
                 {
-                    if ((vma.Flags & (VmFlags.Mergeable | VmFlags.Shared)) != 0) continue; // just ignore the advice
+                    if ((vma.Flags & (VmFlags.Mergeable | VmFlags.Shared | VmFlags.Hugetlb)) != 0) continue; // just ignore the advice
                     if (mm.KsmSlot == null) KsmEnter(mm);
                     vma.Flags |= VmFlags.Mergeable;
                 }
@@ -375,7 +375,7 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
                 if (mm.KsmSlot == null) KsmEnter(mm);
                 mm.MergeAny = true;
                 foreach (var vma in mm.Vmas)
-                    if (!vma.Shared) vma.Flags |= VmFlags.Mergeable; // ksm_add_vmas
+                    if (!vma.Shared && !vma.IsHugetlb) vma.Flags |= VmFlags.Mergeable; // ksm_add_vmas
                 return 0;
             }
             foreach (var vma in mm.Vmas) // ksm_del_vmas
@@ -452,7 +452,7 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
 
     /// <summary>vma_ksm_compatible + VM_MERGEABLE: may ksmd merge pages of this VMA?</summary>
     public static bool VmaMergeable(Vma vma) =>
-        !vma.Shared && ((vma.Flags & VmFlags.Mergeable) != 0 || vma.Mm.MergeAny);
+        !vma.Shared && !vma.IsHugetlb && ((vma.Flags & VmFlags.Mergeable) != 0 || vma.Mm.MergeAny);
 
     /// <summary>ksm_test_exit: the mm has no users left.</summary>
     static bool KsmTestExit(MmStruct mm) => mm.Exited || mm.Users == 0;

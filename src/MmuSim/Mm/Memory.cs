@@ -78,6 +78,7 @@ public static partial class Memory
         if (vma == null || (vma.Prot == Prot.None && (flags & (FaultFlags.Force | FaultFlags.Remote)) == 0)
             || ((flags & FaultFlags.Write) != 0 && !vma.Writable && (flags & FaultFlags.Force) == 0))
             return new(VmFault.SigSegv);
+        if (vma.IsHugetlb) return Hugetlb.HugetlbPages.HugetlbFault(mm, vma, addr, flags);
         int pmdT = mm.PmdAlloc(addr);
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)

@@ -18,12 +18,24 @@ public static partial class Memory
         var child = dst.Mm;
         var k = parent.Kernel;
         using var _ = k.S.Current.Enter("copy_page_range");
-        if (src.AnonVma == null) return;
+        bool hugetlb = src.IsHugetlb;
+        if (src.AnonVma == null && !hugetlb) return; // hugetlb VMAs are always copied (copy_page_range's VM_HUGETLB test)
         bool cow = src.IsCowMapping;
-        var range = new MmuNotifierRange(parent, src.Start, src.End, MmuNotifyEvent.ProtectionPage);
+        // copy_hugetlb_page_range brackets a COW copy with CLEAR over the VMA, copy_page_range with PROTECTION_PAGE.
+        var range = new MmuNotifierRange(parent, src.Start, src.End, hugetlb ? MmuNotifyEvent.Clear : MmuNotifyEvent.ProtectionPage);
         if (cow) await parent.Notifiers.InvalidateRangeStart(range);
         for (ulong addr = src.Start; addr < src.End;)
         {
+            if (hugetlb)
+            {
+                if (!parent.PeekPmd(addr).IsNone && !await Hugetlb.HugetlbPages.CopyHugetlbEntry(dst, src, addr & MmStruct.PmdMask, cow))
+                {
+                    k.S.Fail(Invariants.Liveness, $"fork: no huge page in the pool to copy the pinned page at 0x{addr:x}", addr);
+                    break;
+                }
+                addr = (addr & MmStruct.PmdMask) + MmStruct.PmdSize;
+                continue;
+            }
             ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, src.End);
             var pmd = parent.PeekPmd(addr);
             // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.

@@ -67,13 +67,21 @@ public static class Mprotect
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("change_protection");
         long pages = 0;
-        if (!k.Era.Has(Feature.MprotectLazyStart))
+        if (!k.Era.Has(Feature.MprotectLazyStart) || vma.IsHugetlb)
         {
-            // 2.6.32: one invalidation over the whole range, populated or not.
+            // 2.6.32, and hugetlb_change_protection in every era: one invalidation over the whole range, populated or
+            // not (hugetlb: flush_hugetlb_tlb_range and, 3.19-6.5, invalidate_range before the end).
             var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.ProtectionVma);
             await mm.Notifiers.InvalidateRangeStart(range);
             pages = await ChangePmdRange(vma, start, end, prot, lazy: false, cp);
-            await mm.Notifiers.InvalidateRangeEnd(range);
+            if (vma.IsHugetlb && pages > 0)
+            {
+                await Tlb.FlushTlbRange(mm, start, end);
+                if (k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(start, end);
+            }
+            // hugetlb_change_protection's end is only_end (4.15+: it has just called invalidate_range itself).
+            if (vma.IsHugetlb) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
+            else await mm.Notifiers.InvalidateRangeEnd(range);
             return pages;
         }
         const ulong PudSize = 1UL << 30;

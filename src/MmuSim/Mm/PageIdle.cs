@@ -64,6 +64,7 @@ public sealed class PageIdle
         long head = _k.Mem.FolioOf(pfn);
         ref var f = ref _k.Mem[head];
         if (f.Has(PageFlags.Free) || f.Has(PageFlags.Zero) || f.RefCount == 0) return -1;
+        if (Hugetlb.HugetlbPages.IsHugetlbFolio(_k, head)) return -1; // not on the LRU (folio_test_lru)
         if (f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return head;
         return _k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long c) && c == head ? head : -1;
     }

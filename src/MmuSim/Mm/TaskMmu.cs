@@ -47,6 +47,7 @@ public static class TaskMmu
             foreach (var vma in mm.Vmas.ToArray())
             {
                 vma.Flags &= ~VmFlags.SoftDirty; // clear_soft_dirty's vm_flags_clear(vma, VM_SOFTDIRTY)
+                if (vma.IsHugetlb) continue; // clear_refs_walk_ops has no hugetlb_entry
                 for (ulong addr = vma.Start; addr < vma.End;)
                 {
                     ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, vma.End);

@@ -44,6 +44,8 @@ public enum VmFlags : ushort
     UffdMinor = 1 << 10,
     /// <summary>__VM_UFFD_FLAGS.</summary>
     UffdAny = UffdMissing | UffdWp | UffdMinor,
+    /// <summary>VM_HUGETLB (MAP_HUGETLB, 2 MiB pages from the hugetlb pool; mm/hugetlb.c, <see cref="MmuSim.Hugetlb.HugetlbPages"/>).</summary>
+    Hugetlb = 1 << 11,
 }
 
 /// <summary>
@@ -83,6 +85,9 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public bool Readable => (Prot & Prot.Read) != 0;
     public bool Writable => (Prot & Prot.Write) != 0;
     public bool Shared => (Flags & VmFlags.Shared) != 0;
+
+    /// <summary>is_vm_hugetlb_page.</summary>
+    public bool IsHugetlb => (Flags & VmFlags.Hugetlb) != 0;
 
     /// <summary>is_cow_mapping(): private and may be written.</summary>
     public bool IsCowMapping => !Shared && (Prot & Prot.Write) != 0;

@@ -204,7 +204,12 @@ public static partial class CoreOps
             throw a.Error("prot", $"'{a.GetString("prot")}' is not a protection (r, w, rw, rwx, none)");
         if (a.Has("flags"))
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-                if (ScenarioLoader.ParseVmFlag(f) == null) throw a.Error("flags", $"unknown VMA flag '{f}'");
+            {
+                if (ScenarioLoader.ParseVmFlag(f) is not { } fl) throw a.Error("flags", $"unknown VMA flag '{f}'");
+                if (fl == VmFlags.Hugetlb && !Hugetlb.HugetlbPages.Aligned(a.GetAddress("addr"), a.GetULong("len")))
+                    throw a.Error("len", $"[0x{a.GetAddress("addr"):x}, +0x{a.GetULong("len"):x}) is not on 2 MiB boundaries, as MAP_HUGETLB needs (EINVAL)");
+                if (fl == VmFlags.Hugetlb && a.Has("file")) throw a.Error("file", "MAP_HUGETLB maps anonymous memory (a hugetlbfs file is not modelled)");
+            }
         if (a.Has("file")) i.RequireNamed(a, "file", "file");
         else if (a.Has("offset")) throw a.Error("offset", "an offset needs a file: (anonymous memory has none)");
         if (a.Has("offset")) FileSizePages(a, "offset");
@@ -219,6 +224,11 @@ public static partial class CoreOps
             foreach (var f in a.GetString("flags").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
                 flags |= ScenarioLoader.ParseVmFlag(f)!.Value;
         ulong addr = a.GetAddress("addr"), len = a.GetULong("len");
+        if ((flags & VmFlags.Hugetlb) != 0 && !w.K.Era.Has(Eras.Feature.Hugetlb))
+        {
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: mmap(MAP_HUGETLB) returned EINVAL: no MAP_HUGETLB in era {w.K.Era.Name}", addr);
+            return;
+        }
         foreach (var v in mm.Vmas)
             if (v.Start < addr + len && addr < v.End)
                 throw a.Error("addr", $"mmap [0x{addr:x}, 0x{addr + len:x}) overlaps the VMA {v} of {mm} (MAP_FIXED_NOREPLACE)");

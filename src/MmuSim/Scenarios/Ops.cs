@@ -137,6 +137,9 @@ public sealed class ScenarioWorld(Kernel k)
     /// <summary>Values read by ops, by label (for <c>expect:</c> checks on contents).</summary>
     public Dictionary<string, ulong> Observed { get; } = [];
 
+    /// <summary>Some process maps hugetlb memory (the pool exists): ops are checked against it (<see cref="OpSpec.OnHugetlb"/>).</summary>
+    public bool HasHugetlb => K.Subsystems.ContainsKey(typeof(Hugetlb.HugetlbPages));
+
     public MmStruct Process(OpArgs a, string key = "process")
     {
         var name = a.GetString(key);
@@ -202,6 +205,7 @@ public sealed class OpRegistry
         Secondary.SecondaryOps.Register,
         Lkmm.LitmusOps.Register,
         Userfaultfd.UffdOps.Register,
+        Hugetlb.HugetlbOps.Register,
     ];
 
     static readonly Lazy<OpRegistry> _default = new(() =>

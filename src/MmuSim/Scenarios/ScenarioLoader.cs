@@ -316,8 +316,10 @@ public static class ScenarioLoader
                 foreach (var (x, s) in ScalarList(fn, f + ".flags"))
                 {
                     flags |= ParseVmFlag(s) ?? throw Err(x, f + ".flags",
-                        $"unknown VMA flag '{s}' (known: mergeable, hugepage, nohugepage, shared, locked, dontcopy)");
+                        $"unknown VMA flag '{s}' (known: mergeable, hugepage, nohugepage, shared, locked, dontcopy, hugetlb)");
                 }
+            if ((flags & VmFlags.Hugetlb) != 0 && !Hugetlb.HugetlbPages.Aligned(start, len))
+                throw Err(lenNode, f + ".len", $"[0x{start:x}, 0x{start + len:x}) is not 2 MiB aligned, as hugetlb memory must be (EINVAL)");
             int pages = (int)Math.Min(len >> MmStruct.PageShift, int.MaxValue);
             IReadOnlyList<ulong?> contents = [];
             if (Opt(m, "contents") is { } cn)
@@ -642,6 +644,7 @@ public static class ScenarioLoader
         "shared" => VmFlags.Shared,
         "locked" => VmFlags.Locked,
         "dontcopy" => VmFlags.DontCopy,
+        "hugetlb" => VmFlags.Hugetlb,
         _ => null,
     };
 

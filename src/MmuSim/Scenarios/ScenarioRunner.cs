@@ -253,6 +253,7 @@ public static class ScenarioRunner
         foreach (var op in ops)
         {
             if (k.S.Violation != null) return;
+            if (world.HasHugetlb) Hugetlb.HugetlbOps.CheckOp(world, op.Spec.Name, op.Args);
             await op.Spec.Run(world, op.Args);
         }
     }

@@ -108,7 +108,7 @@ public static class ScenarioWriter
 
     static IEnumerable<string> FlagNames(VmFlags f)
     {
-        foreach (var name in new[] { "mergeable", "hugepage", "nohugepage", "shared", "locked", "dontcopy" })
+        foreach (var name in new[] { "mergeable", "hugepage", "nohugepage", "shared", "locked", "dontcopy", "hugetlb" })
             if ((f & ScenarioLoader.ParseVmFlag(name)!.Value) != 0) yield return name;
     }
 }

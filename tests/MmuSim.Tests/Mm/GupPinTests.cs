@@ -226,13 +226,18 @@ public class GupPinTests
 
     public static TheoryData<string> CowSelftests() => SelftestPorts.Under("selftests/cow/");
 
-    /// <summary>Every cow.c port meets its declared per-era outcome in 6.13, 6.1, 5.13 and 5.5 (old-era failures are declared).</summary>
+    /// <summary>
+    /// Every cow.c port meets its declared per-era outcome in 6.13, 6.1, 5.13 and 5.5 (old-era failures are declared).
+    /// It passes in 6.13, except the hugetlb vmsplice cases that upstream itself marks XFAIL: there the leak is declared.
+    /// </summary>
     [Theory]
     [MemberData(nameof(CowSelftests))]
     public void CowSelftest_MatchesItsExpectationPerEra(string name)
     {
         var s = ScenarioLoader.LoadBuiltIn(name);
-        Assert.Equal(ExpectKind.Pass, s.ExpectedIn(EraTable.Get("6.13")).Kind);
+        bool xfail = name.StartsWith("selftests/cow/vmsplice-", StringComparison.Ordinal) && name.EndsWith("-hugetlb", StringComparison.Ordinal);
+        Assert.Equal(xfail ? ExpectKind.Violation : ExpectKind.Pass, s.ExpectedIn(EraTable.Get("6.13")).Kind);
+        if (xfail) Assert.Contains("XFAIL", s.Description);
         foreach (var era in new[] { "6.13", "6.1", "5.13", "5.5" })
         {
             var e = EraTable.Get(era);
@@ -251,7 +256,7 @@ public class GupPinTests
             "ro-fast-pin-on-ro-previously-shared", "ro-pin-on-ro-exclusive", "ro-fast-pin-on-ro-exclusive"];
         foreach (var f in fns)
             foreach (var size in new[] { "base", "base-swap", "thp", "pte-thp", "single-pte-thp", "partial-shared-thp", "partial-mremap-thp",
-                "thp-swap", "pte-thp-swap", "single-pte-thp-swap" })
+                "thp-swap", "pte-thp-swap", "single-pte-thp-swap", "hugetlb" })
                 Assert.Contains($"selftests/cow/{f}-{size}", names);
     }
 

@@ -1,0 +1,280 @@
+using MmuSim.Eras;
+using MmuSim.Mm;
+using MmuSim.Notifier;
+using MmuSim.Sched;
+
+namespace MmuSim.Hugetlb;
+
+/// <summary>
+/// mm/hugetlb.c for one huge page size, 2 MiB, mapped at the PMD level as x86 maps it: the pool
+/// (/proc/sys/vm/nr_hugepages), the fault (hugetlb_fault, hugetlb_no_page), copy-on-write and unshare (hugetlb_wp)
+/// and fork's copy (copy_hugetlb_page_range). Zap and mprotect use the huge-PMD paths of THP (zap_huge_pmd,
+/// change_huge_pmd), which do for a hugetlb entry what __unmap_hugepage_range and hugetlb_change_protection do.
+/// </summary>
+/// <remarks>
+/// <para>State: the pool size and the heads of the hugetlb folios in use, keyed by head pfn and the frame's generation
+/// (a freed and reused frame is no hugetlb folio, as free_huge_folio's return to the pool gives). A hugetlb folio is
+/// accounted like a PMD-mapped THP: one reference and one entire_mapcount per mapping; the frames' flags are the THP's
+/// (Head/Tail, Anon, AnonExclusive on the head). Nothing per page is allocated.</para>
+/// <para>Locking: every change of a hugetlb entry happens under the PMD lock (huge_pte_lock); hugetlb_wp drops it to
+/// allocate and copy, and rechecks the entry (pte_same) after taking it again, inside its CLEAR range. The kernel's
+/// hugetlb_fault_mutex (one per mapping and index) is not modelled: the recheck under the PMD lock gives the same
+/// outcome for the paths modelled (two faults on one none entry: the second backs out).</para>
+/// <para>Era rules (Eras/EraTable.cs): hugetlb_wp reuses an anon page when its mapcount is 1, in every era (never by
+/// refcount, so that fork+exit users do not run out of huge pages: hence cow.c's vmsplice XFAILs); from 5.19 it
+/// also serves FAULT_FLAG_UNSHARE (R/O pins on a shared page). fork shares every page write-protected, except a
+/// possibly pinned anon page, which the child gets a copy of from 5.12 (<see cref="Feature.HugetlbForkCopiesPinned"/>).</para>
+/// <para>Not modelled: reservations (mmap never fails for want of pages; a fault that finds the pool empty gets
+/// SIGBUS, and the owner's COW does not unmap the child's mapping, unmap_ref_private), surplus pages, other sizes,
+/// PMD sharing, hugetlbfs files (MAP_SHARED|MAP_HUGETLB is shared anonymous memory here: the page is shared with fork
+/// children through their copied entries), migration, uffd on hugetlb, and KVM faults on hugetlb memory beyond what
+/// GUP gives them.</para>
+/// </remarks>
+public sealed class HugetlbPages
+{
+    readonly Kernel _k;
+    readonly Dictionary<long, ushort> _inUse = [];
+
+    HugetlbPages(Kernel k) => _k = k;
+
+    public static HugetlbPages Of(Kernel k) => k.GetSubsystem(static kk => new HugetlbPages(kk));
+
+    /// <summary>/proc/sys/vm/nr_hugepages: the pool's size (0 by default, as on a fresh kernel).</summary>
+    public int NrHugepages { get; private set; }
+
+    /// <summary>Largest pool the model accepts (1 GiB of huge pages).</summary>
+    public const int MaxNrHugepages = 512;
+
+    /// <summary>Huge pages in use (allocated from the pool and not yet freed).</summary>
+    public int InUse
+    {
+        get
+        {
+            int n = 0;
+            foreach (var (head, gen) in _inUse) if (Live(head, gen)) n++;
+            return n;
+        }
+    }
+
+    /// <summary>free_hugepages.</summary>
+    public int FreeHugepages => Math.Max(0, NrHugepages - InUse);
+
+    bool Live(long head, ushort gen) => _k.Mem[head].Generation == gen && !_k.Mem[head].Has(PageFlags.Free);
+
+    /// <summary>folio_test_hugetlb.</summary>
+    public static bool IsHugetlbFolio(Kernel k, long head) =>
+        k.Subsystems.TryGetValue(typeof(HugetlbPages), out var o) && ((HugetlbPages)o)._inUse.TryGetValue(head, out var g) && ((HugetlbPages)o).Live(head, g);
+
+    /// <summary>Write nr_hugepages: -EINVAL outside 0..<see cref="MaxNrHugepages"/>. Shrinking below the pages in use
+    /// keeps them (the kernel makes them surplus pages, freed when unmapped); the model only stops new allocations.</summary>
+    public int SetNrHugepages(long n)
+    {
+        if (n < 0 || n > MaxNrHugepages) return Errno.EINVAL;
+        NrHugepages = (int)n;
+        return 0;
+    }
+
+    /// <summary>alloc_hugetlb_folio: a zeroed huge folio from the pool, or -1 (-ENOSPC, the fault's VM_FAULT_SIGBUS).</summary>
+    long AllocHugetlbFolio(Vma vma)
+    {
+        if (FreeHugepages == 0) return -1;
+        long head = vma.AllocHuge();
+        if (head < 0) return -1;
+        if (_inUse.Count > 2 * NrHugepages + 8)
+            foreach (var (h, g) in _inUse.ToArray()) if (!Live(h, g)) _inUse.Remove(h);
+        _inUse[head] = _k.Mem[head].Generation;
+        for (int i = 0; i < PhysMem.HugePages; i++) _k.S.Charge(CostKind.ZeroPage); // clear_huge_page
+        return head;
+    }
+
+    /// <summary>hugetlb_fault: a none entry takes hugetlb_no_page, a write (or unshare) to a read-only one hugetlb_wp.</summary>
+    public static async ValueTask<VmFault> HugetlbFault(MmStruct mm, Vma vma, ulong addr, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("hugetlb_fault");
+        ulong haddr = addr & MmStruct.PmdMask;
+        bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
+        mm.PmdAlloc(haddr); // huge_pte_alloc
+        var entry = await mm.PmdpGet(haddr);
+        if (entry.IsNone) return await HugetlbNoPage(mm, vma, haddr, flags);
+        await mm.LockPmd(haddr);
+        var cur = await mm.PmdpGet(haddr);
+        if (cur != entry)
+        {
+            await mm.UnlockPmd(haddr);
+            return VmFault.Retry;
+        }
+        if (write && !entry.Writable)
+        {
+            // FAULT_FLAG_UNSHARE before 5.19 stands for the write fault GUP took instead.
+            if ((flags & FaultFlags.Write) == 0 && !HugeMemory.IsUnshare(k, flags)) flags |= FaultFlags.Write;
+            return await HugetlbWp(mm, vma, haddr, entry, flags); // drops the PMD lock
+        }
+        var young = entry.WithAccessed(true);
+        if ((flags & FaultFlags.Write) != 0) young = young.WithDirty(true); // huge_ptep_set_access_flags
+        if (young != entry) await mm.SetPmd(haddr, young);
+        await mm.UnlockPmd(haddr);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// hugetlb_no_page: allocate a zeroed huge page and map it (anon: hugetlb_add_new_anon_rmap, exclusive). A private
+    /// mapping gets it read-only unless this is a write, which hugetlb_wp would reuse at once ("do the COW without a
+    /// second fault"); a shared one writable when the VMA is. No notifier: the entry was none.
+    /// </summary>
+    static async ValueTask<VmFault> HugetlbNoPage(MmStruct mm, Vma vma, ulong haddr, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("hugetlb_no_page");
+        bool write = (flags & FaultFlags.Write) != 0;
+        mm.AnonVmaPrepare(vma); // vmf_anon_prepare
+        await k.S.Point(PointKind.Alloc, haddr);
+        long head = Of(k).AllocHugetlbFolio(vma);
+        if (head < 0) return VmFault.SigBus;
+        await mm.LockPmd(haddr);
+        var cur = await mm.PmdpGet(haddr);
+        if (!cur.IsNone)
+        {
+            await mm.UnlockPmd(haddr); // backout: another fault mapped it
+            Folio.Put(k, head);
+            return VmFault.Retry;
+        }
+        Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true);
+        bool w = vma.Writable && (vma.Shared || write);
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true));
+        await mm.UnlockPmd(haddr);
+        k.Stats.Inc(Stat.HugetlbFaults);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// hugetlb_wp: called with the PMD lock held on a read-only entry; drops it. A shared mapping is made writable; an
+    /// anon page mapped once is reused in place (PageAnonExclusive set; an unshare leaves it read-only), with no notifier;
+    /// otherwise the page is copied into a new one from the pool inside a CLEAR range over the huge page:
+    /// huge_ptep_clear_flush (and invalidate_range in 3.19-6.5), the new entry writable (read-only for an unshare).
+    /// An empty pool is SIGBUS.
+    /// </summary>
+    static async ValueTask<VmFault> HugetlbWp(MmStruct mm, Vma vma, ulong haddr, Pte entry, FaultFlags flags)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("hugetlb_wp");
+        bool unshare = HugeMemory.IsUnshare(k, flags);
+        if (vma.Shared)
+        {
+            if (!unshare) await mm.SetPmd(haddr, entry.WithWrite(vma.Writable).WithDirty(true).WithAccessed(true)); // set_huge_ptep_writable
+            await mm.UnlockPmd(haddr);
+            return VmFault.Ok;
+        }
+        long old = entry.Pfn;
+        ref var f = ref k.Mem[old];
+        if (k.Mem.FolioMapCount(old) == 1 && f.Has(PageFlags.Anon))
+        {
+            f.Set(PageFlags.AnonExclusive); // folio_move_anon_rmap + SetPageAnonExclusive
+            if (!unshare) await mm.SetPmd(haddr, entry.WithWrite(vma.Writable).WithDirty(true).WithAccessed(true)); // set_huge_ptep_maybe_writable
+            await mm.UnlockPmd(haddr);
+            k.Stats.Inc(Stat.CowReuses);
+            return VmFault.Ok;
+        }
+        Folio.Get(k, old); // folio_get(old_folio) before dropping the lock
+        await mm.UnlockPmd(haddr);
+        await k.S.Point(PointKind.Alloc, haddr);
+        long nw = Of(k).AllocHugetlbFolio(vma);
+        if (nw < 0)
+        {
+            Folio.Put(k, old);
+            return VmFault.SigBus;
+        }
+        for (int i = 0; i < PhysMem.HugePages; i++) // copy_user_large_folio
+        {
+            k.Mem[nw + i].Contents = k.Mem[old + i].Contents;
+            k.S.Charge(CostKind.CopyPage);
+        }
+        var range = new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
+        await mm.Notifiers.InvalidateRangeStart(range);
+        bool copied = false;
+        await mm.LockPmd(haddr);
+        var cur = await mm.PmdpGet(haddr);
+        if (cur == entry)
+        {
+            await mm.SetPmd(haddr, Pte.None); // huge_ptep_clear_flush
+            await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+            if (k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(haddr, haddr + MmStruct.PmdSize);
+            Folio.RemoveRmapPmd(k, old, mm); // hugetlb_remove_rmap
+            Folio.AddNewAnonRmap(k, nw, vma, haddr, huge: true);
+            bool w = !unshare && vma.Writable;
+            await mm.SetPmd(haddr, vma.MkPte(nw, writable: w, dirty: w, huge: true).WithUffdWp(entry.UffdWp));
+            copied = true;
+            k.Stats.Inc(Stat.CowCopies);
+        }
+        await mm.UnlockPmd(haddr);
+        await mm.Notifiers.InvalidateRangeEnd(range);
+        await k.S.Point(PointKind.Free, haddr);
+        Folio.Put(k, copied ? old : nw); // the old entry's reference, or the unused copy
+        Folio.Put(k, old);               // ours
+        return copied ? VmFault.Ok : VmFault.Retry;
+    }
+
+    /// <summary>
+    /// copy_hugetlb_page_range's part for one entry, under both PMD locks: an anon page that fork must not share
+    /// (possibly pinned, from 5.12; from 5.19 only an exclusive one: hugetlb_try_dup_anon_rmap) is copied into a new
+    /// page for the child (hugetlb_install_folio), the parent's entry left as it is; any other is shared (folio_get,
+    /// entire_mapcount+1, PageAnonExclusive cleared), write-protected in both for a private mapping. False when the pool
+    /// has no page for the copy (the kernel fails fork with -ENOMEM; the model reports it as a liveness failure).
+    /// </summary>
+    internal static async ValueTask<bool> CopyHugetlbEntry(Vma dst, Vma src, ulong haddr, bool cow)
+    {
+        var parent = src.Mm;
+        var child = dst.Mm;
+        var k = parent.Kernel;
+        using var _ = k.S.Current.Enter("copy_hugetlb_page_range");
+        child.PmdAlloc(haddr);
+        await child.LockPmd(haddr);
+        await parent.LockPmd(haddr);
+        var entry = await parent.PmdpGet(haddr);
+        bool ok = true;
+        if (entry.Present && entry.Huge)
+        {
+            long head = entry.Pfn;
+            bool anon = k.Mem[head].Has(PageFlags.Anon);
+            bool pinned = cow && anon && k.Era.Has(Feature.HugetlbForkCopiesPinned) && parent.HasPinned && Gup.FolioMaybeDmaPinned(k, head)
+                          && (!k.Era.Has(Feature.PageAnonExclusiveReuse) || k.Mem[head].Has(PageFlags.AnonExclusive));
+            if (pinned)
+            {
+                await k.S.Point(PointKind.Alloc, haddr);
+                long nw = Of(k).AllocHugetlbFolio(dst);
+                if (nw < 0) ok = false;
+                else
+                {
+                    for (int i = 0; i < PhysMem.HugePages; i++)
+                    {
+                        k.Mem[nw + i].Contents = k.Mem[head + i].Contents;
+                        k.S.Charge(CostKind.CopyPage);
+                    }
+                    Folio.AddNewAnonRmap(k, nw, dst, haddr, huge: true);
+                    await child.SetPmd(haddr, dst.MkPte(nw, writable: dst.Writable, dirty: true, huge: true));
+                    k.Stats.Inc(Stat.ForkCopiedPtes);
+                }
+            }
+            else
+            {
+                Folio.Get(k, head);
+                k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_try_dup_anon_rmap / hugetlb_add_file_rmap
+                child.RssAnon += PhysMem.HugePages;
+                k.Mem[head].Clear(PageFlags.AnonExclusive);
+                if (cow && entry.Writable)
+                {
+                    await parent.SetPmd(haddr, entry.Wrprotect()); // huge_ptep_set_wrprotect: a downgrade, no notifier of its own
+                    entry = entry.Wrprotect();
+                }
+                await child.SetPmd(haddr, entry.WithUffdWp(entry.UffdWp && dst.Uffd != null));
+                k.Stats.Inc(Stat.ForkCopiedPtes);
+            }
+        }
+        await parent.UnlockPmd(haddr);
+        await child.UnlockPmd(haddr);
+        return ok;
+    }
+
+    /// <summary>Whether [addr, addr+len) starts and ends on huge page boundaries (hugetlb_vm_op_split refuses others: -EINVAL).</summary>
+    public static bool Aligned(ulong addr, ulong len) => (addr & ~MmStruct.PmdMask) == 0 && (len & ~MmStruct.PmdMask) == 0;
+}
