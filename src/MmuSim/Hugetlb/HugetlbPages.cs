@@ -127,6 +127,7 @@ public sealed class HugetlbPages
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("hugetlb_no_page");
         bool write = (flags & FaultFlags.Write) != 0;
+        if (vma.File is { } file) return await HugetlbNoPageFile(mm, vma, file, haddr, write);
         mm.AnonVmaPrepare(vma); // vmf_anon_prepare
         await k.S.Point(PointKind.Alloc, haddr);
         long head = Of(k).AllocHugetlbFolio(vma);
@@ -145,6 +146,48 @@ public sealed class HugetlbPages
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// hugetlb_no_page for a hugetlbfs file (memfd MFD_HUGETLB): the cached huge page (filemap_lock_hugetlb_folio), or a
+    /// new zeroed one added to the page cache (hugetlb_add_to_page_cache: the cache holds a reference); mapped with
+    /// hugetlb_add_file_rmap, writable only in a writable shared mapping. A write to a private mapping comes back as a
+    /// write fault on the read-only entry, which hugetlb_wp turns into a private anon copy. SIGBUS beyond i_size or with
+    /// the pool empty.
+    /// </summary>
+    static async ValueTask<VmFault> HugetlbNoPageFile(MmStruct mm, Vma vma, AddressSpace file, ulong haddr, bool write)
+    {
+        var k = mm.Kernel;
+        ulong index = vma.IndexOf(haddr);
+        if (index >= file.SizePages) return VmFault.SigBus;
+        await k.S.Point(PointKind.Alloc, haddr);
+        if (!file.Pages.TryGetValue(index, out long head))
+        {
+            head = Of(k).AllocHugetlbFolio(vma);
+            if (head < 0) return VmFault.SigBus;
+            for (int i = 0; i < PhysMem.HugePages; i++)
+            {
+                ref var f = ref k.Mem[head + i];
+                f.AnonRoot = file.Id;
+                f.Index = index + (ulong)i;
+            }
+            file.Pages.Add(index, head); // the allocation's reference becomes the page cache's
+        }
+        await mm.LockPmd(haddr);
+        var cur = await mm.PmdpGet(haddr);
+        if (!cur.IsNone)
+        {
+            await mm.UnlockPmd(haddr);
+            return VmFault.Retry;
+        }
+        Folio.Get(k, head);
+        k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_add_file_rmap
+        mm.RssFile += PhysMem.HugePages;
+        bool w = vma.Shared && vma.Writable;
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true));
+        await mm.UnlockPmd(haddr);
+        k.Stats.Inc(Stat.HugetlbFaults);
+        return write && !vma.Shared ? VmFault.Retry : VmFault.Ok; // the COW takes the next fault (hugetlb_wp)
     }
 
     /// <summary>
@@ -259,7 +302,8 @@ public sealed class HugetlbPages
             {
                 Folio.Get(k, head);
                 k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_try_dup_anon_rmap / hugetlb_add_file_rmap
-                child.RssAnon += PhysMem.HugePages;
+                if (anon) child.RssAnon += PhysMem.HugePages;
+                else child.RssFile += PhysMem.HugePages;
                 k.Mem[head].Clear(PageFlags.AnonExclusive);
                 if (cow && entry.Writable)
                 {

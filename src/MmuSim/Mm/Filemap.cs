@@ -12,6 +12,9 @@ public enum FileKind : byte
     /// <summary>A regular file on a disk filesystem (cow.c's tmpfile()): page cache with writeback, so shared writable
     /// mappings are write-notified (mapping_can_writeback: vma_wants_writenotify).</summary>
     Regular,
+    /// <summary>memfd_create(MFD_HUGETLB): a hugetlbfs file of 2 MiB pages from the hugetlb pool; its mappings are
+    /// VM_HUGETLB (<see cref="MmuSim.Hugetlb.HugetlbPages"/>). Cached under the index of each huge page's first 4 KiB page.</summary>
+    MemfdHugetlb,
 }
 
 /// <summary>

@@ -107,6 +107,7 @@ public static class Folio
         ref var e = ref k.Mem.EntireMapcountHolder(head);
         if (e.RefCount <= 0) throw new ModelException($"folio_remove_rmap_pmd on 0x{head:x} with entire_mapcount {e.RefCount}");
         e.RefCount--;
-        mm.RssAnon -= PhysMem.HugePages;
+        if (k.Mem[head].Has(PageFlags.Anon)) mm.RssAnon -= PhysMem.HugePages;
+        else mm.RssFile -= PhysMem.HugePages; // a hugetlbfs page
     }
 }

@@ -126,6 +126,7 @@ public sealed class MmStruct
         if ((i > 0 && _vmas[i - 1].End > vma.Start) || (i < _vmas.Count && _vmas[i].Start < vma.End))
             throw new ArgumentException($"VMA [0x{vma.Start:x}, 0x{vma.End:x}) overlaps an existing mapping");
         _vmas.Insert(i, vma);
+        if (vma.File?.Kind == FileKind.MemfdHugetlb) vma.Flags |= VmFlags.Hugetlb; // a hugetlbfs mapping is VM_HUGETLB
         if (vma.IsHugetlb) Hugetlb.HugetlbPages.Of(Kernel); // the pool exists once hugetlb memory is mapped
         if (vma.Shared && vma.File == null && !vma.IsHugetlb) vma.File = Kernel.NewAddressSpace(FileKind.SharedAnon, "dev/zero", ulong.MaxValue); // shmem_zero_setup
         if (vma.File != null)

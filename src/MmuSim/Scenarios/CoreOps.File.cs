@@ -10,7 +10,7 @@ namespace MmuSim.Scenarios;
 /// </summary>
 public static partial class CoreOps
 {
-    static readonly string[] FileKinds = ["memfd", "tmpfile"];
+    static readonly string[] FileKinds = ["memfd", "tmpfile", "memfd-hugetlb"];
 
     static void RegisterFile(OpRegistry r)
     {
@@ -33,6 +33,7 @@ public static partial class CoreOps
     {
         "memfd" => Mm.FileKind.Memfd,
         "tmpfile" => Mm.FileKind.Regular,
+        "memfd-hugetlb" => Mm.FileKind.MemfdHugetlb,
         var s => throw a.Error("kind", $"'{s}' is not a file kind ({string.Join(", ", FileKinds)})"),
     };
 
@@ -56,6 +57,8 @@ public static partial class CoreOps
     {
         var kind = FileKind(a);
         var name = a.GetString("as");
+        if (kind == Mm.FileKind.MemfdHugetlb && (FileSizePages(a, "size") & (PhysMem.HugePages - 1)) != 0)
+            throw a.Error("size", "a hugetlbfs file's size is a multiple of the huge page size (2M)");
         var f = w.K.NewAddressSpace(kind, kind == Mm.FileKind.Memfd ? $"memfd:{name}" : name, FileSizePages(a, "size"));
         f.Users++; // the descriptor
         w.Objects[name] = f;
@@ -70,9 +73,16 @@ public static partial class CoreOps
         return index;
     }
 
+    /// <summary>The page-cache ops the model has only for 4 KiB page caches: refused on a hugetlbfs file.</summary>
+    static void NotHugetlbfs(OpArgs a, AddressSpace f)
+    {
+        if (f.Kind == Mm.FileKind.MemfdHugetlb) throw a.Error("file", $"{a.Op} of a hugetlbfs file ({f}) is not modelled");
+    }
+
     static async ValueTask FileWrite(ScenarioWorld w, OpArgs a)
     {
         var f = File(w, a);
+        NotHugetlbfs(a, f);
         ulong index = FileIndex(w, a, f);
         long pfn = await Filemap.FilemapGetFolio(w.K, f, index, index);
         if (pfn < 0) throw a.Error("offset", "out of memory");
@@ -85,17 +95,38 @@ public static partial class CoreOps
     {
         var f = File(w, a);
         ulong index = FileIndex(w, a, f);
-        long pfn = await Filemap.FilemapGetFolio(w.K, f, index, index);
-        if (pfn < 0) throw a.Error("offset", "out of memory");
-        ulong got = w.K.Mem[pfn].Contents, want = a.GetULong("value");
+        ulong got;
+        if (f.Kind == Mm.FileKind.MemfdHugetlb)
+        {
+            // hugetlbfs_read_iter: the cached huge page's sub-page, or zeroes for a hole.
+            await w.K.S.Point(Sched.PointKind.PteRead, index);
+            ulong h = index & ~(ulong)(PhysMem.HugePages - 1);
+            got = f.Pages.TryGetValue(h, out long head) ? w.K.Mem[head + (long)(index - h)].Contents : 0;
+        }
+        else
+        {
+            long pfn = await Filemap.FilemapGetFolio(w.K, f, index, index);
+            if (pfn < 0) throw a.Error("offset", "out of memory");
+            got = w.K.Mem[pfn].Contents;
+        }
+        ulong want = a.GetULong("value");
         if (got != want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: pread of {f} at offset {index << MmStruct.PageShift} returned 0x{got:x}, expected 0x{want:x}");
     }
 
-    static ValueTask FileTruncate(ScenarioWorld w, OpArgs a) => Truncate.TruncateSetsize(w.K, File(w, a), FileSizePages(a, "size"));
+    static ValueTask FileTruncate(ScenarioWorld w, OpArgs a)
+    {
+        var f = File(w, a);
+        NotHugetlbfs(a, f);
+        return Truncate.TruncateSetsize(w.K, f, FileSizePages(a, "size"));
+    }
 
-    static ValueTask FilePunchHole(ScenarioWorld w, OpArgs a) =>
-        Truncate.PunchHole(w.K, File(w, a), FileSizePages(a, "offset"), FileSizePages(a, "len"));
+    static ValueTask FilePunchHole(ScenarioWorld w, OpArgs a)
+    {
+        var f = File(w, a);
+        NotHugetlbfs(a, f);
+        return Truncate.PunchHole(w.K, f, FileSizePages(a, "offset"), FileSizePages(a, "len"));
+    }
 
     static ValueTask FileClose(ScenarioWorld w, OpArgs a)
     {

@@ -236,6 +236,8 @@ public static partial class CoreOps
         {
             var f = File(w, a);
             ulong pgoff = a.Has("offset") ? FileSizePages(a, "offset") : 0;
+            if (f.Kind == Mm.FileKind.MemfdHugetlb && (!Hugetlb.HugetlbPages.Aligned(addr, len) || (pgoff & (PhysMem.HugePages - 1)) != 0))
+                throw a.Error("len", $"[0x{addr:x}, 0x{addr + len:x}) of {f} is not on 2 MiB boundaries, as a hugetlbfs mapping must be (EINVAL)");
             await Mmap.DoMmap(mm, addr, len, prot, flags, file: f, pgoff: pgoff);
         }
         else await Mmap.DoMmap(mm, addr, len, prot, flags);

@@ -205,6 +205,52 @@ public class HugetlbTests
     public void BadInput_IsOneLineExit2(string op, int line, string field, string part) =>
         CliRunner.AssertBadInput(Header + op + "\n", line, field, part);
 
+    // memfd(MFD_HUGETLB): the page cache holds the huge page (one pool page) until the file and its mappings are gone;
+    // a private write copies it into an anon page (a second pool page), which munmap returns.
+    [Theory]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void MemfdHugetlb_PageCacheAndPrivateCopy_ReturnToThePool(string era)
+    {
+        var s = MmuSim.Scenarios.ScenarioLoader.Parse($$"""
+            name: memfd-hugetlb-pool
+            era: "{{era}}"
+            processes:
+              - name: p
+                vmas: []
+            threads:
+              - name: main
+                process: p
+                ops:
+                  - hugetlb.set: { knob: nr_hugepages, value: 2 }
+                  - file.create: { as: f, kind: memfd-hugetlb, size: 2M }
+                  - mmap: { addr: 0x200000, len: 2M, prot: rw, file: f }
+                  - mmap: { addr: 0x600000, len: 2M, prot: rw, file: f, flags: shared }
+                  - write: { addr: 0x600000, value: 0x5 }
+                  - hugetlb.expect: { counter: free_hugepages, value: 1 }
+                  - expect-value: { addr: 0x200000, value: 0x5 }
+                  - expect-page: { addr: 0x200000, writable: false, refcount: 3 }
+                  - write: { addr: 0x201000, value: 0x7 }
+                  - hugetlb.expect: { counter: free_hugepages, value: 0 }
+                  - expect-pagemap: { addr: 0x200000, present: true, file: false, exclusive: true }
+                  - expect-value: { addr: 0x200000, value: 0x5 }
+                  - expect-value: { addr: 0x601000, value: 0x0 }
+                  - file.expect: { file: f, offset: 0, value: 0x5 }
+                  - munmap: { addr: 0x200000, len: 2M }
+                  - hugetlb.expect: { counter: free_hugepages, value: 1 }
+                  - file.close: { file: f }
+                  - munmap: { addr: 0x600000, len: 2M }
+                  - hugetlb.expect: { counter: free_hugepages, value: 2 }
+            """, "memfd-hugetlb-pool.yaml");
+        var r = MmuSim.Scenarios.ScenarioRunner.Run(s, s.DefaultEra!, null);
+        Assert.Null(r.Violation);
+    }
+
+    [Fact]
+    public void MemfdHugetlb_Truncate_IsRefused() =>
+        CliRunner.AssertBadInput(Header.Replace("      - mmap: { addr: 0x200000, len: 2M, flags: hugetlb }\n", "") +
+            "      - file.create: { as: f, kind: memfd-hugetlb, size: 2M }\n      - file.truncate: { file: f, size: 0 }\n", 12, "file.truncate.file", "hugetlbfs");
+
     [Fact]
     public void PoolSizeOutOfRange_IsEinval()
     {
