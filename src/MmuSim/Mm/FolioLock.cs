@@ -57,16 +57,23 @@ public sealed class FolioLock
     {
         if (head == page) return;
         var fl = Of(k);
-        if (!fl._locks.TryGetValue(head, out var st) || st.Owner != k.S.Current.Id + 1)
-            throw new ModelException($"split of folio 0x{head:x}, which {k.S.Current} has not locked");
+        if (!fl.Release(head)) throw new ModelException($"split of folio 0x{head:x}, which {k.S.Current} has not locked");
+        fl._locks[page] = (k.S.Current.Id + 1, null);
+    }
+
+    /// <summary>The unlock itself: the current context must own <paramref name="head"/>'s lock; the first waiter, if
+    /// any, becomes the owner and is woken (folio_wake_bit's hand-over), else the lock is free. False if not the owner.</summary>
+    bool Release(long head)
+    {
+        if (!_locks.TryGetValue(head, out var st) || st.Owner != _k.S.Current.Id + 1) return false;
         if (st.Waiters is { Count: > 0 } q)
         {
             var next = q.Dequeue();
-            fl._locks[head] = (next.Id + 1, q);
-            k.S.Wake(next);
+            _locks[head] = (next.Id + 1, q);
+            _k.S.Wake(next);
         }
-        else fl._locks.Remove(head);
-        fl._locks[page] = (k.S.Current.Id + 1, null);
+        else _locks.Remove(head);
+        return true;
     }
 
     /// <summary>folio_trylock of a folio nobody else can see yet (no point: it cannot be contended).</summary>
@@ -82,16 +89,7 @@ public sealed class FolioLock
     {
         var fl = Of(k);
         await k.S.Point(PointKind.LockRelease, (ulong)head, fl);
-        var me = k.S.Current;
-        if (!fl._locks.TryGetValue(head, out var st) || st.Owner != me.Id + 1)
-            throw new ModelException($"{me} unlocks folio 0x{head:x}, which it does not hold");
-        if (st.Waiters is { Count: > 0 } q)
-        {
-            var next = q.Dequeue();
-            fl._locks[head] = (next.Id + 1, q);
-            k.S.Wake(next);
-        }
-        else fl._locks.Remove(head);
+        if (!fl.Release(head)) throw new ModelException($"{k.S.Current} unlocks folio 0x{head:x}, which it does not hold");
     }
 
     public override string ToString() => "folio_lock";
