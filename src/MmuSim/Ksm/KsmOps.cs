@@ -21,7 +21,7 @@ public static class KsmOps
         r.Register(new OpSpec("ksm.run", "echo VALUE > /sys/kernel/mm/ksm/run (0 stop, 1 merge, 2 unmerge all)",
             ["value"], [], RunOp));
         r.Register(new OpSpec("ksm.scan", "run ksmd's scanner on this thread until full_scans more full scans completed (default 1)",
-            [], ["full_scans"], Scan));
+            [], ["full_scans"], Scan) { Check = (a, _) => a.GetBounded("full_scans", 1, MaxFullScans, 1) });
         r.Register(new OpSpec("ksmd", "start the ksmd daemon (run=1 unless run: is given); it scans pages_to_scan pages every sleep_millisecs",
             [], ["run", "pages_to_scan", "sleep_millisecs", "use_zero_pages"], Daemon));
         r.Register(new OpSpec("ksm.read", "read a /sys/kernel/mm/ksm counter (or ksm_merging_pages/ksm_rmap_items/ksm_zero_pages of process of:) into label as:",
@@ -94,7 +94,10 @@ public static class KsmOps
     static ValueTask RunOp(ScenarioWorld w, OpArgs a) =>
         Check(w, a, "value", Ksmd.Of(w.K).Store("run", a.GetString("value")));
 
-    static ValueTask Scan(ScenarioWorld w, OpArgs a) => Ksmd.Of(w.K).ScanFull(a.GetInt("full_scans", 1));
+    /// <summary>Most full scans one ksm.scan may ask for (a scan of a large area costs a step per page).</summary>
+    const ulong MaxFullScans = 64;
+
+    static ValueTask Scan(ScenarioWorld w, OpArgs a) => Ksmd.Of(w.K).ScanFull((int)a.GetBounded("full_scans", 1, MaxFullScans, 1));
 
     static async ValueTask Daemon(ScenarioWorld w, OpArgs a)
     {
