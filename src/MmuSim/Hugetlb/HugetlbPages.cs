@@ -227,11 +227,7 @@ public sealed class HugetlbPages
             Folio.Put(k, old);
             return VmFault.SigBus;
         }
-        for (int i = 0; i < PhysMem.HugePages; i++) // copy_user_large_folio
-        {
-            k.Mem[nw + i].Contents = k.Mem[old + i].Contents;
-            k.S.Charge(CostKind.CopyPage);
-        }
+        CopyUserLargeFolio(k, nw, old);
         var range = new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
         await mm.Notifiers.InvalidateRangeStart(range);
         bool copied = false;
@@ -279,20 +275,14 @@ public sealed class HugetlbPages
         {
             long head = entry.Pfn;
             bool anon = k.Mem[head].Has(PageFlags.Anon);
-            bool pinned = cow && anon && k.Era.Has(Feature.HugetlbForkCopiesPinned) && parent.HasPinned && Gup.FolioMaybeDmaPinned(k, head)
-                          && (!k.Era.Has(Feature.PageAnonExclusiveReuse) || k.Mem[head].Has(PageFlags.AnonExclusive));
-            if (pinned)
+            if (cow && Memory.NeedsCowForDma(src, head, Feature.HugetlbForkCopiesPinned))
             {
                 await k.S.Point(PointKind.Alloc, haddr);
                 long nw = Of(k).AllocHugetlbFolio(dst);
                 if (nw < 0) ok = false;
                 else
                 {
-                    for (int i = 0; i < PhysMem.HugePages; i++)
-                    {
-                        k.Mem[nw + i].Contents = k.Mem[head + i].Contents;
-                        k.S.Charge(CostKind.CopyPage);
-                    }
+                    CopyUserLargeFolio(k, nw, head);
                     Folio.AddNewAnonRmap(k, nw, dst, haddr, huge: true);
                     await child.SetPmd(haddr, dst.MkPte(nw, writable: dst.Writable, dirty: true, huge: true));
                     k.Stats.Inc(Stat.ForkCopiedPtes);
@@ -317,6 +307,16 @@ public sealed class HugetlbPages
         await parent.UnlockPmd(haddr);
         await child.UnlockPmd(haddr);
         return ok;
+    }
+
+    /// <summary>copy_user_large_folio: the 512 pages' contents of huge folio <paramref name="src"/> into <paramref name="dst"/>.</summary>
+    static void CopyUserLargeFolio(Kernel k, long dst, long src)
+    {
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            k.Mem[dst + i].Contents = k.Mem[src + i].Contents;
+            k.S.Charge(CostKind.CopyPage);
+        }
     }
 
     /// <summary>Whether [addr, addr+len) starts and ends on huge page boundaries (hugetlb_vm_op_split refuses others: -EINVAL).</summary>

@@ -115,13 +115,15 @@ public static partial class Memory
 
     /// <summary>
     /// page_needs_cow_for_dma (folio_needs_cow_for_dma): in a COW mapping of an mm that ever pinned (MMF_HAS_PINNED), a
-    /// possibly DMA-pinned anon page must not be shared with the child (5.9+). From 5.19 only an exclusive page can be
-    /// pinned that way (__folio_try_dup_anon_rmap refuses with -EBUSY only for PageAnonExclusive pages).
+    /// possibly DMA-pinned anon page must not be shared with the child (5.9+; <paramref name="since"/> names the era
+    /// rule of the caller: hugetlb's copy_hugetlb_page_range got it with Feature.HugetlbForkCopiesPinned). From 5.19 only
+    /// an exclusive page can be pinned that way (__folio_try_dup_anon_rmap and hugetlb_try_dup_anon_rmap refuse with
+    /// -EBUSY only for PageAnonExclusive pages).
     /// </summary>
-    static bool NeedsCowForDma(Vma src, long pfn)
+    internal static bool NeedsCowForDma(Vma src, long pfn, Eras.Feature since = Eras.Feature.ForkCopiesPinnedPages)
     {
         var k = src.Mm.Kernel;
-        if (!k.Era.Has(Eras.Feature.ForkCopiesPinnedPages) || !src.Mm.HasPinned || !Gup.FolioMaybeDmaPinned(k, pfn)) return false;
+        if (!k.Era.Has(since) || !src.Mm.HasPinned || !Gup.FolioMaybeDmaPinned(k, pfn)) return false;
         if (!k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Anon)) return false;
         return !k.Era.Has(Eras.Feature.PageAnonExclusiveReuse) || k.Mem[pfn].Has(PageFlags.AnonExclusive);
     }
