@@ -454,7 +454,7 @@ public sealed class CoherenceChecker
         {
             if (mm.Exited) continue;
             foreach (var vma in mm.Vmas)
-                for (ulong va = vma.Start; va < vma.End; va += MmStruct.PageSize)
+                for (ulong va = mm.SkipPmdHole(vma.Start, vma.End); va < vma.End; va = mm.SkipPmdHole(va + MmStruct.PageSize, vma.End))
                 {
                     var pmd = mm.PeekPmd(va);
                     if (pmd.Present && pmd.Huge)

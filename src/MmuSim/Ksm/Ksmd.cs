@@ -146,7 +146,7 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
         if (mm.Exited || !_k.Era.Has(Feature.KsmZeroPagesCounter)) return 0;
         long n = 0;
         foreach (var vma in mm.Vmas)
-            for (ulong va = vma.Start; va < vma.End; va += MmStruct.PageSize)
+            for (ulong va = mm.SkipPmdHole(vma.Start, vma.End); va < vma.End; va = mm.SkipPmdHole(va + MmStruct.PageSize, vma.End))
                 if (IsKsmZeroPte(mm.PeekPte(va))) n++;
         return n;
     }

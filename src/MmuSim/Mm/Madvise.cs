@@ -74,7 +74,7 @@ public static class Madvise
         await mm.Notifiers.InvalidateRangeStart(range);
         for (ulong addr = start; addr < end;)
         {
-            ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, end);
+            ulong next = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
             if (pmd.Present && pmd.Huge)
             {

@@ -36,7 +36,7 @@ public static partial class Memory
                 addr = (addr & MmStruct.PmdMask) + MmStruct.PmdSize;
                 continue;
             }
-            ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, src.End);
+            ulong next = parent.PmdAddrEnd(addr, src.End);
             var pmd = parent.PeekPmd(addr);
             // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.
             if (pmd.Present && pmd.Huge && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }

@@ -92,7 +92,7 @@ public static partial class Memory
         ulong addr = start;
         while (addr < end)
         {
-            ulong pmdEnd = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, end);
+            ulong pmdEnd = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
             if (pmd.Present && pmd.Huge)
             {

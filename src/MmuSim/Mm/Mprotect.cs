@@ -108,7 +108,7 @@ public static class Mprotect
         long pages = 0;
         for (ulong addr = start; addr < end;)
         {
-            ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, end);
+            ulong next = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
             if (pmd.IsNone)
             {

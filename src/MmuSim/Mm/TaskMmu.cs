@@ -50,7 +50,7 @@ public static class TaskMmu
                 if (vma.IsHugetlb) continue; // clear_refs_walk_ops has no hugetlb_entry
                 for (ulong addr = vma.Start; addr < vma.End;)
                 {
-                    ulong next = Math.Min((addr & MmStruct.PmdMask) + MmStruct.PmdSize, vma.End);
+                    ulong next = mm.PmdAddrEnd(addr, vma.End);
                     var pmd = mm.PeekPmd(addr);
                     if (pmd.Present && pmd.Huge) await ClearSoftDirtyPmd(mm, addr);
                     else if (mm.PteTable(addr) is var t && t != 0) await ClearRefsPteRange(mm, t, addr, next);
