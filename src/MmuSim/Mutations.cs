@@ -41,6 +41,10 @@ public enum Mutation
     // ---- interval notifiers (issue 11)
     /// <summary>mmu_interval_notifier_remove reads invalidate_seq without subscriptions->lock (the pre-5.18 wait).</summary>
     IntervalRemoveUnlockedSeq,
+
+    // ---- KVM prefault (issue 11)
+    /// <summary>A prefault on a KVM_MEMSLOT_INVALID slot retries inside kvm_tdp_map_page (the 6.10-6.17 code in a fixed era).</summary>
+    KvmPrefaultRetriesInvalidSlot,
 }
 
 public static class Mutations
@@ -88,6 +92,7 @@ public static class Mutations
         [Mutation.KsmNoNotifierBracket] = "KSM uses 2.6.32 call placement (no start/end) in a 3.7+ era",
         [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",
         [Mutation.IntervalRemoveUnlockedSeq] = "mmu_interval_notifier_remove waits on READ_ONCE(invalidate_seq) without subscriptions->lock (returns while mn_itree_inv_end still walks the deferred list)",
+        [Mutation.KvmPrefaultRetriesInvalidSlot] = "KVM_PRE_FAULT_MEMORY retries RET_PF_RETRY on a memslot being deleted while it holds kvm->srcu, instead of returning -EAGAIN",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

@@ -85,6 +85,13 @@ public static class EraTable
             "4fc096a99e01 'KVM: Raise the maximum number of user memslots' (Vitaly Kuznetsov, Jan 2021 for 5.12; the x86 patch removing " +
             "'#define KVM_USER_MEM_SLOTS 509' seen): KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX) - KVM_INTERNAL_MEM_SLOTS; 6.18 measured 32764 " +
             "(bench/realkvm/output-memslot-6.18.txt). Before: x86 509 (seen in 4.x-5.11 x86 headers; older x86 eras had fewer, 125 and 32, not modelled), others 512 (arm64 header)"),
+        new(Feature.KvmPreFaultMemory, V(6, 10), Forever,
+            "'KVM: Add KVM_PRE_FAULT_MEMORY vcpu ioctl to pre-populate guest memory' and 'KVM: x86: Implement kvm_arch_vcpu_pre_fault_memory()' (Isaku Yamahata, " +
+            "Paolo Bonzini; kvm/next for 6.10): kvm_vcpu_pre_fault_memory holds kvm->srcu over the whole range; kvm_tdp_map_page loops while RET_PF_RETRY " +
+            "and returns -EOPNOTSUPP unless the MMU's page_fault is kvm_tdp_page_fault"),
+        new(Feature.KvmPreFaultInvalidSlotEagain, V(6, 18), Forever,
+            "3ccbf6f47098 'KVM: x86/mmu: Return -EAGAIN if userspace deletes/moves memslot during prefault' (Sean Christopherson; reported by Reinette Chatre, " +
+            "debugged by Yan Zhao, lore 20250519023737.30360-1; in the kvm-x86 pull for 6.18, whose 6.18-rc2 fixes add the pre_fault_memory_test regression case)"),
         new(Feature.KvmLocklessAging, V(6, 15), Forever,
             "'KVM: x86/mmu: Age sptes locklessly' v9 (James Houghton, posted 2025-02-04), applied to kvm-x86 mmu in Feb 2025 for the 6.15 merge window " +
             "(6.14 was released 2025-03-24; version from that date): aa34b811650c 'KVM: Add lockless memslot walk to KVM', b146a9b34aed 'KVM: x86/mmu: Relax locking for " +

@@ -118,6 +118,12 @@ public enum Feature
     /// </summary>
     KvmLocklessAging,
 
+    /// <summary>KVM_PRE_FAULT_MEMORY (x86, TDP only): map a gpa range into the secondary MMU before the guest runs, under kvm->srcu for the whole range.</summary>
+    KvmPreFaultMemory,
+
+    /// <summary>kvm_mmu_faultin_pfn: a prefault that hits a KVM_MEMSLOT_INVALID slot returns -EAGAIN instead of RET_PF_RETRY (3ccbf6f47098).</summary>
+    KvmPreFaultInvalidSlotEagain,
+
     /// <summary>KVM_USER_MEM_SLOTS is 32764 (SHRT_MAX - 3 private slots) instead of 509 (x86) / 512: KVM_CAP_NR_MEMSLOTS.</summary>
     KvmUserMemslots32764,
 

@@ -20,6 +20,8 @@ public enum KvmFaultResult : byte
     Mmio,
     /// <summary>KVM_EXIT_DIRTY_RING_FULL: the vCPU's dirty ring is soft-full; the VMM must harvest and reset it.</summary>
     DirtyRingFull,
+    /// <summary>-EAGAIN, a prefault only (6.18+, <see cref="Eras.Feature.KvmPreFaultInvalidSlotEagain"/>): the gfn's memslot is being deleted or moved.</summary>
+    Eagain,
 }
 
 /// <summary>The secondary page table and the fault (retry) protocol: arch/*/kvm/mmu.c and virt/kvm/kvm_main.c.</summary>
@@ -45,12 +47,14 @@ public sealed partial class Kvm
     /// kvm_mmu_do_page_fault (x86): count the fault in vcpu->stat.pf_taken, run the arch handler, count RET_PF_FIXED in
     /// pf_fixed. Other archs have no such stats; the handler alone runs.
     /// </summary>
-    public async ValueTask<KvmFaultResult> PageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    /// <remarks>A <paramref name="prefetch"/> fault (KVM_PRE_FAULT_MEMORY) is not counted in pf_taken, nor as
+    /// pf_emulate ("prefetch faults aren't truly spurious"); RET_PF_FIXED still counts in pf_fixed.</remarks>
+    public async ValueTask<KvmFaultResult> PageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present, bool prefetch = false)
     {
-        if (IsX86) _k.Stats.Inc(Stat.KvmPfTaken);
-        var r = await ArchPageFault(vcpu, gfn, write, present);
+        if (IsX86 && !prefetch) _k.Stats.Inc(Stat.KvmPfTaken);
+        var r = await ArchPageFault(vcpu, gfn, write, present, prefetch);
         if (IsX86 && r == KvmFaultResult.Fixed) _k.Stats.Inc(Stat.KvmPfFixed);
-        else if (IsX86 && r == KvmFaultResult.Mmio) _k.Stats.Inc(Stat.KvmPfEmulate);
+        else if (IsX86 && !prefetch && r == KvmFaultResult.Mmio) _k.Stats.Inc(Stat.KvmPfEmulate);
         return r;
     }
 
@@ -110,7 +114,7 @@ public sealed partial class Kvm
     /// GUP saw a writable primary PTE), release the page reference (after unlock; under the lock with dirty marking from
     /// 6.13). <paramref name="present"/>: the guest saw a present but read-only translation (write-protect exit).
     /// </summary>
-    async ValueTask<KvmFaultResult> ArchPageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present)
+    async ValueTask<KvmFaultResult> ArchPageFault(KvmVcpu vcpu, ulong gfn, bool write, bool present, bool prefetch)
     {
         using var _ = S.Current.Enter(FaultFunction);
         _k.S.Charge(CostKind.SecondaryFault);
@@ -120,7 +124,11 @@ public sealed partial class Kvm
         {
             var slot = GfnToMemslot(gfn);
             if (slot == null) return await HandleNoslotFault(gfn);
-            if (slot.Invalid) return KvmFaultResult.Retry;
+            // kvm_mmu_faultin_pfn: a slot being deleted or moved retries (its SPTEs are zapped before a new MMIO SPTE goes
+            // in); from 6.18 a prefault returns -EAGAIN instead, since it holds kvm->srcu and the deletion waits for it.
+            if (slot.Invalid)
+                return prefetch && Era.Has(Feature.KvmPreFaultInvalidSlotEagain) && !_k.Mutated(Mutation.KvmPrefaultRetriesInvalidSlot)
+                    ? KvmFaultResult.Eagain : KvmFaultResult.Retry;
             if (write && slot.ReadOnly) return KvmFaultResult.Mmio;  // KVM_PFN_ERR_RO_FAULT: emulated, exits as MMIO
             if (Released || Destroyed) return KvmFaultResult.Efault;
             ulong hva = slot.GfnToHva(gfn);

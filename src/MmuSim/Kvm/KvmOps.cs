@@ -56,6 +56,7 @@ public static class KvmOps
             Vm, [.. BinaryStats.Select(b => b.Name), "as"], ExpectStats)
         { Check = (a, _) => { foreach (var (name, _) in BinaryStats) if (a.Has(name)) a.GetULong(name); } });
         KvmDirtyLogOps.Register(r);
+        KvmPreFaultOps.Register(r);
         r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false, test_young with test: true) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages; `as` stores the count",
             ["vm", "addr", "len"], ["young", "flush", "test", "as"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); a.GetBool("test", false); } });
         r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",

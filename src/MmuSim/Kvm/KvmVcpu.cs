@@ -26,7 +26,7 @@ public readonly record struct GuestAccessResult(bool Ok, ulong Value, KvmFaultRe
 /// the checker sees the entries (<see cref="CollectTlb"/>), so a flush that comes too late is a violation. A store
 /// through an entry whose D bit is clear re-walks (the hardware's dirty-bit assist). Touched only by the scheduler thread.
 /// </remarks>
-public sealed class KvmVcpu : ISpinWaiter
+public sealed partial class KvmVcpu : ISpinWaiter
 {
     public const int TlbSize = 64;
 

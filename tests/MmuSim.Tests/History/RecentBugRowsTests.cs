@@ -21,6 +21,9 @@ public class RecentBugRowsTests
     [InlineData("interval-remove-deferred", "5.13", "interval-seq")]
     [InlineData("interval-remove-deferred", "6.1", null)]
     [InlineData("interval-remove-deferred", "6.18", null)]
+    [InlineData("kvm-prefault-memslot-delete", "6.10", "liveness")]
+    [InlineData("kvm-prefault-memslot-delete", "6.17", "liveness")]
+    [InlineData("kvm-prefault-memslot-delete", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -48,6 +51,7 @@ public class RecentBugRowsTests
 
     [Theory]
     [InlineData("interval-remove-deferred", "6.1", Mutation.IntervalRemoveUnlockedSeq, "interval-seq")]
+    [InlineData("kvm-prefault-memslot-delete", "6.18", Mutation.KvmPrefaultRetriesInvalidSlot, "liveness")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
