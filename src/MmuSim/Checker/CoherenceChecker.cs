@@ -199,7 +199,7 @@ public sealed class CoherenceChecker
         _scratch.Clear();
         sec.CollectTranslations(_scratch);
         foreach (var t in _scratch)
-            if (t.Hva < r.End && r.Start < t.Hva + t.Size)
+            if (t.Private == null && t.Hva < r.End && r.Start < t.Hva + t.Size)
             {
                 Fail(Invariants.StaleTranslation,
                     $"{sec.Name} still maps 0x{t.Hva:x} -> pfn 0x{t.Pfn:x} ({t.Where}) {when} for {r}", t.Hva, t.Pfn);
@@ -296,6 +296,22 @@ public sealed class CoherenceChecker
     /// A secondary read or wrote <paramref name="hva"/> through a translation to (<paramref name="pfn"/>,
     /// <paramref name="gen"/>). Call before the access takes effect.
     /// </summary>
+    /// <summary>
+    /// A secondary accessed private memory (a guest_memfd page, <see cref="IPrivateBacking"/>) at page
+    /// <paramref name="index"/> through a translation to (<paramref name="pfn"/>, <paramref name="gen"/>): the frame must
+    /// be live and still be the backing's page at that index (else a translation survived the backing's own
+    /// invalidation: stale-translation). No primary PTE is involved. Call before the access takes effect.
+    /// </summary>
+    public void OnPrivateAccess(ISecondaryMmu sec, IPrivateBacking backing, ulong index, long pfn, ushort gen, bool write)
+    {
+        if (Mode == CheckMode.Off) return;
+        ref var f = ref _k.Mem[pfn];
+        if (f.Has(PageFlags.Free) || f.Generation != gen)
+            Fail(Invariants.FreedPageReachable, $"{sec.Name} {(write ? "writes" : "reads")} {backing.Name} page {index} through a translation to freed pfn 0x{pfn:x}", index, pfn);
+        else if (backing.PfnAt(index) != pfn)
+            Fail(Invariants.StaleTranslation, $"{sec.Name} {(write ? "writes" : "reads")} pfn 0x{pfn:x} for {backing.Name} page {index}, which now holds {(backing.PfnAt(index) is var now and >= 0 ? $"pfn 0x{now:x}" : "no page")}", index, pfn);
+    }
+
     public void OnSecondaryAccess(ISecondaryMmu sec, ulong hva, long pfn, ushort gen, bool write)
     {
         if (Mode == CheckMode.Off) return;
@@ -390,6 +406,13 @@ public sealed class CoherenceChecker
         if (mm.Exited || _released.Contains((sec, mm.Id)))
         {
             Fail(Invariants.Release, $"{sec.Name} holds 0x{t.Hva:x} ({t.Where}) after ->release", t.Hva, t.Pfn);
+            return false;
+        }
+        if (t.Private is { } backing)
+        {
+            // Private memory: no primary PTE to compare with; the translation must name the backing's current page.
+            if (backing.PfnAt(t.Index) == t.Pfn) return true;
+            Fail(Invariants.StaleTranslation, $"{sec.Name} maps {backing.Name} page {t.Index} ({t.Where}) to pfn 0x{t.Pfn:x}, which the file no longer holds there", t.Hva, t.Pfn);
             return false;
         }
         if (sec.UsesStartEnd)

@@ -85,6 +85,10 @@ public static class EraTable
             "4fc096a99e01 'KVM: Raise the maximum number of user memslots' (Vitaly Kuznetsov, Jan 2021 for 5.12; the x86 patch removing " +
             "'#define KVM_USER_MEM_SLOTS 509' seen): KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX) - KVM_INTERNAL_MEM_SLOTS; 6.18 measured 32764 " +
             "(bench/realkvm/output-memslot-6.18.txt). Before: x86 509 (seen in 4.x-5.11 x86 headers; older x86 eras had fewer, 125 and 32, not modelled), others 512 (arm64 header)"),
+        new(Feature.KvmGuestMemfd, V(6, 8), Forever,
+            "a7800aa80ea4 'KVM: Add KVM_CREATE_GUEST_MEMFD ioctl() for guest-specific backing memory' (Sean Christopherson; kvm/next for 6.8, " +
+            "seen in the 6.8 linux-next merge with 'fs: Rename mapping private members'), with KVM_SET_MEMORY_ATTRIBUTES and KVM_X86_SW_PROTECTED_VM " +
+            "in the same series; kvm_gmem_invalidate_begin/end run the mmu_invalidate_begin/range_add/end protocol under mmu_lock"),
         new(Feature.KvmPreFaultMemory, V(6, 10), Forever,
             "'KVM: Add KVM_PRE_FAULT_MEMORY vcpu ioctl to pre-populate guest memory' and 'KVM: x86: Implement kvm_arch_vcpu_pre_fault_memory()' (Isaku Yamahata, " +
             "Paolo Bonzini; kvm/next for 6.10): kvm_vcpu_pre_fault_memory holds kvm->srcu over the whole range; kvm_tdp_map_page loops while RET_PF_RETRY " +

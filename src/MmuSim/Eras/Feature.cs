@@ -118,6 +118,12 @@ public enum Feature
     /// </summary>
     KvmLocklessAging,
 
+    /// <summary>
+    /// guest_memfd (KVM_CREATE_GUEST_MEMFD) and KVM_SET_MEMORY_ATTRIBUTES: private guest memory in a KVM-owned file that
+    /// no host mm maps, bound to memslots through KVM_SET_USER_MEMORY_REGION2; its own invalidation (punch hole, release).
+    /// </summary>
+    KvmGuestMemfd,
+
     /// <summary>KVM_PRE_FAULT_MEMORY (x86, TDP only): map a gpa range into the secondary MMU before the guest runs, under kvm->srcu for the whole range.</summary>
     KvmPreFaultMemory,
 

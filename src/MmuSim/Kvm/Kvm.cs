@@ -400,22 +400,30 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// KVM_SET_USER_MEMORY_REGION (v1, or v2 when <paramref name="v2"/>): kvm_vm_ioctl_set_memory_region then
     /// __kvm_set_memory_region, with their checks in the kernel's order (6.x virt/kvm/kvm_main.c); returns 0 or -errno.
     /// <list type="number">
-    /// <item>check_memory_region_flags: only LOG_DIRTY_PAGES and READONLY (KVM_MEM_GUEST_MEMFD needs v2 and a VM with
-    /// private memory, which the model has not) → -EINVAL;</item>
+    /// <item>check_memory_region_flags: only LOG_DIRTY_PAGES and READONLY, and (6.8+) KVM_MEM_GUEST_MEMFD with v2 on a
+    /// VM with private memory (<see cref="SwProtected"/>), where LOG_DIRTY_PAGES is refused ("dirty logging private
+    /// memory is not currently supported") and so is READONLY (set_memory_region_test: "read-only GUEST_MEMFD memslots
+    /// are unsupported") → -EINVAL;</item>
     /// <item>memory_size, guest_phys_addr or userspace_addr not page aligned, or !access_ok(userspace_addr, size) → -EINVAL;</item>
     /// <item>address space id (slot &gt;&gt; 16) other than 0, or slot id ≥ KVM_USER_MEM_SLOTS → -EINVAL;</item>
     /// <item>guest_phys_addr + memory_size wraps, or more than KVM_MEM_MAX_NR_PAGES → -EINVAL;</item>
     /// <item>size 0 deletes: no such slot → -EINVAL;</item>
     /// <item>an existing slot may change only its base gfn (MOVE) or its flags other than READONLY (FLAGS_ONLY):
     /// another size or userspace_addr, or a READONLY change → -EINVAL; no change at all → 0;</item>
-    /// <item>CREATE or MOVE over another slot's gfns → -EEXIST (one hva may back several slots).</item>
+    /// <item>CREATE or MOVE over another slot's gfns → -EEXIST (one hva may back several slots);</item>
+    /// <item>KVM_MEM_GUEST_MEMFD on an existing slot → -EINVAL ("private memslots are immutable, they can only be
+    /// deleted"); on CREATE kvm_gmem_bind's checks: not a guest_memfd or another VM's, an unaligned offset or a range
+    /// past i_size → -EINVAL, pages already bound to another slot → -EEXIST.</item>
     /// </list>
     /// </summary>
-    public async ValueTask<int> SetUserMemoryRegion(uint slot, uint flags, ulong guestPhysAddr, ulong memorySize, ulong userspaceAddr, bool v2 = false)
+    public async ValueTask<int> SetUserMemoryRegion(uint slot, uint flags, ulong guestPhysAddr, ulong memorySize, ulong userspaceAddr, bool v2 = false,
+        GuestMemfd? gmem = null, ulong gmemOffset = 0)
     {
         using var _ = S.Current.Enter("kvm_vm_ioctl_set_memory_region");
         uint valid = KvmMemLogDirtyPages | KvmMemReadonly;
-        if ((flags & ~valid) != 0) return EINVAL;                       // check_memory_region_flags (GUEST_MEMFD: v2 + private mem only)
+        if (v2 && SwProtected && Era.Has(Feature.KvmGuestMemfd)) valid |= KvmMemGuestMemfd;
+        if ((flags & KvmMemGuestMemfd) != 0) valid &= ~(KvmMemLogDirtyPages | KvmMemReadonly); // no dirty logging, no read-only private memory
+        if ((flags & ~valid) != 0) return EINVAL;                       // check_memory_region_flags
         const ulong pageOffset = MmStruct.PageSize - 1;
         if ((memorySize & pageOffset) != 0 || (guestPhysAddr & pageOffset) != 0) return EINVAL;
         if ((userspaceAddr & pageOffset) != 0 || userspaceAddr > TaskSizeMax || memorySize > TaskSizeMax - userspaceAddr) return EINVAL;
@@ -424,7 +432,9 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         ulong npages = memorySize >> MmStruct.PageShift;
         if (npages > MaxNrPages) return EINVAL;
         var f = ((flags & KvmMemLogDirtyPages) != 0 ? MemslotFlags.LogDirtyPages : 0) | ((flags & KvmMemReadonly) != 0 ? MemslotFlags.ReadOnly : 0);
-        return await SetMemoryRegion((int)(slot & 0xffff), guestPhysAddr >> MmStruct.PageShift, npages, userspaceAddr, f);
+        if ((flags & KvmMemGuestMemfd) != 0 && (gmem == null || gmem.Kvm != this)) return EINVAL; // kvm_gmem_bind: not this VM's guest_memfd
+        return await SetMemoryRegion((int)(slot & 0xffff), guestPhysAddr >> MmStruct.PageShift, npages, userspaceAddr, f,
+            (flags & KvmMemGuestMemfd) != 0 ? gmem : null, gmemOffset);
     }
 
     /// <summary>
@@ -434,7 +444,8 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// (kvm_arch_flush_shadow_memslot), then publish the new slot list. Every publication (kvm_swap_active_memslots)
     /// waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)).
     /// </summary>
-    public async ValueTask<int> SetMemoryRegion(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags)
+    public async ValueTask<int> SetMemoryRegion(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags,
+        GuestMemfd? gmem = null, ulong gmemOffset = 0)
     {
         using var _ = S.Current.Enter("kvm_set_memory_region");
         if ((userspaceAddr & ~MmStruct.PageMask) != 0) return EINVAL;
@@ -448,11 +459,14 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
                 await InvalidateMemslot(old);
                 await SwapActiveMemslots(() => RemoveSlot(old));
                 TrackGuestWrites(old, false);
+                if (old.Gmem != null) await old.Gmem.Unbind(old);     // kvm_free_memslot
                 return 0;
             }
             bool move = false;
             if (old != null)
             {
+                if (gmem != null || old.Gmem != null) return EINVAL; // private memslots are immutable, they can only be deleted
+
                 if (old.UserspaceAddr != userspaceAddr || old.NPages != npages || ((old.Flags ^ flags) & MemslotFlags.ReadOnly) != 0)
                     return EINVAL;
                 move = old.BaseGfn != baseGfn;
@@ -461,6 +475,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             if ((old == null || move) && OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
             var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid, _slotTotals);
             PrepareDirtyBitmap(created, old);
+            if (gmem != null && await gmem.Bind(created, gmemOffset) is var bound and not 0) return bound;
             if (old == null)
             {
                 await SwapActiveMemslots(() => AddSlot(created));
@@ -574,7 +589,10 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
                 for (ulong g = first; g < last; g++)
                 {
                     var s = new Spte(slot.Sptes[g - slot.BaseGfn]);
-                    if (s.Present) into.Add(new SecondaryTranslation(slot.GfnToHva(g), s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, WhereSpte));
+                    if (!s.Present) continue;
+                    into.Add(s.Private
+                        ? new SecondaryTranslation(slot.GfnToHva(g), s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, WhereSpte, slot.Gmem, slot.GmemIndex(g))
+                        : new SecondaryTranslation(slot.GfnToHva(g), s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, WhereSpte));
                 }
             }
         }

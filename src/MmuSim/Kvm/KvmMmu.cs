@@ -145,7 +145,12 @@ public sealed partial class Kvm
             bool early = Era.Has(Feature.KvmEarlyUnsafeRetry) && KvmArchInfo.UsesRangeRetry(Arch);
             if (early && MmuInvalidateRetryGfnUnsafe(mmuSeq, gfn)) return Retry();
 
-            var page = await Gup.GetUserPage(_mm, hva, write);  // hva_to_pfn
+            // kvm_faultin_pfn: a private gfn (6.8+, KVM_MEMORY_ATTRIBUTE_PRIVATE) takes its page from the slot's
+            // guest_memfd (kvm_faultin_pfn_private → kvm_gmem_get_pfn), never from the hva; without a guest_memfd (or with
+            // the file released) it is KVM_EXIT_MEMORY_FAULT, an -EFAULT exit to the VMM.
+            bool priv = SwProtected && IsPrivateGfn(gfn);
+            if (priv && (slot.Gmem == null || slot.Gmem.Released)) return KvmFaultResult.Efault;
+            var page = priv ? await slot.Gmem!.GetPfn(slot, gfn) : await Gup.GetUserPage(_mm, hva, write);  // hva_to_pfn
             if (!page.Ok) return KvmFaultResult.Efault;
             if (early)
             {
@@ -169,7 +174,7 @@ public sealed partial class Kvm
             else if (!NoRetryCheck && (rmapLocked ? await MmuNotifierRetryLockless(mmuSeq) : await MmuInvalidateRetry(mmuSeq, gfn, hva))) r = Retry();
             else
             {
-                keepRef = await MapPage(vcpu, slot, gfn, hva, page, write);
+                keepRef = await MapPage(vcpu, slot, gfn, hva, page, write, priv);
                 if (KvmArchInfo.PrefetchesPtes(Arch)) await DirectPtePrefetch(slot, gfn);
             }
             if (Era.Has(Feature.KvmDirtyAtFault))
@@ -298,7 +303,7 @@ public sealed partial class Kvm
     /// is aligned. Writable only if GUP saw a writable PTE, the slot is writable and (with dirty logging) the fault is a
     /// write. Returns true if the SPTE keeps the GUP reference (kvm-hold-page-refs).
     /// </summary>
-    async ValueTask<bool> MapPage(KvmVcpu vcpu, Memslot slot, ulong gfn, ulong hva, GupResult page, bool write)
+    async ValueTask<bool> MapPage(KvmVcpu vcpu, Memslot slot, ulong gfn, ulong hva, GupResult page, bool write, bool priv = false)
     {
         using var _ = S.Current.Enter(IsX86 ? "kvm_tdp_mmu_map" : "kvm_pgtable_stage2_map");
         await S.Point(PointKind.SpteWrite, gfn);
@@ -334,6 +339,7 @@ public sealed partial class Kvm
             }
             var s = Spte.Make(page.Pfn, page.Generation, writable, page.Writable, accessed: true, dirty: write);
             if (keepRef) s = s.With(Spte.RefBit, true);
+            if (priv) s = s.With(Spte.PrivateBit, true);
             e = s.Raw;
         }
         _k.Stats.Inc(Stat.SptesInstalled);

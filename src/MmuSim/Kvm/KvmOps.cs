@@ -17,10 +17,14 @@ public static class KvmOps
     {
         r.Register(new OpSpec("vm.create", "kvm_create_vm on process: one mmu_notifier subscription; arch: " + KvmArchInfo.KnownList +
             "; no_accessed_bit: age by zapping (EPT without A/D); pfncache: " + PfnCacheOps.KnownDesigns + " (where gfn_to_pfn_caches are invalidated; default start-hook = mainline)",
-            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache", "mmio_caching"], VmCreate)
+            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache", "mmio_caching", "type"], VmCreate)
         {
             Check = (a, _) =>
             {
+                if (a.Has("type") && a.GetString("type") is not ("default" or "sw-protected"))
+                    throw a.Error("type", $"unknown VM type '{a.GetString("type")}' (known: default, sw-protected)");
+                if (a.GetString("type", "default") == "sw-protected" && a.GetString("arch", "x86-tdp") != "x86-tdp")
+                    throw a.Error("type", "KVM_X86_SW_PROTECTED_VM needs arch x86-tdp (the TDP MMU)");
                 if (a.Has("arch") && !KvmArchInfo.TryParse(a.GetString("arch"), out KvmArch _))
                     throw a.Error("arch", $"unknown arch '{a.GetString("arch")}' (known: {KvmArchInfo.KnownList})");
                 if (a.Has("pfncache") && !PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out PfnCacheDesign _))
@@ -33,10 +37,11 @@ public static class KvmOps
         r.Register(new OpSpec("vm.destroy", "kvm_destroy_vm: unregister the notifier (->release zaps everything)", Vm, [], VmDestroy));
         r.Register(new OpSpec("memslot.add", "KVM_SET_USER_MEMORY_REGION: gfn..gfn+pages backed by hva; flags: readonly, log-dirty; " +
             "count: N consecutive slots (ids slot.., gfns and hvas pages apart), stopping at the first error; expect: the errno (default ok)",
-            ["vm", "gfn", "pages", "hva"], ["slot", "flags", "expect", "count"], MemslotAdd) { Check = CheckMemslot });
+            ["vm", "gfn", "pages", "hva"], ["slot", "flags", "expect", "count", "gmem", "gmem_offset"], MemslotAdd) { Check = CheckMemslot });
         r.Register(new OpSpec("memslot.set", "KVM_SET_USER_MEMORY_REGION(2) with raw fields, checked as __kvm_set_memory_region does: slot (as_id << 16 | id), " +
-            "flags (names or a number), gpa, size (bytes; 0 deletes), hva; api: v1 | v2; expect: the errno (default ok)",
-            ["vm", "slot", "gpa", "size"], ["hva", "flags", "api", "expect"], MemslotSet) { Check = CheckMemslotSet });
+            "flags (names or a number), gpa, size (bytes; 0 deletes), hva; api: v1 | v2; gmem, gmem_offset: the guest_memfd and offset (bytes) of a KVM_MEM_GUEST_MEMFD slot; " +
+            "expect: the errno (default ok)",
+            ["vm", "slot", "gpa", "size"], ["hva", "flags", "api", "expect", "gmem", "gmem_offset"], MemslotSet) { Check = CheckMemslotSet });
         r.Register(new OpSpec("memslot.move", "move slot to a new base gfn (invalidate, zap, publish); expect: the errno (default ok)",
             ["vm", "slot", "gfn"], ["expect"], MemslotMove)
         { Check = (a, _) => { a.GetInt("slot"); a.GetBounded("gfn", 0, ScenarioLimits.GfnLimit - 1); a.GetErrno("expect"); } });
@@ -57,6 +62,7 @@ public static class KvmOps
         { Check = (a, _) => { foreach (var (name, _) in BinaryStats) if (a.Has(name)) a.GetULong(name); } });
         KvmDirtyLogOps.Register(r);
         KvmPreFaultOps.Register(r);
+        GuestMemfdOps.Register(r);
         r.Register(new OpSpec("vm.age", "clear_flush_young (clear_young with flush: false, test_young with test: true) page by page over [addr, addr+len) of the VM's process; `young`: expected count of young pages; `as` stores the count",
             ["vm", "addr", "len"], ["young", "flush", "test", "as"], VmAge) { Check = (a, _) => { if (a.Has("young")) a.GetInt("young"); a.GetBool("flush", true); a.GetBool("test", false); } });
         r.Register(new OpSpec("vm.expect-no-page-refs", "the page behind gfn has no reference beyond its mappings (page_count == page_mapcount: what KSM's write_protect_page needs); else unexpected-value",
@@ -81,6 +87,7 @@ public static class KvmOps
         if (count > 1 && gfn + count * pages > ScenarioLimits.GfnLimit) throw a.Error("count", $"{count} slots of {pages} pages from gfn 0x{gfn:x} pass the guest frame limit");
         if (count > 1 && hva + count * (pages << MmStruct.PageShift) > 1UL << 47) throw a.Error("count", "the slots' hvas extend past the 47-bit user address space");
         ParseFlags(a);
+        CheckGmemFields(a);
         a.GetErrno("expect");
     }
 
@@ -94,9 +101,35 @@ public static class KvmOps
         ("tlb_flush", Stat.KvmVcpuTlbFlushes), ("remote_tlb_flush_requests", Stat.KvmRemoteTlbFlushes),
     ];
 
+    /// <summary>gmem (a guest_memfd's name) and gmem_offset (bytes) of a KVM_MEM_GUEST_MEMFD slot.</summary>
+    static void CheckGmemFields(OpArgs a)
+    {
+        if (a.Has("gmem")) a.GetString("gmem");
+        if (a.Has("gmem_offset"))
+        {
+            if (!a.Has("gmem")) throw a.Error("gmem_offset", "gmem_offset without gmem");
+            if (a.Op == "memslot.set") GmemOffsets(a);
+            else a.GetULong("gmem_offset");
+        }
+    }
+
+    /// <summary>memslot.set's gmem_offset: one offset, or "first..last" (bytes, at most 65536 of them): the ioctl once per offset, each with the same expect.</summary>
+    static (ulong First, ulong Last) GmemOffsets(OpArgs a)
+    {
+        if (!a.Has("gmem_offset")) return (0, 0);
+        string v = a.GetString("gmem_offset");
+        int dots = v.IndexOf("..", StringComparison.Ordinal);
+        if (dots < 0) { ulong one = a.GetULong("gmem_offset"); return (one, one); }
+        if (!OpArgs.TryParseULong(v[..dots].Trim(), out ulong first) || !OpArgs.TryParseULong(v[(dots + 2)..].Trim(), out ulong last))
+            throw a.Error("gmem_offset", $"'{v}' is not an offset or a range first..last");
+        if (last < first || last - first >= 65536) throw a.Error("gmem_offset", $"range '{v}' must be ascending and at most 65536 offsets");
+        return (first, last);
+    }
+
     static void CheckMemslotSet(OpArgs a, ScenarioInfo _)
     {
         a.GetBounded("slot", 0, uint.MaxValue);
+        CheckGmemFields(a);
         a.GetULong("gpa");
         ulong size = a.GetULong("size");
         if (a.Has("hva")) a.GetULong("hva");
@@ -155,6 +188,11 @@ public static class KvmOps
         if (mm.Exited || mm.Users <= 0) throw a.Error("process", $"process '{a.GetString("process")}' has exited: a VM needs a live mm");
         KvmArchInfo.TryParse(a.GetString("arch", "x86-tdp"), out var arch);
         var vm = await Kvm.CreateVm(mm, name, arch);
+        if (a.GetString("type", "default") == "sw-protected")
+        {
+            if (!w.K.Era.Has(Eras.Feature.KvmGuestMemfd)) throw a.Error("type", $"KVM_X86_SW_PROTECTED_VM does not exist in {w.K.Era.Name} (6.8+)");
+            vm.SwProtected = true;
+        }
         vm.NoAccessedBit = a.GetBool("no_accessed_bit");
         if (a.Has("mmio_caching")) vm.MmioCaching = a.GetBool("mmio_caching") && KvmArchInfo.IsX86(vm.Arch);
         if (a.Has("pfncache") && PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out var design)) vm.PfnCache = design;
@@ -174,11 +212,13 @@ public static class KvmOps
         int id = a.Has("slot") ? a.GetInt("slot") : vm.NextSlotId();
         ulong count = a.GetULong("count", 1);
         uint flags = ParseFlags(a);
+        var gmem = a.Has("gmem") ? w.Get<GuestMemfd>(a, "gmem") : null;
+        if (gmem != null) flags |= Kvm.KvmMemGuestMemfd;             // KVM_SET_USER_MEMORY_REGION2 with the guest_memfd fields
         int r = 0;
         ulong i = 0;
         for (; i < count && r == 0; i++)
             r = await vm.SetUserMemoryRegion((uint)id + (uint)i, flags, (gfn + i * pages) << MmStruct.PageShift, pages << MmStruct.PageShift,
-                hva + i * (pages << MmStruct.PageShift));
+                hva + i * (pages << MmStruct.PageShift), v2: gmem != null, gmem, a.GetULong("gmem_offset", 0) + i * (pages << MmStruct.PageShift));
         ExpectErrno(w, a, r, count == 1 ? $"memslot {id}" : $"memslot {id + (int)i - 1} (of {count} from {id})", vm);
     }
 
@@ -189,9 +229,22 @@ public static class KvmOps
     {
         var vm = w.Get<Kvm>(a, "vm");
         uint slot = (uint)a.GetULong("slot");
-        int r = await vm.SetUserMemoryRegion(slot, ParseFlags(a, raw: true), a.GetULong("gpa"), a.GetULong("size"), a.GetULong("hva", 0),
-            a.GetString("api", "v1") == "v2");
-        ExpectErrno(w, a, r, $"slot 0x{slot:x}", vm);
+        // guest_memfd: any object's name, as a test passes any fd: one that is not a guest_memfd (the VM, a memfd) is -EINVAL.
+        GuestMemfd? gmem = null;
+        if (a.Has("gmem"))
+        {
+            string name = a.GetString("gmem");
+            if (!w.Objects.TryGetValue(name, out var o)) throw a.Error("gmem", $"unknown guest_memfd, VM or file '{name}'");
+            gmem = o as GuestMemfd;
+        }
+        var (first, last) = GmemOffsets(a);
+        for (ulong off = first; ; off++)
+        {
+            int r = await vm.SetUserMemoryRegion(slot, ParseFlags(a, raw: true), a.GetULong("gpa"), a.GetULong("size"), a.GetULong("hva", 0),
+                a.GetString("api", "v1") == "v2", gmem, off);
+            ExpectErrno(w, a, r, first == last ? $"slot 0x{slot:x}" : $"slot 0x{slot:x}, guest_memfd_offset 0x{off:x}", vm);
+            if (off == last || w.K.S.Violation != null) break;
+        }
     }
 
     static async ValueTask MemslotMove(ScenarioWorld w, OpArgs a)

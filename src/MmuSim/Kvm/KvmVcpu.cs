@@ -37,6 +37,9 @@ public sealed partial class KvmVcpu : ISpinWaiter
     readonly ulong[] _tlbGfn = new ulong[TlbSize];
     readonly ulong[] _tlbHva = new ulong[TlbSize];
     readonly ulong[] _tlbSpte = new ulong[TlbSize];
+    // For an entry that maps a private gfn: the guest_memfd and page index it came from (null otherwise).
+    readonly GuestMemfd?[] _tlbGmem = new GuestMemfd?[TlbSize];
+    readonly ulong[] _tlbGmemIndex = new ulong[TlbSize];
     readonly string _where;
 
     internal KvmVcpu(Kvm kvm, int index)
@@ -84,7 +87,10 @@ public sealed partial class KvmVcpu : ISpinWaiter
         for (int i = 0; i < TlbSize; i++)
         {
             var s = new Spte(_tlbSpte[i]);
-            if (s.Present) into.Add(new SecondaryTranslation(_tlbHva[i], s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, _where));
+            if (!s.Present) continue;
+            into.Add(s.Private
+                ? new SecondaryTranslation(_tlbHva[i], s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, _where, _tlbGmem[i], _tlbGmemIndex[i])
+                : new SecondaryTranslation(_tlbHva[i], s.Pfn, s.Generation, s.Writable, MmStruct.PageSize, _where));
         }
     }
 
@@ -229,13 +235,16 @@ public sealed partial class KvmVcpu : ISpinWaiter
             }
             gen = s.Generation; // a huge SPTE records its head's generation; a 2 MiB block is allocated and freed whole
             hva = slot.GfnToHva(gfn);
-            var cached = Spte.Make(pfn, gen, s.Writable, s.HostWritable, accessed: true, dirty: s.Dirty || write);
+            var cached = Spte.Make(pfn, gen, s.Writable, s.HostWritable, accessed: true, dirty: s.Dirty || write).With(Spte.PrivateBit, s.Private);
+            _tlbGmem[i] = s.Private ? slot.Gmem : null;
+            _tlbGmemIndex[i] = s.Private ? slot.GmemIndex(gfn) : 0;
             if (!new Spte(_tlbSpte[i]).Present) TlbEntries++;
             _tlbGfn[i] = gfn;
             _tlbHva[i] = hva;
             _tlbSpte[i] = cached.Raw;
         }
-        k.Checker.OnSecondaryAccess(_kvm, hva, pfn, gen, write);
+        if (new Spte(_tlbSpte[i]).Private) k.Checker.OnPrivateAccess(_kvm, _tlbGmem[i]!, _tlbGmemIndex[i], pfn, gen, write);
+        else k.Checker.OnSecondaryAccess(_kvm, hva, pfn, gen, write);
         k.S.Charge(CostKind.Access);
         if (write)
         {

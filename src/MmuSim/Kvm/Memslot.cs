@@ -71,6 +71,15 @@ public sealed class Memslot
     public bool LogDirty => (Flags & MemslotFlags.LogDirtyPages) != 0;
     public bool Invalid => (Flags & MemslotFlags.Invalid) != 0;
 
+    /// <summary>slot->gmem.file (KVM_MEM_GUEST_MEMFD): the guest_memfd that backs this slot's private gfns, or null.</summary>
+    public GuestMemfd? Gmem { get; internal set; }
+
+    /// <summary>slot->gmem.pgoff: the guest_memfd page index of <see cref="BaseGfn"/>.</summary>
+    public ulong GmemPgoff { get; internal set; }
+
+    /// <summary>The guest_memfd page index of <paramref name="gfn"/> (kvm_gmem_get_index).</summary>
+    public ulong GmemIndex(ulong gfn) => GmemPgoff + (gfn - BaseGfn);
+
     /// <summary>One packed SPTE per gfn (index gfn - BaseGfn).</summary>
     public ulong[] Sptes { get; }
 

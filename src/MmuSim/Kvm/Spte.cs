@@ -15,6 +15,7 @@ namespace MmuSim.Kvm;
 ///   bit 5      HW   host-writable: the primary PTE was writable when GUP ran (x86 SPTE_HOST_WRITEABLE; lets the
 ///                   dirty-logging fast path restore W without GUP)
 ///   bit 6      REF  model bookkeeping for the kvm-hold-page-refs mutation: the SPTE owns a page reference
+///   bit 7      PRIV maps a guest_memfd page (a private gfn): the translation does not come from the slot's hva
 ///   bits 8-47  pfn  (40 bits)
 ///   bits 48-63 generation of the frame when the SPTE was made (a stale SPTE to a freed-and-reused frame is detectable)
 /// </code>
@@ -23,7 +24,7 @@ namespace MmuSim.Kvm;
 public readonly record struct Spte(ulong Raw)
 {
     public const ulong PresentBit = 1UL << 0, WritableBit = 1UL << 1, AccessedBit = 1UL << 2, DirtyBit = 1UL << 3,
-        HugeBit = 1UL << 4, HostWritableBit = 1UL << 5, RefBit = 1UL << 6;
+        HugeBit = 1UL << 4, HostWritableBit = 1UL << 5, RefBit = 1UL << 6, PrivateBit = 1UL << 7;
     const int PfnShift = 8, GenShift = 48;
     const ulong PfnMask = ((1UL << 40) - 1) << PfnShift;
 
@@ -36,6 +37,7 @@ public readonly record struct Spte(ulong Raw)
     public bool Huge => (Raw & HugeBit) != 0;
     public bool HostWritable => (Raw & HostWritableBit) != 0;
     public bool HoldsRef => (Raw & RefBit) != 0;
+    public bool Private => (Raw & PrivateBit) != 0;
     public long Pfn => (long)((Raw & PfnMask) >> PfnShift);
     public ushort Generation => (ushort)(Raw >> GenShift);
 

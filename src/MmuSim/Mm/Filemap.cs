@@ -15,6 +15,9 @@ public enum FileKind : byte
     /// <summary>memfd_create(MFD_HUGETLB): a hugetlbfs file of 2 MiB pages from the hugetlb pool; its mappings are
     /// VM_HUGETLB (<see cref="MmuSim.Hugetlb.HugetlbPages"/>). Cached under the index of each huge page's first 4 KiB page.</summary>
     MemfdHugetlb,
+    /// <summary>A guest_memfd inode (virt/kvm/guest_memfd.c): KVM's private guest memory. No VMA maps it; only KVM's
+    /// memslots bind it (<see cref="MmuSim.Kvm.GuestMemfd"/>). Its folios are unevictable and unmovable.</summary>
+    GuestMemfd,
 }
 
 /// <summary>
@@ -53,7 +56,7 @@ public sealed class AddressSpace
     public ulong SizePages { get; internal set; }
 
     /// <summary>shmem or memfd (swap-backed) rather than a regular file.</summary>
-    public bool IsShmem => Kind != FileKind.Regular;
+    public bool IsShmem => Kind is not (FileKind.Regular or FileKind.GuestMemfd);
 
     /// <summary>The page cache: index to pfn. Each entry holds the page cache's reference.</summary>
     public Dictionary<ulong, long> Pages { get; } = [];

@@ -54,7 +54,7 @@ public static class Truncate
     }
 
     /// <summary>truncate_inode_pages_range: drop the page cache's pages (and backing blocks) of [first, end).</summary>
-    static async ValueTask TruncateInodePagesRange(Kernel k, AddressSpace file, ulong first, ulong end)
+    internal static async ValueTask TruncateInodePagesRange(Kernel k, AddressSpace file, ulong first, ulong end)
     {
         using var _ = k.S.Current.Enter("truncate_inode_pages_range");
         List<ulong>? gone = null;

@@ -9,7 +9,26 @@ namespace MmuSim.Notifier;
 /// <param name="Writable">Whether the secondary may write through it.</param>
 /// <param name="Size">4 KiB or 2 MiB.</param>
 /// <param name="Where">Short label for reports, e.g. <c>spte gfn 0x12</c> or <c>vcpu1 tlb</c>.</param>
-public readonly record struct SecondaryTranslation(ulong Hva, long Pfn, ushort Generation, bool Writable, ulong Size = MmStruct.PageSize, string Where = "");
+/// <param name="Private">Set when the translation maps memory no primary PTE maps (a guest_memfd page of a private
+/// gfn): it is checked against <paramref name="Private"/>'s page at <paramref name="Index"/>, not against the mm at
+/// <paramref name="Hva"/>.</param>
+/// <param name="Index">The page index in <paramref name="Private"/>.</param>
+public readonly record struct SecondaryTranslation(ulong Hva, long Pfn, ushort Generation, bool Writable, ulong Size = MmStruct.PageSize, string Where = "",
+    IPrivateBacking? Private = null, ulong Index = 0);
+
+/// <summary>
+/// Memory that a secondary maps without any primary mapping: KVM's guest_memfd (virt/kvm/guest_memfd.c). No mmu
+/// notifier covers it; it has its own invalidation (punch hole, release), and a translation must name the page the
+/// backing holds at its index now.
+/// </summary>
+public interface IPrivateBacking
+{
+    /// <summary>Name in violation reports.</summary>
+    string Name { get; }
+
+    /// <summary>The pfn cached at <paramref name="index"/>, or -1.</summary>
+    long PfnAt(ulong index);
+}
 
 /// <summary>
 /// What the checker needs from a secondary MMU: its live translations. Implement it next to <see cref="MmuNotifier"/>
