@@ -432,9 +432,9 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
         ulong npages = memorySize >> MmStruct.PageShift;
         if (npages > MaxNrPages) return EINVAL;
         var f = ((flags & KvmMemLogDirtyPages) != 0 ? MemslotFlags.LogDirtyPages : 0) | ((flags & KvmMemReadonly) != 0 ? MemslotFlags.ReadOnly : 0);
-        if ((flags & KvmMemGuestMemfd) != 0 && (gmem == null || gmem.Kvm != this)) return EINVAL; // kvm_gmem_bind: not this VM's guest_memfd
+        bool guestMemfd = (flags & KvmMemGuestMemfd) != 0;
         return await SetMemoryRegion((int)(slot & 0xffff), guestPhysAddr >> MmStruct.PageShift, npages, userspaceAddr, f,
-            (flags & KvmMemGuestMemfd) != 0 ? gmem : null, gmemOffset);
+            guestMemfd ? gmem : null, gmemOffset, guestMemfd);
     }
 
     /// <summary>
@@ -442,11 +442,15 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
     /// (<paramref name="npages"/> &gt; 0, no slot <paramref name="id"/>), move or change flags (slot exists), or delete
     /// (<paramref name="npages"/> == 0). Delete and move first mark the slot invalid, wait for SRCU readers, zap its SPTEs
     /// (kvm_arch_flush_shadow_memslot), then publish the new slot list. Every publication (kvm_swap_active_memslots)
-    /// waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)).
+    /// waits for mn_active_invalidate_count == 0 from 5.13 (§3.2, §5(d5)). <paramref name="guestMemfd"/> is
+    /// KVM_MEM_GUEST_MEMFD in the flags (default: <paramref name="gmem"/> given): a delete ignores it, a change of an
+    /// existing slot is -EINVAL, a create binds <paramref name="gmem"/> after the overlap check (kvm_gmem_bind: -EINVAL
+    /// if it is not this VM's guest_memfd).
     /// </summary>
     public async ValueTask<int> SetMemoryRegion(int id, ulong baseGfn, ulong npages, ulong userspaceAddr, MemslotFlags flags,
-        GuestMemfd? gmem = null, ulong gmemOffset = 0)
+        GuestMemfd? gmem = null, ulong gmemOffset = 0, bool? guestMemfd = null)
     {
+        bool wantsGmem = guestMemfd ?? gmem != null;
         using var _ = S.Current.Enter("kvm_set_memory_region");
         if ((userspaceAddr & ~MmStruct.PageMask) != 0) return EINVAL;
         await SlotsLock.Lock();
@@ -465,7 +469,7 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             bool move = false;
             if (old != null)
             {
-                if (gmem != null || old.Gmem != null) return EINVAL; // private memslots are immutable, they can only be deleted
+                if (wantsGmem || old.Gmem != null) return EINVAL; // private memslots are immutable, they can only be deleted
 
                 if (old.UserspaceAddr != userspaceAddr || old.NPages != npages || ((old.Flags ^ flags) & MemslotFlags.ReadOnly) != 0)
                     return EINVAL;
@@ -475,7 +479,8 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
             if ((old == null || move) && OverlappingSlot(baseGfn, npages, old) != null) return EEXIST;
             var created = new Memslot(id, baseGfn, npages, userspaceAddr, flags & ~MemslotFlags.Invalid, _slotTotals);
             PrepareDirtyBitmap(created, old);
-            if (gmem != null && await gmem.Bind(created, gmemOffset) is var bound and not 0) return bound;
+            if (wantsGmem && (gmem == null || gmem.Kvm != this)) return EINVAL; // kvm_gmem_bind: not this VM's guest_memfd
+            if (wantsGmem && await gmem!.Bind(created, gmemOffset) is var bound and not 0) return bound;
             if (old == null)
             {
                 await SwapActiveMemslots(() => AddSlot(created));
