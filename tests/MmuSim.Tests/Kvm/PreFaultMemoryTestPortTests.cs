@@ -63,4 +63,29 @@ public class PreFaultMemoryTestPortTests
         var r = Run("      - vcpu.pre-fault: { vm: vm0, gpa: 0x100000, size: 16K }\n      - vm.expect-sptes: { vm: vm0, count: 4 }\n      - vm.expect-stats: { vm: vm0, pf_taken: 0, pf_fixed: 4 }");
         Assert.Null(r.Violation);
     }
+
+    const string PrivatePort = "selftests/kvm/pre_fault_memory_test/private";
+
+    /// <summary>
+    /// test_pre_fault_memory(KVM_X86_SW_PROTECTED_VM, true): the same hang before 6.18 in a plain run, and in 6.18 every
+    /// SPTE is private and maps the last guest_memfd's page, while the process's own page tables never fault.
+    /// </summary>
+    [Fact]
+    public void PrivatePort_HangsBefore618_AndFrom618MapsOnlyGuestMemfdPages()
+    {
+        Assert.Equal(EraTable.All.Count(e => e.AtLeast(6, 10)), SelftestPorts.AssertMeetsDeclaration(PrivatePort));
+        var r = ScenarioRunner.Run(ScenarioLoader.LoadBuiltIn(PrivatePort), EraTable.Get("6.18"), null);
+        Assert.Null(r.Violation);
+        var vm = (MmuSim.Kvm.Kvm)r.World.Objects["vm0"];
+        var gmem = (MmuSim.Kvm.GuestMemfd)r.World.Objects["gmem3"];
+        Assert.Same(gmem, vm.FindSlot(10)!.Gmem);
+        for (ulong i = 0; i < 513; i++)
+        {
+            var spte = vm.PeekSpte(0x40000 + i);
+            Assert.True(spte.Present && spte.Private, $"gfn 0x{0x40000 + i:x}");
+            Assert.Equal(gmem.PfnAt(i), (long)spte.Pfn);
+        }
+        Assert.Equal(0, r.World.Processes["vmm"].RssAnon + r.World.Processes["vmm"].RssFile);
+        Assert.Equal(0, r.Kernel.Stats[Stat.Faults]);
+    }
 }
