@@ -88,4 +88,16 @@ public class PreFaultMemoryTestPortTests
         Assert.Equal(0, r.World.Processes["vmm"].RssAnon + r.World.Processes["vmm"].RssFile);
         Assert.Equal(0, r.Kernel.Stats[Stat.Faults]);
     }
+
+    /// <summary>test_pre_fault_memory(KVM_X86_SW_PROTECTED_VM, false): shared memory of a sw-protected VM takes the host's pages.</summary>
+    [Fact]
+    public void SwProtectedSharedPort_HangsBefore618_AndFrom618MapsTheHostsPages()
+    {
+        const string name = "selftests/kvm/pre_fault_memory_test/sw-protected-shared";
+        Assert.Equal(EraTable.All.Count(e => e.AtLeast(6, 10)), SelftestPorts.AssertMeetsDeclaration(name));
+        var r = ScenarioRunner.Run(ScenarioLoader.LoadBuiltIn(name), EraTable.Get("6.18"), null);
+        var vm = (MmuSim.Kvm.Kvm)r.World.Objects["vm0"];
+        for (ulong i = 0; i < 513; i++) Assert.False(vm.PeekSpte(0x40000 + i).Private);
+        Assert.Equal(513, r.Kernel.Stats[Stat.Faults]);
+    }
 }
