@@ -22,6 +22,12 @@ public enum KvmFaultResult : byte
     DirtyRingFull,
     /// <summary>-EAGAIN, a prefault only (6.18+, <see cref="Eras.Feature.KvmPreFaultInvalidSlotEagain"/>): the gfn's memslot is being deleted or moved.</summary>
     Eagain,
+    /// <summary>
+    /// KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_EMULATION), x86: an instruction fetch from a gfn no memslot covers
+    /// goes to x86_emulate_instruction, whose fetch of the instruction bytes (kvm_fetch_guest_virt) finds no memslot
+    /// either; handle_emulation_failure exits to the VMM.
+    /// </summary>
+    EmulationFailure,
 }
 
 /// <summary>The secondary page table and the fault (retry) protocol: arch/*/kvm/mmu.c and virt/kvm/kvm_main.c.</summary>

@@ -52,6 +52,9 @@ public static class KvmOps
         { Check = (a, _) => { if (Array.IndexOf(Caps, a.GetString("cap")) < 0) throw a.Error("cap", $"unknown capability '{a.GetString("cap")}' (known: {string.Join(", ", Caps)})"); a.GetULong("expect"); } });
         r.Register(new OpSpec("vmm.mmio-handler", "the VMM's answer to KVM_EXIT_MMIO: every MMIO load of the VM gets value and KVM_RUN resumes (none: no handler, the exit is the access's error)",
             ["vm", "value"], [], MmioHandler) { Check = (a, _) => { if (a.GetString("value") != "none") a.GetULong("value"); } });
+        r.Register(new OpSpec("guest.fetch", "guest instruction fetch from gfn on vcpu (x86 only): as guest.read, but a gfn no memslot covers cannot be emulated: " +
+            "`error: internal-error` expects KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_EMULATION); `error: efault`, `none` (default) or `any` as for guest.read",
+            ["vm", "gfn"], ["vcpu", "error"], GuestFetch) { Check = CheckGuest });
         r.Register(new OpSpec("guest.read", "guest load from gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `expect` checks the value, `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (a gfn without memslot; any: either)",
             ["vm", "gfn"], ["vcpu", "as", "expect", "error", "pages"], GuestRead) { Check = CheckGuest });
         r.Register(new OpSpec("guest.write", "guest store of value to gfn on vcpu (pages: each of gfn..gfn+pages-1 in turn); `error: efault` expects KVM_RUN to fail, `error: mmio` an unanswered KVM_EXIT_MMIO (no memslot, or a read-only one), `error: ring-full` KVM_EXIT_DIRTY_RING_FULL",
@@ -168,8 +171,8 @@ public static class KvmOps
         if (a.Has("vcpu") && a.GetInt("vcpu") > 255) throw a.Error("vcpu", "vCPU index must be 0..255");
         if (a.Has("expect")) a.GetULong("expect");
         if (a.Has("pages") && a.GetULong("pages") is 0 or > 1UL << 20) throw a.Error("pages", "pages must be 1..1048576");
-        if (a.Has("error") && a.GetString("error") is not ("efault" or "mmio" or "ring-full" or "none" or "any"))
-            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, mmio, ring-full, none, any)");
+        if (a.Has("error") && a.GetString("error") is not ("efault" or "mmio" or "ring-full" or "internal-error" or "none" or "any"))
+            throw a.Error("error", $"'{a.GetString("error")}' is not an expected error (efault, mmio, ring-full, internal-error, none, any)");
     }
 
     static Memslot Slot(Kvm vm, OpArgs a)
@@ -315,6 +318,13 @@ public static class KvmOps
         }
     }
 
+    static async ValueTask GuestFetch(ScenarioWorld w, OpArgs a)
+    {
+        var v = VcpuOf(w, a, out var vm, out ulong gfn);
+        if (!KvmArchInfo.IsX86(vm.Arch)) throw a.Error("vm", $"guest.fetch models x86's emulation failure; {vm.Name} is {vm.Arch}");
+        CheckError(w, a, await v.GuestFetch(gfn), vm, gfn);
+    }
+
     static async ValueTask GuestWrite(ScenarioWorld w, OpArgs a)
     {
         var v = VcpuOf(w, a, out var vm, out ulong first);
@@ -353,14 +363,15 @@ public static class KvmOps
     static bool CheckError(ScenarioWorld w, OpArgs a, GuestAccessResult r, Kvm vm, ulong gfn)
     {
         string want = a.GetString("error", "none");
-        string got = r.Ok ? "none" : r.Error switch { KvmFaultResult.Mmio => "mmio", KvmFaultResult.DirtyRingFull => "ring-full", _ => "efault" };
+        string got = r.Ok ? "none" : r.Error switch { KvmFaultResult.Mmio => "mmio", KvmFaultResult.DirtyRingFull => "ring-full", KvmFaultResult.EmulationFailure => "internal-error", _ => "efault" };
         if (want != "any" && want != got)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
-                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {Describe(r)}, expected {want switch { "none" => "success", "mmio" => "an unanswered KVM_EXIT_MMIO", "ring-full" => "KVM_EXIT_DIRTY_RING_FULL", _ => "-EFAULT" }}");
+                $"{a.File}:{a.Line}: {vm.Name} access to gfn 0x{gfn:x} {Describe(r)}, expected {want switch { "none" => "success", "mmio" => "an unanswered KVM_EXIT_MMIO", "ring-full" => "KVM_EXIT_DIRTY_RING_FULL", "internal-error" => "KVM_EXIT_INTERNAL_ERROR", _ => "-EFAULT" }}");
         return r.Ok;
     }
 
-    static string Describe(GuestAccessResult r) => r.Ok ? "succeeded" : r.Error == KvmFaultResult.DirtyRingFull
+    static string Describe(GuestAccessResult r) => r.Ok ? "succeeded" : r.Error == KvmFaultResult.EmulationFailure
+        ? "exited with KVM_EXIT_INTERNAL_ERROR (emulation failure: an instruction fetch from a gfn without memslot)" : r.Error == KvmFaultResult.DirtyRingFull
         ? "exited with KVM_EXIT_DIRTY_RING_FULL (vmm.dirty-ring-full: collect answers it)" : r.Error == KvmFaultResult.Mmio
         ? "exited to the VMM with KVM_EXIT_MMIO (no memslot, or a write to a read-only one; vmm.mmio-handler answers it)"
         : "failed with -EFAULT";

@@ -104,7 +104,15 @@ public sealed partial class KvmVcpu : ISpinWaiter
     /// vcpu_enter_guest + the guest's access: hit the TLB or the SPTE when it permits, else VM exit (counted by cause)
     /// into the fault path and re-enter; a retry re-enters after the exit cost; errors go back to the VMM.
     /// </summary>
-    public async ValueTask<GuestAccessResult> GuestAccess(ulong gfn, bool write, ulong value)
+    public async ValueTask<GuestAccessResult> GuestAccess(ulong gfn, bool write, ulong value) => await GuestAccess(gfn, write, value, fetch: false);
+
+    /// <summary>
+    /// An instruction fetch from <paramref name="gfn"/> (x86): a load through the same TLB, SPTE and fault path, except
+    /// that where a load would be emulated as MMIO the fetch cannot be (<see cref="KvmFaultResult.EmulationFailure"/>).
+    /// </summary>
+    public ValueTask<GuestAccessResult> GuestFetch(ulong gfn) => GuestAccess(gfn, write: false, 0, fetch: true);
+
+    async ValueTask<GuestAccessResult> GuestAccess(ulong gfn, bool write, ulong value, bool fetch)
     {
         var k = _kvm.Kernel;
         using var _ = k.S.Current.Enter(write ? "guest_write" : "guest_read");
@@ -132,11 +140,11 @@ public sealed partial class KvmVcpu : ISpinWaiter
             if (TryAccess(gfn, write, value, out ulong result, out bool present)) return new GuestAccessResult(true, result, default);
             k.Stats.Inc(Stat.VmExits);
             k.S.Charge(CostKind.VmExit);
-            if (_kvm.IsCachedMmio(gfn)) return EmulateMmio(gfn, write, value); // handle_mmio_page_fault: no pf_taken
+            if (_kvm.IsCachedMmio(gfn)) return fetch ? EmulationFailed() : EmulateMmio(gfn, write, value); // handle_mmio_page_fault: no pf_taken
             k.Stats.Inc(present ? Stat.VmExitsWriteProtect : Stat.VmExitsEptViolation);
             var r = await _kvm.PageFault(this, gfn, write, present);
             if (r == KvmFaultResult.Fixed) continue;
-            if (r == KvmFaultResult.Mmio) return EmulateMmio(gfn, write, value);
+            if (r == KvmFaultResult.Mmio) return fetch ? EmulationFailed() : EmulateMmio(gfn, write, value);
             if (r is KvmFaultResult.Efault)
             {
                 k.Stats.Inc(Stat.KvmEfaults);
@@ -176,6 +184,9 @@ public sealed partial class KvmVcpu : ISpinWaiter
         ulong v = vmm.OnMmio(gfn, write, value);
         return new GuestAccessResult(true, v, default, Mmio: true);
     }
+
+    /// <summary>handle_emulation_failure: KVM_EXIT_INTERNAL_ERROR, suberror KVM_INTERNAL_ERROR_EMULATION; no MMIO exit.</summary>
+    static GuestAccessResult EmulationFailed() => new(false, 0, KvmFaultResult.EmulationFailure);
 
     // Model bookkeeping (no kernel state): the retry inputs when the current fault attempt began.
     Kvm.FaultRetryInputs _attempt;
