@@ -343,7 +343,7 @@ public class DirtyLogModesTests
     [InlineData("      - dirty-ring.enable: { vm: vm0, entries: 256, bytes: 4096 }", "dirty-ring.enable.bytes", "exactly one of entries and bytes")]
     [InlineData("      - vmm.dirty-ring-full: { vm: vm0, action: ignore }", "vmm.dirty-ring-full.action", "'ignore' is not an action")]
     [InlineData("      - dirty-log.manual-protect: { vm: vm0, initially_set: perhaps }", "dirty-log.manual-protect.initially_set", "'perhaps' is not a boolean")]
-    [InlineData("      - guest.write: { vm: vm0, gfn: 0x100, value: 1, error: full }", "guest.write.error", "(efault, mmio, ring-full, none, any)")]
+    [InlineData("      - guest.write: { vm: vm0, gfn: 0x100, value: 1, error: full }", "guest.write.error", "(efault, mmio, ring-full, internal-error, none, any)")]
     public void BadFields_ExitTwo(string op, string field, string message) =>
         CliRunner.AssertBadInput(Scenario + "\n" + op + "\n", 13, field, message);
 }

@@ -144,7 +144,7 @@ public class MmioTests
     }
 
     [Theory]
-    [InlineData("      - guest.read: { vm: vm0, gfn: 0x900, error: sigbus }", "guest.read.error", "'sigbus' is not an expected error (efault, mmio, ring-full, none, any)")]
+    [InlineData("      - guest.read: { vm: vm0, gfn: 0x900, error: sigbus }", "guest.read.error", "'sigbus' is not an expected error (efault, mmio, ring-full, internal-error, none, any)")]
     [InlineData("      - vmm.mmio-handler: { vm: vm0, value: lots }", "vmm.mmio-handler.value", "'lots' is not a number")]
     [InlineData("      - vm.create: { process: qemu, name: vm1, mmio_caching: maybe }", "vm.create.mmio_caching", "'maybe' is not a boolean")]
     public void BadFields_ExitTwo(string op, string field, string message) =>
