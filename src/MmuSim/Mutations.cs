@@ -45,6 +45,10 @@ public enum Mutation
     // ---- KVM prefault (issue 11)
     /// <summary>A prefault on a KVM_MEMSLOT_INVALID slot retries inside kvm_tdp_map_page (the 6.10-6.17 code in a fixed era).</summary>
     KvmPrefaultRetriesInvalidSlot,
+
+    // ---- device-private memory (issue 11)
+    /// <summary>do_swap_page calls ->migrate_to_ram on a device-private entry without the PTL recheck and page reference (the pre-6.1 code).</summary>
+    DevicePrivateFaultNoRef,
 }
 
 public static class Mutations
@@ -93,6 +97,7 @@ public static class Mutations
         [Mutation.KsmReplaceWithoutPteSame] = "replace_page skips its pte_same check",
         [Mutation.IntervalRemoveUnlockedSeq] = "mmu_interval_notifier_remove waits on READ_ONCE(invalidate_seq) without subscriptions->lock (returns while mn_itree_inv_end still walks the deferred list)",
         [Mutation.KvmPrefaultRetriesInvalidSlot] = "KVM_PRE_FAULT_MEMORY retries RET_PF_RETRY on a memslot being deleted while it holds kvm->srcu, instead of returning -EAGAIN",
+        [Mutation.DevicePrivateFaultNoRef] = "do_swap_page hands a device-private page to ->migrate_to_ram without taking a reference under the PTL (a concurrent migration can free it first)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

@@ -312,6 +312,19 @@ public sealed class CoherenceChecker
             Fail(Invariants.StaleTranslation, $"{sec.Name} {(write ? "writes" : "reads")} pfn 0x{pfn:x} for {backing.Name} page {index}, which now holds {(backing.PfnAt(index) is var now and >= 0 ? $"pfn 0x{now:x}" : "no page")}", index, pfn);
     }
 
+    /// <summary>
+    /// A kernel path dereferences the ZONE_DEVICE page (<paramref name="pfn"/>, <paramref name="gen"/>) it found in a
+    /// device-private entry at <paramref name="addr"/> (do_swap_page's vmf->page->pgmap->ops->migrate_to_ram): the page
+    /// must not have been freed since, which only a reference taken under the PTL guarantees (16ce101db85d).
+    /// </summary>
+    public void OnDevicePageUse(string what, ulong addr, long pfn, ushort gen)
+    {
+        if (Mode == CheckMode.Off) return;
+        ref var f = ref _k.Mem[pfn];
+        if (f.Has(PageFlags.Free) || f.Generation != gen)
+            Fail(Invariants.FreedPageReachable, $"{what} at 0x{addr:x} dereferences device-private pfn 0x{pfn:x}, freed by a concurrent migration since its entry was read (no reference held)", addr, pfn);
+    }
+
     public void OnSecondaryAccess(ISecondaryMmu sec, ulong hva, long pfn, ushort gen, bool write)
     {
         if (Mode == CheckMode.Off) return;

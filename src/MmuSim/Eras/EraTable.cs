@@ -50,6 +50,9 @@ public static class EraTable
         new(Feature.DeviceExclusive, V(5, 14), Forever, "b756a3b5e7ea 'mm: device exclusive memory access' (Alistair Popple; 5.14, kernel-facts §1.2); MMU_NOTIFY_EXCLUSIVE"),
         new(Feature.DeviceCoherent, V(6, 0), Forever, "f25cbb7a95a2 'mm: add zone device coherent type memory support' + test_hmm coherent devices and MIGRATE_TO_SYS (Alex Sierra; 6.0, recollection)"),
         new(Feature.MigrateDeviceRange, V(6, 1), Forever, "'mm/migrate_device.c: add migrate_device_range()' + dmirror RELEASE (Alistair Popple; 6.1, recollection)"),
+        new(Feature.DevicePrivateFaultRef, V(6, 1), Forever,
+            "16ce101db85d 'mm/memory.c: fix race when faulting a device private page' (Alistair Popple, v6.0-rc3-595, so 6.1; " +
+            "patch v2 of 2022-09-28 and the commit list seen): get_page under the PTL after pte_same, migrate_vma.fault_page"),
         new(Feature.DevicePrivateThp, V(6, 19), Forever, "THP migration of zone device pages (Balbir Singh; merged after 6.18, recollection): no named era has it"),
         new(Feature.MprotectTryChangeWritable, V(6, 0), Forever, "64fe24a3e05e 'mm/mprotect: try avoiding write faults for exclusive anonymous pages when changing protection' (David Hildenbrand, 6.0: recollection); measured on 6.18 by bench/realkvm pass 9"),
         new(Feature.MprotectLazyStart, V(4, 0), Forever, "seen in 4.10 (mni_start); 2.6.32 brackets the whole range"),

@@ -249,6 +249,9 @@ public enum Feature
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
     /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>
     IntervalRemoveSeqLocked,
+    /// <summary>do_swap_page takes a reference on a device-private page under the PTL (after pte_same) before
+    /// ->migrate_to_ram, and passes it to migrate_vma as fault_page (16ce101db85d, 6.1); before, the page could be freed under the callback.</summary>
+    DevicePrivateFaultRef,
 
     // ---- userfaultfd (issue 12 item 7, issue 9 item 4; fs/userfaultfd.c, mm/userfaultfd.c)
     /// <summary>userfaultfd(2) with UFFDIO_REGISTER_MODE_MISSING on anonymous memory, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE.</summary>

@@ -83,7 +83,7 @@ public sealed class DmirrorDevice : IDevPagemapOps
     {
         using var _ = _k.S.Current.Enter("dmirror_devmem_fault");
         if (!_zoneDeviceData.TryGetValue(pfn, out var dmirror)) return VmFault.SigSegv;
-        var args = new MigrateVma(vma, addr, addr + MmStruct.PageSize, this, MigrateVmaSelect.DevicePrivate) { FaultPage = pfn };
+        var args = new MigrateVma(vma, addr, addr + MmStruct.PageSize, this, MigrateVmaSelect.DevicePrivate) { FaultPage = DeviceFault.TakesFaultPageRef(_k) ? pfn : -1 };
         if (await MigrateDevice.MigrateVmaSetup(args) != 0) return VmFault.SigSegv; // VM_FAULT_SIGBUS
         if (await DevmemFaultAllocAndCopy(args, dmirror) != 0) return VmFault.Oom;
         await MigrateDevice.MigrateVmaPages(args);

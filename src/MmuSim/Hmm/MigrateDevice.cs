@@ -204,7 +204,10 @@ public static class MigrateDevice
             if (pte.Dirty) Folio.MarkDirty(k, page);
         }
         // folio_get + folio_trylock; ptep_get_and_clear; the migration entry takes the PTE's place; the PTE's
-        // reference and mapcount are dropped (the collect's reference remains).
+        // reference and mapcount are dropped (the collect's reference remains). A page another migration collected
+        // is locked by it until it restores or finalizes the page (the collected set stands for that folio lock):
+        // the trylock fails and the page is skipped.
+        if (CollectedSet(k).ContainsKey(page)) return false;
         Folio.Get(k, page);
         await mm.PtepGetAndClear(t, a);
         await mm.SetPte(t, a, Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, page));

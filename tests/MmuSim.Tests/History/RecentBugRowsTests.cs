@@ -24,6 +24,10 @@ public class RecentBugRowsTests
     [InlineData("kvm-prefault-memslot-delete", "6.10", "liveness")]
     [InlineData("kvm-prefault-memslot-delete", "6.17", "liveness")]
     [InlineData("kvm-prefault-memslot-delete", "6.18", null)]
+    [InlineData("device-private-fault-ref", "5.13", "freed-page-reachable")]
+    [InlineData("device-private-fault-ref", "6.1", null)]
+    [InlineData("device-private-fault-ref", "6.13", null)]
+    [InlineData("device-private-fault-ref", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -49,9 +53,25 @@ public class RecentBugRowsTests
         Assert.Contains("gpu", c.Message);
     }
 
+    [Fact]
+    public void DevicePrivateFaultDereferencesTheFreedPageOnlyWithoutTheReference()
+    {
+        var c = Cell("device-private-fault-ref", "5.13");
+        Assert.Contains("vmf->page->pgmap->ops->migrate_to_ram", c.Message);
+        Assert.Contains("freed by a concurrent migration", c.Message);
+        // From 6.1 both faults hold a reference: the slower one's migrate_vma_check_page fails and it retries (a spin
+        // until the other drops its reference), and the page comes back to system memory once (a second migration back would count 3), with its data.
+        var s = ScenarioLoader.LoadBuiltIn("device-private-fault-ref");
+        var r = ScenarioRunner.Run(s, EraTable.Get("6.13"), null);
+        Assert.Null(r.Violation);
+        Assert.Equal(2, r.Kernel.Stats[MmuSim.Stat.PagesMigrated]); // to the device in setup, back once
+        Assert.Equal(0, MmuSim.Hmm.DevicePagemaps.Of(r.Kernel).Count);
+    }
+
     [Theory]
     [InlineData("interval-remove-deferred", "6.1", Mutation.IntervalRemoveUnlockedSeq, "interval-seq")]
     [InlineData("kvm-prefault-memslot-delete", "6.18", Mutation.KvmPrefaultRetriesInvalidSlot, "liveness")]
+    [InlineData("device-private-fault-ref", "6.1", Mutation.DevicePrivateFaultNoRef, "freed-page-reachable")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
