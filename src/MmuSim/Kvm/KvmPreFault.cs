@@ -24,6 +24,13 @@ public sealed partial class KvmVcpu
     /// <summary>kvm_vcpu_pre_fault_memory: argument checks, then map [gpa, gpa+size) page by page under kvm->srcu.</summary>
     public async ValueTask<PreFaultResult> PreFaultMemory(ulong gpa, ulong size, ulong flags)
     {
+        await LockVcpu();                                      // kvm_vcpu_ioctl: mutex_lock_killable(&vcpu->mutex)
+        try { return await VcpuPreFaultMemory(gpa, size, flags); }
+        finally { Mutex.UnlockNoPoint(); }
+    }
+
+    async ValueTask<PreFaultResult> VcpuPreFaultMemory(ulong gpa, ulong size, ulong flags)
+    {
         var k = _kvm.Kernel;
         using var _ = k.S.Current.Enter("kvm_vcpu_pre_fault_memory");
         // No CONFIG_KVM_GENERIC_PRE_FAULT_MEMORY (before 6.10, or not x86): the ioctl reaches kvm_arch_vcpu_ioctl's default.

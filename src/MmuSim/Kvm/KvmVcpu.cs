@@ -47,6 +47,22 @@ public sealed partial class KvmVcpu : ISpinWaiter
         _kvm = kvm;
         Index = index;
         _where = $"{kvm.Name} vcpu{index} tlb";
+        Mutex = new KMutex(kvm.Kernel.S, $"{kvm.Name} vcpu{index}->mutex");
+    }
+
+    /// <summary>
+    /// vcpu->mutex: kvm_vcpu_ioctl holds it for KVM_RUN and KVM_PRE_FAULT_MEMORY, so two VMM threads issuing ioctls on
+    /// one vCPU fd run one after the other; the fault path's per-vCPU state (the retry snapshot) is never shared.
+    /// </summary>
+    /// <remarks>Only vCPU ioctls touch it, so an uncontended acquire and every release fold into the ioctl's first and
+    /// last steps (no scheduling point of their own: the same states are reachable, and a scenario with one thread per
+    /// vCPU explores exactly as before); a contended acquire blocks at a point until the holder's ioctl returns.</remarks>
+    public KMutex Mutex { get; }
+
+    ValueTask LockVcpu()
+    {
+        if (Mutex.TryLock()) return default;
+        return Mutex.Lock();
     }
 
     public int Index { get; }
@@ -113,6 +129,14 @@ public sealed partial class KvmVcpu : ISpinWaiter
     public ValueTask<GuestAccessResult> GuestFetch(ulong gfn) => GuestAccess(gfn, write: false, 0, fetch: true);
 
     async ValueTask<GuestAccessResult> GuestAccess(ulong gfn, bool write, ulong value, bool fetch)
+    {
+        await LockVcpu();                                      // kvm_vcpu_ioctl: mutex_lock_killable(&vcpu->mutex)
+        try { return await RunGuestAccess(gfn, write, value, fetch); }
+        finally { Mutex.UnlockNoPoint(); }
+    }
+
+    /// <summary>KVM_RUN (kvm_arch_vcpu_ioctl_run → vcpu_run) until the guest's access completes or exits to the VMM.</summary>
+    async ValueTask<GuestAccessResult> RunGuestAccess(ulong gfn, bool write, ulong value, bool fetch)
     {
         var k = _kvm.Kernel;
         using var _ = k.S.Current.Enter(write ? "guest_write" : "guest_read");

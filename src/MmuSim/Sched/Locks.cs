@@ -181,6 +181,9 @@ public sealed class KMutex(Scheduler s, string name)
 
     public ValueTask Unlock() => _set.Unlock();
 
+    /// <summary>Release as part of the current atomic step (no point).</summary>
+    public void UnlockNoPoint() => _set.UnlockNoPoint();
+
     public bool TryLock() => _set.TryLock();
 
     public override string ToString() => name;

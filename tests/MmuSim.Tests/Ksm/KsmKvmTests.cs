@@ -185,4 +185,18 @@ public class KsmKvmExplorationTests
         Assert.Contains(r.FirstViolation!.Violation!.Invariant,
             new[] { Invariants.WritableWithoutPrimary, Invariants.StaleTranslation, Invariants.FreedPageReachable, Invariants.LostWrite });
     }
+
+    /// <summary>
+    /// Regression: vcpu0 and vcpu1 (two VMM threads) both run vmB's vCPU 0. Before vcpu->mutex was modelled the two
+    /// KVM_RUNs interleaved on one vCPU and one overwrote the other's retry snapshot, so a retry on a moved seq looked
+    /// like a spin on unchanged inputs: a false liveness violation at portfolio schedule 263 of this scenario in 6.13.
+    /// </summary>
+    [Fact]
+    public void VmWriteRace_IsCleanUnderThePortfolioExplorer()
+    {
+        var s = MmuSim.Scenarios.ScenarioLoader.LoadBuiltIn("ksm-vm-write-race");
+        var r = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, MmuSim.Eras.EraTable.Get("6.13")),
+            new MmuSim.Explore.ExploreOptions { Iterations = 600 }).Run();
+        Assert.Null(r.First);
+    }
 }
