@@ -49,6 +49,10 @@ public enum Mutation
     // ---- device-private memory (issue 11)
     /// <summary>do_swap_page calls ->migrate_to_ram on a device-private entry without the PTL recheck and page reference (the pre-6.1 code).</summary>
     DevicePrivateFaultNoRef,
+
+    // ---- PAGEMAP_SCAN (issue 11)
+    /// <summary>do_pagemap_scan calls start before mmap_read_lock and end after mmap_read_unlock (the 6.7 code in a fixed era).</summary>
+    PagemapScanNotifyOutsideMmapLock,
 }
 
 public static class Mutations
@@ -98,6 +102,7 @@ public static class Mutations
         [Mutation.IntervalRemoveUnlockedSeq] = "mmu_interval_notifier_remove waits on READ_ONCE(invalidate_seq) without subscriptions->lock (returns while mn_itree_inv_end still walks the deferred list)",
         [Mutation.KvmPrefaultRetriesInvalidSlot] = "KVM_PRE_FAULT_MEMORY retries RET_PF_RETRY on a memslot being deleted while it holds kvm->srcu, instead of returning -EAGAIN",
         [Mutation.DevicePrivateFaultNoRef] = "do_swap_page hands a device-private page to ->migrate_to_ram without taking a reference under the PTL (a concurrent migration can free it first)",
+        [Mutation.PagemapScanNotifyOutsideMmapLock] = "PAGEMAP_SCAN's write-protect start/end run outside mmap_lock (a notifier registered in between gets an end without its start)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

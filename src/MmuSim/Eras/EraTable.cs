@@ -75,6 +75,10 @@ public static class EraTable
         new(Feature.KvmInvalidateRange, V(4, 19), V(6, 2), "APIC access page reload; present 6.1, gone 6.8"),
         new(Feature.KvmSkipLockWithoutSlot, V(5, 13), Forever, "071064f14d87"),
         new(Feature.KvmMemslotWaitsForInvalidations, V(5, 13), Forever, "52ac8b358b0c (recollection)"),
+        new(Feature.KvmActiveInvalidateUnderflowGuard, V(6, 9), Forever,
+            "d489ec956583 'KVM: Harden against unpaired kvm_mmu_notifier_invalidate_range_end() calls' (Sean Christopherson, lore " +
+            "20240110004239.491290-1; kvm-x86-generic-6.9 pull: 'Harden KVM against underflowing the active mmu_notifier invalidation count'): " +
+            "if (!WARN_ON_ONCE(!kvm->mn_active_invalidate_count)) --count; wake = !count. Prompted by PAGEMAP_SCAN (catalog e4)"),
         new(Feature.KvmRetryGfnRange, V(6, 8), Forever, "gfn union + mmu_invalidate_retry_gfn; 5.x used an hva union"),
         new(Feature.KvmEarlyUnsafeRetry, V(6, 8), Forever, "mmu_invalidate_retry_gfn_unsafe before and after GUP"),
         new(Feature.KvmZapMarksDirty, V(2, 6, 27), V(6, 13), "kvm_set_pfn_dirty on zap"),
@@ -160,6 +164,14 @@ public static class EraTable
         new(Feature.KsmChecksumBeforeStableSearch, V(6, 11), Forever, "Chengming Zhou 2024 'don't waste time searching stable tree for fast changing page' (version: recollection)"),
 
         new(Feature.TlbGatherFlushPending, V(4, 13), Forever, "56236a59556c/99baac21e458 (tlb_gather_mmu inc_tlb_flush_pending) + b3a81d0841a95 (clear_refs uses tlb_gather_mmu/tlb_finish_mmu instead of flush_tlb_mm): the same series as the KSM fix, after 4.13-rc1 (patch diffs seen); race 5(d8)"),
+        new(Feature.PagemapScan, V(6, 7), Forever,
+            "52526ca7fdb9 'fs/proc/task_mmu: implement IOCTL to get and optionally clear info about PTEs' (Muhammad Usama Anjum, 6.7): do_pagemap_scan " +
+            "brackets the whole scan with MMU_NOTIFY_PROTECTION_VMA start/end when PM_SCAN_WP_MATCHING is set, and pagemap_scan_test_walk skips a VMA " +
+            "that is not uffd-wp async (userfaultfd_wp_async && userfaultfd_wp_use_markers) in that mode; catalog e4"),
+        new(Feature.PagemapScanNotifyUnderMmapLock, V(6, 8), Forever,
+            "4cccb6221cae 'fs/proc/task_mmu: move mmu notification mechanism inside mm lock' (Muhammad Usama Anjum, Jan 2024; Fixes 52526ca7fdb9; syzbot " +
+            "81227d2bd69e9dedb802, lore 000000000000f6d051060c6785bc: 'WARNING ... kvm_mmu_notifier_change_pte'; in the 6.8-rc2 window, stable 6.7.3, " +
+            "CVE-2024-26617 'affected >=6.7.0 <6.7.3'): mmap_read_lock_killable, then start(walk_start, end), walk, end, mmap_read_unlock per iteration; catalog e4"),
         new(Feature.ClearRefsSoftDirty, V(3, 11), Forever, "CLEAR_REFS_SOFT_DIRTY, 0f8975ec4db2 'mm: soft-dirty bits for user memory changes tracking' (3.11, recollection); clear_refs_write brackets the walk with start/end (seen pre-4.13 and 4.19 code)"),
 
         new(Feature.IntervalRemoveSeqLocked, V(5, 18), Forever,
@@ -218,6 +230,7 @@ public static class EraTable
         ("5.13", V(5, 13), "KVM rwlock mmu_lock; generic hva walker skips mmu_lock without a slot; change_pte WARNs; memslots wait"),
         ("6.1", V(6, 1), "KVM mmu_invalidate_* rename; last era with KVM invalidate_range"),
         ("6.6", V(6, 6), "invalidate_range -> arch_invalidate_secondary_tlbs from the TLB flush; only_end gone"),
+        ("6.7", V(6, 7), "PAGEMAP_SCAN ioctl, whose write-protect start/end runs outside mmap_lock (CVE-2024-26617, catalog e4; fixed in 6.8, 6.7.3)"),
         ("6.8", V(6, 8), "KVM gfn-range retry, early unsafe retry checks (reference tree)"),
         ("6.10", V(6, 10), "change_pte and set_pte_at_notify removed"),
         ("6.13", V(6, 13), "KVM x86 marks folios dirty/accessed at fault time under mmu_lock, not on zap"),

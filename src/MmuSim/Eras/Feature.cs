@@ -93,6 +93,8 @@ public enum Feature
     KvmSkipLockWithoutSlot,
     /// <summary>Memslot updates wait for mn_active_invalidate_count == 0 (52ac8b358b0c).</summary>
     KvmMemslotWaitsForInvalidations,
+    /// <summary>kvm_mmu_notifier_invalidate_range_end WARNs instead of decrementing a zero mn_active_invalidate_count (6.9+).</summary>
+    KvmActiveInvalidateUnderflowGuard,
     /// <summary>The in-progress range is a gfn union and the retry check is mmu_invalidate_retry_gfn.</summary>
     KvmRetryGfnRange,
     /// <summary>Lockless mmu_invalidate_retry_gfn_unsafe before and after GUP.</summary>
@@ -189,6 +191,10 @@ public enum Feature
     TlbGatherFlushPending,
     /// <summary>/proc/PID/clear_refs accepts 4 (CLEAR_REFS_SOFT_DIRTY): write-protect and clear soft-dirty on every PTE.</summary>
     ClearRefsSoftDirty,
+    /// <summary>The PAGEMAP_SCAN ioctl on /proc/PID/pagemap (6.7+), with PM_SCAN_WP_MATCHING bracketed by PROTECTION_VMA start/end.</summary>
+    PagemapScan,
+    /// <summary>PAGEMAP_SCAN calls start/end under mmap_lock, per walk iteration (6.8+; 6.7.3 stable; CVE-2024-26617, catalog e4).</summary>
+    PagemapScanNotifyUnderMmapLock,
     /// <summary>mprotect upgrades make exclusive anonymous PTEs writable at once (MM_CP_TRY_CHANGE_WRITABLE, 64fe24a3e05e).</summary>
     MprotectTryChangeWritable,
 

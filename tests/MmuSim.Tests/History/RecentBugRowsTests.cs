@@ -28,6 +28,10 @@ public class RecentBugRowsTests
     [InlineData("device-private-fault-ref", "6.1", null)]
     [InlineData("device-private-fault-ref", "6.13", null)]
     [InlineData("device-private-fault-ref", "6.18", null)]
+    [InlineData("pagemap-scan-unpaired-end", "6.7", "counter-balance")]
+    [InlineData("pagemap-scan-unpaired-end", "6.8", null)]
+    [InlineData("pagemap-scan-unpaired-end", "6.13", null)]
+    [InlineData("pagemap-scan-unpaired-end", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -68,10 +72,37 @@ public class RecentBugRowsTests
         Assert.Equal(0, MmuSim.Hmm.DevicePagemaps.Of(r.Kernel).Count);
     }
 
+    [Fact]
+    public void PagemapScanIsNotApplicableBefore6_7()
+    {
+        var c = Cell("pagemap-scan-unpaired-end", "6.6");
+        Assert.Equal(CellStatus.NotApplicable, c.Status);
+    }
+
+    /// <summary>
+    /// The 6.7 code (in a fixed era, by the mutant) hands KVM an end without its start. Before d489ec956583 (6.9) KVM's
+    /// mn_active_invalidate_count wraps; from 6.9 KVM WARNs and keeps it at 0. Both are the kernel's bug elsewhere.
+    /// </summary>
+    [Theory]
+    [InlineData("6.8", "mn_active_invalidate_count underflow")]
+    [InlineData("6.10", "WARN_ON_ONCE(!mn_active_invalidate_count)")]
+    [InlineData("6.18", "WARN_ON_ONCE(!mn_active_invalidate_count)")]
+    public void KvmSeesTheUnpairedEnd_AndFrom6_9WarnsInsteadOfWrapping(string era, string message)
+    {
+        var s = ScenarioLoader.LoadBuiltIn("pagemap-scan-unpaired-end");
+        var r = new Explorer(new ScenarioExplorable(s, EraTable.Get(era), [Mutation.PagemapScanNotifyOutsideMmapLock]),
+            new ExploreOptions { Iterations = 64 }).Run();
+        Assert.NotNull(r.First);
+        Assert.Equal("counter-balance", r.First!.Violation.Invariant);
+        Assert.Contains(message, r.First.Violation.Message);
+        Assert.Contains("invalidate_range_end without its start", r.First.Violation.Message);
+    }
+
     [Theory]
     [InlineData("interval-remove-deferred", "6.1", Mutation.IntervalRemoveUnlockedSeq, "interval-seq")]
     [InlineData("kvm-prefault-memslot-delete", "6.18", Mutation.KvmPrefaultRetriesInvalidSlot, "liveness")]
     [InlineData("device-private-fault-ref", "6.1", Mutation.DevicePrivateFaultNoRef, "freed-page-reachable")]
+    [InlineData("pagemap-scan-unpaired-end", "6.8", Mutation.PagemapScanNotifyOutsideMmapLock, "counter-balance")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
