@@ -16,8 +16,9 @@ public static class KvmOps
     public static void Register(OpRegistry r)
     {
         r.Register(new OpSpec("vm.create", "kvm_create_vm on process: one mmu_notifier subscription; arch: " + KvmArchInfo.KnownList +
-            "; no_accessed_bit: age by zapping (EPT without A/D); pfncache: " + PfnCacheOps.KnownDesigns + " (where gfn_to_pfn_caches are invalidated; default start-hook = mainline)",
-            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache", "mmio_caching", "type"], VmCreate)
+            "; no_accessed_bit: age by zapping (EPT without A/D); pfncache: " + PfnCacheOps.KnownDesigns + " (where gfn_to_pfn_caches are invalidated; default start-hook = mainline)" +
+            "; mn_invalidate_lock: spinlock (mainline through 6.18) or raw (the Feb 2026 patch 'make mn_invalidate_lock non-sleeping for non-blocking invalidations'; matters under preempt_rt)",
+            ["process", "name"], ["arch", "no_accessed_bit", "apic_hva", "pfncache", "mmio_caching", "type", "mn_invalidate_lock"], VmCreate)
         {
             Check = (a, _) =>
             {
@@ -31,6 +32,8 @@ public static class KvmOps
                     throw a.Error("pfncache", $"unknown pfn cache design '{a.GetString("pfncache")}' (known: {PfnCacheOps.KnownDesigns})");
                 a.GetBool("no_accessed_bit");
                 a.GetBool("mmio_caching");
+                if (a.Has("mn_invalidate_lock") && a.GetString("mn_invalidate_lock") is not ("spinlock" or "raw"))
+                    throw a.Error("mn_invalidate_lock", $"unknown lock kind '{a.GetString("mn_invalidate_lock")}' (known: spinlock, raw)");
                 if (a.Has("apic_hva")) a.GetAddress("apic_hva");
             },
         });
@@ -200,6 +203,7 @@ public static class KvmOps
         if (a.Has("mmio_caching")) vm.MmioCaching = a.GetBool("mmio_caching") && KvmArchInfo.IsX86(vm.Arch);
         if (a.Has("pfncache") && PfnCacheOps.TryParseDesign(a.GetString("pfncache"), out var design)) vm.PfnCache = design;
         if (a.Has("apic_hva")) vm.ApicAccessHva = a.GetAddress("apic_hva");
+        vm.MnInvalidateLock.Raw = a.GetString("mn_invalidate_lock", "spinlock") == "raw";
         w.Objects[name] = vm;
         w.Objects["report:" + name] = new VmReport(vm);
     }

@@ -59,6 +59,10 @@ public sealed class Scenario
     /// user accesses go through its own TLB. Off by default.</summary>
     public bool PrimaryTlb { get; init; }
 
+    /// <summary>CONFIG_PREEMPT_RT (`preempt_rt: true`, <see cref="Sched.Scheduler.PreemptRt"/>): spinlock_t and rwlock_t
+    /// acquires may sleep. Off by default.</summary>
+    public bool PreemptRt { get; init; }
+
     /// <summary>NUMA nodes of the machine (`numa_nodes: 2`, 1..<see cref="Mm.PhysMem.MaxNodes"/>); 1 by default. Memory
     /// is allocated on node 0 unless a VMA's policy (mbind) or a migration target says otherwise.</summary>
     public int NumaNodes { get; init; } = 1;

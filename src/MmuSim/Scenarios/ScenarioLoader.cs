@@ -18,7 +18,7 @@ public static class ScenarioLoader
     const string ResourcePrefix = "scenarios/";
 
     static readonly string[] TopKeys =
-        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb", "memory", "numa_nodes"];
+        ["name", "description", "era", "processes", "setup", "threads", "daemons", "costs", "checks", "expect", "mutations", "max_steps", "pct_depth", "catalog", "history_stats", "primary_tlb", "memory", "numa_nodes", "preempt_rt"];
 
     /// <summary>Load a scenario file.</summary>
     public static Scenario Load(string path, OpRegistry? ops = null)
@@ -226,14 +226,8 @@ public static class ScenarioLoader
                 maxSteps = (long)Bounded(ms, "max_steps", 1, ScenarioLimits.MaxSteps);
             }
 
-            bool primaryTlb = false;
-            if (Opt(root, "primary_tlb") is { } pt)
-                primaryTlb = Str(pt, "primary_tlb").ToLowerInvariant() switch
-                {
-                    "true" or "yes" => true,
-                    "false" or "no" => false,
-                    var b => throw Err(pt, "primary_tlb", $"'{b}' is not a boolean (true or false)"),
-                };
+            bool primaryTlb = OptBool(root, "primary_tlb");
+            bool preemptRt = OptBool(root, "preempt_rt");
 
             int numaNodes = Opt(root, "numa_nodes") is { } nn ? (int)Bounded(nn, "numa_nodes", 1, Mm.PhysMem.MaxNodes) : 1;
 
@@ -267,9 +261,19 @@ public static class ScenarioLoader
                 MaxSteps = maxSteps,
                 PctDepth = pctDepth,
                 PrimaryTlb = primaryTlb,
+                PreemptRt = preemptRt,
                 NumaNodes = numaNodes,
             }.InitMemory(memory);
         }
+
+        /// <summary>An optional top-level boolean (false when absent).</summary>
+        bool OptBool(YamlMappingNode root, string field) =>
+            Opt(root, field) is not { } n ? false : Str(n, field).ToLowerInvariant() switch
+            {
+                "true" or "yes" => true,
+                "false" or "no" => false,
+                var b => throw Err(n, field, $"'{b}' is not a boolean (true or false)"),
+            };
 
         // ------------------------------------------------------------ processes and VMAs
 

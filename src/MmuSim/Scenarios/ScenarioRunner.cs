@@ -133,6 +133,7 @@ public static class ScenarioRunner
         });
         if (s.MaxSteps is { } max) k.S.MaxSteps = max;
         if (s.PrimaryTlb) k.PrimaryTlb = new CpuTlb(k);
+        k.S.PreemptRt = s.PreemptRt;
         if (s.Checks != null) k.Checker.EnableOnly(s.Checks);
         var world = new ScenarioWorld(k) { SecondaryDriver = s.SecondaryDriver };
         options.Configure?.Invoke(k);

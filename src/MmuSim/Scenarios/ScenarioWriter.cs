@@ -20,6 +20,7 @@ public static class ScenarioWriter
         if (s.PctDepth is { } depth) root.Add("pct_depth", depth.ToString());
         if (s.Catalog != null) root.Add("catalog", s.Catalog);
         if (s.PrimaryTlb) root.Add("primary_tlb", "true");
+        if (s.PreemptRt) root.Add("preempt_rt", "true");
         if (s.NumaNodes != 1) root.Add("numa_nodes", s.NumaNodes.ToString());
         if (s.Memory != Lkmm.MemoryModel.Sc) root.Add("memory", Lkmm.MemoryModels.NameOf(s.Memory));
         if (s.HistoryStats.Count > 0)

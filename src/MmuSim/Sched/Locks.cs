@@ -36,6 +36,10 @@ public sealed class LockSet
     /// <summary>True for mutex-like locks (may sleep), false for spinlocks.</summary>
     public bool Sleeping { get; }
 
+    /// <summary>raw_spinlock_t: spins even under PREEMPT_RT (<see cref="Scheduler.PreemptRt"/>), where a plain
+    /// spinlock_t is an rt_mutex whose acquire may sleep.</summary>
+    public bool Raw { get; set; }
+
     public int Capacity => _owner.Length;
 
     /// <summary>Grow to hold at least <paramref name="n"/> locks (page-table pool growth).</summary>
@@ -57,6 +61,7 @@ public sealed class LockSet
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask Lock(int i = 0)
     {
+        if (_s.PreemptRt && !Sleeping && !Raw) _s.RtLockMightResched($"spin_lock({Name})");
         // Fast path (no switch, uncontended spinlock): no async state machine.
         bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i, this);
         if (passed && !Sleeping && _owner[i] == 0)
@@ -151,6 +156,9 @@ public sealed class KSpinLock(Scheduler s, string name)
     /// <summary>See <see cref="LockSet.Guards"/>.</summary>
     public SharedVar? Guards { get => _set.Guards; set => _set.Guards = value; }
 
+    /// <summary>raw_spinlock_t rather than spinlock_t (matters only under PREEMPT_RT, <see cref="LockSet.Raw"/>).</summary>
+    public bool Raw { get => _set.Raw; set => _set.Raw = value; }
+
     public ValueTask Lock() => _set.Lock();
 
     public ValueTask Unlock() => _set.Unlock();
@@ -224,6 +232,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_read({name})");
+        else if (s.PreemptRt) s.RtLockMightResched($"read_lock({name})");
         while (_writer != 0)
         {
             if (_writer == me.Id + 1) s.Fail(Invariants.Deadlock, $"{me} read-locks {name} while write-holding it");
@@ -242,6 +251,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_write({name})");
+        else if (s.PreemptRt) s.RtLockMightResched($"write_lock({name})");
         while (_writer != 0 || _readers != 0)
         {
             if (_writer == me.Id + 1 || (_readers & (1UL << me.Id)) != 0)

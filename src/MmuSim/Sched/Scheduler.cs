@@ -316,6 +316,25 @@ public sealed class Scheduler
         return new BlockAwaiter(this);
     }
 
+    /// <summary>
+    /// CONFIG_PREEMPT_RT (scenario <c>preempt_rt: true</c>): spinlock_t and rwlock_t are rt_mutex-based sleeping locks,
+    /// raw_spinlock_t still spins (<see cref="LockSet.Raw"/>). Only the acquire's check changes
+    /// (<see cref="RtLockMightResched"/>); holding such a lock still counts as atomic for the other checks, which is
+    /// stricter than RT (where it only disables migration), never looser.
+    /// </summary>
+    public bool PreemptRt { get; set; }
+
+    /// <summary>
+    /// rtlock_might_resched (kernel/locking/spinlock_rt.c, rt_spin_lock / rt_read_lock / rt_write_lock) →
+    /// __might_resched, which also fails while current->non_block_count is raised (non_block_start around a
+    /// non-blockable notifier callback): "BUG: sleeping function called from invalid context".
+    /// </summary>
+    public void RtLockMightResched(string what)
+    {
+        if (Current.NonBlockDepth > 0)
+            Fail(Invariants.SleepInNonBlock, $"{what} is an rt_mutex under PREEMPT_RT and may sleep inside a non-blockable notifier callback");
+    }
+
     /// <summary>might_sleep(): flags sleeping in atomic context or in a non-blockable notifier callback.</summary>
     public void MightSleep(string what)
     {

@@ -32,6 +32,10 @@ public class RecentBugRowsTests
     [InlineData("pagemap-scan-unpaired-end", "6.8", null)]
     [InlineData("pagemap-scan-unpaired-end", "6.13", null)]
     [InlineData("pagemap-scan-unpaired-end", "6.18", null)]
+    [InlineData("oom-reaper-rt-sleeping-lock", "4.15", null)]
+    [InlineData("oom-reaper-rt-sleeping-lock", "4.19", "sleep-in-nonblock")]
+    [InlineData("oom-reaper-rt-sleeping-lock", "6.18", "sleep-in-nonblock")]
+    [InlineData("oom-reaper-rt-raw-lock-memslot", "6.18", "sleep-in-nonblock")]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -70,6 +74,52 @@ public class RecentBugRowsTests
         Assert.Null(r.Violation);
         Assert.Equal(2, r.Kernel.Stats[MmuSim.Stat.PagesMigrated]); // to the device in setup, back once
         Assert.Equal(0, MmuSim.Hmm.DevicePagemaps.Of(r.Kernel).Count);
+    }
+
+    static MmuSim.Scenarios.RunResult RunVariant(string scenario, string era, params (string From, string To)[] edits)
+    {
+        var text = ScenarioLoader.BuiltInText(scenario)!;
+        foreach (var (from, to) in edits)
+        {
+            Assert.Contains(from, text);
+            text = text.Replace(from, to);
+        }
+        return ScenarioRunner.Run(ScenarioLoader.Parse(text, scenario + ".yaml"), EraTable.Get(era), null);
+    }
+
+    /// <summary>Row e5: which lock the OOM reaper's non-blocking KVM callback trips over under PREEMPT_RT, and that
+    /// nothing is reported without PREEMPT_RT.</summary>
+    [Theory]
+    [InlineData("4.19", "spin_lock(vm0->mmu_lock)")]          // before 5.13 KVM's start takes mmu_lock unconditionally
+    [InlineData("5.13", "spin_lock(vm0->mn_invalidate_lock)")]
+    [InlineData("6.18", "spin_lock(vm0->mn_invalidate_lock)")]
+    public void OomReaperUnderRt_TakesAnRtLockInItsNonBlockingCallback(string era, string lockName)
+    {
+        var rt = RunVariant("oom-reaper-rt-sleeping-lock", era);
+        Assert.Equal("sleep-in-nonblock", rt.Violation?.Invariant);
+        Assert.StartsWith(lockName + " is an rt_mutex under PREEMPT_RT", rt.Violation!.Message);
+        Assert.Null(RunVariant("oom-reaper-rt-sleeping-lock", era, ("preempt_rt: true", "preempt_rt: false")).Violation);
+    }
+
+    /// <summary>The proposed raw mn_invalidate_lock is enough when no memslot overlaps the reaped range (5.13+ skips
+    /// mmu_lock), not when one does (mmu_lock is an rwlock_t on x86).</summary>
+    [Theory]
+    [InlineData("5.13")]
+    [InlineData("6.18")]
+    public void RawMnInvalidateLock_HelpsOnlyWithoutAMemslotOverTheRange(string era)
+    {
+        Assert.Null(RunVariant("oom-reaper-rt-sleeping-lock", era, ("name: vm0 }", "name: vm0, mn_invalidate_lock: raw }")).Violation);
+        var withSlot = RunVariant("oom-reaper-rt-raw-lock-memslot", era);
+        Assert.Equal("sleep-in-nonblock", withSlot.Violation?.Invariant);
+        Assert.StartsWith("write_lock(vm0->mmu_lock)", withSlot.Violation!.Message);
+    }
+
+    [Fact]
+    public void PreemptRtIsABooleanInTheScenarioFile()
+    {
+        Tests.Cli.CliRunner.AssertBadInput("preempt_rt: maybe\n" + Tests.Cli.CliRunner.MinimalScenario, 1, "preempt_rt", "not a boolean");
+        Tests.Cli.CliRunner.AssertBadInput(Tests.Cli.CliRunner.MinimalScenario.Replace("read: { addr: 0x100000 }",
+            "vm.create: { process: p, name: v, mn_invalidate_lock: mutex }"), 10, "vm.create.mn_invalidate_lock", "unknown lock kind");
     }
 
     [Fact]
