@@ -160,4 +160,33 @@ public class KvmScenarioTests
         }
         finally { File.Delete(path); }
     }
+
+    /// <summary>
+    /// Regression (found by the portfolio's PCT in 5.13): a vCPU fault holding its hva_to_pfn reference through all
+    /// ten passes of migrate_pages_batch makes the migration fail with -EAGAIN, as the kernel can; kvm-migrate accepts
+    /// either outcome and still checks the guest's value. Before, schedule-dependent "did not migrate" failures.
+    /// </summary>
+    [Theory]
+    [InlineData("5.13")]
+    [InlineData("6.18")]
+    public void KvmMigrate_IsCleanUnderThePortfolio(string era)
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-migrate");
+        var r = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, EraTable.Get(era)),
+            new MmuSim.Explore.ExploreOptions { Iterations = 2000 }).Run();
+        Assert.Null(r.First);
+    }
+
+    /// <summary>The shadow-MMU guest protocol asserts 6.18's counts; before 6.0 mprotect(RW) does not make exclusive
+    /// anon PTEs writable (MM_CP_TRY_CHANGE_WRITABLE), so pass 9 faults on every page, and the scenario says so.</summary>
+    [Fact]
+    public void GuestProtocolShadow_DeclaresThePre6_1CountsAsUnexpected()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-guest-protocol-shadow");
+        var r = ScenarioRunner.Run(s, EraTable.Get("5.13"), null);
+        Assert.Equal("unexpected-value", r.Violation?.Invariant);
+        Assert.Contains("pf_taken +769 (expected +545)", r.Violation!.Message);
+        Assert.True(s.ExpectedIn(EraTable.Get("5.13")).Matches(r.Violation));
+        Assert.Null(ScenarioRunner.Run(s, EraTable.Get("6.1"), null).Violation);
+    }
 }
