@@ -61,7 +61,7 @@ public sealed class LockSet
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask Lock(int i = 0)
     {
-        if (_s.PreemptRt && !Sleeping && !Raw) _s.RtLockMightResched($"spin_lock({Name})");
+        if (_s.PreemptRt && !Sleeping && !Raw) _s.RtLockMightResched("spin_lock", Name);
         // Fast path (no switch, uncontended spinlock): no async state machine.
         bool passed = _s.OnPoint(PointKind.LockAcquire, (ulong)i, this);
         if (passed && !Sleeping && _owner[i] == 0)
@@ -232,7 +232,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_read({name})");
-        else if (s.PreemptRt) s.RtLockMightResched($"read_lock({name})");
+        else if (s.PreemptRt) s.RtLockMightResched("read_lock", name);
         while (_writer != 0)
         {
             if (_writer == me.Id + 1) s.Fail(Invariants.Deadlock, $"{me} read-locks {name} while write-holding it");
@@ -251,7 +251,7 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         await s.Point(PointKind.LockAcquire, 0, this);
         var me = s.Current;
         if (sleeping) s.MightSleep($"down_write({name})");
-        else if (s.PreemptRt) s.RtLockMightResched($"write_lock({name})");
+        else if (s.PreemptRt) s.RtLockMightResched("write_lock", name);
         while (_writer != 0 || _readers != 0)
         {
             if (_writer == me.Id + 1 || (_readers & (1UL << me.Id)) != 0)

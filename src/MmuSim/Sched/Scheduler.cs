@@ -329,10 +329,11 @@ public sealed class Scheduler
     /// __might_resched, which also fails while current->non_block_count is raised (non_block_start around a
     /// non-blockable notifier callback): "BUG: sleeping function called from invalid context".
     /// </summary>
-    public void RtLockMightResched(string what)
+    /// <param name="op">spin_lock, read_lock or write_lock.</param><param name="lockName">The lock (the message is built only on failure).</param>
+    public void RtLockMightResched(string op, string lockName)
     {
         if (Current.NonBlockDepth > 0)
-            Fail(Invariants.SleepInNonBlock, $"{what} is an rt_mutex under PREEMPT_RT and may sleep inside a non-blockable notifier callback");
+            Fail(Invariants.SleepInNonBlock, $"{op}({lockName}) is an rt_mutex under PREEMPT_RT and may sleep inside a non-blockable notifier callback");
     }
 
     /// <summary>might_sleep(): flags sleeping in atomic context or in a non-blockable notifier callback.</summary>
