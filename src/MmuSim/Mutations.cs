@@ -53,6 +53,10 @@ public enum Mutation
     // ---- PAGEMAP_SCAN (issue 11)
     /// <summary>do_pagemap_scan calls start before mmap_read_lock and end after mmap_read_unlock (the 6.7 code in a fixed era).</summary>
     PagemapScanNotifyOutsideMmapLock,
+
+    // ---- khugepaged shmem collapse (issue 11, row e6)
+    /// <summary>collapse_and_free_pmd clears the PMD without its CLEAR start/end (the pre-6.1 code in a fixed era).</summary>
+    CollapseAndFreePmdNoNotify,
 }
 
 public static class Mutations
@@ -103,6 +107,7 @@ public static class Mutations
         [Mutation.KvmPrefaultRetriesInvalidSlot] = "KVM_PRE_FAULT_MEMORY retries RET_PF_RETRY on a memslot being deleted while it holds kvm->srcu, instead of returning -EAGAIN",
         [Mutation.DevicePrivateFaultNoRef] = "do_swap_page hands a device-private page to ->migrate_to_ram without taking a reference under the PTL (a concurrent migration can free it first)",
         [Mutation.PagemapScanNotifyOutsideMmapLock] = "PAGEMAP_SCAN's write-protect start/end run outside mmap_lock (a notifier registered in between gets an end without its start)",
+        [Mutation.CollapseAndFreePmdNoNotify] = "collapse_and_free_pmd retracts a page table without MMU_NOTIFY_CLEAR start/end (collapse_pte_mapped_thp's PTEs vanish behind the secondaries' backs)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };
 }

@@ -31,6 +31,10 @@ public enum Stat
     ThpSplitPages,
     /// <summary>hugetlb_no_page: huge pages faulted in from the hugetlb pool.</summary>
     HugetlbFaults,
+    /// <summary>khugepaged's pages_collapsed for shmem: huge page-cache folios collapse_file made.</summary>
+    ThpCollapseFile,
+    /// <summary>collapse_pte_mapped_thp: page tables of PTE-mapped file THPs retracted.</summary>
+    ThpPteMappedCollapsed,
 
     // ---- notifier core
     NotifierStarts,

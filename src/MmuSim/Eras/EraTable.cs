@@ -65,6 +65,9 @@ public static class EraTable
         new(Feature.MadvWipeOnFork, V(4, 14), Forever, "MADV_WIPEONFORK/KEEPONFORK, d2cd9ede6e19 (4.14); private anonymous VMAs only (-EINVAL otherwise)"),
         new(Feature.MadvPopulate, V(5, 14), Forever, "MADV_POPULATE_READ/WRITE, 4ca9b3859dac (5.14); faultin_page_range with FOLL_MADV_POPULATE from 6.9 (631426ba1d45)"),
         new(Feature.MadvCollapse, V(6, 1), Forever, "MADV_COLLAPSE, 7d8faaf15545 (6.1): collapse_huge_page with MMU_NOTIFY_CLEAR over the PMD range"),
+        new(Feature.KhugepagedShmemCollapse, V(4, 8), Forever, "f3f0e1d2150b 'khugepaged: add support of collapse for tmpfs/shmem pages' (Kirill Shutemov, 4.8): collapse_shmem + retract_page_tables"),
+        new(Feature.CollapsePteMappedThp, V(5, 4), Forever, "27e1f8273113 'khugepaged: enable collapse pmd for pte-mapped THP' (Song Liu, 5.4): khugepaged_add_pte_mapped_thp when retract_page_tables' mmap_write_trylock fails"),
+        new(Feature.CollapseFileNotifies, V(6, 1), Forever, "f268f6cf875f 'mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths' (Jann Horn, Nov 2022, merged for 6.1; stable 5.10+; CVE-2022-48991)"),
         new(Feature.Uprobes, V(3, 5), Forever, "uprobes __replace_page (3.5); start/end from 3.7 (6bdb913f0a70), seen 3.10"),
 
         new(Feature.KvmMmuRwLock, V(5, 12), Forever, "x86 rwlock 531810caa9f4 (recollection)"),

@@ -251,6 +251,17 @@ public enum Feature
     /// <summary>MADV_COLLAPSE (7d8faaf15545, 6.1): synchronous khugepaged collapse of the PMD ranges in the advice range.</summary>
     MadvCollapse,
 
+    // ---- khugepaged on shmem (mm/khugepaged.c collapse_file; issue 11 row e6)
+    /// <summary>khugepaged collapses shmem ranges into a huge page-cache folio (collapse_shmem, later collapse_file) and
+    /// retract_page_tables drops the mappings' empty page tables (f3f0e1d2150b, 4.8).</summary>
+    KhugepagedShmemCollapse,
+    /// <summary>collapse_pte_mapped_thp: khugepaged later retracts the page table of a range that PTE-maps a file THP
+    /// (retract_page_tables' mmap_lock trylock failed), removing present PTEs (27e1f8273113, 5.4).</summary>
+    CollapsePteMappedThp,
+    /// <summary>collapse_and_free_pmd brackets pmdp_collapse_flush with an MMU_NOTIFY_CLEAR start/end (f268f6cf875f,
+    /// CVE-2022-48991, 6.1); before, secondaries kept translations of the PTEs collapse_pte_mapped_thp removed.</summary>
+    CollapseFileNotifies,
+
     // ---- notifier bugs found since 2018 (issue 11)
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
     /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>

@@ -33,7 +33,8 @@ public enum FileKind : byte
 /// into it). A cached page's frame is not PageAnon; its root is this object's <see cref="Id"/> and its index the file
 /// page index (folio->mapping, folio->index).
 /// Invariants (<see cref="AssertInvariants"/>): every cached pfn's frame names this file and index and holds a
-/// reference; no index is both cached and in Backing; every mapping is a live VMA whose File is this object.
+/// reference (a huge folio from khugepaged's collapse_file: each subpage at its index, one head reference per index);
+/// no index is both cached and in Backing; every mapping is a live VMA whose File is this object.
 /// </remarks>
 public sealed class AddressSpace
 {
@@ -88,8 +89,9 @@ public sealed class AddressSpace
         foreach (var (index, pfn) in Pages)
         {
             var f = k.Mem[pfn];
-            if (f.Has(PageFlags.Anon) || f.AnonRoot != Id || f.Index != index || f.RefCount < 1)
-                throw new ModelException($"{Name}: cached page 0x{pfn:x} at index {index} has root {f.AnonRoot}, index {f.Index}, refcount {f.RefCount}");
+            var head = k.Mem[k.Mem.FolioOf(pfn)]; // a huge folio's subpages share the head's references (one per index)
+            if (head.Has(PageFlags.Anon) || f.AnonRoot != Id || f.Index != index || head.RefCount < 1)
+                throw new ModelException($"{Name}: cached page 0x{pfn:x} at index {index} has root {f.AnonRoot}, index {f.Index}, refcount {head.RefCount}");
             if (Backing.ContainsKey(index)) throw new ModelException($"{Name}: index {index} is both cached and on the backing store");
         }
         foreach (var v in Mappings)
@@ -167,7 +169,7 @@ public static class Filemap
         if (!cur.IsNone)
         {
             await mm.UnlockPtl(t);
-            await FolioLock.Unlock(k, pfn);
+            await FolioLock.Unlock(k, k.Mem.FolioOf(pfn));
             Folio.Put(k, pfn);
             return VmFault.Retry;
         }
@@ -176,7 +178,7 @@ public static class Filemap
         if (write) Folio.MarkDirty(k, pfn);
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: write));
         await mm.UnlockPtl(t);
-        await FolioLock.Unlock(k, pfn); // the lookup's reference is now the mapping's
+        await FolioLock.Unlock(k, k.Mem.FolioOf(pfn)); // the lookup's reference is now the mapping's
         return VmFault.Ok;
     }
 
@@ -190,9 +192,9 @@ public static class Filemap
         long pfn = await FilemapGetFolio(k, file, index, addr);
         if (pfn < 0) return -1;
         Folio.Get(k, pfn);
-        await FolioLock.Lock(k, pfn);
+        await FolioLock.Lock(k, k.Mem.FolioOf(pfn));
         if (file.Pages.TryGetValue(index, out long now) && now == pfn) return pfn;
-        await FolioLock.Unlock(k, pfn);
+        await FolioLock.Unlock(k, k.Mem.FolioOf(pfn));
         Folio.Put(k, pfn);
         return -2;
     }
@@ -215,7 +217,7 @@ public static class Filemap
             k.Mem[pfn].Contents = k.Mem[src].Contents; // copy_user_highpage
             k.S.Charge(CostKind.CopyPage);
         }
-        await FolioLock.Unlock(k, src);
+        await FolioLock.Unlock(k, k.Mem.FolioOf(src));
         Folio.Put(k, src);
         if (pfn < 0) return VmFault.Oom;
         await mm.LockPtl(t);

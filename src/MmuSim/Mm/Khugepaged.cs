@@ -38,9 +38,10 @@ public enum ScanResult : byte
 /// hpage_collapse_scan_pmd and collapse_huge_page; khugepaged alone applies the max_ptes_none/swap/shared limits
 /// (defaults 511, 64, 256) and wants referenced pages. The only notifier is collapse_huge_page's start/end CLEAR over
 /// the 2 MiB range around pmdp_collapse_flush (plain end: 3.19-6.5 it calls invalidate_range; 6.6+ the TLB flush calls
-/// arch_invalidate_secondary_tlbs). File/shmem collapse (collapse_file) is not modelled: a shared VMA is refused.
+/// arch_invalidate_secondary_tlbs). Shmem collapse (collapse_file, retract_page_tables,
+/// collapse_pte_mapped_thp) is in KhugepagedFile.cs; MADV_COLLAPSE of a shmem VMA is refused here.
 /// </summary>
-public static class Khugepaged
+public static partial class Khugepaged
 {
     /// <summary>khugepaged_max_ptes_none / max_ptes_swap / max_ptes_shared defaults (HPAGE_PMD_NR - 1, /8, /2).</summary>
     public const int MaxPtesNone = PhysMem.HugePages - 1, MaxPtesSwap = PhysMem.HugePages / 8, MaxPtesShared = PhysMem.HugePages / 2;
@@ -105,7 +106,12 @@ public static class Khugepaged
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("khugepaged_scan_mm_slot");
         if (!k.Era.Has(Feature.Thp)) return ScanResult.VmaCheck;
-        return await CollapseOne(mm, haddr & MmStruct.PmdMask, khugepaged: true);
+        await KhugepagedCollapsePteMappedThps(mm);
+        haddr &= MmStruct.PmdMask;
+        // Which branch of khugepaged_scan_mm_slot: read without a point (both revalidate under mmap_lock), so that
+        // the anonymous path's interleavings are those it always had.
+        if (mm.FindVma(haddr) is { File.IsShmem: true } && await KhugepagedScanShmem(mm, haddr) is { } shmem) return shmem;
+        return await CollapseOne(mm, haddr, khugepaged: true);
     }
 
     /// <summary>madvise_collapse_errno.</summary>

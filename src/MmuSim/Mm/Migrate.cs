@@ -44,7 +44,8 @@ public static class Migrate
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || f.Has(PageFlags.Zero)) return false;
         if (f.Has(PageFlags.Ksm)) return k.Era.Has(Feature.KsmFolioMigration);
         if (f.Has(PageFlags.Anon)) return true;
-        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head;
+        // A huge page-cache folio (khugepaged's collapse_file) is not migrated: its 512 cache entries are not moved.
+        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head && !k.Mem.IsHuge(head);
     }
 
     /// <summary>NR_MAX_MIGRATE_PAGES_RETRY: the passes migrate_pages_batch makes over a folio that answers -EAGAIN.</summary>

@@ -61,6 +61,13 @@ public sealed class MmStruct
     /// <summary>exit_mmap has run; the address space is gone.</summary>
     public bool Exited { get; internal set; }
 
+    /// <summary>
+    /// khugepaged's mm_slot->pte_mapped_thp[] (5.4+, at most MAX_PTE_MAPPED_THP = 8): PMD-aligned addresses whose page
+    /// table retract_page_tables could not take (mmap_write_trylock failed), for khugepaged_collapse_pte_mapped_thps
+    /// on its next pass over this mm. Changed only by khugepaged (khugepaged_mm_lock is folded into its steps).
+    /// </summary>
+    internal List<ulong>? PteMappedThp { get; set; }
+
     /// <summary>OOM victim: MMF_OOM_SKIP etc. (reaper bookkeeping).</summary>
     public bool OomReaped { get; internal set; }
 

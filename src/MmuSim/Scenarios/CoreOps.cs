@@ -59,7 +59,8 @@ public static partial class CoreOps
             "populate_read, populate_write (5.14), wipeonfork, keeponfork (4.14), collapse (6.1); KSM adds mergeable, unmergeable; " +
             "expect: the errno (ok default; only for the errno-returning advice)",
             ["process", "addr", "len", "advice"], ["expect"], MadviseOp) { Check = CheckMadvise });
-        r.Register(new OpSpec("khugepaged", "khugepaged scans the PMD range at addr (2 MiB aligned) and collapses it (max_ptes_none 511, swap 64, shared 256; VM_HUGEPAGE); expect: collapsed (default), failed or any",
+        r.Register(new OpSpec("khugepaged", "khugepaged scans the PMD range at addr (2 MiB aligned) and collapses it (max_ptes_none 511, swap 64, shared 256; VM_HUGEPAGE); " +
+            "a shmem VMA goes through collapse_file and retract_page_tables (4.8), and each pass first runs collapse_pte_mapped_thp on ranges a failed trylock left (5.4); expect: collapsed (default), failed or any",
             ["process", "addr"], ["expect"], KhugepagedOp) { Check = CheckKhugepaged });
         r.Register(new OpSpec("exit", "exit_mmap: ->release first, then unmap everything", P, [], Exit));
         r.Register(new OpSpec("record", "register a recording secondary (every callback logged) on process; name for expect-calls",

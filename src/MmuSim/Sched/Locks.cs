@@ -265,6 +265,18 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         s.Weak?.LockAcquired(this, 0);
     }
 
+    /// <summary>down_write_trylock / write_trylock: take it for write if nobody holds it (a scheduling point, never blocks).</summary>
+    public async ValueTask<bool> TryWriteLock()
+    {
+        await s.Point(PointKind.LockAcquire, 0, this);
+        if (_writer != 0 || _readers != 0) return false;
+        _writer = s.Current.Id + 1;
+        if (!sleeping) s.Current.AtomicDepth++;
+        s.Charge(CostKind.Lock);
+        s.Weak?.LockAcquired(this, 0);
+        return true;
+    }
+
     public async ValueTask ReadUnlock()
     {
         await s.Point(PointKind.LockRelease, 0, this);

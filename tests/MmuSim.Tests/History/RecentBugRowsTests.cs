@@ -36,6 +36,11 @@ public class RecentBugRowsTests
     [InlineData("oom-reaper-rt-sleeping-lock", "4.19", "sleep-in-nonblock")]
     [InlineData("oom-reaper-rt-sleeping-lock", "6.18", "sleep-in-nonblock")]
     [InlineData("oom-reaper-rt-raw-lock-memslot", "6.18", "sleep-in-nonblock")]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "4.19", null)]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "5.5", "stale-translation")]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "5.13", "stale-translation")]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.1", null)]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -123,6 +128,17 @@ public class RecentBugRowsTests
     }
 
     [Fact]
+    public void KhugepagedRowNamesTheCollapseOfThePteMappedThp()
+    {
+        var c = Cell("khugepaged-pte-mapped-thp-no-notify", "5.13");
+        Assert.Equal("collapse_pte_mapped_thp", c.Counterexample!.Violation.Function);
+        Assert.Equal("khugepaged", c.Counterexample.Violation.ContextName);
+        Assert.Contains("vm0 maps 0x401000 (spte)", c.Message);
+        Assert.Contains("primary maps nothing", c.Message);
+        Assert.Equal(CellStatus.NotApplicable, Cell("khugepaged-pte-mapped-thp-no-notify", "3.19").Status);
+    }
+
+    [Fact]
     public void PagemapScanIsNotApplicableBefore6_7()
     {
         var c = Cell("pagemap-scan-unpaired-end", "6.6");
@@ -153,6 +169,7 @@ public class RecentBugRowsTests
     [InlineData("kvm-prefault-memslot-delete", "6.18", Mutation.KvmPrefaultRetriesInvalidSlot, "liveness")]
     [InlineData("device-private-fault-ref", "6.1", Mutation.DevicePrivateFaultNoRef, "freed-page-reachable")]
     [InlineData("pagemap-scan-unpaired-end", "6.8", Mutation.PagemapScanNotifyOutsideMmapLock, "counter-balance")]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", Mutation.CollapseAndFreePmdNoNotify, "stale-translation")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
