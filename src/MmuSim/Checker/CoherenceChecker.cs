@@ -473,7 +473,16 @@ public sealed class CoherenceChecker
         if (Mode == CheckMode.Off) return;
         foreach (var mm in _k.Mms)
             if (mm.ActiveRanges.Count > 0)
+            {
                 Fail(Invariants.Pairing, $"{mm}: invalidate_range_start {mm.ActiveRanges[0]} never ended", mm.ActiveRanges[0].Start);
+                return;
+            }
+        foreach (var sec in _secondaries)
+            if (sec.ImbalanceAtRest() is { } why)
+            {
+                Fail(Invariants.CounterBalance, $"{sec.Name}: {why}");
+                return;
+            }
     }
 
     // ------------------------------------------------------------------ primary consistency

@@ -31,7 +31,7 @@ public static class EraTable
         new(Feature.SrcuReadSide, V(3, 7), Forever, "global SRCU 21a92735f660 (recollection for id)"),
         new(Feature.BlockableStart, V(4, 19), Forever, "93065ac753e4 (recollection)"),
         new(Feature.RangeEvents, V(5, 2), Forever, "MMU_NOTIFY_* (recollection for version)"),
-        new(Feature.NonblockFailureCallsEnd, V(5, 5), Forever, "mn_hlist_invalidate_range_start calls end on -EAGAIN (seen 5.15; version: recollection)"),
+        new(Feature.NonblockFailureCallsEnd, V(5, 12), Forever, "c2655835fd8c \"mm/mmu_notifiers: ensure range_end() is paired with range_start()\" (Sean Christopherson, 5.12-rc3, Cc stable; Fixes 93065ac753e4, 4.19): on -EAGAIN mn_hlist_invalidate_range_start calls every ->invalidate_range_end, and WARNs on a failing start that has one"),
         new(Feature.OnlyEnd, V(4, 15), V(6, 6), "mmu_notifier_invalidate_range_only_end"),
         new(Feature.ChangePteFallbackToInvalidatePage, V(2, 6, 32), V(3, 7), "removed by 6bdb913f0a70"),
         new(Feature.SetPteThenNotify, V(2, 6, 32), V(3, 7), "2.6.32 set_pte_at then change_pte; reversed by 3.10"),

@@ -32,7 +32,8 @@ public enum Feature
     BlockableStart,
     /// <summary>struct mmu_notifier_range with MMU_NOTIFY_* events.</summary>
     RangeEvents,
-    /// <summary>On a failed non-blocking start, end is called for the subscriptions whose start succeeded (5.5 rework).</summary>
+    /// <summary>On a failed non-blocking start, end is called for every subscription with an invalidate_range_end, and a
+    /// subscription whose start can fail may not have one (WARN_ON): c2655835fd8c, 5.12 (catalog e7).</summary>
     NonblockFailureCallsEnd,
     /// <summary>mmu_notifier_invalidate_range_only_end (IR already done under the PTL).</summary>
     OnlyEnd,

@@ -569,6 +569,20 @@ public sealed partial class Kvm : MmuNotifier, ISecondaryMmu
 
     const string WhereSpte = "spte", WhereHuge = "spte 2M";
 
+    /// <summary>
+    /// At the end of a run with no invalidation of the mm in flight, kvm->mmu_invalidate_in_progress (mmu_notifier_count
+    /// before 6.1) and (5.13+) mn_active_invalidate_count must be back at 0: a start whose end never came leaves every
+    /// later fault retrying (a soft lockup in the guest) and, from 5.13, memslot updates waiting forever (catalog e7).
+    /// A destroyed VM is exempt (kvm_destroy_vm resets the active count).
+    /// </summary>
+    public string? ImbalanceAtRest()
+    {
+        if (Destroyed || (InvalidateInProgress == 0 && MnActiveInvalidateCount == 0)) return null;
+        return Era.Has(Feature.KvmMemslotWaitsForInvalidations)
+            ? $"mmu_invalidate_in_progress is {InvalidateInProgress} and mn_active_invalidate_count is {MnActiveInvalidateCount} with no invalidation in flight (a start without its end: faults retry forever, memslot updates wait forever)"
+            : $"mmu_notifier_count is {InvalidateInProgress} with no invalidation in flight (a start without its end: every later fault retries forever)";
+    }
+
     /// <summary>Every present SPTE (4 KiB and 2 MiB), every vCPU TLB entry and every valid pfn cache. Allocation-free apart from the list.</summary>
     public void CollectTranslations(List<SecondaryTranslation> into)
     {

@@ -52,4 +52,11 @@ public interface ISecondaryMmu
 
     /// <summary>Append every live translation (including cached TLB entries) into <paramref name="into"/>.</summary>
     void CollectTranslations(List<SecondaryTranslation> into);
+
+    /// <summary>
+    /// Checked at the end of a run in which every invalidation of <see cref="MirroredMm"/> has ended: a description
+    /// of a counter that an invalidate_range_start raised and no invalidate_range_end lowered (KVM's
+    /// mmu_invalidate_in_progress), or null. A secondary without such counters keeps the default.
+    /// </summary>
+    string? ImbalanceAtRest() => null;
 }

@@ -41,6 +41,11 @@ public class RecentBugRowsTests
     [InlineData("khugepaged-pte-mapped-thp-no-notify", "5.13", "stale-translation")]
     [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.1", null)]
     [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", null)]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "4.15", null)]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "4.19", "counter-balance")]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "5.5", "counter-balance")]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "5.13", null)]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -138,6 +143,45 @@ public class RecentBugRowsTests
         Assert.Equal(CellStatus.NotApplicable, Cell("khugepaged-pte-mapped-thp-no-notify", "3.19").Status);
     }
 
+    static Scenario E7(Func<string, string> edit) =>
+        ScenarioLoader.Parse(edit(ScenarioLoader.BuiltInText("oom-reaper-nonblock-unpaired-end")!), "e7.yaml");
+
+    static MmuSim.Sched.Violation? FirstViolation(Scenario s, string era) =>
+        new Explorer(new ScenarioExplorable(s, EraTable.Get(era)), new ExploreOptions { Iterations = 16 }).Run().First?.Violation;
+
+    /// <summary>
+    /// Row (e7): the reaper's ten failed attempts leave KVM's count at 10 before c2655835fd8c; the guest's next fault
+    /// then retries forever (the "soft lockup in the guest" of the commit), and from 5.12 the same fault maps the page.
+    /// </summary>
+    [Theory]
+    [InlineData("4.19", "mmu_notifier_count is 10")]
+    [InlineData("5.5", "mmu_notifier_count is 10")]
+    public void UnpairedEndLeavesKvmsCountAtTheReapersTenAttempts(string era, string message)
+    {
+        var v = FirstViolation(ScenarioLoader.LoadBuiltIn("oom-reaper-nonblock-unpaired-end"), era);
+        Assert.NotNull(v);
+        Assert.Equal("counter-balance", v!.Invariant);
+        Assert.Contains(message, v.Message);
+        var withGuest = E7(t => t.Replace("      - oom-reap\n", "      - oom-reap\n      - guest.read: { vm: vm0, gfn: 0x10, expect: 0x11 }\n"));
+        var lockup = FirstViolation(withGuest, era);
+        Assert.NotNull(lockup);
+        Assert.Equal("liveness", lockup!.Invariant);
+        Assert.Contains("kvm_mmu_page_fault (RET_PF_RETRY)", lockup.Message);
+        Assert.Null(FirstViolation(withGuest, "5.13"));
+    }
+
+    /// <summary>The fix also forbids a start that can fail from having an end (WARN_ON(ops->invalidate_range_end));
+    /// before it, such a subscription was legal and only KVM's count showed the missing end.</summary>
+    [Fact]
+    public void AFailingStartWithAnEndWarnsOnlyFrom5_12()
+    {
+        var s = E7(t => t.Replace("end: false", "end: true"));
+        Assert.Equal("counter-balance", FirstViolation(s, "5.5")!.Invariant);
+        var v = FirstViolation(s, "5.13");
+        Assert.Equal("start-end-pairing", v!.Invariant);
+        Assert.Contains("i915-userptr failed start but implements invalidate_range_end", v.Message);
+    }
+
     [Fact]
     public void PagemapScanIsNotApplicableBefore6_7()
     {
@@ -170,6 +214,7 @@ public class RecentBugRowsTests
     [InlineData("device-private-fault-ref", "6.1", Mutation.DevicePrivateFaultNoRef, "freed-page-reachable")]
     [InlineData("pagemap-scan-unpaired-end", "6.8", Mutation.PagemapScanNotifyOutsideMmapLock, "counter-balance")]
     [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", Mutation.CollapseAndFreePmdNoNotify, "stale-translation")]
+    [InlineData("oom-reaper-nonblock-unpaired-end", "6.18", Mutation.NonblockFailureSkipsEnd, "counter-balance")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
