@@ -61,6 +61,10 @@ public enum Mutation
     // ---- unpaired end after a failed non-blocking start (issue 11, row e7)
     /// <summary>mn_hlist_invalidate_range_start returns -EAGAIN without calling the subscriptions' ends (the pre-5.12 code in a fixed era).</summary>
     NonblockFailureSkipsEnd,
+
+    // ---- Xen gntdev (issue 11, row e8)
+    /// <summary>gntdev_invalidate waits in unmap_grant_pages until the grant pages are unused (the pre-5.19 driver in a fixed era).</summary>
+    GntdevSyncUnmap,
 }
 
 public static class Mutations
@@ -111,6 +115,7 @@ public static class Mutations
         [Mutation.KvmPrefaultRetriesInvalidSlot] = "KVM_PRE_FAULT_MEMORY retries RET_PF_RETRY on a memslot being deleted while it holds kvm->srcu, instead of returning -EAGAIN",
         [Mutation.DevicePrivateFaultNoRef] = "do_swap_page hands a device-private page to ->migrate_to_ram without taking a reference under the PTL (a concurrent migration can free it first)",
         [Mutation.PagemapScanNotifyOutsideMmapLock] = "PAGEMAP_SCAN's write-protect start/end run outside mmap_lock (a notifier registered in between gets an end without its start)",
+        [Mutation.GntdevSyncUnmap] = "Xen gntdev's invalidate waits for the grant pages to be unused (gnttab_unmap_refs_sync) instead of unmapping asynchronously: deadlock against a pin holder that waits for the invalidation",
         [Mutation.NonblockFailureSkipsEnd] = "a failed non-blocking invalidate_range_start returns -EAGAIN without calling the other subscriptions' invalidate_range_end (KVM's counts stay raised)",
         [Mutation.CollapseAndFreePmdNoNotify] = "collapse_and_free_pmd retracts a page table without MMU_NOTIFY_CLEAR start/end (collapse_pte_mapped_thp's PTEs vanish behind the secondaries' backs)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",

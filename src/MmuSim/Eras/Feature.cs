@@ -263,6 +263,10 @@ public enum Feature
     /// CVE-2022-48991, 6.1); before, secondaries kept translations of the PTEs collapse_pte_mapped_thp removed.</summary>
     CollapseFileNotifies,
 
+    // ---- device drivers (issue 11)
+    /// <summary>Xen gntdev's notifier unmaps grants asynchronously instead of waiting for the pages to be unused (dbe97cff7dd9, 5.19; catalog e8).</summary>
+    GntdevAsyncUnmap,
+
     // ---- notifier bugs found since 2018 (issue 11)
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
     /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>

@@ -41,6 +41,19 @@ public sealed class DriverInfo
     /// <summary>The built-in reference driver (<see cref="UserptrDriver"/>), used by the <c>secondary</c> op by default.</summary>
     public static DriverInfo Reference { get; } = Of(typeof(UserptrDriver));
 
+    /// <summary>The drivers the model ships, by name, for the <c>secondary</c> op's <c>driver:</c> field: the reference
+    /// userptr driver and the in-tree drivers of catalog rows (Devices/Gntdev.cs, Devices/I915Userptr.cs).</summary>
+    public static IReadOnlyList<DriverInfo> BuiltIn { get; } =
+        [Reference, Of(typeof(Devices.GntdevDriver)), Of(typeof(Devices.I915UserptrDriver))];
+
+    /// <summary>The built-in driver named <paramref name="name"/>, or null.</summary>
+    public static DriverInfo? BuiltInNamed(string name)
+    {
+        foreach (var d in BuiltIn)
+            if (d.Name == name) return d;
+        return null;
+    }
+
     /// <summary>Can the driver run in <paramref name="era"/> (the era has every feature it requires)?</summary>
     public bool SupportedIn(KernelEra era)
     {

@@ -14,8 +14,8 @@ public static class SecondaryOps
     /// <summary>Register the ops.</summary>
     public static void Register(OpRegistry r)
     {
-        r.Register(new OpSpec("secondary", "create a device from the user driver (explore --secondary DLL; default: the reference userptr driver) over [addr, addr+len) of process, bind it, check it",
-            ["process", "addr", "len"], ["name"], Bind) { Check = CheckBind });
+        r.Register(new OpSpec("secondary", "create a device from the user driver (explore --secondary DLL; default: the reference userptr driver) over [addr, addr+len) of process, bind it, check it; `driver:` picks a built-in one instead (userptr, gntdev, i915-userptr)",
+            ["process", "addr", "len"], ["name", "driver"], Bind) { Check = CheckBind });
         r.Register(new OpSpec("secondary.read", "device read of addr through the user driver (`as` stores the value)",
             ["secondary", "addr"], ["as"], Read));
         r.Register(new OpSpec("secondary.write", "device write of value at addr through the user driver",
@@ -29,6 +29,16 @@ public static class SecondaryOps
         // addr and len (page aligned, positive) are checked by the loader's shared field conventions.
         ulong addr = a.GetAddress("addr"), len = a.GetULong("len");
         if (len > (1UL << 47) - addr) throw a.Error("len", $"[0x{addr:x}, +0x{len:x}) goes past the 47-bit user address space");
+        BuiltInDriver(a);
+    }
+
+    /// <summary>The driver the op's <c>driver:</c> names, or null when it names none.</summary>
+    static DriverInfo? BuiltInDriver(OpArgs a)
+    {
+        if (!a.Has("driver")) return null;
+        string name = a.GetString("driver");
+        return DriverInfo.BuiltInNamed(name) ?? throw a.Error("driver",
+            $"no built-in driver named '{name}' (one of: {string.Join(", ", DriverInfo.BuiltIn.Select(d => d.Name))})");
     }
 
     static async ValueTask Bind(ScenarioWorld w, OpArgs a)
@@ -36,9 +46,9 @@ public static class SecondaryOps
         var mm = w.Process(a);
         string name = a.GetString("name", "gpu");
         if (w.Objects.ContainsKey(name)) throw a.Error("name", $"an object named '{name}' already exists");
-        var info = w.SecondaryDriver ?? DriverInfo.Reference;
+        var info = BuiltInDriver(a) ?? w.SecondaryDriver ?? DriverInfo.Reference;
         if (info.MissingIn(w.K.Era) is { } f)
-            throw a.Error("name", $"driver '{info.Name}' requires {f}, which era {w.K.Era.Name} does not have");
+            throw a.Error(a.Has("driver") ? "driver" : "name", $"driver '{info.Name}' requires {f}, which era {w.K.Era.Name} does not have");
         var ctx = new DriverContext(w.K, mm, name, a.GetAddress("addr"), a.GetULong("len"));
         var dev = info.Create(ctx);
         w.Objects[name] = dev;

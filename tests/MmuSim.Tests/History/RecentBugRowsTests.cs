@@ -46,6 +46,10 @@ public class RecentBugRowsTests
     [InlineData("oom-reaper-nonblock-unpaired-end", "5.5", "counter-balance")]
     [InlineData("oom-reaper-nonblock-unpaired-end", "5.13", null)]
     [InlineData("oom-reaper-nonblock-unpaired-end", "6.18", null)]
+    [InlineData("gntdev-unmap-blocks", "5.5", "liveness")]
+    [InlineData("gntdev-unmap-blocks", "5.13", "liveness")]
+    [InlineData("gntdev-unmap-blocks", "6.1", null)]
+    [InlineData("gntdev-unmap-blocks", "6.18", null)]
     public void RowIsFoundInBuggyErasAndCleanInFixedOnes(string scenario, string era, string? invariant)
     {
         var c = Cell(scenario, era);
@@ -182,6 +186,53 @@ public class RecentBugRowsTests
         Assert.Contains("i915-userptr failed start but implements invalidate_range_end", v.Message);
     }
 
+    /// <summary>
+    /// Row (e8): some schedule shows the QubesOS cycle itself (gntdev polling the pinned page inside the munmap's
+    /// invalidation while i915's next submission sleeps in mmu_interval_read_begin holding that pin); in every
+    /// violating schedule the munmap is stuck in gnttab_unmap_refs_sync. From 5.19 the unmap is asynchronous and the
+    /// munmap completes with the pin still held.
+    /// </summary>
+    [Fact]
+    public void GntdevWaitsForTheI915PinWhileI915WaitsForTheInvalidation()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("gntdev-unmap-blocks");
+        var r = new Explorer(new ScenarioExplorable(s, EraTable.Get("5.13")), new ExploreOptions { Iterations = 256, All = true }).Run();
+        Assert.NotEmpty(r.Counterexamples);
+        Assert.All(r.Counterexamples, c => Assert.Contains("CPU1 (munmap) spins in gnttab_unmap_refs_sync", c.Violation.Message));
+        Assert.Contains(r.Counterexamples, c => c.Violation.Message.Contains("CPU2 (i915) waits on mm1->notifier_subscriptions->wq in mmu_interval_read_begin"));
+        var fixedRun = ScenarioRunner.Run(s, EraTable.Get("6.18"), null);
+        Assert.Null(fixedRun.Violation);
+        var gntdev = Assert.IsType<Devices.GntdevDriver>(fixedRun.World.Objects["gntdev"]);
+        Assert.Equal(1, gntdev.AsyncUnmaps);
+        Assert.Equal(0, gntdev.Waits);
+        // The plain run is munmap first: it completed with setup's pin still held; i915's next submission then
+        // dropped that pin and found nothing to pin in the unmapped range.
+        Assert.Equal(0, Assert.IsType<Devices.I915UserptrDriver>(fixedRun.World.Objects["i915"]).Pinned);
+        Assert.Equal(2, fixedRun.World.K.Stats[Stat.DeviceFaults]); // two submissions: setup and the thread
+    }
+
+    [Fact]
+    public void SecondaryDriverFieldNamesABuiltInDriverOrIsAnError()
+    {
+        const string scen = """
+            name: t
+            era: 6.18
+            processes:
+              - name: p
+                vmas:
+                  - { start: 0x100000, len: 16K, prot: rw }
+            setup:
+              - secondary: { process: p, addr: 0x100000, len: 16K, driver: DRIVER }
+            threads:
+              - name: cpu0
+                process: p
+                ops:
+                  - read: { addr: 0x100000 }
+            """;
+        Tests.Cli.CliRunner.AssertBadInput(scen.Replace("DRIVER", "nvidia"), 8, "secondary.driver", "no built-in driver named 'nvidia' (one of: userptr, gntdev, i915-userptr)");
+        Tests.Cli.CliRunner.AssertBadInput(scen.Replace("DRIVER", "gntdev").Replace("era: 6.18", "era: 4.19"), 8, "secondary.driver", "requires IntervalNotifier");
+    }
+
     [Fact]
     public void PagemapScanIsNotApplicableBefore6_7()
     {
@@ -215,6 +266,7 @@ public class RecentBugRowsTests
     [InlineData("pagemap-scan-unpaired-end", "6.8", Mutation.PagemapScanNotifyOutsideMmapLock, "counter-balance")]
     [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", Mutation.CollapseAndFreePmdNoNotify, "stale-translation")]
     [InlineData("oom-reaper-nonblock-unpaired-end", "6.18", Mutation.NonblockFailureSkipsEnd, "counter-balance")]
+    [InlineData("gntdev-unmap-blocks", "6.18", Mutation.GntdevSyncUnmap, "liveness")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)
     {
         var s = ScenarioLoader.LoadBuiltIn(scenario);
