@@ -103,9 +103,12 @@ public sealed class Scenario
         return copy;
     }
 
-    /// <summary>Does it create a user-driver device (a <c>secondary</c> op in setup or a thread)?</summary>
+    /// <summary>Does it create a user-driver device (a <c>secondary</c> op in setup or a thread that names no
+    /// built-in <c>driver:</c>)?</summary>
     public bool UsesSecondaryDriver =>
-        Setup.Any(o => o.Spec.Name == "secondary") || Threads.Any(t => t.Ops.Any(o => o.Spec.Name == "secondary"));
+        Setup.Any(IsUserDriverBind) || Threads.Any(t => t.Ops.Any(IsUserDriverBind));
+
+    static bool IsUserDriverBind(OpCall o) => o.Spec.Name == "secondary" && !o.Args.Has("driver");
 
     /// <summary>The era to run in: the given name, else the scenario's, else the table default.</summary>
     public KernelEra EraOrDefault(KernelEra? era) => era ?? DefaultEra ?? EraTable.Default;

@@ -231,6 +231,10 @@ public class RecentBugRowsTests
             """;
         Tests.Cli.CliRunner.AssertBadInput(scen.Replace("DRIVER", "nvidia"), 8, "secondary.driver", "no built-in driver named 'nvidia' (one of: userptr, gntdev, i915-userptr)");
         Tests.Cli.CliRunner.AssertBadInput(scen.Replace("DRIVER", "gntdev").Replace("era: 6.18", "era: 4.19"), 8, "secondary.driver", "requires IntervalNotifier");
+        // A scenario whose devices all name a built-in driver is not one that `explore --secondary DLL` runs a user's driver in.
+        Assert.False(ScenarioLoader.LoadBuiltIn("gntdev-unmap-blocks").UsesSecondaryDriver);
+        Assert.False(ScenarioLoader.Parse(scen.Replace("DRIVER", "gntdev"), "t.yaml").UsesSecondaryDriver);
+        Assert.True(ScenarioLoader.Parse(scen.Replace(", driver: DRIVER", ""), "t.yaml").UsesSecondaryDriver);
     }
 
     [Fact]
