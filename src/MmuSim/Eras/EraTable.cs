@@ -67,6 +67,7 @@ public static class EraTable
         new(Feature.MadvCollapse, V(6, 1), Forever, "MADV_COLLAPSE, 7d8faaf15545 (6.1): collapse_huge_page with MMU_NOTIFY_CLEAR over the PMD range"),
         new(Feature.KhugepagedShmemCollapse, V(4, 8), Forever, "f3f0e1d2150b 'khugepaged: add support of collapse for tmpfs/shmem pages' (Kirill Shutemov, 4.8): collapse_shmem + retract_page_tables"),
         new(Feature.CollapsePteMappedThp, V(5, 4), Forever, "27e1f8273113 'khugepaged: enable collapse pmd for pte-mapped THP' (Song Liu, 5.4): khugepaged_add_pte_mapped_thp when retract_page_tables' mmap_write_trylock fails"),
+        new(Feature.HugetlbMigration, V(3, 12), Forever, "e632a938d914 'mm: migrate: add hugepage migration code to move_pages()' (Naoya Horiguchi, 3.12); before, isolate_lru_page fails on a hugetlb page and move_pages reports -EBUSY"),
         new(Feature.GntdevAsyncUnmap, V(5, 19), Forever, "dbe97cff7dd9 'xen/gntdev: Avoid blocking in unmap_grant_pages()' (Demi Marie Obenour, 5.19-rc4, Cc stable; Fixes 745282256c75; QubesOS/qubes-issues#7481)"),
         new(Feature.CollapseFileNotifies, V(6, 1), Forever, "f268f6cf875f 'mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths' (Jann Horn, Nov 2022, merged for 6.1; stable 5.10+; CVE-2022-48991)"),
         new(Feature.Uprobes, V(3, 5), Forever, "uprobes __replace_page (3.5); start/end from 3.7 (6bdb913f0a70), seen 3.10"),

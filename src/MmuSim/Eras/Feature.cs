@@ -267,6 +267,10 @@ public enum Feature
     /// <summary>Xen gntdev's notifier unmaps grants asynchronously instead of waiting for the pages to be unused (dbe97cff7dd9, 5.19; catalog e8).</summary>
     GntdevAsyncUnmap,
 
+    // ---- hugetlb (issue 12)
+    /// <summary>move_pages/migrate_pages migrate hugetlb folios (e632a938d914, 3.12): unmap_and_move_huge_page with hugetlb migration entries.</summary>
+    HugetlbMigration,
+
     // ---- notifier bugs found since 2018 (issue 11)
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,
     /// 319561669a59, 5.18); before, an unlocked read of invalidate_seq let it return while mn_itree_inv_end still walked it.</summary>

@@ -89,6 +89,7 @@ public static class HugetlbOps
         ["munmap"] = static _ => HugetlbSupport.Aligned,
         ["mprotect"] = static _ => HugetlbSupport.Aligned,
         ["madvise"] = Madvise,
+        ["move-pages"] = static _ => HugetlbSupport.Any, // anon hugetlb folios migrate from 3.12 (Hugetlb/HugetlbMigration.cs)
     };
 
     /// <summary>

@@ -87,6 +87,21 @@ public sealed class HugetlbPages
         return head;
     }
 
+    /// <summary>
+    /// alloc_hugetlb_folio_nodemask for a migration target on <paramref name="node"/> (__GFP_THISNODE; anywhere when
+    /// -1): a free huge page there or, with the pool used up, a temporary surplus page (alloc_migrate_hugetlb_folio),
+    /// which the old page's return to the pool balances. -1 when the node has no free 2 MiB block.
+    /// </summary>
+    internal long AllocMigrationTarget(int node)
+    {
+        long head = node < 0 ? _k.Mem.AllocHuge() : _k.Mem.AllocHuge(node, thisNode: true);
+        if (head < 0) return -1;
+        if (_inUse.Count > 2 * NrHugepages + 8)
+            foreach (var (h, g) in _inUse.ToArray()) if (!Live(h, g)) _inUse.Remove(h);
+        _inUse[head] = _k.Mem[head].Generation;
+        return head;
+    }
+
     /// <summary>hugetlb_fault: a none entry takes hugetlb_no_page, a write (or unshare) to a read-only one hugetlb_wp.</summary>
     public static async ValueTask<VmFault> HugetlbFault(MmStruct mm, Vma vma, ulong addr, FaultFlags flags)
     {
@@ -97,6 +112,7 @@ public sealed class HugetlbPages
         mm.PmdAlloc(haddr); // huge_pte_alloc
         var entry = await mm.PmdpGet(haddr);
         if (entry.IsNone) return await HugetlbNoPage(mm, vma, haddr, flags);
+        if (entry.IsMigration) return await HugetlbMigration.MigrationEntryWaitHuge(mm, haddr, entry); // 3.12+
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
         if (cur != entry)
@@ -131,7 +147,7 @@ public sealed class HugetlbPages
         mm.AnonVmaPrepare(vma); // vmf_anon_prepare
         await k.S.Point(PointKind.Alloc, haddr);
         long head = Of(k).AllocHugetlbFolio(vma);
-        if (head < 0) return VmFault.SigBus;
+        if (head < 0) return await HugetlbPteStable(mm, haddr) ? VmFault.SigBus : VmFault.Retry;
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
         if (!cur.IsNone)
@@ -146,6 +162,19 @@ public sealed class HugetlbPages
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// hugetlb_pte_stable before a SIGBUS for want of a page: "Page migration does not take the fault mutex, but does a
+    /// clear then write of pte's under page table lock"; under the PMD lock, is the entry still none? If not, the fault
+    /// raced migration (or another fault) and retries instead of failing.
+    /// </summary>
+    static async ValueTask<bool> HugetlbPteStable(MmStruct mm, ulong haddr)
+    {
+        await mm.LockPmd(haddr);
+        bool none = (await mm.PmdpGet(haddr)).IsNone;
+        await mm.UnlockPmd(haddr);
+        return none;
     }
 
     /// <summary>
@@ -271,7 +300,18 @@ public sealed class HugetlbPages
         await parent.LockPmd(haddr);
         var entry = await parent.PmdpGet(haddr);
         bool ok = true;
-        if (entry.Present && entry.Huge)
+        if (entry.IsMigration)
+        {
+            // is_hugetlb_entry_migration: a writable entry becomes readable in both for a COW mapping (the page will be
+            // shared write-protected once remapped); the child gets the entry and remove_migration_ptes finds it.
+            if (cow && entry.SwapKind == SwapType.MigrationWrite)
+            {
+                entry = new Pte(Pte.SwapEntry(SwapType.MigrationRead, entry.Pfn).WithUffdWp(entry.UffdWp).Raw | Pte.HugeBit);
+                await parent.SetPmd(haddr, entry);
+            }
+            await child.SetPmd(haddr, entry.WithUffdWp(entry.UffdWp && dst.Uffd != null));
+        }
+        else if (entry.Present && entry.Huge)
         {
             long head = entry.Pfn;
             bool anon = k.Mem[head].Has(PageFlags.Anon);

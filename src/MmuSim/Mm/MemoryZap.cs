@@ -94,6 +94,16 @@ public static partial class Memory
         {
             ulong pmdEnd = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
+            if (pmd.IsMigration && vma.IsHugetlb)
+            {
+                // __unmap_hugepage_range: a non-present entry (a hugetlb migration entry) is just cleared
+                // (huge_pte_clear); the folio's reference went with try_to_migrate_one.
+                await mm.LockPmd(addr);
+                if ((await mm.PmdpGet(addr)).IsMigration) await mm.SetPmd(addr, Pte.None);
+                await mm.UnlockPmd(addr);
+                addr = pmdEnd;
+                continue;
+            }
             if (pmd.Present && pmd.Huge)
             {
                 if ((addr & ~MmStruct.PmdMask) != 0 || pmdEnd - addr != MmStruct.PmdSize)

@@ -43,6 +43,7 @@ public static class Migrate
         ref var f = ref k.Mem[head];
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || f.Has(PageFlags.Zero)) return false;
         if (f.Has(PageFlags.Ksm)) return k.Era.Has(Feature.KsmFolioMigration);
+        if (Hugetlb.HugetlbPages.IsHugetlbFolio(k, head)) return f.Has(PageFlags.Anon) && k.Era.Has(Feature.HugetlbMigration);
         if (f.Has(PageFlags.Anon)) return true;
         // A huge page-cache folio (khugepaged's collapse_file) is not migrated: its 512 cache entries are not moved.
         return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head && !k.Mem.IsHuge(head);
@@ -60,6 +61,7 @@ public static class Migrate
     /// </summary>
     static async ValueTask<long> MigrateIsolatedFolio(Kernel k, long head, int node)
     {
+        if (Hugetlb.HugetlbPages.IsHugetlbFolio(k, head)) return await Hugetlb.HugetlbMigration.MigrateHugetlbFolio(k, head, node);
         ref var f = ref k.Mem[head];
         bool ksm = f.Has(PageFlags.Ksm);
         var file = f.Has(PageFlags.Anon) || ksm ? null : k.AddressSpaceById(f.AnonRoot);
@@ -237,6 +239,9 @@ public static class Migrate
         });
         Waiters(k).WakeAll();
     }
+
+    /// <summary>The queue migration_entry_wait and migration_entry_wait_huge sleep on.</summary>
+    internal static WaitQueue MigrationWaitQueue(Kernel k) => Waiters(k);
 
     /// <summary>Wake the faults sleeping in migration_entry_wait (folio_unlock of a migrated folio).</summary>
     public static void WakeMigrationWaiters(Kernel k) => Waiters(k).WakeAll();
