@@ -26,60 +26,15 @@ namespace MmuSim.Hugetlb;
 public static class HugetlbMigration
 {
     /// <summary>
-    /// unmap_and_move_huge_page for a hugetlb folio the caller isolated (isolate_hugetlb: the caller holds the
-    /// isolation reference): up to <see cref="Migrate.MaxMigratePagesRetry"/> passes; a pass that finds references
-    /// beyond the isolation's (a GUP or a pin) restores the entries and tries again. Returns the new head pfn or -1.
+    /// try_to_migrate for a hugetlb folio (the unmap pass of unmap_and_move_huge_page; the passes, the reference check
+    /// and the copy are Migrate.MigrateIsolatedFolio's): every mapping's huge entry becomes a migration entry.
     /// </summary>
-    public static async ValueTask<long> MigrateHugetlbFolio(Kernel k, long head, int node)
-    {
-        using var _ = k.S.Current.Enter("unmap_and_move_huge_page");
-        await k.S.Point(PointKind.Alloc, (ulong)head);
-        long dst = HugetlbPages.Of(k).AllocMigrationTarget(node);
-        if (dst < 0)
-        {
-            Vmscan.PutbackLru(k, head);
-            Folio.Put(k, head);
-            return -1;
-        }
-        for (int pass = 1; ; pass++)
-        {
-            await FolioLock.Lock(k, head);
-            await Rmap.RmapWalk(k, head, (vma, addr, first, count) => TryToMigrateOne(vma, addr, head),
-                () => k.Mem.FolioMapCount(head) == 0);
-            await k.S.Point(PointKind.Counter, (ulong)head);
-            if (k.Mem.FolioMapCount(head) == 0 && k.Mem[head].RefCount == 1) break;
-            await RemoveMigrationPtes(k, head, head);
-            await FolioLock.Unlock(k, head);
-            if (pass < Migrate.MaxMigratePagesRetry) continue;
-            Folio.Put(k, dst);
-            Vmscan.PutbackLru(k, head);
-            Folio.Put(k, head);
-            return -1;
-        }
-        FolioLock.TryLockNew(k, dst);
-        // folio_migrate_mapping (anon: nothing to move) + folio_migrate_copy (copy_huge_page) + folio_migrate_flags
-        const PageFlags keep = PageFlags.Dirty | PageFlags.Anon | PageFlags.AnonExclusive | PageFlags.Referenced;
-        for (int i = 0; i < PhysMem.HugePages; i++)
-        {
-            ref var s = ref k.Mem[head + i];
-            ref var d = ref k.Mem[dst + i];
-            d.Contents = s.Contents;
-            d.Index = s.Index;
-            k.S.Charge(CostKind.CopyPage);
-        }
-        ref var dh = ref k.Mem[dst];
-        dh.Flags = (dh.Flags & (PageFlags.Head | PageFlags.Tail)) | (k.Mem[head].Flags & keep);
-        dh.AnonRoot = k.Mem[head].AnonRoot;
-        await RemoveMigrationPtes(k, head, dst);
-        await FolioLock.Unlock(k, dst);
-        await FolioLock.Unlock(k, head);
-        Folio.Put(k, dst); // the allocation's reference: the new folio is held by its mappings now
-        await k.S.Point(PointKind.Free, (ulong)head);
-        Vmscan.PutbackLru(k, head);
-        Folio.Put(k, head); // the isolation reference: the old huge page goes back to the pool
-        k.Stats.Inc(Stat.PagesMigrated, PhysMem.HugePages);
-        return dst;
-    }
+    public static ValueTask TryToMigrate(Kernel k, long head) =>
+        Rmap.RmapWalk(k, head, (vma, addr, first, count) => TryToMigrateOne(vma, addr, head), () => k.Mem.FolioMapCount(head) == 0);
+
+    /// <summary>A hugetlb migration entry (set_huge_pte_at of the swap entry: the PS bit marks it a PMD-level one).</summary>
+    internal static Pte MigrationEntry(bool writable, long head, bool uffdWp) =>
+        new(Pte.SwapEntry(writable ? SwapType.MigrationWrite : SwapType.MigrationRead, head).WithUffdWp(uffdWp).Raw | Pte.HugeBit);
 
     /// <summary>
     /// try_to_migrate_one's hugetlb branch for the mapping at <paramref name="haddr"/>: under the PMD lock, clear the
@@ -108,8 +63,7 @@ public static class HugetlbMigration
             if (rangeNotify && k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(haddr, haddr + MmStruct.PmdSize);
             else if (!rangeNotify && k.Era.Has(Feature.InvalidatePageUnderPtl)) await mm.Notifiers.InvalidatePage(haddr);
             if (pmd.Dirty) k.Mem[head].Set(PageFlags.Dirty);
-            var entry = Pte.SwapEntry(pmd.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, head).WithUffdWp(pmd.UffdWp);
-            await mm.SetPmd(haddr, new Pte(entry.Raw | Pte.HugeBit)); // set_huge_pte_at of the migration entry
+            await mm.SetPmd(haddr, MigrationEntry(pmd.Writable, head, pmd.UffdWp));
             await k.S.Point(PointKind.Counter, haddr);
             Folio.RemoveRmapPmd(k, head, mm); // hugetlb_remove_rmap
             Folio.Put(k, head);
@@ -126,7 +80,7 @@ public static class HugetlbMigration
     /// huge entry of <paramref name="dst"/> (writable if the entry was and the VMA is), with hugetlb_add_anon_rmap and
     /// a reference; no notifier (the secondaries had nothing mapped). Then the waiting faults are woken.
     /// </summary>
-    static async ValueTask RemoveMigrationPtes(Kernel k, long src, long dst)
+    internal static async ValueTask RemoveMigrationPtes(Kernel k, long src, long dst)
     {
         using var _ = k.S.Current.Enter("remove_migration_ptes");
         bool dirty = k.Mem[dst].Has(PageFlags.Dirty);

@@ -80,9 +80,7 @@ public sealed class HugetlbPages
         if (FreeHugepages == 0) return -1;
         long head = vma.AllocHuge();
         if (head < 0) return -1;
-        if (_inUse.Count > 2 * NrHugepages + 8)
-            foreach (var (h, g) in _inUse.ToArray()) if (!Live(h, g)) _inUse.Remove(h);
-        _inUse[head] = _k.Mem[head].Generation;
+        Track(head);
         for (int i = 0; i < PhysMem.HugePages; i++) _k.S.Charge(CostKind.ZeroPage); // clear_huge_page
         return head;
     }
@@ -95,11 +93,16 @@ public sealed class HugetlbPages
     internal long AllocMigrationTarget(int node)
     {
         long head = node < 0 ? _k.Mem.AllocHuge() : _k.Mem.AllocHuge(node, thisNode: true);
-        if (head < 0) return -1;
+        if (head >= 0) Track(head);
+        return head;
+    }
+
+    /// <summary>Record <paramref name="head"/> as a hugetlb folio in use, dropping entries of freed folios now and then.</summary>
+    void Track(long head)
+    {
         if (_inUse.Count > 2 * NrHugepages + 8)
             foreach (var (h, g) in _inUse.ToArray()) if (!Live(h, g)) _inUse.Remove(h);
         _inUse[head] = _k.Mem[head].Generation;
-        return head;
     }
 
     /// <summary>hugetlb_fault: a none entry takes hugetlb_no_page, a write (or unshare) to a read-only one hugetlb_wp.</summary>
@@ -306,7 +309,7 @@ public sealed class HugetlbPages
             // shared write-protected once remapped); the child gets the entry and remove_migration_ptes finds it.
             if (cow && entry.SwapKind == SwapType.MigrationWrite)
             {
-                entry = new Pte(Pte.SwapEntry(SwapType.MigrationRead, entry.Pfn).WithUffdWp(entry.UffdWp).Raw | Pte.HugeBit);
+                entry = HugetlbMigration.MigrationEntry(writable: false, entry.Pfn, entry.UffdWp);
                 await parent.SetPmd(haddr, entry);
             }
             await child.SetPmd(haddr, entry.WithUffdWp(entry.UffdWp && dst.Uffd != null));

@@ -59,16 +59,19 @@ public static class Migrate
     /// again, so a fault sleeping on the folio lock finishes in between. The destination stays locked until its
     /// mappings are in place, so a fault that finds it in the page cache waits for them.
     /// </summary>
+    /// <remarks>A hugetlb folio (3.12+, unmap_and_move_huge_page) takes the same passes with its own target allocation
+    /// and its own unmap and remap of the huge entries (<see cref="Hugetlb.HugetlbMigration"/>).</remarks>
     static async ValueTask<long> MigrateIsolatedFolio(Kernel k, long head, int node)
     {
-        if (Hugetlb.HugetlbPages.IsHugetlbFolio(k, head)) return await Hugetlb.HugetlbMigration.MigrateHugetlbFolio(k, head, node);
         ref var f = ref k.Mem[head];
         bool ksm = f.Has(PageFlags.Ksm);
         var file = f.Has(PageFlags.Anon) || ksm ? null : k.AddressSpaceById(f.AnonRoot);
+        bool hugetlb = Hugetlb.HugetlbPages.IsHugetlbFolio(k, head);
         bool huge = k.Mem.IsHuge(head);
         int n = huge ? PhysMem.HugePages : 1;
         await k.S.Point(PointKind.Alloc, (ulong)head);
-        long dst = node < 0 ? (huge ? k.Mem.AllocHuge() : k.Mem.AllocPage())
+        long dst = hugetlb ? Hugetlb.HugetlbPages.Of(k).AllocMigrationTarget(node)
+            : node < 0 ? (huge ? k.Mem.AllocHuge() : k.Mem.AllocPage())
             : huge ? k.Mem.AllocHuge(node, thisNode: true) : k.Mem.AllocPage(node, thisNode: true);
         if (dst < 0)
         {
@@ -80,10 +83,11 @@ public static class Migrate
         for (int pass = 1; ; pass++)
         {
             await FolioLock.Lock(k, head); // migrate_folio_unmap: folio_trylock, else folio_lock (MIGRATE_SYNC)
-            await Rmap.TryToMigrate(k, new TtuState(head, n, migrate: true));
+            if (hugetlb) await Hugetlb.HugetlbMigration.TryToMigrate(k, head);
+            else await Rmap.TryToMigrate(k, new TtuState(head, n, migrate: true));
             await k.S.Point(PointKind.Counter, (ulong)head);
             if (k.Mem.FolioMapCount(head) == 0 && k.Mem[head].RefCount == expected) break;
-            await RemoveMigrationPtes(k, head, head); // -EAGAIN: migrate_folio_undo_src
+            await Remap(k, hugetlb, head, head); // -EAGAIN: migrate_folio_undo_src
             await FolioLock.Unlock(k, head);
             if (pass < MaxMigratePagesRetry) continue;
             Folio.Put(k, dst);
@@ -106,7 +110,7 @@ public static class Migrate
         k.Mem[dst].AnonRoot = k.Mem[head].AnonRoot;
         if (file != null) file.Pages[k.Mem[head].Index] = dst; // xas_store: the allocation's reference becomes the cache's
         if (ksm) Ksm.Ksmd.KsmMigrateFolio(k, head, dst);
-        await RemoveMigrationPtes(k, head, dst);
+        await Remap(k, hugetlb, head, dst);
         await FolioLock.Unlock(k, dst);
         await FolioLock.Unlock(k, head);
         if (file == null) Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
@@ -117,6 +121,10 @@ public static class Migrate
         k.Stats.Inc(Stat.PagesMigrated, n);
         return dst;
     }
+
+    /// <summary>remove_migration_ptes for a small or THP folio, or its hugetlb form for the huge entries.</summary>
+    static ValueTask Remap(Kernel k, bool hugetlb, long src, long dst) =>
+        hugetlb ? Hugetlb.HugetlbMigration.RemoveMigrationPtes(k, src, dst) : RemoveMigrationPtes(k, src, dst);
 
     /// <summary>MPOL_MF_MOVE / MPOL_MF_MOVE_ALL of move_pages(2) and mbind(2).</summary>
     public enum MoveFlags { Move, MoveAll }
