@@ -157,7 +157,7 @@ public sealed class Kernel
     public Violation? Run(int iteration = 0)
     {
         var v = S.Run(iteration);
-        if (v == null)
+        if (v == null && !S.Abandoned)
         {
             Checker.OnRunComplete();
             v = S.Violation;

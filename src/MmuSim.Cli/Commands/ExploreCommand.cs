@@ -65,6 +65,11 @@ public static class ExploreCommand
                           "Abdulla et al. POPL 2014); off enumerates every schedule. With a preemption bound the reduced search is " +
                           "not guaranteed exhaustive within the bound",
         };
+        var stateCache = new Option<string?>("--state-cache")
+        {
+            Description = "dfs only: on remembers a digest of every state reached (the model and every context's position) and " +
+                          "ends a run at a state already explored (explicit-state search; implies --por off; docs/explore.md)",
+        };
         var memory = new Option<string?>("--memory") { Description = "memory model of the threads phase: sc (sequentially consistent) or lkmm (docs/memory-model.md); default: the scenario's memory:, else sc" };
         var all = new Option<bool>("--all") { Description = "do not stop at the first violation: count them all (the first is shown)" };
         var jobs = new Option<int>("--jobs", "-j") { Description = "worker threads (one kernel per run); results do not depend on it", DefaultValueFactory = _ => 1 };
@@ -89,7 +94,7 @@ public static class ExploreCommand
         var cmd = new Command("explore", "Explore schedules of a scenario; stop at the first violation (exit 1, shrunk and shown as a race diagram) or finish clean (exit 0). " +
                                          PctStrategy.GuaranteeText)
         {
-            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, all, memory, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
+            scenario, family, pages, vcpus, era, strategy, iterations, timeLimit, seed, depth, preemptions, por, stateCache, all, memory, jobs, noShrink, outFile, format, traceOut, mutate, secondary, driver,
             json, shardOpt, checkpoint, checkpointEvery, resume,
         };
         cmd.SetAction(p =>
@@ -108,10 +113,12 @@ public static class ExploreCommand
             if (d < 1) throw new UsageException("--depth", $"must be at least 1, got {d}");
             int k = ParsePreemptions(p.GetValue(preemptions), kind);
             bool reduce = ParsePor(p.GetValue(por), kind);
+            bool cache = ParseStateCache(p.GetValue(stateCache), p.GetValue(por), kind);
+            if (cache) reduce = false;
             var limit = ParseDuration(p.GetValue(timeLimit));
             var fmt = CounterexampleOutput.ParseFormat(p.GetValue(format));
             string? outPath = p.GetValue(outFile);
-            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k, Por = reduce };
+            var spec = new StrategySpec { Kind = kind, Seed = p.GetValue(seed), Depth = d, Preemptions = k, Por = reduce, StateCache = cache };
             var program = new ScenarioExplorable(s, e, muts, spec.Seed);
             ShardSpec? shard = null;
             if (p.GetValue(shardOpt) is { } shardText)
@@ -256,6 +263,21 @@ public static class ExploreCommand
             throw new UsageException("--preemptions", $"'{value}' is not a number or 'unbounded'");
         if (k < 0) throw new UsageException("--preemptions", $"must be at least 0, got {k}");
         return k;
+    }
+
+    /// <summary>--state-cache on|off (dfs only; default off; on is explicit-state search without partial-order reduction).</summary>
+    static bool ParseStateCache(string? value, string? por, StrategyKind kind)
+    {
+        if (value == null) return false;
+        if (kind != StrategyKind.Dfs) throw new UsageException("--state-cache", "is only valid with --strategy dfs");
+        bool on = value.Trim().ToLowerInvariant() switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new UsageException("--state-cache", $"'{value}' is not on or off"),
+        };
+        if (on && por?.Trim().ToLowerInvariant() == "on") throw new UsageException("--state-cache", "on cannot be combined with --por on (the cache runs without partial-order reduction)");
+        return on;
     }
 
     /// <summary>--por on|off (dfs only; default on).</summary>

@@ -17,7 +17,7 @@ namespace MmuSim.Explore;
 /// i-th schedule of the search. Paths longer than <c>maxDecisions</c> (default 2,000) are not branched beyond that depth
 /// and continue as a fair pseudo-random walk (the completion message then says the search was depth-bounded).</para>
 /// </remarks>
-public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy, IStepObserver
+public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStrategy, IStepObserver, IStateReadingStrategy
 {
     struct Frame
     {
@@ -37,13 +37,35 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     Rng _tail;
     long _states;
     int _replayDepth;
+    Scheduler? _s;
+    readonly HashSet<UInt128>? _seen;
+    readonly StateDigest? _digest;
+    long _pruned;
 
-    public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter)
+    /// <param name="stateCache">Remember the digest of every state at a new decision (<see cref="StateDigest"/>) and end a
+    /// run that reaches a state already seen: the subtree below it was or is being explored from its first visit.
+    /// Explicit-state depth-first search (Holzmann, <i>The Model Checker SPIN</i>, ch. 8) over the stateless replay;
+    /// with a preemption bound the key also holds the current context and the preemptions spent, so the same search
+    /// subproblem is never pruned for a different one.</param>
+    public DfsStrategy(int preemptionBound = 2, int maxDecisions = StrategyMath.DefaultFairAfter, bool stateCache = false)
     {
         if (preemptionBound < 0) throw new ArgumentOutOfRangeException(nameof(preemptionBound));
         _bound = preemptionBound;
         _maxDecisions = maxDecisions;
+        if (stateCache)
+        {
+            _seen = [];
+            _digest = new StateDigest();
+        }
     }
+
+    bool IStateReadingStrategy.ReadsState => _seen != null;
+
+    /// <summary>Distinct states in the cache (0 without <c>stateCache</c>).</summary>
+    public long DistinctStates => _seen?.Count ?? 0;
+
+    /// <summary>Runs ended at a state already explored.</summary>
+    public long PrunedRuns => _pruned;
 
     public string Name => "dfs";
 
@@ -64,7 +86,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     }
 
     public string Completion(int schedules) =>
-        _bound == DporStrategy.Unbounded && !_truncated ? $"verified: no violation in any interleaving ({schedules} schedules, {_states} states)" :
+        _bound == DporStrategy.Unbounded && !_truncated ? $"verified: no violation in any interleaving ({schedules} {(_seen != null ? $"runs, {_seen.Count} distinct states, {_pruned} ended at a state seen before" : $"schedules, {_states} states")})" :
         $"no violation in all {schedules} schedules up to {(_bound == DporStrategy.Unbounded ? "unbounded" : _bound)} preemption{(_bound == 1 ? "" : "s")}" +
         (_truncated ? $" (paths cut at {_maxDecisions} decisions)" : "");
 
@@ -72,7 +94,7 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     /// <see cref="DporStrategy.States"/>).</summary>
     public long States => _states;
 
-    void IStepObserver.Attach(Scheduler s) { }
+    void IStepObserver.Attach(Scheduler s) => _s = s;
 
     void IStepObserver.OnStep(int context, in Footprint footprint)
     {
@@ -98,6 +120,12 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     {
         if (_pos >= _maxDecisions) return d.Runnable[Choose(d.Runnable.Length)]; // fair tail: any runnable context
         bool curRunnable = d.Current >= 0 && d.Runnable.Contains(d.Current);
+        if (_seen != null && _pos >= _depth && !Visit(d.Current))
+        {
+            _pruned++;
+            _s!.Abandon();
+            return d.Runnable[0];
+        }
         int count = !curRunnable ? d.Runnable.Length : _preemptions < _bound ? d.Runnable.Length : 1;
         int choice = Choose(count);
         if (!curRunnable) return d.Runnable[choice];
@@ -114,6 +142,14 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
     }
 
     public int NextInt(int bound) => Choose(bound);
+
+    /// <summary>Record the state at a new decision; false if it was seen before.</summary>
+    bool Visit(int current)
+    {
+        var h = _digest!.Compute(_s!);
+        if (_bound != DporStrategy.Unbounded) h ^= new UInt128((ulong)(uint)current << 32 | (uint)_preemptions, 0x5bd1e995UL);
+        return _seen!.Add(h);
+    }
 
     int Choose(int count)
     {

@@ -96,6 +96,9 @@ public sealed class ExploreReport
     /// <summary>For exhaustive searches that completed clean: "no violation in all N schedules up to bound k".</summary>
     public string? Completion { get; internal set; }
 
+    /// <summary>With <c>--state-cache on</c>: distinct states stored and runs ended at a state seen before.</summary>
+    public (long Distinct, long Pruned)? StateCache { get; internal set; }
+
     /// <summary>Stopped by the time limit or cancellation before the iteration budget was spent.</summary>
     public bool TimedOut { get; internal set; }
 
@@ -108,6 +111,7 @@ public sealed class ExploreReport
         sb.AppendLine($"scenario {Info.Scenario}, era {Info.Era}" + (Info.Mutations.Count > 0 ? $", mutations {string.Join(",", Info.Mutations)}" : "") + $", strategy {Strategy}");
         sb.AppendLine($"schedules: {Schedules} ({DistinctSchedules} distinct), {SchedulesPerSecond:F0} schedules/s, {StepsPerSecond:F0} steps/s, {Elapsed.TotalSeconds:F2} s");
         sb.AppendLine($"steps per schedule: min {StepsMin}, avg {StepsAvg:F1}, max {StepsMax}");
+        if (StateCache is { } sc) sb.AppendLine($"state cache: {sc.Distinct} distinct states, {sc.Pruned} runs ended at a state seen before");
         if (Violations > 0)
         {
             sb.AppendLine($"violations: {Violations}; first after {SchedulesToFirstBug} schedules, {TimeToFirstBug?.TotalMilliseconds:F1} ms");
@@ -281,6 +285,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
         report.Records = records;
         if (report.Schedules == 0) report.StepsMin = 0;
         if (report.Exhausted && report.Violations == 0) report.Completion = exhaustive!.Completion(report.Schedules);
+        if (exhaustive is DfsStrategy { DistinctStates: > 0 } cached) report.StateCache = (cached.DistinctStates, cached.PrunedRuns);
         return report;
 
         void RunOne(IStrategy strategy, int iteration, int slot)

@@ -25,6 +25,10 @@ public sealed record StrategySpec
     /// every schedule (<see cref="DfsStrategy"/>).</summary>
     public bool Por { get; init; } = true;
 
+    /// <summary>DFS with a state cache (<see cref="DfsStrategy"/> over <see cref="StateDigest"/>): explicit-state search,
+    /// without partial-order reduction.</summary>
+    public bool StateCache { get; init; }
+
     /// <summary>Switch probability of the rarely-switching random walk.</summary>
     public double SwitchProbability { get; init; } = 0.05;
 
@@ -36,7 +40,7 @@ public sealed record StrategySpec
         StrategyKind.Random => new RandomStrategy(Seed),
         StrategyKind.Pct => new PctStrategy(Seed, Depth),
         StrategyKind.Delay => new DelayBoundingStrategy(Seed, Preemptions),
-        StrategyKind.Dfs => Por ? new DporStrategy(Preemptions) : new DfsStrategy(Preemptions),
+        StrategyKind.Dfs => StateCache ? new DfsStrategy(Preemptions, stateCache: true) : Por ? new DporStrategy(Preemptions) : new DfsStrategy(Preemptions),
         StrategyKind.Portfolio => new PortfolioStrategy(Seed, Depth),
         StrategyKind.ProbRandom => new ProbabilisticRandomStrategy(Seed, SwitchProbability),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
@@ -70,7 +74,7 @@ public sealed record StrategySpec
     {
         StrategyKind.Pct => $"pct(seed={Seed},depth={Depth})",
         StrategyKind.Delay => $"delay(seed={Seed},delays={Preemptions})",
-        StrategyKind.Dfs => $"dfs({(Preemptions == DporStrategy.Unbounded ? "unbounded" : $"preemptions={Preemptions}")}{(Por ? ",por" : "")})",
+        StrategyKind.Dfs => $"dfs({(Preemptions == DporStrategy.Unbounded ? "unbounded" : $"preemptions={Preemptions}")}{(StateCache ? ",state-cache" : Por ? ",por" : "")})",
         StrategyKind.ProbRandom => $"prob-random(seed={Seed},p={SwitchProbability})",
         _ => $"{NameOf(Kind)}(seed={Seed})",
     };

@@ -93,7 +93,12 @@ public sealed partial class KvmVcpu : ISpinWaiter
     {
         TlbFlushRequested = true;
         if (TlbEntries == 0) return;
+        // Every array, not only the SPTEs: a flushed TLB holds nothing, so that equal TLBs are equal state (StateDigest).
         Array.Clear(_tlbSpte);
+        Array.Clear(_tlbGfn);
+        Array.Clear(_tlbHva);
+        Array.Clear(_tlbGmem);
+        Array.Clear(_tlbGmemIndex);
         TlbEntries = 0;
     }
 

@@ -264,11 +264,12 @@ public static class ScenarioRunner
         var k = world.K;
         while (k.S.Violation == null)
         {
-            long before = k.S.Steps;
-            long clock = k.S.ClockNs;
+            // stepsMark/clockMark: the state digest hashes them relative to the scheduler's counters (StateDigest).
+            long stepsMark = k.S.Steps;
+            long clockMark = k.S.ClockNs;
             await RunOps(world, ops);
             // A daemon pass that neither took a step nor slept would spin forever without yielding.
-            if (k.S.Steps == before && k.S.ClockNs == clock)
+            if (k.S.Steps == stepsMark && k.S.ClockNs == clockMark)
                 await k.S.Sleep(1_000_000);
         }
     }

@@ -41,3 +41,14 @@ public interface IStrategy
     /// <summary>A data choice in [0, bound): workload randomness goes through here so that it replays too.</summary>
     int NextInt(int bound);
 }
+
+/// <summary>
+/// A strategy that reads the whole state at its decisions (a state cache): while <see cref="ReadsState"/> the scheduler
+/// takes every decision in its driver loop with every context parked, so that each context's position is in its async
+/// state machine box (<see cref="Explore.StateDigest"/>), and the strategy may end a run with
+/// <see cref="Scheduler.Abandon"/>.
+/// </summary>
+public interface IStateReadingStrategy
+{
+    bool ReadsState { get; }
+}

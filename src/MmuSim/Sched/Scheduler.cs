@@ -30,6 +30,11 @@ public sealed class Scheduler
     ulong _spinMask; // contexts parked in SpinWait, woken after a step of another context that changed their inputs
     IStepObserver? _observer; // partial-order reduction: sees every step with its footprint
     int _objectIds;
+    bool _decideParked; // state caching: decisions are taken in the driver loop, with every context parked
+    int _parkedCur = -1;
+    PointKind _parkedKind;
+    bool _abandoned;
+    const int DecideParked = -2;
     static readonly object SpinToken = new SpinWaitToken();
 
     public Scheduler(IStrategy? strategy = null, CostModel? costs = null)
@@ -189,6 +194,15 @@ public sealed class Scheduler
         {
             _observer?.OnStep(cur.Id, cur.Pending);
             return true;
+        }
+        if (_decideParked)
+        {
+            // The strategy reads the whole state (StateDigest) at its decisions: park even to continue, so that the
+            // current context's position is in its async state machine box, as every other context's is.
+            _parkedCur = cur.Id;
+            _parkedKind = kind;
+            _pendingNext = DecideParked;
+            return false;
         }
         int next = _strategy.Next(new Decision(_runnableBuf.AsSpan(0, n), cur.Id, Steps, kind));
         Decisions.AddSchedule(next, preempted: next != cur.Id);
@@ -405,20 +419,37 @@ public sealed class Scheduler
     void AttachObserver()
     {
         _observer = _strategy as IStepObserver;
+        _decideParked = _strategy is IStateReadingStrategy { ReadsState: true };
         _observer?.Attach(this);
     }
+
+    /// <summary>
+    /// Called by a strategy inside <see cref="IStrategy.Next"/>: end this run here, without a verdict (a state cache
+    /// found the state already explored). The run's remaining steps and end-of-run checks are not run.
+    /// </summary>
+    public void Abandon() => _abandoned = true;
+
+    /// <summary>The run was ended by <see cref="Abandon"/>: it is a prefix of a schedule, not a schedule.</summary>
+    public bool Abandoned => _abandoned;
 
     Violation? RunLoop()
     {
         UpdateSlowPath();
         foreach (var c in _contexts)
             if (c.WakeAtNs > 0 && c.State == ContextState.Sleeping && c.WakeAtNs < _nextWakeNs) _nextWakeNs = c.WakeAtNs;
-        while (Violation == null && ModelError == null)
+        while (Violation == null && ModelError == null && !_abandoned)
         {
             if (!AnyLiveNonDaemon()) break;
             int next = _pendingNext;
             _pendingNext = -1;
-            if (next < 0 || _contexts[next].State != ContextState.Runnable)
+            if (next == DecideParked)
+            {
+                int n = CollectRunnable();
+                next = _strategy!.Next(new Decision(_runnableBuf.AsSpan(0, n), _parkedCur, Steps, _parkedKind));
+                if (_abandoned) break;
+                Decisions.AddSchedule(next, preempted: next != _parkedCur);
+            }
+            else if (next < 0 || _contexts[next].State != ContextState.Runnable)
             {
                 WakeExpiredSleepers();
                 int n = CollectRunnable();
@@ -436,6 +467,7 @@ public sealed class Scheduler
                 else
                 {
                     next = _strategy.Next(new Decision(_runnableBuf.AsSpan(0, n), -1, Steps, PointKind.Wait));
+                    if (_abandoned) break;
                     Decisions.AddSchedule(next, preempted: false);
                 }
             }

@@ -26,6 +26,9 @@ public class CliFamilyTests
     [InlineData("mmusim: --por: is only valid with --strategy dfs", "kvm-exit", "--por", "off")]
     [InlineData("mmusim: --preemptions: 'unbounded' is only valid with --strategy dfs", "kvm-exit", "--strategy", "delay", "--preemptions", "unbounded")]
     [InlineData("mmusim: --preemptions: 'lots' is not a number or 'unbounded'", "kvm-exit", "--strategy", "dfs", "--preemptions", "lots")]
+    [InlineData("mmusim: --state-cache: is only valid with --strategy dfs", "kvm-exit", "--state-cache", "on")]
+    [InlineData("mmusim: --state-cache: 'yes' is not on or off", "kvm-exit", "--strategy", "dfs", "--state-cache", "yes")]
+    [InlineData("mmusim: --state-cache: on cannot be combined with --por on (the cache runs without partial-order reduction)", "kvm-exit", "--strategy", "dfs", "--state-cache", "on", "--por", "on")]
     public void Bad_family_and_dfs_options_are_one_line_exit_2(string message, params string[] rest)
     {
         var (code, stdout, stderr) = Cli(["explore", .. rest]);
@@ -71,6 +74,10 @@ public class CliFamilyTests
             var m2 = System.Text.RegularExpressions.Regex.Match(stdout2, @"^verified: no violation in any interleaving \((\d+) schedules, (\d+) states\)\r?\n$");
             Assert.True(m2.Success, stdout2);
             Assert.True(int.Parse(m.Groups[1].Value) <= int.Parse(m2.Groups[1].Value), $"{stdout} vs {stdout2}");
+            var (code3, stdout3, stderr3) = Cli("explore", path, "--strategy", "dfs", "--preemptions", "unbounded", "--state-cache", "on", "-n", "1000000");
+            Assert.Equal(0, code3);
+            Assert.Matches(@"^verified: no violation in any interleaving \(\d+ runs, \d+ distinct states, \d+ ended at a state seen before\)\r?\n$", stdout3);
+            Assert.Contains("strategy dfs(unbounded,state-cache)", stderr3);
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
