@@ -149,4 +149,29 @@ public class StateCacheTests
         Assert.False(full.Exhausted);
         Assert.Equal(0, full.Violations);
     }
+
+    /// <summary>With a preemption bound the cached search gives the verdict of the unreduced one (the key holds the
+    /// current context and the preemptions spent), in no more runs.</summary>
+    [Theory]
+    [InlineData("invalidate-page-after-ptl", "4.10", true)]
+    [InlineData("invalidate-page-after-ptl", "4.19", false)]
+    [InlineData("memslot-between-start-end", "6.13", false)]
+    [InlineData("device-private-fault-ref", "5.13", true)]
+    [InlineData("device-private-fault-ref", "6.13", false)]
+    public void Bounded_cached_search_agrees_with_the_unreduced_one(string name, string era, bool buggy)
+    {
+        IExplorable P() => new ScenarioExplorable(ScenarioLoader.LoadBuiltIn(name), EraTable.Get(era));
+        ExploreReport Run(bool cache) => new Explorer(P(), new ExploreOptions
+        {
+            Strategy = new StrategySpec { Kind = StrategyKind.Dfs, Preemptions = 1, Por = false, StateCache = cache },
+            Iterations = 1_000_000,
+        }).Run();
+        var cached = Run(true);
+        var full = Run(false);
+        Assert.Equal(buggy, full.Violations > 0);
+        Assert.Equal(buggy, cached.Violations > 0);
+        if (buggy) Assert.Equal(full.Counterexamples[0].Violation.Invariant, cached.Counterexamples[0].Violation.Invariant);
+        else Assert.True(cached.Exhausted && full.Exhausted);
+        Assert.True(cached.Schedules <= full.Schedules, $"{cached.Schedules} runs against {full.Schedules} schedules");
+    }
 }
