@@ -61,6 +61,9 @@ public sealed class DfsStrategy : IStrategy, IExhaustiveStrategy, IDescribedStra
 
     bool IStateReadingStrategy.ReadsState => _seen != null;
 
+    /// <summary>Whether this search keeps a state cache.</summary>
+    public bool UsesStateCache => _seen != null;
+
     /// <summary>Distinct states in the cache (0 without <c>stateCache</c>).</summary>
     public long DistinctStates => _seen?.Count ?? 0;
 

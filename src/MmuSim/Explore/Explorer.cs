@@ -285,7 +285,7 @@ public sealed class Explorer(IExplorable program, ExploreOptions options)
         report.Records = records;
         if (report.Schedules == 0) report.StepsMin = 0;
         if (report.Exhausted && report.Violations == 0) report.Completion = exhaustive!.Completion(report.Schedules);
-        if (exhaustive is DfsStrategy { DistinctStates: > 0 } cached) report.StateCache = (cached.DistinctStates, cached.PrunedRuns);
+        if (exhaustive is DfsStrategy { UsesStateCache: true } cached) report.StateCache = (cached.DistinctStates, cached.PrunedRuns);
         return report;
 
         void RunOne(IStrategy strategy, int iteration, int slot)

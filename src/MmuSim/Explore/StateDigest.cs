@@ -25,8 +25,8 @@ namespace MmuSim.Explore;
 /// step counts, step sinks, function hooks, the trace, <see cref="Stats"/>): the model's behaviour never reads them.
 /// Statistics are read by one op, <c>vm.expect-stats</c>: when a thread's op list still holds one, the statistics are
 /// hashed too. Everything else is hashed;
-/// a type the walk cannot see into (a pointer, a native handle) throws, and the search then stops using the cache
-/// instead of guessing.</para>
+/// a type the walk cannot see into (a pointer field, a multi-dimensional array) throws NotSupportedException, which
+/// ends the exploration as a model error rather than letting it guess.</para>
 /// <para>Caveats, written down: (1) the digest is a hash: a collision (probability about n²/2¹²⁹ for n states) would
 /// prune a state wrongly; (2) equal digests mean equal graphs up to the left-out fields and up to the padding bytes of
 /// unmanaged structs (different padding only loses a merge); (3) behaviour must depend on the graph, never on object
@@ -41,12 +41,6 @@ public sealed class StateDigest
     Scheduler _s = null!;
     bool _clockRead, _statsRead;
     Stats? _stats;
-    System.Text.StringBuilder? _text; // Describe: the stream as text, one line per value, for finding what tells two states apart
-    string _label = "";
-
-    /// <summary>Objects visited by the last <see cref="Compute"/>.</summary>
-    public int Objects { get; private set; }
-
     /// <summary>Digest of everything reachable from <paramref name="s"/> that the model's behaviour depends on.</summary>
     public UInt128 Compute(Scheduler s)
     {
@@ -61,28 +55,18 @@ public sealed class StateDigest
         while (_work.Count > 0) Walk(_work.Dequeue());
         // Statistics are bookkeeping, except for a scenario that asserts them (vm.expect-stats reads KVM's binary
         // stats): then they are state too.
-        if (_statsRead && _stats != null) Fields(_stats, TypeInfoOf(typeof(Stats), walkSkipped: true));
+        if (_statsRead && _stats != null) Fields(_stats, StatsInfo);
         // Time: only differences of times decide anything (a sleeper wakes when the clock passes its wake time), so the
         // clock is hashed as each sleeper's remaining time, unless the state holds a type that stores absolute times
         // (ClockReaders: KSM's chain prune time), in which case the absolute clock is part of the state.
         foreach (var c in s.Contexts) Emit(c.State == ContextState.Sleeping ? (ulong)(c.WakeAtNs - s.ClockNs) : 0);
         if (_clockRead) Emit((ulong)s.ClockNs);
-        Objects = _ids.Count;
         return new UInt128(Fin(_a), Fin(_b ^ (ulong)_ids.Count));
-    }
-
-    /// <summary>The stream <see cref="Compute"/> hashes, as text: <c>Type.field=value</c> per line (diagnostics).</summary>
-    public string Describe(Scheduler s)
-    {
-        _text = new System.Text.StringBuilder();
-        try { Compute(s); return _text.ToString(); }
-        finally { _text = null; }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     void Emit(ulong v)
     {
-        if (_text != null) _text.Append(_label).Append('=').Append(v).Append('\n');
         _a = (_a ^ v) * 0x100000001B3UL;
         _a ^= _a >> 29;
         _b = (_b + v) * 0xFF51AFD7ED558CCDUL;
@@ -189,7 +173,6 @@ public sealed class StateDigest
     void WalkArray(Array arr, TypeInfo info)
     {
         Emit((ulong)arr.Length);
-        var et = arr.GetType().GetElementType()!;
         if (info.ElementBlittable)
         {
             var bytes = MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(arr), checked(arr.Length * info.ElementSize));
@@ -200,7 +183,6 @@ public sealed class StateDigest
         }
         if (arr.Rank != 1) throw new NotSupportedException($"state digest: multi-dimensional array {arr.GetType()}");
         foreach (var x in arr) Elem(x);
-        _ = et;
     }
 
     void Value(object boxed, TypeInfo info)
@@ -237,7 +219,6 @@ public sealed class StateDigest
     {
         foreach (var f in info.Fields)
         {
-            if (_text != null) _label = f.DeclaringType!.Name + "." + f.Name;
             if (f.Name.StartsWith("<stepsMark>", StringComparison.Ordinal)) { Emit((ulong)(_s.Steps - (long)f.GetValue(o)!)); continue; }
             if (f.Name.StartsWith("<clockMark>", StringComparison.Ordinal)) { Emit((ulong)(_s.ClockNs - (long)f.GetValue(o)!)); continue; }
             var v = f.GetValue(o);
@@ -292,19 +273,12 @@ public sealed class StateDigest
         }
     }
 
-    static TypeInfo? _statsFields;
-
-    /// <summary>The fields of a left-out type, for walking it when it is state after all (<see cref="Stats"/>).</summary>
-    static TypeInfo TypeInfoOf(Type t, bool walkSkipped)
+    /// <summary><see cref="Stats"/>' fields, for walking it when a scenario asserts statistics (it is left out otherwise).</summary>
+    static readonly TypeInfo StatsInfo = new()
     {
-        if (!walkSkipped || t != typeof(Stats)) return TypeInfoOf(t);
-        lock (InfosLock)
-            return _statsFields ??= new TypeInfo
-            {
-                Token = TypeToken(t),
-                Fields = t.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic),
-            };
-    }
+        Token = TypeToken(typeof(Stats)),
+        Fields = typeof(Stats).GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic),
+    };
 
     /// <summary>Field names left out of the state, by declaring type: bookkeeping the model never reads.</summary>
     static readonly (Type Type, string Field)[] LeftOut =
@@ -359,7 +333,7 @@ public sealed class StateDigest
             info.Primitive = info.IsValueLike = true;
             return info;
         }
-        if (t.IsPointer || t == typeof(IntPtr) && false) throw new NotSupportedException($"state digest: {t}");
+        if (t.IsPointer) throw new NotSupportedException($"state digest: {t}");
         if (t.IsArray)
         {
             var et = t.GetElementType()!;
