@@ -7,12 +7,12 @@ namespace MmuSim;
 public static class Errno
 {
     public const int EPERM = -1, ENOENT = -2, EIO = -5, ENXIO = -6, E2BIG = -7, EBADF = -9, EAGAIN = -11, ENOMEM = -12, EACCES = -13, EFAULT = -14, EBUSY = -16,
-        EEXIST = -17, ENODEV = -19, EINVAL = -22, ENOTTY = -25, ENOSPC = -28, ENOSYS = -38, EOPNOTSUPP = -95, EHWPOISON = -133;
+        EEXIST = -17, ENODEV = -19, EINVAL = -22, ENOTTY = -25, ENOSPC = -28, ERANGE = -34, ENOSYS = -38, EOPNOTSUPP = -95, EHWPOISON = -133;
 
     static readonly (string Name, int Value)[] Names =
     [
         ("ok", 0), ("eperm", EPERM), ("enoent", ENOENT), ("eio", EIO), ("enxio", ENXIO), ("e2big", E2BIG), ("ebadf", EBADF), ("eagain", EAGAIN), ("enomem", ENOMEM),
-        ("eacces", EACCES), ("efault", EFAULT), ("ebusy", EBUSY), ("eexist", EEXIST), ("enodev", ENODEV), ("einval", EINVAL), ("enotty", ENOTTY), ("enospc", ENOSPC), ("enosys", ENOSYS), ("eopnotsupp", EOPNOTSUPP),
+        ("eacces", EACCES), ("efault", EFAULT), ("ebusy", EBUSY), ("eexist", EEXIST), ("enodev", ENODEV), ("einval", EINVAL), ("enotty", ENOTTY), ("enospc", ENOSPC), ("erange", ERANGE), ("enosys", ENOSYS), ("eopnotsupp", EOPNOTSUPP),
         ("ehwpoison", EHWPOISON),
     ];
 

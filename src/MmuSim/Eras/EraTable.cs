@@ -148,6 +148,15 @@ public static class EraTable
         new(Feature.IdlePageTracking, V(4, 3), Forever,
             "33c3fc71c8cf 'mm: introduce idle page tracking' (Vladimir Davydov, 4.3, with mmu_notifier_clear_young from the same series, " +
             "1d7715c676a1; version: recollection, consistent with Feature.ClearYoung)"),
+        new(Feature.LruGen, V(6, 1), Forever,
+            "ec1c86b25f4b 'mm: multi-gen LRU: groundwork' and bd74fdaea146 'mm: multi-gen LRU: support page table walks' " +
+            "(Yu Zhao, merged for 6.1; the Fixes: tag of 1d4832becdc2 names bd74fdaea146)"),
+        new(Feature.LruGenYoungNotify, V(6, 12), Forever,
+            "1d4832becdc2 'mm: multi-gen LRU: use {ptep,pmdp}_clear_young_notify()' (Yu Zhao, James Houghton; 2024-10-19, merged " +
+            "through mm-hotfixes-stable on 2024-11-03 for 6.12, Cc stable; commit text and diff seen: 'memory that is mostly " +
+            "accessed by a VM appears younger than it really is': the aging never cleared the secondaries' Accessed bits, so " +
+            "folio_referenced_one's clear_flush_young still found them set at eviction; the same walk never promoted a page only " +
+            "the secondary touched)"),
         new(Feature.KsmFolioMigration, V(3, 9), Forever,
             "c8d6553b9580 'ksm: make KSM page migration possible' (Hugh Dickins, the 3.9 KSM NUMA series with merge_across_nodes and " +
             "FOLL_MIGRATION, 5117b3b835f2); before it 62b61f611eb5 'ksm: memory hotremove migration only' (2.6.33) made NUMA migration " +

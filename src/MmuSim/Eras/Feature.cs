@@ -301,6 +301,15 @@ public enum Feature
     /// <summary>/sys/kernel/mm/page_idle/bitmap: PG_idle/PG_young, aged through ptep_clear_young_notify (clear_young, no flush).</summary>
     IdlePageTracking,
 
+    // ---- the multi-gen LRU (issue 9 item 5; mm/vmscan.c, Mm/LruGen.cs)
+    /// <summary>CONFIG_LRU_GEN: generations per lruvec, the aging's page-table walk (walk_mm), lru_gen_look_around from
+    /// folio_referenced_one, /sys/kernel/mm/lru_gen/enabled and /sys/kernel/debug/lru_gen.</summary>
+    LruGen,
+
+    /// <summary>MGLRU's walk and look-around age through ptep/pmdp_clear_young_notify and visit old entries of an mm with
+    /// notifiers, so the secondaries' Accessed state promotes folios; before, only the primary's young bit counted.</summary>
+    LruGenYoungNotify,
+
     // ---- NUMA and migration (issue 12 item 6; mm/migrate.c, mm/mempolicy.c, mm/ksm.c)
     /// <summary>KSM folios migrate like anon ones (ksm_migrate_folio moves the stable node's kpfn); before, NUMA migration
     /// skipped PageKsm (move_pages status -ENOENT) and only memory hot-remove moved them.</summary>

@@ -306,6 +306,16 @@ public sealed class MmStruct
     /// <summary>pmd_lock: the PMD table's lock.</summary>
     public ValueTask LockPmd(ulong va) => Pool.Locks.Lock(PmdTable(va));
 
+    /// <summary>spin_trylock of a PTL (walk_pte_range): a scheduling point, then the lock if it is free; never blocks.</summary>
+    public async ValueTask<bool> TryLockPtl(int table)
+    {
+        await Kernel.S.Point(PointKind.LockAcquire, (ulong)table, Pool.Locks);
+        return Pool.Locks.TryLock(table);
+    }
+
+    /// <summary>spin_trylock of the PMD lock for <paramref name="va"/> (walk_pmd_range_locked); never blocks.</summary>
+    public ValueTask<bool> TryLockPmd(ulong va) => TryLockPtl(PmdTable(va));
+
     public ValueTask UnlockPmd(ulong va) => Pool.Locks.Unlock(PmdTable(va));
 
     /// <summary>ptep_get: read a PTE (a scheduling point).</summary>

@@ -58,16 +58,7 @@ public sealed class PageIdle
     }
 
     /// <summary>page_idle_get_folio: the LRU folio at <paramref name="pfn"/> (head), or -1.</summary>
-    long PageIdleGetFolio(long pfn)
-    {
-        if (!_k.Mem.IsValidPfn(pfn) || pfn == PhysMem.ZeroPfn) return -1;
-        long head = _k.Mem.FolioOf(pfn);
-        ref var f = ref _k.Mem[head];
-        if (f.Has(PageFlags.Free) || f.Has(PageFlags.Zero) || f.RefCount == 0) return -1;
-        if (Hugetlb.HugetlbPages.IsHugetlbFolio(_k, head)) return -1; // not on the LRU (folio_test_lru)
-        if (f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return head;
-        return _k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long c) && c == head ? head : -1;
-    }
+    long PageIdleGetFolio(long pfn) => Vmscan.LruFolioOf(_k, pfn);
 
     /// <summary>
     /// page_idle_clear_pte_refs: walk every mapping of the folio with ptep_clear_young_notify (page_idle_clear_pte_refs_one);

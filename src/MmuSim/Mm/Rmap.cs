@@ -346,9 +346,28 @@ public static class Rmap
             int t = mm.PteTable(a);
             await mm.LockPtl(t);
             var pte = await mm.PtepGet(t, a);
-            if (pte.Present && pte.Pfn == head + first + i && await ClearYoung(mm, t, a, MmStruct.PageSize, flush)) referenced++;
+            if (pte.Present && pte.Pfn == head + first + i)
+            {
+                if (flush && LruGen.IfEnabled(mm.Kernel) is { } lruGen) referenced += await LruGenReferencedOne(lruGen, vma, t, a, pte);
+                else if (await ClearYoung(mm, t, a, MmStruct.PageSize, flush)) referenced++;
+            }
             await mm.UnlockPtl(t);
         }
+        return referenced;
+    }
+
+    /// <summary>
+    /// folio_referenced_one's PTE case with MGLRU on: 6.12+ lru_gen_look_around alone (its ptep_clear_young_notify, no
+    /// flush); 6.1..6.11 the look-around for a PTE the primary marked young, then ptep_clear_flush_young_notify as without
+    /// MGLRU (each counts a reference).
+    /// </summary>
+    static async ValueTask<int> LruGenReferencedOne(LruGen lruGen, Vma vma, int table, ulong addr, Pte pte)
+    {
+        var mm = vma.Mm;
+        if (mm.Kernel.Era.Has(Feature.LruGenYoungNotify)) return await lruGen.LookAround(vma, table, addr) ? 1 : 0;
+        int referenced = 0;
+        if (pte.Accessed && await lruGen.LookAround(vma, table, addr)) referenced++;
+        if (await ClearYoung(mm, table, addr, MmStruct.PageSize, flush: true)) referenced++;
         return referenced;
     }
 

@@ -13,11 +13,33 @@ sealed class LruIsolation
     public bool TryIsolate(long head) => _isolated.Add(head);
 
     public void Putback(long head) => _isolated.Remove(head);
+
+    public bool IsIsolated(long head) => _isolated.Contains(head);
 }
 
 /// <summary>mm/vmscan.c: reclaim of one folio.</summary>
 public static class Vmscan
 {
+    /// <summary>
+    /// The folio on an LRU list that <paramref name="pfn"/> belongs to (its head), or -1: anon, KSM and page-cache folios;
+    /// not the zero page, free or device frames, hugetlb folios (never on the LRU) or a page-cache folio no longer in its
+    /// file. Unevictable folios (guest_memfd's) are on the LRU too, on its unevictable list. Isolation (<see cref="IsIsolated"/>) is the caller's to check: folio_test_lru where the kernel tests it.
+    /// </summary>
+    internal static long LruFolioOf(Kernel k, long pfn)
+    {
+        if (!k.Mem.IsValidPfn(pfn) || pfn == PhysMem.ZeroPfn) return -1;
+        long head = k.Mem.FolioOf(pfn);
+        ref var f = ref k.Mem[head];
+        if (f.Has(PageFlags.Free) || f.Has(PageFlags.Zero) || f.RefCount == 0) return -1;
+        if (Hugetlb.HugetlbPages.IsHugetlbFolio(k, head)) return -1;
+        if (f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) return head;
+        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long c) && c == head ? head : -1;
+    }
+
+    /// <summary>!folio_test_lru: reclaim or migration holds the folio isolated.</summary>
+    internal static bool IsIsolated(Kernel k, long head) =>
+        k.Subsystems.TryGetValue(typeof(LruIsolation), out var o) && ((LruIsolation)o).IsIsolated(head);
+
     /// <summary>isolate_lru_folio: take the folio off the LRU (false if reclaim or migration already holds it).</summary>
     internal static bool IsolateLruFolio(Kernel k, long head) => k.GetSubsystem(_ => new LruIsolation()).TryIsolate(head);
 

@@ -93,6 +93,7 @@ public static partial class CoreOps
         RegisterFile(r);
         RegisterNuma(r);
         RegisterPageIdle(r);
+        RegisterLruGen(r);
         RegisterProcess(r);
     }
 

@@ -265,6 +265,18 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
         s.Weak?.LockAcquired(this, 0);
     }
 
+    /// <summary>down_read_trylock / read_trylock: take it for read unless a writer holds it (a scheduling point, never blocks).</summary>
+    public async ValueTask<bool> TryReadLock()
+    {
+        await s.Point(PointKind.LockAcquire, 0, this);
+        if (_writer != 0) return false;
+        _readers |= 1UL << s.Current.Id;
+        if (!sleeping) s.Current.AtomicDepth++;
+        s.Charge(CostKind.Lock);
+        s.Weak?.LockAcquired(this, 0);
+        return true;
+    }
+
     /// <summary>down_write_trylock / write_trylock: take it for write if nobody holds it (a scheduling point, never blocks).</summary>
     public async ValueTask<bool> TryWriteLock()
     {

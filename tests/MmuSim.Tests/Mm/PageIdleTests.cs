@@ -104,8 +104,10 @@ public class PageIdleTests
 
     public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/kvm/access_tracking_perf_test/");
 
+    public static TheoryData<string> PageIdlePorts() => SelftestPorts.Under("selftests/kvm/access_tracking_perf_test/page-idle");
+
     [Theory]
-    [MemberData(nameof(Ports))]
+    [MemberData(nameof(PageIdlePorts))]
     public void Port_MeetsItsDeclarationInEveryEra_AndRecordsNothingStillIdle(string name)
     {
         int run = SelftestPorts.AssertMeetsDeclaration(name, check: r =>
