@@ -194,6 +194,12 @@ public static class EraTable
 
         new(Feature.Userfaultfd, V(4, 3), Forever, "86039bd3b4e6 'userfaultfd: add new syscall to provide memory externalization' (Andrea Arcangeli, 4.3; recollection for id)"),
         new(Feature.UffdShmem, V(4, 11), Forever, "4c27fe4c4c84 'userfaultfd: shmem: add shmem_mcopy_atomic_pte for userfaultfd support' (Mike Rapoport, 4.11; recollection)"),
+        new(Feature.UffdHugetlb, V(4, 11), Forever,
+            "8fb5debc5fcd 'userfaultfd: hugetlbfs: add hugetlb_mcopy_atomic_pte for userfaultfd support' and 1c9e8def43a3 " +
+            "'userfaultfd: hugetlbfs: add UFFDIO_COPY support for shared mappings' (Mike Kravetz, 4.11, with the shmem support; recollection)"),
+        new(Feature.UffdMinorHugetlb, V(5, 13), Forever,
+            "7677f7fd8be7 'userfaultfd: add minor fault registration mode' (Axel Rasmussen, 5.13: hugetlbfs first, shmem in 5.14 as " +
+            "c949b097ef2e says; recollection for the id)"),
         new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
         new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
         new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),

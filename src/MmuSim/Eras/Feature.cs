@@ -288,6 +288,11 @@ public enum Feature
     UffdWp,
     /// <summary>UFFDIO_REGISTER_MODE_MINOR and UFFDIO_CONTINUE on shmem.</summary>
     UffdMinorShmem,
+    /// <summary>userfaultfd MISSING on hugetlb memory: hugetlb_no_page hands the fault to userspace, UFFDIO_COPY places
+    /// whole huge pages (hugetlb_mfill_atomic_pte).</summary>
+    UffdHugetlb,
+    /// <summary>UFFDIO_REGISTER_MODE_MINOR and UFFDIO_CONTINUE on hugetlb (hugetlbfs page cache).</summary>
+    UffdMinorHugetlb,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
     /// <summary>mmu_notifier_register publishes the subscription with hlist_add_head_rcu (a store-release), 543bdb2d825f.</summary>

@@ -26,8 +26,8 @@ namespace MmuSim.Hugetlb;
 /// possibly pinned anon page, which the child gets a copy of from 5.12 (<see cref="Feature.HugetlbForkCopiesPinned"/>).</para>
 /// <para>Not modelled: reservations (mmap never fails for want of pages; a fault that finds the pool empty gets
 /// SIGBUS, and the owner's COW does not unmap the child's mapping, unmap_ref_private), surplus pages, other sizes,
-/// PMD sharing, hugetlbfs files (MAP_SHARED|MAP_HUGETLB is shared anonymous memory here: the page is shared with fork
-/// children through their copied entries), migration, uffd on hugetlb, and KVM faults on hugetlb memory beyond what
+/// PMD sharing, MAP_SHARED|MAP_HUGETLB as a hugetlbfs file (it is shared anonymous memory here: the page is shared with fork
+/// children through their copied entries), uffd-wp on hugetlb (userfaultfd MISSING and MINOR are modelled), and KVM faults on hugetlb memory beyond what
 /// GUP gives them.</para>
 /// </remarks>
 public sealed class HugetlbPages
@@ -146,7 +146,9 @@ public sealed class HugetlbPages
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("hugetlb_no_page");
         bool write = (flags & FaultFlags.Write) != 0;
-        if (vma.File is { } file) return await HugetlbNoPageFile(mm, vma, file, haddr, write);
+        if (vma.File is { } file) return await HugetlbNoPageFile(mm, vma, file, haddr, flags);
+        if ((vma.Flags & VmFlags.UffdMissing) != 0) // userfaultfd_missing: hugetlb_handle_userfault
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, haddr, Userfaultfd.UffdReason.Missing, flags);
         mm.AnonVmaPrepare(vma); // vmf_anon_prepare
         await k.S.Point(PointKind.Alloc, haddr);
         long head = Of(k).AllocHugetlbFolio(vma);
@@ -187,23 +189,24 @@ public sealed class HugetlbPages
     /// write fault on the read-only entry, which hugetlb_wp turns into a private anon copy. SIGBUS beyond i_size or with
     /// the pool empty.
     /// </summary>
-    static async ValueTask<VmFault> HugetlbNoPageFile(MmStruct mm, Vma vma, AddressSpace file, ulong haddr, bool write)
+    static async ValueTask<VmFault> HugetlbNoPageFile(MmStruct mm, Vma vma, AddressSpace file, ulong haddr, FaultFlags flags)
     {
         var k = mm.Kernel;
+        bool write = (flags & FaultFlags.Write) != 0;
         ulong index = vma.IndexOf(haddr);
         if (index >= file.SizePages) return VmFault.SigBus;
         await k.S.Point(PointKind.Alloc, haddr);
-        if (!file.Pages.TryGetValue(index, out long head))
+        bool cached = file.Pages.TryGetValue(index, out long head);
+        // userfaultfd_missing for a page not in the cache, userfaultfd_minor (5.13+) for one that is: hugetlb_handle_userfault.
+        if (!cached && (vma.Flags & VmFlags.UffdMissing) != 0)
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, haddr, Userfaultfd.UffdReason.Missing, flags);
+        if (cached && (vma.Flags & VmFlags.UffdMinor) != 0)
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, haddr, Userfaultfd.UffdReason.Minor, flags);
+        if (!cached)
         {
             head = Of(k).AllocHugetlbFolio(vma);
             if (head < 0) return VmFault.SigBus;
-            for (int i = 0; i < PhysMem.HugePages; i++)
-            {
-                ref var f = ref k.Mem[head + i];
-                f.AnonRoot = file.Id;
-                f.Index = index + (ulong)i;
-            }
-            file.Pages.Add(index, head); // the allocation's reference becomes the page cache's
+            HugetlbAddToPageCache(k, file, index, head);
         }
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
@@ -220,6 +223,84 @@ public sealed class HugetlbPages
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return write && !vma.Shared ? VmFault.Retry : VmFault.Ok; // the COW takes the next fault (hugetlb_wp)
+    }
+
+    /// <summary>hugetlb_add_to_page_cache: the folio's pages point at the file; the allocation's reference becomes the cache's.</summary>
+    static void HugetlbAddToPageCache(Kernel k, AddressSpace file, ulong index, long head)
+    {
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            ref var f = ref k.Mem[head + i];
+            f.AnonRoot = file.Id;
+            f.Index = index + (ulong)i;
+        }
+        file.Pages.Add(index, head);
+    }
+
+    /// <summary>
+    /// hugetlb_mfill_atomic_pte (hugetlb_mcopy_atomic_pte before 6.6) for the huge page at <paramref name="haddr"/>:
+    /// UFFDIO_CONTINUE maps the page already in the hugetlbfs page cache (-EFAULT if none); UFFDIO_COPY allocates a page
+    /// from the pool (-ENOMEM if empty), copies into it and, in a shared file mapping, adds it to the page cache first
+    /// (-EEXIST if one is there). Then, under the PMD lock, -EEXIST unless the entry is none; else the page is mapped
+    /// dirty and young, writable if the VMA is, except a CONTINUE in a private mapping (read-only: the next write takes
+    /// hugetlb_wp). No notifier: the entry was none.
+    /// </summary>
+    internal static async ValueTask<int> HugetlbMfillAtomicPte(Vma vma, ulong haddr, bool isContinue, ulong value)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("hugetlb_mfill_atomic_pte");
+        mm.PmdAlloc(haddr); // huge_pte_alloc
+        var file = vma.File;
+        bool shared = vma.Shared && file != null;
+        ulong index = vma.IndexOf(haddr);
+        long head;
+        bool inCache;
+        await k.S.Point(PointKind.Alloc, haddr);
+        if (isContinue)
+        {
+            if (file == null || !file.Pages.TryGetValue(index, out head)) return Errno.EFAULT; // filemap_lock_hugetlb_folio
+            Folio.Get(k, head);
+            inCache = true;
+        }
+        else
+        {
+            if (file != null && index >= file.SizePages) return Errno.EFAULT; // beyond i_size
+            head = Of(k).AllocHugetlbFolio(vma);
+            if (head < 0) return Errno.ENOMEM;
+            for (int i = 0; i < PhysMem.HugePages; i++) k.Mem[head + i].Contents = value; // copy_folio_from_user
+            inCache = shared;
+            if (shared)
+            {
+                if (file!.Pages.ContainsKey(index))
+                {
+                    Folio.Put(k, head);
+                    return Errno.EEXIST;
+                }
+                HugetlbAddToPageCache(k, file, index, head);
+                Folio.Get(k, head); // the mapping's
+            }
+            else mm.AnonVmaPrepare(vma);
+        }
+        await mm.LockPmd(haddr);
+        if (!(await mm.PmdpGet(haddr)).IsNone)
+        {
+            await mm.UnlockPmd(haddr);
+            if (inCache && !isContinue) file!.Pages.Remove(index); // the new page leaves the cache again
+            if (inCache && !isContinue) Folio.Put(k, head);
+            Folio.Put(k, head);
+            return Errno.EEXIST;
+        }
+        if (inCache)
+        {
+            k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_add_file_rmap
+            mm.RssFile += PhysMem.HugePages;
+        }
+        else Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true); // hugetlb_add_new_anon_rmap
+        bool writable = vma.Writable && !(isContinue && !vma.Shared);
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: writable, dirty: true, huge: true));
+        await mm.UnlockPmd(haddr);
+        return 0;
     }
 
     /// <summary>

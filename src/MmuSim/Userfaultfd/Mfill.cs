@@ -43,10 +43,18 @@ public static class Mfill
 
     /// <summary>
     /// vma_can_userfault for the modes asked: anonymous private memory takes MISSING (4.3) and WP (5.7), shmem takes
-    /// MISSING (4.11) and MINOR (5.14). WP on shmem needs the 5.19 PTE markers, which the model does not have: EINVAL.
+    /// MISSING (4.11) and MINOR (5.14), hugetlb MISSING (4.11) and MINOR (5.13). WP on shmem and hugetlb needs the 5.19
+    /// PTE markers, which the model does not have: EINVAL.
     /// </summary>
     static bool VmaCanUserfault(Kernel k, Vma vma, UffdMode mode)
     {
+        if (vma.IsHugetlb)
+        {
+            // hugetlb (MAP_HUGETLB and hugetlbfs files): MISSING from 4.11, MINOR from 5.13; WP needs the 5.19 hugetlb
+            // PTE markers, not modelled: EINVAL.
+            if (!k.Era.Has(Feature.UffdHugetlb) || (mode & UffdMode.Wp) != 0) return false;
+            return (mode & UffdMode.Minor) == 0 || k.Era.Has(Feature.UffdMinorHugetlb);
+        }
         if (vma.File is { IsShmem: false }) return false; // a regular file: only shmem and hugetlbfs take userfaultfd
         bool shmem = vma.File != null;
         if ((mode & UffdMode.Missing) != 0 && shmem && !k.Era.Has(Feature.UffdShmem)) return false;
@@ -159,7 +167,8 @@ public static class Mfill
             if (vma == null || vma.Uffd != ctx || start + len > vma.End) return (0, Errno.ENOENT);
             if (mode == MfillMode.Continue && (vma.File == null || (vma.Flags & VmFlags.UffdMinor) == 0)) return (0, Errno.EINVAL);
             if (wp && (vma.Flags & VmFlags.UffdWp) == 0) return (0, Errno.EINVAL);
-            for (ulong a = start; a < start + len; a += PageSize)
+            if (vma.IsHugetlb) (placed, err) = await MfillAtomicHugetlb(vma, start, len, mode, value);
+            else for (ulong a = start; a < start + len; a += PageSize)
             {
                 err = await MfillAtomicPte(vma, a, mode, value, wp);
                 if (err != 0) break;
@@ -173,6 +182,26 @@ public static class Mfill
         }
         if (placed > 0 && !dontWake) await ctx.Wake(start, (ulong)placed * PageSize);
         return (placed, err);
+    }
+
+    /// <summary>
+    /// mfill_atomic_hugetlb: the range must be huge-page aligned (EINVAL), UFFDIO_ZEROPAGE is not supported (EINVAL);
+    /// hugetlb_mfill_atomic_pte per huge page. Returns (4 KiB pages placed, 0 or the errno).
+    /// </summary>
+    static async ValueTask<(long Placed, int Error)> MfillAtomicHugetlb(Vma vma, ulong start, ulong len, MfillMode mode, ulong value)
+    {
+        var k = vma.Mm.Kernel;
+        using var _ = k.S.Current.Enter("mfill_atomic_hugetlb");
+        if (mode == MfillMode.Zeropage || (start & ~MmStruct.PmdMask) != 0 || (len & ~MmStruct.PmdMask) != 0) return (0, Errno.EINVAL);
+        long placed = 0;
+        for (ulong a = start; a < start + len; a += MmStruct.PmdSize)
+        {
+            int err = await Hugetlb.HugetlbPages.HugetlbMfillAtomicPte(vma, a, mode == MfillMode.Continue, value);
+            if (err != 0) return (placed, err);
+            placed += PhysMem.HugePages;
+            k.Stats.Inc(Stat.UffdPagesPlaced, PhysMem.HugePages);
+        }
+        return (placed, 0);
     }
 
     /// <summary>mfill_atomic_pte for one page: allocate (COPY/ZEROPAGE of shmem) or find the page, then install it.</summary>

@@ -35,8 +35,9 @@ public static class UffdOps
             [], ["uffd"], Close) { Check = CheckName });
         r.Register(new OpSpec("uffd.handle",
             "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect or wake; " +
-            "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message",
-            [], ["uffd", "count", "resolve", "value", "expect-reason"], Handle) { Check = CheckHandle });
+            "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message; page_size " +
+            "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address",
+            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size"], Handle) { Check = CheckHandle });
     }
 
     static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake"];
@@ -70,6 +71,8 @@ public static class UffdOps
         if (Array.IndexOf(Resolutions, res) < 0) throw a.Error("resolve", $"'{res}' is not a resolution ({string.Join(", ", Resolutions)})");
         a.GetULong("value", 0);
         if (a.Has("expect-reason")) ParseReason(a);
+        ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize);
+        if (ps != Mm.MmStruct.PageSize && ps != Mm.MmStruct.PmdSize) throw a.Error("page_size", $"0x{ps:x} is neither 4K nor 2M");
     }
 
     static bool ParseFeatures(OpArgs a)
@@ -175,15 +178,16 @@ public static class UffdOps
                     $"{a.File}:{a.Line}: {ctx} read a {m.Reason} fault at 0x{m.Address:x}, expected {r}", m.Address);
                 return;
             }
+            ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize), at = m.Address & ~(ps - 1);
             int err = res switch
             {
-                "copy" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
-                "zeropage" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Zeropage, 0, false, false)).Error,
-                "continue" => (await Mfill.MfillAtomic(ctx, m.Address, Mm.MmStruct.PageSize, MfillMode.Continue, 0, false, false)).Error,
-                "unprotect" => await Mfill.MwriteprotectRange(ctx, m.Address, Mm.MmStruct.PageSize, false, false),
+                "copy" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
+                "zeropage" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Zeropage, 0, false, false)).Error,
+                "continue" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Continue, 0, false, false)).Error,
+                "unprotect" => await Mfill.MwriteprotectRange(ctx, at, ps, false, false),
                 _ => 0,
             };
-            if (err == Errno.EEXIST || res == "wake") await ctx.Wake(m.Address, Mm.MmStruct.PageSize);
+            if (err == Errno.EEXIST || res == "wake") await ctx.Wake(at, ps);
             else if (err != 0)
             {
                 w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: resolving the {m.Reason} fault at 0x{m.Address:x} with {res} returned {Errno.NameOf(err)}", m.Address);

@@ -1,0 +1,114 @@
+using MmuSim.Devices;
+using MmuSim.Hugetlb;
+using MmuSim.Mm;
+using MmuSim.Scenarios;
+using MmuSim.Userfaultfd;
+using static MmuSim.Tests.Harness;
+using static MmuSim.Tests.Mm.MmTestKit;
+
+namespace MmuSim.Tests.Userfaultfd;
+
+/// <summary>
+/// userfaultfd on hugetlb (4.11 MISSING, 5.13 MINOR): hugetlb_no_page hands the fault to userspace with the huge
+/// page's address, mfill_atomic_hugetlb places whole huge pages (aligned ranges only, no ZEROPAGE), no notifier fires;
+/// and demand_paging_test's two hugetlb modes.
+/// </summary>
+public class UffdHugetlbTests
+{
+    const ulong A = 0x200000;
+    const ulong H = MmStruct.PmdSize;
+
+    [Theory]
+    [InlineData("4.19")]
+    [InlineData("5.13")]
+    [InlineData("6.13")]
+    public void MissingFault_OnAnonHugetlb_ReportsTheHugePage_AndUffdioCopyMapsAWholePoolPage(string era)
+    {
+        var k = Kernel(era);
+        var mm = MmWithVma(k, A, H, VmFlags.Hugetlb);
+        Assert.Equal(0, HugetlbPages.Of(k).SetNrHugepages(2));
+        var ctx = UserfaultfdCtx.Create(mm, "uffd", sigbus: false)!;
+        Ok(k, async () => Assert.Equal(0, await Mfill.UserfaultfdRegister(ctx, A, H, UffdMode.Missing)));
+        var rec = Recorder(k, mm);
+        ulong? seen = null;
+        UffdMsg? msg = null;
+        int unaligned = 1, zeropage = 1, again = 1;
+        k.S.Spawn("faulter", async _ => seen = await Memory.UserAccess(mm, A + 5 * MmStruct.PageSize, write: false));
+        k.S.Spawn("handler", async _ =>
+        {
+            msg = await ctx.Read();
+            unaligned = (await Mfill.MfillAtomic(ctx, msg!.Value.Address, MmStruct.PageSize, MfillMode.Copy, 0x77, false, false)).Error;
+            zeropage = (await Mfill.MfillAtomic(ctx, msg.Value.Address, H, MfillMode.Zeropage, 0, false, false)).Error;
+            Assert.Equal((512L, 0), await Mfill.MfillAtomic(ctx, msg.Value.Address, H, MfillMode.Copy, 0x77, false, false));
+            again = (await Mfill.MfillAtomic(ctx, msg.Value.Address, H, MfillMode.Copy, 0x78, false, false)).Error;
+        });
+        Assert.Null(k.Run());
+        Assert.Equal(new UffdMsg(A, UffdReason.Missing, false), msg); // the huge page's address
+        Assert.Equal((Errno.EINVAL, Errno.EINVAL, Errno.EEXIST), (unaligned, zeropage, again));
+        Assert.Equal(0x77UL, seen);
+        var pmd = mm.PeekPmd(A);
+        Assert.True(pmd.Present && pmd.Huge && pmd.Writable && pmd.Dirty);
+        long head = pmd.Pfn;
+        Assert.True(HugetlbPages.IsHugetlbFolio(k, head));
+        Assert.Equal(1, k.Mem[head].RefCount);
+        Assert.Equal(1, k.Mem.EntireMapcountHolder(head).RefCount);
+        Assert.True(k.Mem[head].Has(PageFlags.Anon | PageFlags.AnonExclusive));
+        Assert.Equal(0x77UL, k.Mem[head + 511].Contents);
+        Assert.Equal(1, HugetlbPages.Of(k).FreeHugepages); // EEXIST's copy went back to the pool
+        Assert.Empty(rec.Calls); // nothing was mapped before: no invalidation
+    }
+
+    [Theory]
+    [InlineData("4.10", UffdMode.Missing, Errno.EINVAL)] // before userfaultfd on hugetlb
+    [InlineData("4.19", UffdMode.Missing, 0)]
+    [InlineData("5.5", UffdMode.Minor, Errno.EINVAL)]    // MINOR is 5.13
+    [InlineData("5.13", UffdMode.Minor, 0)]
+    [InlineData("6.13", UffdMode.Wp, Errno.EINVAL)]      // hugetlb uffd-wp (5.19 PTE markers) is not modelled
+    public void Register_OnHugetlb_FollowsTheEra(string era, UffdMode mode, int expect)
+    {
+        var k = Kernel(era);
+        var mm = MmWithVma(k, A, H, VmFlags.Hugetlb);
+        var ctx = UserfaultfdCtx.Create(mm, "uffd", sigbus: false)!;
+        int rc = 1;
+        Ok(k, async () => rc = await Mfill.UserfaultfdRegister(ctx, A, H, mode));
+        Assert.Equal(expect, rc);
+    }
+
+    public static TheoryData<string> Ports() => new() { "selftests/kvm/demand_paging_test/missing-anonymous-hugetlb", "selftests/kvm/demand_paging_test/minor-shared-hugetlb" };
+
+    [Theory]
+    [MemberData(nameof(Ports))]
+    public void DemandPagingPort_MeetsItsDeclaration_WithOneHugePagePlaced(string name)
+    {
+        int run = SelftestPorts.AssertMeetsDeclaration(name, check: r =>
+        {
+            Assert.Equal(512, r.Kernel.Stats[Stat.UffdPagesPlaced]);
+            Assert.InRange(r.Kernel.Stats[Stat.UffdFaults], 1, 2); // one per vCPU at most: the second may find the page placed
+        });
+        Assert.True(run >= 7);
+    }
+
+    [Fact]
+    public void Continue_OfAHugePageNotInTheCache_IsEfault()
+    {
+        var s = ScenarioLoader.Parse("""
+            name: t
+            era: "6.13"
+            processes:
+              - name: p
+                vmas: []
+            threads:
+              - name: main
+                process: p
+                ops:
+                  - hugetlb.set: { knob: nr_hugepages, value: 1 }
+                  - file.create: { as: f, kind: memfd-hugetlb, size: 2M }
+                  - mmap: { addr: 0x200000, len: 2M, prot: rw, file: f, flags: shared }
+                  - uffd.open: {}
+                  - uffd.register: { addr: 0x200000, len: 2M, mode: minor }
+                  - uffd.continue: { addr: 0x200000, len: 2M, expect: efault }
+                  - uffd.continue: { addr: 0x200000, len: 4K, expect: einval }
+            """, "t.yaml");
+        Assert.Null(ScenarioRunner.Run(s, s.DefaultEra!, null).Violation);
+    }
+}
