@@ -197,6 +197,8 @@ public static class EraTable
         new(Feature.UffdHugetlb, V(4, 11), Forever,
             "8fb5debc5fcd 'userfaultfd: hugetlbfs: add hugetlb_mcopy_atomic_pte for userfaultfd support' and 1c9e8def43a3 " +
             "'userfaultfd: hugetlbfs: add UFFDIO_COPY support for shared mappings' (Mike Kravetz, 4.11, with the shmem support; recollection)"),
+        new(Feature.PagemapUffdWp, V(5, 13), Forever,
+            "fb8e37f35a2f 'mm/pagemap: export uffd-wp protection information' (Peter Xu, 5.13; recollection): PM_UFFD_WP, bit 57"),
         new(Feature.UffdMinorHugetlb, V(5, 13), Forever,
             "7677f7fd8be7 'userfaultfd: add minor fault registration mode' (Axel Rasmussen, 5.13: hugetlbfs first, shmem in 5.14 as " +
             "c949b097ef2e says; recollection for the id)"),

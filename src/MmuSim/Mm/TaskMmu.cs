@@ -166,13 +166,14 @@ public static class TaskMmu
         return found;
     }
 
-    public const int PmSoftDirty = 55, PmMmapExclusive = 56, PmFile = 61, PmSwap = 62, PmPresent = 63;
+    public const int PmSoftDirty = 55, PmMmapExclusive = 56, PmUffdWp = 57, PmFile = 61, PmSwap = 62, PmPresent = 63;
     /// <summary>PM_PFRAME_MASK: bits 0-54 of a present entry hold the pfn.</summary>
     public const ulong PmPfnMask = (1UL << 55) - 1;
 
     /// <summary>
     /// pte_to_pagemap_entry (fs/proc/task_mmu.c): the 64-bit /proc/PID/pagemap entry of one 4 KiB page: bits 0-54 pfn
-    /// (present) or swap type/offset, 55 soft-dirty, 56 exclusively mapped (mapcount 1), 61 file page or shared-anon,
+    /// (present) or swap type/offset, 55 soft-dirty, 56 exclusively mapped (mapcount 1), 57 uffd-wp (PM_UFFD_WP, 5.13+:
+    /// the PTE's or swap entry's uffd-wp bit), 61 file page or shared-anon,
     /// 62 swapped, 63 present. The zero page has no struct page (vm_normal_page NULL): neither file nor exclusive.
     /// A none PTE reads 0, or only bit 55 in a VM_SOFTDIRTY VMA (pagemap_pte_hole, pte_to_pagemap_entry: a VMA that
     /// is VM_SOFTDIRTY makes every entry soft-dirty). No scheduling point: the caller took one.
@@ -186,7 +187,8 @@ public static class TaskMmu
         ulong vmSoftDirty = mm.FindVma(addr) is { } v && (v.Flags & VmFlags.SoftDirty) != 0 ? 1UL << PmSoftDirty : 0;
         if (pte.IsNone) return vmSoftDirty;
         long pfn = pte.Pfn + (huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0);
-        ulong e = (pte.SoftDirty ? 1UL << PmSoftDirty : 0) | vmSoftDirty;
+        ulong e = (pte.SoftDirty ? 1UL << PmSoftDirty : 0) | vmSoftDirty
+            | (pte.UffdWp && k.Era.Has(Eras.Feature.PagemapUffdWp) ? 1UL << PmUffdWp : 0);
         long page;
         if (pte.Present)
         {

@@ -77,7 +77,7 @@ public static partial class CoreOps
         { Check = (a, _) => a.GetULong("ns") });
         r.Register(new OpSpec("signal", "complete an event: wakes every thread in wait: {event}", ["event"], [], Signal));
         r.Register(new OpSpec("wait", "block until another thread signals the event (forces an ordering)", ["event"], [], Wait));
-        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file) must match; " +
+        r.Register(new OpSpec("expect-pagemap", "the /proc/PID/pagemap entry of addr: each given bit (present, swapped, exclusive, soft_dirty, file, uffd_wp) must match; " +
             "as: NAME records the pfn, pfn: NAME / pfn_not: NAME require the same / another pfn than the one recorded (pagemap_get_pfn); else unexpected-value",
             ["process", "addr"], [.. PagemapBits, "as", "pfn", "pfn_not"], ExpectPagemap)
         {
@@ -164,8 +164,8 @@ public static partial class CoreOps
         finally { await mm.MmapLock.ReadUnlock(); }
     }
 
-    static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file"];
-    static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile];
+    static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file", "uffd_wp"];
+    static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile, TaskMmu.PmUffdWp];
 
     static readonly (string Key, bool Same)[] PfnChecks = [("pfn", true), ("pfn_not", false)];
 

@@ -17,7 +17,7 @@ public static class UffdOps
     {
         r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); expect: ok or enosys",
             ["process"], ["as", "features", "expect"], Open) { Check = (a, _) => { ParseFeatures(a); a.GetErrno("expect"); }, DefaultAs = DefaultName });
-        r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated)",
+        r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL)",
             ["addr", "len", "mode"], ["uffd", "expect"], RegisterRange) { Check = (a, i) => { CheckRange(a, i); ParseMode(a); } });
         r.Register(new OpSpec("uffd.unregister", "UFFDIO_UNREGISTER [addr, addr+len): wakes the faults waiting there, which retry as plain faults",
             ["addr", "len"], ["uffd", "expect"], UnregisterRange) { Check = CheckRange });
@@ -36,8 +36,10 @@ public static class UffdOps
         r.Register(new OpSpec("uffd.handle",
             "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect or wake; " +
             "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message; page_size " +
-            "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address",
-            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size"], Handle) { Check = CheckHandle });
+            "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address; " +
+            "flip_from/flip_to (uffd-unit-tests' minor handler): before resolving, complement each page through the other mapping, " +
+            "at the message's address - flip_from + flip_to",
+            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to"], Handle) { Check = CheckHandle });
     }
 
     static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake"];
@@ -73,6 +75,8 @@ public static class UffdOps
         if (a.Has("expect-reason")) ParseReason(a);
         ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize);
         if (ps != Mm.MmStruct.PageSize && ps != Mm.MmStruct.PmdSize) throw a.Error("page_size", $"0x{ps:x} is neither 4K nor 2M");
+        if (a.Has("flip_from") != a.Has("flip_to")) throw a.Error(a.Has("flip_from") ? "flip_to" : "flip_from", "flip_from and flip_to go together");
+        if (a.Has("flip_from")) { a.GetAddress("flip_from"); a.GetAddress("flip_to"); }
     }
 
     static bool ParseFeatures(OpArgs a)
@@ -95,9 +99,10 @@ public static class UffdOps
                 "missing" => UffdMode.Missing,
                 "wp" => UffdMode.Wp,
                 "minor" => UffdMode.Minor,
-                _ => throw a.Error("mode", $"'{m}' is not a UFFDIO_REGISTER mode (missing, wp, minor)"),
+                "none" => UffdMode.None, // uffdio_register.mode 0: the ioctl's EINVAL
+                _ => throw a.Error("mode", $"'{m}' is not a UFFDIO_REGISTER mode (missing, wp, minor, or none)"),
             };
-        if (mode == UffdMode.None) throw a.Error("mode", "no mode given (missing, wp, minor)");
+        if (mode == UffdMode.None && a.GetString("mode").Trim() != "none") throw a.Error("mode", "no mode given (missing, wp, minor, or none)");
         return mode;
     }
 
@@ -179,6 +184,16 @@ public static class UffdOps
                 return;
             }
             ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize), at = m.Address & ~(ps - 1);
+            if (a.Has("flip_from"))
+            {
+                // uffd_handle_page_fault's minor case: "bit-flip the contents of the page" through the unregistered alias.
+                ulong alias = at - a.GetAddress("flip_from") + a.GetAddress("flip_to");
+                for (ulong off = 0; off < ps; off += Mm.MmStruct.PageSize)
+                {
+                    ulong v = await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: false) ?? 0;
+                    await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: true, value: ~v);
+                }
+            }
             int err = res switch
             {
                 "copy" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
