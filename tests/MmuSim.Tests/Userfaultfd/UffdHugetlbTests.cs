@@ -112,3 +112,30 @@ public class UffdHugetlbTests
         Assert.Null(ScenarioRunner.Run(s, s.DefaultEra!, null).Violation);
     }
 }
+
+public class UffdNewFieldsBadInputTests
+{
+    static string Scen(string op) => """
+        name: t
+        processes:
+          - name: p
+            vmas:
+              - { start: 0x100000, len: 16K, prot: rw }
+        threads:
+          - name: cpu0
+            process: p
+            ops:
+              - uffd.open: {}
+              - OP
+        """.Replace("OP", op);
+
+    [Fact]
+    public void PageSizeFlipAndModeNone_AreChecked_ExitTwoWithTheField()
+    {
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { page_size: 8K }"), 11, "uffd.handle.page_size", "neither 4K nor 2M");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { flip_from: 0x100000 }"), 11, "uffd.handle.flip_to", "go together");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { flip_from: 0x100000, flip_to: 0x100001 }"), 11, "uffd.handle.flip_to", "not page aligned");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: \"\" }"), 11, "uffd.register.mode", "no mode given");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("expect-pagemap: { addr: 0x100000, uffd_wp: maybe }"), 11, "expect-pagemap.uffd_wp", "");
+    }
+}
