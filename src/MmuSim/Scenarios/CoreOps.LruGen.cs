@@ -29,8 +29,9 @@ public static partial class CoreOps
         r.Register(new OpSpec("lru-gen.age",
             "lru_gen_do_aging: for each node, the debugfs aging command at its max_gen (swappiness 1, force_scan): the page-table walk " +
             "promotes the folios found young (6.12+ through clear_young_notify, so the secondaries' Accessed bits count), then a new " +
-            "generation; tracked_at_least asserts the generations then hold at least that many pages (upstream's 'Not all pages accounted for')",
-            [], ["tracked_at_least"], LruGenAge) { Check = (a, _) => { if (a.Has("tracked_at_least")) a.GetULong("tracked_at_least"); } });
+            "generation; tracked_at_least asserts the generations then hold at least that many pages (upstream's 'Not all pages accounted for'); " +
+            "`as` records the pages of generation max_seq - 1 afterwards (node 0): the folios this pass found young",
+            [], ["tracked_at_least", "as"], LruGenAge) { Check = (a, _) => { if (a.Has("tracked_at_least")) a.GetULong("tracked_at_least"); } });
         r.Register(new OpSpec("lru-gen.find-generation",
             "find_generation(stats, pages): read the generations, take the oldest with more than pages*9/10 pages (none: 'Could not find a " +
             "generation with 90% of guest memory'); `newer_than` a generation recorded before: it must be newer ('Too many pages still " +
@@ -66,10 +67,18 @@ public static partial class CoreOps
             if (rc != 0)
                 w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: the aging command '+ 1 {nid} {maxGen} 1 1' returned {Errno.NameOf(rc)}");
         }
+        if (!a.Has("tracked_at_least") && !a.Has("as")) return;
+        var after = await lg.ReadStats();
+        if (a.Has("as"))
+        {
+            long young = 0;
+            foreach (var g in after) if (g.Nid == 0 && g.Seq == lg.MaxSeq(0) - 1) young += g.Anon + g.File;
+            w.Observed[a.GetString("as")] = (ulong)young;
+        }
         if (!a.Has("tracked_at_least")) return;
         ulong want = a.GetULong("tracked_at_least");
         long total = 0;
-        foreach (var g in await lg.ReadStats()) total += g.Anon + g.File;
+        foreach (var g in after) total += g.Anon + g.File;
         if ((ulong)total < want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: Not all pages accounted for (looking for {want}, {total} in the generations)");
     }

@@ -59,7 +59,7 @@ public class ExperimentTests
     [Fact]
     public void BuiltInsLoadAndNameTheirEras()
     {
-        Assert.Equal(["aging", "change-pte", "retry", "thp-invalidate"], ExperimentLoader.BuiltInNames);
+        Assert.Equal(["aging", "change-pte", "lru-gen", "retry", "thp-invalidate"], ExperimentLoader.BuiltInNames);
         var x = ExperimentLoader.LoadBuiltIn("change-pte");
         Assert.Equal(["2.6.32", "6.8", "6.13"], x.Eras.Select(e => e.Name));
         Assert.Equal("2.6.32", x.Baseline!.Name);
@@ -184,7 +184,7 @@ public class ExperimentTests
     {
         var (code, _, err) = Run("experiment", "change-ptx");
         Assert.Equal(2, code);
-        Assert.StartsWith("mmusim: experiment: no file or built-in experiment named 'change-ptx' (known: aging, change-pte, retry, thp-invalidate)", err);
+        Assert.StartsWith("mmusim: experiment: no file or built-in experiment named 'change-ptx' (known: aging, change-pte, lru-gen, retry, thp-invalidate)", err);
         (code, _, err) = Run("experiment", WriteScenario(Small), "-j", "0");
         Assert.Equal(2, code);
         Assert.StartsWith("mmusim: --jobs: must be at least 1", err);
@@ -283,5 +283,23 @@ public class ExperimentTests
         Assert.Equal(3 * 256, flushNoAd.Metrics["vm_exits"]);            // zapping aging: every hot page refaults each round
         Assert.Equal(256, flushNoAd.Metrics["observed.young3"]);
         Assert.True(test.Metrics["kvm_remote_tlb_flushes"] < flushAd.Metrics["kvm_remote_tlb_flushes"]);
+    }
+
+    [Fact]
+    public void LruGen_SeesTheVmsHotSetOnlyFrom612_AndZappingAgingRefaultsIt()
+    {
+        var x = ExperimentLoader.LoadBuiltIn("lru-gen");
+        CellResult Run1(double mmu, string era) => ExperimentRunner.RunCell(x,
+            x.Cells().First(c => c.Point.Vars["mmu"] == mmu && c.Point.Vars["hot"] == 0.25 && c.Era.Name == era), 1, CostSet.Defaults);
+        foreach (double mmu in new[] { 0.0, 1.0, 2.0 })
+        {
+            var before = Run1(mmu, "6.10");
+            var after = Run1(mmu, "6.13");
+            Assert.Equal(0, before.Metrics["observed.young3"]);              // the walk never asks KVM: the VM looks idle
+            Assert.Equal(0, before.Metrics["notifier_clear_young"]);
+            Assert.Equal(256, after.Metrics["observed.young3"]);             // exactly the hot set
+            Assert.Equal(4 * 1024, after.Metrics["notifier_clear_young"]);   // every PTE of the mm, four passes
+            Assert.Equal(mmu == 1 ? 3 * 256 : 0, after.Metrics["vm_exits"]); // EPT without A/D: aging zaps, the hot set refaults
+        }
     }
 }
