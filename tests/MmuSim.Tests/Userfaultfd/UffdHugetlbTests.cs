@@ -115,19 +115,8 @@ public class UffdHugetlbTests
 
 public class UffdNewFieldsBadInputTests
 {
-    static string Scen(string op) => """
-        name: t
-        processes:
-          - name: p
-            vmas:
-              - { start: 0x100000, len: 16K, prot: rw }
-        threads:
-          - name: cpu0
-            process: p
-            ops:
-              - uffd.open: {}
-              - OP
-        """.Replace("OP", op);
+    static string Scen(string op) =>
+        Tests.Cli.CliRunner.MinimalScenario.Replace("      - read: { addr: 0x100000 }", "      - uffd.open: {}\n      - " + op);
 
     [Fact]
     public void PageSizeFlipAndModeNone_AreChecked_ExitTwoWithTheField()
