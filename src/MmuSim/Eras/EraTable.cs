@@ -108,6 +108,10 @@ public static class EraTable
         new(Feature.KvmPreFaultInvalidSlotEagain, V(6, 18), Forever,
             "3ccbf6f47098 'KVM: x86/mmu: Return -EAGAIN if userspace deletes/moves memslot during prefault' (Sean Christopherson; reported by Reinette Chatre, " +
             "debugged by Yan Zhao, lore 20250519023737.30360-1; in the kvm-x86 pull for 6.18, whose 6.18-rc2 fixes add the pre_fault_memory_test regression case)"),
+        new(Feature.KvmAccessTrackNoAd, V(4, 12), Forever,
+            "f160c7b7bb32 'kvm: x86: mmu: Lockless access tracking for Intel CPUs without EPT A bits' (Junaid Shahid, 4.12; " +
+            "recollection for id and version): kvm_age_rmapp marks the SPTE for access tracking; before it kvm_age_hva called " +
+            "kvm_unmap_rmapp when !shadow_accessed_mask (4.4 source, recollection)"),
         new(Feature.KvmLocklessAging, V(6, 15), Forever,
             "'KVM: x86/mmu: Age sptes locklessly' v9 (James Houghton, posted 2025-02-04), applied to kvm-x86 mmu in Feb 2025 for the 6.15 merge window " +
             "(6.14 was released 2025-03-24; version from that date): aa34b811650c 'KVM: Add lockless memslot walk to KVM', b146a9b34aed 'KVM: x86/mmu: Relax locking for " +

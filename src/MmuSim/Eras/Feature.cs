@@ -121,6 +121,10 @@ public enum Feature
     /// </summary>
     KvmLocklessAging,
 
+    /// <summary>Aging without A bits marks SPTEs for access tracking (they stay shadow-present, so a later unmap zaps and
+    /// flushes them) instead of unmapping them without a flush (kvm_age_hva's kvm_unmap_rmapp before 4.12).</summary>
+    KvmAccessTrackNoAd,
+
     /// <summary>
     /// guest_memfd (KVM_CREATE_GUEST_MEMFD) and KVM_SET_MEMORY_ATTRIBUTES: private guest memory in a KVM-owned file that
     /// no host mm maps, bound to memslots through KVM_SET_USER_MEMORY_REGION2; its own invalidation (punch hole, release).

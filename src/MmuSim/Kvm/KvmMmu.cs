@@ -447,8 +447,8 @@ public sealed partial class Kvm
     async ValueTask<bool> ZapGfnRangeLocked(Memslot slot, ulong gs, ulong ge, bool marksDirty)
     {
         await S.Point(PointKind.SpteWrite, gs);
-        if (slot.PresentCount == 0) return false;
-        bool flush = false;
+        bool flush = _accessTracked.Count > 0 && AccessTrackedIn(slot, gs, ge); // still shadow-present in the kernel
+        if (slot.PresentCount == 0) return flush;
         var freeing = KvmArchInfo.TableFreeingOf(Arch);
         for (int b = slot.Block(gs), last = slot.Block(ge - 1); b <= last; b++)
         {
@@ -538,6 +538,7 @@ public sealed partial class Kvm
         using var _ = S.Current.Enter("kvm_flush_remote_tlbs");
         await S.Point(PointKind.TlbFlush);
         foreach (var v in _vcpus) v.FlushTlb();               // and kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH)
+        _accessTracked.Clear();
         _k.Stats.Inc(Stat.KvmRemoteTlbFlushes);
         _k.S.Charge(CostKind.Ipi);
     }
@@ -570,7 +571,7 @@ public sealed partial class Kvm
             {
                 var h = new Spte(slot.HugeSptes[b]);
                 if (!h.Present) continue;
-                if (NoAccessedBit) { young = true; if (clear) DropHuge(slot, b, marksDirty: true); }
+                if (NoAccessedBit) { young = true; if (clear && DropHuge(slot, b, marksDirty: true)) NoteAccessTracked(slot, b); }
                 else if (h.Accessed) { young = true; if (clear) slot.HugeSptes[b] = h.With(Spte.AccessedBit, false).Raw; }
                 continue;
             }
@@ -584,7 +585,7 @@ public sealed partial class Kvm
                 if (NoAccessedBit)
                 {
                     young = true;
-                    if (clear) DropSpte(slot, g, b, marksDirty: true);
+                    if (clear && DropSpte(slot, g, b, marksDirty: true)) NoteAccessTracked(slot, g, g + 1);
                 }
                 else if (s.Accessed)
                 {
@@ -594,6 +595,37 @@ public sealed partial class Kvm
             }
         }
         return young && !(clear && _k.Mutated(Mutation.KvmAgeLosesYoung));
+    }
+
+    /// <summary>
+    /// The gfn ranges whose SPTEs aging without A bits zapped and no TLB flush has covered since. From 4.12
+    /// (<see cref="Feature.KvmAccessTrackNoAd"/>) the kernel does not zap them: mark_spte_for_access_track leaves the
+    /// SPTE shadow-present with its permissions saved, so a later kvm_unmap_gfn_range still finds it and flushes. The
+    /// model zaps instead and remembers the range here, so that the unmap flushes as the kernel's would. Before 4.12
+    /// kvm_age_hva unmapped them (kvm_unmap_rmapp) without a flush and a later unmap found nothing to flush: the model
+    /// keeps that. Cleared by every remote TLB flush. Locking: mmu_lock, as the SPTEs.
+    /// </summary>
+    readonly List<(Memslot Slot, ulong Start, ulong End)> _accessTracked = [];
+
+    void NoteAccessTracked(Memslot slot, ulong gs, ulong ge)
+    {
+        if (!Era.Has(Feature.KvmAccessTrackNoAd)) return;
+        if (_accessTracked.Count > 0 && _accessTracked[^1] is var (ls, lo, hi) && ls == slot && hi == gs) _accessTracked[^1] = (slot, lo, ge);
+        else _accessTracked.Add((slot, gs, ge));
+    }
+
+    void NoteAccessTracked(Memslot slot, int block)
+    {
+        ulong first = ((slot.BaseGfn >> 9) + (ulong)block) << 9;
+        NoteAccessTracked(slot, Math.Max(first, slot.BaseGfn), Math.Min(first + 512, slot.EndGfn));
+    }
+
+    /// <summary>Did aging access-track an SPTE of [gs, ge) that no flush has covered? (The unmap flushes then.)</summary>
+    bool AccessTrackedIn(Memslot slot, ulong gs, ulong ge)
+    {
+        foreach (var (s, lo, hi) in _accessTracked)
+            if (s == slot && lo < ge && gs < hi) return true;
+        return false;
     }
 
     // ------------------------------------------------------------------ change_pte per arch

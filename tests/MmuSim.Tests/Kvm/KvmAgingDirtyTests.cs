@@ -249,4 +249,45 @@ public class TtuYoungCheckTests
         Assert.False(reclaimed); // folio_referenced saw the SPTE's Accessed bit: kept
         Assert.True(u.Mm.Translate(KvmKit.Hva).Present);
     }
+
+    /// <summary>
+    /// EPT without A bits: clear_young zaps the SPTEs (no flush) and the vCPU's TLB keeps the translation. From 4.12 the
+    /// kernel's SPTE stays shadow-present (access tracking), so the next unmap of the range flushes; before, kvm_age_hva
+    /// unmapped without a flush and the unmap found nothing to flush: the stale translation outlives invalidate_range_start.
+    /// </summary>
+    [Theory]
+    [InlineData("4.10", true)]
+    [InlineData("4.13", false)]
+    [InlineData("6.18", false)]
+    public void NoAdAgingThenUnmap_FlushesFrom412(string era, bool stale)
+    {
+        var s = MmuSim.Scenarios.ScenarioLoader.Parse("""
+            name: no-ad-aging-then-unmap
+            processes:
+              - name: vmm
+                vmas:
+                  - { start: 0x10000000, len: 16K, prot: rw, flags: nohugepage }
+            setup:
+              - vm.create: { process: vmm, name: vm0, arch: x86-tdp, no_accessed_bit: true }
+              - memslot.add: { vm: vm0, slot: 1, gfn: 0x100, pages: 4, hva: 0x10000000 }
+            threads:
+              - name: main
+                process: vmm
+                ops:
+                  - guest.write: { vm: vm0, vcpu: 0, gfn: 0x100, pages: 4, value: 1 }
+                  - page-idle.mark: { addr: 0x10000000, len: 16K }
+                  - madvise: { addr: 0x10000000, len: 16K, advice: dontneed }
+            """, "t.yaml");
+        var r = MmuSim.Scenarios.ScenarioRunner.Run(s, MmuSim.Eras.EraTable.Get(era), null);
+        if (stale)
+        {
+            Assert.Equal(Invariants.StaleTranslation, r.Violation?.Invariant);
+            Assert.Contains("vm0 still maps 0x10000000 -> pfn 0x1 (vm0 vcpu0 tlb)", r.Violation?.Message);
+        }
+        else
+        {
+            Assert.Null(r.Violation);
+            Assert.True(r.Kernel.Stats[Stat.KvmRemoteTlbFlushes] >= 1); // the unmap's flush, though no SPTE was left
+        }
+    }
 }
