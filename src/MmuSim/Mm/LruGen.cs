@@ -206,6 +206,7 @@ public sealed class LruGen
         }
         await _k.S.Point(PointKind.Counter, seq, this);
         if (seq == _maxSeq[nid]) IncMaxSeq(nid, canSwap);
+        AssertInvariants();
     }
 
     /// <summary>inc_max_seq: make room (inc_min_seq of a type whose generations are all in use), then a new youngest generation.</summary>
@@ -376,20 +377,40 @@ public sealed class LruGen
         return true;
     }
 
-    /// <summary>Debug-only: every known folio's sequence is within its node's window, and no window exceeds MAX_NR_GENS.</summary>
-    [System.Diagnostics.Conditional("DEBUG")]
-    public void AssertInvariants()
+    /// <summary>
+    /// The generation (sequence) of the LRU folio holding <paramref name="pfn"/>, or null when no folio of the
+    /// generations holds it (not on the LRU, isolated, unevictable). A folio not seen before is taken in.
+    /// </summary>
+    public ulong? GenerationOf(long pfn)
+    {
+        long head = GenFolioOf(pfn);
+        return head < 0 ? null : SeqOf(head);
+    }
+
+    /// <summary>
+    /// The invariants, for tests and <see cref="AssertInvariants"/>: every known live folio's sequence lies in its
+    /// node's [min_seq[type], max_seq], and no node holds more than MAX_NR_GENS generations. Null when they hold.
+    /// </summary>
+    public string? CheckInvariants()
     {
         for (int nid = 0; nid < _maxSeq.Length; nid++)
             for (int type = Anon; type <= File; type++)
                 if (_maxSeq[nid] - _minSeq[nid, type] + 1 > MaxNrGens)
-                    throw new ModelException($"lru_gen node {nid}: {_maxSeq[nid] - _minSeq[nid, type] + 1} generations of type {type}");
+                    return $"lru_gen node {nid}: {_maxSeq[nid] - _minSeq[nid, type] + 1} generations of type {type}";
         foreach (var (head, e) in _seq)
         {
             if (_k.Mem[head].Generation != e.FrameGen || GenFolioOf(head) != head) continue;
             int nid = _k.Mem.NodeOf(head);
             if (e.Seq > _maxSeq[nid] || e.Seq < _minSeq[nid, TypeOf(_k, head)])
-                throw new ModelException($"lru_gen: folio 0x{head:x} in generation {e.Seq}, outside [{_minSeq[nid, TypeOf(_k, head)]}, {_maxSeq[nid]}]");
+                return $"lru_gen: folio 0x{head:x} in generation {e.Seq}, outside [{_minSeq[nid, TypeOf(_k, head)]}, {_maxSeq[nid]}]";
         }
+        return null;
+    }
+
+    /// <summary>Debug-only: <see cref="CheckInvariants"/>, thrown as a model error.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    public void AssertInvariants()
+    {
+        if (CheckInvariants() is { } err) throw new ModelException(err);
     }
 }
