@@ -103,6 +103,32 @@ public static class Mfill
         }
     }
 
+    /// <summary>The range ioctls uffdio_register.ioctls can name, as bits (1 &lt;&lt; _UFFDIO_*).</summary>
+    [Flags]
+    public enum RangeIoctl : ulong
+    {
+        None = 0,
+        Wake = 1UL << 0x02,
+        Copy = 1UL << 0x03,
+        Zeropage = 1UL << 0x04,
+        Writeprotect = 1UL << 0x06,
+        Continue = 1UL << 0x07,
+    }
+
+    /// <summary>
+    /// uffdio_register.ioctls after a successful UFFDIO_REGISTER of a range that holds a hugetlb VMA (<paramref
+    /// name="hugetlb"/>) or not: UFFD_API_RANGE_IOCTLS, or UFFD_API_RANGE_IOCTLS_BASIC for hugetlb (no ZEROPAGE), without
+    /// WRITEPROTECT unless the mode has WP and without CONTINUE unless it has MINOR; each only from the era that has it
+    /// (WRITEPROTECT 5.7, CONTINUE 5.13). UFFDIO_MOVE (6.8) and UFFDIO_POISON (6.6) are not modelled and not reported.
+    /// </summary>
+    public static RangeIoctl RangeIoctls(Kernel k, bool hugetlb, UffdMode mode)
+    {
+        var r = RangeIoctl.Wake | RangeIoctl.Copy | (hugetlb ? 0 : RangeIoctl.Zeropage);
+        if ((mode & UffdMode.Wp) != 0 && k.Era.Has(Feature.UffdWp)) r |= RangeIoctl.Writeprotect;
+        if ((mode & UffdMode.Minor) != 0 && k.Era.Has(Feature.UffdMinorHugetlb)) r |= RangeIoctl.Continue;
+        return r;
+    }
+
     /// <summary>
     /// userfaultfd_unregister: under mmap_lock for write, wake the faults waiting on each registered VMA's part of the
     /// range (a fault that waited on it retries as a plain fault), then clear VM_UFFD_* and the context.

@@ -17,8 +17,12 @@ public static class UffdOps
     {
         r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); expect: ok or enosys",
             ["process"], ["as", "features", "expect"], Open) { Check = (a, _) => { ParseFeatures(a); a.GetErrno("expect"); }, DefaultAs = DefaultName });
-        r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL)",
-            ["addr", "len", "mode"], ["uffd", "expect"], RegisterRange) { Check = (a, i) => { CheckRange(a, i); ParseMode(a); } });
+        r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL); " +
+            "ioctls / no_ioctls: range ioctls (wake, copy, zeropage, writeprotect, continue) uffdio_register.ioctls must / must not name",
+            ["addr", "len", "mode"], ["uffd", "expect", "ioctls", "no_ioctls"], RegisterRange)
+        {
+            Check = (a, i) => { CheckRange(a, i); ParseMode(a); ParseIoctls(a, "ioctls"); ParseIoctls(a, "no_ioctls"); },
+        });
         r.Register(new OpSpec("uffd.unregister", "UFFDIO_UNREGISTER [addr, addr+len): wakes the faults waiting there, which retry as plain faults",
             ["addr", "len"], ["uffd", "expect"], UnregisterRange) { Check = CheckRange });
         r.Register(new OpSpec("uffd.copy", "UFFDIO_COPY: place pages holding value (default 0) at [addr, addr+len) (len default 4K); wp: UFFDIO_COPY_MODE_WP; dontwake",
@@ -131,10 +135,40 @@ public static class UffdOps
         return default;
     }
 
+    static Mfill.RangeIoctl ParseIoctls(OpArgs a, string key)
+    {
+        var r = Mfill.RangeIoctl.None;
+        if (!a.Has(key)) return r;
+        foreach (var n in a.GetString(key).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            r |= n switch
+            {
+                "wake" => Mfill.RangeIoctl.Wake,
+                "copy" => Mfill.RangeIoctl.Copy,
+                "zeropage" => Mfill.RangeIoctl.Zeropage,
+                "writeprotect" => Mfill.RangeIoctl.Writeprotect,
+                "continue" => Mfill.RangeIoctl.Continue,
+                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, writeprotect, continue)"),
+            };
+        return r;
+    }
+
     static async ValueTask RegisterRange(ScenarioWorld w, OpArgs a)
     {
-        int r = await Mfill.UserfaultfdRegister(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len"), ParseMode(a));
+        var ctx = Ctx(w, a);
+        ulong start = a.GetAddress("addr"), len = a.GetULong("len");
+        var mode = ParseMode(a);
+        int r = await Mfill.UserfaultfdRegister(ctx, start, len, mode);
         w.ExpectErrno(a, r, "UFFDIO_REGISTER");
+        if (r != 0 || !(a.Has("ioctls") || a.Has("no_ioctls"))) return;
+        await w.K.S.Point(Sched.PointKind.Counter, start); // copy_to_user of uffdio_register.ioctls
+        bool hugetlb = false;
+        foreach (var vma in ctx.Mm.Vmas) if (vma.Start < start + len && start < vma.End && vma.IsHugetlb) hugetlb = true;
+        var got = Mfill.RangeIoctls(w.K, hugetlb, mode);
+        var must = ParseIoctls(a, "ioctls");
+        var mustNot = ParseIoctls(a, "no_ioctls");
+        if ((got & must) != must || (got & mustNot) != 0)
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: uffdio_register.ioctls is {got}, expected {(must != 0 ? $"{must}" : "")}{(mustNot != 0 ? $" and not {mustNot}" : "")}", start);
     }
 
     static async ValueTask UnregisterRange(ScenarioWorld w, OpArgs a)

@@ -113,6 +113,40 @@ public class UffdHugetlbTests
     }
 }
 
+public class UffdRegisterIoctlsTests
+{
+    [Theory]
+    [InlineData("6.13", false, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)]
+    [InlineData("6.13", true, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy)]                              // _BASIC: no ZEROPAGE
+    [InlineData("6.13", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect)]
+    [InlineData("5.5", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)] // no WRITEPROTECT before 5.7
+    [InlineData("6.13", true, UffdMode.Minor, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Continue)]
+    public void RangeIoctls_FollowTheModeTheVmaAndTheEra(string era, bool hugetlb, UffdMode mode, Mfill.RangeIoctl expect) =>
+        Assert.Equal(expect, Mfill.RangeIoctls(Kernel(era), hugetlb, mode));
+
+    [Fact]
+    public void AnIoctlsExpectationThatDoesNotHold_IsAViolation()
+    {
+        var s = ScenarioLoader.Parse("""
+            name: t
+            era: "6.13"
+            processes:
+              - name: p
+                vmas: []
+            threads:
+              - name: main
+                process: p
+                ops:
+                  - hugetlb.set: { knob: nr_hugepages, value: 1 }
+                  - mmap: { addr: 0x200000, len: 2M, flags: hugetlb }
+                  - uffd.open: {}
+                  - uffd.register: { addr: 0x200000, len: 2M, mode: missing, ioctls: "copy,zeropage" }
+            """, "t.yaml");
+        var r = ScenarioRunner.Run(s, s.DefaultEra!, null);
+        Assert.Contains("t.yaml:13: uffdio_register.ioctls is Wake, Copy, expected Copy, Zeropage", r.Violation?.Message);
+    }
+}
+
 public class UffdNewFieldsBadInputTests
 {
     static string Scen(string op) =>
@@ -126,5 +160,6 @@ public class UffdNewFieldsBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { flip_from: 0x100000, flip_to: 0x100001 }"), 11, "uffd.handle.flip_to", "not page aligned");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: \"\" }"), 11, "uffd.register.mode", "no mode given");
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-pagemap: { addr: 0x100000, uffd_wp: maybe }"), 11, "expect-pagemap.uffd_wp", "");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: missing, ioctls: move }"), 11, "uffd.register.ioctls", "not a range ioctl");
     }
 }
