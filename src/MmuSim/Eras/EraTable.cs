@@ -201,6 +201,8 @@ public static class EraTable
         new(Feature.UffdHugetlb, V(4, 11), Forever,
             "8fb5debc5fcd 'userfaultfd: hugetlbfs: add hugetlb_mcopy_atomic_pte for userfaultfd support' and 1c9e8def43a3 " +
             "'userfaultfd: hugetlbfs: add UFFDIO_COPY support for shared mappings' (Mike Kravetz, 4.11, with the shmem support; recollection)"),
+        new(Feature.UffdDevice, V(6, 1), Forever,
+            "2d5de004e009 'userfaultfd: add /dev/userfaultfd for fine grained access control' (Axel Rasmussen, 6.1; recollection)"),
         new(Feature.PagemapUffdWp, V(5, 13), Forever,
             "fb8e37f35a2f 'mm/pagemap: export uffd-wp protection information' (Peter Xu, 5.13; recollection): PM_UFFD_WP, bit 57"),
         new(Feature.UffdMinorHugetlb, V(5, 13), Forever,

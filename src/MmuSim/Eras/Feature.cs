@@ -295,6 +295,8 @@ public enum Feature
     /// <summary>userfaultfd MISSING on hugetlb memory: hugetlb_no_page hands the fault to userspace, UFFDIO_COPY places
     /// whole huge pages (hugetlb_mfill_atomic_pte).</summary>
     UffdHugetlb,
+    /// <summary>/dev/userfaultfd (USERFAULTFD_IOC_NEW), access control without vm.unprivileged_userfaultfd.</summary>
+    UffdDevice,
     /// <summary>/proc/PID/pagemap reports uffd-wp (PM_UFFD_WP, bit 57) for PTEs and swap entries.</summary>
     PagemapUffdWp,
     /// <summary>UFFDIO_REGISTER_MODE_MINOR and UFFDIO_CONTINUE on hugetlb (hugetlbfs page cache).</summary>

@@ -73,7 +73,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("userfaultfd_register");
-        if (mode == UffdMode.None || ValidateRange(start, len) != 0) return Errno.EINVAL;
+        if (!ctx.Initialized || mode == UffdMode.None || ValidateRange(start, len) != 0) return Errno.EINVAL; // userfaultfd_ioctl: not initialized
         ulong end = start + len;
         await mm.MmapLock.WriteLock();
         try
@@ -138,7 +138,7 @@ public static class Mfill
     {
         var mm = ctx.Mm;
         using var _ = mm.Kernel.S.Current.Enter("userfaultfd_unregister");
-        if (ValidateRange(start, len) != 0) return Errno.EINVAL;
+        if (!ctx.Initialized || ValidateRange(start, len) != 0) return Errno.EINVAL;
         ulong end = start + len;
         await mm.MmapLock.WriteLock();
         try
@@ -182,7 +182,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(mode switch { MfillMode.Copy => "mfill_atomic_copy", MfillMode.Zeropage => "mfill_atomic_zeropage", _ => "mfill_atomic_continue" });
-        if (ValidateRange(start, len) != 0) return (0, Errno.EINVAL);
+        if (!ctx.Initialized || ValidateRange(start, len) != 0) return (0, Errno.EINVAL);
         long placed = 0;
         int err = 0;
         await mm.MmapLock.ReadLock();
@@ -334,7 +334,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("mwriteprotect_range");
-        if (ValidateRange(start, len) != 0) return Errno.EINVAL;
+        if (!ctx.Initialized || ValidateRange(start, len) != 0) return Errno.EINVAL;
         ulong end = start + len;
         await mm.MmapLock.ReadLock();
         try

@@ -15,8 +15,34 @@ public static class UffdOps
     /// <summary>Register the userfaultfd ops (listed in <see cref="OpRegistry.Providers"/>).</summary>
     public static void Register(OpRegistry r)
     {
-        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); expect: ok or enosys",
-            ["process"], ["as", "features", "expect"], Open) { Check = (a, _) => { ParseFeatures(a); a.GetErrno("expect"); }, DefaultAs = DefaultName });
+        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); " +
+            "api: false leaves out UFFDIO_API (uffd.api does it); dev: true opens /dev/userfaultfd (6.1+) instead of the syscall; expect: ok or enosys",
+            ["process"], ["as", "features", "expect", "api", "dev"], Open)
+        {
+            Check = (a, _) =>
+            {
+                ParseFeatures(a);
+                a.GetErrno("expect");
+                if (!a.GetBool("api", true) && a.Has("features")) throw a.Error("features", "features are UFFDIO_API's: give them to uffd.api when api: false");
+                a.GetBool("dev");
+            },
+            DefaultAs = DefaultName,
+        });
+        r.Register(new OpSpec("uffd.api", "UFFDIO_API on a userfaultfd opened with api: false: api (default 0xaa, UFFD_API), features (sigbus), feature_bits " +
+            "(raw bits no kernel defines, 17..63, for the EINVAL case); EINVAL for a wrong api, an unknown bit or a second UFFDIO_API",
+            [], ["uffd", "api", "features", "feature_bits", "expect"], ApiOp)
+        {
+            Check = (a, i) =>
+            {
+                CheckName(a, i);
+                a.GetULong("api", UserfaultfdCtx.UffdApi);
+                ParseFeatures(a);
+                ulong bits = a.GetULong("feature_bits", 0);
+                if ((bits & UserfaultfdCtx.KnownFeatures) != 0)
+                    throw a.Error("feature_bits", $"0x{bits:x} has defined UFFD_FEATURE bits (0..16); name the modelled ones in features (sigbus), the others are not modelled");
+                a.GetErrno("expect");
+            },
+        });
         r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL); " +
             "ioctls / no_ioctls: range ioctls (wake, copy, zeropage, writeprotect, continue) uffdio_register.ioctls must / must not name",
             ["addr", "len", "mode"], ["uffd", "expect", "ioctls", "no_ioctls"], RegisterRange)
@@ -118,6 +144,12 @@ public static class UffdOps
         var s => throw a.Error("expect-reason", $"'{s}' is not a fault reason (missing, wp, minor)"),
     };
 
+    static async ValueTask ApiOp(ScenarioWorld w, OpArgs a)
+    {
+        ulong features = (ParseFeatures(a) ? UserfaultfdCtx.FeatureSigbus : 0) | a.GetULong("feature_bits", 0);
+        w.ExpectErrno(a, await Ctx(w, a).Api(a.GetULong("api", UserfaultfdCtx.UffdApi), features), "UFFDIO_API");
+    }
+
     static UserfaultfdCtx Ctx(ScenarioWorld w, OpArgs a)
     {
         var name = a.GetString("uffd", DefaultName);
@@ -129,8 +161,14 @@ public static class UffdOps
     {
         var mm = w.Process(a);
         var name = a.GetString("as", DefaultName);
-        var ctx = UserfaultfdCtx.Create(mm, name, ParseFeatures(a));
-        w.ExpectErrno(a, ctx == null ? Errno.ENOSYS : 0, "userfaultfd");
+        bool dev = a.GetBool("dev");
+        if (dev && !w.K.Era.Has(Eras.Feature.UffdDevice))
+        {
+            w.ExpectErrno(a, Errno.ENOENT, "open(/dev/userfaultfd)");
+            return default;
+        }
+        var ctx = a.GetBool("api", true) ? UserfaultfdCtx.Create(mm, name, ParseFeatures(a)) : UserfaultfdCtx.CreateUninitialized(mm, name);
+        w.ExpectErrno(a, ctx == null ? Errno.ENOSYS : 0, dev ? "USERFAULTFD_IOC_NEW" : "userfaultfd");
         if (ctx != null) w.Objects[name] = ctx;
         return default;
     }
@@ -193,7 +231,7 @@ public static class UffdOps
     static async ValueTask WakeOp(ScenarioWorld w, OpArgs a)
     {
         ulong len = a.GetULong("len");
-        int r = len == 0 || (len & ~Mm.MmStruct.PageMask) != 0 ? Errno.EINVAL : 0;
+        int r = len == 0 || (len & ~Mm.MmStruct.PageMask) != 0 || !Ctx(w, a).Initialized ? Errno.EINVAL : 0;
         if (r == 0) await Ctx(w, a).Wake(a.GetAddress("addr"), len);
         w.ExpectErrno(a, r, "UFFDIO_WAKE");
     }

@@ -49,7 +49,41 @@ public sealed class UserfaultfdCtx
     public string Name { get; }
 
     /// <summary>UFFD_FEATURE_SIGBUS: faults raise SIGBUS instead of waiting for a handler.</summary>
-    public bool Sigbus { get; }
+    public bool Sigbus { get; private set; }
+
+    /// <summary>userfaultfd_is_initialized: UFFDIO_API succeeded (ctx->state RUNNING); every other ioctl is -EINVAL before.</summary>
+    public bool Initialized { get; private set; } = true;
+
+    /// <summary>UFFD_API.</summary>
+    public const ulong UffdApi = 0xAA;
+
+    /// <summary>UFFD_FEATURE_SIGBUS (bit 7).</summary>
+    public const ulong FeatureSigbus = 1UL << 7;
+
+    /// <summary>The UFFD_FEATURE_* bits any modelled era defines (bits 0..16, PAGEFAULT_FLAG_WP .. MOVE); others are unknown.</summary>
+    public const ulong KnownFeatures = (1UL << 17) - 1;
+
+    /// <summary>userfaultfd(2) or open(/dev/userfaultfd) + USERFAULTFD_IOC_NEW without UFFDIO_API yet; null without userfaultfd.</summary>
+    public static UserfaultfdCtx? CreateUninitialized(MmStruct mm, string name)
+    {
+        var ctx = Create(mm, name, sigbus: false);
+        if (ctx != null) ctx.Initialized = false;
+        return ctx;
+    }
+
+    /// <summary>
+    /// userfaultfd_api (UFFDIO_API): -EINVAL for an api other than UFFD_API, a feature bit no kernel defines, or a context
+    /// already initialized (a second UFFDIO_API); else the features take effect and the context is initialized. A
+    /// failed call leaves the context waiting for UFFDIO_API.
+    /// </summary>
+    public async ValueTask<int> Api(ulong api, ulong features)
+    {
+        await Mm.Kernel.S.Point(PointKind.Counter, api, this); // copy_from_user, the state cmpxchg
+        if (Initialized || api != UffdApi || (features & ~KnownFeatures) != 0) return Errno.EINVAL;
+        Sigbus = (features & FeatureSigbus) != 0;
+        Initialized = true;
+        return 0;
+    }
 
     /// <summary>ctx->released: the file was closed (userfaultfd_release); faults no longer wait.</summary>
     public bool Released { get; private set; }

@@ -161,5 +161,6 @@ public class UffdNewFieldsBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: \"\" }"), 11, "uffd.register.mode", "no mode given");
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-pagemap: { addr: 0x100000, uffd_wp: maybe }"), 11, "expect-pagemap.uffd_wp", "");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: missing, ioctls: move }"), 11, "uffd.register.ioctls", "not a range ioctl");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.api: { feature_bits: 0x1 }"), 11, "uffd.api.feature_bits", "has defined UFFD_FEATURE bits");
     }
 }
