@@ -138,6 +138,32 @@ public class LruGenTests
             Assert.Equal([(CallbackKind.ClearFlushYoung, A)], calls); // the neighbours through the primary's bit alone
     }
 
+    [Theory]
+    [InlineData("6.10", false)]
+    [InlineData("6.13", true)]
+    public void AHugePmd_IsAgedWhole_ThroughPmdpClearYoungNotifyFrom612(string era, bool asks)
+    {
+        var k = Kernel(era);
+        const ulong H = 0x200000;
+        var mm = MmWithVma(k, H, H, VmFlags.HugePage);
+        var lg = LruGen.Of(k);
+        Assert.Equal(0, lg.Enable(7));
+        Assert.Null(Run(k, async _ => await Memory.UserAccess(mm, H, write: true, value: 1)));
+        var pmd = mm.PeekPmd(H);
+        Assert.True(pmd.Present && pmd.Huge && pmd.Accessed);
+        Assert.Equal(512, AnonPerGen(k, lg)[2]);
+        Age(k, lg); // walk_pmd_range_locked: the young PMD promotes all 512 pages
+        Assert.Equal(512, AnonPerGen(k, lg)[3]);
+        Assert.False(mm.PeekPmd(H).Accessed);
+        var rec = Recorder(k, mm);
+        rec.Young = true;
+        Age(k, lg);
+        var cy = rec.Calls.Where(c => c.Kind == CallbackKind.ClearYoung).Select(c => (c.Start, c.End)).ToList();
+        if (asks) Assert.Equal([(H, H + H)], cy); // one pmdp_clear_young_notify over PMD_SIZE
+        else Assert.Empty(cy);
+        Assert.Equal(512, AnonPerGen(k, lg)[asks ? 4UL : 3UL]);
+    }
+
     public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/kvm/access_tracking_perf_test/lru-gen");
 
     [Theory]
