@@ -164,7 +164,18 @@ public class LruGenTests
         Assert.Equal(512, AnonPerGen(k, lg)[asks ? 4UL : 3UL]);
     }
 
-    public static TheoryData<string> Ports() => SelftestPorts.Under("selftests/kvm/access_tracking_perf_test/lru-gen");
+    public static TheoryData<string> Ports() => new(ScenarioLoader.BuiltInNames.Where(n =>
+        n.StartsWith("selftests/kvm/access_tracking_perf_test/lru-gen", StringComparison.Ordinal) && !n.EndsWith("-benchmark", StringComparison.Ordinal)));
+
+    [Fact]
+    public void BenchmarkPort_MeetsItsDeclaration_AndExploresClean()
+    {
+        const string name = "selftests/kvm/access_tracking_perf_test/lru-gen-benchmark";
+        Assert.Equal(11, SelftestPorts.AssertMeetsDeclaration(name, check: r => Assert.Null(r.Violation)));
+        var s = ScenarioLoader.LoadBuiltIn(name);
+        foreach (var era in new[] { "6.10", "6.18" })
+            Assert.Null(ScenarioRunner.Explore(s, EraTable.Get(era), seed => new MmuSim.Sched.RandomStrategy(seed), 30, 1).FirstViolation?.Violation);
+    }
 
     [Theory]
     [MemberData(nameof(Ports))]
