@@ -303,6 +303,7 @@ public sealed class StateDigest
         (typeof(KContext), "BusyNs"),
         (typeof(KContext), "Hook"),
         (typeof(KContext), "Pending"),
+        (typeof(Mm.LruGen), "_birthNs"), // absolute times read only into lru_gen_seq_show's age column, which no op decides on
     ];
 
     /// <summary>Model types that store or compare absolute simulated times (grep ClockNs outside Sched/).</summary>
