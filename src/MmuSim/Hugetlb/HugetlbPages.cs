@@ -241,7 +241,8 @@ public sealed class HugetlbPages
     /// hugetlb_mfill_atomic_pte (hugetlb_mcopy_atomic_pte before 6.6) for the huge page at <paramref name="haddr"/>:
     /// UFFDIO_CONTINUE maps the page already in the hugetlbfs page cache (-EFAULT if none); UFFDIO_COPY allocates a page
     /// from the pool (-ENOMEM if empty), copies into it and, in a shared file mapping, adds it to the page cache first
-    /// (-EEXIST if one is there). Then, under the PMD lock, -EEXIST unless the entry is none; else the page is mapped
+    /// (-EEXIST if one is there). Then, under the PMD lock, -EEXIST unless the entry is none (a page this call added to the
+    /// page cache stays there, as the kernel's folio_in_pagecache leaves it); else the page is mapped
     /// dirty and young, writable if the VMA is, except a CONTINUE in a private mapping (read-only: the next write takes
     /// hugetlb_wp). No notifier: the entry was none.
     /// </summary>
@@ -286,9 +287,7 @@ public sealed class HugetlbPages
         if (!(await mm.PmdpGet(haddr)).IsNone)
         {
             await mm.UnlockPmd(haddr);
-            if (inCache && !isContinue) file!.Pages.Remove(index); // the new page leaves the cache again
-            if (inCache && !isContinue) Folio.Put(k, head);
-            Folio.Put(k, head);
+            Folio.Put(k, head); // out_release_unlock: a page already added stays in the page cache (folio_in_pagecache)
             return Errno.EEXIST;
         }
         if (inCache)

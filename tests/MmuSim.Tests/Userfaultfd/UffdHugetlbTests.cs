@@ -74,7 +74,23 @@ public class UffdHugetlbTests
         Assert.Equal(expect, rc);
     }
 
-    public static TheoryData<string> Ports() => new() { "selftests/kvm/demand_paging_test/missing-anonymous-hugetlb", "selftests/kvm/demand_paging_test/minor-shared-hugetlb" };
+    public static TheoryData<string> Ports() => new()
+    {
+        "selftests/kvm/demand_paging_test/missing-anonymous-hugetlb", "selftests/kvm/demand_paging_test/missing-shared-hugetlb",
+        "selftests/kvm/demand_paging_test/minor-shared-hugetlb",
+    };
+
+    /// <summary>
+    /// A vCPU's fault that finds the page UFFDIO_COPY has just added to the hugetlbfs page cache maps it; the copy then
+    /// gets EEXIST and must leave the page in the cache (folio_in_pagecache), where the file reads the copied data.
+    /// </summary>
+    [Fact]
+    public void SharedHugetlbCopy_ThatLosesTheRace_LeavesItsPageInTheCache()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("selftests/kvm/demand_paging_test/missing-shared-hugetlb");
+        var r = ScenarioRunner.Explore(s, MmuSim.Eras.EraTable.Get("6.18"), seed => new MmuSim.Sched.RandomStrategy(seed), 600, 1);
+        Assert.Null(r.FirstViolation?.Violation);
+    }
 
     [Theory]
     [MemberData(nameof(Ports))]
