@@ -216,13 +216,20 @@ public sealed class HugetlbPages
             return VmFault.Retry;
         }
         Folio.Get(k, head);
-        k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_add_file_rmap
-        mm.RssFile += PhysMem.HugePages;
+        HugetlbAddFileRmap(k, mm, head);
         bool w = vma.Shared && vma.Writable;
         await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true));
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return write && !vma.Shared ? VmFault.Retry : VmFault.Ok; // the COW takes the next fault (hugetlb_wp)
+    }
+
+    /// <summary>hugetlb_add_file_rmap (with the mm's file RSS): one more mapping of a page-cache huge page. The caller holds
+    /// the mapping's reference.</summary>
+    static void HugetlbAddFileRmap(Kernel k, MmStruct mm, long head)
+    {
+        k.Mem.EntireMapcountHolder(head).RefCount++;
+        mm.RssFile += PhysMem.HugePages;
     }
 
     /// <summary>hugetlb_add_to_page_cache: the folio's pages point at the file; the allocation's reference becomes the cache's.</summary>
@@ -290,11 +297,7 @@ public sealed class HugetlbPages
             Folio.Put(k, head); // out_release_unlock: a page already added stays in the page cache (folio_in_pagecache)
             return Errno.EEXIST;
         }
-        if (inCache)
-        {
-            k.Mem.EntireMapcountHolder(head).RefCount++; // hugetlb_add_file_rmap
-            mm.RssFile += PhysMem.HugePages;
-        }
+        if (inCache) HugetlbAddFileRmap(k, mm, head);
         else Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true); // hugetlb_add_new_anon_rmap
         bool writable = vma.Writable && !(isContinue && !vma.Shared);
         await mm.SetPmd(haddr, vma.MkPte(head, writable: writable, dirty: true, huge: true));

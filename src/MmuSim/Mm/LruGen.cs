@@ -135,6 +135,9 @@ public sealed class LruGen
         return seq;
     }
 
+    /// <summary>Give every folio added since the last look its generation (<see cref="SeqOf"/>), before max_seq moves.</summary>
+    void TakeInNewFolios() => ForEachFolio(static (_, _) => { });
+
     /// <summary>Every LRU folio of the generations, in pfn order (heads); takes in the new ones (<see cref="SeqOf"/>).</summary>
     void ForEachFolio(Action<long, ulong> visit)
     {
@@ -197,7 +200,7 @@ public sealed class LruGen
     async ValueTask TryToIncMaxSeq(int nid, ulong seq, bool canSwap)
     {
         using var _ = _k.S.Current.Enter("try_to_inc_max_seq");
-        ForEachFolio(static (_, _) => { }); // take in the folios added since the last look, before max_seq moves
+        TakeInNewFolios();
         if (WalksMmu)
         {
             var mms = _k.Mms;
@@ -230,8 +233,8 @@ public sealed class LruGen
     }
 
     /// <summary>
-    /// folio_update_gen / walk_update_folio: a folio found young moves to the generation being made; a dirty PTE of a
-    /// file folio dirties it. Returns false for an isolated folio (no generation bits: lru_gen_del_folio has it).
+    /// folio_update_gen / walk_update_folio: a folio found young moves to the generation being made (never back to an
+    /// older one); a dirty PTE of a file folio dirties it. Callers pass only folios <see cref="GenFolioOf"/> found.
     /// </summary>
     void UpdateGen(long head, ulong seq, bool dirty)
     {
@@ -240,7 +243,7 @@ public sealed class LruGen
         if (dirty && TypeOf(_k, head) == File && !_k.Mem[head].Has(PageFlags.Dirty)) Folio.MarkDirty(_k, head);
     }
 
-    /// <summary>should_skip_vma: hugetlb, VM_LOCKED, anon (and shmem) without swap, guest_memfd's unevictable mappings.</summary>
+    /// <summary>should_skip_vma: hugetlb and VM_LOCKED VMAs, and anon or shmem ones when the aging cannot swap.</summary>
     static bool ShouldSkipVma(Vma vma, bool canSwap)
     {
         if (vma.IsHugetlb || (vma.Flags & VmFlags.Locked) != 0) return true;
@@ -365,14 +368,11 @@ public sealed class LruGen
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
             var pte = await mm.PtepGet(table, a);
-            if (a != addr || !notify)
-            {
-                if (!WorthAging(mm, pte)) continue;
-                long h = GenFolioOf(pte.Pfn);
-                if (h < 0 || !await AgeEntry(mm, table, a, MmStruct.PageSize)) continue;
-            }
-            long head = GenFolioOf(pte.Pfn);
-            if (pte.Present && head >= 0) UpdateGen(head, _maxSeq[_k.Mem.NodeOf(head)], pte.Dirty);
+            bool agedAbove = notify && a == addr;
+            if (!agedAbove && !WorthAging(mm, pte)) continue;
+            long head = pte.Present ? GenFolioOf(pte.Pfn) : -1;
+            if (head < 0 || (!agedAbove && !await AgeEntry(mm, table, a, MmStruct.PageSize))) continue;
+            UpdateGen(head, _maxSeq[_k.Mem.NodeOf(head)], pte.Dirty);
         }
         return true;
     }

@@ -338,6 +338,7 @@ public static class Rmap
             await mm.UnlockPmd(addr);
             if (huge) return referenced; // else split meanwhile: age the PTEs
         }
+        var lruGen = flush ? LruGen.IfEnabled(mm.Kernel) : null; // folio_referenced_one's lru_gen_enabled()
         for (int i = 0; i < count; i++)
         {
             ulong a = addr + (ulong)i * MmStruct.PageSize;
@@ -348,7 +349,7 @@ public static class Rmap
             var pte = await mm.PtepGet(t, a);
             if (pte.Present && pte.Pfn == head + first + i)
             {
-                if (flush && LruGen.IfEnabled(mm.Kernel) is { } lruGen) referenced += await LruGenReferencedOne(lruGen, vma, t, a, pte);
+                if (lruGen != null) referenced += await LruGenReferencedOne(lruGen, vma, t, a, pte);
                 else if (await ClearYoung(mm, t, a, MmStruct.PageSize, flush)) referenced++;
             }
             await mm.UnlockPtl(t);

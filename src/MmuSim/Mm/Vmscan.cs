@@ -23,7 +23,8 @@ public static class Vmscan
     /// <summary>
     /// The folio on an LRU list that <paramref name="pfn"/> belongs to (its head), or -1: anon, KSM and page-cache folios;
     /// not the zero page, free or device frames, hugetlb folios (never on the LRU) or a page-cache folio no longer in its
-    /// file. Unevictable folios (guest_memfd's) are on the LRU too, on its unevictable list. Isolation (<see cref="IsIsolated"/>) is the caller's to check: folio_test_lru where the kernel tests it.
+    /// file. Unevictable folios (guest_memfd's) are on the LRU too, on its unevictable list. Isolation
+    /// (<see cref="IsIsolated"/>) is the caller's to check: folio_test_lru where the kernel tests it.
     /// </summary>
     internal static long LruFolioOf(Kernel k, long pfn)
     {

@@ -71,14 +71,11 @@ public static partial class CoreOps
         var after = await lg.ReadStats();
         if (a.Has("as"))
         {
-            long young = 0;
-            foreach (var g in after) if (g.Nid == 0 && g.Seq == lg.MaxSeq(0) - 1) young += g.Anon + g.File;
-            w.Observed[a.GetString("as")] = (ulong)young;
+            w.Observed[a.GetString("as")] = (ulong)PagesInGeneration(after, lg.MaxSeq(0) - 1, nid: 0);
         }
         if (!a.Has("tracked_at_least")) return;
         ulong want = a.GetULong("tracked_at_least");
-        long total = 0;
-        foreach (var g in after) total += g.Anon + g.File;
+        long total = PagesInGeneration(after, seq: null);
         if ((ulong)total < want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: Not all pages accounted for (looking for {want}, {total} in the generations)");
     }
@@ -101,8 +98,7 @@ public static partial class CoreOps
                 w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: no generation recorded as '{name}' yet");
             else if ((ulong)found <= last)
             {
-                long idle = 0;
-                foreach (var g in stats) if (g.Seq == last) idle += g.Anon + g.File;
+                long idle = PagesInGeneration(stats, last);
                 w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
                     $"{a.File}:{a.Line}: Too many pages still idle ({Math.Min(idle, pages)} out of {pages}): generation {found}, not newer than {name} ({last})");
             }
@@ -117,11 +113,17 @@ public static partial class CoreOps
         ulong min = ulong.MaxValue, max = 0;
         foreach (var g in stats) { min = Math.Min(min, g.Seq); max = Math.Max(max, g.Seq); }
         for (ulong s = min; s <= max; s++)
-        {
-            long sum = 0;
-            foreach (var g in stats) if (g.Seq == s) sum += g.Anon + g.File;
-            if (sum > pages) return (long)s;
-        }
+            if (PagesInGeneration(stats, s) > pages) return (long)s;
         return -1;
+    }
+
+    /// <summary>lru_gen_sum_memcg_stats_for_gen: the anon and file pages of generation <paramref name="seq"/> (every
+    /// generation when null), over every node or only <paramref name="nid"/>.</summary>
+    static long PagesInGeneration(List<LruGen.GenStats> stats, ulong? seq, int nid = -1)
+    {
+        long sum = 0;
+        foreach (var g in stats)
+            if ((seq == null || g.Seq == seq) && (nid < 0 || g.Nid == nid)) sum += g.Anon + g.File;
+        return sum;
     }
 }

@@ -36,9 +36,12 @@ public static class Mfill
 {
     const ulong PageSize = MmStruct.PageSize;
 
-    /// <summary>validate_range: page-aligned start and length, non-empty, inside the user address space.</summary>
-    static int ValidateRange(ulong start, ulong len) =>
-        (start & ~MmStruct.PageMask) != 0 || (len & ~MmStruct.PageMask) != 0 || len == 0 || start + len > 1UL << 47 || start + len < start
+    /// <summary>
+    /// userfaultfd_ioctl's check that UFFDIO_API has run (userfaultfd_is_initialized), then validate_range: page-aligned
+    /// start and length, non-empty, inside the user address space.
+    /// </summary>
+    static int ValidateRange(UserfaultfdCtx ctx, ulong start, ulong len) =>
+        !ctx.Initialized || (start & ~MmStruct.PageMask) != 0 || (len & ~MmStruct.PageMask) != 0 || len == 0 || start + len > 1UL << 47 || start + len < start
             ? Errno.EINVAL : 0;
 
     /// <summary>
@@ -73,7 +76,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("userfaultfd_register");
-        if (!ctx.Initialized || mode == UffdMode.None || ValidateRange(start, len) != 0) return Errno.EINVAL; // userfaultfd_ioctl: not initialized
+        if (mode == UffdMode.None || ValidateRange(ctx, start, len) != 0) return Errno.EINVAL;
         ulong end = start + len;
         await mm.MmapLock.WriteLock();
         try
@@ -138,7 +141,7 @@ public static class Mfill
     {
         var mm = ctx.Mm;
         using var _ = mm.Kernel.S.Current.Enter("userfaultfd_unregister");
-        if (!ctx.Initialized || ValidateRange(start, len) != 0) return Errno.EINVAL;
+        if (ValidateRange(ctx, start, len) != 0) return Errno.EINVAL;
         ulong end = start + len;
         await mm.MmapLock.WriteLock();
         try
@@ -182,7 +185,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(mode switch { MfillMode.Copy => "mfill_atomic_copy", MfillMode.Zeropage => "mfill_atomic_zeropage", _ => "mfill_atomic_continue" });
-        if (!ctx.Initialized || ValidateRange(start, len) != 0) return (0, Errno.EINVAL);
+        if (ValidateRange(ctx, start, len) != 0) return (0, Errno.EINVAL);
         long placed = 0;
         int err = 0;
         await mm.MmapLock.ReadLock();
@@ -334,7 +337,7 @@ public static class Mfill
         var mm = ctx.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("mwriteprotect_range");
-        if (!ctx.Initialized || ValidateRange(start, len) != 0) return Errno.EINVAL;
+        if (ValidateRange(ctx, start, len) != 0) return Errno.EINVAL;
         ulong end = start + len;
         await mm.MmapLock.ReadLock();
         try

@@ -262,8 +262,12 @@ public static class UffdOps
                 ulong alias = at - a.GetAddress("flip_from") + a.GetAddress("flip_to");
                 for (ulong off = 0; off < ps; off += Mm.MmStruct.PageSize)
                 {
-                    ulong v = await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: false) ?? 0;
-                    await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: true, value: ~v);
+                    if (await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: false) is not { } v
+                        || await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: true, value: ~v) == null)
+                    {
+                        w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: bit-flipping 0x{alias + off:x} before resolving the {m.Reason} fault at 0x{m.Address:x} faulted", alias + off);
+                        return;
+                    }
                 }
             }
             int err = res switch
