@@ -211,6 +211,13 @@ public static class EraTable
         new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
         new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
         new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),
+        new(Feature.UffdWpUnpopulated, V(6, 4), Forever,
+            "Peter Xu 'mm/uffd: UFFD_FEATURE_WP_UNPOPULATED' (v4 posted 2023-03-09, lkml 2303.1/03054: change_pte_range installs " +
+            "PTE_MARKER_UFFD_WP into none PTEs when userfaultfd_wp_use_markers, do_pte_missing for a marker fault); version from the date"),
+        new(Feature.UffdPoison, V(6, 6), Forever,
+            "Axel Rasmussen 'mm: userfaultfd: add new UFFDIO_POISON ioctl' (v2 posted 2023-06-29, read: mfill_atomic_pte_poison sets " +
+            "make_pte_marker(PTE_MARKER_UFFD_POISON) into a none PTE under the PTL with no invalidation, handle_pte_marker returns " +
+            "VM_FAULT_HWPOISON; hugetlb support in the same series); merged for 6.6, from the date"),
         new(Feature.KsmBreakUnshare, V(6, 2), Forever, "5f5f2ddd189d 'mm/ksm: fix KSM COW breaking with userfaultfd-wp via FAULT_FLAG_UNSHARE' (David Hildenbrand, v2 2022-10-21, so the 6.2 merge window; patch seen): before, break_ksm's fake write fault hit handle_userfault without FAULT_FLAG_ALLOW_RETRY, got VM_FAULT_SIGBUS and returned 0 with the page still merged"),
 
         new(Feature.GupPinCounting, V(5, 7), Forever, "fc1d8e7cca2d 'mm/gup: track FOLL_PIN pages' (GUP_PIN_COUNTING_BIAS) + 47e29d32afba (hpage_pinned_refcount for huge pages), 5.7 (recollection; pin_user_pages itself is 5.6)"),

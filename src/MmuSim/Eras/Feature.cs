@@ -303,6 +303,11 @@ public enum Feature
     UffdMinorHugetlb,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    /// <summary>UFFD_FEATURE_WP_UNPOPULATED: UFFDIO_WRITEPROTECT on anonymous memory also protects none PTEs, with a
+    /// PTE_MARKER_UFFD_WP marker (the first PTE markers on anonymous memory).</summary>
+    UffdWpUnpopulated,
+    /// <summary>UFFDIO_POISON and UFFD_FEATURE_POISON: install PTE_MARKER_POISONED into none PTEs; an access is VM_FAULT_HWPOISON.</summary>
+    UffdPoison,
     /// <summary>mmu_notifier_register publishes the subscription with hlist_add_head_rcu (a store-release), 543bdb2d825f.</summary>
     NotifierHlistAddRcu,
 

@@ -215,7 +215,8 @@ public static class Hmm
                 range.HmmPfns[i] = 0;
                 return 0;
             }
-            if (pte.SwapKind == SwapType.Swap || pte.IsDeviceEntry) return await VmaFault(mm, vma, range, addr, end, need);
+            // pte_none_mostly: a PTE marker is faulted like a none PTE (a poisoned one then fails with -EFAULT).
+            if (pte.SwapKind == SwapType.Swap || pte.IsDeviceEntry || pte.IsMarker) return await VmaFault(mm, vma, range, addr, end, need);
             if (pte.IsMigration)
             {
                 await Migrate.MigrationEntryWait(mm, t, addr, pte);

@@ -115,6 +115,7 @@ public sealed class HugetlbPages
         mm.PmdAlloc(haddr); // huge_pte_alloc
         var entry = await mm.PmdpGet(haddr);
         if (entry.IsNone) return await HugetlbNoPage(mm, vma, haddr, flags);
+        if (entry.IsPoisonMarker) return VmFault.SigBus; // huge_pte_none_mostly + PTE_MARKER_POISONED: VM_FAULT_HWPOISON_LARGE (6.6+)
         if (entry.IsMigration) return await HugetlbMigration.MigrationEntryWaitHuge(mm, haddr, entry); // 3.12+
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
@@ -253,6 +254,23 @@ public sealed class HugetlbPages
     /// dirty and young, writable if the VMA is, except a CONTINUE in a private mapping (read-only: the next write takes
     /// hugetlb_wp). No notifier: the entry was none.
     /// </summary>
+    /// <summary>
+    /// hugetlb_mfill_atomic_pte's MFILL_ATOMIC_POISON case (6.6+): under the huge PTE lock, a none entry becomes a
+    /// poisoned marker ("Don't overwrite any existing PTEs (even markers)": EEXIST). No invalidation: nothing was mapped.
+    /// </summary>
+    internal static async ValueTask<int> HugetlbMfillAtomicPoison(Vma vma, ulong haddr)
+    {
+        var mm = vma.Mm;
+        using var _ = mm.Kernel.S.Current.Enter("hugetlb_mfill_atomic_pte");
+        mm.PmdAlloc(haddr); // huge_pte_alloc
+        await mm.LockPmd(haddr);
+        int err = 0;
+        if ((await mm.PmdpGet(haddr)).IsNone) await mm.SetPmd(haddr, new Pte(Pte.Marker(uffdWp: false, poisoned: true).Raw | Pte.HugeBit));
+        else err = Errno.EEXIST;
+        await mm.UnlockPmd(haddr);
+        return err;
+    }
+
     internal static async ValueTask<int> HugetlbMfillAtomicPte(Vma vma, ulong haddr, bool isContinue, ulong value)
     {
         var mm = vma.Mm;
@@ -386,7 +404,12 @@ public sealed class HugetlbPages
         await parent.LockPmd(haddr);
         var entry = await parent.PmdpGet(haddr);
         bool ok = true;
-        if (entry.IsMigration)
+        if (entry.IsMarker)
+        {
+            // copy_pte_marker: the poisoned marker goes to the child (uffd-wp markers are not modelled on hugetlb).
+            if (entry.IsPoisonMarker) await child.SetPmd(haddr, entry);
+        }
+        else if (entry.IsMigration)
         {
             // is_hugetlb_entry_migration: a writable entry becomes readable in both for a COW mapping (the page will be
             // shared write-protected once remapped); the child gets the entry and remove_migration_ptes finds it.

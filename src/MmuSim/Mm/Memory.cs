@@ -116,6 +116,7 @@ public static partial class Memory
     static ValueTask<VmFault> HandlePteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
     {
         if (pte.IsNone) return vma.File == null ? DoAnonymousPage(mm, vma, addr, t, flags) : Filemap.DoFault(mm, vma, addr, t, flags);
+        if (pte.IsMarker) return HandlePteMarker(mm, vma, addr, t, pte, flags);
         if (pte.IsSwapEntry)
         {
             if (pte.IsMigration) return Migrate.MigrationEntryWait(mm, t, addr, pte);
@@ -145,13 +146,38 @@ public static partial class Memory
         return VmFault.Ok;
     }
 
-    /// <summary>do_anonymous_page: map the zero page for a read, a fresh zeroed page for a write.</summary>
-    public static ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    /// <summary>
+    /// handle_pte_marker (do_swap_page's marker case, 5.19+): a PTE_MARKER_POISONED entry is VM_FAULT_HWPOISON (SIGBUS
+    /// for the task); a PTE_MARKER_UFFD_WP one is faulted in as a none PTE (do_pte_missing) that keeps the bit, or, on a
+    /// VMA no longer VM_UFFD_WP, just cleared (pte_marker_clear).
+    /// </summary>
+    static ValueTask<VmFault> HandlePteMarker(MmStruct mm, Vma vma, ulong addr, int t, Pte marker, FaultFlags flags)
+    {
+        if (marker.IsPoisonMarker) return new(VmFault.SigBus); // "Poison emulation explicitly requested for this PTE."
+        if ((vma.Flags & VmFlags.UffdWp) == 0) return PteMarkerClear(mm, t, addr, marker);
+        return vma.File == null ? DoAnonymousPage(mm, vma, addr, t, flags, marker) : Filemap.DoFault(mm, vma, addr, t, flags);
+    }
+
+    /// <summary>pte_marker_clear: under the PTL, a marker still there becomes none; the access then faults as usual.</summary>
+    static async ValueTask<VmFault> PteMarkerClear(MmStruct mm, int t, ulong addr, Pte marker)
+    {
+        await mm.LockPtl(t);
+        if (await mm.PtepGet(t, addr) == marker) await mm.SetPte(t, addr, Pte.None);
+        await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// do_anonymous_page: map the zero page for a read, a fresh zeroed page for a write. <paramref name="orig"/> is the
+    /// entry the fault found (vmf->orig_pte): none, or a uffd-wp marker (FAULT_FLAG_ORIG_PTE_VALID, 6.4+), whose bit the
+    /// new PTE keeps (vmf_orig_pte_uffd_wp), so that the next write is a uffd-wp fault.
+    /// </summary>
+    public static ValueTask<VmFault> DoAnonymousPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig = default)
     {
         var ctx = mm.Kernel.S.Current;
         ctx.Enter("do_anonymous_page");
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
-        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t, flags) : DoAnonymousZeroPage(mm, vma, addr, t, flags));
+        return ctx.LeaveAfter(write ? DoAnonymousWrite(mm, vma, addr, t, flags, orig) : DoAnonymousZeroPage(mm, vma, addr, t, flags, orig));
     }
 
     /// <summary>do_anonymous_page's "deliver the page fault to userland, check inside PT lock": called with the PTL held on a none PTE.</summary>
@@ -162,16 +188,16 @@ public static partial class Memory
     }
 
     /// <summary>do_anonymous_page for a read: map the shared zero page read-only (a special PTE).</summary>
-    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    static async ValueTask<VmFault> DoAnonymousZeroPage(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonReadFaults);
         await mm.LockPtl(t);
         var p = await mm.PtepGet(t, addr);
-        if (p.IsNone && (vma.Flags & VmFlags.UffdMissing) != 0) return await DoAnonymousUserfault(mm, vma, addr, t, flags);
-        if (p.IsNone)
+        if (p == orig && (vma.Flags & VmFlags.UffdMissing) != 0) return await DoAnonymousUserfault(mm, vma, addr, t, flags);
+        if (p == orig) // !vmf_pte_changed
         {
-            await mm.SetPte(t, addr, vma.MkPte(PhysMem.ZeroPfn, writable: false, special: true));
+            await mm.SetPte(t, addr, vma.MkPte(PhysMem.ZeroPfn, writable: false, special: true).WithUffdWp(orig.IsUffdWpMarker));
             k.Stats.Inc(Stat.ZeroPageMaps);
         }
         await mm.UnlockPtl(t);
@@ -179,7 +205,7 @@ public static partial class Memory
     }
 
     /// <summary>do_anonymous_page for a write: allocate a zeroed page, recheck under the PTL, map it writable and dirty.</summary>
-    static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonWriteFaults);
@@ -190,7 +216,7 @@ public static partial class Memory
         k.S.Charge(CostKind.ZeroPage);
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
-        if (!cur.IsNone)
+        if (cur != orig) // vmf_pte_changed
         {
             await mm.UnlockPtl(t);
             Folio.Put(k, pfn);
@@ -202,7 +228,8 @@ public static partial class Memory
             return await DoAnonymousUserfault(mm, vma, addr, t, flags);
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
-        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true));
+        // setpte: pte_mkuffd_wp for a fault on a uffd-wp marker (which also write-protects: the write retries as a WP fault).
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true).WithUffdWp(orig.IsUffdWpMarker));
         await mm.UnlockPtl(t);
         return VmFault.Ok;
     }

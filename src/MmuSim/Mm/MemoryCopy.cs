@@ -62,6 +62,14 @@ public static partial class Memory
             if (parent.PeekPte(a).IsNone) continue;
             var pte = await parent.PtepGet(st, a);
             if (pte.IsNone) continue;
+            if (pte.IsMarker)
+            {
+                // copy_nonpresent_pte -> copy_pte_marker: a poisoned marker always goes to the child, a uffd-wp one only
+                // when the child's VMA is uffd-wp armed (UFFD_FEATURE_EVENT_FORK, not modelled: never).
+                var marker = Pte.Marker(uffdWp: pte.UffdWp && dst.Uffd != null, poisoned: pte.IsPoisonMarker);
+                if (marker.IsUffdWpMarker || marker.IsPoisonMarker) await child.SetPte(dt, a, marker);
+                continue;
+            }
             if (!pte.Present)
             {
                 // copy_nonpresent_pte: swap_duplicate; a writable migration entry becomes a read one in both (COW).

@@ -94,12 +94,12 @@ public static partial class Memory
         {
             ulong pmdEnd = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
-            if (pmd.IsMigration && vma.IsHugetlb)
+            if ((pmd.IsMigration || pmd.IsMarker) && vma.IsHugetlb)
             {
-                // __unmap_hugepage_range: a non-present entry (a hugetlb migration entry) is just cleared
-                // (huge_pte_clear); the folio's reference went with try_to_migrate_one.
+                // __unmap_hugepage_range: a non-present entry (a hugetlb migration entry, a poisoned marker) is just
+                // cleared (huge_pte_clear); a migrating folio's reference went with try_to_migrate_one.
                 await mm.LockPmd(addr);
-                if ((await mm.PmdpGet(addr)).IsMigration) await mm.SetPmd(addr, Pte.None);
+                if ((await mm.PmdpGet(addr)) is { IsMigration: true } or { IsMarker: true }) await mm.SetPmd(addr, Pte.None);
                 await mm.UnlockPmd(addr);
                 addr = pmdEnd;
                 continue;
@@ -144,6 +144,9 @@ public static partial class Memory
                 else full |= tlb.RemovePage(old.Pfn);
             }
             else if (old.SwapKind == SwapType.Swap) k.Swap.Free((int)old.Pfn);
+            // A PTE marker holds nothing: pte_clear_not_present_full is all (an anonymous VMA always drops a uffd-wp
+            // marker; should_zap_cows keeps a poisoned one only for unmap_mapping_range without even_cows, which the
+            // model does not distinguish: it drops it too).
             else if (old.IsDeviceEntry)
             {
                 // zap_nonpresent_ptes: a device-private (or device-exclusive) entry still maps its page: drop it now.

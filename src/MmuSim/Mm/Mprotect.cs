@@ -106,10 +106,18 @@ public static class Mprotect
         using var _ = k.S.Current.Enter("change_pmd_range");
         MmuNotifierRange? range = null;
         long pages = 0;
+        // pgtable_populate_needed (6.4+): write-protecting with markers must reach none PTEs, so their tables are
+        // allocated first (change_pmd_prepare / change_prepare).
+        bool populate = (cp & ChangeProtFlags.UffdWp) != 0 && Userfaultfd.UserfaultfdCtx.UseMarkers(vma);
         for (ulong addr = start; addr < end;)
         {
             ulong next = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
+            if (populate && pmd.IsNone)
+            {
+                mm.PteAlloc(addr);
+                pmd = mm.PeekPmd(addr);
+            }
             if (pmd.IsNone)
             {
                 addr = next;
@@ -180,7 +188,9 @@ public static class Mprotect
 
     /// <summary>
     /// change_pte_range with MM_CP_UFFD_WP or MM_CP_UFFD_WP_RESOLVE: under the PTL, set (write-protecting) or clear the
-    /// uffd-wp bit of each present PTE and of each swap or migration entry (pte_swp_mkuffd_wp); a resolve with
+    /// uffd-wp bit of each present PTE and of each swap or migration entry (pte_swp_mkuffd_wp); with
+    /// userfaultfd_wp_use_markers (UFFD_FEATURE_WP_UNPOPULATED, 6.4+) protecting a none PTE installs PTE_MARKER_UFFD_WP
+    /// and resolving drops such a marker; poisoned markers are left alone. A resolve with
     /// MM_CP_TRY_CHANGE_WRITABLE (6.3+) makes an exclusive anon page writable at once, else the next write fault does.
     /// </summary>
     static async ValueTask<long> ChangePteRangeUffdWp(Vma vma, int t, ulong start, ulong end, ChangeProtFlags cp)
@@ -190,14 +200,35 @@ public static class Mprotect
         using var _ = k.S.Current.Enter("change_pte_range");
         bool wp = (cp & ChangeProtFlags.UffdWp) != 0;
         bool tryWritable = (cp & ChangeProtFlags.TryChangeWritable) != 0 && vma.Writable && !vma.Shared;
+        bool markers = wp && Userfaultfd.UserfaultfdCtx.UseMarkers(vma);
         long pages = 0;
         await mm.LockPtl(t);
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
             var peek = mm.PeekPte(a);
-            if (peek.IsNone || (peek.IsSwapEntry && peek.IsDeviceEntry)) continue;
+            if ((peek.IsNone && !markers) || (peek.IsSwapEntry && peek.IsDeviceEntry) || peek.IsPoisonMarker || (peek.IsMarker && wp)) continue;
             var pte = await mm.PtepGet(t, a);
-            if (pte.IsNone) continue;
+            if (pte.IsNone)
+            {
+                // "Nobody plays with any none ptes besides userfaultfd when applying the protections."
+                if (markers)
+                {
+                    await mm.SetPte(t, a, Pte.Marker(uffdWp: true, poisoned: false));
+                    pages++;
+                }
+                continue;
+            }
+            if (pte.IsMarker)
+            {
+                // A poisoned marker is left alone ("any access should sigbus anyway"); unprotecting drops a uffd-wp
+                // one, so that the next fault is not trapped.
+                if (!wp && pte.IsUffdWpMarker)
+                {
+                    await mm.SetPte(t, a, Pte.None);
+                    pages++;
+                }
+                continue;
+            }
             if (pte.IsSwapEntry)
             {
                 if (pte.IsDeviceEntry || pte.UffdWp == wp) continue;

@@ -18,9 +18,11 @@ namespace MmuSim.Mm;
 ///   bits 12-51 pfn, or the table id for a non-leaf entry
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write), 4/5 device-private (read/write),
-///              6/7 device-exclusive (read/write)
-///   bit 10     uffd-wp (_PAGE_SWP_UFFD_WP: carried by swap and migration entries, restored on swap-in/remap)
-///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page
+///              6/7 device-exclusive (read/write), 8 PTE marker (SWP_PTE_MARKER, 5.19+)
+///   bit 10     uffd-wp (_PAGE_SWP_UFFD_WP: carried by swap and migration entries, restored on swap-in/remap);
+///              in a PTE marker: PTE_MARKER_UFFD_WP
+///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page;
+///              in a PTE marker bit 12 is PTE_MARKER_POISONED (UFFDIO_POISON), and no page is named
 /// </code>
 /// </summary>
 public readonly record struct Pte(ulong Raw)
@@ -61,6 +63,20 @@ public readonly record struct Pte(ulong Raw)
     public bool IsDeviceExclusive => SwapKind is SwapType.DeviceExclusiveRead or SwapType.DeviceExclusiveWrite;
     /// <summary>is_writable_device_private_entry / is_writable_device_exclusive_entry / is_writable_migration_entry.</summary>
     public bool IsWritableEntry => SwapKind is SwapType.MigrationWrite or SwapType.DevicePrivateWrite or SwapType.DeviceExclusiveWrite;
+    /// <summary>is_pte_marker: a non-present entry that holds no page, only marker bits (uffd-wp, poisoned).</summary>
+    public bool IsMarker => SwapKind == SwapType.Marker;
+    /// <summary>pte_marker_entry_uffd_wp: a marker that keeps a none PTE write-protected (UFFD_FEATURE_WP_UNPOPULATED).</summary>
+    public bool IsUffdWpMarker => IsMarker && UffdWp;
+    /// <summary>is_poisoned_swp_entry: PTE_MARKER_POISONED (UFFDIO_POISON, 6.6): any access is VM_FAULT_HWPOISON.</summary>
+    public bool IsPoisonMarker => IsMarker && (Raw & MarkerPoisonedBit) != 0;
+    /// <summary>pte_none_mostly: none, or a PTE marker (nothing is mapped either way).</summary>
+    public bool IsNoneMostly => IsNone || IsMarker;
+    const ulong MarkerPoisonedBit = 1UL << PfnShift;
+
+    /// <summary>make_pte_marker(PTE_MARKER_UFFD_WP) and/or make_pte_marker(PTE_MARKER_POISONED).</summary>
+    public static Pte Marker(bool uffdWp, bool poisoned) =>
+        new(((ulong)SwapType.Marker << TypeShift) | (uffdWp ? UffdWpBit : 0) | (poisoned ? MarkerPoisonedBit : 0));
+
     /// <summary>A non-present entry that still designates a mapped page (device-private or device-exclusive: it holds a reference and a mapcount).</summary>
     public bool IsDeviceEntry => IsDevicePrivate || IsDeviceExclusive;
 
@@ -105,6 +121,7 @@ public readonly record struct Pte(ulong Raw)
     public override string ToString()
     {
         if (Raw == 0) return "none";
+        if (IsMarker) return $"marker{(UffdWp ? " uffd-wp" : "")}{(IsPoisonMarker ? " poisoned" : "")}";
         if (!Present) return $"{SwapKind}:0x{Pfn:x}";
         return $"pfn 0x{Pfn:x} {(ProtNone ? "N" : Writable ? "W" : "R")}{(Dirty ? "D" : "")}{(Accessed ? "A" : "")}{(Huge ? "H" : "")}{(Special ? "S" : "")}{(UffdWp ? "U" : "")}";
     }
@@ -124,4 +141,6 @@ public enum SwapType : byte
     DeviceExclusiveRead = 6,
     /// <summary>SWP_DEVICE_EXCLUSIVE_WRITE (5.14-6.14).</summary>
     DeviceExclusiveWrite = 7,
+    /// <summary>SWP_PTE_MARKER (5.19+): no page, only PTE_MARKER_* bits.</summary>
+    Marker = 8,
 }

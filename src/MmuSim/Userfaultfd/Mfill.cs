@@ -23,11 +23,13 @@ public enum MfillMode : byte
     Zeropage,
     /// <summary>UFFDIO_CONTINUE: map the page already in the page cache (MINOR faults).</summary>
     Continue,
+    /// <summary>UFFDIO_POISON (6.6+): a PTE_MARKER_POISONED marker, no page; later accesses get SIGBUS.</summary>
+    Poison,
 }
 
 /// <summary>
 /// The userfaultfd ioctls: fs/userfaultfd.c (userfaultfd_register/unregister, the wake after each ioctl) and
-/// mm/userfaultfd.c (mfill_atomic for COPY/ZEROPAGE/CONTINUE, mwriteprotect_range). None of them fires an MMU notifier
+/// mm/userfaultfd.c (mfill_atomic for COPY/ZEROPAGE/CONTINUE/POISON, mwriteprotect_range). None of them fires an MMU notifier
 /// except UFFDIO_WRITEPROTECT, whose change_protection brackets the populated part with MMU_NOTIFY_PROTECTION_VMA:
 /// placing a page into a none PTE needs no invalidation, and no secondary can hold a translation of a page that was not
 /// there. Each returns 0 or a negative errno, as the ioctl does.
@@ -116,17 +118,19 @@ public static class Mfill
         Zeropage = 1UL << 0x04,
         Writeprotect = 1UL << 0x06,
         Continue = 1UL << 0x07,
+        Poison = 1UL << 0x08,
     }
 
     /// <summary>
     /// uffdio_register.ioctls after a successful UFFDIO_REGISTER of a range that holds a hugetlb VMA (<paramref
     /// name="hugetlb"/>) or not: UFFD_API_RANGE_IOCTLS, or UFFD_API_RANGE_IOCTLS_BASIC for hugetlb (no ZEROPAGE), without
     /// WRITEPROTECT unless the mode has WP and without CONTINUE unless it has MINOR; each only from the era that has it
-    /// (WRITEPROTECT 5.7, CONTINUE 5.13). UFFDIO_MOVE (6.8) and UFFDIO_POISON (6.6) are not modelled and not reported.
+    /// (WRITEPROTECT 5.7, CONTINUE 5.13, POISON 6.6 in both sets whatever the mode). UFFDIO_MOVE (6.8) is not modelled
+    /// and not reported.
     /// </summary>
     public static RangeIoctl RangeIoctls(Kernel k, bool hugetlb, UffdMode mode)
     {
-        var r = RangeIoctl.Wake | RangeIoctl.Copy | (hugetlb ? 0 : RangeIoctl.Zeropage);
+        var r = RangeIoctl.Wake | RangeIoctl.Copy | (hugetlb ? 0 : RangeIoctl.Zeropage) | (k.Era.Has(Feature.UffdPoison) ? RangeIoctl.Poison : 0);
         if ((mode & UffdMode.Wp) != 0 && k.Era.Has(Feature.UffdWp)) r |= RangeIoctl.Writeprotect;
         if ((mode & UffdMode.Minor) != 0 && k.Era.Has(Feature.UffdMinorHugetlb)) r |= RangeIoctl.Continue;
         return r;
@@ -173,7 +177,7 @@ public static class Mfill
     }
 
     /// <summary>
-    /// mfill_atomic (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_CONTINUE): under mmap_lock for read, place a page into each
+    /// mfill_atomic (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_CONTINUE, UFFDIO_POISON): under mmap_lock for read, place a page (POISON: a marker) into each
     /// none PTE of [start, start+len), which must lie in one VMA registered with <paramref name="ctx"/> (ENOENT
     /// otherwise). A present PTE or a huge PMD stops it with EEXIST; CONTINUE of a page not in the page cache with
     /// EFAULT. <paramref name="wp"/> (UFFDIO_COPY_MODE_WP / UFFDIO_CONTINUE_MODE_WP) places the PTE uffd-wp. Then,
@@ -184,8 +188,12 @@ public static class Mfill
     {
         var mm = ctx.Mm;
         var k = mm.Kernel;
-        using var _ = k.S.Current.Enter(mode switch { MfillMode.Copy => "mfill_atomic_copy", MfillMode.Zeropage => "mfill_atomic_zeropage", _ => "mfill_atomic_continue" });
-        if (ValidateRange(ctx, start, len) != 0) return (0, Errno.EINVAL);
+        using var _ = k.S.Current.Enter(mode switch
+        {
+            MfillMode.Copy => "mfill_atomic_copy", MfillMode.Zeropage => "mfill_atomic_zeropage", MfillMode.Poison => "mfill_atomic_poison",
+            _ => "mfill_atomic_continue",
+        });
+        if (ValidateRange(ctx, start, len) != 0 || (mode == MfillMode.Poison && !k.Era.Has(Feature.UffdPoison))) return (0, Errno.EINVAL);
         long placed = 0;
         int err = 0;
         await mm.MmapLock.ReadLock();
@@ -202,7 +210,7 @@ public static class Mfill
                 err = await MfillAtomicPte(vma, a, mode, value, wp);
                 if (err != 0) break;
                 placed++;
-                k.Stats.Inc(Stat.UffdPagesPlaced);
+                if (mode != MfillMode.Poison) k.Stats.Inc(Stat.UffdPagesPlaced);
             }
         }
         finally
@@ -225,10 +233,12 @@ public static class Mfill
         long placed = 0;
         for (ulong a = start; a < start + len; a += MmStruct.PmdSize)
         {
-            int err = await Hugetlb.HugetlbPages.HugetlbMfillAtomicPte(vma, a, mode == MfillMode.Continue, value);
+            int err = mode == MfillMode.Poison
+                ? await Hugetlb.HugetlbPages.HugetlbMfillAtomicPoison(vma, a)
+                : await Hugetlb.HugetlbPages.HugetlbMfillAtomicPte(vma, a, mode == MfillMode.Continue, value);
             if (err != 0) return (placed, err);
             placed += PhysMem.HugePages;
-            k.Stats.Inc(Stat.UffdPagesPlaced, PhysMem.HugePages);
+            if (mode != MfillMode.Poison) k.Stats.Inc(Stat.UffdPagesPlaced, PhysMem.HugePages);
         }
         return (placed, 0);
     }
@@ -241,6 +251,7 @@ public static class Mfill
         int pmdT = mm.PmdAlloc(addr);
         int t = mm.PteAllocAt(pmdT, addr);
         if (t == 0) return Errno.EEXIST; // pmd_trans_huge: a THP is mapped there
+        if (mode == MfillMode.Poison) return await MfillAtomicPtePoison(vma, t, addr);
         // A private mapping gets anonymous pages from COPY/ZEROPAGE (mfill_atomic_pte_copy); a shared shmem one page-cache
         // pages (shmem_mfill_atomic_pte); CONTINUE maps the cached page in either.
         var file = mode == MfillMode.Continue || vma.Shared ? vma.File : null;
@@ -310,6 +321,23 @@ public static class Mfill
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: true).WithUffdWp(wp));
         await mm.UnlockPtl(t);
         return 0;
+    }
+
+    /// <summary>
+    /// mfill_atomic_pte_poison (6.6+): under the PTL, a none PTE becomes a PTE_MARKER_POISONED marker. Beyond a shmem
+    /// file's i_size EFAULT; any other entry, a marker too, EEXIST. "No need to invalidate - it was non-present before."
+    /// </summary>
+    static async ValueTask<int> MfillAtomicPtePoison(Vma vma, int t, ulong addr)
+    {
+        var mm = vma.Mm;
+        using var _ = mm.Kernel.S.Current.Enter("mfill_atomic_pte_poison");
+        await mm.LockPtl(t);
+        int err = 0;
+        if (vma.File != null && vma.IndexOf(addr) >= vma.File.SizePages) err = Errno.EFAULT; // mfill_file_over_size
+        else if (!(await mm.PtepGet(t, addr)).IsNone) err = Errno.EEXIST;
+        else await mm.SetPte(t, addr, Pte.Marker(uffdWp: false, poisoned: true));
+        await mm.UnlockPtl(t);
+        return err;
     }
 
     /// <summary>mfill_atomic_pte_zeropage: under the PTL, map the shared zero page read-only (special), EEXIST unless none.</summary>

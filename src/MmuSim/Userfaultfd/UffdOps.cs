@@ -15,7 +15,8 @@ public static class UffdOps
     /// <summary>Register the userfaultfd ops (listed in <see cref="OpRegistry.Providers"/>).</summary>
     public static void Register(OpRegistry r)
     {
-        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus (UFFD_FEATURE_SIGBUS); " +
+        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus, wp_unpopulated (6.4+), poison (6.6+), " +
+            "comma separated (UFFDIO_API is EINVAL for one the era lacks); " +
             "api: false leaves out UFFDIO_API (uffd.api does it); dev: true opens /dev/userfaultfd (6.1+) instead of the syscall; expect: ok or enosys",
             ["process"], ["as", "features", "expect", "api", "dev"], Open)
         {
@@ -28,7 +29,7 @@ public static class UffdOps
             },
             DefaultAs = DefaultName,
         });
-        r.Register(new OpSpec("uffd.api", "UFFDIO_API on a userfaultfd opened with api: false: api (default 0xaa, UFFD_API), features (sigbus), feature_bits " +
+        r.Register(new OpSpec("uffd.api", "UFFDIO_API on a userfaultfd opened with api: false: api (default 0xaa, UFFD_API), features (as uffd.open's), feature_bits " +
             "(raw bits no kernel defines, 17..63, for the EINVAL case); EINVAL for a wrong api, an unknown bit or a second UFFDIO_API",
             [], ["uffd", "api", "features", "feature_bits", "expect"], ApiOp)
         {
@@ -39,12 +40,12 @@ public static class UffdOps
                 ParseFeatures(a);
                 ulong bits = a.GetULong("feature_bits", 0);
                 if ((bits & UserfaultfdCtx.KnownFeatures) != 0)
-                    throw a.Error("feature_bits", $"0x{bits:x} has defined UFFD_FEATURE bits (0..16); name the modelled ones in features (sigbus), the others are not modelled");
+                    throw a.Error("feature_bits", $"0x{bits:x} has defined UFFD_FEATURE bits (0..16); name the modelled ones in features ({FeatureNames}), the others are not modelled");
                 a.GetErrno("expect");
             },
         });
         r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL); " +
-            "ioctls / no_ioctls: range ioctls (wake, copy, zeropage, writeprotect, continue) uffdio_register.ioctls must / must not name",
+            "ioctls / no_ioctls: range ioctls (wake, copy, zeropage, writeprotect, continue, poison) uffdio_register.ioctls must / must not name",
             ["addr", "len", "mode"], ["uffd", "expect", "ioctls", "no_ioctls"], RegisterRange)
         {
             Check = (a, i) => { CheckRange(a, i); ParseMode(a); ParseIoctls(a, "ioctls"); ParseIoctls(a, "no_ioctls"); },
@@ -57,6 +58,8 @@ public static class UffdOps
             ["addr"], ["uffd", "len", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Zeropage)) { Check = CheckMfill });
         r.Register(new OpSpec("uffd.continue", "UFFDIO_CONTINUE: map the page-cache pages already there at [addr, addr+len) (MINOR faults); wp: UFFDIO_CONTINUE_MODE_WP",
             ["addr"], ["uffd", "len", "wp", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Continue)) { Check = CheckMfill });
+        r.Register(new OpSpec("uffd.poison", "UFFDIO_POISON (6.6+): poisoned PTE markers at the none PTEs of [addr, addr+len) (len default 4K): every later access is SIGBUS",
+            ["addr"], ["uffd", "len", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Poison)) { Check = CheckMfill });
         r.Register(new OpSpec("uffd.writeprotect", "UFFDIO_WRITEPROTECT [addr, addr+len): wp: true (default) protects, false resolves (and wakes unless dontwake)",
             ["addr", "len"], ["uffd", "wp", "dontwake", "expect"], WriteProtect) { Check = (a, i) => { CheckRange(a, i); a.GetBool("wp", true); a.GetBool("dontwake"); } });
         r.Register(new OpSpec("uffd.wake", "UFFDIO_WAKE [addr, addr+len): wake the faults waiting there",
@@ -64,7 +67,8 @@ public static class UffdOps
         r.Register(new OpSpec("uffd.close", "close the userfaultfd (userfaultfd_release): unregister every range and wake every waiting fault",
             [], ["uffd"], Close) { Check = CheckName });
         r.Register(new OpSpec("uffd.handle",
-            "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect or wake; " +
+            "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect, wake, " +
+            "poison, or poison-even (uffd-unit-tests' uffd_poison_handle_fault: pages at an even page_size offset from their VMA's start poisoned, odd ones copied); " +
             "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message; page_size " +
             "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address; " +
             "flip_from/flip_to (uffd-unit-tests' minor handler): before resolving, complement each page through the other mapping, " +
@@ -72,7 +76,9 @@ public static class UffdOps
             [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to"], Handle) { Check = CheckHandle });
     }
 
-    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake"];
+    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even"];
+
+    const string FeatureNames = "sigbus, wp_unpopulated, poison";
 
     static void CheckName(OpArgs a, ScenarioInfo i) => i.RequireNamed(a, "uffd", "userfaultfd", DefaultName);
 
@@ -109,15 +115,19 @@ public static class UffdOps
         if (a.Has("flip_from")) { a.GetAddress("flip_from"); a.GetAddress("flip_to"); }
     }
 
-    static bool ParseFeatures(OpArgs a)
+    /// <summary>features: the UFFD_FEATURE_* bits named.</summary>
+    static ulong ParseFeatures(OpArgs a)
     {
-        bool sigbus = false;
+        ulong bits = 0;
         foreach (var f in a.GetString("features", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-        {
-            if (f == "sigbus") sigbus = true;
-            else throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE (sigbus)");
-        }
-        return sigbus;
+            bits |= f switch
+            {
+                "sigbus" => UserfaultfdCtx.FeatureSigbus,
+                "wp_unpopulated" => UserfaultfdCtx.FeatureWpUnpopulated,
+                "poison" => UserfaultfdCtx.FeaturePoison,
+                _ => throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE ({FeatureNames})"),
+            };
+        return bits;
     }
 
     static UffdMode ParseMode(OpArgs a)
@@ -146,7 +156,7 @@ public static class UffdOps
 
     static async ValueTask ApiOp(ScenarioWorld w, OpArgs a)
     {
-        ulong features = (ParseFeatures(a) ? UserfaultfdCtx.FeatureSigbus : 0) | a.GetULong("feature_bits", 0);
+        ulong features = ParseFeatures(a) | a.GetULong("feature_bits", 0);
         w.ExpectErrno(a, await Ctx(w, a).Api(a.GetULong("api", UserfaultfdCtx.UffdApi), features), "UFFDIO_API");
     }
 
@@ -167,7 +177,13 @@ public static class UffdOps
             w.ExpectErrno(a, Errno.ENOENT, "open(/dev/userfaultfd)");
             return default;
         }
-        var ctx = a.GetBool("api", true) ? UserfaultfdCtx.Create(mm, name, ParseFeatures(a)) : UserfaultfdCtx.CreateUninitialized(mm, name);
+        ulong features = ParseFeatures(a);
+        var ctx = a.GetBool("api", true) ? UserfaultfdCtx.Create(mm, name, features) : UserfaultfdCtx.CreateUninitialized(mm, name);
+        if (ctx != null && !UserfaultfdCtx.EraSupports(w.K, features))
+        {
+            w.ExpectErrno(a, Errno.EINVAL, "UFFDIO_API"); // a feature this kernel does not define
+            return default;
+        }
         w.ExpectErrno(a, ctx == null ? Errno.ENOSYS : 0, dev ? "USERFAULTFD_IOC_NEW" : "userfaultfd");
         if (ctx != null) w.Objects[name] = ctx;
         return default;
@@ -185,7 +201,8 @@ public static class UffdOps
                 "zeropage" => Mfill.RangeIoctl.Zeropage,
                 "writeprotect" => Mfill.RangeIoctl.Writeprotect,
                 "continue" => Mfill.RangeIoctl.Continue,
-                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, writeprotect, continue)"),
+                "poison" => Mfill.RangeIoctl.Poison,
+                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, writeprotect, continue, poison)"),
             };
         return r;
     }
@@ -219,7 +236,7 @@ public static class UffdOps
     {
         var (_, err) = await Mfill.MfillAtomic(Ctx(w, a), a.GetAddress("addr"), a.GetULong("len", Mm.MmStruct.PageSize), mode,
             a.GetULong("value", 0), a.GetBool("wp"), a.GetBool("dontwake"));
-        w.ExpectErrno(a, err, a.Op switch { "uffd.copy" => "UFFDIO_COPY", "uffd.zeropage" => "UFFDIO_ZEROPAGE", _ => "UFFDIO_CONTINUE" });
+        w.ExpectErrno(a, err, a.Op switch { "uffd.copy" => "UFFDIO_COPY", "uffd.zeropage" => "UFFDIO_ZEROPAGE", "uffd.poison" => "UFFDIO_POISON", _ => "UFFDIO_CONTINUE" });
     }
 
     static async ValueTask WriteProtect(ScenarioWorld w, OpArgs a)
@@ -237,6 +254,10 @@ public static class UffdOps
     }
 
     static async ValueTask Close(ScenarioWorld w, OpArgs a) => await Ctx(w, a).Release();
+
+    /// <summary>uffd_poison_handle_fault's choice: "Odd pages -> copy zeroed page; even pages -> poison", counted from area_dst (the VMA's start).</summary>
+    static bool PoisonEven(UserfaultfdCtx ctx, ulong at, ulong ps) =>
+        ctx.Mm.FindVma(at) is not { } vma || ((at - vma.Start) & ps) == 0;
 
     /// <summary>The selftests' uffd_handler_thread / demand_paging_test's handle_uffd_page_request, one message at a time.</summary>
     static async ValueTask Handle(ScenarioWorld w, OpArgs a)
@@ -275,6 +296,8 @@ public static class UffdOps
                 "copy" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
                 "zeropage" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Zeropage, 0, false, false)).Error,
                 "continue" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Continue, 0, false, false)).Error,
+                "poison" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Poison, 0, false, false)).Error,
+                "poison-even" => (await Mfill.MfillAtomic(ctx, at, ps, PoisonEven(ctx, at, ps) ? MfillMode.Poison : MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
                 "unprotect" => await Mfill.MwriteprotectRange(ctx, at, ps, false, false),
                 _ => 0,
             };

@@ -51,6 +51,33 @@ public sealed class UserfaultfdCtx
     /// <summary>UFFD_FEATURE_SIGBUS: faults raise SIGBUS instead of waiting for a handler.</summary>
     public bool Sigbus { get; private set; }
 
+    /// <summary>ctx->features: the UFFD_FEATURE_* bits UFFDIO_API enabled.</summary>
+    public ulong Features { get; private set; }
+
+    /// <summary>UFFD_FEATURE_WP_UNPOPULATED (bit 13, 6.4+): write-protecting anonymous memory also marks none PTEs.</summary>
+    public const ulong FeatureWpUnpopulated = 1UL << 13;
+
+    /// <summary>UFFD_FEATURE_POISON (bit 14, 6.6+): UFFDIO_POISON is available.</summary>
+    public const ulong FeaturePoison = 1UL << 14;
+
+    /// <summary>
+    /// The part of UFFD_API_FEATURES that depends on the era: a request for WP_UNPOPULATED before 6.4 or POISON before
+    /// 6.6 is a feature the kernel does not define, so UFFDIO_API fails with EINVAL.
+    /// </summary>
+    public static bool EraSupports(Kernel k, ulong features) =>
+        ((features & FeatureWpUnpopulated) == 0 || k.Era.Has(Feature.UffdWpUnpopulated))
+        && ((features & FeaturePoison) == 0 || k.Era.Has(Feature.UffdPoison));
+
+    /// <summary>userfaultfd_wp_unpopulated: the VMA's context asked for UFFD_FEATURE_WP_UNPOPULATED.</summary>
+    public static bool WpUnpopulated(Vma vma) => vma.Uffd is { } c && (c.Features & FeatureWpUnpopulated) != 0;
+
+    /// <summary>
+    /// userfaultfd_wp_use_markers (6.4+): UFFDIO_WRITEPROTECT of a none PTE installs a PTE_MARKER_UFFD_WP on a VM_UFFD_WP
+    /// VMA that is file-backed (not modelled: WP on shmem and hugetlb is refused at registration) or whose context has
+    /// WP_UNPOPULATED.
+    /// </summary>
+    public static bool UseMarkers(Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && WpUnpopulated(vma);
+
     /// <summary>userfaultfd_is_initialized: UFFDIO_API succeeded (ctx->state RUNNING); every other ioctl is -EINVAL before.</summary>
     public bool Initialized { get; private set; } = true;
 
@@ -79,8 +106,9 @@ public sealed class UserfaultfdCtx
     public async ValueTask<int> Api(ulong api, ulong features)
     {
         await Mm.Kernel.S.Point(PointKind.Counter, api, this); // copy_from_user, the state cmpxchg
-        if (Initialized || api != UffdApi || (features & ~KnownFeatures) != 0) return Errno.EINVAL;
+        if (Initialized || api != UffdApi || (features & ~KnownFeatures) != 0 || !EraSupports(Mm.Kernel, features)) return Errno.EINVAL;
         Sigbus = (features & FeatureSigbus) != 0;
+        Features = features;
         Initialized = true;
         return 0;
     }
@@ -106,10 +134,13 @@ public sealed class UserfaultfdCtx
     public override string ToString() => Name;
 
     /// <summary>userfaultfd(2) + UFFDIO_API: a new context on <paramref name="mm"/>; null when the era has no userfaultfd (ENOSYS).</summary>
-    public static UserfaultfdCtx? Create(MmStruct mm, string name, bool sigbus)
+    public static UserfaultfdCtx? Create(MmStruct mm, string name, bool sigbus) => Create(mm, name, sigbus ? FeatureSigbus : 0);
+
+    /// <summary>userfaultfd(2) + UFFDIO_API with <paramref name="features"/>, which the era must support (<see cref="EraSupports"/>).</summary>
+    public static UserfaultfdCtx? Create(MmStruct mm, string name, ulong features)
     {
         if (!mm.Kernel.Era.Has(Feature.Userfaultfd)) return null;
-        return new UserfaultfdCtx(mm, name, sigbus);
+        return new UserfaultfdCtx(mm, name, (features & FeatureSigbus) != 0) { Features = features };
     }
 
     /// <summary>

@@ -132,11 +132,13 @@ public class UffdHugetlbTests
 public class UffdRegisterIoctlsTests
 {
     [Theory]
-    [InlineData("6.13", false, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)]
-    [InlineData("6.13", true, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy)]                              // _BASIC: no ZEROPAGE
-    [InlineData("6.13", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect)]
+    [InlineData("6.1", false, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)]
+    [InlineData("6.1", true, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy)]                              // _BASIC: no ZEROPAGE
+    [InlineData("6.1", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect)]
     [InlineData("5.5", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)] // no WRITEPROTECT before 5.7
-    [InlineData("6.13", true, UffdMode.Minor, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Continue)]
+    [InlineData("6.1", true, UffdMode.Minor, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Continue)]
+    [InlineData("6.6", true, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Poison)]       // UFFDIO_POISON, whatever the mode
+    [InlineData("6.13", false, UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect | Mfill.RangeIoctl.Poison)]
     public void RangeIoctls_FollowTheModeTheVmaAndTheEra(string era, bool hugetlb, UffdMode mode, Mfill.RangeIoctl expect) =>
         Assert.Equal(expect, Mfill.RangeIoctls(Kernel(era), hugetlb, mode));
 
@@ -159,7 +161,7 @@ public class UffdRegisterIoctlsTests
                   - uffd.register: { addr: 0x200000, len: 2M, mode: missing, ioctls: "copy,zeropage" }
             """, "t.yaml");
         var r = ScenarioRunner.Run(s, s.DefaultEra!, null);
-        Assert.Contains("t.yaml:13: uffdio_register.ioctls is Wake, Copy, expected Copy, Zeropage", r.Violation?.Message);
+        Assert.Contains("t.yaml:13: uffdio_register.ioctls is Wake, Copy, Poison, expected Copy, Zeropage", r.Violation?.Message);
     }
 }
 

@@ -20,7 +20,18 @@ public class UffdUnitTestsPortTests
     }
 
     [Fact]
-    public void TwelveCasesArePorted() => Assert.Equal(12, ScenarioLoader.BuiltInNames.Count(n => n.StartsWith("selftests/uffd-unit-tests/", StringComparison.Ordinal)));
+    public void EighteenCasesArePorted() => Assert.Equal(18, ScenarioLoader.BuiltInNames.Count(n => n.StartsWith("selftests/uffd-unit-tests/", StringComparison.Ordinal)));
+
+    [Theory]
+    [InlineData("poison-anon")]
+    [InlineData("poison-hugetlb")]
+    [InlineData("wp-unpopulated-anon")]
+    public void PoisonAndWpUnpopulated_Before66_FailAtUffdioApi_AsUpstreamWouldSkipThem(string port)
+    {
+        var r = ScenarioRunner.Run(ScenarioLoader.LoadBuiltIn("selftests/uffd-unit-tests/" + port), EraTable.Get("6.1"), null);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, r.Violation?.Invariant);
+        Assert.Contains("UFFDIO_API returned einval, expected ok", r.Violation?.Message);
+    }
 
     [Fact]
     public void MinorOnShmem_Before514_FailsAtRegister_AsUpstreamWouldSkipIt()
