@@ -211,6 +211,10 @@ public static class EraTable
         new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
         new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
         new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),
+        new(Feature.UffdNonCooperativeEvents, V(4, 11), Forever,
+            "Pavel Emelyanov and Mike Rapoport's non-cooperative userfaultfd series, 4.11: 893e26e61d04 'userfaultfd: non-cooperative: " +
+            "Add fork() event', 72f87654c696 '... add mremap() event', 05ce77249d50 '... add madvise() event for MADV_DONTNEED request' " +
+            "(recollection for the ids; fs/userfaultfd.c's dup_userfaultfd, mremap_userfaultfd_complete and userfaultfd_remove read at a recent tree)"),
         new(Feature.UffdWpUnpopulated, V(6, 4), Forever,
             "Peter Xu 'mm/uffd: UFFD_FEATURE_WP_UNPOPULATED' (v4 posted 2023-03-09, lkml 2303.1/03054: change_pte_range installs " +
             "PTE_MARKER_UFFD_WP into none PTEs when userfaultfd_wp_use_markers, do_pte_missing for a marker fault); version from the date"),

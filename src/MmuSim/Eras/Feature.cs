@@ -303,6 +303,8 @@ public enum Feature
     UffdMinorHugetlb,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    /// <summary>The non-cooperative userfaultfd events: UFFD_FEATURE_EVENT_FORK, EVENT_REMAP, EVENT_REMOVE.</summary>
+    UffdNonCooperativeEvents,
     /// <summary>UFFD_FEATURE_WP_UNPOPULATED: UFFDIO_WRITEPROTECT on anonymous memory also protects none PTEs, with a
     /// PTE_MARKER_UFFD_WP marker (the first PTE markers on anonymous memory).</summary>
     UffdWpUnpopulated,

@@ -17,6 +17,7 @@ public static class Fork
         using var _ = k.S.Current.Enter("dup_mmap");
         await parent.MmapLock.WriteLock();
         var child = k.CreateMm(childName);
+        var forks = new List<(Userfaultfd.UserfaultfdCtx Orig, Userfaultfd.UserfaultfdCtx New)>(); // the fcs list
         try
         {
             ulong lo = ulong.MaxValue, hi = 0;
@@ -26,9 +27,11 @@ public static class Fork
                 if ((src.Flags & VmFlags.DontCopy) != 0) continue;
                 // VM_WIPEONFORK: tmp->anon_vma = NULL and no copy_page_range; the child faults in fresh zero pages.
                 bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
-                // dup_userfaultfd without UFFD_FEATURE_EVENT_FORK (not modelled): the child's VMA is not registered.
-                var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, src.Flags & ~VmFlags.UffdAny)
+                // dup_userfaultfd: registered with the child's new context (UFFD_FEATURE_EVENT_FORK), else not at all.
+                var uffd = Userfaultfd.UserfaultfdCtx.DupUserfaultfd(src, child, forks);
+                var dst = child.InsertVma(new Vma(child, src.Start, src.End, src.Prot, uffd != null ? src.Flags : src.Flags & ~VmFlags.UffdAny)
                 {
+                    Uffd = uffd,
                     PgOff = src.PgOff,
                     AnonVma = wipe ? null : src.AnonVma,
                     File = src.File,
@@ -47,6 +50,7 @@ public static class Fork
         {
             await parent.MmapLock.WriteUnlock();
         }
+        await Userfaultfd.UserfaultfdCtx.DupUserfaultfdComplete(forks); // UFFD_EVENT_FORK, waited for after the lock is dropped
         // ksm_fork: a child of a KSM-registered (or merge-any) mm is registered with ksmd too.
         if (parent.KsmSlot != null || parent.MergeAny) Ksm.Ksmd.Of(parent.Kernel).KsmFork(parent, child);
         return child;

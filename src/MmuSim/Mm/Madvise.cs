@@ -7,8 +7,11 @@ namespace MmuSim.Mm;
 public static class Madvise
 {
     /// <summary>
-    /// madvise(MADV_DONTNEED) → madvise_dontneed_single_vma per VMA → zap_page_range_single (CLEAR start/end; pages
-    /// freed at tlb_finish_mmu after end). Holds mmap_lock for read.
+    /// madvise(MADV_DONTNEED) → madvise_dontneed_free per VMA → zap_page_range_single (CLEAR start/end; pages
+    /// freed at tlb_finish_mmu after end). Holds mmap_lock for read. A VMA whose userfaultfd asked for
+    /// UFFD_FEATURE_EVENT_REMOVE is announced first (userfaultfd_remove drops mmap_lock and waits for the monitor to
+    /// read UFFD_EVENT_REMOVE); the VMA is then looked up again (vma_lookup: gone is -ENOMEM, the model stops) and its
+    /// part of the range zapped.
     /// </summary>
     public static async ValueTask MadviseDontneed(MmStruct mm, ulong start, ulong len)
     {
@@ -18,16 +21,61 @@ public static class Madvise
         await mm.MmapLock.ReadLock();
         try
         {
-            foreach (var vma in mm.Vmas.ToArray())
+            for (ulong s = start; s < end;)
             {
-                ulong s = Math.Max(vma.Start, start), e = Math.Min(vma.End, end);
-                if (s < e) await Memory.ZapPageRangeSingle(vma, s, e);
+                var vma = mm.FindVmaFrom(s);
+                if (vma == null || vma.Start >= end) break;
+                s = Math.Max(s, vma.Start);
+                ulong e = Math.Min(vma.End, end);
+                if (!await Userfaultfd.UserfaultfdCtx.UserfaultfdRemove(vma, s, e))
+                {
+                    await mm.MmapLock.ReadLock();
+                    vma = mm.FindVma(s);
+                    if (vma == null) return; // -ENOMEM
+                    e = Math.Min(vma.End, e);
+                }
+                await Memory.ZapPageRangeSingle(vma, s, e);
+                s = e;
             }
         }
         finally
         {
             await mm.MmapLock.ReadUnlock();
         }
+    }
+
+    /// <summary>
+    /// madvise(MADV_REMOVE) → madvise_remove: for a shared file mapping (EACCES if not shared and writable, EINVAL
+    /// without a file or for VM_LOCKED), announce the range to a userfaultfd with UFFD_FEATURE_EVENT_REMOVE
+    /// (userfaultfd_remove), drop mmap_lock and punch the hole in the file (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE):
+    /// every mapping of those pages is zapped and the pages leave the page cache). Returns 0 or the errno.
+    /// </summary>
+    public static async ValueTask<int> MadviseRemove(MmStruct mm, ulong start, ulong len)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("madvise_remove");
+        ulong end = start + len;
+        await mm.MmapLock.ReadLock();
+        var vma = mm.FindVma(start);
+        if (vma == null || vma.Start > start || end > vma.End)
+        {
+            await mm.MmapLock.ReadUnlock();
+            return Errno.ENOMEM;
+        }
+        if (vma.File is not { } file || (vma.Flags & VmFlags.Locked) != 0)
+        {
+            await mm.MmapLock.ReadUnlock();
+            return Errno.EINVAL;
+        }
+        if (!vma.Shared || !vma.Writable)
+        {
+            await mm.MmapLock.ReadUnlock();
+            return Errno.EACCES;
+        }
+        ulong first = vma.IndexOf(start), count = len >> MmStruct.PageShift;
+        if (await Userfaultfd.UserfaultfdCtx.UserfaultfdRemove(vma, start, end)) await mm.MmapLock.ReadUnlock();
+        await Truncate.PunchHole(k, file, first, count);
+        return 0;
     }
 
     /// <summary>

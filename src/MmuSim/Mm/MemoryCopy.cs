@@ -94,7 +94,7 @@ public static partial class Memory
             if (cow && !pte.Special && pte.Pfn != PhysMem.ZeroPfn && NeedsCowForDma(src, pte.Pfn))
             {
                 await k.S.Point(PointKind.Counter, a);
-                if (!CopyPresentPage(dst, a, dt, pte.Pfn, out var childPte)) { k.S.Fail(Invariants.Liveness, $"fork: no memory to copy pinned page 0x{pte.Pfn:x}", a); break; }
+                if (!CopyPresentPage(dst, a, dt, pte, out var childPte)) { k.S.Fail(Invariants.Liveness, $"fork: no memory to copy pinned page 0x{pte.Pfn:x}", a); break; }
                 await child.SetPte(dt, a, childPte);
                 k.Stats.Inc(Stat.ForkCopiedPtes);
                 continue;
@@ -141,17 +141,19 @@ public static partial class Memory
     /// the parent's PTE stays as it is. The kernel preallocates the page (page_copy_prealloc) with the locks dropped and
     /// retries; the model allocates in place (nothing shared is read in between). False when memory is exhausted.
     /// </summary>
-    static bool CopyPresentPage(Vma dst, ulong addr, int dt, long srcPfn, out Pte childPte)
+    static bool CopyPresentPage(Vma dst, ulong addr, int dt, Pte src, out Pte childPte)
     {
         var k = dst.Mm.Kernel;
         using var _ = k.S.Current.Enter("copy_present_page");
         childPte = default;
         long np = dst.AllocPage();
         if (np < 0) return false;
-        k.Mem[np].Contents = k.Mem[srcPfn].Contents;
+        k.Mem[np].Contents = k.Mem[src.Pfn].Contents;
         k.S.Charge(CostKind.CopyPage);
         Folio.AddNewAnonRmap(k, np, dst, addr);
         childPte = Pte.Make(np, writable: dst.Writable, dirty: true);
+        // "Uffd-wp needs to be delivered to dest pte as well": userfaultfd_pte_wp(dst_vma, src pte) (UFFD_FEATURE_EVENT_FORK).
+        if ((dst.Flags & VmFlags.UffdWp) != 0 && src.UffdWp) childPte = childPte.WithUffdWp(true);
         return true;
     }
 

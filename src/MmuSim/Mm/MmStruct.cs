@@ -108,6 +108,19 @@ public sealed class MmStruct
 
     // ------------------------------------------------------------------ VMAs
 
+    /// <summary>find_vma proper: the first VMA ending above <paramref name="addr"/> (it may start above it), or null.</summary>
+    public Vma? FindVmaFrom(ulong addr)
+    {
+        int lo = 0, hi = _vmas.Count - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            if (_vmas[mid].End > addr) { found = mid; hi = mid - 1; }
+            else lo = mid + 1;
+        }
+        return found < 0 ? null : _vmas[found];
+    }
+
     /// <summary>find_vma: the VMA containing <paramref name="addr"/>, or null. Binary search, no allocation.</summary>
     public Vma? FindVma(ulong addr)
     {

@@ -19,6 +19,7 @@ public static class Mremap
         using var _ = k.S.Current.Enter("mremap");
         ulong oldEnd = oldAddr + len, newEnd = newAddr + len;
         if (newAddr < oldEnd && oldAddr < newEnd) throw new ArgumentException("mremap ranges overlap");
+        Userfaultfd.UserfaultfdCtx? uffd = null;
         await mm.MmapLock.WriteLock();
         try
         {
@@ -33,9 +34,11 @@ public static class Mremap
             }
             var moved = Mmap.SplitAround(mm, oldAddr, oldEnd);
             var old = moved[0];
-            // mremap_userfaultfd_prep without UFFD_FEATURE_EVENT_REMAP (not modelled) drops the registration.
-            var dst = mm.InsertVma(new Vma(mm, newAddr, newEnd, old.Prot, old.Flags & ~VmFlags.UffdAny)
+            // mremap_userfaultfd_prep: the moved VMA stays registered with UFFD_FEATURE_EVENT_REMAP, else it is not.
+            uffd = Userfaultfd.UserfaultfdCtx.MremapUserfaultfdPrep(old);
+            var dst = mm.InsertVma(new Vma(mm, newAddr, newEnd, old.Prot, uffd != null ? old.Flags : old.Flags & ~VmFlags.UffdAny)
             {
+                Uffd = uffd,
                 PgOff = old.PgOff,
                 AnonVma = old.AnonVma,
                 File = old.File,
@@ -43,14 +46,17 @@ public static class Mremap
                 PolicyNode = old.PolicyNode,
             });
             await MovePageTables(old, oldAddr, dst, newAddr, len);
-            if (dontUnmap) return;
-            await Mmap.UnmapRegion(mm, oldAddr, oldEnd);
-            mm.RemoveVma(old);
+            if (!dontUnmap)
+            {
+                await Mmap.UnmapRegion(mm, oldAddr, oldEnd);
+                mm.RemoveVma(old);
+            }
         }
         finally
         {
             await mm.MmapLock.WriteUnlock();
         }
+        await Userfaultfd.UserfaultfdCtx.MremapUserfaultfdComplete(uffd, oldAddr, newAddr, len); // UFFD_EVENT_REMAP
     }
 
     /// <summary>

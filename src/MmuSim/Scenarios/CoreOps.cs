@@ -39,6 +39,7 @@ public static partial class CoreOps
         ["wipeonfork"] = (mm, s, e) => Madvise.MadviseWipeOnFork(mm, s, e, wipe: true),
         ["keeponfork"] = (mm, s, e) => Madvise.MadviseWipeOnFork(mm, s, e, wipe: false),
         ["collapse"] = Khugepaged.MadviseCollapse,
+        ["remove"] = (mm, s, e) => Madvise.MadviseRemove(mm, s, e - s),
     };
 
     public static void Register(OpRegistry r)
@@ -56,7 +57,7 @@ public static partial class CoreOps
         r.Register(new OpSpec("munmap", "munmap [addr, addr+len): UNMAP start/end, zap, free after end",
             ["process", "addr", "len"], [], DoMunmap));
         r.Register(new OpSpec("madvise", "madvise(addr, len, advice): dontneed, free, hugepage, nohugepage, dontfork, dofork (VM_DONTCOPY), " +
-            "populate_read, populate_write (5.14), wipeonfork, keeponfork (4.14), collapse (6.1); KSM adds mergeable, unmergeable; " +
+            "populate_read, populate_write (5.14), wipeonfork, keeponfork (4.14), collapse (6.1), remove (a shared file mapping: punch the hole); KSM adds mergeable, unmergeable; " +
             "expect: the errno (ok default; only for the errno-returning advice)",
             ["process", "addr", "len", "advice"], ["expect"], MadviseOp) { Check = CheckMadvise });
         r.Register(new OpSpec("khugepaged", "khugepaged scans the PMD range at addr (2 MiB aligned) and collapses it (max_ptes_none 511, swap 64, shared 256; VM_HUGEPAGE); " +

@@ -220,6 +220,9 @@ public sealed class KRwLock(Scheduler s, string name, bool sleeping)
 
     public bool IsWriteLocked => _writer != 0;
 
+    /// <summary>Some context holds it for read.</summary>
+    public bool IsReadLocked => _readers != 0;
+
     public bool IsReadLockedByCurrent => (_readers & (1UL << s.Current.Id)) != 0;
 
     public bool IsWriteLockedByCurrent => _writer == s.Current.Id + 1;

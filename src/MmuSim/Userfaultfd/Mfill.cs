@@ -199,6 +199,9 @@ public static class Mfill
         await mm.MmapLock.ReadLock();
         try
         {
+            // "If memory mappings are changing because of non-cooperative operation (e.g. mremap) running in parallel,
+            // bail out and request the user to retry later": an event not yet read.
+            if (ctx.MmapChanging > 0) return (0, Errno.EAGAIN);
             var vma = mm.FindVma(start);
             // find_dst_vma: the whole range in one VMA registered with this context.
             if (vma == null || vma.Uffd != ctx || start + len > vma.End) return (0, Errno.ENOENT);
@@ -370,6 +373,7 @@ public static class Mfill
         await mm.MmapLock.ReadLock();
         try
         {
+            if (ctx.MmapChanging > 0) return Errno.EAGAIN; // mwriteprotect_range's mmap_changing check
             bool found = false;
             foreach (var vma in mm.Vmas)
             {

@@ -15,7 +15,7 @@ public static class UffdOps
     /// <summary>Register the userfaultfd ops (listed in <see cref="OpRegistry.Providers"/>).</summary>
     public static void Register(OpRegistry r)
     {
-        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus, wp_unpopulated (6.4+), poison (6.6+), " +
+        r.Register(new OpSpec("uffd.open", "userfaultfd(2) + UFFDIO_API on process: a userfaultfd named as: (default uffd); features: sigbus, event_fork, event_remap, event_remove (4.11+), wp_unpopulated (6.4+), poison (6.6+), " +
             "comma separated (UFFDIO_API is EINVAL for one the era lacks); " +
             "api: false leaves out UFFDIO_API (uffd.api does it); dev: true opens /dev/userfaultfd (6.1+) instead of the syscall; expect: ok or enosys",
             ["process"], ["as", "features", "expect", "api", "dev"], Open)
@@ -67,18 +67,21 @@ public static class UffdOps
         r.Register(new OpSpec("uffd.close", "close the userfaultfd (userfaultfd_release): unregister every range and wake every waiting fault",
             [], ["uffd"], Close) { Check = CheckName });
         r.Register(new OpSpec("uffd.handle",
-            "a fault handler thread: read count (default 1) fault messages, blocking for each, and resolve each page with resolve: copy (value), zeropage, continue, unprotect, wake, " +
-            "poison, or poison-even (uffd-unit-tests' uffd_poison_handle_fault: pages at an even page_size offset from their VMA's start poisoned, odd ones copied); " +
+            "a fault handler thread: read count (default 1) messages, blocking for each, and resolve each faulting page with resolve: copy (value), zeropage, continue, unprotect, wake, " +
+            "poison, poison-even (uffd-unit-tests' uffd_poison_handle_fault: pages at an even page_size offset from their VMA's start poisoned, odd ones copied), " +
+            "or auto (uffd-common's uffd_handle_page_fault: WP faults unprotected, MINOR continued, MISSING copied, with UFFDIO_COPY_MODE_WP when wp: true); " +
+            "events are handled as uffd_poll_thread does: FORK switches to the child's userfaultfd (named uffd@child), REMOVE unregisters the range, " +
+            "REMAP is noted (follow-fork: false keeps reading the parent's, as fork_event_consumer does); expect-faults: the number of MISSING faults resolved by a copy, checked at the end (uffd_args.missing_faults); " +
             "on EEXIST wake the page (another resolution won). expect-reason: missing, wp or minor, checked for every message; page_size " +
             "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address; " +
             "flip_from/flip_to (uffd-unit-tests' minor handler): before resolving, complement each page through the other mapping, " +
             "at the message's address - flip_from + flip_to",
-            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to"], Handle) { Check = CheckHandle });
+            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to", "wp", "expect-faults", "follow-fork"], Handle) { Check = CheckHandle });
     }
 
-    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even"];
+    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even", "auto"];
 
-    const string FeatureNames = "sigbus, wp_unpopulated, poison";
+    const string FeatureNames = "sigbus, event_fork, event_remap, event_remove, wp_unpopulated, poison";
 
     static void CheckName(OpArgs a, ScenarioInfo i) => i.RequireNamed(a, "uffd", "userfaultfd", DefaultName);
 
@@ -113,6 +116,9 @@ public static class UffdOps
         if (ps != Mm.MmStruct.PageSize && ps != Mm.MmStruct.PmdSize) throw a.Error("page_size", $"0x{ps:x} is neither 4K nor 2M");
         if (a.Has("flip_from") != a.Has("flip_to")) throw a.Error(a.Has("flip_from") ? "flip_to" : "flip_from", "flip_from and flip_to go together");
         if (a.Has("flip_from")) { a.GetAddress("flip_from"); a.GetAddress("flip_to"); }
+        a.GetBool("wp");
+        a.GetBool("follow-fork", true);
+        if (a.Has("expect-faults")) a.GetBounded("expect-faults", 0, 1 << 20);
     }
 
     /// <summary>features: the UFFD_FEATURE_* bits named.</summary>
@@ -123,6 +129,9 @@ public static class UffdOps
             bits |= f switch
             {
                 "sigbus" => UserfaultfdCtx.FeatureSigbus,
+                "event_fork" => UserfaultfdCtx.FeatureEventFork,
+                "event_remap" => UserfaultfdCtx.FeatureEventRemap,
+                "event_remove" => UserfaultfdCtx.FeatureEventRemove,
                 "wp_unpopulated" => UserfaultfdCtx.FeatureWpUnpopulated,
                 "poison" => UserfaultfdCtx.FeaturePoison,
                 _ => throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE ({FeatureNames})"),
@@ -259,17 +268,38 @@ public static class UffdOps
     static bool PoisonEven(UserfaultfdCtx ctx, ulong at, ulong ps) =>
         ctx.Mm.FindVma(at) is not { } vma || ((at - vma.Start) & ps) == 0;
 
-    /// <summary>The selftests' uffd_handler_thread / demand_paging_test's handle_uffd_page_request, one message at a time.</summary>
+    /// <summary>
+    /// The selftests' uffd_handler_thread / uffd_poll_thread / demand_paging_test's handle_uffd_page_request, one message
+    /// at a time: a page fault is resolved, an event handled.
+    /// </summary>
     static async ValueTask Handle(ScenarioWorld w, OpArgs a)
     {
         var ctx = Ctx(w, a);
         int count = a.GetInt("count", 1);
         string res = a.GetString("resolve", "copy");
+        bool applyWp = a.GetBool("wp");
         UffdReason? want = a.Has("expect-reason") ? ParseReason(a) : null;
+        long missingFaults = 0;
         for (int i = 0; i < count; i++)
         {
             var msg = await ctx.Read();
             if (msg is not { } m) return; // released
+            switch (m.Event)
+            {
+                case UffdEvent.Fork:
+                    w.Objects[m.Child!.Name] = m.Child; // "uffd@child"
+                    if (a.GetBool("follow-fork", true)) ctx = m.Child; // uffd = msg.arg.fork.ufd
+                    continue;
+                case UffdEvent.Remove:
+                    if (await Mfill.UserfaultfdUnregister(ctx, m.Address, m.Len) is var ur && ur != 0)
+                    {
+                        w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: remove failure: UFFDIO_UNREGISTER of [0x{m.Address:x}, 0x{m.Address + m.Len:x}) returned {Errno.NameOf(ur)}", m.Address);
+                        return;
+                    }
+                    continue;
+                case UffdEvent.Remap:
+                    continue; // area_dst = msg.arg.remap.to: the resolutions work from the message's address
+            }
             if (want is { } r && m.Reason != r)
             {
                 w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
@@ -277,36 +307,44 @@ public static class UffdOps
                 return;
             }
             ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize), at = m.Address & ~(ps - 1);
-            if (a.Has("flip_from"))
+            if (a.Has("flip_from") && !await FlipThroughAlias(w, a, ctx, m, at, ps)) return;
+            string how = res != "auto" ? res : m.Reason switch { UffdReason.Wp => "unprotect", UffdReason.Minor => "continue", _ => "copy" };
+            int err = how switch
             {
-                // uffd_handle_page_fault's minor case: "bit-flip the contents of the page" through the unregistered alias.
-                ulong alias = at - a.GetAddress("flip_from") + a.GetAddress("flip_to");
-                for (ulong off = 0; off < ps; off += Mm.MmStruct.PageSize)
-                {
-                    if (await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: false) is not { } v
-                        || await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: true, value: ~v) == null)
-                    {
-                        w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: bit-flipping 0x{alias + off:x} before resolving the {m.Reason} fault at 0x{m.Address:x} faulted", alias + off);
-                        return;
-                    }
-                }
-            }
-            int err = res switch
-            {
-                "copy" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
+                "copy" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Copy, a.GetULong("value", 0), applyWp, false)).Error,
                 "zeropage" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Zeropage, 0, false, false)).Error,
-                "continue" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Continue, 0, false, false)).Error,
+                "continue" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Continue, 0, applyWp, false)).Error,
                 "poison" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Poison, 0, false, false)).Error,
                 "poison-even" => (await Mfill.MfillAtomic(ctx, at, ps, PoisonEven(ctx, at, ps) ? MfillMode.Poison : MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
                 "unprotect" => await Mfill.MwriteprotectRange(ctx, at, ps, false, false),
                 _ => 0,
             };
+            if (err == 0 && how == "copy" && m.Reason == UffdReason.Missing) missingFaults++;
             if (err == Errno.EEXIST || res == "wake") await ctx.Wake(at, ps);
             else if (err != 0)
             {
-                w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: resolving the {m.Reason} fault at 0x{m.Address:x} with {res} returned {Errno.NameOf(err)}", m.Address);
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: resolving the {m.Reason} fault at 0x{m.Address:x} with {how} returned {Errno.NameOf(err)}", m.Address);
                 return;
             }
         }
+        if (a.Has("expect-faults") && missingFaults != a.GetInt("expect-faults"))
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                $"{a.File}:{a.Line}: stats check error: {missingFaults} missing faults resolved by UFFDIO_COPY, expected {a.GetInt("expect-faults")}", 0);
+    }
+
+    /// <summary>uffd_handle_page_fault's minor case: "bit-flip the contents of the page" through the unregistered alias.</summary>
+    static async ValueTask<bool> FlipThroughAlias(ScenarioWorld w, OpArgs a, UserfaultfdCtx ctx, UffdMsg m, ulong at, ulong ps)
+    {
+        ulong alias = at - a.GetAddress("flip_from") + a.GetAddress("flip_to");
+        for (ulong off = 0; off < ps; off += Mm.MmStruct.PageSize)
+        {
+            if (await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: false) is not { } v
+                || await Mm.Memory.UserAccess(ctx.Mm, alias + off, write: true, value: ~v) == null)
+            {
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: bit-flipping 0x{alias + off:x} before resolving the {m.Reason} fault at 0x{m.Address:x} faulted", alias + off);
+                return false;
+            }
+        }
+        return true;
     }
 }

@@ -15,8 +15,26 @@ public enum UffdReason : byte
     Minor,
 }
 
-/// <summary>A uffd_msg of type UFFD_EVENT_PAGEFAULT as read(2) returns it.</summary>
-public readonly record struct UffdMsg(ulong Address, UffdReason Reason, bool Write);
+/// <summary>uffd_msg.event: a page fault, or one of the non-cooperative events (4.11+).</summary>
+public enum UffdEvent : byte
+{
+    /// <summary>UFFD_EVENT_PAGEFAULT.</summary>
+    PageFault,
+    /// <summary>UFFD_EVENT_FORK: the child's userfaultfd (<see cref="UffdMsg.Child"/>), for UFFD_FEATURE_EVENT_FORK.</summary>
+    Fork,
+    /// <summary>UFFD_EVENT_REMAP: mremap moved [from, from+len) to <see cref="UffdMsg.To"/>, for UFFD_FEATURE_EVENT_REMAP.</summary>
+    Remap,
+    /// <summary>UFFD_EVENT_REMOVE: MADV_DONTNEED/MADV_REMOVE drops [start, start+len), for UFFD_FEATURE_EVENT_REMOVE.</summary>
+    Remove,
+}
+
+/// <summary>
+/// A uffd_msg as read(2) returns it: a page fault (Address, Reason, Write) or an event (<see cref="Event"/>; Address is
+/// remap.from or remove.start, <see cref="To"/> remap.to, <see cref="Len"/> the length, <see cref="Child"/> the fork's
+/// new userfaultfd).
+/// </summary>
+public readonly record struct UffdMsg(ulong Address, UffdReason Reason, bool Write, UffdEvent Event = UffdEvent.PageFault,
+    ulong To = 0, ulong Len = 0, UserfaultfdCtx? Child = null);
 
 /// <summary>
 /// fs/userfaultfd.c: struct userfaultfd_ctx, the object behind a userfaultfd file, and the fault side of the protocol
@@ -30,8 +48,12 @@ public readonly record struct UffdMsg(ulong Address, UffdReason Reason, bool Wri
 /// recheck and the sleep still finds it on a queue and wakes it: no lost wakeup. The faulting task drops mmap_lock
 /// before it sleeps and returns VM_FAULT_RETRY; the model's callers hold mmap_lock across handle_mm_fault, so the
 /// model takes it again before returning (what the arch fault handler's retry does).</para>
-/// <para>Invariants (<see cref="AssertInvariants"/>): a waiter is on at most one queue; a woken waiter is on none; no
-/// VMA refers to a released context.</para>
+/// <para>Events (UFFD_EVENT_FORK/REMAP/REMOVE, 4.11+) wait on <see cref="Events"/> (event_wqh) until a read takes
+/// them; a read returns pending faults first, then events. <see cref="MmapChanging"/> counts the events raised and not
+/// yet completed (the waiter drops it after it wakes), and the mfill ioctls refuse to run while it is non-zero.</para>
+/// <para>Invariants (<see cref="AssertInvariants"/>): a waiter is on at most one queue; a woken waiter is on none; an
+/// event waiter is never a fault; mmap_changing is at least the number of queued events; no VMA refers to a released
+/// context.</para>
 /// </remarks>
 public sealed class UserfaultfdCtx
 {
@@ -54,6 +76,15 @@ public sealed class UserfaultfdCtx
     /// <summary>ctx->features: the UFFD_FEATURE_* bits UFFDIO_API enabled.</summary>
     public ulong Features { get; private set; }
 
+    /// <summary>UFFD_FEATURE_EVENT_FORK (bit 1): a fork gives the child's VMAs a new userfaultfd, announced by UFFD_EVENT_FORK.</summary>
+    public const ulong FeatureEventFork = 1UL << 1;
+
+    /// <summary>UFFD_FEATURE_EVENT_REMAP (bit 2): mremap keeps the registration and reports UFFD_EVENT_REMAP.</summary>
+    public const ulong FeatureEventRemap = 1UL << 2;
+
+    /// <summary>UFFD_FEATURE_EVENT_REMOVE (bit 3): MADV_DONTNEED / MADV_REMOVE report UFFD_EVENT_REMOVE before they zap.</summary>
+    public const ulong FeatureEventRemove = 1UL << 3;
+
     /// <summary>UFFD_FEATURE_WP_UNPOPULATED (bit 13, 6.4+): write-protecting anonymous memory also marks none PTEs.</summary>
     public const ulong FeatureWpUnpopulated = 1UL << 13;
 
@@ -65,7 +96,8 @@ public sealed class UserfaultfdCtx
     /// 6.6 is a feature the kernel does not define, so UFFDIO_API fails with EINVAL.
     /// </summary>
     public static bool EraSupports(Kernel k, ulong features) =>
-        ((features & FeatureWpUnpopulated) == 0 || k.Era.Has(Feature.UffdWpUnpopulated))
+        ((features & (FeatureEventFork | FeatureEventRemap | FeatureEventRemove)) == 0 || k.Era.Has(Feature.UffdNonCooperativeEvents))
+        && ((features & FeatureWpUnpopulated) == 0 || k.Era.Has(Feature.UffdWpUnpopulated))
         && ((features & FeaturePoison) == 0 || k.Era.Has(Feature.UffdPoison));
 
     /// <summary>userfaultfd_wp_unpopulated: the VMA's context asked for UFFD_FEATURE_WP_UNPOPULATED.</summary>
@@ -124,6 +156,17 @@ public sealed class UserfaultfdCtx
 
     /// <summary>fault_wqh: faulting tasks whose message was read, waiting to be woken.</summary>
     internal List<UffdWaiter> Waiting { get; } = [];
+
+    /// <summary>event_wqh: tasks (fork, mremap, madvise) waiting until their event message is read. Under <see cref="WqhLock"/>
+    /// (event_wqh.lock in the kernel, a lock of its own; the model's single queue lock orders the same steps).</summary>
+    internal List<UffdWaiter> Events { get; } = [];
+
+    /// <summary>
+    /// ctx->mmap_changing: events announced and not yet read (dup_userfaultfd, mremap_userfaultfd_prep,
+    /// userfaultfd_remove raise it, userfaultfd_event_wait_completion drops it). While it is non-zero the mfill ioctls and
+    /// UFFDIO_WRITEPROTECT fail with EAGAIN: the monitor must read the event first, since the layout it knows is stale.
+    /// </summary>
+    public int MmapChanging { get; internal set; }
 
     /// <summary>fd_wqh: tasks blocked in read(2) waiting for a message.</summary>
     readonly List<KContext> _readers = [];
@@ -223,11 +266,111 @@ public sealed class UserfaultfdCtx
                 MessagesRead++;
                 return w.Msg;
             }
+            if (Events.Count > 0)
+            {
+                // find_userfault_evt + userfaultfd_event_complete (for a fork: after resolve_userfault_fork made the fd).
+                var e = Events[0];
+                Events.RemoveAt(0);
+                e.Woken = true;
+                s.Wake(e.Task);
+                await WqhLock.Unlock();
+                MessagesRead++;
+                return e.Msg;
+            }
             await WqhLock.Unlock();
             if (Released) return null;
             _readers.Add(s.Current);
             await s.Block(this);
         }
+    }
+
+    /// <summary>
+    /// userfaultfd_event_wait_completion: queue <paramref name="msg"/> on event_wqh, wake the readers and sleep until a
+    /// read takes it (or the context is released: a fork's new context is then released too, userfaultfd_release_new).
+    /// Then drop <see cref="MmapChanging"/>. The caller holds no mmap_lock.
+    /// </summary>
+    internal async ValueTask EventWaitCompletion(UffdMsg msg)
+    {
+        var s = Mm.Kernel.S;
+        using var _ = s.Current.Enter("userfaultfd_event_wait_completion");
+        var ew = new UffdWaiter(s.Current, msg);
+        await WqhLock.Lock();
+        Events.Add(ew);
+        await WqhLock.Unlock();
+        while (!ew.Woken && !Released)
+        {
+            WakeReaders(); // wake_up_poll(&ctx->fd_wqh, EPOLLIN)
+            await s.Block(ew);
+        }
+        if (!ew.Woken)
+        {
+            await WqhLock.Lock();
+            Events.Remove(ew);
+            await WqhLock.Unlock();
+            if (msg.Child is { } nctx) await nctx.ReleaseNew();
+        }
+        MmapChanging--;
+    }
+
+    /// <summary>userfaultfd_release_new: a fork's context whose event nobody read: unregister the child's VMAs from it.</summary>
+    async ValueTask ReleaseNew()
+    {
+        Released = true;
+        await Mm.MmapLock.WriteLock();
+        foreach (var vma in Mm.Vmas)
+            if (vma.Uffd == this) Mfill.UserfaultfdClearVma(vma);
+        await Mm.MmapLock.WriteUnlock();
+    }
+
+    /// <summary>
+    /// dup_userfaultfd for one VMA being copied into <paramref name="child"/>: with UFFD_FEATURE_EVENT_FORK the copy is
+    /// registered with a new context (one per parent context, kept in <paramref name="forks"/>; the parent's
+    /// mmap_changing raised until the event is read), else it is not registered (userfaultfd_reset_ctx). Returns the
+    /// copy's context or null.
+    /// </summary>
+    public static UserfaultfdCtx? DupUserfaultfd(Vma src, MmStruct child, List<(UserfaultfdCtx Orig, UserfaultfdCtx New)> forks)
+    {
+        if (src.Uffd is not { } octx || (octx.Features & FeatureEventFork) == 0) return null;
+        foreach (var (o, n) in forks) if (o == octx) return n;
+        var ctx = new UserfaultfdCtx(child, $"{octx.Name}@{child.Name}", octx.Sigbus) { Features = octx.Features };
+        octx.MmapChanging++;
+        forks.Add((octx, ctx));
+        return ctx;
+    }
+
+    /// <summary>dup_userfaultfd_complete: after dup_mmap dropped mmap_lock, post UFFD_EVENT_FORK on each parent context and wait.</summary>
+    public static async ValueTask DupUserfaultfdComplete(List<(UserfaultfdCtx Orig, UserfaultfdCtx New)> forks)
+    {
+        foreach (var (o, n) in forks) await o.EventWaitCompletion(new UffdMsg(0, default, false, UffdEvent.Fork, Child: n));
+    }
+
+    /// <summary>
+    /// mremap_userfaultfd_prep: a VMA registered with a context that has UFFD_FEATURE_EVENT_REMAP keeps it across the move
+    /// (mmap_changing raised); otherwise the moved VMA is not registered. Returns the context to announce the move on, or null.
+    /// </summary>
+    public static UserfaultfdCtx? MremapUserfaultfdPrep(Vma vma)
+    {
+        if (vma.Uffd is not { } ctx || (ctx.Features & FeatureEventRemap) == 0) return null;
+        ctx.MmapChanging++;
+        return ctx;
+    }
+
+    /// <summary>mremap_userfaultfd_complete: after mremap dropped mmap_lock, post UFFD_EVENT_REMAP and wait.</summary>
+    public static ValueTask MremapUserfaultfdComplete(UserfaultfdCtx? ctx, ulong from, ulong to, ulong len) =>
+        ctx == null ? default : ctx.EventWaitCompletion(new UffdMsg(from, default, false, UffdEvent.Remap, To: to, Len: len));
+
+    /// <summary>
+    /// userfaultfd_remove (MADV_DONTNEED, MADV_FREE, MADV_REMOVE): with UFFD_FEATURE_EVENT_REMOVE drop mmap_lock (held for
+    /// read), post UFFD_EVENT_REMOVE for [start, end) and wait, and return false: the caller must take mmap_lock again
+    /// and look the VMA up anew. True (lock still held) otherwise.
+    /// </summary>
+    public static async ValueTask<bool> UserfaultfdRemove(Vma vma, ulong start, ulong end)
+    {
+        if (vma.Uffd is not { } ctx || (ctx.Features & FeatureEventRemove) == 0) return true;
+        ctx.MmapChanging++;
+        await vma.Mm.MmapLock.ReadUnlock();
+        await ctx.EventWaitCompletion(new UffdMsg(start, default, false, UffdEvent.Remove, Len: end - start));
+        return false;
     }
 
     void WakeReaders()
@@ -291,6 +434,7 @@ public sealed class UserfaultfdCtx
         }
         await Wake(0, 0);
         WakeReaders();
+        foreach (var e in Events) mm.Kernel.S.Wake(e.Task); // "Flush pending events that may still wait on event_wqh"
     }
 
     /// <summary>Debug-only checks of the queue invariants.</summary>
@@ -301,6 +445,9 @@ public sealed class UserfaultfdCtx
             if (w.Woken || Waiting.Contains(w)) throw new ModelException($"{Name}: waiter at 0x{w.Msg.Address:x} is woken or on both queues");
         foreach (var w in Waiting)
             if (w.Woken) throw new ModelException($"{Name}: woken waiter at 0x{w.Msg.Address:x} still on fault_wqh");
+        foreach (var e in Events)
+            if (e.Woken || e.Msg.Event == UffdEvent.PageFault) throw new ModelException($"{Name}: {e.Msg.Event} on event_wqh is a fault or already read");
+        if (MmapChanging < Events.Count) throw new ModelException($"{Name}: mmap_changing {MmapChanging} below the {Events.Count} events queued");
         if (Released)
             foreach (var vma in Mm.Vmas)
                 if (vma.Uffd == this) throw new ModelException($"{Name}: released but {vma} still refers to it");
