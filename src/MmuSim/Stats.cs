@@ -98,6 +98,8 @@ public enum Stat
     UffdFaults,
     /// <summary>Pages placed by UFFDIO_COPY, UFFDIO_ZEROPAGE and UFFDIO_CONTINUE.</summary>
     UffdPagesPlaced,
+    /// <summary>Pages UFFDIO_MOVE remapped (a THP counts 512).</summary>
+    UffdPagesMoved,
 }
 
 /// <summary>Counter storage: a flat array indexed by <see cref="Stat"/>.</summary>

@@ -211,6 +211,13 @@ public static class EraTable
         new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
         new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
         new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),
+        new(Feature.UffdMove, V(6, 8), Forever,
+            "adef440691ba 'userfaultfd: UFFDIO_MOVE uABI' (Andrea Arcangeli, Suren Baghdasaryan; 6.8): move_pages, move_pages_pte " +
+            "(CLEAR over each source page around ptep_clear_flush), move_pages_huge_pmd (CLEAR over the 2 MiB source); read at a later tree"),
+        new(Feature.UffdWpShmem, V(5, 19), Forever,
+            "Peter Xu's 'userfaultfd-wp: Support shmem and hugetlbfs' series (PTE markers: 679d10331 'mm: introduce PTE_MARKER swap entry', " +
+            "a8ee05df5d64 'mm/uffd: PTE_MARKER_UFFD_WP' read: the marker keeps a zapped file PTE wr-protected; b1f9e876862d " +
+            "'mm/uffd: enable write protection for shmem & hugetlbfs' adds UFFD_FEATURE_WP_HUGETLBFS_SHMEM), merged for 5.19 (recollection for the version)"),
         new(Feature.UffdNonCooperativeEvents, V(4, 11), Forever,
             "Pavel Emelyanov and Mike Rapoport's non-cooperative userfaultfd series, 4.11: 893e26e61d04 'userfaultfd: non-cooperative: " +
             "Add fork() event', 72f87654c696 '... add mremap() event', 05ce77249d50 '... add madvise() event for MADV_DONTNEED request' " +

@@ -303,6 +303,11 @@ public enum Feature
     UffdMinorHugetlb,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    /// <summary>UFFDIO_MOVE and UFFD_FEATURE_MOVE: move exclusive anonymous pages between addresses (zero copy).</summary>
+    UffdMove,
+    /// <summary>UFFD_FEATURE_WP_HUGETLBFS_SHMEM: UFFDIO_REGISTER_MODE_WP on shmem (file PTE markers keep the protection of
+    /// none and zapped PTEs). hugetlbfs too in the kernel; not modelled there.</summary>
+    UffdWpShmem,
     /// <summary>The non-cooperative userfaultfd events: UFFD_FEATURE_EVENT_FORK, EVENT_REMAP, EVENT_REMOVE.</summary>
     UffdNonCooperativeEvents,
     /// <summary>UFFD_FEATURE_WP_UNPOPULATED: UFFDIO_WRITEPROTECT on anonymous memory also protects none PTEs, with a

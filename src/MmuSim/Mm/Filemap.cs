@@ -128,9 +128,10 @@ public static class Filemap
     /// <summary>
     /// do_fault for a none PTE of a file VMA: SIGBUS beyond i_size; a shmem VMA registered with userfaultfd sends
     /// MISSING (not cached) or MINOR (cached) faults to userspace (shmem_get_folio_gfp); then do_read_fault,
-    /// do_cow_fault (a write or unshare to a private mapping) or do_shared_fault.
+    /// do_cow_fault (a write or unshare to a private mapping) or do_shared_fault. <paramref name="orig"/> is the entry
+    /// found: none, or a uffd-wp marker (5.19+), whose bit the new PTE keeps (set_pte_range's vmf_orig_pte_uffd_wp).
     /// </summary>
-    public static async ValueTask<VmFault> DoFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags)
+    public static async ValueTask<VmFault> DoFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig = default)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_fault");
@@ -147,8 +148,8 @@ public static class Filemap
             if (!cached && (vma.Flags & VmFlags.UffdMissing) != 0)
                 return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
         }
-        if (write && !vma.Shared) return await DoCowFault(mm, vma, addr, t, index);
-        return await FinishFault(mm, vma, addr, t, index, write);
+        if (write && !vma.Shared) return await DoCowFault(mm, vma, addr, t, index, orig);
+        return await FinishFault(mm, vma, addr, t, index, write, orig);
     }
 
     /// <summary>
@@ -157,7 +158,7 @@ public static class Filemap
     /// the first write is notified (writenotify: do_wp_page -> wp_page_shared marks it dirty). A write marks the page
     /// dirty (folio_mark_dirty in fault_dirty_shared_page). No notifier: the PTE was none.
     /// </summary>
-    static async ValueTask<VmFault> FinishFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index, bool write)
+    static async ValueTask<VmFault> FinishFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index, bool write, Pte orig)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "do_shared_fault" : "do_read_fault");
@@ -166,7 +167,7 @@ public static class Filemap
         if (pfn < 0) return pfn == -2 ? VmFault.Retry : VmFault.Oom;
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
-        if (!cur.IsNone)
+        if (cur != orig) // vmf_pte_changed
         {
             await mm.UnlockPtl(t);
             await FolioLock.Unlock(k, k.Mem.FolioOf(pfn));
@@ -176,7 +177,8 @@ public static class Filemap
         Folio.AddFileRmap(k, pfn, mm);
         bool writable = vma.Shared && vma.Writable && (write || file.IsShmem);
         if (write) Folio.MarkDirty(k, pfn);
-        await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: write));
+        // pte_mkuffd_wp for a fault on a uffd-wp marker (write-protecting: a write retries as the uffd-wp fault).
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable, dirty: write).WithUffdWp(orig.IsUffdWpMarker));
         await mm.UnlockPtl(t);
         await FolioLock.Unlock(k, k.Mem.FolioOf(pfn)); // the lookup's reference is now the mapping's
         return VmFault.Ok;
@@ -203,7 +205,7 @@ public static class Filemap
     /// do_cow_fault: a write fault on a none PTE of a private file mapping: copy the cached page into a new exclusive
     /// anonymous page and map that writable and dirty.
     /// </summary>
-    static async ValueTask<VmFault> DoCowFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index)
+    static async ValueTask<VmFault> DoCowFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index, Pte orig)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_cow_fault");
@@ -222,14 +224,14 @@ public static class Filemap
         if (pfn < 0) return VmFault.Oom;
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
-        if (!cur.IsNone)
+        if (cur != orig)
         {
             await mm.UnlockPtl(t);
             Folio.Put(k, pfn);
             return VmFault.Retry;
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
-        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true));
+        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true).WithUffdWp(orig.IsUffdWpMarker));
         await mm.UnlockPtl(t);
         k.Stats.Inc(Stat.CowCopies);
         return VmFault.Ok;

@@ -64,6 +64,26 @@ public static class HugeMemory
     }
 
     /// <summary>
+    /// do_huge_pmd_anonymous_page on a VMA registered MISSING: under the PMD lock a PMD still none is delivered to
+    /// userland ("Deliver the page fault to userland", handle_userfault) instead of being populated, on the read path
+    /// (which never maps the huge zero page there) and the write path alike; the PMD stays none, so UFFDIO_COPY then
+    /// fills PTEs and UFFDIO_MOVE can move a whole THP into it. A populated PMD re-walks. The model does not allocate
+    /// the folio the kernel allocates and puts back first.
+    /// </summary>
+    public static async ValueTask<VmFault> DoHugePmdAnonymousPageUserfault(MmStruct mm, Vma vma, ulong addr, FaultFlags flags)
+    {
+        using var _ = mm.Kernel.S.Current.Enter("do_huge_pmd_anonymous_page");
+        ulong haddr = addr & MmStruct.PmdMask;
+        mm.AnonVmaPrepare(vma);
+        mm.PmdAlloc(haddr);
+        await mm.LockPmd(haddr);
+        bool none = (await mm.PmdpGet(haddr)).IsNone;
+        await mm.UnlockPmd(haddr);
+        if (!none) return VmFault.Retry;
+        return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
+    }
+
+    /// <summary>
     /// do_huge_pmd_anonymous_page's read path with use_zero_page: map the huge zero folio with a read-only, special
     /// PMD (set_huge_zero_folio: no rmap, no per-mapping reference). No notifier: the PMD was none.
     /// </summary>

@@ -83,10 +83,10 @@ public static partial class Memory
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)
             return HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
-        // A MISSING-registered VMA: do_huge_pmd_anonymous_page would deliver the same MISSING message from the huge path,
-        // and after UFFDIO_COPY (which installs PTEs) the range is PTE-mapped anyway; the model takes the PTE path.
-        if (!pmd.Present && (vma.Flags & VmFlags.UffdMissing) == 0 && HugeMemory.ThpEligible(mm, vma, addr))
-            return CreateHugePmdOrPte(mm, vma, addr, pmdT, flags, write);
+        if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
+            return (vma.Flags & VmFlags.UffdMissing) != 0
+                ? HugeMemory.DoHugePmdAnonymousPageUserfault(mm, vma, addr, flags) // the PMD stays none
+                : CreateHugePmdOrPte(mm, vma, addr, pmdT, flags, write);
         return PteFault(mm, vma, addr, pmdT, flags, write);
     }
 
@@ -155,7 +155,7 @@ public static partial class Memory
     {
         if (marker.IsPoisonMarker) return new(VmFault.SigBus); // "Poison emulation explicitly requested for this PTE."
         if ((vma.Flags & VmFlags.UffdWp) == 0) return PteMarkerClear(mm, t, addr, marker);
-        return vma.File == null ? DoAnonymousPage(mm, vma, addr, t, flags, marker) : Filemap.DoFault(mm, vma, addr, t, flags);
+        return vma.File == null ? DoAnonymousPage(mm, vma, addr, t, flags, marker) : Filemap.DoFault(mm, vma, addr, t, flags, marker);
     }
 
     /// <summary>pte_marker_clear: under the PTL, a marker still there becomes none; the access then faults as usual.</summary>

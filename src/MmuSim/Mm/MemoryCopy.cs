@@ -10,7 +10,8 @@ public static partial class Memory
     /// For a COW mapping the parent mm gets start/end PROTECTION_PAGE around the copy (the child has no secondary);
     /// writable PTEs are write-protected in both, under both PTLs. Each copied anon page gains a mapping and a
     /// reference and loses PageAnonExclusive; the zero page is shared as is; swap entries are duplicated; a huge PMD is
-    /// copied write-protected (entire_mapcount+1). VMAs without an anon_vma have nothing to copy (they refault).
+    /// copied write-protected (entire_mapcount+1). VMAs without an anon_vma have nothing to copy (they refault), unless
+    /// the child's copy is uffd-wp armed.
     /// </summary>
     public static async ValueTask CopyPageRange(Vma dst, Vma src)
     {
@@ -19,7 +20,10 @@ public static partial class Memory
         var k = parent.Kernel;
         using var _ = k.S.Current.Enter("copy_page_range");
         bool hugetlb = src.IsHugetlb;
-        if (src.AnonVma == null && !hugetlb) return; // hugetlb VMAs are always copied (copy_page_range's VM_HUGETLB test)
+        // vma_needs_copy: hugetlb VMAs are always copied (copy_page_range's VM_HUGETLB test), and so is a VMA whose copy is
+        // uffd-wp armed (UFFD_FEATURE_EVENT_FORK): "pgtable contains uffd-wp protection information, that's something we
+        // can't retrieve from page cache" (5.19, with uffd-wp on shmem); others without an anon_vma refault instead.
+        if (src.AnonVma == null && !hugetlb && (dst.Flags & VmFlags.UffdWp) == 0) return;
         bool cow = src.IsCowMapping;
         // copy_hugetlb_page_range brackets a COW copy with CLEAR over the VMA, copy_page_range with PROTECTION_PAGE.
         var range = new MmuNotifierRange(parent, src.Start, src.End, hugetlb ? MmuNotifyEvent.Clear : MmuNotifyEvent.ProtectionPage);

@@ -27,6 +27,12 @@ public sealed class MmuGather
 
     ulong _start = ulong.MaxValue, _end;
 
+    /// <summary>
+    /// ZAP_FLAG_DROP_MARKER (5.19+): this zap removes the mapping for good (unmap_vmas: munmap, exit; truncation), so a
+    /// uffd-wp PTE of a file VMA is not replaced by a PTE_MARKER_UFFD_WP marker and existing markers go too.
+    /// </summary>
+    public bool DropMarkers { get; set; }
+
     /// <summary>Pages per batch before an early tlb_flush_mmu (MAX_GATHER_BATCH-like). Scenarios may lower it.</summary>
     public static int DefaultBatch { get; set; } = 512;
 
@@ -128,10 +134,14 @@ public static partial class Memory
         using var _ = k.S.Current.Enter("zap_pte_range");
         bool full = false;
         await mm.LockPtl(t);
+        // zap_install_uffd_wp_if_needed: a file VMA armed for uffd-wp keeps its protection across a zap as a marker.
+        bool keepWp = vma.File != null && (vma.Flags & VmFlags.UffdWp) != 0 && !tlb.DropMarkers;
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
-            if (mm.PeekPte(a).IsNone) continue;
+            var peek = mm.PeekPte(a);
+            if (peek.IsNone || (keepWp && peek.IsUffdWpMarker)) continue; // "only drop the marker if explicitly requested"
             var old = await mm.PtepGetAndClear(t, a);
+            if (keepWp && old.UffdWp) await mm.SetPte(t, a, Pte.Marker(uffdWp: true, poisoned: false)); // pte_install_uffd_wp_if_needed
             if (old.Present)
             {
                 k.S.Charge(CostKind.Zap);
@@ -168,6 +178,7 @@ public static partial class Memory
         using var _ = k.S.Current.Enter("unmap_vmas");
         var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.Unmap);
         await mm.Notifiers.InvalidateRangeStart(range);
+        tlb.DropMarkers = true; // unmap_vmas' zap_details: ZAP_FLAG_DROP_MARKER
         foreach (var vma in mm.Vmas.ToArray())
         {
             ulong s = Math.Max(vma.Start, start), e = Math.Min(vma.End, end);
@@ -178,14 +189,14 @@ public static partial class Memory
 
     /// <summary>
     /// zap_page_range_single (MADV_DONTNEED and friends): CLEAR invalidation around the zap of one VMA's range;
-    /// tlb_finish_mmu after end frees the pages.
+    /// tlb_finish_mmu after end frees the pages. <paramref name="dropMarkers"/>: ZAP_FLAG_DROP_MARKER (truncation).
     /// </summary>
-    public static async ValueTask ZapPageRangeSingle(Vma vma, ulong start, ulong end)
+    public static async ValueTask ZapPageRangeSingle(Vma vma, ulong start, ulong end, bool dropMarkers = false)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("zap_page_range_single");
-        var tlb = new MmuGather(mm);
+        var tlb = new MmuGather(mm) { DropMarkers = dropMarkers };
         var range = new MmuNotifierRange(mm, start, end, MmuNotifyEvent.Clear);
         bool notify = !k.Mutated(Mutation.SkipStartOnZap);
         if (notify) await mm.Notifiers.InvalidateRangeStart(range);

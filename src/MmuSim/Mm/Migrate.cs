@@ -240,6 +240,8 @@ public static class Migrate
                     await mm.SetPte(t, a, vma.Readable ? np : np.MkProtNone()); // mk_pte(vma->vm_page_prot)
                     Folio.Get(k, to);
                     Folio.AddAnonRmap(k, to, mm);
+                    // RMAP_EXCLUSIVE for a writable or readable-exclusive entry of an anonymous page.
+                    if (pte.IsExclusiveMigration && k.Mem[k.Mem.FolioOf(to)].Has(PageFlags.Anon)) k.Mem[to].Set(PageFlags.AnonExclusive);
                 }
                 await mm.UnlockPtl(t);
             }

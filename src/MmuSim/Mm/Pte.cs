@@ -19,6 +19,7 @@ namespace MmuSim.Mm;
 /// non-present entries (bit 0 clear, value != 0) are swap-style entries:
 ///   bits 1-4   type: 1 swap, 2 migration (read), 3 migration (write), 4/5 device-private (read/write),
 ///              6/7 device-exclusive (read/write), 8 PTE marker (SWP_PTE_MARKER, 5.19+)
+///   bit 9      in a migration entry: readable-exclusive (the page was PageAnonExclusive)
 ///   bit 10     uffd-wp (_PAGE_SWP_UFFD_WP: carried by swap and migration entries, restored on swap-in/remap);
 ///              in a PTE marker: PTE_MARKER_UFFD_WP
 ///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page;
@@ -63,6 +64,15 @@ public readonly record struct Pte(ulong Raw)
     public bool IsDeviceExclusive => SwapKind is SwapType.DeviceExclusiveRead or SwapType.DeviceExclusiveWrite;
     /// <summary>is_writable_device_private_entry / is_writable_device_exclusive_entry / is_writable_migration_entry.</summary>
     public bool IsWritableEntry => SwapKind is SwapType.MigrationWrite or SwapType.DevicePrivateWrite or SwapType.DeviceExclusiveWrite;
+    /// <summary>
+    /// is_readable_exclusive_migration_entry / is_writable_migration_entry: the migrating anonymous page was
+    /// PageAnonExclusive, which remove_migration_pte restores (RMAP_EXCLUSIVE). Bit 9 of a migration entry.
+    /// </summary>
+    public bool IsExclusiveMigration => IsMigration && ((Raw & SpecialBit) != 0 || SwapKind == SwapType.MigrationWrite);
+
+    /// <summary>make_readable_exclusive_migration_entry when <paramref name="exclusive"/> (a migration entry only).</summary>
+    public Pte WithMigrationExclusive(bool exclusive) => exclusive && IsMigration ? new(Raw | SpecialBit) : this;
+
     /// <summary>is_pte_marker: a non-present entry that holds no page, only marker bits (uffd-wp, poisoned).</summary>
     public bool IsMarker => SwapKind == SwapType.Marker;
     /// <summary>pte_marker_entry_uffd_wp: a marker that keeps a none PTE write-protected (UFFD_FEATURE_WP_UNPOPULATED).</summary>

@@ -192,7 +192,11 @@ public static class Rmap
             var h = k.Mem[st.Head];
             if (st.Migrate)
             {
-                entry = Pte.SwapEntry(old.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(old.UffdWp);
+                // folio_try_share_anon_rmap_pte: an exclusive anon page's exclusivity moves into the entry (restored by
+                // remove_migration_pte); the RemoveRmap below clears the flag with the last mapping.
+                bool exclusive = k.Mem[pfn].Has(PageFlags.AnonExclusive) && k.Mem[st.Head].Has(PageFlags.Anon);
+                entry = Pte.SwapEntry(old.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(old.UffdWp)
+                    .WithMigrationExclusive(exclusive);
             }
             else if (h.Has(PageFlags.Lazyfree))
             {

@@ -49,7 +49,9 @@ public static class Truncate
             ulong lo = Math.Max(first, vma.PgOff), hi = Math.Min(end, vma.PgOff + vma.Pages);
             if (lo >= hi) continue;
             ulong start = vma.AddressOf(lo)!.Value;
-            await Memory.ZapPageRangeSingle(vma, start, start + ((hi - lo) << MmStruct.PageShift));
+            // unmap_mapping_folio drops uffd-wp markers of truncated folios (ZAP_FLAG_DROP_MARKER); the model drops
+            // them for the whole range, without the first, marker-keeping unmap_mapping_range of a hole punch.
+            await Memory.ZapPageRangeSingle(vma, start, start + ((hi - lo) << MmStruct.PageShift), dropMarkers: true);
         }
     }
 

@@ -48,8 +48,9 @@ public static partial class CoreOps
             ["process", "addr"], ["as", "expect"], Read) { Check = CheckAccess });
         r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW); expect: ok (default), sigsegv, sigbus, oom or any",
             ["process", "addr", "value"], ["expect"], Write) { Check = (a, i) => { a.GetULong("value"); CheckAccess(a, i); } });
-        r.Register(new OpSpec("expect-value", "user load from addr; a different value is an unexpected-value violation",
-            ["process", "addr", "value"], [], ExpectValue) { Check = (a, i) => { a.GetULong("value"); i.RequireMapped(a); } });
+        r.Register(new OpSpec("expect-value", "user load from addr (len: from each page of [addr, addr+len), in address order); a different value is an unexpected-value violation",
+            ["process", "addr", "value"], ["len"], ExpectValue)
+        { Check = (a, i) => { a.GetULong("value"); a.GetBounded("len", 0, 1UL << 32, MmStruct.PageSize); i.RequireMapped(a); } });
         r.Register(new OpSpec("fault", "handle_mm_fault at addr under mmap_lock (read), without touching the data",
             ["process", "addr"], ["write"], Fault) { Check = (a, i) => { a.GetBool("write"); i.RequireMapped(a); } });
         r.Register(new OpSpec("mmap", "mmap at a fixed address (prot: rw default; flags: mergeable, hugepage, shared...): anonymous, or of file: (file.create) from byte offset (MAP_PRIVATE unless shared)",
@@ -148,11 +149,15 @@ public static partial class CoreOps
     static async ValueTask ExpectValue(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        ulong addr = a.GetAddress("addr"), want = a.GetULong("value");
-        var got = await Memory.UserAccess(mm, addr, write: false);
-        if (got != want)
+        ulong start = a.GetAddress("addr"), want = a.GetULong("value"), end = start + a.GetULong("len", MmStruct.PageSize);
+        for (ulong addr = start; addr < end; addr += MmStruct.PageSize)
+        {
+            var got = await Memory.UserAccess(mm, addr, write: false);
+            if (got == want) continue;
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
                 $"{a.File}:{a.Line}: {mm} reads {(got is { } g ? $"0x{g:x}" : "SIGSEGV")} at 0x{addr:x}, expected 0x{want:x}", addr);
+            return;
+        }
     }
 
     /// <summary>A fault without the access: what GUP or a prefault does.</summary>

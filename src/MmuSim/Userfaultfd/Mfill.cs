@@ -48,8 +48,8 @@ public static class Mfill
 
     /// <summary>
     /// vma_can_userfault for the modes asked: anonymous private memory takes MISSING (4.3) and WP (5.7), shmem takes
-    /// MISSING (4.11) and MINOR (5.14), hugetlb MISSING (4.11) and MINOR (5.13). WP on shmem and hugetlb needs the 5.19
-    /// PTE markers, which the model does not have: EINVAL.
+    /// MISSING (4.11), MINOR (5.14) and WP (5.19, with the PTE markers), hugetlb MISSING (4.11) and MINOR (5.13). WP on
+    /// hugetlb (5.19 too) is not modelled: EINVAL.
     /// </summary>
     static bool VmaCanUserfault(Kernel k, Vma vma, UffdMode mode)
     {
@@ -63,7 +63,7 @@ public static class Mfill
         if (vma.File is { IsShmem: false }) return false; // a regular file: only shmem and hugetlbfs take userfaultfd
         bool shmem = vma.File != null;
         if ((mode & UffdMode.Missing) != 0 && shmem && !k.Era.Has(Feature.UffdShmem)) return false;
-        if ((mode & UffdMode.Wp) != 0 && (shmem || !k.Era.Has(Feature.UffdWp))) return false;
+        if ((mode & UffdMode.Wp) != 0 && (shmem ? !k.Era.Has(Feature.UffdWpShmem) : !k.Era.Has(Feature.UffdWp))) return false;
         if ((mode & UffdMode.Minor) != 0 && (!shmem || !k.Era.Has(Feature.UffdMinorShmem))) return false;
         return true;
     }
@@ -116,6 +116,7 @@ public static class Mfill
         Wake = 1UL << 0x02,
         Copy = 1UL << 0x03,
         Zeropage = 1UL << 0x04,
+        Move = 1UL << 0x05,
         Writeprotect = 1UL << 0x06,
         Continue = 1UL << 0x07,
         Poison = 1UL << 0x08,
@@ -125,12 +126,12 @@ public static class Mfill
     /// uffdio_register.ioctls after a successful UFFDIO_REGISTER of a range that holds a hugetlb VMA (<paramref
     /// name="hugetlb"/>) or not: UFFD_API_RANGE_IOCTLS, or UFFD_API_RANGE_IOCTLS_BASIC for hugetlb (no ZEROPAGE), without
     /// WRITEPROTECT unless the mode has WP and without CONTINUE unless it has MINOR; each only from the era that has it
-    /// (WRITEPROTECT 5.7, CONTINUE 5.13, POISON 6.6 in both sets whatever the mode). UFFDIO_MOVE (6.8) is not modelled
-    /// and not reported.
+    /// (WRITEPROTECT 5.7, CONTINUE 5.13, POISON 6.6 in both sets whatever the mode, MOVE 6.8 outside hugetlb).
     /// </summary>
     public static RangeIoctl RangeIoctls(Kernel k, bool hugetlb, UffdMode mode)
     {
-        var r = RangeIoctl.Wake | RangeIoctl.Copy | (hugetlb ? 0 : RangeIoctl.Zeropage) | (k.Era.Has(Feature.UffdPoison) ? RangeIoctl.Poison : 0);
+        var r = RangeIoctl.Wake | RangeIoctl.Copy | (hugetlb ? 0 : RangeIoctl.Zeropage) | (k.Era.Has(Feature.UffdPoison) ? RangeIoctl.Poison : 0)
+            | (!hugetlb && k.Era.Has(Feature.UffdMove) ? RangeIoctl.Move : 0);
         if ((mode & UffdMode.Wp) != 0 && k.Era.Has(Feature.UffdWp)) r |= RangeIoctl.Writeprotect;
         if ((mode & UffdMode.Minor) != 0 && k.Era.Has(Feature.UffdMinorHugetlb)) r |= RangeIoctl.Continue;
         return r;

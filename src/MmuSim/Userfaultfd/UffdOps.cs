@@ -60,6 +60,21 @@ public static class UffdOps
             ["addr"], ["uffd", "len", "wp", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Continue)) { Check = CheckMfill });
         r.Register(new OpSpec("uffd.poison", "UFFDIO_POISON (6.6+): poisoned PTE markers at the none PTEs of [addr, addr+len) (len default 4K): every later access is SIGBUS",
             ["addr"], ["uffd", "len", "dontwake", "expect"], (w, a) => MfillOp(w, a, MfillMode.Poison)) { Check = CheckMfill });
+        r.Register(new OpSpec("uffd.move", "UFFDIO_MOVE (6.8+): move the exclusive anonymous pages of [src, src+len) to the none range at dst (len default 4K) of the same mm; " +
+            "allow_src_holes: UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES; CLEAR invalidations of the source; expect: the errno (EEXIST, ENOENT, EBUSY, EINVAL, ...)",
+            ["dst", "src"], ["uffd", "len", "allow_src_holes", "dontwake", "expect"], MoveOp)
+        {
+            Check = (a, i) =>
+            {
+                CheckName(a, i);
+                a.GetAddress("dst");
+                a.GetAddress("src");
+                a.GetBounded("len", 0, 1UL << 40, Mm.MmStruct.PageSize);
+                a.GetBool("allow_src_holes");
+                a.GetBool("dontwake");
+                a.GetErrno("expect");
+            },
+        });
         r.Register(new OpSpec("uffd.writeprotect", "UFFDIO_WRITEPROTECT [addr, addr+len): wp: true (default) protects, false resolves (and wakes unless dontwake)",
             ["addr", "len"], ["uffd", "wp", "dontwake", "expect"], WriteProtect) { Check = (a, i) => { CheckRange(a, i); a.GetBool("wp", true); a.GetBool("dontwake"); } });
         r.Register(new OpSpec("uffd.wake", "UFFDIO_WAKE [addr, addr+len): wake the faults waiting there",
@@ -69,6 +84,7 @@ public static class UffdOps
         r.Register(new OpSpec("uffd.handle",
             "a fault handler thread: read count (default 1) messages, blocking for each, and resolve each faulting page with resolve: copy (value), zeropage, continue, unprotect, wake, " +
             "poison, poison-even (uffd-unit-tests' uffd_poison_handle_fault: pages at an even page_size offset from their VMA's start poisoned, odd ones copied), " +
+            "move (uffd_move_handle_fault: UFFDIO_MOVE of the page_size chunk at the same offset from move_src as the fault from move_dst), " +
             "or auto (uffd-common's uffd_handle_page_fault: WP faults unprotected, MINOR continued, MISSING copied, with UFFDIO_COPY_MODE_WP when wp: true); " +
             "events are handled as uffd_poll_thread does: FORK switches to the child's userfaultfd (named uffd@child), REMOVE unregisters the range, " +
             "REMAP is noted (follow-fork: false keeps reading the parent's, as fork_event_consumer does); expect-faults: the number of MISSING faults resolved by a copy, checked at the end (uffd_args.missing_faults); " +
@@ -76,12 +92,12 @@ public static class UffdOps
             "(4K or 2M, demand_paging_test's demand_paging_size) is the length each resolution covers, from the message's address; " +
             "flip_from/flip_to (uffd-unit-tests' minor handler): before resolving, complement each page through the other mapping, " +
             "at the message's address - flip_from + flip_to",
-            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to", "wp", "expect-faults", "follow-fork"], Handle) { Check = CheckHandle });
+            [], ["uffd", "count", "resolve", "value", "expect-reason", "page_size", "flip_from", "flip_to", "wp", "expect-faults", "follow-fork", "move_src", "move_dst"], Handle) { Check = CheckHandle });
     }
 
-    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even", "auto"];
+    static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even", "auto", "move"];
 
-    const string FeatureNames = "sigbus, event_fork, event_remap, event_remove, wp_unpopulated, poison";
+    const string FeatureNames = "sigbus, event_fork, event_remap, event_remove, wp_unpopulated, poison, move";
 
     static void CheckName(OpArgs a, ScenarioInfo i) => i.RequireNamed(a, "uffd", "userfaultfd", DefaultName);
 
@@ -118,6 +134,10 @@ public static class UffdOps
         if (a.Has("flip_from")) { a.GetAddress("flip_from"); a.GetAddress("flip_to"); }
         a.GetBool("wp");
         a.GetBool("follow-fork", true);
+        if ((res == "move") != (a.Has("move_src") && a.Has("move_dst")))
+            throw a.Error(a.Has("move_src") || a.Has("move_dst") || res == "move" ? (a.Has("move_src") ? "move_dst" : "move_src") : "resolve",
+                "resolve: move goes with move_src and move_dst (area_src and area_dst)");
+        if (res == "move") { a.GetAddress("move_src"); a.GetAddress("move_dst"); }
         if (a.Has("expect-faults")) a.GetBounded("expect-faults", 0, 1 << 20);
     }
 
@@ -134,6 +154,7 @@ public static class UffdOps
                 "event_remove" => UserfaultfdCtx.FeatureEventRemove,
                 "wp_unpopulated" => UserfaultfdCtx.FeatureWpUnpopulated,
                 "poison" => UserfaultfdCtx.FeaturePoison,
+                "move" => UserfaultfdCtx.FeatureMove,
                 _ => throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE ({FeatureNames})"),
             };
         return bits;
@@ -211,7 +232,8 @@ public static class UffdOps
                 "writeprotect" => Mfill.RangeIoctl.Writeprotect,
                 "continue" => Mfill.RangeIoctl.Continue,
                 "poison" => Mfill.RangeIoctl.Poison,
-                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, writeprotect, continue, poison)"),
+                "move" => Mfill.RangeIoctl.Move,
+                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, move, writeprotect, continue, poison)"),
             };
         return r;
     }
@@ -317,9 +339,10 @@ public static class UffdOps
                 "poison" => (await Mfill.MfillAtomic(ctx, at, ps, MfillMode.Poison, 0, false, false)).Error,
                 "poison-even" => (await Mfill.MfillAtomic(ctx, at, ps, PoisonEven(ctx, at, ps) ? MfillMode.Poison : MfillMode.Copy, a.GetULong("value", 0), false, false)).Error,
                 "unprotect" => await Mfill.MwriteprotectRange(ctx, at, ps, false, false),
+                "move" => await MovePage(ctx, a, at, ps),
                 _ => 0,
             };
-            if (err == 0 && how == "copy" && m.Reason == UffdReason.Missing) missingFaults++;
+            if (err == 0 && how is "copy" or "move" && m.Reason == UffdReason.Missing) missingFaults++;
             if (err == Errno.EEXIST || res == "wake") await ctx.Wake(at, ps);
             else if (err != 0)
             {
@@ -330,6 +353,25 @@ public static class UffdOps
         if (a.Has("expect-faults") && missingFaults != a.GetInt("expect-faults"))
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
                 $"{a.File}:{a.Line}: stats check error: {missingFaults} missing faults resolved by UFFDIO_COPY, expected {a.GetInt("expect-faults")}", 0);
+    }
+
+    /// <summary>move_page: UFFDIO_MOVE of the chunk at the fault's offset from area_dst, from the same offset of area_src, then the wake.</summary>
+    static async ValueTask<int> MovePage(UserfaultfdCtx ctx, OpArgs a, ulong at, ulong len)
+    {
+        ulong offset = at - a.GetAddress("move_dst"), src = a.GetAddress("move_src") + offset;
+        var (moved, err) = await Move.MovePages(ctx, at, src, len, allowSrcHoles: false);
+        if (err == 0 && moved != len) err = Errno.EAGAIN; // "UFFDIO_MOVE error": a short move
+        if (moved > 0) await ctx.Wake(at, moved);
+        return err;
+    }
+
+    static async ValueTask MoveOp(ScenarioWorld w, OpArgs a)
+    {
+        var ctx = Ctx(w, a);
+        ulong dst = a.GetAddress("dst"), len = a.GetULong("len", Mm.MmStruct.PageSize);
+        var (moved, err) = await Move.MovePages(ctx, dst, a.GetAddress("src"), len, a.GetBool("allow_src_holes"));
+        if (moved > 0 && !a.GetBool("dontwake")) await ctx.Wake(dst, moved);
+        w.ExpectErrno(a, err, "UFFDIO_MOVE");
     }
 
     /// <summary>uffd_handle_page_fault's minor case: "bit-flip the contents of the page" through the unregistered alias.</summary>

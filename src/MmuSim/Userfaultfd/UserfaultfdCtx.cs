@@ -85,6 +85,9 @@ public sealed class UserfaultfdCtx
     /// <summary>UFFD_FEATURE_EVENT_REMOVE (bit 3): MADV_DONTNEED / MADV_REMOVE report UFFD_EVENT_REMOVE before they zap.</summary>
     public const ulong FeatureEventRemove = 1UL << 3;
 
+    /// <summary>UFFD_FEATURE_MOVE (bit 16, 6.8+): UFFDIO_MOVE is available.</summary>
+    public const ulong FeatureMove = 1UL << 16;
+
     /// <summary>UFFD_FEATURE_WP_UNPOPULATED (bit 13, 6.4+): write-protecting anonymous memory also marks none PTEs.</summary>
     public const ulong FeatureWpUnpopulated = 1UL << 13;
 
@@ -98,17 +101,17 @@ public sealed class UserfaultfdCtx
     public static bool EraSupports(Kernel k, ulong features) =>
         ((features & (FeatureEventFork | FeatureEventRemap | FeatureEventRemove)) == 0 || k.Era.Has(Feature.UffdNonCooperativeEvents))
         && ((features & FeatureWpUnpopulated) == 0 || k.Era.Has(Feature.UffdWpUnpopulated))
-        && ((features & FeaturePoison) == 0 || k.Era.Has(Feature.UffdPoison));
+        && ((features & FeaturePoison) == 0 || k.Era.Has(Feature.UffdPoison))
+        && ((features & FeatureMove) == 0 || k.Era.Has(Feature.UffdMove));
 
     /// <summary>userfaultfd_wp_unpopulated: the VMA's context asked for UFFD_FEATURE_WP_UNPOPULATED.</summary>
     public static bool WpUnpopulated(Vma vma) => vma.Uffd is { } c && (c.Features & FeatureWpUnpopulated) != 0;
 
     /// <summary>
-    /// userfaultfd_wp_use_markers (6.4+): UFFDIO_WRITEPROTECT of a none PTE installs a PTE_MARKER_UFFD_WP on a VM_UFFD_WP
-    /// VMA that is file-backed (not modelled: WP on shmem and hugetlb is refused at registration) or whose context has
-    /// WP_UNPOPULATED.
+    /// userfaultfd_wp_use_markers: UFFDIO_WRITEPROTECT of a none PTE installs a PTE_MARKER_UFFD_WP on a VM_UFFD_WP VMA
+    /// that is file-backed (shmem, 5.19+: the page cache may hold the page) or whose context has WP_UNPOPULATED (6.4+).
     /// </summary>
-    public static bool UseMarkers(Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && WpUnpopulated(vma);
+    public static bool UseMarkers(Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && (vma.File != null || WpUnpopulated(vma));
 
     /// <summary>userfaultfd_is_initialized: UFFDIO_API succeeded (ctx->state RUNNING); every other ioctl is -EINVAL before.</summary>
     public bool Initialized { get; private set; } = true;
@@ -233,7 +236,7 @@ public sealed class UserfaultfdCtx
 
     /// <summary>
     /// userfaultfd_must_wait: recheck the PTE without the PTL after queueing. MISSING and MINOR wait while the PTE is
-    /// none; WP waits while the PTE is uffd-wp and read-only. Anything else means the fault was resolved meanwhile.
+    /// none or a marker; WP waits while the PTE is uffd-wp and read-only. Anything else means the fault was resolved meanwhile.
     /// </summary>
     static async ValueTask<bool> UserfaultfdMustWait(MmStruct mm, ulong addr, UffdReason reason)
     {
@@ -242,7 +245,7 @@ public sealed class UserfaultfdCtx
         if (pmd.IsNone) return true;
         if (pmd.Present && pmd.Huge) return reason == UffdReason.Wp && pmd.UffdWp && !pmd.Writable;
         var pte = mm.PeekPte(addr);
-        if (pte.IsNone) return true;
+        if (pte.IsNoneMostly) return true; // pte_none_mostly: a PTE marker still waits
         return reason == UffdReason.Wp && pte.UffdWp && !pte.Writable;
     }
 

@@ -216,7 +216,7 @@ public class PteMarkerOpsBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.poison: { addr: 0x100001 }"), 11, "uffd.poison.addr", "");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.poison: { addr: 0x100000, len: 5 }"), 11, "uffd.poison.len", "");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { resolve: poison-odd }"), 11, "uffd.handle.resolve", "not a resolution");
-        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.api: { features: \"poison,move\" }"), 11, "uffd.api.features", "'move' is not a modelled UFFD_FEATURE");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.api: { features: \"poison,wp_async\" }"), 11, "uffd.api.features", "'wp_async' is not a modelled UFFD_FEATURE");
     }
 
     [Fact]
@@ -242,3 +242,109 @@ public class PteMarkerOpsBadInputTests
     }
 }
 
+
+/// <summary>
+/// uffd-wp on shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 5.19): the page cache cannot hold the protection, so file PTE
+/// markers keep it where the PTE is none (UFFDIO_WRITEPROTECT of a none PTE) or was zapped (MADV_DONTNEED), a fault on a
+/// marker maps the page write-protected, and fork copies an armed child's page table (vma_needs_copy).
+/// </summary>
+public class ShmemUffdWpTests
+{
+    const ulong S = 0x300000;
+    const ulong P = MmStruct.PageSize;
+
+    static (Kernel K, MmStruct Mm, AddressSpace F, UserfaultfdCtx Ctx) Setup(string era, ulong features = 0, int expectRegister = 0)
+    {
+        var k = Kernel(era);
+        var mm = k.CreateMm("task");
+        var f = k.NewAddressSpace(FileKind.Memfd, "f", 4);
+        f.Users++;
+        var ctx = UserfaultfdCtx.Create(mm, "uffd", features)!;
+        Ok(k, async () =>
+        {
+            await Mmap.DoMmap(mm, S, 4 * P, Prot.ReadWrite, VmFlags.Shared, file: f);
+            Assert.Equal(expectRegister, await Mfill.UserfaultfdRegister(ctx, S, 4 * P, UffdMode.Wp));
+        });
+        return (k, mm, f, ctx);
+    }
+
+    [Fact]
+    public void WpOnShmem_Is519()
+    {
+        Setup("5.13", expectRegister: Errno.EINVAL);
+        Setup("6.1");
+    }
+
+    [Fact]
+    public void Dontneed_LeavesAUffdWpMarker_MunmapAndTruncationDropIt()
+    {
+        var (k, mm, f, ctx) = Setup("6.13");
+        Ok(k, async () =>
+        {
+            for (ulong a = S; a < S + 3 * P; a += P) await Memory.UserAccess(mm, a, write: true, value: 9);
+            Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, S, 3 * P, enableWp: true, dontWake: false));
+            await Madvise.MadviseDontneed(mm, S, 2 * P);
+        });
+        Assert.True(mm.PeekPte(S).IsUffdWpMarker && mm.PeekPte(S + P).IsUffdWpMarker); // zap_install_uffd_wp_if_needed
+        Assert.True(f.Pages.ContainsKey(0)); // the page stays in the page cache
+        Ok(k, async () => await Madvise.MadviseDontneed(mm, S, P));
+        Assert.True(mm.PeekPte(S).IsUffdWpMarker); // a later zap keeps the marker too
+        Ok(k, async () => await Truncate.PunchHole(k, f, 1, 1));
+        Assert.True(mm.PeekPte(S + P).IsNone); // truncation drops it (unmap_mapping_folio: ZAP_FLAG_DROP_MARKER)
+        Ok(k, async () => await Mmap.Munmap(mm, S + 2 * P, P));
+        Ok(k, async () => await Mmap.DoMmap(mm, S + 2 * P, P, Prot.ReadWrite, VmFlags.Shared, file: f, pgoff: 2));
+        Assert.True(mm.PeekPte(S + 2 * P).IsNone); // munmap dropped the uffd-wp PTE without a marker
+    }
+
+    [Fact]
+    public void AFaultOnAMarker_MapsTheCachedPageWriteProtected_AndTheWriteIsAUffdWpFault()
+    {
+        var (k, mm, f, ctx) = Setup("6.13", UserfaultfdCtx.FeatureSigbus);
+        Ok(k, async () =>
+        {
+            await Memory.UserAccess(mm, S, write: true, value: 4);
+            await Madvise.MadviseDontneed(mm, S, P);
+            Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, S, 2 * P, enableWp: true, dontWake: false)); // S+P: none -> marker
+        });
+        // userfaultfd_wp_use_markers: a file VMA always uses them, for the zapped page (still cached) and the unused one.
+        Assert.True(mm.PeekPte(S).IsUffdWpMarker && mm.PeekPte(S + P).IsUffdWpMarker);
+        var r = new AccessResult();
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, S + P, write: false));
+        Assert.Equal((VmFault.Ok, 0UL), (r.Fault, r.Value));
+        var pte = mm.PeekPte(S + P);
+        Assert.True(pte.Present && pte.UffdWp && !pte.Writable);
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, S + P, write: true, value: 1));
+        Assert.Equal(VmFault.SigBus, r.Fault); // the uffd-wp fault, SIGBUS with UFFD_FEATURE_SIGBUS
+        Ok(k, async () => Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, S + P, P, enableWp: false, dontWake: false)));
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, S + P, write: true, value: 1));
+        Assert.Equal(VmFault.Ok, r.Fault);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Fork_CopiesTheSharedVmasPageTable_OnlyWhenTheChildIsArmed(bool eventFork)
+    {
+        var (k, mm, f, ctx) = Setup("6.13", eventFork ? UserfaultfdCtx.FeatureEventFork : 0);
+        Ok(k, async () =>
+        {
+            await Memory.UserAccess(mm, S, write: true, value: 4);
+            Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, S, 2 * P, enableWp: true, dontWake: false));
+        });
+        MmStruct? child = null;
+        k.S.Spawn("forker", async _ => child = await Fork.DupMmap(mm, "child"));
+        if (eventFork) k.S.Spawn("consumer", async _ => Assert.Equal(UffdEvent.Fork, (await ctx.Read())!.Value.Event));
+        Assert.Null(k.Run());
+        if (eventFork)
+        {
+            var p = child!.PeekPte(S);
+            Assert.True(p.Present && p.UffdWp && !p.Writable);
+            Assert.True(child.PeekPte(S + P).IsUffdWpMarker);
+            Assert.Equal(2, k.Mem[p.Pfn].MapCount);
+        }
+        else
+        {
+            Assert.True(child!.PeekPte(S).IsNone && child.PeekPte(S + P).IsNone); // refaults from the page cache
+        }
+    }
+}

@@ -138,7 +138,8 @@ public class UffdRegisterIoctlsTests
     [InlineData("5.5", false, UffdMode.Missing | UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage)] // no WRITEPROTECT before 5.7
     [InlineData("6.1", true, UffdMode.Minor, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Continue)]
     [InlineData("6.6", true, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Poison)]       // UFFDIO_POISON, whatever the mode
-    [InlineData("6.13", false, UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect | Mfill.RangeIoctl.Poison)]
+    [InlineData("6.13", false, UffdMode.Wp, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Writeprotect | Mfill.RangeIoctl.Poison | Mfill.RangeIoctl.Move)]
+    [InlineData("6.6", false, UffdMode.Missing, Mfill.RangeIoctl.Wake | Mfill.RangeIoctl.Copy | Mfill.RangeIoctl.Zeropage | Mfill.RangeIoctl.Poison)] // no MOVE before 6.8
     public void RangeIoctls_FollowTheModeTheVmaAndTheEra(string era, bool hugetlb, UffdMode mode, Mfill.RangeIoctl expect) =>
         Assert.Equal(expect, Mfill.RangeIoctls(Kernel(era), hugetlb, mode));
 
@@ -178,7 +179,7 @@ public class UffdNewFieldsBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.handle: { flip_from: 0x100000, flip_to: 0x100001 }"), 11, "uffd.handle.flip_to", "not page aligned");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: \"\" }"), 11, "uffd.register.mode", "no mode given");
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-pagemap: { addr: 0x100000, uffd_wp: maybe }"), 11, "expect-pagemap.uffd_wp", "");
-        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: missing, ioctls: move }"), 11, "uffd.register.ioctls", "not a range ioctl");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.register: { addr: 0x100000, len: 4K, mode: missing, ioctls: mremap }"), 11, "uffd.register.ioctls", "not a range ioctl");
         Tests.Cli.CliRunner.AssertBadInput(Scen("uffd.api: { feature_bits: 0x1 }"), 11, "uffd.api.feature_bits", "has defined UFFD_FEATURE bits");
     }
 }
