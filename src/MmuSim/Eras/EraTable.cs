@@ -211,6 +211,9 @@ public static class EraTable
         new(Feature.UffdWp, V(5, 7), Forever, "Peter Xu's uffd-wp series for anonymous memory, with 529b930b87d9 'userfaultfd: wp: hook userfault handler to write protection fault' (5.7; the Fixes: tag of 5f5f2ddd189d names it)"),
         new(Feature.UffdMinorShmem, V(5, 14), Forever, "c949b097ef2e 'userfaultfd/shmem: support minor fault registration for shmem' (Axel Rasmussen, 5.14; hugetlbfs had it in 5.13)"),
         new(Feature.UffdWpResolveTryWritable, V(6, 3), Forever, "Peter Xu 'mm/uffd: always wr-protect pte in pte|pmd_mkuffd_wp()' series (Dec 2022 patch seen: uffd_wp_range sets MM_CP_TRY_CHANGE_WRITABLE when vma_wants_manual_pte_write_upgrade); version from the date"),
+        new(Feature.HugetlbMremap, V(5, 16), Forever,
+            "550a7d60bd5e 'mm, hugepages: add mremap() support for hugepage backed vma' (Mina Almasry, 5.16; recollection): " +
+            "move_hugetlb_page_tables under a CLEAR invalidation of the old range; before it vma_to_resize returned -EINVAL"),
         new(Feature.UffdMove, V(6, 8), Forever,
             "adef440691ba 'userfaultfd: UFFDIO_MOVE uABI' (Andrea Arcangeli, Suren Baghdasaryan; 6.8): move_pages, move_pages_pte " +
             "(CLEAR over each source page around ptep_clear_flush), move_pages_huge_pmd (CLEAR over the 2 MiB source); read at a later tree"),

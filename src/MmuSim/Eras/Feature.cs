@@ -303,10 +303,12 @@ public enum Feature
     UffdMinorHugetlb,
     /// <summary>uffd_wp_range passes MM_CP_TRY_CHANGE_WRITABLE on resolve: an exclusive anon page is writable right away.</summary>
     UffdWpResolveTryWritable,
+    /// <summary>mremap of hugetlb VMAs (move_hugetlb_page_tables); EINVAL before.</summary>
+    HugetlbMremap,
     /// <summary>UFFDIO_MOVE and UFFD_FEATURE_MOVE: move exclusive anonymous pages between addresses (zero copy).</summary>
     UffdMove,
     /// <summary>UFFD_FEATURE_WP_HUGETLBFS_SHMEM: UFFDIO_REGISTER_MODE_WP on shmem (file PTE markers keep the protection of
-    /// none and zapped PTEs). hugetlbfs too in the kernel; not modelled there.</summary>
+    /// none and zapped PTEs) and on hugetlb (the huge entry's bit and hugetlb markers).</summary>
     UffdWpShmem,
     /// <summary>The non-cooperative userfaultfd events: UFFD_FEATURE_EVENT_FORK, EVENT_REMAP, EVENT_REMOVE.</summary>
     UffdNonCooperativeEvents,

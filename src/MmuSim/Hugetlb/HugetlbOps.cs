@@ -64,7 +64,7 @@ public static class HugetlbOps
     static HugetlbSupport Madvise(OpArgs a) => a.GetString("advice") switch
     {
         "dontfork" or "dofork" or "mergeable" or "unmergeable" or "populate_read" or "populate_write" => HugetlbSupport.Any,
-        "dontneed" => HugetlbSupport.Aligned,
+        "dontneed" or "remove" => HugetlbSupport.Aligned, // remove: hugetlbfs_punch_hole of whole huge pages
         _ => HugetlbSupport.No,
     };
 
@@ -87,6 +87,7 @@ public static class HugetlbOps
         ["mirror.write"] = static _ => HugetlbSupport.Any,
         ["mmap"] = static _ => HugetlbSupport.Any, // overlap is mmap's own error; its flags were checked at load
         ["munmap"] = static _ => HugetlbSupport.Aligned,
+        ["mremap"] = static a => a.Has("new_addr") && (a.GetAddress("new_addr") & ~MmStruct.PmdMask) != 0 ? HugetlbSupport.No : HugetlbSupport.Aligned, // move_hugetlb_page_tables (5.16+)
         ["mprotect"] = static _ => HugetlbSupport.Aligned,
         ["madvise"] = Madvise,
         ["move-pages"] = static _ => HugetlbSupport.Any, // anon hugetlb folios migrate from 3.12 (Hugetlb/HugetlbMigration.cs)

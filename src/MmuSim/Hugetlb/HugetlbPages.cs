@@ -114,7 +114,7 @@ public sealed class HugetlbPages
         bool write = (flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
         mm.PmdAlloc(haddr); // huge_pte_alloc
         var entry = await mm.PmdpGet(haddr);
-        if (entry.IsNone) return await HugetlbNoPage(mm, vma, haddr, flags);
+        if (entry.IsNone || entry.IsUffdWpMarker) return await HugetlbNoPage(mm, vma, haddr, flags, entry); // huge_pte_none_mostly
         if (entry.IsPoisonMarker) return VmFault.SigBus; // huge_pte_none_mostly + PTE_MARKER_POISONED: VM_FAULT_HWPOISON_LARGE (6.6+)
         if (entry.IsMigration) return await HugetlbMigration.MigrationEntryWaitHuge(mm, haddr, entry); // 3.12+
         await mm.LockPmd(haddr);
@@ -123,6 +123,12 @@ public sealed class HugetlbPages
         {
             await mm.UnlockPmd(haddr);
             return VmFault.Retry;
+        }
+        if ((flags & FaultFlags.Write) != 0 && !entry.Writable && entry.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0)
+        {
+            // "Handle userfault-wp first, before trying to lock more pages" (5.19+: uffd-wp on hugetlb).
+            await mm.UnlockPmd(haddr);
+            return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, haddr, Userfaultfd.UffdReason.Wp, flags);
         }
         if (write && !entry.Writable)
         {
@@ -140,14 +146,16 @@ public sealed class HugetlbPages
     /// <summary>
     /// hugetlb_no_page: allocate a zeroed huge page and map it (anon: hugetlb_add_new_anon_rmap, exclusive). A private
     /// mapping gets it read-only unless this is a write, which hugetlb_wp would reuse at once ("do the COW without a
-    /// second fault"); a shared one writable when the VMA is. No notifier: the entry was none.
+    /// second fault"); a shared one writable when the VMA is. No notifier: the entry was none. <paramref name="orig"/>
+    /// is the entry found: none or a uffd-wp marker (5.19+), whose protection the new entry keeps on a VM_UFFD_WP VMA
+    /// (huge_pte_mkuffd_wp, which write-protects it).
     /// </summary>
-    static async ValueTask<VmFault> HugetlbNoPage(MmStruct mm, Vma vma, ulong haddr, FaultFlags flags)
+    static async ValueTask<VmFault> HugetlbNoPage(MmStruct mm, Vma vma, ulong haddr, FaultFlags flags, Pte orig)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("hugetlb_no_page");
         bool write = (flags & FaultFlags.Write) != 0;
-        if (vma.File is { } file) return await HugetlbNoPageFile(mm, vma, file, haddr, flags);
+        if (vma.File is { } file) return await HugetlbNoPageFile(mm, vma, file, haddr, flags, orig);
         if ((vma.Flags & VmFlags.UffdMissing) != 0) // userfaultfd_missing: hugetlb_handle_userfault
             return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, haddr, Userfaultfd.UffdReason.Missing, flags);
         mm.AnonVmaPrepare(vma); // vmf_anon_prepare
@@ -156,7 +164,7 @@ public sealed class HugetlbPages
         if (head < 0) return await HugetlbPteStable(mm, haddr) ? VmFault.SigBus : VmFault.Retry;
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
-        if (!cur.IsNone)
+        if (cur != orig)
         {
             await mm.UnlockPmd(haddr); // backout: another fault mapped it
             Folio.Put(k, head);
@@ -164,11 +172,14 @@ public sealed class HugetlbPages
         }
         Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true);
         bool w = vma.Writable && (vma.Shared || write);
-        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true));
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true).WithUffdWp(KeepsUffdWp(vma, orig)));
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return VmFault.Ok;
     }
+
+    /// <summary>hugetlb_no_page's uffd_wp: the fault found a uffd-wp marker and the VMA is still VM_UFFD_WP.</summary>
+    static bool KeepsUffdWp(Vma vma, Pte orig) => orig.IsUffdWpMarker && (vma.Flags & VmFlags.UffdWp) != 0;
 
     /// <summary>
     /// hugetlb_pte_stable before a SIGBUS for want of a page: "Page migration does not take the fault mutex, but does a
@@ -190,7 +201,7 @@ public sealed class HugetlbPages
     /// write fault on the read-only entry, which hugetlb_wp turns into a private anon copy. SIGBUS beyond i_size or with
     /// the pool empty.
     /// </summary>
-    static async ValueTask<VmFault> HugetlbNoPageFile(MmStruct mm, Vma vma, AddressSpace file, ulong haddr, FaultFlags flags)
+    static async ValueTask<VmFault> HugetlbNoPageFile(MmStruct mm, Vma vma, AddressSpace file, ulong haddr, FaultFlags flags, Pte orig)
     {
         var k = mm.Kernel;
         bool write = (flags & FaultFlags.Write) != 0;
@@ -211,7 +222,7 @@ public sealed class HugetlbPages
         }
         await mm.LockPmd(haddr);
         var cur = await mm.PmdpGet(haddr);
-        if (!cur.IsNone)
+        if (cur != orig)
         {
             await mm.UnlockPmd(haddr);
             return VmFault.Retry;
@@ -219,7 +230,7 @@ public sealed class HugetlbPages
         Folio.Get(k, head);
         HugetlbAddFileRmap(k, mm, head);
         bool w = vma.Shared && vma.Writable;
-        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true));
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: w, dirty: w, huge: true).WithUffdWp(KeepsUffdWp(vma, orig)));
         await mm.UnlockPmd(haddr);
         k.Stats.Inc(Stat.HugetlbFaults);
         return write && !vma.Shared ? VmFault.Retry : VmFault.Ok; // the COW takes the next fault (hugetlb_wp)
@@ -271,7 +282,7 @@ public sealed class HugetlbPages
         return err;
     }
 
-    internal static async ValueTask<int> HugetlbMfillAtomicPte(Vma vma, ulong haddr, bool isContinue, ulong value)
+    internal static async ValueTask<int> HugetlbMfillAtomicPte(Vma vma, ulong haddr, bool isContinue, ulong value, bool wp = false)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -309,7 +320,7 @@ public sealed class HugetlbPages
             else mm.AnonVmaPrepare(vma);
         }
         await mm.LockPmd(haddr);
-        if (!(await mm.PmdpGet(haddr)).IsNone)
+        if (!(await mm.PmdpGet(haddr)).IsNoneMostly) // huge_pte_none_mostly: a uffd-wp marker may be overwritten
         {
             await mm.UnlockPmd(haddr);
             Folio.Put(k, head); // out_release_unlock: a page already added stays in the page cache (folio_in_pagecache)
@@ -318,7 +329,7 @@ public sealed class HugetlbPages
         if (inCache) HugetlbAddFileRmap(k, mm, head);
         else Folio.AddNewAnonRmap(k, head, vma, haddr, huge: true); // hugetlb_add_new_anon_rmap
         bool writable = vma.Writable && !(isContinue && !vma.Shared);
-        await mm.SetPmd(haddr, vma.MkPte(head, writable: writable, dirty: true, huge: true));
+        await mm.SetPmd(haddr, vma.MkPte(head, writable: writable, dirty: true, huge: true).WithUffdWp(wp)); // MFILL_ATOMIC_WP
         await mm.UnlockPmd(haddr);
         return 0;
     }
@@ -406,8 +417,8 @@ public sealed class HugetlbPages
         bool ok = true;
         if (entry.IsMarker)
         {
-            // copy_pte_marker: the poisoned marker goes to the child (uffd-wp markers are not modelled on hugetlb).
-            if (entry.IsPoisonMarker) await child.SetPmd(haddr, entry);
+            // copy_pte_marker: a poisoned marker always goes to the child, a uffd-wp one when the child is uffd-wp armed.
+            if (entry.IsPoisonMarker || (entry.IsUffdWpMarker && (dst.Flags & VmFlags.UffdWp) != 0)) await child.SetPmd(haddr, entry);
         }
         else if (entry.IsMigration)
         {
@@ -433,7 +444,9 @@ public sealed class HugetlbPages
                 {
                     CopyUserLargeFolio(k, nw, head);
                     Folio.AddNewAnonRmap(k, nw, dst, haddr, huge: true);
-                    await child.SetPmd(haddr, dst.MkPte(nw, writable: dst.Writable, dirty: true, huge: true));
+                    // hugetlb_install_folio: userfaultfd_pte_wp(dst_vma, old) keeps the protection in the child's copy.
+                    await child.SetPmd(haddr, dst.MkPte(nw, writable: dst.Writable, dirty: true, huge: true)
+                        .WithUffdWp(entry.UffdWp && (dst.Flags & VmFlags.UffdWp) != 0));
                     k.Stats.Inc(Stat.ForkCopiedPtes);
                 }
             }

@@ -308,6 +308,9 @@ public static class HugeMemory
     /// mapping and queue the folio reference in the mmu_gather (freed after end, at tlb_finish_mmu). Returns false
     /// when the PMD was no longer huge once locked (split meanwhile): the caller zaps the PTE table instead.
     /// </summary>
+    /// <summary>make_pte_marker(PTE_MARKER_UFFD_WP) in a hugetlb entry (set_huge_pte_at: the model keeps the huge bit).</summary>
+    public static readonly Pte HugetlbUffdWpMarker = new(Pte.Marker(uffdWp: true, poisoned: false).Raw | Pte.HugeBit);
+
     public static async ValueTask<bool> ZapHugePmd(MmuGather tlb, Vma vma, ulong addr)
     {
         var mm = vma.Mm;
@@ -320,6 +323,9 @@ public static class HugeMemory
         if (huge)
         {
             await mm.SetPmd(haddr, Pte.None);
+            // __unmap_hugepage_range (5.19+): a uffd-wp hugetlb entry leaves a PTE_MARKER_UFFD_WP unless the zap drops markers.
+            if (vma.IsHugetlb && pmd.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0 && !tlb.DropMarkers)
+                await mm.SetPmd(haddr, HugetlbUffdWpMarker);
             tlb.TrackRange(haddr, haddr + MmStruct.PmdSize);
             k.S.Charge(CostKind.Zap);
             k.Stats.Inc(Stat.PagesZapped, PhysMem.HugePages);

@@ -102,10 +102,13 @@ public static partial class Memory
             var pmd = mm.PeekPmd(addr);
             if ((pmd.IsMigration || pmd.IsMarker) && vma.IsHugetlb)
             {
-                // __unmap_hugepage_range: a non-present entry (a hugetlb migration entry, a poisoned marker) is just
-                // cleared (huge_pte_clear); a migrating folio's reference went with try_to_migrate_one.
+                // __unmap_hugepage_range: a non-present entry (a hugetlb migration entry, a marker) is cleared
+                // (huge_pte_clear; a migrating folio's reference went with try_to_migrate_one), or, uffd-wp on a
+                // VM_UFFD_WP VMA without ZAP_FLAG_DROP_MARKER, becomes (or stays) a uffd-wp marker.
                 await mm.LockPmd(addr);
-                if ((await mm.PmdpGet(addr)) is { IsMigration: true } or { IsMarker: true }) await mm.SetPmd(addr, Pte.None);
+                var cur = await mm.PmdpGet(addr);
+                if (cur.IsMigration || cur.IsMarker)
+                    await mm.SetPmd(addr, cur.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0 && !tlb.DropMarkers ? HugeMemory.HugetlbUffdWpMarker : Pte.None);
                 await mm.UnlockPmd(addr);
                 addr = pmdEnd;
                 continue;

@@ -108,11 +108,20 @@ public static class Mprotect
         long pages = 0;
         // pgtable_populate_needed (6.4+): write-protecting with markers must reach none PTEs, so their tables are
         // allocated first (change_pmd_prepare / change_prepare).
-        bool populate = (cp & ChangeProtFlags.UffdWp) != 0 && Userfaultfd.UserfaultfdCtx.UseMarkers(vma);
+        bool markers = (cp & ChangeProtFlags.UffdWp) != 0 && Userfaultfd.UserfaultfdCtx.UseMarkers(vma);
+        bool populate = markers && !vma.IsHugetlb;
         for (ulong addr = start; addr < end;)
         {
             ulong next = mm.PmdAddrEnd(addr, end);
             var pmd = mm.PeekPmd(addr);
+            if (vma.IsHugetlb && cp != ChangeProtFlags.None && (pmd.IsNone ? markers : pmd.IsMarker))
+            {
+                // hugetlb_change_protection (5.19+): protecting a none huge entry installs a uffd-wp marker ("Safe to
+                // modify directly (none->non-present)"), resolving drops one; a poisoned marker is left alone.
+                pages += await HugetlbUffdWpNonPresent(vma, addr, (cp & ChangeProtFlags.UffdWp) != 0);
+                addr = (addr & MmStruct.PmdMask) + MmStruct.PmdSize; // one huge entry (an unpopulated PUD is now populated)
+                continue;
+            }
             if (populate && pmd.IsNone)
             {
                 mm.PteAlloc(addr);
@@ -148,6 +157,20 @@ public static class Mprotect
         }
         if (range != null) await mm.Notifiers.InvalidateRangeEnd(range);
         return pages;
+    }
+
+    /// <summary>hugetlb_change_protection's none and marker entries under the huge PTE lock; returns the entries changed.</summary>
+    static async ValueTask<long> HugetlbUffdWpNonPresent(Vma vma, ulong haddr, bool wp)
+    {
+        var mm = vma.Mm;
+        mm.PmdAlloc(haddr); // huge_pte_alloc for the uffd-wp case
+        await mm.LockPmd(haddr);
+        var cur = await mm.PmdpGet(haddr);
+        long changed = 0;
+        if (wp && cur.IsNone) { await mm.SetPmd(haddr, HugeMemory.HugetlbUffdWpMarker); changed = 1; }
+        else if (!wp && cur.IsUffdWpMarker) { await mm.SetPmd(haddr, Pte.None); changed = 1; }
+        await mm.UnlockPmd(haddr);
+        return changed;
     }
 
     /// <summary>

@@ -68,6 +68,11 @@ public static class Mremap
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
+        if (vma.IsHugetlb)
+        {
+            await MoveHugetlbPageTables(vma, oldAddr, newAddr, len);
+            return;
+        }
         using var _ = k.S.Current.Enter("move_page_tables");
         var range = new MmuNotifierRange(mm, oldAddr, oldAddr + len, MmuNotifyEvent.Unmap);
         await mm.Notifiers.InvalidateRangeStart(range);
@@ -90,6 +95,38 @@ public static class Mremap
             if (ot != 0) await MovePtes(mm, ot, o, n, extent);
             off += extent;
         }
+        await mm.Notifiers.InvalidateRangeEnd(range);
+    }
+
+    /// <summary>
+    /// move_hugetlb_page_tables (5.16+): CLEAR over the old range (no PMD sharing modelled), then each huge entry, present
+    /// or not, moves under both huge PTE locks (move_huge_pte: huge_ptep_get_and_clear, set_huge_pte_at), and the old
+    /// range is flushed before the end.
+    /// </summary>
+    static async ValueTask MoveHugetlbPageTables(Vma vma, ulong oldAddr, ulong newAddr, ulong len)
+    {
+        var mm = vma.Mm;
+        using var _ = mm.Kernel.S.Current.Enter("move_hugetlb_page_tables");
+        var range = new MmuNotifierRange(mm, oldAddr, oldAddr + len, MmuNotifyEvent.Clear);
+        await mm.Notifiers.InvalidateRangeStart(range);
+        for (ulong off = 0; off < len; off += MmStruct.PmdSize)
+        {
+            ulong o = oldAddr + off, n = newAddr + off;
+            if (mm.PeekPmd(o).IsNone) continue;
+            mm.PmdAlloc(n);
+            int a = mm.PmdTable(o), b = mm.PmdTable(n);
+            await mm.LockPmd(o);
+            if (a != b) await mm.LockPmd(n);
+            var e = await mm.PmdpGet(o);
+            if (!e.IsNone)
+            {
+                await mm.SetPmd(o, Pte.None);
+                await mm.SetPmd(n, e);
+            }
+            if (a != b) await mm.UnlockPmd(n);
+            await mm.UnlockPmd(o);
+        }
+        await Tlb.FlushTlbRange(mm, oldAddr, oldAddr + len); // flush_hugetlb_tlb_range
         await mm.Notifiers.InvalidateRangeEnd(range);
     }
 

@@ -183,8 +183,15 @@ public static class TaskMmu
         var k = mm.Kernel;
         var pmd = mm.PeekPmd(addr);
         bool huge = pmd.Present && pmd.Huge;
+        var vma = mm.FindVma(addr);
+        ulong vmSoftDirty = vma != null && (vma.Flags & VmFlags.SoftDirty) != 0 ? 1UL << PmSoftDirty : 0;
+        if (vma is { IsHugetlb: true } && !pmd.Present && !pmd.IsNone)
+        {
+            // pagemap_hugetlb_range: a non-present huge entry (migration entry, marker) reports only its uffd-wp
+            // (pte_swp_uffd_wp_any), no PM_SWAP.
+            return vmSoftDirty | (pmd.UffdWp && k.Era.Has(Eras.Feature.PagemapUffdWp) ? 1UL << PmUffdWp : 0);
+        }
         Pte pte = huge ? pmd : mm.PeekPte(addr);
-        ulong vmSoftDirty = mm.FindVma(addr) is { } v && (v.Flags & VmFlags.SoftDirty) != 0 ? 1UL << PmSoftDirty : 0;
         if (pte.IsNone) return vmSoftDirty;
         long pfn = pte.Pfn + (huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0);
         ulong e = (pte.SoftDirty ? 1UL << PmSoftDirty : 0) | vmSoftDirty

@@ -58,6 +58,12 @@ public static partial class CoreOps
         if (to < addr + len && addr < to + len) throw a.Error("new_addr", $"[0x{to:x}, 0x{to + len:x}) overlaps the old range (EINVAL)");
         var vma = mm.FindVma(addr);
         if (vma == null || addr + len > vma.End) throw a.Error("len", $"[0x{addr:x}, 0x{addr + len:x}) is not inside one VMA (EFAULT)");
+        if (vma.IsHugetlb && !w.K.Era.Has(Eras.Feature.HugetlbMremap))
+        {
+            // vma_to_resize refused hugetlb VMAs before 5.16: mremap fails, as upstream's tests then report.
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: mremap of hugetlb memory ({vma}) returns EINVAL before 5.16", addr);
+            return default;
+        }
         return Mremap.DoMremap(mm, addr, len, to, a.GetBool("dontunmap"));
     }
 

@@ -48,16 +48,15 @@ public static class Mfill
 
     /// <summary>
     /// vma_can_userfault for the modes asked: anonymous private memory takes MISSING (4.3) and WP (5.7), shmem takes
-    /// MISSING (4.11), MINOR (5.14) and WP (5.19, with the PTE markers), hugetlb MISSING (4.11) and MINOR (5.13). WP on
-    /// hugetlb (5.19 too) is not modelled: EINVAL.
+    /// MISSING (4.11), MINOR (5.14) and WP (5.19, with the PTE markers), hugetlb MISSING (4.11), MINOR (5.13) and WP
+    /// (5.19, UFFD_FEATURE_WP_HUGETLBFS_SHMEM).
     /// </summary>
     static bool VmaCanUserfault(Kernel k, Vma vma, UffdMode mode)
     {
         if (vma.IsHugetlb)
         {
-            // hugetlb (MAP_HUGETLB and hugetlbfs files): MISSING from 4.11, MINOR from 5.13; WP needs the 5.19 hugetlb
-            // PTE markers, not modelled: EINVAL.
-            if (!k.Era.Has(Feature.UffdHugetlb) || (mode & UffdMode.Wp) != 0) return false;
+            // hugetlb (MAP_HUGETLB and hugetlbfs files): MISSING from 4.11, MINOR from 5.13, WP from 5.19 (markers).
+            if (!k.Era.Has(Feature.UffdHugetlb) || ((mode & UffdMode.Wp) != 0 && !k.Era.Has(Feature.UffdWpShmem))) return false;
             return (mode & UffdMode.Minor) == 0 || k.Era.Has(Feature.UffdMinorHugetlb);
         }
         if (vma.File is { IsShmem: false }) return false; // a regular file: only shmem and hugetlbfs take userfaultfd
@@ -208,7 +207,7 @@ public static class Mfill
             if (vma == null || vma.Uffd != ctx || start + len > vma.End) return (0, Errno.ENOENT);
             if (mode == MfillMode.Continue && (vma.File == null || (vma.Flags & VmFlags.UffdMinor) == 0)) return (0, Errno.EINVAL);
             if (wp && (vma.Flags & VmFlags.UffdWp) == 0) return (0, Errno.EINVAL);
-            if (vma.IsHugetlb) (placed, err) = await MfillAtomicHugetlb(vma, start, len, mode, value);
+            if (vma.IsHugetlb) (placed, err) = await MfillAtomicHugetlb(vma, start, len, mode, value, wp);
             else for (ulong a = start; a < start + len; a += PageSize)
             {
                 err = await MfillAtomicPte(vma, a, mode, value, wp);
@@ -229,7 +228,7 @@ public static class Mfill
     /// mfill_atomic_hugetlb: the range must be huge-page aligned (EINVAL), UFFDIO_ZEROPAGE is not supported (EINVAL);
     /// hugetlb_mfill_atomic_pte per huge page. Returns (4 KiB pages placed, 0 or the errno).
     /// </summary>
-    static async ValueTask<(long Placed, int Error)> MfillAtomicHugetlb(Vma vma, ulong start, ulong len, MfillMode mode, ulong value)
+    static async ValueTask<(long Placed, int Error)> MfillAtomicHugetlb(Vma vma, ulong start, ulong len, MfillMode mode, ulong value, bool wp)
     {
         var k = vma.Mm.Kernel;
         using var _ = k.S.Current.Enter("mfill_atomic_hugetlb");
@@ -239,7 +238,7 @@ public static class Mfill
         {
             int err = mode == MfillMode.Poison
                 ? await Hugetlb.HugetlbPages.HugetlbMfillAtomicPoison(vma, a)
-                : await Hugetlb.HugetlbPages.HugetlbMfillAtomicPte(vma, a, mode == MfillMode.Continue, value);
+                : await Hugetlb.HugetlbPages.HugetlbMfillAtomicPte(vma, a, mode == MfillMode.Continue, value, wp);
             if (err != 0) return (placed, err);
             placed += PhysMem.HugePages;
             if (mode != MfillMode.Poison) k.Stats.Inc(Stat.UffdPagesPlaced, PhysMem.HugePages);
@@ -308,7 +307,8 @@ public static class Mfill
         using var _ = k.S.Current.Enter("mfill_atomic_install_pte");
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
-        if (!cur.IsNone)
+        // "We allow to overwrite a pte marker": MISSING|WP may have wr-protected a none PTE before the page came.
+        if (!cur.IsNoneMostly)
         {
             await mm.UnlockPtl(t);
             if (pageInCache && newlyAllocated)

@@ -111,7 +111,7 @@ public sealed class UserfaultfdCtx
     /// userfaultfd_wp_use_markers: UFFDIO_WRITEPROTECT of a none PTE installs a PTE_MARKER_UFFD_WP on a VM_UFFD_WP VMA
     /// that is file-backed (shmem, 5.19+: the page cache may hold the page) or whose context has WP_UNPOPULATED (6.4+).
     /// </summary>
-    public static bool UseMarkers(Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && (vma.File != null || WpUnpopulated(vma));
+    public static bool UseMarkers(Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && (vma.File != null || vma.IsHugetlb || WpUnpopulated(vma));
 
     /// <summary>userfaultfd_is_initialized: UFFDIO_API succeeded (ctx->state RUNNING); every other ioctl is -EINVAL before.</summary>
     public bool Initialized { get; private set; } = true;
@@ -244,6 +244,7 @@ public sealed class UserfaultfdCtx
         var pmd = mm.PeekPmd(addr);
         if (pmd.IsNone) return true;
         if (pmd.Present && pmd.Huge) return reason == UffdReason.Wp && pmd.UffdWp && !pmd.Writable;
+        if (pmd.IsMarker) return true; // userfaultfd_huge_must_wait: huge_pte_none_mostly
         var pte = mm.PeekPte(addr);
         if (pte.IsNoneMostly) return true; // pte_none_mostly: a PTE marker still waits
         return reason == UffdReason.Wp && pte.UffdWp && !pte.Writable;

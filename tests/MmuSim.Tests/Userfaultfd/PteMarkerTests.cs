@@ -348,3 +348,123 @@ public class ShmemUffdWpTests
         }
     }
 }
+
+/// <summary>
+/// uffd-wp on hugetlb (5.19): the uffd-wp bit of a huge entry, hugetlb_change_protection's markers for none entries,
+/// hugetlb_fault's userfault-wp check before hugetlb_wp, and __unmap_hugepage_range's markers for zapped entries.
+/// </summary>
+public class HugetlbUffdWpTests
+{
+    const ulong A = 0x400000;
+    const ulong H = MmStruct.PmdSize;
+
+    static (Kernel K, MmStruct Mm, UserfaultfdCtx Ctx) Setup(string era, ulong features = 0, int expectRegister = 0, VmFlags extra = VmFlags.None)
+    {
+        var k = Kernel(era);
+        var mm = MmWithVma(k, A, 2 * H, VmFlags.Hugetlb | extra);
+        Assert.Equal(0, HugetlbPages.Of(k).SetNrHugepages(4));
+        var ctx = UserfaultfdCtx.Create(mm, "uffd", features)!;
+        Ok(k, async () => Assert.Equal(expectRegister, await Mfill.UserfaultfdRegister(ctx, A, 2 * H, UffdMode.Wp)));
+        return (k, mm, ctx);
+    }
+
+    [Fact]
+    public void WpOnHugetlb_Is519() { Setup("5.13", expectRegister: Errno.EINVAL); Setup("6.1"); }
+
+    [Fact]
+    public void ProtectingNoneHugeEntries_InstallsMarkers_AFaultKeepsTheBit_AndTheWriteIsAUffdWpFault()
+    {
+        var (k, mm, ctx) = Setup("6.13", UserfaultfdCtx.FeatureSigbus);
+        var rec = Recorder(k, mm);
+        Ok(k, async () => Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, A, 2 * H, enableWp: true, dontWake: false)));
+        Assert.Equal(HugeMemory.HugetlbUffdWpMarker, mm.PeekPmd(A));
+        Assert.Equal(HugeMemory.HugetlbUffdWpMarker, mm.PeekPmd(A + H));
+        var start = Assert.Single(rec.Calls, c => c.Kind == CallbackKind.InvalidateRangeStart);
+        Assert.Equal((A, A + 2 * H, MmuNotifyEvent.ProtectionVma), (start.Start, start.End, start.Event));
+        ulong pm = TaskMmu.PagemapEntry(mm, A);
+        Assert.Equal((1UL, 0UL, 0UL), (pm >> TaskMmu.PmUffdWp & 1, pm >> TaskMmu.PmSwap & 1, pm >> TaskMmu.PmPresent & 1));
+        var r = new AccessResult();
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, A + 8, write: false));
+        Assert.Equal(VmFault.Ok, r.Fault);
+        var pmd = mm.PeekPmd(A);
+        Assert.True(pmd.Present && pmd.Huge && pmd.UffdWp && !pmd.Writable); // hugetlb_no_page kept the marker's bit
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, A + 8, write: true, value: 1));
+        Assert.Equal(VmFault.SigBus, r.Fault); // "Handle userfault-wp first": SIGBUS with UFFD_FEATURE_SIGBUS
+        Ok(k, async () => Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, A, 2 * H, enableWp: false, dontWake: false)));
+        Assert.True(mm.PeekPmd(A + H).IsNone); // the resolve drops the marker
+        Ok(k, async () => r = await Memory.UserAccessResult(mm, A + 8, write: true, value: 1));
+        Assert.Equal(VmFault.Ok, r.Fault);
+    }
+
+    [Fact]
+    public void ZappingAUffdWpHugeEntry_LeavesAMarker_ButMunmapDropsIt()
+    {
+        var (k, mm, ctx) = Setup("6.13");
+        Ok(k, async () =>
+        {
+            await Memory.UserAccess(mm, A, write: true, value: 3);
+            await Memory.UserAccess(mm, A + H, write: true, value: 3);
+            Assert.Equal(0, await Mfill.MwriteprotectRange(ctx, A, 2 * H, enableWp: true, dontWake: false));
+            await Madvise.MadviseDontneed(mm, A, H);
+        });
+        Assert.Equal(HugeMemory.HugetlbUffdWpMarker, mm.PeekPmd(A));
+        Assert.Equal(3, HugetlbPages.Of(k).FreeHugepages); // of 4: one still mapped, the zapped one went back
+        Ok(k, async () => await Mmap.Munmap(mm, A, 2 * H));
+        Assert.True(mm.PeekPmd(A).IsNone && mm.PeekPmd(A + H).IsNone);
+    }
+}
+
+/// <summary>mremap (5.16, move_hugetlb_page_tables) and MADV_REMOVE (hugetlbfs_punch_hole) of hugetlb memory.</summary>
+public class HugetlbMremapRemoveTests
+{
+    const ulong A = 0x400000, B = 0x1000000;
+    const ulong H = MmStruct.PmdSize;
+
+    [Fact]
+    public void Mremap_MovesTheHugeEntries_UnderOneClearOfTheOldRange()
+    {
+        var k = Kernel("6.13");
+        var mm = MmWithVma(k, A, 2 * H, VmFlags.Hugetlb);
+        Assert.Equal(0, HugetlbPages.Of(k).SetNrHugepages(2));
+        Ok(k, async () => await Memory.UserAccess(mm, A + H, write: true, value: 9));
+        long head = mm.PeekPmd(A + H).Pfn;
+        var rec = Recorder(k, mm);
+        Ok(k, async () => await Mremap.DoMremap(mm, A, 2 * H, B));
+        Assert.True(mm.PeekPmd(A + H).IsNone);
+        Assert.Equal(head, mm.PeekPmd(B + H).Pfn);
+        var start = rec.Calls.First(c => c.Kind == CallbackKind.InvalidateRangeStart);
+        Assert.Equal((A, A + 2 * H, MmuNotifyEvent.Clear), (start.Start, start.End, start.Event));
+        ulong v = 0;
+        Ok(k, async () => v = (await Memory.UserAccess(mm, B + H + 0x10, write: false))!.Value);
+        Assert.Equal(9UL, v);
+    }
+
+    [Fact]
+    public void MremapOfHugetlb_Before516_IsEinval_AndRemovePunchesWholeHugePages()
+    {
+        string Yaml(string era) => $$"""
+            name: t
+            era: "{{era}}"
+            processes:
+              - name: p
+                vmas: []
+            threads:
+              - name: main
+                process: p
+                ops:
+                  - hugetlb.set: { knob: nr_hugepages, value: 2 }
+                  - file.create: { as: f, kind: memfd-hugetlb, size: 4M }
+                  - mmap: { addr: 0x400000, len: 4M, prot: rw, file: f, flags: shared }
+                  - write: { addr: 0x400000, value: 5 }
+                  - write: { addr: 0x600000, value: 6 }
+                  - madvise: { addr: 0x400000, len: 2M, advice: remove }
+                  - expect-value: { addr: 0x400000, value: 0 }
+                  - expect-value: { addr: 0x600000, value: 6 }
+                  - mremap: { addr: 0x400000, len: 4M, new_addr: 0x1000000 }
+                  - expect-value: { addr: 0x1200000, value: 6 }
+            """;
+        Assert.Null(ScenarioRunner.Run(ScenarioLoader.Parse(Yaml("6.1"), "t.yaml"), MmuSim.Eras.EraTable.Get("6.1"), null).Violation);
+        var old = ScenarioRunner.Run(ScenarioLoader.Parse(Yaml("5.13"), "t.yaml"), MmuSim.Eras.EraTable.Get("5.13"), null);
+        Assert.Contains("mremap of hugetlb memory", old.Violation?.Message);
+    }
+}

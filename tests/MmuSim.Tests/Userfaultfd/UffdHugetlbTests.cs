@@ -63,7 +63,8 @@ public class UffdHugetlbTests
     [InlineData("4.19", UffdMode.Missing, 0)]
     [InlineData("5.5", UffdMode.Minor, Errno.EINVAL)]    // MINOR is 5.13
     [InlineData("5.13", UffdMode.Minor, 0)]
-    [InlineData("6.13", UffdMode.Wp, Errno.EINVAL)]      // hugetlb uffd-wp (5.19 PTE markers) is not modelled
+    [InlineData("5.13", UffdMode.Wp, Errno.EINVAL)]      // hugetlb uffd-wp is 5.19 (UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+    [InlineData("6.13", UffdMode.Wp, 0)]
     public void Register_OnHugetlb_FollowsTheEra(string era, UffdMode mode, int expect)
     {
         var k = Kernel(era);
