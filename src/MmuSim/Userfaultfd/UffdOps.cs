@@ -45,7 +45,7 @@ public static class UffdOps
             },
         });
         r.Register(new OpSpec("uffd.register", "UFFDIO_REGISTER [addr, addr+len) with mode: missing, wp, minor (comma separated), or none (no mode: EINVAL); " +
-            "ioctls / no_ioctls: range ioctls (wake, copy, zeropage, writeprotect, continue, poison) uffdio_register.ioctls must / must not name",
+            "ioctls / no_ioctls: range ioctls (" + IoctlNames + ") uffdio_register.ioctls must / must not name",
             ["addr", "len", "mode"], ["uffd", "expect", "ioctls", "no_ioctls"], RegisterRange)
         {
             Check = (a, i) => { CheckRange(a, i); ParseMode(a); ParseIoctls(a, "ioctls"); ParseIoctls(a, "no_ioctls"); },
@@ -97,7 +97,37 @@ public static class UffdOps
 
     static readonly string[] Resolutions = ["copy", "zeropage", "continue", "unprotect", "wake", "poison", "poison-even", "auto", "move"];
 
-    const string FeatureNames = "sigbus, event_fork, event_remap, event_remove, wp_unpopulated, poison, move";
+    /// <summary>The UFFD_FEATURE_* bits a scenario can name (features:).</summary>
+    static readonly (string Name, ulong Bit)[] Features =
+    [
+        ("sigbus", UserfaultfdCtx.FeatureSigbus), ("event_fork", UserfaultfdCtx.FeatureEventFork),
+        ("event_remap", UserfaultfdCtx.FeatureEventRemap), ("event_remove", UserfaultfdCtx.FeatureEventRemove),
+        ("wp_unpopulated", UserfaultfdCtx.FeatureWpUnpopulated), ("poison", UserfaultfdCtx.FeaturePoison), ("move", UserfaultfdCtx.FeatureMove),
+    ];
+
+    /// <summary>The range ioctls uffdio_register.ioctls can name (ioctls: / no_ioctls:).</summary>
+    static readonly (string Name, ulong Bit)[] Ioctls =
+    [
+        ("wake", (ulong)Mfill.RangeIoctl.Wake), ("copy", (ulong)Mfill.RangeIoctl.Copy), ("zeropage", (ulong)Mfill.RangeIoctl.Zeropage),
+        ("move", (ulong)Mfill.RangeIoctl.Move), ("writeprotect", (ulong)Mfill.RangeIoctl.Writeprotect),
+        ("continue", (ulong)Mfill.RangeIoctl.Continue), ("poison", (ulong)Mfill.RangeIoctl.Poison),
+    ];
+
+    static readonly string FeatureNames = string.Join(", ", Array.ConvertAll(Features, f => f.Name));
+    static readonly string IoctlNames = string.Join(", ", Array.ConvertAll(Ioctls, f => f.Name));
+
+    /// <summary>The comma-separated names of <paramref name="key"/> as the bits of <paramref name="table"/>.</summary>
+    static ulong ParseNames(OpArgs a, string key, (string Name, ulong Bit)[] table, string what)
+    {
+        ulong bits = 0;
+        foreach (var n in a.GetString(key, "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int i = Array.FindIndex(table, e => e.Name == n);
+            if (i < 0) throw a.Error(key, $"'{n}' is not {what} ({string.Join(", ", Array.ConvertAll(table, e => e.Name))})");
+            bits |= table[i].Bit;
+        }
+        return bits;
+    }
 
     static void CheckName(OpArgs a, ScenarioInfo i) => i.RequireNamed(a, "uffd", "userfaultfd", DefaultName);
 
@@ -134,31 +164,16 @@ public static class UffdOps
         if (a.Has("flip_from")) { a.GetAddress("flip_from"); a.GetAddress("flip_to"); }
         a.GetBool("wp");
         a.GetBool("follow-fork", true);
-        if ((res == "move") != (a.Has("move_src") && a.Has("move_dst")))
-            throw a.Error(a.Has("move_src") || a.Has("move_dst") || res == "move" ? (a.Has("move_src") ? "move_dst" : "move_src") : "resolve",
-                "resolve: move goes with move_src and move_dst (area_src and area_dst)");
-        if (res == "move") { a.GetAddress("move_src"); a.GetAddress("move_dst"); }
+        foreach (var f in (string[])["move_src", "move_dst"])
+        {
+            if (a.Has(f) != (res == "move")) throw a.Error(a.Has(f) ? f : "resolve", "resolve: move goes with move_src and move_dst (area_src and area_dst)");
+            if (a.Has(f)) a.GetAddress(f);
+        }
         if (a.Has("expect-faults")) a.GetBounded("expect-faults", 0, 1 << 20);
     }
 
     /// <summary>features: the UFFD_FEATURE_* bits named.</summary>
-    static ulong ParseFeatures(OpArgs a)
-    {
-        ulong bits = 0;
-        foreach (var f in a.GetString("features", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            bits |= f switch
-            {
-                "sigbus" => UserfaultfdCtx.FeatureSigbus,
-                "event_fork" => UserfaultfdCtx.FeatureEventFork,
-                "event_remap" => UserfaultfdCtx.FeatureEventRemap,
-                "event_remove" => UserfaultfdCtx.FeatureEventRemove,
-                "wp_unpopulated" => UserfaultfdCtx.FeatureWpUnpopulated,
-                "poison" => UserfaultfdCtx.FeaturePoison,
-                "move" => UserfaultfdCtx.FeatureMove,
-                _ => throw a.Error("features", $"'{f}' is not a modelled UFFD_FEATURE ({FeatureNames})"),
-            };
-        return bits;
-    }
+    static ulong ParseFeatures(OpArgs a) => ParseNames(a, "features", Features, "a modelled UFFD_FEATURE");
 
     static UffdMode ParseMode(OpArgs a)
     {
@@ -219,24 +234,7 @@ public static class UffdOps
         return default;
     }
 
-    static Mfill.RangeIoctl ParseIoctls(OpArgs a, string key)
-    {
-        var r = Mfill.RangeIoctl.None;
-        if (!a.Has(key)) return r;
-        foreach (var n in a.GetString(key).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            r |= n switch
-            {
-                "wake" => Mfill.RangeIoctl.Wake,
-                "copy" => Mfill.RangeIoctl.Copy,
-                "zeropage" => Mfill.RangeIoctl.Zeropage,
-                "writeprotect" => Mfill.RangeIoctl.Writeprotect,
-                "continue" => Mfill.RangeIoctl.Continue,
-                "poison" => Mfill.RangeIoctl.Poison,
-                "move" => Mfill.RangeIoctl.Move,
-                _ => throw a.Error(key, $"'{n}' is not a range ioctl (wake, copy, zeropage, move, writeprotect, continue, poison)"),
-            };
-        return r;
-    }
+    static Mfill.RangeIoctl ParseIoctls(OpArgs a, string key) => (Mfill.RangeIoctl)ParseNames(a, key, Ioctls, "a range ioctl");
 
     static async ValueTask RegisterRange(ScenarioWorld w, OpArgs a)
     {
@@ -299,7 +297,8 @@ public static class UffdOps
         var ctx = Ctx(w, a);
         int count = a.GetInt("count", 1);
         string res = a.GetString("resolve", "copy");
-        bool applyWp = a.GetBool("wp");
+        bool applyWp = a.GetBool("wp"), followFork = a.GetBool("follow-fork", true);
+        ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize);
         UffdReason? want = a.Has("expect-reason") ? ParseReason(a) : null;
         long missingFaults = 0;
         for (int i = 0; i < count; i++)
@@ -310,7 +309,7 @@ public static class UffdOps
             {
                 case UffdEvent.Fork:
                     w.Objects[m.Child!.Name] = m.Child; // "uffd@child"
-                    if (a.GetBool("follow-fork", true)) ctx = m.Child; // uffd = msg.arg.fork.ufd
+                    if (followFork) ctx = m.Child; // uffd = msg.arg.fork.ufd
                     continue;
                 case UffdEvent.Remove:
                     if (await Mfill.UserfaultfdUnregister(ctx, m.Address, m.Len) is var ur && ur != 0)
@@ -328,7 +327,7 @@ public static class UffdOps
                     $"{a.File}:{a.Line}: {ctx} read a {m.Reason} fault at 0x{m.Address:x}, expected {r}", m.Address);
                 return;
             }
-            ulong ps = a.GetULong("page_size", Mm.MmStruct.PageSize), at = m.Address & ~(ps - 1);
+            ulong at = m.Address & ~(ps - 1);
             if (a.Has("flip_from") && !await FlipThroughAlias(w, a, ctx, m, at, ps)) return;
             string how = res != "auto" ? res : m.Reason switch { UffdReason.Wp => "unprotect", UffdReason.Minor => "continue", _ => "copy" };
             int err = how switch
