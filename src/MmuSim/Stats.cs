@@ -16,6 +16,8 @@ public enum Stat
     CowCopies,
     CowReuses,
     ThpFaults,
+    /// <summary>THP_FILE_MAPPED: a huge page-cache folio mapped by a PMD (do_set_pmd, set_huge_pmd).</summary>
+    ThpFileMapped,
     ThpSplits,
     PagesZapped,
     PagesFreed,

@@ -70,6 +70,8 @@ public static class EraTable
         new(Feature.HugetlbMigration, V(3, 12), Forever, "e632a938d914 'mm: migrate: add hugepage migration code to move_pages()' (Naoya Horiguchi, 3.12); before, isolate_lru_page fails on a hugetlb page and move_pages reports -EBUSY"),
         new(Feature.GntdevAsyncUnmap, V(5, 19), Forever, "dbe97cff7dd9 'xen/gntdev: Avoid blocking in unmap_grant_pages()' (Demi Marie Obenour, 5.19-rc4, Cc stable; Fixes 745282256c75; QubesOS/qubes-issues#7481)"),
         new(Feature.CollapseFileNotifies, V(6, 1), Forever, "f268f6cf875f 'mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths' (Jann Horn, Nov 2022, merged for 6.1; stable 5.10+; CVE-2022-48991)"),
+        new(Feature.MadvCollapseFile, V(6, 1), Forever, "34488399fa08 'mm/madvise: add file and shmem support to MADV_COLLAPSE' and 58ac9a8993a1 'mm/khugepaged: attempt to map file/shmem-backed pte-mapped THPs by pmds' (Zach O'Keefe, the file/shmem extension of the MADV_COLLAPSE series, in the 6.1 merge window's log after 7d8faaf15545)"),
+        new(Feature.RetractAllMappings, V(6, 6), Forever, "1d65b771bc08 'mm/khugepaged: retract_page_tables() without mmap or vma lock' (Hugh Dickins, 6.6): collapse_file retracts every mapping and MADV_COLLAPSE then calls collapse_pte_mapped_thp(install_pmd) on its own"),
         new(Feature.Uprobes, V(3, 5), Forever, "uprobes __replace_page (3.5); start/end from 3.7 (6bdb913f0a70), seen 3.10"),
 
         new(Feature.KvmMmuRwLock, V(5, 12), Forever, "x86 rwlock 531810caa9f4 (recollection)"),

@@ -266,6 +266,13 @@ public enum Feature
     /// <summary>collapse_and_free_pmd brackets pmdp_collapse_flush with an MMU_NOTIFY_CLEAR start/end (f268f6cf875f,
     /// CVE-2022-48991, 6.1); before, secondaries kept translations of the PTEs collapse_pte_mapped_thp removed.</summary>
     CollapseFileNotifies,
+    /// <summary>MADV_COLLAPSE of shmem and file ranges (34488399fa08, 6.1): hpage_collapse_scan_file and collapse_file
+    /// without khugepaged's limits, and the result mapped by a PMD in the caller's mm (58ac9a8993a1,
+    /// collapse_pte_mapped_thp with install_pmd).</summary>
+    MadvCollapseFile,
+    /// <summary>retract_page_tables walks every mapping for MADV_COLLAPSE too (1d65b771bc08, 6.6: retraction without
+    /// mmap_lock); 6.1-6.5 MADV_COLLAPSE leaves the other mappings to khugepaged.</summary>
+    RetractAllMappings,
 
     // ---- device drivers (issue 11)
     /// <summary>Xen gntdev's notifier unmaps grants asynchronously instead of waiting for the pages to be unused (dbe97cff7dd9, 5.19; catalog e8).</summary>

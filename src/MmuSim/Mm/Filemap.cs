@@ -130,8 +130,11 @@ public static class Filemap
     /// MISSING (not cached) or MINOR (cached) faults to userspace (shmem_get_folio_gfp); then do_read_fault,
     /// do_cow_fault (a write or unshare to a private mapping) or do_shared_fault. <paramref name="orig"/> is the entry
     /// found: none, or a uffd-wp marker (5.19+), whose bit the new PTE keeps (set_pte_range's vmf_orig_pte_uffd_wp).
+    /// With <paramref name="t"/> 0 the PMD was none and there is no PTE table yet (a VMA where a PMD fits,
+    /// <see cref="HugeMemory.FileThpSuitable"/>): finish_fault maps a huge folio with do_set_pmd, else allocates the
+    /// table in the PMD table <paramref name="pmdT"/>.
     /// </summary>
-    public static async ValueTask<VmFault> DoFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig = default)
+    public static async ValueTask<VmFault> DoFault(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig = default, int pmdT = 0)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("do_fault");
@@ -148,8 +151,12 @@ public static class Filemap
             if (!cached && (vma.Flags & VmFlags.UffdMissing) != 0)
                 return await Userfaultfd.UserfaultfdCtx.HandleUserfault(mm, vma, addr, Userfaultfd.UffdReason.Missing, flags);
         }
-        if (write && !vma.Shared) return await DoCowFault(mm, vma, addr, t, index, orig);
-        return await FinishFault(mm, vma, addr, t, index, write, orig);
+        if (write && !vma.Shared)
+        {
+            if (t == 0 && (t = mm.PteAllocAt(pmdT, addr)) == 0) return VmFault.Retry; // a huge PMD appeared meanwhile
+            return await DoCowFault(mm, vma, addr, t, index, orig);
+        }
+        return await FinishFault(mm, vma, addr, t, pmdT, index, write, orig);
     }
 
     /// <summary>
@@ -158,13 +165,29 @@ public static class Filemap
     /// the first write is notified (writenotify: do_wp_page -> wp_page_shared marks it dirty). A write marks the page
     /// dirty (folio_mark_dirty in fault_dirty_shared_page). No notifier: the PTE was none.
     /// </summary>
-    static async ValueTask<VmFault> FinishFault(MmStruct mm, Vma vma, ulong addr, int t, ulong index, bool write, Pte orig)
+    static async ValueTask<VmFault> FinishFault(MmStruct mm, Vma vma, ulong addr, int t, int pmdT, ulong index, bool write, Pte orig)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "do_shared_fault" : "do_read_fault");
         var file = vma.File!;
         long pfn = await LockCachedFolio(k, file, index, addr);
         if (pfn < 0) return pfn == -2 ? VmFault.Retry : VmFault.Oom;
+        if (t == 0)
+        {
+            // finish_fault with pmd_none: a PMD-mappable folio goes in with do_set_pmd, anything else needs the table.
+            long head = k.Mem.FolioOf(pfn);
+            if (k.Mem.IsHuge(head) && await HugeMemory.DoSetPmd(mm, vma, addr, head, write))
+            {
+                await FolioLock.Unlock(k, head);
+                return VmFault.Ok;
+            }
+            if ((t = mm.PteAllocAt(pmdT, addr)) == 0)
+            {
+                await FolioLock.Unlock(k, head);
+                Folio.Put(k, pfn);
+                return VmFault.Retry;
+            }
+        }
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
         if (cur != orig) // vmf_pte_changed

@@ -30,6 +30,50 @@ public static class HugeMemory
     }
 
     /// <summary>
+    /// thp_vma_suitable_order(PMD_ORDER) for a page-cache folio plus do_set_pmd's vma_thp_disabled: a shmem or memfd
+    /// VMA (not hugetlbfs, not guest_memfd) in an era with huge page-cache folios (shmem THP, 4.8), not VM_NOHUGEPAGE,
+    /// covering the whole aligned 2 MiB around <paramref name="addr"/>, with its address and file offset congruent
+    /// modulo 2 MiB. VM_HUGEPAGE is not needed: any huge folio in the cache is mapped by a PMD where one fits.
+    /// </summary>
+    public static bool FileThpSuitable(Kernel k, Vma vma, ulong addr)
+    {
+        if (!k.Era.Has(Feature.KhugepagedShmemCollapse) || vma.File is not { IsShmem: true } f || f.Kind == FileKind.MemfdHugetlb) return false;
+        if ((vma.Flags & VmFlags.NoHugePage) != 0 || vma.IsHugetlb) return false;
+        ulong h = addr & MmStruct.PmdMask;
+        return h >= vma.Start && h + MmStruct.PmdSize <= vma.End
+            && (((vma.Start >> MmStruct.PageShift) - vma.PgOff) & (PhysMem.HugePages - 1)) == 0;
+    }
+
+    /// <summary>
+    /// do_set_pmd (finish_fault and filemap_map_pmd with the PMD none): map the huge page-cache folio
+    /// <paramref name="head"/> with one PMD: folio_add_file_rmap_pmd (entire_mapcount+1), the file RSS counter by 512,
+    /// writable only in a shared writable shmem mapping, dirty on a write. The caller holds the folio lock and a
+    /// reference, which becomes the mapping's; false (VM_FAULT_FALLBACK) when the PMD was populated meanwhile, and the
+    /// caller goes on at the PTE level. No notifier: the PMD was none.
+    /// </summary>
+    public static async ValueTask<bool> DoSetPmd(MmStruct mm, Vma vma, ulong addr, long head, bool write)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("do_set_pmd");
+        ulong haddr = addr & MmStruct.PmdMask;
+        if (!FileThpSuitable(k, vma, haddr) || !k.Mem.IsHuge(head) || k.Mem[head].Index != vma.IndexOf(haddr)) return false;
+        mm.PmdAlloc(haddr);
+        await mm.LockPmd(haddr);
+        bool none = (await mm.PmdpGet(haddr)).IsNone;
+        if (none)
+        {
+            k.Mem.EntireMapcountHolder(head).RefCount++; // folio_add_file_rmap_pmd
+            mm.RssFile += PhysMem.HugePages;
+            if (write) Folio.MarkDirty(k, head);
+            bool writable = vma.Shared && vma.Writable;
+            await mm.SetPmd(haddr, vma.MkPte(head, writable, dirty: write, huge: true));
+            k.Stats.Inc(Stat.ThpFileMapped);
+        }
+        await mm.UnlockPmd(haddr);
+        return none;
+    }
+
+    /// <summary>
     /// do_huge_pmd_anonymous_page: allocate a 2 MiB folio and map it with one huge PMD. Returns
     /// <see cref="VmFault.Retry"/> when the allocation fails or the PMD was populated meanwhile, so that the caller
     /// falls back to the 4 KiB path (VM_FAULT_FALLBACK).
@@ -216,6 +260,20 @@ public static class HugeMemory
             for (int i = 0; i < PhysMem.HugePages; i++) k.PageTables.Entry(zt, i) = (pmd.User ? zero : zero.MkProtNone()).Raw;
             await mm.SetPmd(haddr, Pte.Table(zt));
             await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+            k.Stats.Inc(Stat.ThpSplits);
+            return;
+        }
+        if (vma.File != null && !vma.IsHugetlb)
+        {
+            // !vma_is_anonymous: a page-cache folio keeps no PTEs. pmdp_huge_clear_flush_notify clears the PMD (with
+            // invalidate_range in 3.19-6.5), the dirty and young bits go to the folio, the PMD mapping and its
+            // reference are dropped, and the next fault maps PTEs (or a PMD again).
+            await mm.SetPmd(haddr, Pte.None);
+            await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+            if (k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(haddr, haddr + MmStruct.PmdSize);
+            if (pmd.Dirty) Folio.MarkDirty(k, head);
+            Folio.RemoveRmapPmd(k, head, mm);
+            Folio.Put(k, head);
             k.Stats.Inc(Stat.ThpSplits);
             return;
         }

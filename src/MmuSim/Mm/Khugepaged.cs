@@ -27,6 +27,13 @@ public enum ScanResult : byte
     /// <summary>SCAN_PAGE_ANON: not an anonymous page (KSM pages are refused here too in the model).</summary>
     PageAnon,
     AllocHugePageFail,
+    /// <summary>SCAN_PTE_MAPPED_HUGEPAGE: the range's page-cache folio is already a THP, mapped by PTEs here (or the
+    /// table could not be retracted): collapse_pte_mapped_thp maps it by a PMD.</summary>
+    PteMappedHugepage,
+    /// <summary>SCAN_PTE_UFFD_WP: a VMA registered for uffd-wp keeps its page table (its PTEs carry the markers).</summary>
+    PteUffdWp,
+    /// <summary>SCAN_PAGE_COMPOUND: a large folio that is not this range's THP.</summary>
+    PageCompound,
     /// <summary>SCAN_VMA_CHECK: the VMA no longer covers the range or may not be collapsed.</summary>
     VmaCheck,
     Fail,
@@ -59,7 +66,7 @@ public static partial class Khugepaged
         using var _ = k.S.Current.Enter("madvise_collapse");
         if (!k.Era.Has(Feature.MadvCollapse)) return Errno.EINVAL;
         // madvise_walk_vmas under mmap_lock (read): the VMAs' clipped ranges, taken before the lock is dropped.
-        var ranges = new List<(ulong S, ulong E)>();
+        var ranges = new List<(ulong S, ulong E, bool File)>();
         int unmapped = 0;
         await mm.MmapLock.ReadLock();
         try
@@ -69,15 +76,15 @@ public static partial class Khugepaged
             {
                 if (v.End <= start || v.Start >= end) continue;
                 if (v.Start > covered) unmapped = Errno.ENOMEM;
-                if (!CollapseAllowed(k, v, khugepaged: false)) return Errno.EINVAL; // hugepage_vma_check
-                ranges.Add((Math.Max(start, v.Start), Math.Min(end, v.End)));
+                if (!CollapseAllowed(k, v, khugepaged: false) && !ShmemMadvCollapseAllowed(k, v)) return Errno.EINVAL; // hugepage_vma_check
+                ranges.Add((Math.Max(start, v.Start), Math.Min(end, v.End), v.File != null));
                 covered = Math.Min(end, v.End);
             }
             if (covered < end) unmapped = Errno.ENOMEM;
         }
         finally { await mm.MmapLock.ReadUnlock(); }
 
-        foreach (var (s, e) in ranges)
+        foreach (var (s, e, isFile) in ranges)
         {
             ulong hstart = (s + MmStruct.PmdSize - 1) & MmStruct.PmdMask, hend = e & MmStruct.PmdMask;
             int thps = 0, wanted = 0;
@@ -85,12 +92,12 @@ public static partial class Khugepaged
             for (ulong addr = hstart; addr < hend; addr += MmStruct.PmdSize)
             {
                 wanted++;
-                var r = await CollapseOne(mm, addr, khugepaged: false);
+                var r = isFile ? await MadviseCollapseFile(mm, addr) : await CollapseOne(mm, addr, khugepaged: false);
                 if (r is ScanResult.Succeed or ScanResult.PmdMapped) { thps++; continue; }
                 lastFail = r;
                 // madvise_collapse continues past the whitelisted results and stops at any other.
                 if (r is not (ScanResult.PmdNull or ScanResult.PteNonPresent or ScanResult.PageRo or ScanResult.LackReferencedPage
-                    or ScanResult.PageNull or ScanResult.PageCount)) break;
+                    or ScanResult.PageNull or ScanResult.PageCount or ScanResult.PteUffdWp or ScanResult.PageCompound)) break;
             }
             if (thps != wanted) return CollapseErrno(lastFail);
         }

@@ -39,6 +39,42 @@ public static partial class Khugepaged
         (((v.Start >> MmStruct.PageShift) - v.PgOff) & (PhysMem.HugePages - 1)) == 0;
 
     /// <summary>
+    /// hugepage_vma_check for MADV_COLLAPSE of a shmem VMA (6.1+): shmem_is_huge with shmem_huge_force, so neither
+    /// VM_HUGEPAGE nor shmem_enabled matter, only VM_NOHUGEPAGE and transhuge_vma_suitable's alignment.
+    /// </summary>
+    static bool ShmemMadvCollapseAllowed(Kernel k, Vma v) =>
+        k.Era.Has(Feature.MadvCollapseFile) && v.File is { IsShmem: true } f &&
+        f.Kind != FileKind.MemfdHugetlb && !v.IsHugetlb && (v.Flags & VmFlags.NoHugePage) == 0 &&
+        (((v.Start >> MmStruct.PageShift) - v.PgOff) & (PhysMem.HugePages - 1)) == 0;
+
+    /// <summary>
+    /// madvise_collapse's file branch for the PMD range at <paramref name="haddr"/> (34488399fa08, 6.1): with the file
+    /// pinned and mmap_lock dropped, hpage_collapse_scan_file without khugepaged's limits and collapse_file; then, as
+    /// for SCAN_PTE_MAPPED_HUGEPAGE (an existing THP, or every collapse from 6.6), collapse_pte_mapped_thp with
+    /// install_pmd under mmap_lock, which maps the folio by a PMD here (58ac9a8993a1).
+    /// </summary>
+    static async ValueTask<ScanResult> MadviseCollapseFile(MmStruct mm, ulong haddr)
+    {
+        var k = mm.Kernel;
+        AddressSpace file;
+        ulong start;
+        await mm.MmapLock.ReadLock();
+        try
+        {
+            var v = mm.FindVma(haddr); // hugepage_vma_revalidate
+            if (v == null || v.Start > haddr || haddr + MmStruct.PmdSize > v.End || !ShmemMadvCollapseAllowed(k, v)) return ScanResult.VmaCheck;
+            file = v.File!;
+            start = v.IndexOf(haddr);
+        }
+        finally { await mm.MmapLock.ReadUnlock(); }
+        var r = await HpageCollapseScanFile(k, file, start, khugepaged: false, target: (mm, haddr));
+        if (r is not (ScanResult.Succeed or ScanResult.PteMappedHugepage)) return r;
+        await mm.MmapLock.WriteLock(); // 6.1 takes it for write; 6.6+ for read (its collapse_pte_mapped_thp needs no more)
+        try { return mm.Exited ? ScanResult.Fail : await CollapsePteMappedThp(mm, haddr, installPmd: true); }
+        finally { await mm.MmapLock.WriteUnlock(); }
+    }
+
+    /// <summary>
     /// khugepaged_scan_mm_slot's file branch for the PMD range at <paramref name="haddr"/> of a shmem VMA: with the
     /// file pinned, mmap_lock is dropped and khugepaged_scan_file runs on the aligned index range. Null when the VMA
     /// there is not a shmem one (the anonymous path applies).
@@ -57,35 +93,37 @@ public static partial class Khugepaged
             start = v.IndexOf(haddr);
         }
         finally { await mm.MmapLock.ReadUnlock(); }
-        return await KhugepagedScanFile(mm.Kernel, file, start);
+        return await HpageCollapseScanFile(mm.Kernel, file, start, khugepaged: true, target: null);
     }
 
     /// <summary>
-    /// khugepaged_scan_file: look at the 512 cache entries without locks: a large folio already there is
-    /// SCAN_PAGE_COMPOUND (counted as collapsed), a page with references beyond the cache's and its mappings is
-    /// SCAN_PAGE_COUNT, too many holes is SCAN_EXCEED_NONE_PTE, too many swapped-out pages SCAN_EXCEED_SWAP_PTE;
-    /// otherwise collapse_file.
+    /// hpage_collapse_scan_file (khugepaged_scan_file before 6.1): look at the 512 cache entries without locks. A large
+    /// folio already there is, for khugepaged, taken as collapsed; for MADV_COLLAPSE it is SCAN_PTE_MAPPED_HUGEPAGE
+    /// when it is this range's THP (SCAN_PAGE_COMPOUND otherwise). A page with references beyond the cache's and its
+    /// mappings is SCAN_PAGE_COUNT; khugepaged alone refuses too many holes (SCAN_EXCEED_NONE_PTE) or swapped-out pages
+    /// (SCAN_EXCEED_SWAP_PTE). Otherwise collapse_file; <paramref name="target"/> is MADV_COLLAPSE's mm.
     /// </summary>
-    static async ValueTask<ScanResult> KhugepagedScanFile(Kernel k, AddressSpace file, ulong start)
+    static async ValueTask<ScanResult> HpageCollapseScanFile(Kernel k, AddressSpace file, ulong start, bool khugepaged, (MmStruct Mm, ulong Addr)? target)
     {
-        using var _ = k.S.Current.Enter("khugepaged_scan_file");
+        using var _ = k.S.Current.Enter(khugepaged ? "khugepaged_scan_file" : "hpage_collapse_scan_file");
         int present = 0, swap = 0;
         for (ulong i = start; i < start + PhysMem.HugePages; i++)
         {
             await k.S.Point(PointKind.PteRead, i); // xas_for_each under rcu_read_lock
             if (file.Backing.ContainsKey(i))
             {
-                if (++swap > MaxPtesSwap) return ScanResult.ExceedSwapPte;
+                if (++swap > MaxPtesSwap && khugepaged) return ScanResult.ExceedSwapPte;
                 continue;
             }
             if (!file.Pages.TryGetValue(i, out long pfn)) continue;
             long head = k.Mem.FolioOf(pfn);
-            if (k.Mem.IsHuge(head)) return ScanResult.PmdMapped; // SCAN_PAGE_COMPOUND: already collapsed
+            if (k.Mem.IsHuge(head))
+                return khugepaged ? ScanResult.PmdMapped : k.Mem[head].Index == start ? ScanResult.PteMappedHugepage : ScanResult.PageCompound;
             if (k.Mem[head].RefCount != 1 + k.Mem[head].MapCount) return ScanResult.PageCount;
             present++;
         }
-        if (present < PhysMem.HugePages - MaxPtesNone) return ScanResult.ExceedNonePte;
-        return await CollapseFile(k, file, start);
+        if (khugepaged && present < PhysMem.HugePages - MaxPtesNone) return ScanResult.ExceedNonePte;
+        return await CollapseFile(k, file, start, target);
     }
 
     /// <summary>
@@ -95,7 +133,7 @@ public static partial class Khugepaged
     /// the cache, copy the old contents (zeroes for holes), free the old pages and mark the folio dirty; then
     /// retract_page_tables while the new folio is still locked, and unlock it. On failure every old page is put back.
     /// </summary>
-    static async ValueTask<ScanResult> CollapseFile(Kernel k, AddressSpace file, ulong start)
+    static async ValueTask<ScanResult> CollapseFile(Kernel k, AddressSpace file, ulong start, (MmStruct Mm, ulong Addr)? target)
     {
         using var _ = k.S.Current.Enter("collapse_file");
         await k.S.Point(PointKind.Alloc, start);
@@ -163,7 +201,7 @@ public static partial class Khugepaged
             Folio.Put(k, p); // ours
         }
         k.Stats.Inc(Stat.ThpCollapseFile);
-        await RetractPageTables(k, file, start);
+        await RetractPageTables(k, file, start, target);
         await FolioLock.Unlock(k, head);
         return ScanResult.Succeed;
     }
@@ -186,17 +224,23 @@ public static partial class Khugepaged
 
     /// <summary>
     /// retract_page_tables: for every VMA of i_mmap that maps the whole aligned range with a page table under it and
-    /// has no anon_vma (a written MAP_PRIVATE mapping is skipped), take the mm's mmap_lock with a trylock (the page
-    /// lock is held, and faults take the two the other way round); on success collapse_and_free_pmd the (empty) table,
-    /// else (5.4+) remember the range for collapse_pte_mapped_thp.
+    /// has no anon_vma (a written MAP_PRIVATE mapping is skipped) nor, from 5.19, uffd-wp registration (its table keeps
+    /// the markers), take the mm's mmap_lock with a trylock (the page lock is held, and faults take the two the other
+    /// way round); on success collapse_and_free_pmd the (empty) table, else (5.4+) remember the range for
+    /// collapse_pte_mapped_thp. For MADV_COLLAPSE (<paramref name="target"/> set) the caller's own range is left to
+    /// collapse_pte_mapped_thp, and before 6.6 so are all the others ("it's not MADV_COLLAPSE's job to collapse other
+    /// mappings - let khugepaged take care of them later").
     /// </summary>
-    static async ValueTask RetractPageTables(Kernel k, AddressSpace file, ulong pgoff)
+    static async ValueTask RetractPageTables(Kernel k, AddressSpace file, ulong pgoff, (MmStruct Mm, ulong Addr)? target)
     {
         using var _ = k.S.Current.Enter("retract_page_tables");
+        if (target != null && !k.Era.Has(Feature.RetractAllMappings)) return;
         foreach (var vma in file.Mappings.ToArray())
         {
             if (vma.AnonVma != null) continue;
+            if ((vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)) continue;
             if (vma.AddressOf(pgoff) is not { } addr || (addr & ~MmStruct.PmdMask) != 0 || vma.End < addr + MmStruct.PmdSize) continue;
+            if (target is { } t && t.Mm == vma.Mm && t.Addr == addr) continue; // is_target
             var mm = vma.Mm;
             var pmd = await mm.PmdpGet(addr); // mm_find_pmd
             if (!pmd.Present || pmd.Huge) continue;
@@ -266,48 +310,62 @@ public static partial class Khugepaged
     }
 
     /// <summary>
-    /// collapse_pte_mapped_thp (5.4-6.0 form): if the VMA still covers the range and the file's folio at its first index
-    /// is a THP head, lock it; under the PTL check that every present PTE maps the matching subpage (a non-present one
-    /// or another page aborts), remove those mappings from the rmap and drop their references, then
-    /// collapse_and_free_pmd. The PTEs go with the table: before 6.1 no secondary hears of it.
+    /// collapse_pte_mapped_thp: if the VMA still covers the range and the file's folio at its first index is a THP head,
+    /// lock it; under the PTL check that every present PTE maps the matching subpage (a non-present one or another page
+    /// aborts), remove those mappings from the rmap and drop their references, then collapse_and_free_pmd. The PTEs go
+    /// with the table: before 6.1 no secondary hears of it. With <paramref name="installPmd"/> (MADV_COLLAPSE, 6.1+:
+    /// 58ac9a8993a1) the folio is then mapped by a PMD (set_huge_pmd), also where the PMD was already none
+    /// ("maybe_install_pmd"); a VMA registered for uffd-wp keeps its table (SCAN_PTE_UFFD_WP, 5.19+). Caller holds
+    /// mmap_lock for write.
     /// </summary>
-    static async ValueTask CollapsePteMappedThp(MmStruct mm, ulong haddr)
+    static async ValueTask<ScanResult> CollapsePteMappedThp(MmStruct mm, ulong haddr, bool installPmd = false)
     {
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("collapse_pte_mapped_thp");
         var vma = mm.FindVma(haddr);
-        if (vma == null || vma.File == null || vma.Start > haddr || vma.End < haddr + MmStruct.PmdSize) return;
-        if (!k.Era.Has(Feature.KhugepagedShmemCollapse) || !vma.File.IsShmem || (vma.Flags & VmFlags.NoHugePage) != 0) return; // hugepage_vma_check(| VM_HUGEPAGE)
+        if (vma == null || vma.File == null || vma.Start > haddr || vma.End < haddr + MmStruct.PmdSize) return ScanResult.VmaCheck;
+        if (!k.Era.Has(Feature.KhugepagedShmemCollapse) || !vma.File.IsShmem || (vma.Flags & VmFlags.NoHugePage) != 0) return ScanResult.VmaCheck; // hugepage_vma_check(| VM_HUGEPAGE)
+        if ((vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)) return ScanResult.PteUffdWp; // "Keep pmd pgtable for uffd-wp"
         var file = vma.File;
         await k.S.Point(PointKind.PteRead, haddr); // find_lock_page
-        if (!file.Pages.TryGetValue(vma.IndexOf(haddr), out long hpage)) return;
+        if (!file.Pages.TryGetValue(vma.IndexOf(haddr), out long hpage)) return ScanResult.Fail;
         Folio.Get(k, hpage);
         await FolioLock.Lock(k, k.Mem.FolioOf(hpage));
         try
         {
-            if (!k.Mem.IsHuge(hpage) || k.Mem.FolioOf(hpage) != hpage) return; // !PageHead
-            var pmd = await mm.PmdpGet(haddr); // mm_find_pmd
-            if (!pmd.Present || pmd.Huge) return;
-            int t = pmd.TableId;
-            await mm.LockPtl(t);
-            int count = 0;
-            for (int i = 0; i < PhysMem.HugePages; i++)
+            if (!k.Mem.IsHuge(hpage) || k.Mem.FolioOf(hpage) != hpage) return ScanResult.PageCompound; // !PageHead
+            var pmd = await mm.PmdpGet(haddr); // find_pmd_or_thp_or_none
+            if (pmd.Present && pmd.Huge) return ScanResult.PmdMapped;
+            if (pmd.Present)
             {
-                var pte = await mm.PtepGet(t, haddr + ((ulong)i << MmStruct.PageShift));
-                if (pte.IsNone) continue;
-                if (!pte.Present || pte.Pfn != hpage + i) { await mm.UnlockPtl(t); return; } // abort
-                count++;
+                int t = pmd.TableId;
+                await mm.LockPtl(t);
+                int count = 0;
+                for (int i = 0; i < PhysMem.HugePages; i++)
+                {
+                    var pte = await mm.PtepGet(t, haddr + ((ulong)i << MmStruct.PageShift));
+                    if (pte.IsNone) continue;
+                    if (!pte.Present || pte.Pfn != hpage + i) { await mm.UnlockPtl(t); return ScanResult.Fail; } // abort
+                    count++;
+                }
+                for (int i = 0; i < PhysMem.HugePages; i++)
+                {
+                    var pte = new Pte(k.PageTables.Entry(t, i));
+                    if (!pte.IsNone) Folio.RemoveRmap(k, pte.Pfn, mm); // page_remove_rmap; the PTE itself stays until the table goes
+                }
+                await mm.UnlockPtl(t);
+                await k.S.Point(PointKind.Counter, (ulong)hpage); // page_ref_sub(hpage, count)
+                for (int i = 0; i < count; i++) Folio.Put(k, hpage);
+                await CollapseAndFreePmd(vma, haddr, expectEmpty: false);
+                k.Stats.Inc(Stat.ThpPteMappedCollapsed);
             }
-            for (int i = 0; i < PhysMem.HugePages; i++)
-            {
-                var pte = new Pte(k.PageTables.Entry(t, i));
-                if (!pte.IsNone) Folio.RemoveRmap(k, pte.Pfn, mm); // page_remove_rmap; the PTE itself stays until the table goes
-            }
-            await mm.UnlockPtl(t);
-            await k.S.Point(PointKind.Counter, (ulong)hpage); // page_ref_sub(hpage, count)
-            for (int i = 0; i < count; i++) Folio.Put(k, hpage);
-            await CollapseAndFreePmd(vma, haddr, expectEmpty: false);
-            k.Stats.Inc(Stat.ThpPteMappedCollapsed);
+            else if (!installPmd) return ScanResult.PmdNull;
+            if (!installPmd) return ScanResult.Succeed;
+            // set_huge_pmd: folio_get, folio_add_file_rmap_pmd, set_pmd_at(vm_page_prot): no notifier, the PMD was none.
+            Folio.Get(k, hpage);
+            if (await HugeMemory.DoSetPmd(mm, vma, haddr, hpage, write: false)) return ScanResult.Succeed;
+            Folio.Put(k, hpage);
+            return ScanResult.Fail;
         }
         finally
         {

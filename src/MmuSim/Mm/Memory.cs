@@ -83,6 +83,8 @@ public static partial class Memory
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)
             return HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
+        if (pmd.IsNone && vma.File != null && HugeMemory.FileThpSuitable(mm.Kernel, vma, addr))
+            return Filemap.DoFault(mm, vma, addr, 0, flags, default, pmdT); // do_fault with vmf->pte NULL: maybe do_set_pmd
         if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))
             return (vma.Flags & VmFlags.UffdMissing) != 0
                 ? HugeMemory.DoHugePmdAnonymousPageUserfault(mm, vma, addr, flags) // the PMD stays none

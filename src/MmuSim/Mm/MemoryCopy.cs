@@ -161,13 +161,17 @@ public static partial class Memory
         return true;
     }
 
-    /// <summary>copy_huge_pmd: share the THP write-protected (folio_get, entire_mapcount+1), under both PMD locks.</summary>
+    /// <summary>
+    /// copy_huge_pmd: share the THP write-protected (folio_get, entire_mapcount+1), under both PMD locks. A page-cache
+    /// PMD is not copied at all.
+    /// </summary>
     static async ValueTask<bool> CopyHugePmd(Vma dst, Vma src, ulong haddr, bool cow)
     {
         var parent = src.Mm;
         var child = dst.Mm;
         var k = parent.Kernel;
         using var _ = k.S.Current.Enter("copy_huge_pmd");
+        if (dst.File != null && !dst.IsHugetlb) return true; // !vma_is_anonymous: "Skip if can be re-fill on fault" (the child faults it in)
         var peek = parent.PeekPmd(haddr);
         if (cow && peek.Present && peek.Huge && !peek.Special && NeedsCowForDma(src, peek.Pfn))
         {

@@ -139,7 +139,9 @@ public static class Mprotect
             }
             if (pmd.Present && pmd.Huge)
             {
-                if ((addr & ~MmStruct.PmdMask) == 0 && next - addr == MmStruct.PmdSize)
+                // pgtable_split_needed: uffd-wp protection of a file PMD needs PTEs (markers), so it is split.
+                bool split = (cp & ChangeProtFlags.UffdWp) != 0 && vma.File != null && !vma.IsHugetlb;
+                if ((addr & ~MmStruct.PmdMask) == 0 && next - addr == MmStruct.PmdSize && !split)
                 {
                     long changed = await ChangeHugePmd(vma, addr, prot, cp);
                     if (changed >= 0)
@@ -149,7 +151,11 @@ public static class Mprotect
                         continue;
                     }
                 }
-                else await HugeMemory.SplitHugePmd(vma, addr, notify: true);
+                else
+                {
+                    await HugeMemory.SplitHugePmd(vma, addr, notify: true);
+                    if (populate && mm.PeekPmd(addr).IsNone) mm.PteAlloc(addr); // change_pmd_prepare after a file split
+                }
             }
             int t = mm.PteTable(addr);
             if (t != 0) pages += cp == ChangeProtFlags.None ? await ChangePteRange(vma, t, addr, next, prot) : await ChangePteRangeUffdWp(vma, t, addr, next, cp);

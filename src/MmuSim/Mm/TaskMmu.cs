@@ -170,6 +170,44 @@ public static class TaskMmu
     /// <summary>PM_PFRAME_MASK: bits 0-54 of a present entry hold the pfn.</summary>
     public const ulong PmPfnMask = (1UL << 55) - 1;
 
+    /// <summary>The /proc/PID/smaps fields of one VMA that the selftests read (kB).</summary>
+    public readonly record struct SmapsFields(ulong Rss, ulong AnonHugePages, ulong ShmemPmdMapped, ulong FilePmdMapped);
+
+    /// <summary>
+    /// show_smap's page walk over <paramref name="vma"/> (smaps_pte_entry, smaps_pmd_entry): Rss counts present pages
+    /// (a huge PMD as 2 MiB); a PMD-mapped folio adds to AnonHugePages if anonymous, to ShmemPmdMapped if shmem
+    /// (PageSwapBacked), to FilePmdMapped otherwise. The huge zero page has no struct page here (not counted), nor does
+    /// the 4 KiB zero page count in Rss (vm_normal_page NULL); a hugetlb VMA reports none of them. No scheduling point: the caller took one.
+    /// </summary>
+    public static SmapsFields Smaps(MmStruct mm, Vma vma)
+    {
+        var k = mm.Kernel;
+        ulong rss = 0, anon = 0, shmem = 0, file = 0;
+        if (vma.IsHugetlb) return default; // smaps_hugetlb_range: Shared/Private_Hugetlb, not Rss
+        const ulong HugeKb = MmStruct.PmdSize >> 10, PageKb = MmStruct.PageSize >> 10;
+        for (ulong va = mm.SkipPmdHole(vma.Start, vma.End); va < vma.End;)
+        {
+            var pmd = mm.PeekPmd(va);
+            if (pmd.Present && pmd.Huge)
+            {
+                if (!pmd.Special)
+                {
+                    rss += HugeKb;
+                    var head = k.Mem[pmd.Pfn];
+                    if (head.Has(PageFlags.Anon)) anon += HugeKb;
+                    else if (vma.File is { IsShmem: true }) shmem += HugeKb;
+                    else file += HugeKb;
+                }
+                va = mm.SkipPmdHole((va & MmStruct.PmdMask) + MmStruct.PmdSize, vma.End);
+                continue;
+            }
+            var pte = mm.PeekPte(va);
+            if (pte.Present && !pte.Special && pte.Pfn != PhysMem.ZeroPfn) rss += PageKb;
+            va = mm.SkipPmdHole(va + MmStruct.PageSize, vma.End);
+        }
+        return new SmapsFields(rss, anon, shmem, file);
+    }
+
     /// <summary>
     /// pte_to_pagemap_entry (fs/proc/task_mmu.c): the 64-bit /proc/PID/pagemap entry of one 4 KiB page: bits 0-54 pfn
     /// (present) or swap type/offset, 55 soft-dirty, 56 exclusively mapped (mapcount 1), 57 uffd-wp (PM_UFFD_WP, 5.13+:

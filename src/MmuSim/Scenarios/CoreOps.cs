@@ -46,11 +46,14 @@ public static partial class CoreOps
     {
         r.Register(new OpSpec("read", "user load from addr (faults it in); `as` stores the value; expect: ok (default), sigsegv, sigbus, oom or any",
             ["process", "addr"], ["as", "expect"], Read) { Check = CheckAccess });
-        r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW); expect: ok (default), sigsegv, sigbus, oom or any",
-            ["process", "addr", "value"], ["expect"], Write) { Check = (a, i) => { a.GetULong("value"); CheckAccess(a, i); } });
-        r.Register(new OpSpec("expect-value", "user load from addr (len: from each page of [addr, addr+len), in address order); a different value is an unexpected-value violation",
-            ["process", "addr", "value"], ["len"], ExpectValue)
-        { Check = (a, i) => { a.GetULong("value"); a.GetBounded("len", 0, 1UL << 32, MmStruct.PageSize); i.RequireMapped(a); } });
+        r.Register(new OpSpec("write", "user store of value at addr (faults it in, breaks COW); len: each page of [addr, addr+len) in address order, " +
+            "page i storing value + i*step (step default 0, wrapping: the selftests' memset(p % 255) pattern); expect: ok (default), sigsegv, sigbus, oom or any, for every page",
+            ["process", "addr", "value"], ["expect", "len", "step"], Write)
+        { Check = (a, i) => { a.GetULong("value"); a.GetULong("step", 0); a.GetBounded("len", 0, 1UL << 32, MmStruct.PageSize); CheckAccess(a, i); } });
+        r.Register(new OpSpec("expect-value", "user load from addr (len: from each page of [addr, addr+len), in address order, page i expected to hold " +
+            "value + i*step, step default 0); a different value is an unexpected-value violation",
+            ["process", "addr", "value"], ["len", "step"], ExpectValue)
+        { Check = (a, i) => { a.GetULong("value"); a.GetULong("step", 0); a.GetBounded("len", 0, 1UL << 32, MmStruct.PageSize); i.RequireMapped(a); } });
         r.Register(new OpSpec("fault", "handle_mm_fault at addr under mmap_lock (read), without touching the data",
             ["process", "addr"], ["write"], Fault) { Check = (a, i) => { a.GetBool("write"); i.RequireMapped(a); } });
         r.Register(new OpSpec("mmap", "mmap at a fixed address (prot: rw default; flags: mergeable, hugepage, shared...): anonymous, or of file: (file.create) from byte offset (MAP_PRIVATE unless shared)",
@@ -88,6 +91,17 @@ public static partial class CoreOps
                 foreach (var b in PagemapBits) a.GetBool(b);
                 if (a.Has("pfn")) i.RequireNamed(a, "pfn", "recorded pfn");
                 if (a.Has("pfn_not")) i.RequireNamed(a, "pfn_not", "recorded pfn");
+            },
+        });
+        r.Register(new OpSpec("expect-smaps", "the /proc/PID/smaps fields of the VMA at addr, in kB: each given field (rss, anon_huge_pages, " +
+            "shmem_pmd_mapped, file_pmd_mapped: Rss, AnonHugePages, ShmemPmdMapped, FilePmdMapped) must match, as check_huge_anon and " +
+            "check_huge_shmem read them; else unexpected-value", ["process", "addr"], [.. SmapsFieldNames], ExpectSmaps)
+        {
+            Check = (a, i) =>
+            {
+                foreach (var f in SmapsFieldNames) a.GetULong(f, 0);
+                if (!SmapsFieldNames.Any(a.Has)) throw a.Error("addr", $"give at least one field to check ({string.Join(", ", SmapsFieldNames)})");
+                i.RequireMapped(a);
             },
         });
         RegisterMmPaths(r);
@@ -142,15 +156,16 @@ public static partial class CoreOps
     static async ValueTask Write(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        ulong addr = a.GetAddress("addr");
-        CheckOutcome(w, a, mm, addr, await Memory.UserAccessResult(mm, addr, write: true, a.GetULong("value")));
+        ulong start = a.GetAddress("addr"), value = a.GetULong("value"), step = a.GetULong("step", 0), end = start + a.GetULong("len", MmStruct.PageSize);
+        for (ulong addr = start; addr < end; addr += MmStruct.PageSize, value += step)
+            CheckOutcome(w, a, mm, addr, await Memory.UserAccessResult(mm, addr, write: true, value));
     }
 
     static async ValueTask ExpectValue(ScenarioWorld w, OpArgs a)
     {
         var mm = w.Process(a);
-        ulong start = a.GetAddress("addr"), want = a.GetULong("value"), end = start + a.GetULong("len", MmStruct.PageSize);
-        for (ulong addr = start; addr < end; addr += MmStruct.PageSize)
+        ulong start = a.GetAddress("addr"), want = a.GetULong("value"), step = a.GetULong("step", 0), end = start + a.GetULong("len", MmStruct.PageSize);
+        for (ulong addr = start; addr < end; addr += MmStruct.PageSize, want += step)
         {
             var got = await Memory.UserAccess(mm, addr, write: false);
             if (got == want) continue;
@@ -172,6 +187,31 @@ public static partial class CoreOps
 
     static readonly string[] PagemapBits = ["present", "swapped", "exclusive", "soft_dirty", "file", "uffd_wp"];
     static readonly int[] PagemapBitNumbers = [TaskMmu.PmPresent, TaskMmu.PmSwap, TaskMmu.PmMmapExclusive, TaskMmu.PmSoftDirty, TaskMmu.PmFile, TaskMmu.PmUffdWp];
+
+    static readonly string[] SmapsFieldNames = ["rss", "anon_huge_pages", "shmem_pmd_mapped", "file_pmd_mapped"];
+
+    /// <summary>expect-smaps: compare the VMA's smaps fields (<see cref="TaskMmu.Smaps"/>) with the given values.</summary>
+    static async ValueTask ExpectSmaps(ScenarioWorld w, OpArgs a)
+    {
+        var mm = w.Process(a);
+        ulong addr = a.GetAddress("addr");
+        await w.K.S.Point(PointKind.PteRead, addr);
+        if (mm.FindVma(addr) is not { } vma)
+        {
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: smaps of {mm} has no VMA at 0x{addr:x}", addr);
+            return;
+        }
+        var got = TaskMmu.Smaps(mm, vma);
+        ulong[] values = [got.Rss, got.AnonHugePages, got.ShmemPmdMapped, got.FilePmdMapped];
+        for (int i = 0; i < SmapsFieldNames.Length; i++)
+        {
+            if (!a.Has(SmapsFieldNames[i])) continue;
+            ulong want = a.GetULong(SmapsFieldNames[i]);
+            if (want != values[i])
+                w.K.S.Fail(ScenarioInvariants.UnexpectedValue,
+                    $"{a.File}:{a.Line}: smaps of {mm} at 0x{addr:x}: {SmapsFieldNames[i]} is {values[i]} kB, expected {want} kB", addr);
+        }
+    }
 
     static readonly (string Key, bool Same)[] PfnChecks = [("pfn", true), ("pfn_not", false)];
 
