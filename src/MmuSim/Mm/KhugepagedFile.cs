@@ -70,7 +70,14 @@ public static partial class Khugepaged
         var r = await HpageCollapseScanFile(k, file, start, khugepaged: false, target: (mm, haddr));
         if (r is not (ScanResult.Succeed or ScanResult.PteMappedHugepage)) return r;
         await mm.MmapLock.WriteLock(); // 6.1 takes it for write; 6.6+ for read (its collapse_pte_mapped_thp needs no more)
-        try { return mm.Exited ? ScanResult.Fail : await CollapsePteMappedThp(mm, haddr, installPmd: true); }
+        try
+        {
+            if (mm.Exited) return ScanResult.Fail;
+            // 6.1-6.5: a fresh collapse went through retract_page_tables, where a target with no page table is
+            // find_pmd_or_thp_or_none's failure (SCAN_PMD_NULL); 6.6+ always goes on to install the PMD.
+            if (r == ScanResult.Succeed && !k.Era.Has(Feature.RetractAllMappings) && (await mm.PmdpGet(haddr)).IsNone) return ScanResult.PmdNull;
+            return await CollapsePteMappedThp(mm, haddr, installPmd: true);
+        }
         finally { await mm.MmapLock.WriteUnlock(); }
     }
 

@@ -59,9 +59,15 @@ public class KhugepagedFileTests
             Assert.Equal(0x22UL, await Read(mm, A + P));
             Assert.Equal(0UL, await Read(mm, A + 2 * P)); // a hole became a zeroed subpage
         });
-        Assert.Equal(head + 1, mm.PeekPte(A + P).Pfn); // the subpage, PTE-mapped (the kernel's do_set_pmd is not modelled)
-        Assert.Equal(PhysMem.HugePages + 3, k.Mem[head].RefCount);
-        Assert.Equal(1, k.Mem[head + 1].MapCount);
+        // The table was retracted, so the first fault maps the whole folio with one PMD (do_set_pmd), with no notifier.
+        Assert.Equal(expected, Seq(rec));
+        var pmd = mm.PeekPmd(A);
+        Assert.True(pmd.Present && pmd.Huge && pmd.Writable && !pmd.Dirty);
+        Assert.Equal(head, pmd.Pfn);
+        Assert.Equal(PhysMem.HugePages + 1, k.Mem[head].RefCount);
+        Assert.Equal(1, k.Mem.EntireMapcountHolder(head).RefCount);
+        Assert.Equal(0, k.Mem[head + 1].MapCount);
+        Assert.Equal(1, k.Stats[Stat.ThpFileMapped]);
         // A second pass sees the large folio (SCAN_PAGE_COMPOUND) and leaves it.
         Ok(k, async () => r = await Khugepaged.KhugepagedScanPmd(mm, A));
         Assert.Equal(ScanResult.PmdMapped, r);

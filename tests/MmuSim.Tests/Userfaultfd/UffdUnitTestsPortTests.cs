@@ -20,7 +20,7 @@ public class UffdUnitTestsPortTests
     }
 
     [Fact]
-    public void SixtyFiveCasesArePorted() => Assert.Equal(65, ScenarioLoader.BuiltInNames.Count(n => n.StartsWith("selftests/uffd-unit-tests/", StringComparison.Ordinal)));
+    public void AllSixtySixCasesArePorted() => Assert.Equal(66, ScenarioLoader.BuiltInNames.Count(n => n.StartsWith("selftests/uffd-unit-tests/", StringComparison.Ordinal)));
 
     [Theory]
     [InlineData("poison-anon")]
@@ -57,5 +57,21 @@ public class UffdUnitTestsPortTests
         Assert.Null(r.Violation);
         Assert.Equal(2, r.Kernel.Stats[Stat.UffdFaults]);
         Assert.Equal(2 * 512, r.Kernel.Stats[Stat.UffdPagesPlaced]);
+    }
+
+    [Theory]
+    [InlineData("6.1")]
+    [InlineData("6.13")]
+    public void MinorCollapse_MapsTheAliasByAPmd_AndWithoutTheCollapse_CheckHugeShmemFails(string era)
+    {
+        const string name = "selftests/uffd-unit-tests/minor-collapse-shmem";
+        var r = ScenarioRunner.Run(ScenarioLoader.LoadBuiltIn(name), EraTable.Get(era), null);
+        Assert.Null(r.Violation);
+        Assert.Equal(512, r.Kernel.Stats[Stat.UffdFaults]); // minor_faults == nr_pages, and none after the collapse
+        Assert.Equal(1, r.Kernel.Stats[Stat.ThpCollapseFile]);
+        var text = ScenarioLoader.BuiltInText(name)!.Replace("advice: collapse", "advice: hugepage");
+        var w = ScenarioRunner.Run(ScenarioLoader.Parse(text, "minor-collapse.yaml"), EraTable.Get(era), null);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, w.Violation?.Invariant);
+        Assert.Contains("shmem_pmd_mapped is 0 kB, expected 2048 kB", w.Violation?.Message);
     }
 }
