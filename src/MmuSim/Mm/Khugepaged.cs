@@ -46,7 +46,7 @@ public enum ScanResult : byte
 /// (defaults 511, 64, 256) and wants referenced pages. The only notifier is collapse_huge_page's start/end CLEAR over
 /// the 2 MiB range around pmdp_collapse_flush (plain end: 3.19-6.5 it calls invalidate_range; 6.6+ the TLB flush calls
 /// arch_invalidate_secondary_tlbs). Shmem collapse (collapse_file, retract_page_tables,
-/// collapse_pte_mapped_thp) is in KhugepagedFile.cs; MADV_COLLAPSE of a shmem VMA is refused here.
+/// collapse_pte_mapped_thp), and MADV_COLLAPSE of a shmem VMA (6.1), are in KhugepagedFile.cs.
 /// </summary>
 public static partial class Khugepaged
 {
@@ -132,7 +132,7 @@ public static partial class Khugepaged
 
     /// <summary>
     /// hugepage_vma_check for an anonymous VMA: an era with THP, not VM_NOHUGEPAGE, private anonymous (shmem is
-    /// collapse_file's, not modelled); khugepaged also wants VM_HUGEPAGE (the model's THP policy is enabled=madvise).
+    /// collapse_file's, KhugepagedFile.cs); khugepaged also wants VM_HUGEPAGE (the model's THP policy is enabled=madvise).
     /// </summary>
     static bool CollapseAllowed(Kernel k, Vma v, bool khugepaged) =>
         k.Era.Has(Feature.Thp) && (v.Flags & VmFlags.NoHugePage) == 0 && !v.Shared && v.File == null &&

@@ -18,10 +18,14 @@ namespace MmuSim.Mm;
 /// f268f6cf875f) is that inside a CLEAR start/end. Before, retract_page_tables only dropped empty tables, but
 /// collapse_pte_mapped_thp (5.4, 27e1f8273113) dropped tables whose PTEs mapped the THP's subpages: a secondary MMU
 /// kept translations the primary no longer had (CVE-2022-48991, catalog row e6).</para>
-/// <para>Not modelled: the kernel then maps the THP with a PMD at the next fault (do_set_pmd); the model's fault maps
-/// the subpage with a PTE again (the same frames, so coherence is unaffected). 6.6's retract_page_tables without
-/// mmap_lock (Hugh Dickins' series) is not modelled: every era takes the trylock. shmem_enabled is "advise": a VMA
-/// needs VM_HUGEPAGE. A swapped-out index is read straight into the new folio (the kernel swaps it in first).</para>
+/// <para><b>MADV_COLLAPSE</b> of a shmem range (6.1, <see cref="Feature.MadvCollapseFile"/>) runs the same scan and
+/// collapse_file without khugepaged's limits, leaves the caller's own range to collapse_pte_mapped_thp with
+/// install_pmd, which maps the folio by a PMD there (set_huge_pmd), and retracts the other mappings only from 6.6
+/// (<see cref="Feature.RetractAllMappings"/>). A later fault on a none PMD maps the THP by a PMD (do_set_pmd,
+/// <see cref="HugeMemory.DoSetPmd"/>); a fault where the table is still there maps the subpage by a PTE.</para>
+/// <para>Not modelled: 6.6's retract_page_tables without mmap_lock (Hugh Dickins' series): every era takes the
+/// trylock. shmem_enabled is "advise": khugepaged needs VM_HUGEPAGE. A swapped-out index is read straight into the new
+/// folio (the kernel swaps it in first).</para>
 /// </remarks>
 public static partial class Khugepaged
 {
