@@ -228,3 +228,20 @@ public class FilePmdTests
         Assert.Contains("shmem_pmd_mapped is 0 kB, expected 2048 kB", w.Violation?.Message);
     }
 }
+
+/// <summary>expect-smaps and the per-page write/expect-value fields: bad input is a one-line error naming the field, exit 2.</summary>
+public class SmapsAndStepBadInputTests
+{
+    static string Scen(string op) => Tests.Cli.CliRunner.MinimalScenario.Replace("      - read: { addr: 0x100000 }", "      - " + op);
+
+    [Fact]
+    public void ExpectSmapsAndSteps_AreChecked_ExitTwoWithTheField()
+    {
+        Tests.Cli.CliRunner.AssertBadInput(Scen("expect-smaps: { addr: 0x100000 }"), 10, "expect-smaps.addr", "give at least one field");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("expect-smaps: { addr: 0x100000, shmem_pmd_mapped: lots }"), 10, "expect-smaps.shmem_pmd_mapped", "not a number");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("expect-smaps: { addr: 0x100000, huge: 2048 }"), 10, "expect-smaps.huge", "");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("write: { addr: 0x100000, value: 1, step: x }"), 10, "write.step", "not a number");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("write: { addr: 0x100000, value: 1, len: 99999999999 }"), 10, "write.len", "multiple of the page size");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("expect-value: { addr: 0x100000, value: 1, step: -1 }"), 10, "expect-value.step", "not a number");
+    }
+}
