@@ -82,6 +82,10 @@ public sealed class Kernel
     /// modelled keep allocating a THP on a read fault; <c>thp.set: { knob: use_zero_page, value: 1 }</c> turns it on.</summary>
     public bool ThpUseZeroPage { get; set; }
 
+    /// <summary>/sys/kernel/mm/transparent_hugepage/shmem_enabled (4.8+): when a shmem fault allocates a huge folio
+    /// (<see cref="Mm.ShmemHuge"/>). Default never, as the kernel's.</summary>
+    public Mm.ShmemHuge ShmemEnabled { get; set; }
+
     /// <summary>The primary CPUs' TLBs (<see cref="CpuTlb"/>), or null when not modelled (the default; scenario
     /// <c>primary_tlb: true</c> turns them on). One null test on the user-access and flush paths.</summary>
     public CpuTlb? PrimaryTlb { get; set; }

@@ -18,6 +18,8 @@ public enum Stat
     ThpFaults,
     /// <summary>THP_FILE_MAPPED: a huge page-cache folio mapped by a PMD (do_set_pmd, set_huge_pmd).</summary>
     ThpFileMapped,
+    /// <summary>THP_FILE_ALLOC: a shmem fault allocated a huge folio (shmem_enabled).</summary>
+    ThpFileAlloc,
     ThpSplits,
     PagesZapped,
     PagesFreed,

@@ -20,6 +20,24 @@ public enum FileKind : byte
     GuestMemfd,
 }
 
+/// <summary>/sys/kernel/mm/transparent_hugepage/shmem_enabled (SHMEM_HUGE_*, mm/shmem.c): the huge= policy of the internal
+/// shm mount, which backs MAP_SHARED|MAP_ANONYMOUS memory and memfds.</summary>
+public enum ShmemHuge : byte
+{
+    /// <summary>never (the default): shmem faults allocate small folios.</summary>
+    Never,
+    /// <summary>always: a huge folio wherever one fits.</summary>
+    Always,
+    /// <summary>within_size: a huge folio that lies within i_size.</summary>
+    WithinSize,
+    /// <summary>advise: only in VM_HUGEPAGE (MADV_HUGEPAGE) VMAs.</summary>
+    Advise,
+    /// <summary>deny (testing): never, overriding every mount.</summary>
+    Deny,
+    /// <summary>force (testing): always, overriding every mount.</summary>
+    Force,
+}
+
 /// <summary>
 /// struct address_space with its inode's size: a file's page cache (mm/filemap.c, mm/shmem.c). Pages maps a page index
 /// to the pfn of the cached page; each entry holds the page cache's reference. Backing holds the contents of pages
@@ -106,10 +124,11 @@ public static class Filemap
     /// filemap_get_folio / shmem_get_folio for a fault: the cached page at <paramref name="index"/>, or a new one read
     /// from the backing store (zero-filled for a hole). A scheduling point (the lookup). -1 on OOM.
     /// </summary>
-    internal static async ValueTask<long> FilemapGetFolio(Kernel k, AddressSpace file, ulong index, ulong addr)
+    internal static async ValueTask<long> FilemapGetFolio(Kernel k, AddressSpace file, ulong index, ulong addr, Vma? hugeVma = null)
     {
         await k.S.Point(PointKind.Alloc, addr);
         if (file.Pages.TryGetValue(index, out long pfn)) return pfn;
+        if (hugeVma != null && ShmemHugeAllowed(k, hugeVma, file, index) && ShmemAllocAndAddHugeFolio(k, file, index) is >= 0 and var sub) return sub;
         pfn = k.Mem.AllocPage();
         if (pfn < 0) return -1;
         ref var f = ref k.Mem[pfn]; // not PageAnon: a page-cache page
@@ -123,6 +142,49 @@ public static class Filemap
         f.Index = index;
         file.Pages.Add(index, pfn); // the allocation's reference becomes the page cache's
         return pfn;
+    }
+
+    /// <summary>
+    /// shmem_huge_global_enabled (shmem_is_huge before 6.11) for a fault of <paramref name="vma"/> at
+    /// <paramref name="index"/>: VM_NOHUGEPAGE refuses; shmem_enabled force allows and deny refuses; then never, always,
+    /// within_size (the huge folio ends within i_size) or advise (VM_HUGEPAGE). The VMA must fit a PMD there
+    /// (<see cref="HugeMemory.FileThpSuitable"/>), and the model also wants the huge folio within i_size for always.
+    /// </summary>
+    static bool ShmemHugeAllowed(Kernel k, Vma vma, AddressSpace file, ulong index)
+    {
+        ulong first = index & ~(ulong)(PhysMem.HugePages - 1);
+        if (!file.IsShmem || (vma.Flags & VmFlags.NoHugePage) != 0 || first + PhysMem.HugePages > file.SizePages) return false;
+        return k.ShmemEnabled switch
+        {
+            ShmemHuge.Always or ShmemHuge.WithinSize or ShmemHuge.Force => true,
+            ShmemHuge.Advise => (vma.Flags & VmFlags.HugePage) != 0,
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// shmem_alloc_and_add_folio for a PMD-sized folio: only if no index of the aligned range is cached or swapped out
+    /// (the kernel's xa_find ... XA_PRESENT, else it falls back to a small folio); the 512 zeroed subpages go into the
+    /// cache, one head reference per index. Returns the subpage at <paramref name="index"/>, or -1 to fall back.
+    /// </summary>
+    static long ShmemAllocAndAddHugeFolio(Kernel k, AddressSpace file, ulong index)
+    {
+        ulong first = index & ~(ulong)(PhysMem.HugePages - 1);
+        for (ulong i = first; i < first + PhysMem.HugePages; i++)
+            if (file.Pages.ContainsKey(i) || file.Backing.ContainsKey(i)) return -1;
+        long head = k.Mem.AllocHuge();
+        if (head < 0) return -1; // THP_FILE_FALLBACK
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            ref var f = ref k.Mem[head + i];
+            f.AnonRoot = file.Id;
+            f.Index = first + (ulong)i;
+            file.Pages.Add(first + (ulong)i, head + i);
+            k.S.Charge(CostKind.ZeroPage);
+        }
+        k.Mem[head].RefCount += PhysMem.HugePages - 1; // the allocation's reference and 511 more: one per index
+        k.Stats.Inc(Stat.ThpFileAlloc);
+        return head + (long)(index - first);
     }
 
     /// <summary>
@@ -170,7 +232,7 @@ public static class Filemap
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter(write ? "do_shared_fault" : "do_read_fault");
         var file = vma.File!;
-        long pfn = await LockCachedFolio(k, file, index, addr);
+        long pfn = await LockCachedFolio(k, file, index, addr, t == 0 ? vma : null); // shmem_get_folio_gfp may allocate a THP where the PMD is none
         if (pfn < 0) return pfn == -2 ? VmFault.Retry : VmFault.Oom;
         if (t == 0)
         {
@@ -212,9 +274,9 @@ public static class Filemap
     /// sleeps on the folio lock): the cached folio, locked and referenced; -2 (VM_FAULT_RETRY) if it left the page
     /// cache while the fault slept (migrated or truncated: folio->mapping changed), -1 on OOM.
     /// </summary>
-    static async ValueTask<long> LockCachedFolio(Kernel k, AddressSpace file, ulong index, ulong addr)
+    static async ValueTask<long> LockCachedFolio(Kernel k, AddressSpace file, ulong index, ulong addr, Vma? hugeVma = null)
     {
-        long pfn = await FilemapGetFolio(k, file, index, addr);
+        long pfn = await FilemapGetFolio(k, file, index, addr, hugeVma);
         if (pfn < 0) return -1;
         Folio.Get(k, pfn);
         await FolioLock.Lock(k, k.Mem.FolioOf(pfn));

@@ -225,12 +225,14 @@ public static class HugeMemory
 
     /// <summary>
     /// __split_huge_pmd: replace the huge PMD covering <paramref name="addr"/> by a PTE table of 512 PTEs to the same
-    /// pages (same W/D/A bits), per-page mapcounts, entire_mapcount−1 and 511 more folio references. With
+    /// pages (same W/D/A bits), per-page mapcounts, entire_mapcount−1 and 511 more folio references. A page-cache PMD
+    /// is only dropped (!vma_is_anonymous), unless <paramref name="keepFilePtes"/>: migration, which the model does
+    /// without PMD migration entries, splits a file PMD into PTEs as it does an anonymous one. With
     /// <paramref name="notify"/> it runs inside its own start/end CLEAR over the aligned 2 MiB (nested inside the
     /// caller's range when there is one); end is only_end (4.15-6.5: no invalidate_range, the PTEs still point to the
     /// same pages). Callers that already invalidated the range pass notify=false (zap).
     /// </summary>
-    public static async ValueTask SplitHugePmd(Vma vma, ulong addr, bool notify)
+    public static async ValueTask SplitHugePmd(Vma vma, ulong addr, bool notify, bool keepFilePtes = false)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -240,13 +242,13 @@ public static class HugeMemory
         if (notify) await mm.Notifiers.InvalidateRangeStart(range);
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
-        if (pmd.Present && pmd.Huge) await SplitHugePmdLocked(vma, haddr, pmd);
+        if (pmd.Present && pmd.Huge) await SplitHugePmdLocked(vma, haddr, pmd, keepFilePtes);
         await mm.UnlockPmd(haddr);
         if (notify) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
     }
 
     /// <summary>__split_huge_pmd_locked: caller holds the PMD lock and saw <paramref name="pmd"/> present and huge.</summary>
-    static async ValueTask SplitHugePmdLocked(Vma vma, ulong haddr, Pte pmd)
+    static async ValueTask SplitHugePmdLocked(Vma vma, ulong haddr, Pte pmd, bool keepFilePtes)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
@@ -263,7 +265,7 @@ public static class HugeMemory
             k.Stats.Inc(Stat.ThpSplits);
             return;
         }
-        if (vma.File != null && !vma.IsHugetlb)
+        if (vma.File != null && !vma.IsHugetlb && !keepFilePtes)
         {
             // !vma_is_anonymous: a page-cache folio keeps no PTEs. pmdp_huge_clear_flush_notify clears the PMD (with
             // invalidate_range in 3.19-6.5), the dirty and young bits go to the folio, the PMD mapping and its

@@ -45,8 +45,10 @@ public static class Migrate
         if (f.Has(PageFlags.Ksm)) return k.Era.Has(Feature.KsmFolioMigration);
         if (Hugetlb.HugetlbPages.IsHugetlbFolio(k, head)) return f.Has(PageFlags.Anon) && k.Era.Has(Feature.HugetlbMigration);
         if (f.Has(PageFlags.Anon)) return true;
-        // A huge page-cache folio (khugepaged's collapse_file) is not migrated: its 512 cache entries are not moved.
-        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head && !k.Mem.IsHuge(head);
+        // A huge page-cache folio moves whole from 4.13 (its PMD mappings are split away first, TTU_SPLIT_HUGE_PMD); the
+        // model does not split one into small folios, which is what the kernel did before THP migration.
+        return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head
+            && (!k.Mem.IsHuge(head) || k.Era.Has(Feature.RmapRangeNotify));
     }
 
     /// <summary>NR_MAX_MIGRATE_PAGES_RETRY: the passes migrate_pages_batch makes over a folio that answers -EAGAIN.</summary>
@@ -79,7 +81,7 @@ public static class Migrate
             Folio.Put(k, head);
             return -1;
         }
-        int expected = file != null ? 2 : 1; // folio_expected_refs: + the page cache's reference
+        int expected = file != null ? 1 + n : 1; // folio_expected_refs: + the page cache's references (one per index)
         for (int pass = 1; ; pass++)
         {
             await FolioLock.Lock(k, head); // migrate_folio_unmap: folio_trylock, else folio_lock (MIGRATE_SYNC)
@@ -108,13 +110,22 @@ public static class Migrate
             k.S.Charge(CostKind.CopyPage);
         }
         k.Mem[dst].AnonRoot = k.Mem[head].AnonRoot;
-        if (file != null) file.Pages[k.Mem[head].Index] = dst; // xas_store: the allocation's reference becomes the cache's
+        if (file != null)
+        {
+            // xas_store of every index: the allocation's reference becomes the cache's, and a huge folio gets one per index.
+            for (int i = 0; i < n; i++)
+            {
+                k.Mem[dst + i].AnonRoot = file.Id; // folio->mapping (each subpage names its file, as the cache's invariant wants)
+                file.Pages[k.Mem[head].Index + (ulong)i] = dst + i;
+            }
+            k.Mem[dst].RefCount += n - 1;
+        }
         if (ksm) Ksm.Ksmd.KsmMigrateFolio(k, head, dst);
         await Remap(k, hugetlb, head, dst);
         await FolioLock.Unlock(k, dst);
         await FolioLock.Unlock(k, head);
         if (file == null) Folio.Put(k, dst);  // the allocation reference: the new folio is now held by its mappings
-        else Folio.Put(k, head);              // the page cache's reference to the old folio
+        else for (int i = 0; i < n; i++) Folio.Put(k, head); // the page cache's references to the old folio
         await k.S.Point(PointKind.Free, (ulong)head);
         Vmscan.PutbackLru(k, head);
         Folio.Put(k, head); // the isolation reference: frees the old folio

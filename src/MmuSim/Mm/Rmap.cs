@@ -151,7 +151,7 @@ public static class Rmap
                 var r = await UnmapHugePmdLegacy(vma, addr, st);
                 if (r.HasValue) return r.Value; // else split meanwhile: handle the PTEs below
             }
-            else await HugeMemory.SplitHugePmd(vma, addr, notify: true); // TTU_SPLIT_HUGE_PMD
+            else await HugeMemory.SplitHugePmd(vma, addr, notify: true, keepFilePtes: st.Migrate); // TTU_SPLIT_HUGE_PMD; no PMD migration entries: a file PMD becomes PTEs too
         }
         MmuNotifierRange? range = null;
         if (rangeNotify)

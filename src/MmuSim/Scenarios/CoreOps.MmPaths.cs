@@ -22,7 +22,8 @@ public static partial class CoreOps
             ["process", "addr"], ["as"], Age) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("writeback", "clean the folio at addr for writeback (folio_clear_dirty_for_io → page_mkclean_one)",
             ["process", "addr"], [], Writeback) { Check = (a, i) => i.RequireMapped(a) });
-        r.Register(new OpSpec("thp.set", "write a /sys/kernel/mm/transparent_hugepage knob: knob use_zero_page (1: a read fault on a THP-eligible range maps the huge zero page; the model's default is 0), value 0 or 1",
+        r.Register(new OpSpec("thp.set", "write a /sys/kernel/mm/transparent_hugepage knob: knob use_zero_page (1: a read fault on a THP-eligible range maps the huge zero page; the model's default is 0), value 0 or 1; " +
+            "or knob shmem_enabled (4.8+), value never (default), always, within_size, advise (VM_HUGEPAGE), deny or force: when a shmem fault allocates a huge folio",
             ["knob", "value"], [], ThpSet) { Check = (a, _) => ThpKnob(a) });
         r.Register(new OpSpec("migrate", "migrate the folio at addr (try_to_migrate_one, then remove_migration_ptes); expect: migrated (default), failed or any",
             ["process", "addr"], ["expect"], DoMigrate) { Check = CheckMigrate });
@@ -96,15 +97,33 @@ public static partial class CoreOps
         if (pfn >= 0) await PageWriteback.FolioClearDirtyForIo(w.K, pfn);
     }
 
-    static bool ThpKnob(OpArgs a)
+    /// <summary>The knob and its parsed value: use_zero_page 0/1, or shmem_enabled as its sysfs words.</summary>
+    static (bool ZeroPage, ShmemHuge? Shmem) ThpKnob(OpArgs a)
     {
-        if (a.GetString("knob") != "use_zero_page") throw a.Error("knob", $"'{a.GetString("knob")}' is not a modelled THP knob (use_zero_page)");
-        return a.GetBounded("value", 0, 1) == 1;
+        switch (a.GetString("knob"))
+        {
+            case "use_zero_page":
+                return (a.GetBounded("value", 0, 1) == 1, null);
+            case "shmem_enabled":
+                var v = a.GetString("value");
+                return ShmemHugeNames.TryGetValue(v, out var h) ? (false, h)
+                    : throw a.Error("value", $"'{v}' is not a shmem_enabled setting ({string.Join(", ", ShmemHugeNames.Keys)})");
+            default:
+                throw a.Error("knob", $"'{a.GetString("knob")}' is not a modelled THP knob (use_zero_page, shmem_enabled)");
+        }
     }
+
+    static readonly Dictionary<string, ShmemHuge> ShmemHugeNames = new(StringComparer.Ordinal)
+    {
+        ["never"] = ShmemHuge.Never, ["always"] = ShmemHuge.Always, ["within_size"] = ShmemHuge.WithinSize,
+        ["advise"] = ShmemHuge.Advise, ["deny"] = ShmemHuge.Deny, ["force"] = ShmemHuge.Force,
+    };
 
     static ValueTask ThpSet(ScenarioWorld w, OpArgs a)
     {
-        w.K.ThpUseZeroPage = ThpKnob(a);
+        var (zero, shmem) = ThpKnob(a);
+        if (shmem is { } h) w.K.ShmemEnabled = h;
+        else w.K.ThpUseZeroPage = zero;
         return default;
     }
 

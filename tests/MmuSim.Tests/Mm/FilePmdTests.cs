@@ -245,3 +245,88 @@ public class SmapsAndStepBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-value: { addr: 0x100000, value: 1, step: -1 }"), 10, "expect-value.step", "not a number");
     }
 }
+
+/// <summary>
+/// shmem_enabled (4.8+): a shmem fault on a none PMD allocates a huge folio where the policy allows it and the aligned
+/// range is empty (shmem_alloc_and_add_folio), maps it by a PMD without a notifier; such a folio migrates whole.
+/// </summary>
+public class ShmemHugeFaultTests
+{
+    const ulong A = 0x200000, P = MmStruct.PageSize, H = MmStruct.PmdSize;
+
+    [Theory]
+    [InlineData("6.13", ShmemHuge.Never, VmFlags.None, false)]
+    [InlineData("6.13", ShmemHuge.Always, VmFlags.None, true)]
+    [InlineData("6.13", ShmemHuge.Advise, VmFlags.None, false)]
+    [InlineData("6.13", ShmemHuge.Advise, VmFlags.HugePage, true)]
+    [InlineData("6.13", ShmemHuge.Always, VmFlags.NoHugePage, false)]
+    [InlineData("6.13", ShmemHuge.Deny, VmFlags.HugePage, false)]
+    [InlineData("6.13", ShmemHuge.Force, VmFlags.None, true)]
+    [InlineData("4.10", ShmemHuge.Always, VmFlags.None, true)]
+    [InlineData("3.19", ShmemHuge.Always, VmFlags.HugePage, false)] // no shmem THP before 4.8
+    public void ShmemFault_AllocatesAHugeFolioAsTheKnobSays_AndMapsItByAPmd_WithoutANotifier(string era, ShmemHuge knob, VmFlags flags, bool huge)
+    {
+        var k = Kernel(era);
+        k.ShmemEnabled = knob;
+        var mm = MmWithVma(k, A, H, VmFlags.Shared | flags);
+        var rec = Recorder(k, mm);
+        Ok(k, async () => await Write(mm, A + P, 0x33));
+        Assert.Empty(rec.Calls);
+        var vma = mm.FindVma(A)!;
+        long pfn = vma.File!.Pages[vma.IndexOf(A + P)];
+        long head = k.Mem.FolioOf(pfn);
+        Assert.Equal(huge, k.Mem.IsHuge(head));
+        var pmd = mm.PeekPmd(A);
+        Assert.Equal(huge, pmd.Present && pmd.Huge && pmd.Dirty && pmd.Writable && pmd.Pfn == head);
+        Assert.Equal(huge ? 1 : 0, k.Stats[Stat.ThpFileAlloc]);
+        Assert.Equal(huge ? PhysMem.HugePages + 1 : 2, k.Mem[head].RefCount);
+        Assert.Equal(huge ? PhysMem.HugePages : 1, mm.RssFile);
+        Assert.Equal(huge ? 512 : 1, vma.File.Pages.Count);
+        Ok(k, async () => Assert.Equal(0x33UL, await Read(mm, A + P)));
+        Consistent(k);
+    }
+
+    [Fact]
+    public void ShmemFault_FallsBackToASmallFolio_WhenTheRangeIsPartlyCached()
+    {
+        var k = Kernel("6.13");
+        var mm = MmWithVma(k, A, H, VmFlags.Shared);
+        Ok(k, async () => await Write(mm, A + P, 1)); // cached while the knob says never
+        Ok(k, async () => await Madvise.MadviseDontneed(mm, A, H)); // the PMD is none again, the page stays cached
+        k.ShmemEnabled = ShmemHuge.Always;
+        Ok(k, async () => await Write(mm, A + 2 * P, 2));
+        Assert.Equal(0, k.Stats[Stat.ThpFileAlloc]);
+        Assert.False(mm.PeekPmd(A).Huge);
+        Assert.False(k.Mem.IsHuge(k.Mem.FolioOf(mm.PeekPte(A + 2 * P).Pfn)));
+    }
+
+    [Theory]
+    [InlineData("6.18", "S(200000,400000,Clear) E(200000,400000,Clear) S(200000,400000,Clear) E(200000,400000,Clear)")]
+    [InlineData("6.1", "S(200000,400000,Clear) E(200000,400000,Clear) S(200000,400000,Clear) IR(200000,201000)! IR(201000,202000)!")]
+    public void AHugeShmemFolio_MigratesWhole_ItsPmdSplitIntoPtesForTheMigrationEntries(string era, string calls)
+    {
+        var k = Kernel(era, options: new KernelOptions { NumaNodes = 2 });
+        k.ShmemEnabled = ShmemHuge.Always;
+        var mm = MmWithVma(k, A, H, VmFlags.Shared);
+        Ok(k, async () => await Write(mm, A + P, 0x44));
+        var vma = mm.FindVma(A)!;
+        var file = vma.File!;
+        long head = mm.PeekPmd(A).Pfn;
+        int from = k.Mem.NodeOf(head);
+        var rec = Recorder(k, mm);
+        long dst = -1;
+        Ok(k, async () => dst = await Migrate.MigrateFolio(k, head, 1 - from));
+        Assert.True(dst >= 0 && k.Mem.IsHuge(dst) && k.Mem.NodeOf(dst) == 1 - from);
+        // The split's own CLEAR, then try_to_migrate_one's over the 512 PTEs (invalidate_range per PTE under the PTL in
+        // 3.19-6.5); the kernel has one range, around a PMD migration entry.
+        Assert.StartsWith(calls, Seq(rec));
+        for (ulong i = 0; i < PhysMem.HugePages; i++) Assert.Equal(dst + (long)i, file.Pages[vma.IndexOf(A) + i]);
+        Assert.True(k.Mem[head].Has(PageFlags.Free));
+        var pte = mm.PeekPte(A + P);
+        Assert.True(pte.Present && !pte.Huge);
+        Assert.Equal(dst + 1, pte.Pfn);
+        Assert.Equal(2 * PhysMem.HugePages, k.Mem[dst].RefCount); // the cache's 512 and the 512 PTEs'
+        Ok(k, async () => Assert.Equal(0x44UL, await Read(mm, A + P)));
+        Consistent(k);
+    }
+}
