@@ -329,7 +329,7 @@ public sealed partial class Ksmd : MmuSim.Scenarios.IRunReport
         await mm.MmapLock.WriteLock();
         try
         {
-            foreach (var vma in Mmap.SplitAround(mm, start, start + len))
+            foreach (var vma in await Mmap.SplitAround(mm, start, start + len))
             {
                 if (mergeable)
                 {

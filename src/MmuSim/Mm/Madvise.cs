@@ -245,7 +245,7 @@ public static class Madvise
                 if (v.End <= start || v.Start >= end) continue;
                 if (v.Start > covered) err = Errno.ENOMEM;
                 if (wipe && (v.Shared || v.File != null)) return Errno.EINVAL;
-                foreach (var part in Mmap.SplitAround(mm, Math.Max(start, v.Start), Math.Min(end, v.End)))
+                foreach (var part in await Mmap.SplitAround(mm, Math.Max(start, v.Start), Math.Min(end, v.End)))
                     part.Flags = wipe ? part.Flags | VmFlags.WipeOnFork : part.Flags & ~VmFlags.WipeOnFork;
                 covered = Math.Min(end, v.End);
             }

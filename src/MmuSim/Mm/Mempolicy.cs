@@ -45,7 +45,7 @@ public static class Mempolicy
                 if (!move || (k.Mem.FolioMapCount(head) > 1 && !all)) leftBehind = true;
                 else queue.Add(head);
             }
-            foreach (var v in Mmap.SplitAround(mm, start, end)) v.PolicyNode = node; // mbind_range
+            foreach (var v in await Mmap.SplitAround(mm, start, end)) v.PolicyNode = node; // mbind_range
             Mmap.VmaMergeAround(mm, start, end);
             foreach (var head in queue)
                 if (await Migrate.MigrateFolio(k, head, node) < 0) leftBehind = true;

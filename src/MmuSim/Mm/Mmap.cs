@@ -38,7 +38,7 @@ public static class Mmap
         await mm.MmapLock.WriteLock();
         try
         {
-            var victims = SplitAround(mm, start, end);
+            var victims = await SplitAround(mm, start, end);
             if (victims.Count == 0) return;
             await UnmapRegion(mm, start, end);
             foreach (var v in victims) mm.RemoveVma(v);
@@ -82,18 +82,39 @@ public static class Mmap
     public static VmFlags NewVmaFlags(Kernel k) => k.Era.Has(Eras.Feature.ClearRefsSoftDirty) ? VmFlags.SoftDirty : VmFlags.None;
 
     /// <summary>Split VMAs so that [start, end) is covered by whole VMAs; return those VMAs.</summary>
-    internal static List<Vma> SplitAround(MmStruct mm, ulong start, ulong end)
+    internal static async ValueTask<List<Vma>> SplitAround(MmStruct mm, ulong start, ulong end)
     {
         var list = new List<Vma>();
         foreach (var v in mm.Vmas.ToArray())
         {
             if (v.End <= start || v.Start >= end) continue;
             var cur = v;
-            if (cur.Start < start) cur = mm.SplitVma(cur, start);
-            if (cur.End > end) mm.SplitVma(cur, end);
+            if (cur.Start < start)
+            {
+                await VmaAdjustTransHuge(cur, start);
+                cur = mm.SplitVma(cur, start);
+            }
+            if (cur.End > end)
+            {
+                await VmaAdjustTransHuge(cur, end);
+                mm.SplitVma(cur, end);
+            }
             list.Add(cur);
         }
         return list;
+    }
+
+    /// <summary>
+    /// __split_vma's vma_adjust_trans_huge (split_huge_pmd_if_needed): a huge PMD that the new boundary
+    /// <paramref name="addr"/> would cut is split first, with its own CLEAR range, before the caller's own
+    /// invalidation (mprotect's PROTECTION_VMA, munmap's UNMAP). Caller holds mmap_lock for write.
+    /// </summary>
+    static async ValueTask VmaAdjustTransHuge(Vma vma, ulong addr)
+    {
+        ulong h = addr & MmStruct.PmdMask;
+        if (h == addr || vma.IsHugetlb || h < vma.Start || h + MmStruct.PmdSize > vma.End) return;
+        var pmd = vma.Mm.PeekPmd(h);
+        if (pmd.Present && pmd.Huge) await HugeMemory.SplitHugePmd(vma, h, notify: true);
     }
 
     /// <summary>

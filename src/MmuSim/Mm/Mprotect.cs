@@ -36,7 +36,7 @@ public static class Mprotect
         await mm.MmapLock.WriteLock();
         try
         {
-            var vmas = Mmap.SplitAround(mm, start, end);
+            var vmas = await Mmap.SplitAround(mm, start, end);
             ulong lo = ulong.MaxValue, hi = 0;
             foreach (var vma in vmas)
             {

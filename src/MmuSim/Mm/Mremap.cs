@@ -26,13 +26,13 @@ public static class Mremap
             var src = mm.FindVma(oldAddr);
             if (src == null || oldEnd > src.End) throw new ArgumentException($"mremap: [0x{oldAddr:x}, 0x{oldEnd:x}) is not inside one VMA");
             // MREMAP_FIXED: unmap whatever is at the destination.
-            var victims = Mmap.SplitAround(mm, newAddr, newEnd);
+            var victims = await Mmap.SplitAround(mm, newAddr, newEnd);
             if (victims.Count > 0)
             {
                 await Mmap.UnmapRegion(mm, newAddr, newEnd);
                 foreach (var v in victims) mm.RemoveVma(v);
             }
-            var moved = Mmap.SplitAround(mm, oldAddr, oldEnd);
+            var moved = await Mmap.SplitAround(mm, oldAddr, oldEnd);
             var old = moved[0];
             // mremap_userfaultfd_prep: the moved VMA stays registered with UFFD_FEATURE_EVENT_REMAP, else it is not.
             uffd = Userfaultfd.UserfaultfdCtx.MremapUserfaultfdPrep(old);

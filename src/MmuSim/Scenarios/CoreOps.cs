@@ -353,7 +353,7 @@ public static partial class CoreOps
         await mm.MmapLock.WriteLock();
         try
         {
-            foreach (var v in Mmap.SplitAround(mm, start, end)) v.Flags = (v.Flags & ~clear) | set;
+            foreach (var v in await Mmap.SplitAround(mm, start, end)) v.Flags = (v.Flags & ~clear) | set;
             Mmap.VmaMergeAround(mm, start, end);
         }
         finally { await mm.MmapLock.WriteUnlock(); }

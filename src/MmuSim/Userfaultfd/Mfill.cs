@@ -93,7 +93,7 @@ public static class Mfill
             if (!found) return Errno.EINVAL;
             var flags = ((mode & UffdMode.Missing) != 0 ? VmFlags.UffdMissing : 0) | ((mode & UffdMode.Wp) != 0 ? VmFlags.UffdWp : 0)
                 | ((mode & UffdMode.Minor) != 0 ? VmFlags.UffdMinor : 0);
-            foreach (var vma in Mmap.SplitAround(mm, start, end))
+            foreach (var vma in await Mmap.SplitAround(mm, start, end))
             {
                 vma.Flags = (vma.Flags & ~VmFlags.UffdAny) | flags;
                 vma.Uffd = ctx;
@@ -154,7 +154,7 @@ public static class Mfill
             foreach (var vma in mm.Vmas)
                 if (vma.End > start && vma.Start < end) { any = true; break; }
             if (!any) return Errno.EINVAL;
-            foreach (var vma in Mmap.SplitAround(mm, start, end))
+            foreach (var vma in await Mmap.SplitAround(mm, start, end))
             {
                 if (vma.Uffd == null) continue;
                 await vma.Uffd.Wake(vma.Start, vma.End - vma.Start);

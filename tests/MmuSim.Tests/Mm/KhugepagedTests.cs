@@ -122,7 +122,7 @@ public class KhugepagedTests
         await mm.MmapLock.WriteLock();
         try
         {
-            foreach (var v in Mmap.SplitAround(mm, s, s + len))
+            foreach (var v in await Mmap.SplitAround(mm, s, s + len))
                 v.Flags = dontfork ? v.Flags | VmFlags.DontCopy : v.Flags & ~VmFlags.DontCopy;
             Mmap.VmaMergeAround(mm, s, s + len);
         }

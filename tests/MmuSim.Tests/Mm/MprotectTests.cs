@@ -72,10 +72,10 @@ public class MprotectTests
     }
 
     [Theory]
-    [InlineData("3.7", "S(200000,201000) S(200000,400000) E(200000,400000) E(200000,201000)")]
-    [InlineData("4.13", "S(200000,201000) S(200000,400000) IR(200000,400000) E(200000,400000) IR(200000,201000) E(200000,201000)")]
-    [InlineData("6.13", "S(200000,201000,ProtectionVma) S(200000,400000,Clear) E(200000,400000,Clear) E(200000,201000,ProtectionVma)")]
-    public void PartlyCoveredThp_SplitHugePmdNestsItsOwnClearRange_EraWithThp(string era, string expected)
+    [InlineData("3.7", "S(200000,400000) E(200000,400000) S(200000,201000) E(200000,201000)")]
+    [InlineData("4.13", "S(200000,400000) IR(200000,400000) E(200000,400000) S(200000,201000) IR(200000,201000) E(200000,201000)")]
+    [InlineData("6.13", "S(200000,400000,Clear) E(200000,400000,Clear) S(200000,201000,ProtectionVma) E(200000,201000,ProtectionVma)")]
+    public void PartlyCoveredThp_IsSplitAtTheVmaSplit_InItsOwnClearRange_BeforeMprotectsRange(string era, string expected)
     {
         var k = Kernel(era);
         var mm = MmWithVma(k, 0x200000, 0x200000, VmFlags.HugePage);
