@@ -30,18 +30,23 @@ public static class HugeMemory
     }
 
     /// <summary>
-    /// thp_vma_suitable_order(PMD_ORDER) for a page-cache folio plus do_set_pmd's vma_thp_disabled: a shmem or memfd
-    /// VMA (not hugetlbfs, not guest_memfd) in an era with huge page-cache folios (shmem THP, 4.8), not VM_NOHUGEPAGE,
-    /// covering the whole aligned 2 MiB around <paramref name="addr"/>, with its address and file offset congruent
-    /// modulo 2 MiB. VM_HUGEPAGE is not needed: any huge folio in the cache is mapped by a PMD where one fits.
+    /// A shmem or memfd VMA (not hugetlbfs, not guest_memfd) that a huge page-cache folio could be mapped into: not
+    /// VM_NOHUGEPAGE, and its address and file offset congruent modulo 2 MiB (transhuge_vma_suitable's alignment).
+    /// </summary>
+    internal static bool ShmemThpVma(Vma vma) =>
+        vma.File is { IsShmem: true } f && f.Kind != FileKind.MemfdHugetlb && !vma.IsHugetlb && (vma.Flags & VmFlags.NoHugePage) == 0
+        && (((vma.Start >> MmStruct.PageShift) - vma.PgOff) & (PhysMem.HugePages - 1)) == 0;
+
+    /// <summary>
+    /// thp_vma_suitable_order(PMD_ORDER) for a page-cache folio plus do_set_pmd's vma_thp_disabled: a
+    /// <see cref="ShmemThpVma"/> covering the whole aligned 2 MiB around <paramref name="addr"/>, in an era with huge
+    /// page-cache folios (shmem THP, 4.8). VM_HUGEPAGE is not needed: any huge folio in the cache is mapped by a PMD
+    /// where one fits.
     /// </summary>
     public static bool FileThpSuitable(Kernel k, Vma vma, ulong addr)
     {
-        if (!k.Era.Has(Feature.KhugepagedShmemCollapse) || vma.File is not { IsShmem: true } f || f.Kind == FileKind.MemfdHugetlb) return false;
-        if ((vma.Flags & VmFlags.NoHugePage) != 0 || vma.IsHugetlb) return false;
         ulong h = addr & MmStruct.PmdMask;
-        return h >= vma.Start && h + MmStruct.PmdSize <= vma.End
-            && (((vma.Start >> MmStruct.PageShift) - vma.PgOff) & (PhysMem.HugePages - 1)) == 0;
+        return k.Era.Has(Feature.KhugepagedShmemCollapse) && ShmemThpVma(vma) && h >= vma.Start && h + MmStruct.PmdSize <= vma.End;
     }
 
     /// <summary>

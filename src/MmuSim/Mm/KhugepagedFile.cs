@@ -38,18 +38,13 @@ public static partial class Khugepaged
     /// address and file offset congruent modulo 2 MiB so a PMD can map the folio.
     /// </summary>
     static bool ShmemCollapseAllowed(Kernel k, Vma v) =>
-        k.Era.Has(Feature.KhugepagedShmemCollapse) && v.File is { IsShmem: true } f && f.Kind != FileKind.MemfdHugetlb &&
-        (v.Flags & VmFlags.HugePage) != 0 && (v.Flags & VmFlags.NoHugePage) == 0 &&
-        (((v.Start >> MmStruct.PageShift) - v.PgOff) & (PhysMem.HugePages - 1)) == 0;
+        k.Era.Has(Feature.KhugepagedShmemCollapse) && HugeMemory.ShmemThpVma(v) && (v.Flags & VmFlags.HugePage) != 0;
 
     /// <summary>
     /// hugepage_vma_check for MADV_COLLAPSE of a shmem VMA (6.1+): shmem_is_huge with shmem_huge_force, so neither
     /// VM_HUGEPAGE nor shmem_enabled matter, only VM_NOHUGEPAGE and transhuge_vma_suitable's alignment.
     /// </summary>
-    static bool ShmemMadvCollapseAllowed(Kernel k, Vma v) =>
-        k.Era.Has(Feature.MadvCollapseFile) && v.File is { IsShmem: true } f &&
-        f.Kind != FileKind.MemfdHugetlb && !v.IsHugetlb && (v.Flags & VmFlags.NoHugePage) == 0 &&
-        (((v.Start >> MmStruct.PageShift) - v.PgOff) & (PhysMem.HugePages - 1)) == 0;
+    static bool ShmemMadvCollapseAllowed(Kernel k, Vma v) => k.Era.Has(Feature.MadvCollapseFile) && HugeMemory.ShmemThpVma(v);
 
     /// <summary>
     /// madvise_collapse's file branch for the PMD range at <paramref name="haddr"/> (34488399fa08, 6.1): with the file
