@@ -89,6 +89,20 @@ public sealed class OpArgs
         return Errno.TryParse(v, out int e) ? e : throw Error(key, $"'{v}' is not an errno ({Errno.KnownList})");
     }
 
+    /// <summary>
+    /// Expected errnos as <see cref="GetErrno"/> reads one, or several joined by <c>|</c> (<c>ok|eagain</c>: any of them,
+    /// for a result the schedule decides). Returns the accepted values.
+    /// </summary>
+    public int[] GetErrnoSet(string key, string def = "ok")
+    {
+        string v = GetString(key, def);
+        var names = v.Split('|', StringSplitOptions.TrimEntries);
+        var set = new int[names.Length];
+        for (int i = 0; i < names.Length; i++)
+            if (!Errno.TryParse(names[i], out set[i])) throw Error(key, $"'{names[i]}' is not an errno ({Errno.KnownList})");
+        return set;
+    }
+
     /// <summary>A page-aligned address.</summary>
     public ulong GetAddress(string key, ulong? def = null)
     {

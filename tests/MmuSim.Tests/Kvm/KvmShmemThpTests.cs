@@ -52,3 +52,22 @@ public class KvmShmemThpTests
         Assert.Equal(ScenarioInvariants.UnexpectedValue, Run(era, pmdKb, after == "1" ? "2" : "1", zapped).Violation?.Invariant);
     }
 }
+
+/// <summary>kvm-shmem-collapse: MADV_COLLAPSE of a running guest's shmem memory, explored.</summary>
+public class KvmShmemCollapseTests
+{
+    [Fact]
+    public void CollapseUnderARunningGuest_IsCleanWithTheNotifiers_AndTheMutantWithoutThemKeepsAStaleSpte()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-shmem-collapse");
+        var era = EraTable.Get("6.13");
+        var clean = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era), new MmuSim.Explore.ExploreOptions { Iterations = 1024 }).Run();
+        Assert.Null(clean.First);
+        var mutant = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era, [Mutation.CollapseAndFreePmdNoNotify]),
+            new MmuSim.Explore.ExploreOptions { Iterations = 1024 }).Run();
+        Assert.Equal("stale-translation", mutant.First?.Violation.Invariant);
+        var r = ScenarioRunner.Run(s, era, null);
+        Assert.Null(r.Violation);
+        Assert.Equal(1, r.Kernel.Stats[Stat.ThpCollapseFile]);
+    }
+}

@@ -243,6 +243,7 @@ public class SmapsAndStepBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("write: { addr: 0x100000, value: 1, step: x }"), 10, "write.step", "not a number");
         Tests.Cli.CliRunner.AssertBadInput(Scen("write: { addr: 0x100000, value: 1, len: 99999999999 }"), 10, "write.len", "multiple of the page size");
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-value: { addr: 0x100000, value: 1, step: -1 }"), 10, "expect-value.step", "not a number");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("madvise: { addr: 0x100000, len: 4K, advice: collapse, expect: \"ok|nope\" }"), 10, "madvise.expect", "'nope' is not an errno");
     }
 }
 
