@@ -23,8 +23,9 @@ public static partial class CoreOps
         r.Register(new OpSpec("writeback", "clean the folio at addr for writeback (folio_clear_dirty_for_io → page_mkclean_one)",
             ["process", "addr"], [], Writeback) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("thp.set", "write a /sys/kernel/mm/transparent_hugepage knob: knob use_zero_page (1: a read fault on a THP-eligible range maps the huge zero page; the model's default is 0), value 0 or 1; " +
-            "or knob shmem_enabled (4.8+), value never (default), always, within_size, advise (VM_HUGEPAGE), deny or force: when a shmem fault allocates a huge folio",
-            ["knob", "value"], [], ThpSet) { Check = (a, _) => ThpKnob(a) });
+            "or knob shmem_enabled (4.8+), value never (default), always, within_size, advise (VM_HUGEPAGE), deny or force: when a shmem fault allocates a huge folio; " +
+            "expect: the errno of the write (ok default; enoent in an era without the knob: use_zero_page before 3.8, shmem_enabled before 4.8)",
+            ["knob", "value"], ["expect"], ThpSet) { Check = (a, _) => { ThpKnob(a); a.GetErrno("expect"); } });
         r.Register(new OpSpec("migrate", "migrate the folio at addr (try_to_migrate_one, then remove_migration_ptes); expect: migrated (default), failed or any",
             ["process", "addr"], ["expect"], DoMigrate) { Check = CheckMigrate });
         r.Register(new OpSpec("uprobe", "uprobes __replace_page: install a new page with contents value at addr",
@@ -122,8 +123,11 @@ public static partial class CoreOps
     static ValueTask ThpSet(ScenarioWorld w, OpArgs a)
     {
         var (zero, shmem) = ThpKnob(a);
-        if (shmem is { } h) w.K.ShmemEnabled = h;
-        else w.K.ThpUseZeroPage = zero;
+        // The sysfs file exists from the era of the feature it controls (huge zero page 3.8, shmem THP 4.8).
+        bool exists = w.K.Era.Has(shmem != null ? Eras.Feature.KhugepagedShmemCollapse : Eras.Feature.HugeZeroPage);
+        if (exists && shmem is { } h) w.K.ShmemEnabled = h;
+        else if (exists) w.K.ThpUseZeroPage = zero;
+        w.ExpectErrno(a, exists ? 0 : Errno.ENOENT, $"write of /sys/kernel/mm/transparent_hugepage/{a.GetString("knob")}");
         return default;
     }
 

@@ -331,3 +331,36 @@ public class ShmemHugeFaultTests
         Consistent(k);
     }
 }
+
+/// <summary>thp.set writes a sysfs file that exists only from its feature's era.</summary>
+public class ThpKnobEraTests
+{
+    static string Yaml(string era, string knob, string value, string expect) => $$"""
+        name: t
+        era: "{{era}}"
+        processes:
+          - name: p
+            vmas:
+              - { start: 0x200000, len: 2M, prot: rw, flags: shared }
+        threads:
+          - name: main
+            process: p
+            ops:
+              - thp.set: { knob: {{knob}}, value: {{value}}, expect: {{expect}} }
+              - write: { addr: 0x200000, value: 1 }
+        """;
+
+    [Theory]
+    [InlineData("3.19", "shmem_enabled", "always", "enoent", 0)] // before 4.8: no shmem THP, no knob
+    [InlineData("4.10", "shmem_enabled", "always", "ok", 1)]
+    [InlineData("3.7", "use_zero_page", "1", "enoent", 0)]      // before 3.8: no huge zero page
+    [InlineData("3.10", "use_zero_page", "1", "ok", 0)]
+    public void TheKnobExistsFromItsEra(string era, string knob, string value, string expect, long hugeShmemFolios)
+    {
+        var r = ScenarioRunner.Run(ScenarioLoader.Parse(Yaml(era, knob, value, expect), "t.yaml"), EraTable.Get(era), null);
+        Assert.Null(r.Violation);
+        Assert.Equal(hugeShmemFolios, r.Kernel.Stats[Stat.ThpFileAlloc]);
+        var wrong = ScenarioRunner.Run(ScenarioLoader.Parse(Yaml(era, knob, value, expect == "ok" ? "enoent" : "ok"), "t.yaml"), EraTable.Get(era), null);
+        Assert.Equal(ScenarioInvariants.UnexpectedValue, wrong.Violation?.Invariant);
+    }
+}
