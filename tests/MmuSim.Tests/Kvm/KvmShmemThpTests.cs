@@ -17,7 +17,7 @@ public class KvmShmemThpTests
           - name: qemu
             vmas: []
         setup:
-          - thp.set: { knob: shmem_enabled, value: always }
+          - thp.set: { knob: shmem_enabled, value: always, expect: KNOB }
           - file.create: { as: guestmem, kind: memfd, size: 2M }
           - mmap: { process: qemu, addr: 0x40000000, len: 2M, prot: rw, file: guestmem, flags: shared }
           - vm.create: { process: qemu, name: vm0 }
@@ -36,13 +36,13 @@ public class KvmShmemThpTests
         """;
 
     static RunResult Run(string era, string pmdKb, string after, string zapped) =>
-        ScenarioRunner.Run(ScenarioLoader.Parse(Yaml.Replace("ERA", era).Replace("PMDKB", pmdKb).Replace("AFTER", after).Replace("ZAPPED", zapped), "kvm-shmem-thp.yaml"),
+        ScenarioRunner.Run(ScenarioLoader.Parse(Yaml.Replace("ERA", era).Replace("KNOB", era == "3.19" ? "enoent" : "ok").Replace("PMDKB", pmdKb).Replace("AFTER", after).Replace("ZAPPED", zapped), "kvm-shmem-thp.yaml"),
             EraTable.Get(era), null);
 
     [Theory]
     [InlineData("6.13", "2048", "1", "0")] // one 2 MiB SPTE covers both gfns; the split's CLEAR zaps it
     [InlineData("4.19", "2048", "1", "0")]
-    [InlineData("3.19", "0", "2", "2")]    // no shmem THP: 4 KiB folios, two SPTEs, and mprotect(PROT_READ) of another page leaves them
+    [InlineData("3.19", "0", "2", "2")]    // no shmem THP (nor its knob: ENOENT): 4 KiB folios, two SPTEs, and mprotect(PROT_READ) of another page leaves them
     public void GuestOnShmemThp_OneHugeSpte_ZappedWhenTheFilePmdSplits(string era, string pmdKb, string after, string zapped)
     {
         var r = Run(era, pmdKb, after, zapped);
