@@ -91,6 +91,23 @@ public sealed class AddressSpace
 
     public override string ToString() => Name;
 
+    /// <summary>
+    /// xas_store of a huge folio at the 512 indexes from <paramref name="first"/> (collapse_file,
+    /// shmem_alloc_and_add_folio, folio_migrate_mapping): each subpage names this file and its index, and the head gains
+    /// a reference per index beyond the one the caller hands to the cache.
+    /// </summary>
+    internal void StoreHugeFolio(Kernel k, long head, ulong first)
+    {
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            ref var sub = ref k.Mem[head + i];
+            sub.AnonRoot = Id; // folio->mapping, folio->index
+            sub.Index = first + (ulong)i;
+            Pages[first + (ulong)i] = head + i;
+        }
+        k.Mem[head].RefCount += PhysMem.HugePages - 1;
+    }
+
     /// <summary>fput of the last reference: evict the inode, dropping the page cache's references.</summary>
     internal void Put(Kernel k)
     {
@@ -146,14 +163,14 @@ public static class Filemap
 
     /// <summary>
     /// shmem_huge_global_enabled (shmem_is_huge before 6.11) for a fault of <paramref name="vma"/> at
-    /// <paramref name="index"/>: VM_NOHUGEPAGE refuses; shmem_enabled force allows and deny refuses; then never, always,
-    /// within_size (the huge folio ends within i_size) or advise (VM_HUGEPAGE). The VMA must fit a PMD there
-    /// (<see cref="HugeMemory.FileThpSuitable"/>), and the model also wants the huge folio within i_size for always.
+    /// <paramref name="index"/>: shmem_enabled force allows and deny refuses; then never, always, within_size (the huge
+    /// folio ends within i_size) or advise (VM_HUGEPAGE). The caller found the VMA fit for a PMD there, shmem and not
+    /// VM_NOHUGEPAGE (<see cref="HugeMemory.FileThpSuitable"/>); the model also wants the huge folio within i_size for always.
     /// </summary>
     static bool ShmemHugeAllowed(Kernel k, Vma vma, AddressSpace file, ulong index)
     {
         ulong first = index & ~(ulong)(PhysMem.HugePages - 1);
-        if (!file.IsShmem || (vma.Flags & VmFlags.NoHugePage) != 0 || first + PhysMem.HugePages > file.SizePages) return false;
+        if (first + PhysMem.HugePages > file.SizePages) return false;
         return k.ShmemEnabled switch
         {
             ShmemHuge.Always or ShmemHuge.WithinSize or ShmemHuge.Force => true,
@@ -174,15 +191,8 @@ public static class Filemap
             if (file.Pages.ContainsKey(i) || file.Backing.ContainsKey(i)) return -1;
         long head = k.Mem.AllocHuge();
         if (head < 0) return -1; // THP_FILE_FALLBACK
-        for (int i = 0; i < PhysMem.HugePages; i++)
-        {
-            ref var f = ref k.Mem[head + i];
-            f.AnonRoot = file.Id;
-            f.Index = first + (ulong)i;
-            file.Pages.Add(first + (ulong)i, head + i);
-            k.S.Charge(CostKind.ZeroPage);
-        }
-        k.Mem[head].RefCount += PhysMem.HugePages - 1; // the allocation's reference and 511 more: one per index
+        file.StoreHugeFolio(k, head, first); // the allocation's reference and 511 more: one per index
+        for (int i = 0; i < PhysMem.HugePages; i++) k.S.Charge(CostKind.ZeroPage);
         k.Stats.Inc(Stat.ThpFileAlloc);
         return head + (long)(index - first);
     }

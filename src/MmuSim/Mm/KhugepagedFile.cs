@@ -178,12 +178,11 @@ public static partial class Khugepaged
 
         // The commit: xas_store of the new folio at every index, the copy, and the old pages' release.
         await k.S.Point(PointKind.Free, start);
+        file.StoreHugeFolio(k, head, start); // one reference per cache index
         for (int i = 0; i < PhysMem.HugePages; i++)
         {
             ulong index = start + (ulong)i;
             ref var sub = ref k.Mem[head + i];
-            sub.AnonRoot = file.Id; // folio->mapping, folio->index
-            sub.Index = index;
             if (old[i] >= 0)
             {
                 sub.Contents = k.Mem[old[i]].Contents;
@@ -194,9 +193,7 @@ public static partial class Khugepaged
                 sub.Contents = contents;
                 k.S.Charge(CostKind.CopyPage);
             }
-            file.Pages[index] = head + i;
         }
-        k.Mem[head].RefCount += PhysMem.HugePages - 1; // one reference per cache index
         Folio.MarkDirty(k, head); // shmem: the folio is dirty (no backing store copy of it yet)
         foreach (long p in old)
         {

@@ -110,16 +110,9 @@ public static class Migrate
             k.S.Charge(CostKind.CopyPage);
         }
         k.Mem[dst].AnonRoot = k.Mem[head].AnonRoot;
-        if (file != null)
-        {
-            // xas_store of every index: the allocation's reference becomes the cache's, and a huge folio gets one per index.
-            for (int i = 0; i < n; i++)
-            {
-                k.Mem[dst + i].AnonRoot = file.Id; // folio->mapping (each subpage names its file, as the cache's invariant wants)
-                file.Pages[k.Mem[head].Index + (ulong)i] = dst + i;
-            }
-            k.Mem[dst].RefCount += n - 1;
-        }
+        // xas_store: the allocation's reference becomes the cache's (a huge folio's head gets one per index).
+        if (file != null && n > 1) file.StoreHugeFolio(k, dst, k.Mem[head].Index);
+        else if (file != null) file.Pages[k.Mem[head].Index] = dst;
         if (ksm) Ksm.Ksmd.KsmMigrateFolio(k, head, dst);
         await Remap(k, hugetlb, head, dst);
         await FolioLock.Unlock(k, dst);
