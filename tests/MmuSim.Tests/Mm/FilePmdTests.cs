@@ -244,6 +244,9 @@ public class SmapsAndStepBadInputTests
         Tests.Cli.CliRunner.AssertBadInput(Scen("write: { addr: 0x100000, value: 1, len: 99999999999 }"), 10, "write.len", "multiple of the page size");
         Tests.Cli.CliRunner.AssertBadInput(Scen("expect-value: { addr: 0x100000, value: 1, step: -1 }"), 10, "expect-value.step", "not a number");
         Tests.Cli.CliRunner.AssertBadInput(Scen("madvise: { addr: 0x100000, len: 4K, advice: collapse, expect: \"ok|nope\" }"), 10, "madvise.expect", "'nope' is not an errno");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("thp.set: { knob: shmem_enabled, value: sometimes }"), 10, "thp.set.value", "not a shmem_enabled setting");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("thp.set: { knob: defrag, value: 1 }"), 10, "thp.set.knob", "not a modelled THP knob");
+        Tests.Cli.CliRunner.AssertBadInput(Scen("thp.set: { knob: use_zero_page, value: 1, expect: maybe }"), 10, "thp.set.expect", "'maybe' is not an errno");
     }
 }
 
