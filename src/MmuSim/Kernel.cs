@@ -86,6 +86,9 @@ public sealed class Kernel
     /// (<see cref="Mm.ShmemHuge"/>). Default never, as the kernel's.</summary>
     public Mm.ShmemHuge ShmemEnabled { get; set; }
 
+    /// <summary>/sys/kernel/mm/transparent_hugepage/enabled and the per-size hugepages-&lt;size&gt;kB/enabled knobs (6.8+).</summary>
+    public Mm.ThpSettings Thp { get; } = new();
+
     /// <summary>The primary CPUs' TLBs (<see cref="CpuTlb"/>), or null when not modelled (the default; scenario
     /// <c>primary_tlb: true</c> turns them on). One null test on the user-access and flush paths.</summary>
     public CpuTlb? PrimaryTlb { get; set; }

@@ -16,6 +16,8 @@ public enum Stat
     CowCopies,
     CowReuses,
     ThpFaults,
+    /// <summary>mTHP anon_fault_alloc: an anon write fault allocated and mapped a large folio smaller than a PMD (6.8+).</summary>
+    MthpFaultAlloc,
     /// <summary>THP_FILE_MAPPED: a huge page-cache folio mapped by a PMD (do_set_pmd, set_huge_pmd).</summary>
     ThpFileMapped,
     /// <summary>THP_FILE_ALLOC: a shmem fault allocated a huge folio (shmem_enabled).</summary>

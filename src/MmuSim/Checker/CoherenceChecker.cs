@@ -530,8 +530,8 @@ public sealed class CoherenceChecker
             if (f.MapCount != want) return $"pfn 0x{p:x}: mapcount {f.MapCount}, PTEs say {want}";
             if (!f.Has(PageFlags.Tail))
             {
-                int maps = _k.Mem.IsHuge(p) ? _k.Mem.FolioMapCount(p) : f.MapCount;
-                if (_k.Mem.IsHuge(p) && _k.Mem.EntireMapcountHolder(p).RefCount != entire.GetValueOrDefault(p))
+                int maps = _k.Mem.IsLarge(p) ? _k.Mem.FolioMapCount(p) : f.MapCount;
+                if (_k.Mem.IsLarge(p) && _k.Mem.EntireMapcountHolder(p).RefCount != entire.GetValueOrDefault(p))
                     return $"THP 0x{p:x}: entire_mapcount {_k.Mem.EntireMapcountHolder(p).RefCount}, PMDs say {entire.GetValueOrDefault(p)}";
                 if (f.RefCount < maps) return $"pfn 0x{p:x}: refcount {f.RefCount} < mapcount {maps}";
             }

@@ -151,6 +151,10 @@ public static class EraTable
         new(Feature.HugeZeroPage, V(3, 8), Forever,
             "79da5407eeadc 'thp: implement huge zero page' series (Kirill Shutemov, 3.8; use_zero_page knob from the same series; " +
             "version: recollection)"),
+        new(Feature.AnonMthp, V(6, 8), Forever,
+            "19eaf44954df 'mm: thp: support allocation of anonymous multi-size THP' and 3485b88390b0 'mm: thp: introduce multi-size THP " +
+            "sysfs interface' (Ryan Roberts, 6.8): alloc_anon_folio, thp_vma_allowable_orders, hugepages-<size>kB/enabled " +
+            "(always, inherit, madvise, never; PMD size defaults to inherit, the others to never)"),
         new(Feature.IdlePageTracking, V(4, 3), Forever,
             "33c3fc71c8cf 'mm: introduce idle page tracking' (Vladimir Davydov, 4.3, with mmu_notifier_clear_young from the same series, " +
             "1d7715c676a1; version: recollection, consistent with Feature.ClearYoung)"),

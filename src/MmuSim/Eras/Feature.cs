@@ -331,6 +331,10 @@ public enum Feature
     /// with a read-only PMD (transparent_hugepage/use_zero_page).</summary>
     HugeZeroPage,
 
+    /// <summary>Multi-size THP for anonymous memory: an anon write fault may allocate a 16 KiB .. 1 MiB folio and map it
+    /// with PTEs (alloc_anon_folio), controlled per size by /sys/kernel/mm/transparent_hugepage/hugepages-&lt;size&gt;kB/enabled.</summary>
+    AnonMthp,
+
     // ---- idle page tracking (issue 9 item 5; mm/page_idle.c)
     /// <summary>/sys/kernel/mm/page_idle/bitmap: PG_idle/PG_young, aged through ptep_clear_young_notify (clear_young, no flush).</summary>
     IdlePageTracking,

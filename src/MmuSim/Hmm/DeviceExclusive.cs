@@ -39,7 +39,7 @@ public static class DeviceExclusive
                 await mm.LockPtl(t);
                 var pte = await mm.PtepGet(t, addr);
                 if (pte.Present && pte.Writable && !pte.Special && pte.Pfn != PhysMem.ZeroPfn &&
-                    DevicePagemaps.Of(k).PgmapOf(pte.Pfn) == null && !k.Mem.IsHuge(k.Mem.FolioOf(pte.Pfn)))
+                    DevicePagemaps.Of(k).PgmapOf(pte.Pfn) == null && !k.Mem.IsLarge(k.Mem.FolioOf(pte.Pfn)))
                 {
                     page = pte.Pfn;
                     var old = await Tlb.PtepClearFlush(mm, t, addr);

@@ -130,7 +130,7 @@ public static class MigrateDevice
                 await HugeMemory.SplitHugePmd(vma, a & MmStruct.PmdMask, notify: true);
                 long head = k.Mem.FolioOf(pmd.Pfn);
                 await k.S.Point(PointKind.Counter, (ulong)head);
-                if (head != PhysMem.ZeroPfn && k.Mem.IsHuge(head) && k.Mem.EntireMapcountHolder(head).RefCount == 0)
+                if (head != PhysMem.ZeroPfn && k.Mem.IsLarge(head) && k.Mem.EntireMapcountHolder(head).RefCount == 0)
                     k.Mem.SplitFolio(head);
             }
             int t = mm.PteTable(a);
@@ -193,7 +193,7 @@ public static class MigrateDevice
             if (pgmap != null && (pgmap.Type != MemoryType.DeviceCoherent || (args.Flags & MigrateVmaSelect.DeviceCoherent) == 0 ||
                                   !ReferenceEquals(pgmap.Owner, args.PgmapOwner))) return false;
             long head = k.Mem.FolioOf(page);
-            if (k.Mem.IsHuge(head))
+            if (k.Mem.IsLarge(head))
             {
                 // A PTE-mapped THP (after mremap or a partial split): migrate_vma_split_folio, then collect 4K pages.
                 if (k.Mem.EntireMapcountHolder(head).RefCount != 0) return false;

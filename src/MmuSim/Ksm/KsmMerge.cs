@@ -150,7 +150,7 @@ public sealed partial class Ksmd
         if (page == kpage) return 0; // ksm page forked
         long head = k.Mem.FolioOf(page);
         if (!k.Mem[head].Has(PageFlags.Anon)) return EFAULT;
-        if (k.Mem.IsHuge(head))
+        if (k.Mem.IsLarge(head))
         {
             if (!await FolioLock.TryLock(k, head)) return EFAULT;
             long partner = _splitPartner >= 0 && k.Mem.FolioOf(_splitPartner) == head ? _splitPartner : -1;

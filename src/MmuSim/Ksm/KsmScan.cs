@@ -406,7 +406,7 @@ public sealed partial class Ksmd
         // Both pages of one THP: our two references made split_huge_page fail. Split it now that one is dropped
         // (trylock only), without merging; the next scan merges the small pages (77da2ba0648a, 4.17).
         long thp = k.Mem.FolioOf(page);
-        bool split = k.Mem.IsHuge(thp) && k.Mem.FolioOf(treePage) == thp && k.Era.Has(Feature.KsmSplitSameThp);
+        bool split = k.Mem.IsLarge(thp) && k.Mem.FolioOf(treePage) == thp && k.Era.Has(Feature.KsmSplitSameThp);
         Folio.Put(k, treePage);
         if (merged < 0)
         {

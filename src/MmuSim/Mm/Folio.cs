@@ -26,7 +26,7 @@ public static class Folio
         ref var f = ref k.Mem[head];
         if (f.RefCount <= 0) throw new ModelException($"folio_put on pfn 0x{head:x} with refcount {f.RefCount}");
         if (--f.RefCount > 0) return;
-        int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        int pages = k.Mem.FolioNr(head);
         if (f.MapCount != 0) throw new ModelException($"freeing pfn 0x{head:x} with mapcount {f.MapCount}");
         k.Checker.OnFree(head, pages);
         if (k.HasZoneDevice) Hmm.DevicePagemaps.Of(k).FreeZoneDeviceFolio(head); // free_zone_device_folio -> pgmap->ops->page_free
@@ -40,7 +40,7 @@ public static class Folio
         long head = k.Mem.FolioOf(pfn);
         if (head == PhysMem.ZeroPfn) return;
         k.Mem[head].Set(PageFlags.Dirty);
-        k.Checker.OnFolioDirtied(head, k.Mem.IsHuge(head) ? PhysMem.HugePages : 1);
+        k.Checker.OnFolioDirtied(head, k.Mem.FolioNr(head));
     }
 
     /// <summary>folio_test_clear_dirty (writeback's clear_page_dirty_for_io, MADV_FREE's folio_clear_dirty).</summary>
@@ -48,7 +48,7 @@ public static class Folio
     {
         long head = k.Mem.FolioOf(pfn);
         ref var f = ref k.Mem[head];
-        int pages = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        int pages = k.Mem.FolioNr(head);
         k.Checker.OnFolioCleaned(head, pages, why);
         bool was = f.Has(PageFlags.Dirty);
         f.Clear(PageFlags.Dirty);
@@ -57,9 +57,29 @@ public static class Folio
 
     public static bool IsDirty(Kernel k, long pfn) => k.Mem[k.Mem.FolioOf(pfn)].Has(PageFlags.Dirty);
 
-    /// <summary>folio_add_new_anon_rmap: first mapping of a fresh anon folio at <paramref name="addr"/> (exclusive).</summary>
-    public static void AddNewAnonRmap(Kernel k, long pfn, Vma vma, ulong addr, bool huge = false)
+    /// <summary>
+    /// folio_add_new_anon_rmap: first mapping of a fresh anon folio at <paramref name="addr"/> (exclusive): by a PMD
+    /// (<paramref name="huge"/>: entire_mapcount 1), or by <paramref name="nr"/> PTEs (a small folio, or an mTHP whose
+    /// every page gets mapcount 1, its index and PageAnonExclusive).
+    /// </summary>
+    public static void AddNewAnonRmap(Kernel k, long pfn, Vma vma, ulong addr, bool huge = false, int nr = 1)
     {
+        if (nr > 1)
+        {
+            var av = vma.Mm.AnonVmaPrepare(vma);
+            ulong index = vma.IndexOf(addr);
+            for (int i = 0; i < nr; i++)
+            {
+                ref var p = ref k.Mem[pfn + i];
+                p.Set(PageFlags.AnonExclusive);
+                p.Index = index + (ulong)i;
+                p.MapCount = 1;
+            }
+            k.Mem[pfn].Set(PageFlags.Anon);
+            k.Mem[pfn].AnonRoot = av.Id;
+            vma.Mm.RssAnon += nr;
+            return;
+        }
         var anon = vma.Mm.AnonVmaPrepare(vma);
         ref var f = ref k.Mem[pfn];
         f.Set(PageFlags.Anon | PageFlags.AnonExclusive);

@@ -231,7 +231,7 @@ public static class Gup
             return;
         }
         mm.HasPinned = true;
-        if (k.Mem.IsHuge(head))
+        if (k.Mem.IsLarge(head))
         {
             Folio.Get(k, head);
             k.Mem.PincountHolder(head).RefCount++;
@@ -248,7 +248,7 @@ public static class Gup
         if (head == PhysMem.ZeroPfn) return;
         if ((flags & GupFlags.Pin) != 0 && k.Era.Has(Feature.GupPinCounting))
         {
-            if (k.Mem.IsHuge(head))
+            if (k.Mem.IsLarge(head))
             {
                 ref var pc = ref k.Mem.PincountHolder(head);
                 if (pc.RefCount <= 0) throw new ModelException($"unpin_user_page on 0x{head:x} with _pincount {pc.RefCount}");
@@ -273,7 +273,7 @@ public static class Gup
         if (!k.Era.Has(Feature.GupPinCounting)) return false;
         long head = k.Mem.FolioOf(pfn);
         if (head == PhysMem.ZeroPfn) return false;
-        return k.Mem.IsHuge(head) ? k.Mem.PincountHolder(head).RefCount > 0 : k.Mem[head].RefCount >= PinCountingBias;
+        return k.Mem.IsLarge(head) ? k.Mem.PincountHolder(head).RefCount > 0 : k.Mem[head].RefCount >= PinCountingBias;
     }
 
     /// <summary>folio_maybe_dma_pinned's count as a number: _pincount of a large folio, refcount / bias for a small one.</summary>
@@ -281,7 +281,7 @@ public static class Gup
     {
         long head = k.Mem.FolioOf(pfn);
         if (head == PhysMem.ZeroPfn || !k.Era.Has(Feature.GupPinCounting)) return 0;
-        return k.Mem.IsHuge(head) ? k.Mem.PincountHolder(head).RefCount : k.Mem[head].RefCount / PinCountingBias;
+        return k.Mem.IsLarge(head) ? k.Mem.PincountHolder(head).RefCount : k.Mem[head].RefCount / PinCountingBias;
     }
 
     /// <summary>

@@ -21,10 +21,12 @@ namespace MmuSim.Mm;
 /// </remarks>
 public static class HugeMemory
 {
-    /// <summary>thp_vma_allowable_order for an anon fault: VM_HUGEPAGE VMA covering the whole aligned 2 MiB, era with THP.</summary>
+    /// <summary>thp_vma_allowable_order(PMD_ORDER) for an anon fault: the sysfs knobs allow the PMD order in this VMA
+    /// (<see cref="ThpSettings.AllowableOrders"/>: by default only with VM_HUGEPAGE), the VMA covers the whole aligned
+    /// 2 MiB, and the era has THP.</summary>
     public static bool ThpEligible(MmStruct mm, Vma vma, ulong addr)
     {
-        if (!mm.Kernel.Era.Has(Feature.Thp) || (vma.Flags & VmFlags.HugePage) == 0 || (vma.Flags & VmFlags.NoHugePage) != 0 || vma.File != null) return false;
+        if (!mm.Kernel.Era.Has(Feature.Thp) || vma.File != null || mm.Kernel.Thp.AllowableOrders(vma, 1 << PhysMem.HugeOrder) == 0) return false;
         ulong h = addr & MmStruct.PmdMask;
         return h >= vma.Start && h + MmStruct.PmdSize <= vma.End;
     }
@@ -325,17 +327,18 @@ public static class HugeMemory
     public static async ValueTask<int> SplitHugePage(Kernel k, long head, long page, long partner = -1)
     {
         using var _ = k.S.Current.Enter("split_huge_page");
-        if (!k.Mem.IsHuge(head) || k.Mem.FolioOf(page) != head || (partner >= 0 && k.Mem.FolioOf(partner) != head))
+        if (!k.Mem.IsLarge(head) || k.Mem.FolioOf(page) != head || (partner >= 0 && k.Mem.FolioOf(partner) != head))
             throw new ModelException($"split_huge_page(0x{page:x}) of no THP 0x{head:x}");
         if (!FolioLock.IsLocked(k, head)) throw new ModelException($"split_huge_page(0x{head:x}) without the folio lock");
         if (!k.Mem[head].Has(PageFlags.Anon)) return Errno.EBUSY; // no anon_vma to walk (only anon THPs are modelled)
         int callerRefs = k.Era.Has(Feature.ThpSplitRefcountCheck) || partner < 0 ? 1 : 2;
+        int nr = k.Mem.FolioNr(head);
         await k.S.Point(PointKind.Counter, (ulong)head);
         // can_split_folio: the mappings and the caller's pin only.
         if (k.Mem[head].RefCount != k.Mem.FolioMapCount(head) + callerRefs) return Errno.EAGAIN;
         if (k.Era.Has(Feature.RmapRangeNotify))
         {
-            await Rmap.TryToMigrate(k, new TtuState(head, PhysMem.HugePages, migrate: true)); // unmap_folio
+            await Rmap.TryToMigrate(k, new TtuState(head, nr, migrate: true)); // unmap_folio
             await k.S.Point(PointKind.Counter, (ulong)head);
             if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != callerRefs) // folio_ref_freeze(folio, 1 + extra_pins)
             {
@@ -357,12 +360,12 @@ public static class HugeMemory
         // __split_huge_page: every new folio starts with its mappings' references and one more (page_ref_unfreeze),
         // which the caller's pages keep as the caller's and the others drop; the caller's old references are consumed.
         k.Mem.SplitFolio(head);
-        for (long p = head; p < head + PhysMem.HugePages; p++) k.Mem[p].RefCount = k.Mem[p].MapCount + 1;
+        for (long p = head; p < head + nr; p++) k.Mem[p].RefCount = k.Mem[p].MapCount + 1;
         FolioLock.MoveAfterSplit(k, head, page);
         if (k.Era.Has(Feature.RmapRangeNotify))
-            for (long p = head; p < head + PhysMem.HugePages; p++) await Migrate.RemoveMigrationPtes(k, p, p); // remap_page
+            for (long p = head; p < head + nr; p++) await Migrate.RemoveMigrationPtes(k, p, p); // remap_page
         long second = callerRefs == 2 ? partner : -1;
-        for (long p = head; p < head + PhysMem.HugePages; p++)
+        for (long p = head; p < head + nr; p++)
             if (p != page && p != second) Folio.Put(k, p);
         k.Stats.Inc(Stat.ThpSplitPages);
         return 0;

@@ -210,7 +210,7 @@ public static partial class Khugepaged
             long head = k.Mem.FolioOf(pte.Pfn);
             ref var f = ref k.Mem[head];
             if (!f.Has(PageFlags.Anon) || f.Has(PageFlags.Ksm)) { result = ScanResult.PageAnon; break; }
-            int maps = k.Mem[pte.Pfn].MapCount + (k.Mem.IsHuge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
+            int maps = k.Mem[pte.Pfn].MapCount + (k.Mem.IsLarge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
             if (maps > 1 && ++shared > MaxPtesShared && khugepaged) { result = ScanResult.ExceedSharedPte; break; }
             if (!IsRefcountSuitable(k, head)) { result = ScanResult.PageCount; break; }
             if (pte.Accessed) referenced++;
@@ -227,7 +227,7 @@ public static partial class Khugepaged
     {
         ref var f = ref k.Mem[head];
         int expected = k.Mem.FolioMapCount(head);
-        if (f.Has(PageFlags.Swapcache)) expected += k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        if (f.Has(PageFlags.Swapcache)) expected += k.Mem.FolioNr(head);
         return f.RefCount == expected;
     }
 

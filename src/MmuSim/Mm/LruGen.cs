@@ -150,7 +150,7 @@ public sealed class LruGen
         }
     }
 
-    int NrPages(long head) => _k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+    int NrPages(long head) => _k.Mem.FolioNr(head);
 
     /// <summary>One line of lru_gen_seq_show: a generation's sequence, age, and anon and file pages.</summary>
     public readonly record struct GenStats(int Nid, ulong Seq, long AgeMs, long Anon, long File);

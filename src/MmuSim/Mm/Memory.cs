@@ -206,15 +206,19 @@ public static partial class Memory
         return VmFault.Ok;
     }
 
-    /// <summary>do_anonymous_page for a write: allocate a zeroed page, recheck under the PTL, map it writable and dirty.</summary>
+    /// <summary>
+    /// do_anonymous_page for a write: allocate a zeroed folio (<see cref="AllocAnonFolio"/>: an mTHP where the knobs allow
+    /// one, 6.8+), recheck under the PTL, map it writable and dirty: one PTE, or set_ptes over the whole large folio with
+    /// one reference and one mapcount per page, every page PageAnonExclusive. No notifier: every PTE was none.
+    /// </summary>
     static async ValueTask<VmFault> DoAnonymousWrite(MmStruct mm, Vma vma, ulong addr, int t, FaultFlags flags, Pte orig)
     {
         var k = mm.Kernel;
         k.Stats.Inc(Stat.AnonWriteFaults);
         mm.AnonVmaPrepare(vma);
-        await k.S.Point(PointKind.Alloc, addr);
-        long pfn = vma.AllocPage();
+        var (pfn, order) = await AllocAnonFolio(mm, vma, addr, t, orig);
         if (pfn < 0) return VmFault.Oom;
+        if (order > 0) return await MapAnonLargeFolio(mm, vma, addr, t, pfn, order);
         k.S.Charge(CostKind.ZeroPage);
         await mm.LockPtl(t);
         var cur = await mm.PtepGet(t, addr);
@@ -233,6 +237,77 @@ public static partial class Memory
         // setpte: pte_mkuffd_wp for a fault on a uffd-wp marker (which also write-protects: the write retries as a WP fault).
         await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: true).WithUffdWp(orig.IsUffdWpMarker));
         await mm.UnlockPtl(t);
+        return VmFault.Ok;
+    }
+
+    /// <summary>
+    /// alloc_anon_folio (6.8+): the largest order the knobs allow (<see cref="ThpSettings.AllowableOrders"/>, orders
+    /// 2..8) whose aligned range lies in the VMA (thp_vma_suitable_orders) and whose PTEs are all none (pte_range_none,
+    /// read without the PTL), trying smaller orders when an allocation fails; else one zeroed page. A uffd-armed VMA
+    /// (any mode) keeps per-page fault fidelity and gets a small folio; so does a fault on a uffd-wp marker (its PTE
+    /// is not none). Returns the folio and its order.
+    /// </summary>
+    static async ValueTask<(long Pfn, int Order)> AllocAnonFolio(MmStruct mm, Vma vma, ulong addr, int t, Pte orig)
+    {
+        var k = mm.Kernel;
+        int orders = 0;
+        if (k.Era.Has(Feature.AnonMthp) && (vma.Flags & VmFlags.UffdAny) == 0 && orig.IsNone)
+            orders = k.Thp.AllowableOrders(vma, (1 << PhysMem.HugeOrder) - 1);
+        for (int order = PhysMem.HugeOrder - 1; order >= ThpSettings.MinAnonOrder && orders != 0; order--)
+        {
+            if ((orders & (1 << order)) == 0) continue;
+            ulong size = MmStruct.PageSize << order, start = addr & ~(size - 1);
+            if (start < vma.Start || start + size > vma.End || !await PteRangeNone(mm, t, start, 1 << order))
+            {
+                orders &= ~(1 << order);
+                continue;
+            }
+            await k.S.Point(PointKind.Alloc, start);
+            long folio = vma.AllocLarge(order);
+            if (folio >= 0) return (folio, order);
+            orders &= ~(1 << order); // next_order: try the next smaller allowed size
+        }
+        await k.S.Point(PointKind.Alloc, addr);
+        return (vma.AllocPage(), 0);
+    }
+
+    /// <summary>pte_range_none: every one of the <paramref name="nr"/> PTEs from <paramref name="start"/> is none.</summary>
+    static async ValueTask<bool> PteRangeNone(MmStruct mm, int t, ulong start, int nr)
+    {
+        for (int i = 0; i < nr; i++)
+            if (!(await mm.PtepGet(t, start + ((ulong)i << MmStruct.PageShift))).IsNone) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// do_anonymous_page's tail for a large folio: under the PTL the range must still be none (else the folio is released
+    /// and the access retries); then folio_ref_add(nr - 1), MM_ANONPAGES += nr, folio_add_new_anon_rmap (every page
+    /// exclusive, mapcount 1), set_ptes, writable and dirty in a writable VMA.
+    /// </summary>
+    static async ValueTask<VmFault> MapAnonLargeFolio(MmStruct mm, Vma vma, ulong addr, int t, long head, int order)
+    {
+        var k = mm.Kernel;
+        int nr = 1 << order;
+        ulong start = addr & ~((MmStruct.PageSize << order) - 1);
+        for (int i = 0; i < nr; i++) k.S.Charge(CostKind.ZeroPage);
+        await mm.LockPtl(t);
+        if (!await PteRangeNone(mm, t, start, nr))
+        {
+            await mm.UnlockPtl(t);
+            Folio.Put(k, head);
+            return VmFault.Retry;
+        }
+        if ((vma.Flags & VmFlags.UffdMissing) != 0)
+        {
+            Folio.Put(k, head);
+            return await DoAnonymousUserfault(mm, vma, addr, t, FaultFlags.Write);
+        }
+        k.Mem[head].RefCount += nr - 1;
+        Folio.AddNewAnonRmap(k, head, vma, start, nr: nr);
+        for (int i = 0; i < nr; i++)
+            await mm.SetPte(t, start + ((ulong)i << MmStruct.PageShift), vma.MkPte(head + i, writable: vma.Writable, dirty: true));
+        await mm.UnlockPtl(t);
+        k.Stats.Inc(Stat.MthpFaultAlloc);
         return VmFault.Ok;
     }
 
@@ -288,9 +363,9 @@ public static partial class Memory
         ref var folio = ref k.Mem[head];
         if (!folio.Has(PageFlags.Anon) || folio.Has(PageFlags.Ksm)) return false;
         if (k.Era.Has(Feature.PageAnonExclusiveReuse) && k.Mem[pfn].Has(PageFlags.AnonExclusive)) return true;
-        if (k.Era.Has(Feature.CowReuseByRefcount)) return !k.Mem.IsHuge(head) && folio.RefCount == 1;
+        if (k.Era.Has(Feature.CowReuseByRefcount)) return !k.Mem.IsLarge(head) && folio.RefCount == 1;
         // reuse_swap_page: page_mapcount of this (sub)page, which for a THP includes the PMD mappings (entire_mapcount).
-        int maps = k.Mem[pfn].MapCount + (k.Mem.IsHuge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
+        int maps = k.Mem[pfn].MapCount + (k.Mem.IsLarge(head) ? k.Mem.EntireMapcountHolder(head).RefCount : 0);
         return maps == 1;
     }
 

@@ -69,12 +69,12 @@ public static class Migrate
         bool ksm = f.Has(PageFlags.Ksm);
         var file = f.Has(PageFlags.Anon) || ksm ? null : k.AddressSpaceById(f.AnonRoot);
         bool hugetlb = Hugetlb.HugetlbPages.IsHugetlbFolio(k, head);
-        bool huge = k.Mem.IsHuge(head);
-        int n = huge ? PhysMem.HugePages : 1;
+        int order = k.Mem.FolioOrder(head), n = 1 << order;
+        bool huge = order > 0;
         await k.S.Point(PointKind.Alloc, (ulong)head);
         long dst = hugetlb ? Hugetlb.HugetlbPages.Of(k).AllocMigrationTarget(node)
-            : node < 0 ? (huge ? k.Mem.AllocHuge() : k.Mem.AllocPage())
-            : huge ? k.Mem.AllocHuge(node, thisNode: true) : k.Mem.AllocPage(node, thisNode: true);
+            : node < 0 ? (huge ? k.Mem.AllocLarge(order) : k.Mem.AllocPage())
+            : huge ? k.Mem.AllocLarge(order, node, thisNode: true) : k.Mem.AllocPage(node, thisNode: true);
         if (dst < 0)
         {
             Vmscan.PutbackLru(k, head);

@@ -16,7 +16,7 @@ public static class PageWriteback
         Folio.Get(k, head); // the writeback path holds the folio
         if (await Rmap.FolioMkclean(k, head) > 0) Folio.MarkDirty(k, head);
         bool dirty = Folio.TestClearDirty(k, head, "folio_clear_dirty_for_io");
-        if (dirty) k.Stats.Inc(Stat.PagesCleaned, k.Mem.IsHuge(head) ? PhysMem.HugePages : 1);
+        if (dirty) k.Stats.Inc(Stat.PagesCleaned, k.Mem.FolioNr(head));
         Folio.Put(k, head);
         return dirty;
     }

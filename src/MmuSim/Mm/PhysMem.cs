@@ -14,9 +14,9 @@ public enum PageFlags : ushort
     Ksm = 1 << 3,
     Lazyfree = 1 << 4,
     AnonExclusive = 1 << 5,
-    /// <summary>Head of a compound (2 MiB) folio.</summary>
+    /// <summary>Head of a compound (large) folio: order 2..9 (16 KiB .. 2 MiB).</summary>
     Head = 1 << 6,
-    /// <summary>Tail page of a compound folio; its head is pfn &amp; ~511.</summary>
+    /// <summary>Tail page of a compound folio; its head is pfn rounded down to the folio's size (<see cref="PhysMem.FolioOf"/>).</summary>
     Tail = 1 << 7,
     /// <summary>On the allocator's free list.</summary>
     Free = 1 << 8,
@@ -44,6 +44,9 @@ public enum PageFlags : ushort
 /// in struct folio's first tail page: entire_mapcount in the first tail (<see cref="PhysMem.EntireMapcountHolder"/>),
 /// _pincount (FOLL_PIN pins of a large folio, 5.7+) in the second (<see cref="PhysMem.PincountHolder"/>). A small
 /// folio has no pincount: each pin adds GUP_PIN_COUNTING_BIAS (1024) to its refcount (24 bits: up to 16383 pins).
+/// The folio order (folio_order, kept by the kernel in the first tail page's flags) is not in the frame: all 64 bits of
+/// each word are taken, so <see cref="PhysMem"/> keeps one byte per frame beside the array (<c>_order</c>), set on every
+/// frame of a large folio so that a tail finds its head without a search.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 8)]
 public struct Frame
@@ -137,9 +140,11 @@ public sealed class PhysMem
         public long Free4k;             // head of the intrusive 4 KiB free list (-1 = empty)
         public long Free2m;             // head of the free 2 MiB block list (head pfns)
         public long BumpNext, BumpEnd;  // the block being split: [next, end) not handed out yet, used after the 4 KiB list
+        public long[] FreeOrder;        // heads of free large-folio chunks of order 1..8 (index = order), carved from 2 MiB blocks
     }
 
     Frame[] _frames;
+    byte[] _order;           // folio order of every frame of a large folio (0 for a small folio or a free 4 KiB frame)
     readonly NodeFree[] _node;
     long _limit;             // frames beyond this are not yet handed to the allocator
 
@@ -149,13 +154,21 @@ public sealed class PhysMem
         MaxFrames = maxFrames;
         Nodes = nodes;
         _node = new NodeFree[nodes];
-        for (int i = 0; i < nodes; i++) _node[i] = new NodeFree { Free4k = -1, Free2m = -1 };
+        for (int i = 0; i < nodes; i++) _node[i] = new NodeFree { Free4k = -1, Free2m = -1, FreeOrder = NewOrderLists() };
         long n = Math.Max(64, initialFrames);
         _frames = new Frame[n];
+        _order = new byte[n];
         _frames[0].Set(PageFlags.Zero);
         _frames[0].RefCount = 1;
         _limit = 1;
         AddFrames(1, n);
+    }
+
+    static long[] NewOrderLists()
+    {
+        var l = new long[HugeOrder];
+        Array.Fill(l, -1L);
+        return l;
     }
 
     static long RoundUp(long n) => (n + HugePages - 1) & ~(long)(HugePages - 1);
@@ -219,6 +232,7 @@ public sealed class PhysMem
         if (n >= MaxFrames) return false;
         long m = Math.Min(Math.Max(n * 2, needHuge ? RoundUp(n) + HugePages : 0), RoundUp(MaxFrames));
         Array.Resize(ref _frames, checked((int)m));
+        Array.Resize(ref _order, (int)m);
         AddFrames(n, m);
         return true;
     }
@@ -246,6 +260,7 @@ public sealed class PhysMem
             ref var f = ref _frames[pfn];
             f.ResetForAlloc();
             f.RefCount = 1;
+            _order[pfn] = 0;
             Allocated++;
             return pfn;
         }
@@ -290,14 +305,68 @@ public sealed class PhysMem
             if (!Grow(needHuge: true)) return -1;
             if (Nodes == 1 && _node[0].Free2m < 0) return -1;
         }
-        for (long p = h; p < h + HugePages; p++)
+        MakeCompound(h, HugeOrder);
+        return h;
+    }
+
+    /// <summary>prep_compound_page: frames [head, head + 2^order) become one zeroed folio with head refcount 1.</summary>
+    void MakeCompound(long h, int order)
+    {
+        long n = 1L << order;
+        for (long p = h; p < h + n; p++)
         {
             _frames[p].ResetForAlloc();
             _frames[p].Flags = p == h ? PageFlags.Head : PageFlags.Tail;
+            _order[p] = (byte)order;
         }
         _frames[h].RefCount = 1;
-        Allocated += HugePages;
-        return h;
+        Allocated += n;
+    }
+
+    /// <summary>
+    /// folio_alloc(order) for 2 &lt;= order &lt; 9 (an mTHP of 16 KiB .. 1 MiB: the anon orders; order 1 has no _pincount in the model): a zeroed
+    /// compound folio aligned to its size, head refcount 1, or -1. Chunks of one order are carved from a whole 2 MiB
+    /// block (the rest of the block goes on that order's free list) and return to that list when freed; nothing is
+    /// merged back, as elsewhere in this allocator. Order 9 is <see cref="AllocHuge"/>.
+    /// </summary>
+    public long AllocLarge(int order, int nid = 0, bool thisNode = false)
+    {
+        if (order == HugeOrder) return AllocHuge(nid, thisNode);
+        if (order < 2 || order > HugeOrder) throw new ArgumentOutOfRangeException(nameof(order));
+        long n = 1L << order;
+        while (true)
+        {
+            for (int i = 0; i < (thisNode ? 1 : Nodes); i++)
+            {
+                ref var nf = ref _node[(nid + i) % Nodes];
+                long h = nf.FreeOrder[order];
+                if (h >= 0) nf.FreeOrder[order] = (long)_frames[h].Contents;
+                else if (nf.Free2m >= 0)
+                {
+                    h = nf.Free2m;
+                    nf.Free2m = (long)_frames[h].Contents;
+                    for (long c = h + HugePages - n; c > h; c -= n) PushOrder(c, order);
+                }
+                else continue;
+                MakeCompound(h, order);
+                return h;
+            }
+            if (!Grow(needHuge: true)) return -1;
+            if (Nodes == 1 && _node[0].Free2m < 0) return -1;
+        }
+    }
+
+    void PushOrder(long head, int order)
+    {
+        ref var nf = ref _node[NodeOf(head)];
+        long n = 1L << order;
+        for (long p = head; p < head + n; p++)
+        {
+            _frames[p].Flags = PageFlags.Free | (p == head ? PageFlags.Head : PageFlags.Tail);
+            _order[p] = (byte)order;
+        }
+        _frames[head].Contents = (ulong)nf.FreeOrder[order];
+        nf.FreeOrder[order] = head;
     }
 
     /// <summary>Head pfn of the huge zero folio, or -1 until the first <see cref="GetHugeZeroFolio"/>.</summary>
@@ -320,10 +389,20 @@ public sealed class PhysMem
     /// <summary>is_huge_zero_pfn / is_huge_zero_folio: does <paramref name="pfn"/> lie in the huge zero folio?</summary>
     public bool IsHugeZero(long pfn) => HugeZeroPfn >= 0 && pfn >= HugeZeroPfn && pfn < HugeZeroPfn + HugePages;
 
-    /// <summary>Head pfn of the folio containing <paramref name="pfn"/>.</summary>
-    public long FolioOf(long pfn) => _frames[pfn].Has(PageFlags.Tail) ? pfn & ~(long)(HugePages - 1) : pfn;
+    /// <summary>page_folio: head pfn of the folio containing <paramref name="pfn"/>.</summary>
+    public long FolioOf(long pfn) => _frames[pfn].Has(PageFlags.Tail) ? pfn & ~((1L << _order[pfn]) - 1) : pfn;
 
-    public bool IsHuge(long headPfn) => _frames[headPfn].Has(PageFlags.Head) && !_frames[headPfn].Has(PageFlags.Free);
+    /// <summary>folio_test_large: a compound folio of any order (an mTHP or a 2 MiB THP).</summary>
+    public bool IsLarge(long headPfn) => _frames[headPfn].Has(PageFlags.Head) && !_frames[headPfn].Has(PageFlags.Free);
+
+    /// <summary>A PMD-sized (order 9, 2 MiB) compound folio: the only size a PMD maps.</summary>
+    public bool IsHuge(long headPfn) => IsLarge(headPfn) && _order[headPfn] == HugeOrder;
+
+    /// <summary>folio_order.</summary>
+    public int FolioOrder(long headPfn) => IsLarge(headPfn) ? _order[headPfn] : 0;
+
+    /// <summary>folio_nr_pages.</summary>
+    public int FolioNr(long headPfn) => 1 << FolioOrder(headPfn);
 
     /// <summary>entire_mapcount of a PMD-mapped THP, kept in the first tail page as the kernel does.</summary>
     public ref Frame EntireMapcountHolder(long headPfn) => ref _frames[headPfn + 1];
@@ -334,9 +413,9 @@ public sealed class PhysMem
     /// <summary>folio_mapcount: PTE mappings of every page plus PMD mappings.</summary>
     public int FolioMapCount(long headPfn)
     {
-        if (!IsHuge(headPfn)) return _frames[headPfn].MapCount;
+        if (!IsLarge(headPfn)) return _frames[headPfn].MapCount;
         int n = _frames[headPfn + 1].RefCount;
-        for (long p = headPfn; p < headPfn + HugePages; p++) n += _frames[p].MapCount;
+        for (long p = headPfn, end = headPfn + FolioNr(headPfn); p < end; p++) n += _frames[p].MapCount;
         return n;
     }
 
@@ -347,14 +426,18 @@ public sealed class PhysMem
     public void FreeFolio(long headPfn)
     {
         if (headPfn == ZeroPfn) throw new Sched.ModelException("freeing the zero page");
-        bool huge = IsHuge(headPfn);
-        if (huge)
+        if (IsLarge(headPfn))
         {
-            for (long p = headPfn; p < headPfn + HugePages; p++) _frames[p].Generation++;
-            Push2m(headPfn);
-            for (long p = headPfn + 1; p < headPfn + HugePages; p++) _frames[p].Flags = PageFlags.Free | PageFlags.Tail;
-            Allocated -= HugePages;
-            FreedTotal += HugePages;
+            int order = _order[headPfn], n = 1 << order;
+            for (long p = headPfn; p < headPfn + n; p++) _frames[p].Generation++;
+            if (order == HugeOrder)
+            {
+                Push2m(headPfn);
+                for (long p = headPfn + 1; p < headPfn + n; p++) _frames[p].Flags = PageFlags.Free | PageFlags.Tail;
+            }
+            else PushOrder(headPfn, order);
+            Allocated -= n;
+            FreedTotal += n;
             return;
         }
         _frames[headPfn].Generation++;
@@ -363,32 +446,35 @@ public sealed class PhysMem
         FreedTotal++;
     }
 
-    /// <summary>Turn a compound folio into 512 independent 4 KiB folios (split_huge_page), sharing the refcount out.</summary>
+    /// <summary>Turn a compound folio into independent 4 KiB folios (split_huge_page to order 0), sharing the refcount out.</summary>
     /// <remarks>The folio must not be PMD-mapped (entire_mapcount 0); each tail page keeps one reference per PTE
     /// mapping, the head keeps the rest (the caller's pins included).</remarks>
     public void SplitFolio(long headPfn)
     {
-        if (!IsHuge(headPfn)) throw new Sched.ModelException($"split_huge_page of non-THP pfn 0x{headPfn:x}");
+        if (!IsLarge(headPfn)) throw new Sched.ModelException($"split_huge_page of non-THP pfn 0x{headPfn:x}");
+        int nr = FolioNr(headPfn);
         if (_frames[headPfn + 1].RefCount != 0) throw new Sched.ModelException($"split_huge_page of PMD-mapped THP 0x{headPfn:x}");
         int refs = _frames[headPfn].RefCount;
         var flags = _frames[headPfn].Flags & ~(PageFlags.Head | PageFlags.Tail);
         int root = _frames[headPfn].AnonRoot;
         ulong index = _frames[headPfn].Index;
+        int others = SumOtherMaps(headPfn, nr);
         _frames[headPfn + 1].RefCount = 0;
-        for (long p = headPfn; p < headPfn + HugePages; p++)
+        for (long p = headPfn; p < headPfn + nr; p++)
         {
             ref var f = ref _frames[p];
+            _order[p] = 0;
             f.Flags = flags;
             f.AnonRoot = root;
             f.Index = index + (ulong)(p - headPfn);
-            f.RefCount = Math.Max(f.MapCount, p == headPfn ? refs - SumOtherMaps(headPfn) : 0);
+            f.RefCount = Math.Max(f.MapCount, p == headPfn ? refs - others : 0);
         }
     }
 
-    int SumOtherMaps(long headPfn)
+    int SumOtherMaps(long headPfn, int nr)
     {
         int n = 0;
-        for (long p = headPfn + 1; p < headPfn + HugePages; p++) n += _frames[p].MapCount;
+        for (long p = headPfn + 1; p < headPfn + nr; p++) n += _frames[p].MapCount;
         return n;
     }
 }

@@ -60,12 +60,12 @@ public static class Rmap
         if (f.AnonRoot == 0 || f.Has(PageFlags.Free)) return;
         if (!f.Has(PageFlags.Anon))
         {
-            await RmapWalkFile(k, k.AddressSpaceById(f.AnonRoot), f.Index, k.Mem.IsHuge(head) ? PhysMem.HugePages : 1UL, one, done);
+            await RmapWalkFile(k, k.AddressSpaceById(f.AnonRoot), f.Index, (ulong)k.Mem.FolioNr(head), one, done);
             return;
         }
         var av = k.AnonVmaById(f.AnonRoot);
         ulong index = f.Index;
-        ulong n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1UL;
+        ulong n = (ulong)k.Mem.FolioNr(head);
         await av.Lock.ReadLock();
         try
         {

@@ -82,6 +82,9 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     /// <summary>vma_alloc_folio of a PMD-sized THP under the VMA's policy.</summary>
     internal long AllocHuge() => Mm.Kernel.Mem.AllocHuge(Math.Max(PolicyNode, 0), thisNode: PolicyNode >= 0);
 
+    /// <summary>vma_alloc_folio of an order-<paramref name="order"/> mTHP under the VMA's policy.</summary>
+    internal long AllocLarge(int order) => Mm.Kernel.Mem.AllocLarge(order, Math.Max(PolicyNode, 0), thisNode: PolicyNode >= 0);
+
     public bool Readable => (Prot & Prot.Read) != 0;
     public bool Writable => (Prot & Prot.Write) != 0;
     public bool Shared => (Flags & VmFlags.Shared) != 0;

@@ -64,7 +64,7 @@ public static class Vmscan
         long head = k.Mem.FolioOf(pfn);
         var f = k.Mem[head];
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon)) return false;
-        int n = k.Mem.IsHuge(head) ? PhysMem.HugePages : 1;
+        int n = k.Mem.FolioNr(head);
         if (!IsolateLruFolio(k, head)) return false;
         Folio.Get(k, head); // the isolation reference
         if (checkReferences && await Rmap.FolioReferenced(k, head) > 0)

@@ -24,7 +24,9 @@ public static partial class CoreOps
             ["process", "addr"], [], Writeback) { Check = (a, i) => i.RequireMapped(a) });
         r.Register(new OpSpec("thp.set", "write a /sys/kernel/mm/transparent_hugepage knob: knob use_zero_page (1: a read fault on a THP-eligible range maps the huge zero page; the model's default is 0), value 0 or 1; " +
             "or knob shmem_enabled (4.8+), value never (default), always, within_size, advise (VM_HUGEPAGE), deny or force: when a shmem fault allocates a huge folio; " +
-            "expect: the errno of the write (ok default; enoent in an era without the knob: use_zero_page before 3.8, shmem_enabled before 4.8)",
+            "or knob enabled, value always, madvise (the model's default) or never; or knob hugepages-<size>kB/enabled (6.8+, size 16, 32, .. 2048), value always, inherit (2048's default), madvise or never (the others' default): " +
+            "which anon folio sizes a write fault allocates (alloc_anon_folio); " +
+            "expect: the errno of the write (ok default; enoent in an era without the knob: use_zero_page before 3.8, shmem_enabled before 4.8, hugepages-* before 6.8)",
             ["knob", "value"], ["expect"], ThpSet) { Check = (a, _) => { ThpKnob(a); a.GetErrno("expect"); } });
         r.Register(new OpSpec("migrate", "migrate the folio at addr (try_to_migrate_one, then remove_migration_ptes); expect: migrated (default), failed or any",
             ["process", "addr"], ["expect"], DoMigrate) { Check = CheckMigrate });
@@ -98,21 +100,58 @@ public static partial class CoreOps
         if (pfn >= 0) await PageWriteback.FolioClearDirtyForIo(w.K, pfn);
     }
 
-    /// <summary>The knob and its parsed value: use_zero_page 0/1, or shmem_enabled as its sysfs words.</summary>
-    static (bool ZeroPage, ShmemHuge? Shmem) ThpKnob(OpArgs a)
+    /// <summary>A parsed thp.set: the feature whose era has the sysfs file, and the write.</summary>
+    readonly record struct ThpWrite(Eras.Feature Exists, Action<Kernel> Apply);
+
+    /// <summary>
+    /// The knob and its parsed value: use_zero_page 0/1; shmem_enabled as its sysfs words; enabled (always, madvise,
+    /// never); hugepages-&lt;size&gt;kB/enabled for a size of 16 KiB .. 2 MiB (also inherit).
+    /// </summary>
+    static ThpWrite ThpKnob(OpArgs a)
     {
-        switch (a.GetString("knob"))
+        string knob = a.GetString("knob"), v;
+        switch (knob)
         {
             case "use_zero_page":
-                return (a.GetBounded("value", 0, 1) == 1, null);
+                bool on = a.GetBounded("value", 0, 1) == 1;
+                return new(Eras.Feature.HugeZeroPage, k => k.ThpUseZeroPage = on);
             case "shmem_enabled":
-                var v = a.GetString("value");
-                return ShmemHugeNames.TryGetValue(v, out var h) ? (false, h)
+                v = a.GetString("value");
+                var h = ShmemHugeNames.TryGetValue(v, out var sh) ? sh
                     : throw a.Error("value", $"'{v}' is not a shmem_enabled setting ({string.Join(", ", ShmemHugeNames.Keys)})");
+                return new(Eras.Feature.KhugepagedShmemCollapse, k => k.ShmemEnabled = h);
+            case "enabled":
+                v = a.GetString("value");
+                var top = ThpModeNames.TryGetValue(v, out var tm) && tm != ThpMode.Inherit ? tm
+                    : throw a.Error("value", $"'{v}' is not a transparent_hugepage/enabled setting (always, madvise, never)");
+                return new(Eras.Feature.Thp, k => k.Thp.Enabled = top);
             default:
-                throw a.Error("knob", $"'{a.GetString("knob")}' is not a modelled THP knob (use_zero_page, shmem_enabled)");
+                int order = MthpKnobOrder(knob);
+                if (order < 0)
+                    throw a.Error("knob", $"'{knob}' is not a modelled THP knob (enabled, hugepages-<16..2048>kB/enabled, use_zero_page, shmem_enabled)");
+                v = a.GetString("value");
+                var m = ThpModeNames.TryGetValue(v, out var pm) ? pm
+                    : throw a.Error("value", $"'{v}' is not a {knob} setting (always, inherit, madvise, never)");
+                return new(Eras.Feature.AnonMthp, k => k.Thp[order] = m);
         }
     }
+
+    /// <summary>The order of hugepages-&lt;size&gt;kB/enabled (x86-64: 16 KiB, order 2, .. 2048 KiB, order 9), or -1.</summary>
+    static int MthpKnobOrder(string knob)
+    {
+        const string Prefix = "hugepages-", Suffix = "kB/enabled";
+        if (!knob.StartsWith(Prefix, StringComparison.Ordinal) || !knob.EndsWith(Suffix, StringComparison.Ordinal)) return -1;
+        var kb = knob.AsSpan(Prefix.Length, knob.Length - Prefix.Length - Suffix.Length);
+        if (!int.TryParse(kb, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int size)) return -1;
+        for (int o = ThpSettings.MinAnonOrder; o <= ThpSettings.PmdOrder; o++)
+            if (size == 4 << o && kb.Length == size.ToString(System.Globalization.CultureInfo.InvariantCulture).Length) return o;
+        return -1;
+    }
+
+    static readonly Dictionary<string, ThpMode> ThpModeNames = new(StringComparer.Ordinal)
+    {
+        ["always"] = ThpMode.Always, ["madvise"] = ThpMode.Madvise, ["never"] = ThpMode.Never, ["inherit"] = ThpMode.Inherit,
+    };
 
     static readonly Dictionary<string, ShmemHuge> ShmemHugeNames = new(StringComparer.Ordinal)
     {
@@ -122,11 +161,11 @@ public static partial class CoreOps
 
     static ValueTask ThpSet(ScenarioWorld w, OpArgs a)
     {
-        var (zero, shmem) = ThpKnob(a);
-        // The sysfs file exists from the era of the feature it controls (huge zero page 3.8, shmem THP 4.8).
-        bool exists = w.K.Era.Has(shmem != null ? Eras.Feature.KhugepagedShmemCollapse : Eras.Feature.HugeZeroPage);
-        if (exists && shmem is { } h) w.K.ShmemEnabled = h;
-        else if (exists) w.K.ThpUseZeroPage = zero;
+        var write = ThpKnob(a);
+        // The sysfs file exists from the era of the feature it controls (THP 2.6.38, huge zero page 3.8, shmem THP 4.8,
+        // the per-size files 6.8).
+        bool exists = w.K.Era.Has(write.Exists);
+        if (exists) write.Apply(w.K);
         w.ExpectErrno(a, exists ? 0 : Errno.ENOENT, $"write of /sys/kernel/mm/transparent_hugepage/{a.GetString("knob")}");
         return default;
     }

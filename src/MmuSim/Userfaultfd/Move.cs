@@ -185,7 +185,7 @@ public static class Move
                     folio = pfn;
                     await FolioLock.Lock(k, k.Mem.FolioOf(folio));
                 }
-                if (k.Mem.IsHuge(k.Mem.FolioOf(folio)))
+                if (k.Mem.IsLarge(k.Mem.FolioOf(folio)))
                 {
                     // "split_folio() can block": split, then reacquire the (now small) folio.
                     err = await HugeMemory.SplitHugePage(k, k.Mem.FolioOf(folio), folio);
@@ -231,7 +231,7 @@ public static class Move
         try
         {
             if (await mm.PtepGet(st, src) != origSrc || await mm.PtepGet(dt, dst) != origDst) return Errno.EAGAIN;
-            if (k.Mem.IsHuge(k.Mem.FolioOf(pfn)) || Gup.FolioMaybeDmaPinned(k, pfn) || !k.Mem[pfn].Has(PageFlags.AnonExclusive)) return Errno.EBUSY;
+            if (k.Mem.IsLarge(k.Mem.FolioOf(pfn)) || Gup.FolioMaybeDmaPinned(k, pfn) || !k.Mem[pfn].Has(PageFlags.AnonExclusive)) return Errno.EBUSY;
             var old = await Tlb.PtepClearFlush(mm, st, src);
             if (Gup.FolioMaybeDmaPinned(k, pfn))
             {

@@ -91,7 +91,14 @@ public class HugeZeroPageTests
     }
 
     [Theory]
-    [InlineData("thp.set: { knob: enabled, value: 1 }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: khugepaged/defrag, value: 1 }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: enabled, value: 1 }", "thp.set.value", "not a transparent_hugepage/enabled setting")]
+    [InlineData("thp.set: { knob: enabled, value: inherit }", "thp.set.value", "not a transparent_hugepage/enabled setting")]
+    [InlineData("thp.set: { knob: hugepages-48kB/enabled, value: always }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: hugepages-8kB/enabled, value: always }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: hugepages-064kB/enabled, value: always }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: hugepages-4096kB/enabled, value: always }", "thp.set.knob", "not a modelled THP knob")]
+    [InlineData("thp.set: { knob: hugepages-64kB/enabled, value: sometimes }", "thp.set.value", "not a hugepages-64kB/enabled setting")]
     [InlineData("thp.set: { knob: use_zero_page, value: 2 }", "thp.set.value", "out of range")]
     public void BadThpKnob_IsALineError(string op, string field, string part) =>
         CliRunner.AssertBadInput("name: t\nprocesses:\n  - name: p\n    vmas: []\nthreads:\n  - name: m\n    process: p\n    ops:\n      - " + op + "\n",
