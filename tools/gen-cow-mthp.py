@@ -4,8 +4,8 @@ tools/testing/selftests/mm/cow.c, i.e. run_anon_test_case's loop over thpsizes f
 14 anon tests x 6 preparations (run_with_pte_mapped_thp, _swap, run_with_single_pte_of_thp, _swap,
 run_with_partial_mremap_thp, run_with_partial_shared_thp) x 7 sizes (x86-64: orders 2..8) = 588 scenarios.
 
-Run from the repository root: python3 tools/gen-cow-mthp.py. docs/selftests.md explains the port. Unlike the
-older 2 MiB ports, these memset and compare the whole range, as upstream does (write/expect-value `len`).
+Run from the repository root: python3 tools/gen-cow-mthp.py. docs/selftests.md explains the port. Like the 2 MiB
+ports, these memset and compare the whole range, as upstream does (write/expect-value `len`).
 """
 import os
 
