@@ -153,3 +153,39 @@ public class KsmThpSplitTests
         Assert.Null(r.First);
     }
 }
+
+/// <summary>KSM on an anonymous mTHP (6.8+): try_to_merge_one_page splits the large folio first, as it does a THP.</summary>
+public class KsmMthpTests
+{
+    const ulong A = 0x10000000;
+    const ulong P = MmStruct.PageSize;
+
+    [Fact]
+    public void MthpOfIdenticalPages_IsSplitAndMergedIntoOneKsmPage()
+    {
+        var k = Kernel("6.13");
+        k.Thp[4] = ThpMode.Always; // 64 KiB
+        var mm = MmWithVma(k, A, 16 * P);
+        Ok(k, async () =>
+        {
+            for (ulong a = A; a < A + 16 * P; a += P) await Memory.UserAccess(mm, a, write: true, value: 0x2a);
+            Assert.Equal(0, await Ksmd.Of(k).KsmMadvise(mm, A, 16 * P, mergeable: true));
+        });
+        long head = mm.PeekPte(A).Pfn;
+        Assert.Equal(16, k.Mem.FolioNr(head));
+        Assert.Null(Run(k, async _ => await Ksmd.Of(k).ScanFull(3), "ksmd"));
+        var ksm = Ksmd.Of(k);
+        Assert.Equal(1L, k.Stats[Stat.ThpSplitPages]);
+        Assert.Equal((1L, 15L), (ksm.PagesShared, ksm.PagesSharing));
+        long kpage = mm.PeekPte(A).Pfn;
+        for (ulong a = A; a < A + 16 * P; a += P)
+        {
+            var pte = mm.PeekPte(a);
+            Assert.True(pte.Present && !pte.Writable, $"0x{a:x}");
+            Assert.Equal(kpage, pte.Pfn);
+        }
+        Assert.True(k.Mem[kpage].Has(PageFlags.Ksm));
+        Assert.Equal(1, k.Mem.FolioNr(kpage));
+        Consistent(k);
+    }
+}
