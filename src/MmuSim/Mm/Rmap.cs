@@ -217,6 +217,13 @@ public static class Rmap
                     break;
                 }
             }
+            else if (!h.Has(PageFlags.Anon))
+            {
+                // A page-cache page leaves no entry; a uffd-wp one in a VMA armed for it leaves a marker (5.19+:
+                // pte_install_uffd_wp_if_needed, "so we don't lose the tracking info").
+                entry = old.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)
+                    ? Pte.Marker(uffdWp: true, poisoned: false) : Pte.None;
+            }
             else
             {
                 int slot = st.SwapSlots![first + i];

@@ -52,7 +52,8 @@ public static class Vmscan
     /// folio marked dirty) unless it is lazyfree, try_to_unmap through rmap, then pageout (folio_clear_dirty_for_io and
     /// write the contents to the slots), drop the swap cache and the isolation reference: the folio is freed after
     /// try_to_unmap's invalidations ended. A lazyfree folio is discarded only if every mapping was still clean.
-    /// Returns false (folio kept) if some mapping could not be removed. KSM folios are not reclaimed here.
+    /// Returns false (folio kept) if some mapping could not be removed. KSM folios are not reclaimed here; page-cache
+    /// folios go to <see cref="ShrinkFileFolio"/>.
     /// By default the folio is taken as already found cold (folio_check_references passed on an earlier LRU pass) and
     /// try_to_unmap ignores access; with <paramref name="checkReferences"/> the whole path runs: folio_referenced first
     /// (a referenced folio is kept), then try_to_unmap without TTU_IGNORE_ACCESS where the era has the young check.
@@ -63,7 +64,9 @@ public static class Vmscan
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
         var f = k.Mem[head];
-        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free) || !f.Has(PageFlags.Anon)) return false;
+        if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free)) return false;
+        if (!f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm))
+            return LruFolioOf(k, head) == head && k.AddressSpaceById(f.AnonRoot) is { } file && await ShrinkFileFolio(k, head, file, checkReferences);
         int n = k.Mem.FolioNr(head);
         if (!IsolateLruFolio(k, head)) return false;
         Folio.Get(k, head); // the isolation reference
@@ -104,5 +107,51 @@ public static class Vmscan
         Folio.Put(k, head);
         if (unmapped) k.Stats.Inc(Stat.PagesReclaimed, n);
         return unmapped;
+    }
+
+    /// <summary>
+    /// shrink_folio_list for a small page-cache folio: isolate it, folio_referenced when asked (a referenced folio is
+    /// kept), try_to_unmap (each PTE becomes none, or a uffd-wp marker), pageout of a dirty folio (folio_clear_dirty_for_io,
+    /// then writepage to the file, or shmem_writeout to swap: both are the backing store here), then __remove_mapping:
+    /// with only the isolation's and the page cache's references left (folio_ref_freeze(folio, 1 + nr)) the index
+    /// leaves the page cache, its contents go to the backing store, and the folio is freed after try_to_unmap's
+    /// invalidations ended; a later fault reads the contents back (<see cref="Filemap.FilemapGetFolio"/>). A pin or any
+    /// other reference keeps the folio in the cache, unmapped.
+    /// </summary>
+    /// <remarks>Simplifications: writeback completes at once, so the folio is freed in the same pass (the kernel frees a
+    /// folio it just started writing on a later pass); a large page-cache folio (a shmem THP) is not reclaimed (the kernel
+    /// splits it in shmem_writeout); guest_memfd folios are unevictable.</remarks>
+    static async ValueTask<bool> ShrinkFileFolio(Kernel k, long head, AddressSpace file, bool checkReferences)
+    {
+        if (k.Mem.IsLarge(head) || file.Kind == FileKind.GuestMemfd) return false;
+        if (!IsolateLruFolio(k, head)) return false;
+        Folio.Get(k, head); // the isolation reference
+        if (checkReferences && await Rmap.FolioReferenced(k, head) > 0)
+        {
+            PutbackLru(k, head);
+            Folio.Put(k, head);
+            return false;
+        }
+        var st = new TtuState(head, 1, migrate: false) { CheckAccess = checkReferences };
+        await Rmap.TryToUnmap(k, st);
+        bool freed = false;
+        if (!st.Failed && k.Mem.FolioMapCount(head) == 0)
+        {
+            if (Folio.TestClearDirty(k, head, "pageout")) k.Stats.Inc(Stat.PagesCleaned); // pageout: the write to disk or swap
+            await k.S.Point(PointKind.Counter, (ulong)head); // __remove_mapping: folio_ref_freeze under the mapping's lock
+            ulong index = k.Mem[head].Index;
+            if (k.Mem[head].RefCount == 2 && file.Pages.TryGetValue(index, out long cached) && cached == head)
+            {
+                file.Pages.Remove(index);
+                file.Backing[index] = k.Mem[head].Contents;
+                Folio.Put(k, head); // the page cache's reference
+                freed = true;
+            }
+        }
+        await k.S.Point(PointKind.Free, (ulong)head);
+        PutbackLru(k, head);
+        Folio.Put(k, head);
+        if (freed) k.Stats.Inc(Stat.PagesReclaimed);
+        return freed;
     }
 }

@@ -15,7 +15,7 @@ public static partial class CoreOps
         r.Register(new OpSpec("mremap", "mremap(addr, len) to new_addr (MREMAP_FIXED|MAYMOVE): UNMAP on the old range; dontunmap: true adds MREMAP_DONTUNMAP (the old VMA stays, empty)",
             ["process", "addr", "len", "new_addr"], ["dontunmap"], DoMremap) { Check = (a, _) => { a.GetAddress("new_addr"); a.GetBool("dontunmap"); } });
         r.Register(new OpSpec("reclaim",
-            "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap); references: true runs " +
+            "reclaim the folio mapped at addr (shrink_folio_list, try_to_unmap through rmap; anon to swap, a small page-cache folio written back and dropped from the cache); references: true runs " +
             "folio_referenced first and try_to_unmap without TTU_IGNORE_ACCESS (default: the folio is already cold)",
             ["process", "addr"], ["references"], Reclaim) { Check = (a, i) => { a.GetBool("references"); i.RequireMapped(a); } });
         r.Register(new OpSpec("age", "folio_referenced on the folio at addr (clear_flush_young); `as` stores the reference count",

@@ -71,3 +71,33 @@ public class KvmShmemCollapseTests
         Assert.Equal(1, r.Kernel.Stats[Stat.ThpCollapseFile]);
     }
 }
+
+/// <summary>kvm-shmem-reclaim: reclaim of a guest's shmem page-cache page under a running vCPU, per era.</summary>
+public class KvmShmemReclaimTests
+{
+    static MmuSim.Explore.ExploreReport Explore(string era, params Mutation[] m) =>
+        new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(ScenarioLoader.LoadBuiltIn("kvm-shmem-reclaim"), EraTable.Get(era), m),
+            new MmuSim.Explore.ExploreOptions { Iterations = 1024 }).Run();
+
+    [Theory]
+    [InlineData("2.6.32", null)]
+    [InlineData("3.6", "stale-translation")]   // invalidate_page after pte_unmap_unlock (race 5(a), page cache)
+    [InlineData("4.10", "stale-translation")]
+    [InlineData("4.13", null)]
+    [InlineData("6.13", null)]
+    public void ReclaimOfAGuestShmemPage_PerEra(string era, string? invariant) =>
+        Assert.Equal(invariant, Explore(era).First?.Violation.Invariant);
+
+    [Theory]
+    [InlineData(Mutation.KvmNoRetryCheck)]
+    [InlineData(Mutation.KvmNoZapOnStart)]
+    public void Mutants_AreKilled(Mutation m) => Assert.Equal("stale-translation", Explore("6.13", m).First?.Violation.Invariant);
+
+    [Fact]
+    public void OneRun_ReclaimsThePage_AndTheGuestReadsItBack()
+    {
+        var r = ScenarioRunner.Run(ScenarioLoader.LoadBuiltIn("kvm-shmem-reclaim"), EraTable.Get("6.13"), null);
+        Assert.Null(r.Violation);
+        Assert.Equal(1, r.Kernel.Stats[Stat.PagesReclaimed]);
+    }
+}
