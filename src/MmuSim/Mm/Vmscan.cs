@@ -68,15 +68,7 @@ public static class Vmscan
         if (!f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm))
             return LruFolioOf(k, head) == head && k.AddressSpaceById(f.AnonRoot) is { } file && await ShrinkFileFolio(k, head, file, checkReferences);
         int n = k.Mem.FolioNr(head);
-        if (!IsolateLruFolio(k, head)) return false;
-        Folio.Get(k, head); // the isolation reference
-        if (checkReferences && await Rmap.FolioReferenced(k, head) > 0)
-        {
-            // folio_check_references: FOLIOREF_ACTIVATE / KEEP.
-            PutbackLru(k, head);
-            Folio.Put(k, head);
-            return false;
-        }
+        if (!await IsolateForReclaim(k, head, checkReferences)) return false;
         bool lazy = k.Mem[head].Has(PageFlags.Lazyfree);
         int[]? slots = null;
         if (!lazy)
@@ -110,6 +102,20 @@ public static class Vmscan
     }
 
     /// <summary>
+    /// isolate_lru_folio (taking the isolation reference), then, with <paramref name="checkReferences"/>,
+    /// folio_check_references: a referenced folio goes back to the LRU (FOLIOREF_ACTIVATE / KEEP). True: reclaim goes on.
+    /// </summary>
+    static async ValueTask<bool> IsolateForReclaim(Kernel k, long head, bool checkReferences)
+    {
+        if (!IsolateLruFolio(k, head)) return false;
+        Folio.Get(k, head); // the isolation reference
+        if (!checkReferences || await Rmap.FolioReferenced(k, head) == 0) return true;
+        PutbackLru(k, head);
+        Folio.Put(k, head);
+        return false;
+    }
+
+    /// <summary>
     /// shrink_folio_list for a small page-cache folio: isolate it, folio_referenced when asked (a referenced folio is
     /// kept), try_to_unmap (each PTE becomes none, or a uffd-wp marker), pageout of a dirty folio (folio_clear_dirty_for_io,
     /// then writepage to the file, or shmem_writeout to swap: both are the backing store here), then __remove_mapping:
@@ -124,14 +130,7 @@ public static class Vmscan
     static async ValueTask<bool> ShrinkFileFolio(Kernel k, long head, AddressSpace file, bool checkReferences)
     {
         if (k.Mem.IsLarge(head) || file.Kind == FileKind.GuestMemfd) return false;
-        if (!IsolateLruFolio(k, head)) return false;
-        Folio.Get(k, head); // the isolation reference
-        if (checkReferences && await Rmap.FolioReferenced(k, head) > 0)
-        {
-            PutbackLru(k, head);
-            Folio.Put(k, head);
-            return false;
-        }
+        if (!await IsolateForReclaim(k, head, checkReferences)) return false;
         var st = new TtuState(head, 1, migrate: false) { CheckAccess = checkReferences };
         await Rmap.TryToUnmap(k, st);
         bool freed = false;
