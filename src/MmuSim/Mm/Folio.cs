@@ -64,34 +64,22 @@ public static class Folio
     /// </summary>
     public static void AddNewAnonRmap(Kernel k, long pfn, Vma vma, ulong addr, bool huge = false, int nr = 1)
     {
-        if (nr > 1)
-        {
-            var av = vma.Mm.AnonVmaPrepare(vma);
-            ulong index = vma.IndexOf(addr);
-            for (int i = 0; i < nr; i++)
-            {
-                ref var p = ref k.Mem[pfn + i];
-                p.Set(PageFlags.AnonExclusive);
-                p.Index = index + (ulong)i;
-                p.MapCount = 1;
-            }
-            k.Mem[pfn].Set(PageFlags.Anon);
-            k.Mem[pfn].AnonRoot = av.Id;
-            vma.Mm.RssAnon += nr;
-            return;
-        }
         var anon = vma.Mm.AnonVmaPrepare(vma);
         ref var f = ref k.Mem[pfn];
         f.Set(PageFlags.Anon | PageFlags.AnonExclusive);
         f.AnonRoot = anon.Id;
         f.Index = vma.IndexOf(addr);
-        if (huge)
+        int pages = huge ? PhysMem.HugePages : nr;
+        for (long p = pfn + 1; p < pfn + pages; p++)
         {
-            k.Mem.EntireMapcountHolder(pfn).RefCount = 1;
-            for (long p = pfn + 1; p < pfn + PhysMem.HugePages; p++) k.Mem[p].Index = f.Index + (ulong)(p - pfn);
+            ref var tail = ref k.Mem[p];
+            tail.Index = f.Index + (ulong)(p - pfn);
+            if (!huge) tail.Set(PageFlags.AnonExclusive); // PTE-mapped: exclusivity is per page (a PMD keeps it on the head)
         }
-        else f.MapCount = 1;
-        vma.Mm.RssAnon += huge ? PhysMem.HugePages : 1;
+        if (huge) k.Mem.EntireMapcountHolder(pfn).RefCount = 1;
+        else
+            for (long p = pfn; p < pfn + nr; p++) k.Mem[p].MapCount = 1;
+        vma.Mm.RssAnon += pages;
     }
 
     /// <summary>folio_add_anon_rmap_pte (an existing anon page gains a mapping: fork, swap-in of a shared page).</summary>

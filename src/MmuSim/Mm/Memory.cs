@@ -257,15 +257,10 @@ public static partial class Memory
         {
             if ((orders & (1 << order)) == 0) continue;
             ulong size = MmStruct.PageSize << order, start = addr & ~(size - 1);
-            if (start < vma.Start || start + size > vma.End || !await PteRangeNone(mm, t, start, 1 << order))
-            {
-                orders &= ~(1 << order);
-                continue;
-            }
+            if (start < vma.Start || start + size > vma.End || !await PteRangeNone(mm, t, start, 1 << order)) continue;
             await k.S.Point(PointKind.Alloc, start);
             long folio = vma.AllocLarge(order);
-            if (folio >= 0) return (folio, order);
-            orders &= ~(1 << order); // next_order: try the next smaller allowed size
+            if (folio >= 0) return (folio, order); // else next_order: the next smaller allowed size
         }
         await k.S.Point(PointKind.Alloc, addr);
         return (vma.AllocPage(), 0);

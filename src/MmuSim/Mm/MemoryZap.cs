@@ -138,7 +138,7 @@ public static partial class Memory
         bool full = false;
         await mm.LockPtl(t);
         // zap_install_uffd_wp_if_needed: a file VMA armed for uffd-wp keeps its protection across a zap as a marker.
-        bool keepWp = vma.File != null && (vma.Flags & VmFlags.UffdWp) != 0 && !tlb.DropMarkers;
+        bool keepWp = vma.FileUffdWpArmed && !tlb.DropMarkers;
         for (ulong a = start; a < end; a += MmStruct.PageSize)
         {
             var peek = mm.PeekPte(a);

@@ -289,25 +289,7 @@ public sealed class PhysMem
 
     /// <summary>alloc_pages(order 9): a zeroed 2 MiB compound folio (head refcount 1), or -1 if no whole block is free.</summary>
     /// <param name="nid">Preferred node, with the others as fallback unless <paramref name="thisNode"/>.</param>
-    public long AllocHuge(int nid = 0, bool thisNode = false)
-    {
-        long h = -1;
-        while (true)
-        {
-            for (int i = 0; h < 0 && i < (thisNode ? 1 : Nodes); i++)
-            {
-                ref var nf = ref _node[(nid + i) % Nodes];
-                if (nf.Free2m < 0) continue;
-                h = nf.Free2m;
-                nf.Free2m = (long)_frames[h].Contents;
-            }
-            if (h >= 0) break;
-            if (!Grow(needHuge: true)) return -1;
-            if (Nodes == 1 && _node[0].Free2m < 0) return -1;
-        }
-        MakeCompound(h, HugeOrder);
-        return h;
-    }
+    public long AllocHuge(int nid = 0, bool thisNode = false) => AllocLarge(HugeOrder, nid, thisNode);
 
     /// <summary>prep_compound_page: frames [head, head + 2^order) become one zeroed folio with head refcount 1.</summary>
     void MakeCompound(long h, int order)
@@ -324,36 +306,44 @@ public sealed class PhysMem
     }
 
     /// <summary>
-    /// folio_alloc(order) for 2 &lt;= order &lt; 9 (an mTHP of 16 KiB .. 1 MiB: the anon orders; order 1 has no _pincount in the model): a zeroed
-    /// compound folio aligned to its size, head refcount 1, or -1. Chunks of one order are carved from a whole 2 MiB
-    /// block (the rest of the block goes on that order's free list) and return to that list when freed; nothing is
-    /// merged back, as elsewhere in this allocator. Order 9 is <see cref="AllocHuge"/>.
+    /// folio_alloc(order) for 2 &lt;= order &lt;= 9 (an mTHP of 16 KiB .. 1 MiB, the anon orders, or a 2 MiB THP; order 1
+    /// has no _pincount in the model): a zeroed compound folio aligned to its size, head refcount 1, or -1. A 2 MiB folio
+    /// is a whole free block; smaller chunks of one order are carved from a whole block (the rest of the block goes on
+    /// that order's free list) and return to that list when freed; nothing is merged back, as elsewhere in this allocator.
     /// </summary>
+    /// <param name="nid">Preferred node, with the others as fallback unless <paramref name="thisNode"/>.</param>
     public long AllocLarge(int order, int nid = 0, bool thisNode = false)
     {
-        if (order == HugeOrder) return AllocHuge(nid, thisNode);
         if (order < 2 || order > HugeOrder) throw new ArgumentOutOfRangeException(nameof(order));
-        long n = 1L << order;
         while (true)
         {
             for (int i = 0; i < (thisNode ? 1 : Nodes); i++)
             {
-                ref var nf = ref _node[(nid + i) % Nodes];
-                long h = nf.FreeOrder[order];
-                if (h >= 0) nf.FreeOrder[order] = (long)_frames[h].Contents;
-                else if (nf.Free2m >= 0)
-                {
-                    h = nf.Free2m;
-                    nf.Free2m = (long)_frames[h].Contents;
-                    for (long c = h + HugePages - n; c > h; c -= n) PushOrder(c, order);
-                }
-                else continue;
+                long h = TakeChunk(ref _node[(nid + i) % Nodes], order);
+                if (h < 0) continue;
                 MakeCompound(h, order);
                 return h;
             }
             if (!Grow(needHuge: true)) return -1;
             if (Nodes == 1 && _node[0].Free2m < 0) return -1;
         }
+    }
+
+    /// <summary>A free chunk of <paramref name="order"/> on one node: from its order's list, else carved from a free 2 MiB block; -1 if neither.</summary>
+    long TakeChunk(ref NodeFree nf, int order)
+    {
+        long h = order < HugeOrder ? nf.FreeOrder[order] : -1;
+        if (h >= 0)
+        {
+            nf.FreeOrder[order] = (long)_frames[h].Contents;
+            return h;
+        }
+        if (nf.Free2m < 0) return -1;
+        h = nf.Free2m;
+        nf.Free2m = (long)_frames[h].Contents;
+        long n = 1L << order;
+        for (long c = h + HugePages - n; c > h; c -= n) PushOrder(c, order); // none for order 9
+        return h;
     }
 
     void PushOrder(long head, int order)

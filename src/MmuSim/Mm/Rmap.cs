@@ -221,8 +221,7 @@ public static class Rmap
             {
                 // A page-cache page leaves no entry; a uffd-wp one in a VMA armed for it leaves a marker (5.19+:
                 // pte_install_uffd_wp_if_needed, "so we don't lose the tracking info").
-                entry = old.UffdWp && (vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)
-                    ? Pte.Marker(uffdWp: true, poisoned: false) : Pte.None;
+                entry = old.UffdWp && vma.FileUffdWpArmed ? Pte.Marker(uffdWp: true, poisoned: false) : Pte.None;
             }
             else
             {

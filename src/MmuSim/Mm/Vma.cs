@@ -89,6 +89,12 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     public bool Writable => (Prot & Prot.Write) != 0;
     public bool Shared => (Flags & VmFlags.Shared) != 0;
 
+    /// <summary>
+    /// !vma_is_anonymous and userfaultfd_wp: a file VMA armed for uffd-wp, where a cleared PTE that was uffd-wp must leave
+    /// a PTE_MARKER_UFFD_WP (pte_install_uffd_wp_if_needed). Registration allows it only from 5.19 (UffdWpShmem).
+    /// </summary>
+    internal bool FileUffdWpArmed => File != null && (Flags & VmFlags.UffdWp) != 0;
+
     /// <summary>is_vm_hugetlb_page.</summary>
     public bool IsHugetlb => (Flags & VmFlags.Hugetlb) != 0;
 

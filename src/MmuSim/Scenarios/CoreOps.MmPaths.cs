@@ -139,14 +139,14 @@ public static partial class CoreOps
     /// <summary>The order of hugepages-&lt;size&gt;kB/enabled (x86-64: 16 KiB, order 2, .. 2048 KiB, order 9), or -1.</summary>
     static int MthpKnobOrder(string knob)
     {
-        const string Prefix = "hugepages-", Suffix = "kB/enabled";
-        if (!knob.StartsWith(Prefix, StringComparison.Ordinal) || !knob.EndsWith(Suffix, StringComparison.Ordinal)) return -1;
-        var kb = knob.AsSpan(Prefix.Length, knob.Length - Prefix.Length - Suffix.Length);
-        if (!int.TryParse(kb, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int size)) return -1;
         for (int o = ThpSettings.MinAnonOrder; o <= ThpSettings.PmdOrder; o++)
-            if (size == 4 << o && kb.Length == size.ToString(System.Globalization.CultureInfo.InvariantCulture).Length) return o;
+            if (knob == MthpKnobNames[o]) return o;
         return -1;
     }
+
+    /// <summary>The sysfs names of the per-size knobs, by order (null below <see cref="ThpSettings.MinAnonOrder"/>).</summary>
+    static readonly string?[] MthpKnobNames = [.. Enumerable.Range(0, ThpSettings.PmdOrder + 1)
+        .Select(o => o < ThpSettings.MinAnonOrder ? null : $"hugepages-{4 << o}kB/enabled")];
 
     static readonly Dictionary<string, ThpMode> ThpModeNames = new(StringComparer.Ordinal)
     {
