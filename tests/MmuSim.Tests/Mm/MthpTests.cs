@@ -19,6 +19,19 @@ public class MthpTests
         return k;
     }
 
+    /// <summary>A 64 KiB mTHP faulted in at A (by a write of 1 to its first page) in a 128 KiB VMA, and its head.</summary>
+    static (Kernel K, MmStruct Mm, long Head) Faulted64K()
+    {
+        var k = MthpKernel();
+        var mm = MmWithVma(k, A, 0x20000);
+        Ok(k, async () => await Write(mm, A, 1));
+        return (k, mm, mm.PeekPte(A).Pfn);
+    }
+
+    /// <summary>Page i of the 64 KiB at A holds 100 + i.</summary>
+    static void FillPattern(Kernel k, MmStruct mm) =>
+        Ok(k, async () => { for (int i = 0; i < Nr64K; i++) await Write(mm, A + (ulong)i * 0x1000, 100UL + (ulong)i); });
+
     static void AssertMappedLargeFolio(Kernel k, MmStruct mm, ulong start, int nr, bool writable = true)
     {
         long head = mm.PeekPte(start).Pfn;
@@ -144,10 +157,7 @@ public class MthpTests
     [Fact]
     public void ForkThenWrite_CopiesOnePage_NotifiesOnePage_FolioStaysLargeAndShared()
     {
-        var k = MthpKernel();
-        var mm = MmWithVma(k, A, 0x20000);
-        Ok(k, async () => await Write(mm, A, 1));
-        long head = mm.PeekPte(A).Pfn;
+        var (k, mm, head) = Faulted64K();
         MmStruct child = null!;
         Ok(k, async () => child = await Fork.DupMmap(mm, "c"));
         for (int i = 0; i < Nr64K; i++)
@@ -176,10 +186,7 @@ public class MthpTests
     [Fact]
     public void Munmap_FreesTheWholeFolio_AndTheChunkIsReused()
     {
-        var k = MthpKernel();
-        var mm = MmWithVma(k, A, 0x20000);
-        Ok(k, async () => await Write(mm, A, 1));
-        long head = mm.PeekPte(A).Pfn;
+        var (k, mm, head) = Faulted64K();
         long freed = k.Stats[Stat.PagesFreed];
         Ok(k, async () => await Mmap.Munmap(mm, A, 0x10000));
         Assert.Equal(freed + Nr64K, k.Stats[Stat.PagesFreed]);
@@ -190,10 +197,7 @@ public class MthpTests
     [Fact]
     public void PartialDontneed_LeavesTheFolioLarge_WithOnePageMapped()
     {
-        var k = MthpKernel();
-        var mm = MmWithVma(k, A, 0x20000);
-        Ok(k, async () => await Write(mm, A, 1));
-        long head = mm.PeekPte(A).Pfn;
+        var (k, mm, head) = Faulted64K();
         var rec = Recorder(k, mm);
         Ok(k, async () => await Madvise.MadviseDontneed(mm, A + 0x1000, 0xf000));
         Assert.Equal("S(201000,210000,Clear) E(201000,210000,Clear)", Seq(rec));
@@ -210,7 +214,7 @@ public class MthpTests
         var k = Kernel("6.13", options: new KernelOptions { NumaNodes = 2 });
         k.Thp[Order64K] = ThpMode.Always;
         var mm = MmWithVma(k, A, 0x20000);
-        Ok(k, async () => { for (int i = 0; i < Nr64K; i++) await Write(mm, A + (ulong)i * 0x1000, 100UL + (ulong)i); });
+        FillPattern(k, mm);
         long head = mm.PeekPte(A).Pfn;
         int node = k.Mem.NodeOf(head);
         long dst = -1;
@@ -229,7 +233,7 @@ public class MthpTests
     {
         var k = MthpKernel();
         var mm = MmWithVma(k, A, 0x20000);
-        Ok(k, async () => { for (int i = 0; i < Nr64K; i++) await Write(mm, A + (ulong)i * 0x1000, 100UL + (ulong)i); });
+        FillPattern(k, mm);
         long head = mm.PeekPte(A).Pfn;
         bool ok = false;
         Ok(k, async () => ok = await Vmscan.ShrinkFolio(k, head));
