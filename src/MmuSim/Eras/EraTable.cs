@@ -167,6 +167,11 @@ public static class EraTable
             "accessed by a VM appears younger than it really is': the aging never cleared the secondaries' Accessed bits, so " +
             "folio_referenced_one's clear_flush_young still found them set at eviction; the same walk never promoted a page only " +
             "the secondary touched)"),
+        new(Feature.ThpMigration, V(4, 14), Forever,
+            "616b8371539a 'mm: thp: enable thp migration in generic path' and 84c3fc4e9c56 'mm: thp: check pmd migration entry " +
+            "in common path' (Zi Yan, 4.14; x86 selects ARCH_ENABLE_THP_MIGRATION in 14c6b2a89e9c, same cycle): try_to_migrate_one " +
+            "replaces a PMD mapping of an anonymous THP by a PMD migration entry, remove_migration_pmd restores a huge PMD; " +
+            "faults wait in pmd_migration_entry_wait (the versions are recollection)"),
         new(Feature.KsmFolioMigration, V(3, 9), Forever,
             "c8d6553b9580 'ksm: make KSM page migration possible' (Hugh Dickins, the 3.9 KSM NUMA series with merge_across_nodes and " +
             "FOLL_MIGRATION, 5117b3b835f2); before it 62b61f611eb5 'ksm: memory hotremove migration only' (2.6.33) made NUMA migration " +

@@ -281,6 +281,10 @@ public enum Feature
     // ---- hugetlb (issue 12)
     /// <summary>move_pages/migrate_pages migrate hugetlb folios (e632a938d914, 3.12): unmap_and_move_huge_page with hugetlb migration entries.</summary>
     HugetlbMigration,
+    /// <summary>THP migration (CONFIG_ARCH_ENABLE_THP_MIGRATION, 616b8371539a + 84c3fc4e9c56, 4.14): migrate_pages moves a
+    /// PMD-mapped anonymous THP whole through a PMD migration entry (set_pmd_migration_entry / remove_migration_pmd);
+    /// before, migration split the THP first (FOLL_SPLIT in move_pages, split_huge_page in unmap_and_move).</summary>
+    ThpMigration,
 
     // ---- notifier bugs found since 2018 (issue 11)
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,

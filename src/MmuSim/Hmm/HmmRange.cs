@@ -168,7 +168,7 @@ public static class Hmm
                 for (ulong a = addr; a < end; a += MmStruct.PageSize) range.HmmPfns[Index(range, a)] = 0;
                 return 0;
             }
-            await k.S.Point(PointKind.PteRead, addr);
+            await Mm.HugeMemory.PmdMigrationEntryWait(mm, addr, pmd);
             return Busy(range, addr);
         }
         for (ulong a = addr; a < end; a += MmStruct.PageSize)

@@ -32,10 +32,6 @@ public static class HugetlbMigration
     public static ValueTask TryToMigrate(Kernel k, long head) =>
         Rmap.RmapWalk(k, head, (vma, addr, first, count) => TryToMigrateOne(vma, addr, head), () => k.Mem.FolioMapCount(head) == 0);
 
-    /// <summary>A hugetlb migration entry (set_huge_pte_at of the swap entry: the PS bit marks it a PMD-level one).</summary>
-    internal static Pte MigrationEntry(bool writable, long head, bool uffdWp) =>
-        new(Pte.SwapEntry(writable ? SwapType.MigrationWrite : SwapType.MigrationRead, head).WithUffdWp(uffdWp).Raw | Pte.HugeBit);
-
     /// <summary>
     /// try_to_migrate_one's hugetlb branch for the mapping at <paramref name="haddr"/>: under the PMD lock, clear the
     /// huge entry (huge_ptep_clear_flush) and install a migration entry (writable if the entry was), remove the rmap
@@ -63,7 +59,7 @@ public static class HugetlbMigration
             if (rangeNotify && k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(haddr, haddr + MmStruct.PmdSize);
             else if (!rangeNotify && k.Era.Has(Feature.InvalidatePageUnderPtl)) await mm.Notifiers.InvalidatePage(haddr);
             if (pmd.Dirty) k.Mem[head].Set(PageFlags.Dirty);
-            await mm.SetPmd(haddr, MigrationEntry(pmd.Writable, head, pmd.UffdWp));
+            await mm.SetPmd(haddr, Pte.HugeMigrationEntry(pmd.Writable, head, pmd.UffdWp));
             await k.S.Point(PointKind.Counter, haddr);
             Folio.RemoveRmapPmd(k, head, mm); // hugetlb_remove_rmap
             Folio.Put(k, head);
@@ -107,15 +103,6 @@ public static class HugetlbMigration
     /// migration_entry_wait_huge: hugetlb_fault found a migration entry at <paramref name="haddr"/>; sleep until it is
     /// replaced, then let the fault retry.
     /// </summary>
-    public static async ValueTask<VmFault> MigrationEntryWaitHuge(MmStruct mm, ulong haddr, Pte entry)
-    {
-        var k = mm.Kernel;
-        using var _ = k.S.Current.Enter("migration_entry_wait_huge");
-        while (true)
-        {
-            await k.S.Point(PointKind.PmdRead, haddr);
-            if (mm.PeekPmd(haddr) != entry) return VmFault.Retry;
-            await Migrate.MigrationWaitQueue(k).Wait();
-        }
-    }
+    public static ValueTask<VmFault> MigrationEntryWaitHuge(MmStruct mm, ulong haddr, Pte entry) =>
+        Migrate.WaitWhilePmd(mm, haddr, entry, "migration_entry_wait_huge");
 }

@@ -250,9 +250,103 @@ public static class HugeMemory
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
         if (pmd.Present && pmd.Huge) await SplitHugePmdLocked(vma, haddr, pmd, keepFilePtes);
+        else if (pmd.IsMigration && !vma.IsHugetlb) await SplitMigrationPmdLocked(vma, haddr, pmd);
         await mm.UnlockPmd(haddr);
         if (notify) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
     }
+
+    /// <summary>
+    /// __split_huge_pmd_locked for a PMD migration entry (4.14+): 512 PTE migration entries for the sub-pages, each as
+    /// writable, readable-exclusive or readable as the PMD's was, with its uffd-wp bit. The folio's counts do not change
+    /// (a migration entry holds no mapping); remove_migration_ptes then restores PTEs, not a PMD.
+    /// </summary>
+    static async ValueTask SplitMigrationPmdLocked(Vma vma, ulong haddr, Pte pmd)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("__split_huge_pmd_locked");
+        int t = k.PageTables.AllocTable();
+        bool write = pmd.SwapKind == SwapType.MigrationWrite, exclusive = pmd.IsExclusiveMigration;
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            var e = Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, pmd.Pfn + i)
+                .WithMigrationExclusive(exclusive).WithUffdWp(pmd.UffdWp).WithSoftDirty(pmd.SoftDirty);
+            k.PageTables.Entry(t, i) = e.Raw;
+        }
+        await mm.SetPmd(haddr, Pte.Table(t)); // pmd_populate: no flush, nothing was mapped
+        k.Stats.Inc(Stat.ThpSplits);
+    }
+
+    // ------------------------------------------------------------------ PMD migration entries (4.14+)
+
+    /// <summary>
+    /// set_pmd_migration_entry (Feature.ThpMigration, 4.14+): try_to_migrate_one's PMD case, inside its CLEAR range over
+    /// the 2 MiB. Under the PMD lock the huge PMD becomes a PMD migration entry (pmdp_invalidate and the TLB flush, then
+    /// set_pmd_at of the swap PMD): writable if the PMD was, readable-exclusive if the folio was PageAnonExclusive
+    /// (folio_try_share_anon_rmap_pmd moves the flag into the entry), with the PMD's soft-dirty and uffd-wp bits; the dirty
+    /// bit goes to the folio, the PMD mapping and its reference are dropped. False: the PMD no longer maps the folio.
+    /// </summary>
+    internal static async ValueTask<bool> SetPmdMigrationEntry(Vma vma, ulong haddr, long head)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("set_pmd_migration_entry");
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        bool mapped = pmd.Present && pmd.Huge && pmd.Pfn == head;
+        if (mapped)
+        {
+            bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
+            var entry = Pte.HugeMigrationEntry(pmd.Writable, head, pmd.UffdWp).WithMigrationExclusive(exclusive)
+                .WithSoftDirty(pmd.SoftDirty);
+            await mm.SetPmd(haddr, entry);
+            await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize); // pmdp_invalidate's flush_pmd_tlb_range
+            if (pmd.Dirty) Folio.MarkDirty(k, head);
+            k.Mem[head].Clear(PageFlags.AnonExclusive); // folio_try_share_anon_rmap_pmd
+            await k.S.Point(PointKind.Counter, haddr);
+            Folio.RemoveRmapPmd(k, head, mm);
+            Folio.Put(k, head);
+        }
+        await mm.UnlockPmd(haddr);
+        return mapped;
+    }
+
+    /// <summary>
+    /// remove_migration_pmd: the PMD migration entry at <paramref name="haddr"/> for <paramref name="src"/> becomes a huge
+    /// PMD of <paramref name="dst"/> (mk_pmd with vm_page_prot; writable if the entry was, with its soft-dirty and uffd-wp
+    /// bits, dirty if the folio is), folio_add_anon_rmap_pmd (RMAP_EXCLUSIVE unless the entry was a plain readable one)
+    /// and a reference. No notifier: "it was non-present before". False: no such entry (zapped or split meanwhile).
+    /// </summary>
+    internal static async ValueTask<bool> RemoveMigrationPmd(Vma vma, ulong haddr, long src, long dst)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter("remove_migration_pmd");
+        await mm.LockPmd(haddr);
+        var pmd = await mm.PmdpGet(haddr);
+        bool found = pmd.IsMigration && pmd.Huge && pmd.Pfn == src;
+        if (found)
+        {
+            bool w = pmd.SwapKind == SwapType.MigrationWrite && vma.Writable;
+            var huge = vma.MkPte(dst, writable: w, dirty: k.Mem[dst].Has(PageFlags.Dirty), huge: true)
+                .WithUffdWp(pmd.UffdWp);
+            if (pmd.SoftDirty) huge = huge.WithSoftDirty(true);
+            await mm.SetPmd(haddr, huge);
+            Folio.Get(k, dst);
+            k.Mem.EntireMapcountHolder(dst).RefCount++; // folio_add_anon_rmap_pmd
+            mm.RssAnon += PhysMem.HugePages;
+            if (pmd.IsExclusiveMigration) k.Mem[dst].Set(PageFlags.AnonExclusive);
+        }
+        await mm.UnlockPmd(haddr);
+        return found;
+    }
+
+    /// <summary>
+    /// pmd_migration_entry_wait: a fault (or a walker) found a PMD migration entry; sleep on the folio until
+    /// remove_migration_pmd replaces it, then retry.
+    /// </summary>
+    public static ValueTask<VmFault> PmdMigrationEntryWait(MmStruct mm, ulong haddr, Pte entry) =>
+        Migrate.WaitWhilePmd(mm, haddr & MmStruct.PmdMask, entry, "pmd_migration_entry_wait");
 
     /// <summary>__split_huge_pmd_locked: caller holds the PMD lock and saw <paramref name="pmd"/> present and huge.</summary>
     static async ValueTask SplitHugePmdLocked(Vma vma, ulong haddr, Pte pmd, bool keepFilePtes)
@@ -338,7 +432,7 @@ public static class HugeMemory
         if (k.Mem[head].RefCount != k.Mem.FolioMapCount(head) + callerRefs) return Errno.EAGAIN;
         if (k.Era.Has(Feature.RmapRangeNotify))
         {
-            await Rmap.TryToMigrate(k, new TtuState(head, nr, migrate: true)); // unmap_folio
+            await Rmap.TryToMigrate(k, new TtuState(head, nr, migrate: true) { SplitHugePmd = true }); // unmap_folio
             await k.S.Point(PointKind.Counter, (ulong)head);
             if (k.Mem.FolioMapCount(head) != 0 || k.Mem[head].RefCount != callerRefs) // folio_ref_freeze(folio, 1 + extra_pins)
             {
@@ -388,7 +482,14 @@ public static class HugeMemory
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
         bool full = false, huge = pmd.Present && pmd.Huge;
-        if (huge)
+        if (pmd.IsMigration && !vma.IsHugetlb)
+        {
+            // zap_huge_pmd of a PMD migration entry (4.14+): cleared; it holds neither a reference nor a mapping (the
+            // migration holds the folio), so only the entry goes (the model took its MM_ANONPAGES when it was made).
+            await mm.SetPmd(haddr, Pte.None);
+            huge = true;
+        }
+        else if (huge)
         {
             await mm.SetPmd(haddr, Pte.None);
             // __unmap_hugepage_range (5.19+): a uffd-wp hugetlb entry leaves a PTE_MARKER_UFFD_WP unless the zap drops markers.

@@ -83,6 +83,7 @@ public static partial class Memory
         var pmd = new Pte(mm.Kernel.PageTables.Entry(pmdT, PageTablePool.PmdIndex(addr)));
         if (pmd.Present && pmd.Huge)
             return HugeMemory.HugePmdFault(mm, vma, addr, pmd, flags);
+        if (pmd.IsMigration) return HugeMemory.PmdMigrationEntryWait(mm, addr, pmd); // is_pmd_migration_entry (4.14+)
         if (pmd.IsNone && vma.File != null && HugeMemory.FileThpSuitable(mm.Kernel, vma, addr))
             return Filemap.DoFault(mm, vma, addr, 0, flags, default, pmdT); // do_fault with vmf->pte NULL: maybe do_set_pmd
         if (!pmd.Present && HugeMemory.ThpEligible(mm, vma, addr))

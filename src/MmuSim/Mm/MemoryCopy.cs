@@ -43,7 +43,7 @@ public static partial class Memory
             ulong next = parent.PmdAddrEnd(addr, src.End);
             var pmd = parent.PeekPmd(addr);
             // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.
-            if (pmd.Present && pmd.Huge && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
+            if (((pmd.Present && pmd.Huge) || pmd.IsMigration) && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
             pmd = parent.PeekPmd(addr);
             if (pmd.Present && !pmd.Huge) await CopyPteRange(dst, src, pmd.TableId, addr, next, cow);
             addr = next;
@@ -184,7 +184,20 @@ public static partial class Memory
         await parent.LockPmd(haddr);
         var pmd = await parent.PmdpGet(haddr);
         bool huge = pmd.Present && pmd.Huge;
-        if (huge && pmd.Special)
+        if (pmd.IsMigration)
+        {
+            // copy_huge_pmd's is_swap_pmd case (4.14+): a writable migration entry becomes a readable one in both (COW);
+            // the child's keeps uffd-wp only if its VMA is uffd-wp armed. No reference: the migration holds the folio.
+            if (cow && pmd.SwapKind == SwapType.MigrationWrite)
+            {
+                pmd = Pte.HugeMigrationEntry(writable: false, pmd.Pfn, pmd.UffdWp).WithSoftDirty(pmd.SoftDirty);
+                await parent.SetPmd(haddr, pmd);
+            }
+            await child.SetPmd(haddr, pmd.WithUffdWp(pmd.UffdWp && dst.Uffd != null));
+            k.Stats.Inc(Stat.ForkCopiedPtes);
+            huge = true;
+        }
+        else if (huge && pmd.Special)
         {
             await child.SetPmd(haddr, pmd.Mkold()); // copy_huge_pmd of the huge zero PMD: mm_get_huge_zero_folio, no rmap
             k.Stats.Inc(Stat.ForkCopiedPtes);

@@ -228,6 +228,10 @@ public static class Migrate
         await Rmap.RmapWalk(k, dst, async (vma, addr, first, count) =>
         {
             var mm = vma.Mm;
+            // page_vma_mapped_walk finds a PMD migration entry first: remove_migration_pmd (4.14+).
+            if (first == 0 && count == PhysMem.HugePages && (addr & ~MmStruct.PmdMask) == 0 && mm.PeekPmd(addr) is { IsMigration: true, Huge: true } pm
+                && pm.Pfn == src && await HugeMemory.RemoveMigrationPmd(vma, addr, src, dst))
+                return true;
             for (int i = 0; i < count; i++)
             {
                 ulong a = addr + (ulong)i * MmStruct.PageSize;
@@ -259,6 +263,23 @@ public static class Migrate
 
     /// <summary>Wake the faults sleeping in migration_entry_wait (folio_unlock of a migrated folio).</summary>
     public static void WakeMigrationWaiters(Kernel k) => Waiters(k).WakeAll();
+
+    /// <summary>
+    /// The sleep of pmd_migration_entry_wait and migration_entry_wait_huge (<paramref name="fn"/>): while the PMD at
+    /// <paramref name="haddr"/> still holds <paramref name="entry"/>, sleep until a remove_migration_ptes wakes us; then
+    /// the fault retries.
+    /// </summary>
+    internal static async ValueTask<VmFault> WaitWhilePmd(MmStruct mm, ulong haddr, Pte entry, string fn)
+    {
+        var k = mm.Kernel;
+        using var _ = k.S.Current.Enter(fn);
+        while (true)
+        {
+            await k.S.Point(PointKind.PmdRead, haddr);
+            if (mm.PeekPmd(haddr) != entry) return VmFault.Retry;
+            await Waiters(k).Wait();
+        }
+    }
 
     /// <summary>
     /// migration_entry_wait: the fault found a migration entry; sleep until it is replaced (remove_migration_ptes wakes

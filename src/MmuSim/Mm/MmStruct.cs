@@ -296,7 +296,7 @@ public sealed class MmStruct
         return new Pte(Pool.Entry(pudT, PageTablePool.PudIndex(va))).TableId;
     }
 
-    /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge.</summary>
+    /// <summary>__pte_alloc: make sure a PTE table exists for <paramref name="va"/>; 0 if the PMD is huge or a migration entry.</summary>
     public int PteAlloc(ulong va) => PteAllocAt(PmdAlloc(va), va);
 
     /// <summary>__pte_alloc given the PMD table already walked to.</summary>
@@ -305,6 +305,7 @@ public sealed class MmStruct
     {
         var pmd = new Pte(Pool.Entry(pmdT, PageTablePool.PmdIndex(va)));
         if (pmd.Present) return pmd.Huge ? 0 : pmd.TableId;
+        if (!pmd.IsNone) return 0; // a PMD migration entry: not a table, and not to be overwritten
         int t = Pool.AllocTable(); // may grow the pool: write the entry through a fresh ref
         Pool.Entry(pmdT, PageTablePool.PmdIndex(va)) = Pte.Table(t).Raw;
         return t;

@@ -101,6 +101,13 @@ public readonly record struct Pte(ulong Raw)
     public static Pte SwapEntry(SwapType type, long slotOrPfn) =>
         new(((ulong)type << TypeShift) | ((ulong)slotOrPfn << PfnShift));
 
+    /// <summary>
+    /// A PMD-level migration entry (swp_entry_to_pmd of a migration entry, or set_huge_pte_at of one for hugetlb): the PS
+    /// bit marks the 2 MiB entry; the pfn is the head of the migrating folio.
+    /// </summary>
+    public static Pte HugeMigrationEntry(bool writable, long head, bool uffdWp) =>
+        new(SwapEntry(writable ? SwapType.MigrationWrite : SwapType.MigrationRead, head).WithUffdWp(uffdWp).Raw | HugeBit);
+
     public int TableId => (int)Pfn;
 
     /// <summary>make_readable_migration_entry / make_readable_device_private_entry / make_readable_exclusive_entry.</summary>

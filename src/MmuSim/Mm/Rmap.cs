@@ -13,6 +13,11 @@ public sealed class TtuState(long head, int pages, bool migrate)
     public int Pages { get; } = pages;
     /// <summary>try_to_migrate: install migration entries instead of swap entries.</summary>
     public bool Migrate { get; } = migrate;
+    /// <summary>
+    /// TTU_SPLIT_HUGE_PMD for a migration: split_huge_page's unmap_folio passes it, migrate_pages does not (from 4.14 a
+    /// PMD mapping then becomes a PMD migration entry). Reclaim always splits.
+    /// </summary>
+    public bool SplitHugePmd { get; init; }
     /// <summary>Swap slot per sub-page, allocated by add_to_swap (null for lazyfree folios and migration).</summary>
     public int[]? SwapSlots { get; init; }
     /// <summary>A mapping could not be removed (a lazyfree folio was redirtied, or a young mapping kept it).</summary>
@@ -151,7 +156,16 @@ public static class Rmap
                 var r = await UnmapHugePmdLegacy(vma, addr, st);
                 if (r.HasValue) return r.Value; // else split meanwhile: handle the PTEs below
             }
-            else await HugeMemory.SplitHugePmd(vma, addr, notify: true, keepFilePtes: st.Migrate); // TTU_SPLIT_HUGE_PMD; no PMD migration entries: a file PMD becomes PTEs too
+            else if (st.Migrate && !st.SplitHugePmd && k.Era.Has(Feature.ThpMigration) && k.Mem[st.Head].Has(PageFlags.Anon))
+            {
+                // try_to_migrate_one's PMD case: CLEAR over the folio, set_pmd_migration_entry inside it.
+                var pmdRange = new MmuNotifierRange(mm, addr, addr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
+                await mm.Notifiers.InvalidateRangeStart(pmdRange);
+                bool done = await HugeMemory.SetPmdMigrationEntry(vma, addr, st.Head);
+                await mm.Notifiers.InvalidateRangeEnd(pmdRange);
+                if (done) return true;
+            }
+            else await HugeMemory.SplitHugePmd(vma, addr, notify: true, keepFilePtes: st.Migrate); // TTU_SPLIT_HUGE_PMD; a file PMD migrates as PTEs (no file PMD migration entries in the model)
         }
         MmuNotifierRange? range = null;
         if (rangeNotify)

@@ -229,9 +229,11 @@ public static class TaskMmu
             // (pte_swp_uffd_wp_any), no PM_SWAP.
             return vmSoftDirty | (pmd.UffdWp && k.Era.Has(Eras.Feature.PagemapUffdWp) ? 1UL << PmUffdWp : 0);
         }
+        huge |= pmd.IsMigration; // pagemap_pmd_range's is_swap_pmd case: a PMD migration entry (4.14+)
         Pte pte = huge ? pmd : mm.PeekPte(addr);
         if (pte.IsNone) return vmSoftDirty;
-        long pfn = pte.Pfn + (huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0);
+        long sub = huge ? (long)((addr & ~MmStruct.PmdMask) >> MmStruct.PageShift) : 0;
+        long pfn = pte.Pfn + sub;
         ulong e = (pte.SoftDirty ? 1UL << PmSoftDirty : 0) | vmSoftDirty
             | (pte.UffdWp && k.Era.Has(Eras.Feature.PagemapUffdWp) ? 1UL << PmUffdWp : 0);
         long page;
@@ -242,8 +244,8 @@ public static class TaskMmu
         }
         else
         {
-            e |= 1UL << PmSwap | ((ulong)pte.SwapKind & 0x1f) | ((ulong)pte.Pfn << 5);
-            page = pte.IsMigration ? pte.Pfn : -1;
+            e |= 1UL << PmSwap | ((ulong)pte.SwapKind & 0x1f) | ((ulong)pfn << 5); // swp_offset + the page's offset in the PMD
+            page = pte.IsMigration ? pfn : -1;
         }
         if (page >= 0)
         {

@@ -55,6 +55,14 @@ public static class Move
                 mm.PmdAlloc(d);
                 var dstPmd = mm.PeekPmd(d);
                 if (dstPmd.Present && dstPmd.Huge) { err = Errno.EEXIST; break; } // "don't override it and just be strict"
+                if (srcPmd.IsMigration || dstPmd.IsMigration)
+                {
+                    // move_pages_huge_pmd: is_pmd_migration_entry -> pmd_migration_entry_wait, -EAGAIN (the PTE path's
+                    // table lookup fails the same way for a destination migration entry).
+                    if (srcPmd.IsMigration) await HugeMemory.PmdMigrationEntryWait(mm, s, srcPmd);
+                    err = Errno.EAGAIN;
+                    break;
+                }
                 ulong step;
                 if (srcPmd.Present && srcPmd.Huge)
                 {

@@ -245,6 +245,7 @@ public sealed class UserfaultfdCtx
         if (pmd.IsNone) return true;
         if (pmd.Present && pmd.Huge) return reason == UffdReason.Wp && pmd.UffdWp && !pmd.Writable;
         if (pmd.IsMarker) return true; // userfaultfd_huge_must_wait: huge_pte_none_mostly
+        if (pmd.IsMigration) return false; // !pmd_present: a PMD migration entry, the fault retries (and waits there)
         var pte = mm.PeekPte(addr);
         if (pte.IsNoneMostly) return true; // pte_none_mostly: a PTE marker still waits
         return reason == UffdReason.Wp && pte.UffdWp && !pte.Writable;

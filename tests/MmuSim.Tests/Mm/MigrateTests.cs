@@ -90,8 +90,8 @@ public class MigrateTests
 
     [Theory]
     [InlineData("3.7")]
-    [InlineData("6.13")]
-    public void MigrateThp_SplitsThePmd_MovesTheWholeFolio(string era)
+    [InlineData("4.13")]
+    public void MigrateThp_BeforeThpMigration_SplitsThePmd_MovesTheWholeFolio(string era)
     {
         var k = Kernel(era);
         var mm = MmWithVma(k, H, 0x200000, VmFlags.HugePage);
@@ -111,6 +111,56 @@ public class MigrateTests
         if (k.Era.Has(Eras.Feature.InvalidatePage)) Assert.Equal("IP(200000)", Seq(rec)); // 5(b) shape
         else Assert.Equal(2, rec.Calls.Count(c => c.Kind == Devices.CallbackKind.InvalidateRangeStart));
         Ok(k, async () => Assert.Equal(3UL, await Read(mm, H + 0x3000)));
+        Consistent(k);
+    }
+
+    /// <summary>
+    /// THP migration (4.14+): try_to_migrate_one replaces the huge PMD by a PMD migration entry inside one CLEAR range
+    /// over the 2 MiB (no split, no second range), and remove_migration_pmd maps the new folio with a huge PMD again:
+    /// writable, dirty, exclusive, one entire mapping and one reference, without a notifier.
+    /// </summary>
+    [Theory]
+    [InlineData("4.15", "S(200000,400000) IR(200000,400000) E(200000,400000)")]
+    [InlineData("5.13", "S(200000,400000,Clear) IR(200000,400000) E(200000,400000,Clear)")]
+    [InlineData("6.13", "S(200000,400000,Clear) E(200000,400000,Clear)")]
+    public void MigrateThp_PmdMigrationEntry_StaysPmdMapped(string era, string expected)
+    {
+        var k = Kernel(era);
+        var mm = MmWithVma(k, H, 0x200000, VmFlags.HugePage);
+        Ok(k, async () =>
+        {
+            await Write(mm, H, 1);
+            await Write(mm, H + 0x3000, 3);
+        });
+        long old = mm.PeekPmd(H).Pfn;
+        long rss = mm.RssAnon;
+        var rec = Recorder(k, mm);
+        var probe = Probe(k, mm, old);
+        Pte atStart = default, atEnd = default;
+        probe.OnStart = () => atStart = mm.PeekPmd(H);
+        probe.OnEnd = () => atEnd = mm.PeekPmd(H);
+        long dst = -1;
+        Ok(k, async () => dst = await Migrate.MigrateFolio(k, old));
+        Assert.Equal(expected, Seq(rec));
+        Assert.True(atStart.Present && atStart.Huge && atStart.Pfn == old); // the secondaries are told first
+        Assert.True(atEnd.IsMigration && atEnd.Huge && atEnd.Pfn == old && atEnd.SwapKind == SwapType.MigrationWrite);
+        Assert.True(k.Mem.IsHuge(dst) && k.Mem[old].Has(PageFlags.Free));
+        var pmd = mm.PeekPmd(H);
+        Assert.True(pmd.Present && pmd.Huge && pmd.Writable && pmd.Dirty);
+        Assert.Equal(dst, pmd.Pfn);
+        Assert.Equal(1, k.Mem.EntireMapcountHolder(dst).RefCount);
+        Assert.Equal(1, k.Mem[dst].RefCount);
+        Assert.Equal(0, k.Mem[dst + 3].MapCount);
+        Assert.True(k.Mem[dst].Has(PageFlags.AnonExclusive));
+        Assert.Equal(rss, mm.RssAnon);
+        Assert.Equal(1, k.Stats[Stat.PagesMigrated] / PhysMem.HugePages);
+        Ok(k, async () =>
+        {
+            Assert.Equal(1UL, await Read(mm, H));
+            Assert.Equal(3UL, await Read(mm, H + 0x3000));
+            await Write(mm, H + 0x5000, 5); // writable: no fault, no copy
+        });
+        Assert.Equal(dst + 5, mm.Translate(H + 0x5000).Pfn);
         Consistent(k);
     }
 }

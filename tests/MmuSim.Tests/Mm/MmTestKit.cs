@@ -25,6 +25,9 @@ public sealed class FreeProbe(Kernel k) : MmuNotifier
 
     public Action? OnEnd { get; set; }
 
+    /// <summary>Called at every start, after the log entry.</summary>
+    public Action? OnStart { get; set; }
+
     string State()
     {
         foreach (var p in Watch)
@@ -35,6 +38,7 @@ public sealed class FreeProbe(Kernel k) : MmuNotifier
     public override ValueTask<int> InvalidateRangeStart(MmuNotifierRange range)
     {
         _log.Add("S:" + State());
+        OnStart?.Invoke();
         return new(0);
     }
 
