@@ -97,14 +97,7 @@ public class MigrateTests
     [InlineData("4.13", "S(200000,400000) IR(200000,400000) E(200000,400000) | S(203000,204000) IR(203000,204000)! IR(203000,204000) E(203000,204000)")]
     public void MigrateThp_BeforeThpMigration_SplitsTheThp_MovesOnlyThePage(string era, string expected)
     {
-        var k = Kernel(era);
-        var mm = MmWithVma(k, H, 0x200000, VmFlags.HugePage);
-        Ok(k, async () =>
-        {
-            await Write(mm, H, 1);
-            await Write(mm, H + 0x3000, 3);
-        });
-        long old = mm.PeekPmd(H).Pfn;
+        var (k, mm, old) = WrittenThp(era);
         var rec = Recorder(k, mm);
         long dst = -1;
         Ok(k, async () => dst = await Migrate.MigrateFolio(k, old + 3));
@@ -139,14 +132,7 @@ public class MigrateTests
     [InlineData("6.13", "S(200000,400000,Clear) E(200000,400000,Clear)")]
     public void MigrateThp_PmdMigrationEntry_StaysPmdMapped(string era, string expected)
     {
-        var k = Kernel(era);
-        var mm = MmWithVma(k, H, 0x200000, VmFlags.HugePage);
-        Ok(k, async () =>
-        {
-            await Write(mm, H, 1);
-            await Write(mm, H + 0x3000, 3);
-        });
-        long old = mm.PeekPmd(H).Pfn;
+        var (k, mm, old) = WrittenThp(era);
         long rss = mm.RssAnon;
         var rec = Recorder(k, mm);
         var probe = Probe(k, mm, old);

@@ -64,6 +64,23 @@ public sealed class FreeProbe(Kernel k) : MmuNotifier
 
 public static class MmTestKit
 {
+    /// <summary>A kernel in <paramref name="era"/> with a THP at 0x200000 (MADV_HUGEPAGE, 2 MiB) holding 1 in its page 0
+    /// and 3 in its page 3; returns the mm and the THP's head pfn.</summary>
+    public static (Kernel K, MmStruct Mm, long Head) WrittenThp(string era)
+    {
+        const ulong h = 0x200000;
+        var k = Harness.Kernel(era);
+        var mm = Harness.MmWithVma(k, h, MmStruct.PmdSize, VmFlags.HugePage);
+        Ok(k, async () =>
+        {
+            await Write(mm, h, 1);
+            await Write(mm, h + 0x3000, 3);
+        });
+        long head = mm.PeekPmd(h).Pfn;
+        Assert.True(k.Mem.IsHuge(head));
+        return (k, mm, head);
+    }
+
     /// <summary>The recorder's calls in a compact form: <c>S(10000,11000,Clear)</c>, <c>IP(10000)!</c> (! = atomic).</summary>
     public static string Seq(RecordingSecondary rec) => string.Join(" ", rec.Calls.Select(Fmt));
 

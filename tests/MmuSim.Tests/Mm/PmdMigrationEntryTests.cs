@@ -17,15 +17,7 @@ public class PmdMigrationEntryTests
 
     static (Kernel K, MmStruct Mm, long Head) ThpUnderMigration(string era)
     {
-        var k = Kernel(era);
-        var mm = MmWithVma(k, H, MmStruct.PmdSize, VmFlags.HugePage);
-        Ok(k, async () =>
-        {
-            await Write(mm, H, 1);
-            await Write(mm, H + 0x3000, 3);
-        });
-        long head = mm.PeekPmd(H).Pfn;
-        Assert.True(k.Mem.IsHuge(head));
+        var (k, mm, head) = WrittenThp(era);
         Ok(k, async () =>
         {
             Assert.True(Vmscan.IsolateLruFolio(k, head));
