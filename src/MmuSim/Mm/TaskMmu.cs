@@ -52,7 +52,7 @@ public static class TaskMmu
                 {
                     ulong next = mm.PmdAddrEnd(addr, vma.End);
                     var pmd = mm.PeekPmd(addr);
-                    if (pmd.Present && pmd.Huge) await ClearSoftDirtyPmd(mm, addr);
+                    if ((pmd.Present && pmd.Huge) || pmd.IsMigration) await ClearSoftDirtyPmd(mm, addr);
                     else if (mm.PteTable(addr) is var t && t != 0) await ClearRefsPteRange(mm, t, addr, next);
                     addr = next;
                 }
@@ -90,7 +90,8 @@ public static class TaskMmu
         await mm.SetPte(t, addr, old.Wrprotect().ClearSoftDirty());
     }
 
-    /// <summary>clear_soft_dirty_pmd: the same for a huge PMD, under the PMD lock (pmdp_invalidate; no flush here).</summary>
+    /// <summary>clear_soft_dirty_pmd: the same for a huge PMD, under the PMD lock (pmdp_invalidate; no flush here); a PMD
+    /// migration entry only loses its soft-dirty bit (pmd_swp_clear_soft_dirty).</summary>
     static async ValueTask ClearSoftDirtyPmd(MmStruct mm, ulong addr)
     {
         using var _ = mm.Kernel.S.Current.Enter("clear_soft_dirty_pmd");
@@ -98,6 +99,7 @@ public static class TaskMmu
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
         if (pmd.Present && pmd.Huge) await mm.SetPmd(haddr, pmd.Wrprotect().ClearSoftDirty());
+        else if (pmd.IsMigration && pmd.SoftDirty) await mm.SetPmd(haddr, pmd.ClearSoftDirty());
         await mm.UnlockPmd(haddr);
     }
 

@@ -161,6 +161,24 @@ public class PmdMigrationEntryTests
     }
 
     /// <summary>
+    /// clear_refs 4 on a PMD migration entry clears its soft-dirty bit (pagemap then reports it clean); the remap of a
+    /// dirty folio sets it again, as remove_migration_pmd's pmd_mkdirty does on x86 ("this may contain setting
+    /// soft-dirty on some archs").
+    /// </summary>
+    [Fact]
+    public void ClearRefsSoftDirty_ClearsTheEntrysBit_TheDirtyRemapSetsItAgain()
+    {
+        var (k, mm, head) = ThpUnderMigration("6.13");
+        Assert.True(mm.PeekPmd(H).SoftDirty); // written: the PMD was soft-dirty, the entry kept it
+        Assert.NotEqual(0UL, TaskMmu.PagemapEntry(mm, H) & (1UL << TaskMmu.PmSoftDirty));
+        Ok(k, async () => Assert.True(await TaskMmu.ClearRefsWrite(mm)));
+        Assert.True(mm.PeekPmd(H) is { IsMigration: true, SoftDirty: false });
+        Assert.Equal(0UL, TaskMmu.PagemapEntry(mm, H) & (1UL << TaskMmu.PmSoftDirty));
+        Restore(k, head);
+        Assert.True(mm.PeekPmd(H) is { Present: true, Huge: true, Dirty: true, SoftDirty: true });
+    }
+
+    /// <summary>
     /// A fault on the entry sleeps in pmd_migration_entry_wait and maps nothing until remove_migration_pmd wakes it:
     /// the write then lands in the remapped folio (without the wait it would populate a PTE table over the entry and
     /// write a fresh page, losing the THP's contents).
