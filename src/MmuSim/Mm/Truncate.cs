@@ -55,7 +55,13 @@ public static class Truncate
         }
     }
 
-    /// <summary>truncate_inode_pages_range: drop the page cache's pages (and backing blocks) of [first, end).</summary>
+    /// <summary>
+    /// truncate_inode_pages_range (shmem_undo_range for shmem): drop the page cache's pages (and backing blocks) of
+    /// [first, end). A large folio that the range covers only in part goes through truncate_inode_partial_folio: its
+    /// covered pages are zeroed (folio_zero_range) and, as when split_folio fails on a dirty folio, it stays whole in
+    /// the cache: the model does not split page-cache folios, so it always takes that branch (the kernel usually splits
+    /// and frees the covered pages).
+    /// </summary>
     internal static async ValueTask TruncateInodePagesRange(Kernel k, AddressSpace file, ulong first, ulong end)
     {
         using var _ = k.S.Current.Enter("truncate_inode_pages_range");
@@ -66,11 +72,26 @@ public static class Truncate
             foreach (var index in gone)
             {
                 await k.S.Point(PointKind.Free, index);
+                if (!file.Pages.TryGetValue(index, out long cached)) continue;
+                long head = k.Mem.FolioOf(cached);
+                if (k.Mem.IsLarge(head) && PartlyCovered(k, head, first, end))
+                {
+                    k.Mem[cached].Contents = 0; // folio_zero_range
+                    Folio.MarkDirty(k, head);   // shmem_undo_range: folio_mark_dirty before the partial truncate
+                    continue;
+                }
                 if (!file.Pages.Remove(index, out long pfn)) continue;
                 k.Mem[pfn].AnonRoot = 0; // folio->mapping = NULL: a page still referenced (a GUP pin) is no longer cached
                 Folio.Put(k, pfn);
             }
         foreach (var index in file.Backing.Keys.ToArray())
             if (index >= first && index < end) file.Backing.Remove(index);
+    }
+
+    /// <summary>Does [first, end) cover only part of the large folio <paramref name="head"/> (its page indexes)?</summary>
+    static bool PartlyCovered(Kernel k, long head, ulong first, ulong end)
+    {
+        ulong lo = k.Mem[head].Index, hi = lo + (ulong)k.Mem.FolioNr(head);
+        return lo < first || hi > end;
     }
 }

@@ -366,4 +366,48 @@ public class ThpKnobEraTests
         var wrong = ScenarioRunner.Run(ScenarioLoader.Parse(Yaml(era, knob, value, expect == "ok" ? "enoent" : "ok"), "t.yaml"), EraTable.Get(era), null);
         Assert.Equal(ScenarioInvariants.UnexpectedValue, wrong.Violation?.Invariant);
     }
+
+    const string PunchPartOfAShmemThp = """
+        name: punch-part-of-a-shmem-thp
+        era: "6.13"
+        processes:
+          - name: p
+            vmas: []
+        setup:
+          - thp.set: { knob: shmem_enabled, value: always }
+          - file.create: { as: f, kind: memfd, size: 2M }
+          - mmap: { process: p, addr: 0x200000, len: 2M, file: f, flags: shared }
+          - memset: { process: p, addr: 0x200000, len: 2M, value: 0x5 }
+          - expect-smaps: { process: p, addr: 0x200000, shmem_pmd_mapped: 2048 }
+          - file.punch-hole: { file: f, offset: 0x3000, len: 0x1000 }
+          - expect-value: { process: p, addr: 0x204000, value: 0x5 }
+          - expect-smaps: { process: p, addr: 0x200000, shmem_pmd_mapped: 2048 }
+          - expect-value: { process: p, addr: 0x203000, value: 0 }
+          - expect-value: { process: p, addr: 0x202000, value: 0x5 }
+        threads: []
+        expect:
+          default: pass
+        """;
+
+    /// <summary>
+    /// A hole punch of one page of a PMD-mapped shmem THP: unmap_mapping_range drops the PMD, and
+    /// truncate_inode_partial_folio zeroes the page and keeps the folio whole (the split-failure branch, which the model
+    /// always takes), so the next fault maps the same huge folio by a PMD again and the punched page reads 0. Before the
+    /// partial-folio rule the index left the cache while the folio stayed PMD-mappable, and the refault exposed the old
+    /// data (unexpected-value at the 0x203000 read).
+    /// </summary>
+    [Theory]
+    [InlineData("4.19")]
+    [InlineData("6.13")]
+    public void PunchHoleInsideAShmemThp_ZeroesThePage_TheRefaultMapsTheFolioAgain(string era)
+    {
+        var r = ScenarioRunner.Run(ScenarioLoader.Parse(PunchPartOfAShmemThp, "punch.yaml"), EraTable.Get(era), null);
+        Assert.Null(r.Violation);
+        var file = r.Kernel.AddressSpaceById(1)!;
+        Assert.Equal(PhysMem.HugePages, file.Pages.Count); // still one huge folio, every index cached
+        long head = r.Kernel.Mem.FolioOf(file.Pages[3]);
+        Assert.True(r.Kernel.Mem.IsHuge(head));
+        Assert.Equal(0UL, r.Kernel.Mem[head + 3].Contents);
+        Assert.Equal(5UL, r.Kernel.Mem[head + 4].Contents);
+    }
 }
