@@ -426,7 +426,7 @@ public sealed class HugetlbPages
             // shared write-protected once remapped); the child gets the entry and remove_migration_ptes finds it.
             if (cow && entry.SwapKind == SwapType.MigrationWrite)
             {
-                entry = Pte.HugeMigrationEntry(writable: false, entry.Pfn, entry.UffdWp);
+                entry = entry.ReadOnlyEntry();
                 await parent.SetPmd(haddr, entry);
             }
             await child.SetPmd(haddr, entry.WithUffdWp(entry.UffdWp && dst.Uffd != null));

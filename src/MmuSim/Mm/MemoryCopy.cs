@@ -43,7 +43,7 @@ public static partial class Memory
             ulong next = parent.PmdAddrEnd(addr, src.End);
             var pmd = parent.PeekPmd(addr);
             // copy_huge_pmd falls through to the PTE copy when the PMD was split meanwhile.
-            if (((pmd.Present && pmd.Huge) || pmd.IsMigration) && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
+            if (pmd.IsHugeOrMigrationPmd && await CopyHugePmd(dst, src, addr & MmStruct.PmdMask, cow)) { addr = next; continue; }
             pmd = parent.PeekPmd(addr);
             if (pmd.Present && !pmd.Huge) await CopyPteRange(dst, src, pmd.TableId, addr, next, cow);
             addr = next;
@@ -190,7 +190,7 @@ public static partial class Memory
             // the child's keeps uffd-wp only if its VMA is uffd-wp armed. No reference: the migration holds the folio.
             if (cow && pmd.SwapKind == SwapType.MigrationWrite)
             {
-                pmd = Pte.HugeMigrationEntry(writable: false, pmd.Pfn, pmd.UffdWp).WithSoftDirty(pmd.SoftDirty);
+                pmd = pmd.ReadOnlyEntry();
                 await parent.SetPmd(haddr, pmd);
             }
             await child.SetPmd(haddr, pmd.WithUffdWp(pmd.UffdWp && dst.Uffd != null));

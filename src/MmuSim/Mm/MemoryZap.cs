@@ -113,7 +113,7 @@ public static partial class Memory
                 addr = pmdEnd;
                 continue;
             }
-            if ((pmd.Present && pmd.Huge) || pmd.IsMigration) // zap_pmd_range: is_swap_pmd || pmd_trans_huge
+            if (pmd.IsHugeOrMigrationPmd) // zap_pmd_range
             {
                 if ((addr & ~MmStruct.PmdMask) != 0 || pmdEnd - addr != MmStruct.PmdSize)
                     await HugeMemory.SplitHugePmd(vma, addr, notify: false);

@@ -114,7 +114,7 @@ public static class Mmap
         ulong h = addr & MmStruct.PmdMask;
         if (h == addr || vma.IsHugetlb || h < vma.Start || h + MmStruct.PmdSize > vma.End) return;
         var pmd = vma.Mm.PeekPmd(h);
-        if ((pmd.Present && pmd.Huge) || pmd.IsMigration) await HugeMemory.SplitHugePmd(vma, h, notify: true);
+        if (pmd.IsHugeOrMigrationPmd) await HugeMemory.SplitHugePmd(vma, h, notify: true);
     }
 
     /// <summary>

@@ -137,7 +137,7 @@ public static class Mprotect
                 range = new MmuNotifierRange(mm, addr, end, MmuNotifyEvent.ProtectionVma);
                 await mm.Notifiers.InvalidateRangeStart(range);
             }
-            if ((pmd.Present && pmd.Huge) || pmd.IsMigration) // is_swap_pmd || pmd_trans_huge
+            if (pmd.IsHugeOrMigrationPmd)
             {
                 // pgtable_split_needed: uffd-wp protection of a file PMD needs PTEs (markers), so it is split.
                 bool split = (cp & ChangeProtFlags.UffdWp) != 0 && vma.File != null && !vma.IsHugetlb;
@@ -348,9 +348,7 @@ public static class Mprotect
         {
             // change_huge_pmd's is_swap_pmd case (4.14+): a writable migration entry becomes readable (exclusive for an
             // anon folio: it was exclusive), and uffd-wp is set or cleared; nothing else changes.
-            var e = pmd;
-            if (e.SwapKind == SwapType.MigrationWrite)
-                e = Pte.HugeMigrationEntry(writable: false, e.Pfn, e.UffdWp).WithMigrationExclusive(true).WithSoftDirty(e.SoftDirty);
+            var e = pmd.SwapKind == SwapType.MigrationWrite ? pmd.ReadOnlyEntry().WithMigrationExclusive(true) : pmd;
             if (cp != ChangeProtFlags.None) e = e.WithUffdWp((cp & ChangeProtFlags.UffdWp) != 0);
             if (e != pmd) await mm.SetPmd(haddr, e); // returns 1, which change_pmd_range counts as no pages changed
         }

@@ -82,7 +82,7 @@ public static class Mremap
             ulong extent = Math.Min((o & MmStruct.PmdMask) + MmStruct.PmdSize - o, (n & MmStruct.PmdMask) + MmStruct.PmdSize - n);
             extent = Math.Min(extent, len - off);
             var pmd = mm.PeekPmd(o);
-            if ((pmd.Present && pmd.Huge) || pmd.IsMigration) // is_swap_pmd || pmd_trans_huge
+            if (pmd.IsHugeOrMigrationPmd)
             {
                 if (extent == MmStruct.PmdSize && mm.PeekPmd(n).IsNone && await MoveHugePmd(mm, o, n))
                 {
@@ -160,7 +160,7 @@ public static class Mremap
         await mm.LockPmd(oldAddr);
         if (a != b) await mm.LockPmd(newAddr);
         var pmd = await mm.PmdpGet(oldAddr);
-        bool huge = (pmd.Present && pmd.Huge) || pmd.IsMigration; // a PMD migration entry moves too (no flush: not present)
+        bool huge = pmd.IsHugeOrMigrationPmd; // a PMD migration entry moves too (no flush: not present)
         if (huge)
         {
             await mm.SetPmd(oldAddr, Pte.None);

@@ -110,14 +110,26 @@ public readonly record struct Pte(ulong Raw)
 
     public int TableId => (int)Pfn;
 
-    /// <summary>make_readable_migration_entry / make_readable_device_private_entry / make_readable_exclusive_entry.</summary>
+    /// <summary>
+    /// make_readable_migration_entry / make_readable_device_private_entry / make_readable_exclusive_entry, keeping what
+    /// the callers carry over from the old entry (pte_swp_mksoft_dirty, pte_swp_mkuffd_wp, and the PS bit of a PMD-level
+    /// entry); a migration entry's exclusivity is not kept (plain readable).
+    /// </summary>
     public Pte ReadOnlyEntry() => SwapKind switch
     {
-        SwapType.MigrationWrite => SwapEntry(SwapType.MigrationRead, Pfn),
-        SwapType.DevicePrivateWrite => SwapEntry(SwapType.DevicePrivateRead, Pfn),
-        SwapType.DeviceExclusiveWrite => SwapEntry(SwapType.DeviceExclusiveRead, Pfn),
+        SwapType.MigrationWrite => SwapEntry(SwapType.MigrationRead, Pfn).Keeping(this),
+        SwapType.DevicePrivateWrite => SwapEntry(SwapType.DevicePrivateRead, Pfn).Keeping(this),
+        SwapType.DeviceExclusiveWrite => SwapEntry(SwapType.DeviceExclusiveRead, Pfn).Keeping(this),
         _ => this,
     };
+
+    Pte Keeping(Pte old) => new(Raw | (old.Raw & (UffdWpBit | SoftDirtyBit | HugeBit)));
+
+    /// <summary>
+    /// pmd_trans_huge || is_pmd_migration_entry (is_swap_pmd): a PMD that stands for a whole 2 MiB folio, mapped or
+    /// migrating, which the PMD-level walkers (zap, fork, mprotect, mremap, split) handle before any PTE table.
+    /// </summary>
+    public bool IsHugeOrMigrationPmd => (Present && Huge) || IsMigration;
 
     public Pte WithWrite(bool w) => new(w ? Raw | WriteBit : Raw & ~WriteBit);
     public Pte WithDirty(bool d) => new(d ? Raw | DirtyBit : Raw & ~DirtyBit);

@@ -52,7 +52,7 @@ public static class TaskMmu
                 {
                     ulong next = mm.PmdAddrEnd(addr, vma.End);
                     var pmd = mm.PeekPmd(addr);
-                    if ((pmd.Present && pmd.Huge) || pmd.IsMigration) await ClearSoftDirtyPmd(mm, addr);
+                    if (pmd.IsHugeOrMigrationPmd) await ClearSoftDirtyPmd(mm, addr);
                     else if (mm.PteTable(addr) is var t && t != 0) await ClearRefsPteRange(mm, t, addr, next);
                     addr = next;
                 }
