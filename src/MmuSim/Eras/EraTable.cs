@@ -167,6 +167,11 @@ public static class EraTable
             "accessed by a VM appears younger than it really is': the aging never cleared the secondaries' Accessed bits, so " +
             "folio_referenced_one's clear_flush_young still found them set at eviction; the same walk never promoted a page only " +
             "the secondary touched)"),
+        new(Feature.MigrationEntryAd, V(6, 1), Forever,
+            "2e3468778dbe 'mm: remember young/dirty bit for page migrations' (Peter Xu, 6.1-rc1; v4 posted 2022-08-11 as " +
+            "[PATCH v4 5/7], read from the list): SWP_MIG_YOUNG_BIT/SWP_MIG_DIRTY_BIT above the pfn in the swap offset where " +
+            "migration_entry_supports_ad() (x86_64); remove_migration_pte drops pte_mkold unless the entry is young and sets " +
+            "pte_mkdirty if the folio and the entry are dirty; remove_migration_pmd and __split_huge_pmd_locked likewise"),
         new(Feature.ThpMigration, V(4, 14), Forever,
             "616b8371539a 'mm: thp: enable thp migration in generic path' and 84c3fc4e9c56 'mm: thp: check pmd migration entry " +
             "in common path' (Zi Yan, 4.14; x86 selects ARCH_ENABLE_THP_MIGRATION in 14c6b2a89e9c, same cycle): try_to_migrate_one " +

@@ -285,6 +285,10 @@ public enum Feature
     /// PMD-mapped anonymous THP whole through a PMD migration entry (set_pmd_migration_entry / remove_migration_pmd);
     /// before, migration split the THP first (FOLL_SPLIT in move_pages, split_huge_page in unmap_and_move).</summary>
     ThpMigration,
+    /// <summary>Migration entries remember the A/D bits (2e3468778dbe, 6.1): try_to_migrate_one, set_pmd_migration_entry and
+    /// migrate_vma_collect_pmd store the old entry's young and dirty bits (SWP_MIG_YOUNG/DIRTY), remove_migration_pte/pmd
+    /// restore them (dirty only if the folio still is); before, the new mapping was always old and clean.</summary>
+    MigrationEntryAd,
 
     // ---- notifier bugs found since 2018 (issue 11)
     /// <summary>mmu_interval_notifier_remove waits for the deferred list under subscriptions->lock (mmu_interval_seq_released,

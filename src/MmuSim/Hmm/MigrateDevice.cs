@@ -210,7 +210,7 @@ public static class MigrateDevice
         if (CollectedSet(k).ContainsKey(page)) return false;
         Folio.Get(k, page);
         await mm.PtepGetAndClear(t, a);
-        await mm.SetPte(t, a, Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, page));
+        await mm.SetPte(t, a, Migrate.MakeMigrationEntry(k, write, page, pte, exclusive: false));
         Folio.RemoveRmap(k, page, mm);
         Folio.Put(k, page);
         args.Src[i] = MigratePfn.Of(page, write);
@@ -267,7 +267,7 @@ public static class MigrateDevice
                 if (pte.Present) await Tlb.PtepClearFlush(mm, t, addr);
                 else await mm.PtepGetAndClear(t, addr);
                 if (pte.Present && pte.Dirty) Folio.MarkDirty(k, page);
-                await mm.SetPte(t, addr, Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, page));
+                await mm.SetPte(t, addr, Migrate.MakeMigrationEntry(k, write, page, pte, exclusive: false));
                 Folio.RemoveRmap(k, page, mm);
                 Folio.Put(k, page);
             }
@@ -409,7 +409,6 @@ public static class MigrateDevice
     public static async ValueTask RemoveMigrationPtes(Kernel k, long src, long dst)
     {
         using var _ = k.S.Current.Enter("remove_migration_ptes");
-        bool dirty = k.Mem[dst].Has(PageFlags.Dirty);
         await Rmap.RmapWalk(k, dst, async (vma, addr, first, count) =>
         {
             var mm = vma.Mm;
@@ -422,7 +421,7 @@ public static class MigrateDevice
             {
                 bool w = pte.SwapKind == SwapType.MigrationWrite && vma.Writable;
                 var np = MapEntryFor(k, dst, w);
-                if (np.Present && !dirty) np = Pte.Make(dst, w, dirty: false);
+                if (np.Present) np = Migrate.RemapEntry(k, vma, pte, dst);
                 await mm.SetPte(t, addr, np);
                 Folio.Get(k, dst);
                 Folio.AddAnonRmap(k, dst, mm);

@@ -59,7 +59,7 @@ public static class HugetlbMigration
             if (rangeNotify && k.Era.Has(Feature.InvalidateRange)) await mm.Notifiers.InvalidateRange(haddr, haddr + MmStruct.PmdSize);
             else if (!rangeNotify && k.Era.Has(Feature.InvalidatePageUnderPtl)) await mm.Notifiers.InvalidatePage(haddr);
             if (pmd.Dirty) k.Mem[head].Set(PageFlags.Dirty);
-            await mm.SetPmd(haddr, Pte.HugeMigrationEntry(pmd.Writable, head, pmd.UffdWp));
+            await mm.SetPmd(haddr, Migrate.MakeMigrationEntry(k, pmd.Writable, head, pmd, exclusive: false, huge: true));
             await k.S.Point(PointKind.Counter, haddr);
             Folio.RemoveRmapPmd(k, head, mm); // hugetlb_remove_rmap
             Folio.Put(k, head);
@@ -79,7 +79,6 @@ public static class HugetlbMigration
     internal static async ValueTask RemoveMigrationPtes(Kernel k, long src, long dst)
     {
         using var _ = k.S.Current.Enter("remove_migration_ptes");
-        bool dirty = k.Mem[dst].Has(PageFlags.Dirty);
         await Rmap.RmapWalk(k, dst, async (vma, haddr, first, count) =>
         {
             var mm = vma.Mm;
@@ -87,8 +86,7 @@ public static class HugetlbMigration
             var pmd = await mm.PmdpGet(haddr);
             if (pmd.IsMigration && pmd.Pfn == src)
             {
-                bool w = pmd.SwapKind == SwapType.MigrationWrite && vma.Writable;
-                await mm.SetPmd(haddr, vma.MkPte(dst, writable: w, dirty: dirty, huge: true).WithUffdWp(pmd.UffdWp));
+                await mm.SetPmd(haddr, Migrate.RemapEntry(k, vma, pmd, dst, huge: true));
                 Folio.Get(k, dst);
                 k.Mem.EntireMapcountHolder(dst).RefCount++; // hugetlb_add_anon_rmap
                 mm.RssAnon += PhysMem.HugePages;

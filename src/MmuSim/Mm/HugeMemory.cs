@@ -270,7 +270,8 @@ public static class HugeMemory
         for (int i = 0; i < PhysMem.HugePages; i++)
         {
             var e = Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, pmd.Pfn + i)
-                .WithMigrationExclusive(exclusive).WithUffdWp(pmd.UffdWp).WithSoftDirty(pmd.SoftDirty);
+                .WithMigrationExclusive(exclusive).WithUffdWp(pmd.UffdWp).WithSoftDirty(pmd.SoftDirty)
+                .WithMigrationAd(pmd.IsMigrationYoung, pmd.IsMigrationDirty); // 6.1+: is_migration_entry_young/dirty
             k.PageTables.Entry(t, i) = e.Raw;
         }
         await mm.SetPmd(haddr, Pte.Table(t)); // pmd_populate: no flush, nothing was mapped
@@ -297,8 +298,7 @@ public static class HugeMemory
         if (mapped)
         {
             bool exclusive = k.Mem[head].Has(PageFlags.AnonExclusive);
-            var entry = Pte.HugeMigrationEntry(pmd.Writable, head, pmd.UffdWp).WithMigrationExclusive(exclusive)
-                .WithSoftDirty(pmd.SoftDirty);
+            var entry = Migrate.MakeMigrationEntry(k, pmd.Writable, head, pmd, exclusive, huge: true);
             await mm.SetPmd(haddr, entry);
             await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize); // pmdp_invalidate's flush_pmd_tlb_range
             if (pmd.Dirty) Folio.MarkDirty(k, head);
@@ -327,11 +327,7 @@ public static class HugeMemory
         bool found = pmd.IsMigration && pmd.Huge && pmd.Pfn == src;
         if (found)
         {
-            bool w = pmd.SwapKind == SwapType.MigrationWrite && vma.Writable;
-            var huge = vma.MkPte(dst, writable: w, dirty: k.Mem[dst].Has(PageFlags.Dirty), huge: true)
-                .WithUffdWp(pmd.UffdWp);
-            if (pmd.SoftDirty) huge = huge.WithSoftDirty(true);
-            await mm.SetPmd(haddr, huge);
+            await mm.SetPmd(haddr, Migrate.RemapEntry(k, vma, pmd, dst, huge: true));
             Folio.Get(k, dst);
             k.Mem.EntireMapcountHolder(dst).RefCount++; // folio_add_anon_rmap_pmd
             mm.RssAnon += PhysMem.HugePages;

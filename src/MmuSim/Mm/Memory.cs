@@ -464,7 +464,8 @@ public static partial class Memory
         }
         Folio.AddNewAnonRmap(k, pfn, vma, addr);
         k.Mem[pfn].Set(PageFlags.Dirty); // only copy is in memory now
-        await mm.SetPte(t, addr, vma.MkPte(pfn, writable: vma.Writable, dirty: false).WithUffdWp(orig.UffdWp)); // pte_swp_uffd_wp
+        var pte = vma.MkPte(pfn, writable: vma.Writable, dirty: false).WithUffdWp(orig.UffdWp); // pte_swp_uffd_wp
+        await mm.SetPte(t, addr, orig.SoftDirty ? pte.WithSoftDirty(true) : pte); // pte_swp_soft_dirty
         k.Swap.Free(slot);
         await mm.UnlockPtl(t);
         return VmFault.Ok;

@@ -254,6 +254,37 @@ public static class Migrate
     }
 
     /// <summary>
+    /// The migration entry try_to_migrate_one, set_pmd_migration_entry and migrate_vma_collect_pmd put in place of
+    /// <paramref name="old"/>: writable if <paramref name="write"/>, else readable-exclusive if <paramref name="exclusive"/>
+    /// (the page was PageAnonExclusive), else readable; with the old entry's soft-dirty and uffd-wp bits, and from 6.1
+    /// the young and dirty bits of a present one (make_migration_entry_young/dirty). <paramref name="huge"/>: a PMD-level
+    /// entry (swp_entry_to_pmd, or set_huge_pte_at for hugetlb).
+    /// </summary>
+    internal static Pte MakeMigrationEntry(Kernel k, bool write, long pfn, Pte old, bool exclusive, bool huge = false)
+    {
+        var e = huge ? Pte.HugeMigrationEntry(write, pfn, old.UffdWp)
+            : Pte.SwapEntry(write ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(old.UffdWp);
+        e = e.WithMigrationExclusive(exclusive).WithSoftDirty(old.SoftDirty);
+        return old.Present && k.Era.Has(Feature.MigrationEntryAd) ? e.WithMigrationAd(old.Accessed, old.Dirty) : e;
+    }
+
+    /// <summary>
+    /// The entry remove_migration_pte (or remove_migration_pmd, <paramref name="huge"/>) maps <paramref name="dst"/> with
+    /// in place of migration <paramref name="entry"/>: mk_pte with vm_page_prot, writable if the entry was and the VMA is,
+    /// the entry's soft-dirty and uffd-wp bits; old and clean before 6.1 (pte_mkold); from 6.1 young if the entry is and
+    /// dirty if the entry and the folio are (pte_mkdirty, which on x86 sets soft-dirty too).
+    /// </summary>
+    internal static Pte RemapEntry(Kernel k, Vma vma, Pte entry, long dst, bool huge = false)
+    {
+        bool ad = k.Era.Has(Feature.MigrationEntryAd);
+        bool w = entry.SwapKind == SwapType.MigrationWrite && vma.Writable;
+        bool dirty = ad && entry.IsMigrationDirty && Folio.IsDirty(k, dst);
+        var pte = Pte.Make(dst, w, dirty, accessed: ad && entry.IsMigrationYoung, huge: huge).WithUffdWp(entry.UffdWp);
+        if (entry.SoftDirty) pte = pte.WithSoftDirty(true);
+        return vma.Readable ? pte : pte.MkProtNone();
+    }
+
+    /// <summary>
     /// remove_migration_ptes: walk the folio's rmap and replace every migration entry for <paramref name="src"/> by a
     /// PTE to the same sub-page of <paramref name="dst"/> (plain set_pte_at, no notifier: the secondaries had nothing
     /// mapped), then wake the faults waiting on the entries. <paramref name="dst"/> == <paramref name="src"/> restores.
@@ -261,7 +292,6 @@ public static class Migrate
     public static async ValueTask RemoveMigrationPtes(Kernel k, long src, long dst)
     {
         using var _ = k.S.Current.Enter("remove_migration_ptes");
-        bool dirty = k.Mem[dst].Has(PageFlags.Dirty);
         await Rmap.RmapWalk(k, dst, async (vma, addr, first, count) =>
         {
             var mm = vma.Mm;
@@ -280,9 +310,7 @@ public static class Migrate
                 var pte = await mm.PtepGet(t, a);
                 if (pte.IsMigration && pte.Pfn == from)
                 {
-                    bool w = pte.SwapKind == SwapType.MigrationWrite && vma.Writable;
-                    var np = Pte.Make(to, w, dirty: dirty).WithUffdWp(pte.UffdWp); // remove_migration_pte: pte_swp_uffd_wp
-                    await mm.SetPte(t, a, vma.Readable ? np : np.MkProtNone()); // mk_pte(vma->vm_page_prot)
+                    await mm.SetPte(t, a, RemapEntry(k, vma, pte, to));
                     Folio.Get(k, to);
                     Folio.AddAnonRmap(k, to, mm);
                     // RMAP_EXCLUSIVE for a writable or readable-exclusive entry of an anonymous page.

@@ -183,7 +183,7 @@ public static class Mprotect
     /// change_pte_range: under the PTL, apply the new protection to each present PTE (ptep_modify_prot_start/commit):
     /// write-protect on a downgrade, make PROT_NONE (pte_protnone) for <see cref="Prot.None"/>, make a pte_protnone
     /// entry accessible (read-only) again on the way back. Writable migration entries become read ones unless the new
-    /// protection allows writes. Upgrades of accessible PTEs are lazy (the next write fault).
+    /// protection allows writes (readable-exclusive for an anon folio). Upgrades of accessible PTEs are lazy (the next write fault).
     /// </summary>
     static async ValueTask<long> ChangePteRange(Vma vma, int t, ulong start, ulong end, Prot prot)
     {
@@ -206,8 +206,12 @@ public static class Mprotect
             }
             else if (pte.IsWritableEntry && (prot & Prot.Write) == 0)
             {
-                // change_pte_range: writable migration / device-private / device-exclusive entries become readable ones.
-                await mm.SetPte(t, a, pte.ReadOnlyEntry());
+                // change_pte_range: writable migration / device-private / device-exclusive entries become readable ones;
+                // a writable migration entry of an anon folio becomes readable-exclusive (it was exclusive: 6c287605fd56),
+                // so remove_migration_pte restores PageAnonExclusive.
+                var k = mm.Kernel;
+                bool anon = pte.IsMigration && k.Mem[k.Mem.FolioOf(pte.Pfn)].Has(PageFlags.Anon);
+                await mm.SetPte(t, a, pte.ReadOnlyEntry().WithMigrationExclusive(anon));
                 pages++;
             }
         }
@@ -348,7 +352,7 @@ public static class Mprotect
         {
             // change_huge_pmd's is_swap_pmd case (4.14+): a writable migration entry becomes readable (exclusive for an
             // anon folio: it was exclusive), and uffd-wp is set or cleared; nothing else changes.
-            var e = pmd.SwapKind == SwapType.MigrationWrite ? pmd.ReadOnlyEntry().WithMigrationExclusive(true) : pmd;
+            var e = pmd.SwapKind == SwapType.MigrationWrite ? pmd.ReadOnlyEntry().WithMigrationExclusive(mm.Kernel.Mem[pmd.Pfn].Has(PageFlags.Anon)) : pmd;
             if (cp != ChangeProtFlags.None) e = e.WithUffdWp((cp & ChangeProtFlags.UffdWp) != 0);
             if (e != pmd) await mm.SetPmd(haddr, e); // returns 1, which change_pmd_range counts as no pages changed
         }

@@ -22,8 +22,11 @@ namespace MmuSim.Mm;
 ///   bit 9      in a migration entry: readable-exclusive (the page was PageAnonExclusive)
 ///   bit 10     uffd-wp (_PAGE_SWP_UFFD_WP: carried by swap and migration entries, restored on swap-in/remap);
 ///              in a PTE marker: PTE_MARKER_UFFD_WP
+///   bit 11     soft-dirty (_PAGE_SWP_SOFT_DIRTY: carried by swap and migration entries)
 ///   bits 12-51 swap slot, or the pfn of the migration source / device-private page / exclusively held page;
 ///              in a PTE marker bit 12 is PTE_MARKER_POISONED (UFFDIO_POISON), and no page is named
+///   bit 52     in a migration entry: young (SWP_MIG_YOUNG_BIT, the first offset bit above the pfn; 6.1+)
+///   bit 53     in a migration entry: dirty (SWP_MIG_DIRTY_BIT; 6.1+)
 /// </code>
 /// </summary>
 public readonly record struct Pte(ulong Raw)
@@ -34,6 +37,8 @@ public readonly record struct Pte(ulong Raw)
     const ulong PfnMask = ((1UL << 40) - 1) << PfnShift;
     const int TypeShift = 1;
     const ulong TypeMask = 0xFUL << TypeShift;
+
+    const ulong MigYoungBit = 1UL << 52, MigDirtyBit = 1UL << 53;
 
     public static readonly Pte None = new(0);
 
@@ -72,6 +77,15 @@ public readonly record struct Pte(ulong Raw)
 
     /// <summary>make_readable_exclusive_migration_entry when <paramref name="exclusive"/> (a migration entry only).</summary>
     public Pte WithMigrationExclusive(bool exclusive) => exclusive && IsMigration ? new(Raw | SpecialBit) : this;
+
+    /// <summary>is_migration_entry_young (6.1+): the PTE the entry replaced was young.</summary>
+    public bool IsMigrationYoung => IsMigration && (Raw & MigYoungBit) != 0;
+    /// <summary>is_migration_entry_dirty (6.1+): the PTE the entry replaced was dirty.</summary>
+    public bool IsMigrationDirty => IsMigration && (Raw & MigDirtyBit) != 0;
+
+    /// <summary>make_migration_entry_young / make_migration_entry_dirty (a migration entry only).</summary>
+    public Pte WithMigrationAd(bool young, bool dirty) =>
+        IsMigration ? new(Raw | (young ? MigYoungBit : 0) | (dirty ? MigDirtyBit : 0)) : this;
 
     /// <summary>is_pte_marker: a non-present entry that holds no page, only marker bits (uffd-wp, poisoned).</summary>
     public bool IsMarker => SwapKind == SwapType.Marker;
@@ -113,7 +127,8 @@ public readonly record struct Pte(ulong Raw)
     /// <summary>
     /// make_readable_migration_entry / make_readable_device_private_entry / make_readable_exclusive_entry, keeping what
     /// the callers carry over from the old entry (pte_swp_mksoft_dirty, pte_swp_mkuffd_wp, and the PS bit of a PMD-level
-    /// entry); a migration entry's exclusivity is not kept (plain readable).
+    /// entry), and a migration entry's young and dirty bits (they live in swp_offset, which the callers pass on); its
+    /// exclusivity is not kept (plain readable).
     /// </summary>
     public Pte ReadOnlyEntry() => SwapKind switch
     {
@@ -123,7 +138,7 @@ public readonly record struct Pte(ulong Raw)
         _ => this,
     };
 
-    Pte Keeping(Pte old) => new(Raw | (old.Raw & (UffdWpBit | SoftDirtyBit | HugeBit)));
+    Pte Keeping(Pte old) => new(Raw | (old.Raw & (UffdWpBit | SoftDirtyBit | HugeBit | MigYoungBit | MigDirtyBit)));
 
     /// <summary>
     /// pmd_trans_huge || is_pmd_migration_entry (is_swap_pmd): a PMD that stands for a whole 2 MiB folio, mapped or

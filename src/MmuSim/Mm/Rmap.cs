@@ -209,8 +209,7 @@ public static class Rmap
                 // folio_try_share_anon_rmap_pte: an exclusive anon page's exclusivity moves into the entry (restored by
                 // remove_migration_pte); the RemoveRmap below clears the flag with the last mapping.
                 bool exclusive = k.Mem[pfn].Has(PageFlags.AnonExclusive) && k.Mem[st.Head].Has(PageFlags.Anon);
-                entry = Pte.SwapEntry(old.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(old.UffdWp)
-                    .WithMigrationExclusive(exclusive);
+                entry = Migrate.MakeMigrationEntry(k, old.Writable, pfn, old, exclusive);
             }
             else if (h.Has(PageFlags.Lazyfree))
             {
@@ -242,7 +241,7 @@ public static class Rmap
                 int slot = st.SwapSlots![first + i];
                 k.Swap.Dup(slot);
                 k.Swap.Write(slot, k.Mem[pfn].Contents);
-                entry = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(old.UffdWp); // pte_swp_mkuffd_wp
+                entry = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(old.UffdWp).WithSoftDirty(old.SoftDirty); // pte_swp_mkuffd_wp, pte_swp_mksoft_dirty
             }
             if (!entry.IsNone) await mm.SetPte(t, a, entry);
             await k.S.Point(PointKind.Counter, a);
@@ -297,13 +296,13 @@ public static class Rmap
             long pfn = st.Head + i;
             Pte e;
             if (discard) e = Pte.None;
-            else if (st.Migrate) e = Pte.SwapEntry(pmd.Writable ? SwapType.MigrationWrite : SwapType.MigrationRead, pfn).WithUffdWp(pmd.UffdWp);
+            else if (st.Migrate) e = Migrate.MakeMigrationEntry(k, pmd.Writable, pfn, pmd, exclusive: false);
             else
             {
                 int slot = st.SwapSlots![i];
                 k.Swap.Dup(slot);
                 k.Swap.Write(slot, k.Mem[pfn].Contents);
-                e = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(pmd.UffdWp);
+                e = Pte.SwapEntry(SwapType.Swap, slot).WithUffdWp(pmd.UffdWp).WithSoftDirty(pmd.SoftDirty);
             }
             k.PageTables.Entry(t, i) = e.Raw;
         }

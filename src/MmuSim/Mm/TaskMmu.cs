@@ -74,20 +74,25 @@ public static class TaskMmu
         using var _ = mm.Kernel.S.Current.Enter("clear_refs_pte_range");
         await mm.LockPtl(t);
         for (ulong a = start; a < end; a += MmStruct.PageSize)
-            if (mm.PeekPte(a).Present) await ClearSoftDirty(mm, t, a);
+            if (mm.PeekPte(a) is var p && (p.Present || (p.IsSwapEntry && p.SoftDirty))) await ClearSoftDirty(mm, t, a);
         await mm.UnlockPtl(t);
     }
 
     /// <summary>
-    /// clear_soft_dirty: ptep_modify_prot_start (get-and-clear), pte_wrprotect, pte_clear_soft_dirty,
-    /// ptep_modify_prot_commit. No TLB flush here: the caller flushes once at the end. Caller holds the PTL.
+    /// clear_soft_dirty: a present PTE goes through ptep_modify_prot_start (get-and-clear), pte_wrprotect,
+    /// pte_clear_soft_dirty, ptep_modify_prot_commit; a swap or migration entry only loses its soft-dirty bit
+    /// (is_swap_pte: pte_swp_clear_soft_dirty). No TLB flush here: the caller flushes once at the end. Caller holds the PTL.
     /// </summary>
     public static async ValueTask ClearSoftDirty(MmStruct mm, int t, ulong addr)
     {
         using var _ = mm.Kernel.S.Current.Enter("clear_soft_dirty");
-        var old = await mm.PtepGetAndClear(t, addr);
-        if (!old.Present) return;
-        await mm.SetPte(t, addr, old.Wrprotect().ClearSoftDirty());
+        var cur = await mm.PtepGet(t, addr);
+        if (cur.Present)
+        {
+            var old = await mm.PtepGetAndClear(t, addr);
+            await mm.SetPte(t, addr, old.Wrprotect().ClearSoftDirty());
+        }
+        else if (cur.IsSwapEntry && cur.SoftDirty) await mm.SetPte(t, addr, cur.ClearSoftDirty());
     }
 
     /// <summary>clear_soft_dirty_pmd: the same for a huge PMD, under the PMD lock (pmdp_invalidate; no flush here); a PMD

@@ -124,7 +124,8 @@ public class MigrateTests
     /// <summary>
     /// THP migration (4.14+): try_to_migrate_one replaces the huge PMD by a PMD migration entry inside one CLEAR range
     /// over the 2 MiB (no split, no second range), and remove_migration_pmd maps the new folio with a huge PMD again:
-    /// writable, dirty, exclusive, one entire mapping and one reference, without a notifier.
+    /// writable, exclusive, one entire mapping and one reference, without a notifier; old and clean before 6.1
+    /// (pmd_mkold), young and dirty from 6.1 (the entry remembered the A/D bits: 2e3468778dbe).
     /// </summary>
     [Theory]
     [InlineData("4.15", "S(200000,400000) IR(200000,400000) E(200000,400000)")]
@@ -144,9 +145,14 @@ public class MigrateTests
         Assert.Equal(expected, Seq(rec));
         Assert.True(atStart.Present && atStart.Huge && atStart.Pfn == old); // the secondaries are told first
         Assert.True(atEnd.IsMigration && atEnd.Huge && atEnd.Pfn == old && atEnd.SwapKind == SwapType.MigrationWrite);
+        bool ad = era == "6.13";
+        Assert.Equal(ad, atEnd.IsMigrationYoung && atEnd.IsMigrationDirty);
         Assert.True(k.Mem.IsHuge(dst) && k.Mem[old].Has(PageFlags.Free));
         var pmd = mm.PeekPmd(H);
-        Assert.True(pmd.Present && pmd.Huge && pmd.Writable && pmd.Dirty);
+        Assert.True(pmd.Present && pmd.Huge && pmd.Writable);
+        Assert.Equal(ad, pmd.Dirty);
+        Assert.Equal(ad, pmd.Accessed);
+        Assert.True(k.Mem[dst].Has(PageFlags.Dirty)); // the PMD's dirty bit went to the folio either way
         Assert.Equal(dst, pmd.Pfn);
         Assert.Equal(1, k.Mem.EntireMapcountHolder(dst).RefCount);
         Assert.Equal(1, k.Mem[dst].RefCount);
@@ -161,6 +167,43 @@ public class MigrateTests
             await Write(mm, H + 0x5000, 5); // writable: no fault, no copy
         });
         Assert.Equal(dst + 5, mm.Translate(H + 0x5000).Pfn);
+        Consistent(k);
+    }
+
+    /// <summary>
+    /// change_pte_range on a writable migration entry of an anon page: "a protection check is difficult so just be safe
+    /// and disable write", but the entry becomes readable-exclusive, not plain readable, so remove_migration_pte sets
+    /// PageAnonExclusive again and a later R/O pin or write needs no unshare.
+    /// </summary>
+    [Theory]
+    [InlineData("6.1")]
+    [InlineData("6.13")]
+    public void MprotectReadOnly_OfAPteMigrationEntry_KeepsAnonExclusive(string era)
+    {
+        var k = Kernel(era);
+        var mm = MmWithVma(k, A, 0x1000);
+        Ok(k, async () => await Write(mm, A, 9));
+        long pfn = mm.PeekPte(A).Pfn;
+        Assert.True(k.Mem[pfn].Has(PageFlags.AnonExclusive));
+        Ok(k, async () =>
+        {
+            Assert.True(Vmscan.IsolateLruFolio(k, pfn));
+            Folio.Get(k, pfn); // the isolation reference
+            await Rmap.TryToMigrate(k, new TtuState(pfn, 1, migrate: true));
+        });
+        var e = mm.PeekPte(A);
+        Assert.True(e.IsMigration && e.SwapKind == SwapType.MigrationWrite && e.Pfn == pfn);
+        Assert.False(k.Mem[pfn].Has(PageFlags.AnonExclusive)); // moved into the entry
+        Ok(k, async () => await Mprotect.DoMprotect(mm, A, 0x1000, Prot.Read));
+        e = mm.PeekPte(A);
+        Assert.True(e.IsMigration && e.SwapKind == SwapType.MigrationRead && e.IsExclusiveMigration);
+        Ok(k, async () => await Migrate.RemoveMigrationPtes(k, pfn, pfn));
+        Folio.Put(k, pfn);
+        var pte = mm.PeekPte(A);
+        Assert.True(pte.Present && !pte.Writable && pte.Pfn == pfn);
+        Assert.True(k.Mem[pfn].Has(PageFlags.AnonExclusive));
+        Assert.Equal(1, k.Mem[pfn].RefCount);
+        Ok(k, async () => Assert.Equal(9UL, await Read(mm, A)));
         Consistent(k);
     }
 }
