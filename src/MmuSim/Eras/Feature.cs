@@ -273,6 +273,12 @@ public enum Feature
     /// <summary>retract_page_tables walks every mapping for MADV_COLLAPSE too (1d65b771bc08, 6.6: retraction without
     /// mmap_lock); 6.1-6.5 MADV_COLLAPSE leaves the other mappings to khugepaged.</summary>
     RetractAllMappings,
+    /// <summary>Hugh Dickins' "free retracted page table by RCU" series (6.6): retract_page_tables takes no mmap_lock
+    /// (1d65b771bc08; the anon_vma and uffd-wp checks are repeated under the PMD and PTE locks, the table is freed with
+    /// pte_free_defer and pte_offset_map_lock rechecks the PMD), collapse_pte_mapped_thp runs under mmap_read_lock and
+    /// clears the PTEs inside its CLEAR range, and khugepaged_collapse_pte_mapped_thps and its pte_mapped_thp[] list are
+    /// gone: khugepaged calls collapse_pte_mapped_thp at once for a PTE-mapped THP it finds.</summary>
+    RetractLockless,
 
     // ---- device drivers (issue 11)
     /// <summary>Xen gntdev's notifier unmaps grants asynchronously instead of waiting for the pages to be unused (dbe97cff7dd9, 5.19; catalog e8).</summary>

@@ -260,7 +260,12 @@ public static class Filemap
                 return VmFault.Retry;
             }
         }
-        await mm.LockPtl(t);
+        if (!await mm.PteOffsetMapLock(t, addr))
+        {
+            await FolioLock.Unlock(k, k.Mem.FolioOf(pfn));
+            Folio.Put(k, pfn);
+            return VmFault.Retry; // finish_fault: the table was retracted meanwhile (VM_FAULT_NOPAGE)
+        }
         var cur = await mm.PtepGet(t, addr);
         if (cur != orig) // vmf_pte_changed
         {
@@ -317,7 +322,11 @@ public static class Filemap
         await FolioLock.Unlock(k, k.Mem.FolioOf(src));
         Folio.Put(k, src);
         if (pfn < 0) return VmFault.Oom;
-        await mm.LockPtl(t);
+        if (!await mm.PteOffsetMapLock(t, addr))
+        {
+            Folio.Put(k, pfn);
+            return VmFault.Retry;
+        }
         var cur = await mm.PtepGet(t, addr);
         if (cur != orig)
         {

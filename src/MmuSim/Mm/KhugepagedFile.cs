@@ -23,8 +23,11 @@ namespace MmuSim.Mm;
 /// install_pmd, which maps the folio by a PMD there (set_huge_pmd), and retracts the other mappings only from 6.6
 /// (<see cref="Feature.RetractAllMappings"/>). A later fault on a none PMD maps the THP by a PMD (do_set_pmd,
 /// <see cref="HugeMemory.DoSetPmd"/>); a fault where the table is still there maps the subpage by a PTE.</para>
-/// <para>Not modelled: 6.6's retract_page_tables without mmap_lock (Hugh Dickins' series): every era takes the
-/// trylock. shmem_enabled is "advise": khugepaged needs VM_HUGEPAGE. A swapped-out index is read straight into the new
+/// <para><b>6.6</b> (<see cref="Feature.RetractLockless"/>, Hugh Dickins' series): retract_page_tables takes no
+/// mmap_lock, collapse_pte_mapped_thp runs under mmap_read_lock and clears the PTEs inside its CLEAR range, and the
+/// pte_mapped_thp[] list is gone: khugepaged calls collapse_pte_mapped_thp at once on a PTE-mapped THP. Faults that
+/// found a table before sleeping recheck it under its PTL (<see cref="MmStruct.PteOffsetMapLock"/>).</para>
+/// <para>Not modelled: shmem_enabled is "advise": khugepaged needs VM_HUGEPAGE. A swapped-out index is read straight into the new
 /// folio (the kernel swaps it in first).</para>
 /// </remarks>
 public static partial class Khugepaged
@@ -68,7 +71,9 @@ public static partial class Khugepaged
         finally { await mm.MmapLock.ReadUnlock(); }
         var r = await HpageCollapseScanFile(k, file, start, khugepaged: false, target: (mm, haddr));
         if (r is not (ScanResult.Succeed or ScanResult.PteMappedHugepage)) return r;
-        await mm.MmapLock.WriteLock(); // 6.1 takes it for write; 6.6+ for read (its collapse_pte_mapped_thp needs no more)
+        bool read = k.Era.Has(Feature.RetractLockless); // 6.1 takes it for write; 6.6+ for read (its collapse_pte_mapped_thp needs no more)
+        if (read) await mm.MmapLock.ReadLock();
+        else await mm.MmapLock.WriteLock();
         try
         {
             if (mm.Exited) return ScanResult.Fail;
@@ -77,7 +82,11 @@ public static partial class Khugepaged
             if (r == ScanResult.Succeed && !k.Era.Has(Feature.RetractAllMappings) && (await mm.PmdpGet(haddr)).IsNone) return ScanResult.PmdNull;
             return await CollapsePteMappedThp(mm, haddr, installPmd: true);
         }
-        finally { await mm.MmapLock.WriteUnlock(); }
+        finally
+        {
+            if (read) await mm.MmapLock.ReadUnlock();
+            else await mm.MmapLock.WriteUnlock();
+        }
     }
 
     /// <summary>
@@ -99,13 +108,22 @@ public static partial class Khugepaged
             start = v.IndexOf(haddr);
         }
         finally { await mm.MmapLock.ReadUnlock(); }
-        return await HpageCollapseScanFile(mm.Kernel, file, start, khugepaged: true, target: null);
+        var r = await HpageCollapseScanFile(mm.Kernel, file, start, khugepaged: true, target: null);
+        if (r != ScanResult.PteMappedHugepage) return r;
+        // 6.6+: "Call collapse_pte_mapped_thp() directly in this case" (before, the address was noted in the mm_slot).
+        await mm.MmapLock.ReadLock();
+        try
+        {
+            if (mm.Exited) return ScanResult.Fail; // hpage_collapse_test_exit
+            return await CollapsePteMappedThp(mm, haddr);
+        }
+        finally { await mm.MmapLock.ReadUnlock(); }
     }
 
     /// <summary>
     /// hpage_collapse_scan_file (khugepaged_scan_file before 6.1): look at the 512 cache entries without locks. A large
-    /// folio already there is, for khugepaged, taken as collapsed; for MADV_COLLAPSE it is SCAN_PTE_MAPPED_HUGEPAGE
-    /// when it is this range's THP (SCAN_PAGE_COMPOUND otherwise). A page with references beyond the cache's and its
+    /// folio already there is, for khugepaged before 6.6, taken as collapsed; otherwise it is SCAN_PTE_MAPPED_HUGEPAGE
+    /// when it is this range's THP (SCAN_PAGE_COMPOUND otherwise), which khugepaged hands to collapse_pte_mapped_thp. A page with references beyond the cache's and its
     /// mappings is SCAN_PAGE_COUNT; khugepaged alone refuses too many holes (SCAN_EXCEED_NONE_PTE) or swapped-out pages
     /// (SCAN_EXCEED_SWAP_PTE). Otherwise collapse_file; <paramref name="target"/> is MADV_COLLAPSE's mm.
     /// </summary>
@@ -124,7 +142,8 @@ public static partial class Khugepaged
             if (!file.Pages.TryGetValue(i, out long pfn)) continue;
             long head = k.Mem.FolioOf(pfn);
             if (k.Mem.IsHuge(head))
-                return khugepaged ? ScanResult.PmdMapped : k.Mem[head].Index == start ? ScanResult.PteMappedHugepage : ScanResult.PageCompound;
+                return khugepaged && !k.Era.Has(Feature.RetractLockless) ? ScanResult.PmdMapped
+                    : k.Mem[head].Index == start ? ScanResult.PteMappedHugepage : ScanResult.PageCompound;
             if (k.Mem[head].RefCount != 1 + k.Mem[head].MapCount) return ScanResult.PageCount;
             present++;
         }
@@ -228,26 +247,35 @@ public static partial class Khugepaged
     /// <summary>
     /// retract_page_tables: for every VMA of i_mmap that maps the whole aligned range with a page table under it and
     /// has no anon_vma (a written MAP_PRIVATE mapping is skipped) nor, from 5.19, uffd-wp registration (its table keeps
-    /// the markers), take the mm's mmap_lock with a trylock (the page lock is held, and faults take the two the other
-    /// way round); on success collapse_and_free_pmd the (empty) table, else (5.4+) remember the range for
-    /// collapse_pte_mapped_thp. For MADV_COLLAPSE (<paramref name="target"/> set) the caller's own range is left to
-    /// collapse_pte_mapped_thp, and before 6.6 so are all the others ("it's not MADV_COLLAPSE's job to collapse other
-    /// mappings - let khugepaged take care of them later").
+    /// the markers), free the (empty) table. Before 6.6 that needs the mm's mmap_lock, taken with a trylock (the page
+    /// lock is held, and faults take the two the other way round): on success collapse_and_free_pmd, else (5.4+)
+    /// remember the range for collapse_pte_mapped_thp; for MADV_COLLAPSE (<paramref name="target"/> set) the caller's
+    /// own range is left to collapse_pte_mapped_thp, and before 6.6 so are all the others ("it's not MADV_COLLAPSE's
+    /// job to collapse other mappings - let khugepaged take care of them later"). From 6.6
+    /// (<see cref="Feature.RetractLockless"/>) no mmap_lock at all: every mapping, the caller's too, inside a CLEAR
+    /// range, with the anon_vma and uffd-wp checks repeated under the PMD lock and the table's PTL (a racing
+    /// UFFDIO_COPY or COW fault may have set them since).
     /// </summary>
     static async ValueTask RetractPageTables(Kernel k, AddressSpace file, ulong pgoff, (MmStruct Mm, ulong Addr)? target)
     {
         using var _ = k.S.Current.Enter("retract_page_tables");
+        bool lockless = k.Era.Has(Feature.RetractLockless);
         if (target != null && !k.Era.Has(Feature.RetractAllMappings)) return;
         foreach (var vma in file.Mappings.ToArray())
         {
             if (vma.AnonVma != null) continue;
-            if ((vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)) continue;
+            if (UffdWpKeepsTable(k, vma)) continue;
             if (vma.AddressOf(pgoff) is not { } addr || (addr & ~MmStruct.PmdMask) != 0 || vma.End < addr + MmStruct.PmdSize) continue;
-            if (target is { } t && t.Mm == vma.Mm && t.Addr == addr) continue; // is_target
+            if (!lockless && target is { } t && t.Mm == vma.Mm && t.Addr == addr) continue; // is_target
             var mm = vma.Mm;
-            var pmd = await mm.PmdpGet(addr); // mm_find_pmd
+            var pmd = await mm.PmdpGet(addr); // mm_find_pmd / find_pmd_or_thp_or_none
             if (!pmd.Present || pmd.Huge) continue;
-            if (await mm.MmapLock.TryWriteLock())
+            if (lockless)
+            {
+                if (mm.Exited) continue; // hpage_collapse_test_exit
+                await CollapseAndFreePmd(vma, addr, expectEmpty: true, recheck: () => vma.AnonVma == null && !UffdWpKeepsTable(k, vma));
+            }
+            else if (await mm.MmapLock.TryWriteLock())
             {
                 if (!mm.Exited) await CollapseAndFreePmd(vma, addr, expectEmpty: true);
                 await mm.MmapLock.WriteUnlock();
@@ -255,6 +283,9 @@ public static partial class Khugepaged
             else KhugepagedAddPteMappedThp(mm, addr);
         }
     }
+
+    /// <summary>userfaultfd_wp(vma) where shmem has uffd-wp (5.19+): the table may hold PTE markers, so it stays.</summary>
+    static bool UffdWpKeepsTable(Kernel k, Vma vma) => (vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem);
 
     /// <summary>khugepaged_add_pte_mapped_thp (5.4+): remember the range for the next pass, if there is room.</summary>
     static void KhugepagedAddPteMappedThp(MmStruct mm, ulong haddr)
@@ -267,31 +298,42 @@ public static partial class Khugepaged
     /// <summary>
     /// collapse_and_free_pmd (the 5.x open-coded step 4 of collapse_pte_mapped_thp and retract_page_tables' body):
     /// pmdp_collapse_flush under the PMD lock (the PMD cleared, the TLB range flushed), then pte_free. From 6.1 inside a
-    /// CLEAR start/end over the 2 MiB (<see cref="Feature.CollapseFileNotifies"/>). Caller holds mmap_lock for write.
+    /// CLEAR start/end over the 2 MiB (<see cref="Feature.CollapseFileNotifies"/>), or inside <paramref name="open"/>,
+    /// a range the caller started. Before 6.6 the caller holds mmap_lock for write; from 6.6 (lockless retraction) the
+    /// table's PTL is taken too, and <paramref name="recheck"/> runs under both locks: false leaves the table. Returns
+    /// whether the PMD was cleared.
     /// </summary>
-    static async ValueTask CollapseAndFreePmd(Vma vma, ulong haddr, bool expectEmpty)
+    static async ValueTask<bool> CollapseAndFreePmd(Vma vma, ulong haddr, bool expectEmpty, Func<bool>? recheck = null, MmuNotifierRange? open = null)
     {
         var mm = vma.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("collapse_and_free_pmd");
-        bool notify = k.Era.Has(Feature.CollapseFileNotifies) && !k.Mutated(Mutation.CollapseAndFreePmdNoNotify);
-        var range = new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
+        bool notify = open == null && k.Era.Has(Feature.CollapseFileNotifies) && !k.Mutated(Mutation.CollapseAndFreePmdNoNotify);
+        var range = open ?? new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
         if (notify) await mm.Notifiers.InvalidateRangeStart(range);
         await mm.LockPmd(haddr);
         var pmd = await mm.PmdpGet(haddr);
-        await mm.SetPmd(haddr, Pte.None);
-        await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+        int ptl = k.Era.Has(Feature.RetractLockless) && pmd.Present && !pmd.Huge ? pmd.TableId : 0;
+        if (ptl != 0) await mm.LockPtl(ptl); // spin_lock_nested(ptl, SINGLE_DEPTH_NESTING)
+        bool clear = recheck?.Invoke() ?? true;
+        if (clear)
+        {
+            await mm.SetPmd(haddr, Pte.None);
+            await Tlb.FlushTlbRange(mm, haddr, haddr + MmStruct.PmdSize);
+        }
+        if (ptl != 0) await mm.UnlockPtl(ptl);
         await mm.UnlockPmd(haddr);
-        if (notify) await mm.Notifiers.InvalidateRangeEnd(range);
-        if (pmd.Present && !pmd.Huge)
+        if (notify || open != null) await mm.Notifiers.InvalidateRangeEnd(range);
+        if (clear && pmd.Present && !pmd.Huge)
         {
             int t = pmd.TableId;
             if (expectEmpty)
                 for (int i = 0; i < PhysMem.HugePages; i++)
                     if (k.PageTables.Entry(t, i) != 0)
                         throw new ModelException($"retract_page_tables at 0x{haddr:x} of {mm}: the page table is not empty (PTE {i})");
-            k.PageTables.FreeTable(t); // pte_free (mm_dec_nr_ptes)
+            k.PageTables.FreeTable(t); // pte_free (mm_dec_nr_ptes); 6.6+ pte_free_defer: PteOffsetMapLock's recheck
         }
+        return clear;
     }
 
     /// <summary>
@@ -314,12 +356,16 @@ public static partial class Khugepaged
 
     /// <summary>
     /// collapse_pte_mapped_thp: if the VMA still covers the range and the file's folio at its first index is a THP head,
-    /// lock it; under the PTL check that every present PTE maps the matching subpage (a non-present one or another page
-    /// aborts), remove those mappings from the rmap and drop their references, then collapse_and_free_pmd. The PTEs go
-    /// with the table: before 6.1 no secondary hears of it. With <paramref name="installPmd"/> (MADV_COLLAPSE, 6.1+:
-    /// 58ac9a8993a1) the folio is then mapped by a PMD (set_huge_pmd), also where the PMD was already none
-    /// ("maybe_install_pmd"); a VMA registered for uffd-wp keeps its table (SCAN_PTE_UFFD_WP, 5.19+). Caller holds
-    /// mmap_lock for write.
+    /// lock it; step 1, under the PTL, check that every present PTE maps the matching subpage (a non-present one or
+    /// another page aborts); step 2 removes those mappings from the rmap, step 3 drops their references, step 4
+    /// collapse_and_free_pmd. Before 6.6 (mmap_lock held for write) step 2 runs under the same PTL and the PTEs go with
+    /// the table: before 6.1 no secondary hears of it. From 6.6 (<see cref="Feature.RetractLockless"/>, mmap_lock held
+    /// for read) the PTL is dropped for the CLEAR start after step 1, and step 2 rechecks and clears each PTE (pte_clear:
+    /// "or a racing truncate may re-remove it"); a PTE gone non-present or replaced meanwhile aborts
+    /// (SCAN_PTE_NON_PRESENT / SCAN_FAIL: flush_tlb_mm and the references of the PTEs already cleared are dropped).
+    /// With <paramref name="installPmd"/> (MADV_COLLAPSE, 6.1+: 58ac9a8993a1) the folio is then mapped by a PMD
+    /// (set_huge_pmd), also where the PMD was already none ("maybe_install_pmd"); a VMA registered for uffd-wp keeps its
+    /// table (SCAN_PTE_UFFD_WP, 5.19+).
     /// </summary>
     static async ValueTask<ScanResult> CollapsePteMappedThp(MmStruct mm, ulong haddr, bool installPmd = false)
     {
@@ -328,7 +374,7 @@ public static partial class Khugepaged
         var vma = mm.FindVma(haddr);
         if (vma == null || vma.File == null || vma.Start > haddr || vma.End < haddr + MmStruct.PmdSize) return ScanResult.VmaCheck;
         if (!k.Era.Has(Feature.KhugepagedShmemCollapse) || !vma.File.IsShmem || (vma.Flags & VmFlags.NoHugePage) != 0) return ScanResult.VmaCheck; // hugepage_vma_check(| VM_HUGEPAGE)
-        if ((vma.Flags & VmFlags.UffdWp) != 0 && k.Era.Has(Feature.UffdWpShmem)) return ScanResult.PteUffdWp; // "Keep pmd pgtable for uffd-wp"
+        if (UffdWpKeepsTable(k, vma)) return ScanResult.PteUffdWp; // "Keep pmd pgtable for uffd-wp"
         var file = vma.File;
         await k.S.Point(PointKind.PteRead, haddr); // find_lock_page
         if (!file.Pages.TryGetValue(vma.IndexOf(haddr), out long hpage)) return ScanResult.Fail;
@@ -341,25 +387,8 @@ public static partial class Khugepaged
             if (pmd.Present && pmd.Huge) return ScanResult.PmdMapped;
             if (pmd.Present)
             {
-                int t = pmd.TableId;
-                await mm.LockPtl(t);
-                int count = 0;
-                for (int i = 0; i < PhysMem.HugePages; i++)
-                {
-                    var pte = await mm.PtepGet(t, haddr + ((ulong)i << MmStruct.PageShift));
-                    if (pte.IsNone) continue;
-                    if (!pte.Present || pte.Pfn != hpage + i) { await mm.UnlockPtl(t); return ScanResult.Fail; } // abort
-                    count++;
-                }
-                for (int i = 0; i < PhysMem.HugePages; i++)
-                {
-                    var pte = new Pte(k.PageTables.Entry(t, i));
-                    if (!pte.IsNone) Folio.RemoveRmap(k, pte.Pfn, mm); // page_remove_rmap; the PTE itself stays until the table goes
-                }
-                await mm.UnlockPtl(t);
-                await k.S.Point(PointKind.Counter, (ulong)hpage); // page_ref_sub(hpage, count)
-                for (int i = 0; i < count; i++) Folio.Put(k, hpage);
-                await CollapseAndFreePmd(vma, haddr, expectEmpty: false);
+                var r = await CollapsePteTable(vma, haddr, pmd.TableId, hpage);
+                if (r != ScanResult.Succeed) return r;
                 k.Stats.Inc(Stat.ThpPteMappedCollapsed);
             }
             else if (!installPmd) return ScanResult.PmdNull;
@@ -375,5 +404,64 @@ public static partial class Khugepaged
             await FolioLock.Unlock(k, k.Mem.FolioOf(hpage));
             Folio.Put(k, hpage);
         }
+    }
+
+    /// <summary>collapse_pte_mapped_thp's steps 1-4 on the PTE table <paramref name="t"/> that maps (part of) <paramref name="hpage"/>.</summary>
+    static async ValueTask<ScanResult> CollapsePteTable(Vma vma, ulong haddr, int t, long hpage)
+    {
+        var mm = vma.Mm;
+        var k = mm.Kernel;
+        bool lockless = k.Era.Has(Feature.RetractLockless);
+        // step 1: check all mapped PTEs are to the right huge page
+        await mm.LockPtl(t);
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            var pte = await mm.PtepGet(t, haddr + ((ulong)i << MmStruct.PageShift));
+            if (pte.IsNone) continue;
+            if (!pte.Present || pte.Pfn != hpage + i) { await mm.UnlockPtl(t); return ScanResult.Fail; } // abort
+        }
+        MmuNotifierRange? range = null;
+        if (lockless)
+        {
+            // 6.6: "Do the step 1 checking loop without mmu_notifier"; drop the PTL to start the CLEAR range.
+            await mm.UnlockPtl(t);
+            if (!k.Mutated(Mutation.CollapseAndFreePmdNoNotify))
+            {
+                range = new MmuNotifierRange(mm, haddr, haddr + MmStruct.PmdSize, MmuNotifyEvent.Clear);
+                await mm.Notifiers.InvalidateRangeStart(range);
+            }
+            if (!await mm.PteOffsetMapLock(t, haddr))
+            {
+                if (range != null) await mm.Notifiers.InvalidateRangeEnd(range);
+                return ScanResult.Fail;
+            }
+        }
+        // step 2: (6.6: clear the page table and) adjust rmap
+        int count = 0;
+        ScanResult abort = ScanResult.Succeed;
+        for (int i = 0; i < PhysMem.HugePages; i++)
+        {
+            ulong a = haddr + ((ulong)i << MmStruct.PageShift);
+            var pte = lockless ? await mm.PtepGet(t, a) : new Pte(k.PageTables.Entry(t, i));
+            if (pte.IsNone) continue;
+            if (!pte.Present) { abort = ScanResult.PteNonPresent; break; }
+            if (pte.Pfn != hpage + i) { abort = ScanResult.Fail; break; }
+            if (lockless) await mm.SetPte(t, a, Pte.None); // pte_clear; the TLB flush waits for pmdp_collapse_flush
+            Folio.RemoveRmap(k, pte.Pfn, mm); // page_remove_rmap; before 6.6 the PTE itself stays until the table goes
+            count++;
+        }
+        await mm.UnlockPtl(t);
+        // step 3: set proper refcount
+        await k.S.Point(PointKind.Counter, (ulong)hpage); // page_ref_sub(hpage, count)
+        for (int i = 0; i < count; i++) Folio.Put(k, hpage);
+        if (abort != ScanResult.Succeed)
+        {
+            if (count > 0) await Tlb.FlushTlbMm(mm);
+            if (range != null) await mm.Notifiers.InvalidateRangeEnd(range);
+            return abort;
+        }
+        // step 4: remove page table
+        await CollapseAndFreePmd(vma, haddr, expectEmpty: lockless, open: range);
+        return ScanResult.Succeed;
     }
 }

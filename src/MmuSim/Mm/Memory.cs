@@ -133,7 +133,7 @@ public static partial class Memory
     /// <summary>handle_pte_fault's tail for a present PTE: under the PTL, recheck, then do_wp_page or mark young/dirty.</summary>
     static async ValueTask<VmFault> HandlePresentPteFault(MmStruct mm, Vma vma, ulong addr, int t, Pte pte, FaultFlags flags, bool write)
     {
-        await mm.LockPtl(t);
+        if (!await mm.PteOffsetMapLock(t, addr)) return VmFault.Retry;
         var cur = await mm.PtepGet(t, addr);
         if (cur != pte)
         {
@@ -411,9 +411,9 @@ public static partial class Memory
         if (bracket) await mm.Notifiers.InvalidateRangeStart(range);
 
         bool copied = false;
-        await mm.LockPtl(t);
-        var cur = await mm.PtepGet(t, addr);
-        if (cur == orig)
+        bool locked = await mm.PteOffsetMapLock(t, addr);
+        var cur = locked ? await mm.PtepGet(t, addr) : default;
+        if (locked && cur == orig)
         {
             // 2.6.32 and 3.7-3.18 clear with plain ptep_clear_flush (set_pte_at_notify does the notifying);
             // 3.19-6.5 use ptep_clear_flush_notify (invalidate_range under the PTL); 2.6.27, before change_pte,
@@ -430,7 +430,7 @@ public static partial class Memory
             copied = true;
             k.Stats.Inc(Stat.CowCopies);
         }
-        await mm.UnlockPtl(t);
+        if (locked) await mm.UnlockPtl(t);
         if (bracket) await mm.Notifiers.InvalidateRangeOnlyEnd(range);
 
         await k.S.Point(PointKind.Free, addr);

@@ -317,6 +317,21 @@ public sealed class MmStruct
 
     public ValueTask UnlockPtl(int table) => Pool.Locks.Unlock(table);
 
+    /// <summary>
+    /// pte_offset_map_lock for a table an earlier walk found: take its PTL, then recheck that the PMD still points at
+    /// it (__pte_offset_map_lock's pmd_same, 6.5+, which the lockless retract_page_tables of 6.6 relies on: it clears
+    /// the PMD holding the PMD lock and this PTL, and frees the table by RCU). False: the table was retracted
+    /// meanwhile; no lock is held and the caller retries (VM_FAULT_NOPAGE). The recheck needs no scheduling point of
+    /// its own: under the PTL nobody can change this PMD. In eras where only mmap_lock holders free tables it always holds.
+    /// </summary>
+    public async ValueTask<bool> PteOffsetMapLock(int t, ulong va)
+    {
+        await LockPtl(t);
+        if (PteTable(va) == t) return true;
+        await UnlockPtl(t);
+        return false;
+    }
+
     /// <summary>pmd_lock: the PMD table's lock.</summary>
     public ValueTask LockPmd(ulong va) => Pool.Locks.Lock(PmdTable(va));
 

@@ -305,19 +305,19 @@ public static class Mfill
         var mm = vma.Mm;
         var k = mm.Kernel;
         using var _ = k.S.Current.Enter("mfill_atomic_install_pte");
-        await mm.LockPtl(t);
-        var cur = await mm.PtepGet(t, addr);
+        bool locked = await mm.PteOffsetMapLock(t, addr); // !dst_pte (the table was retracted meanwhile): -EAGAIN
+        var cur = locked ? await mm.PtepGet(t, addr) : default;
         // "We allow to overwrite a pte marker": MISSING|WP may have wr-protected a none PTE before the page came.
-        if (!cur.IsNoneMostly)
+        if (!locked || !cur.IsNoneMostly)
         {
-            await mm.UnlockPtl(t);
+            if (locked) await mm.UnlockPtl(t);
             if (pageInCache && newlyAllocated)
             {
                 cache!.Pages.Remove(vma.IndexOf(addr)); // the page cache's reference
                 Folio.Put(k, pfn);
             }
             Folio.Put(k, pfn);
-            return Errno.EEXIST;
+            return locked ? Errno.EEXIST : Errno.EAGAIN;
         }
         bool writable = vma.Writable && (!pageInCache || vma.Shared);
         if (pageInCache) Folio.AddFileRmap(k, pfn, mm); // folio_add_file_rmap_pte

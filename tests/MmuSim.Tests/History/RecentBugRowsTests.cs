@@ -268,7 +268,7 @@ public class RecentBugRowsTests
     [InlineData("kvm-prefault-memslot-delete", "6.18", Mutation.KvmPrefaultRetriesInvalidSlot, "liveness")]
     [InlineData("device-private-fault-ref", "6.1", Mutation.DevicePrivateFaultNoRef, "freed-page-reachable")]
     [InlineData("pagemap-scan-unpaired-end", "6.8", Mutation.PagemapScanNotifyOutsideMmapLock, "counter-balance")]
-    [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.18", Mutation.CollapseAndFreePmdNoNotify, "stale-translation")]
+    [InlineData("khugepaged-pte-mapped-thp-no-notify", "6.1", Mutation.CollapseAndFreePmdNoNotify, "stale-translation")]
     [InlineData("oom-reaper-nonblock-unpaired-end", "6.18", Mutation.NonblockFailureSkipsEnd, "counter-balance")]
     [InlineData("gntdev-unmap-blocks", "6.18", Mutation.GntdevSyncUnmap, "liveness")]
     public void RowKillsItsMutantInTheDeclaredEra(string scenario, string era, Mutation m, string invariant)

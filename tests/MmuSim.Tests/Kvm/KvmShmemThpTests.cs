@@ -56,16 +56,24 @@ public class KvmShmemThpTests
 /// <summary>kvm-shmem-collapse: MADV_COLLAPSE of a running guest's shmem memory, explored.</summary>
 public class KvmShmemCollapseTests
 {
-    [Fact]
-    public void CollapseUnderARunningGuest_IsCleanWithTheNotifiers_AndTheMutantWithoutThemKeepsAStaleSpte()
+    /// <summary>
+    /// Clean with the notifiers in 6.1 and 6.13. Without collapse_and_free_pmd's CLEAR the explorer finds the stale SPTE
+    /// in 6.1 (a vCPU fault PTE-maps a subpage of the new THP before collapse_pte_mapped_thp drops the table), but not
+    /// in 6.13: 6.6's lockless retract_page_tables drops the caller's table too while the new folio is still locked,
+    /// so no PTE of the THP exists when a table goes, and the vCPU refaults it by a PMD.
+    /// </summary>
+    [Theory]
+    [InlineData("6.1", "stale-translation")]
+    [InlineData("6.13", null)]
+    public void CollapseUnderARunningGuest_IsCleanWithTheNotifiers_TheMutantWithoutThemKeepsAStaleSpteBefore66(string eraName, string? mutantFinds)
     {
         var s = ScenarioLoader.LoadBuiltIn("kvm-shmem-collapse");
-        var era = EraTable.Get("6.13");
+        var era = EraTable.Get(eraName);
         var clean = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era), new MmuSim.Explore.ExploreOptions { Iterations = 1024 }).Run();
         Assert.Null(clean.First);
         var mutant = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era, [Mutation.CollapseAndFreePmdNoNotify]),
             new MmuSim.Explore.ExploreOptions { Iterations = 1024 }).Run();
-        Assert.Equal("stale-translation", mutant.First?.Violation.Invariant);
+        Assert.Equal(mutantFinds, mutant.First?.Violation.Invariant);
         var r = ScenarioRunner.Run(s, era, null);
         Assert.Null(r.Violation);
         Assert.Equal(1, r.Kernel.Stats[Stat.ThpCollapseFile]);
