@@ -27,7 +27,9 @@ namespace MmuSim.Mm;
 /// <para>Locking: the kernel's lru_lock; every change here happens between two scheduling points. The walk takes the
 /// mmap_lock for read with a trylock (a contended mm is skipped, as walk_mm skips it) and each PTL or PMD lock with a
 /// trylock (a contended table is skipped, as walk_pte_range returns false).</para>
-/// <para>Not modelled: eviction (evict_folios, tiers, refaults, the PID controller), the Bloom filter and mm_list (the
+/// <para>Eviction (<see cref="RunEviction"/>, the debugfs '-' command): the oldest generation's folios go through
+/// shrink_folio_list with folio_referenced; a folio found used there is put back in generation max_seq - 1.</para>
+/// <para>Not modelled: tiers, refaults and the PID controller (its choice with no refaults is taken), the Bloom filter and mm_list (the
 /// debugfs aging here always has force_scan; every live mm is walked), memcg hierarchy, NONLEAF_YOUNG (non-leaf PMD
 /// Accessed bits) and the look-around's Bloom feedback.</para>
 /// </remarks>
@@ -128,8 +130,15 @@ public sealed class LruGen
     ulong SeqOf(long head)
     {
         ushort gen = _k.Mem[head].Generation;
-        if (_seq.TryGetValue(head, out var e) && e.FrameGen == gen) return e.Seq;
         int nid = _k.Mem.NodeOf(head);
+        if (_seq.TryGetValue(head, out var e) && e.FrameGen == gen)
+        {
+            // A folio that was isolated while eviction retired its generation comes back no older than min_seq.
+            ulong min = _minSeq[nid, TypeOf(_k, head)];
+            if (e.Seq >= min) return e.Seq;
+            _seq[head] = (gen, min);
+            return min;
+        }
         ulong seq = Math.Max(_maxSeq[nid] - MinNrGens + 1, _minSeq[nid, TypeOf(_k, head)]);
         _seq[head] = (gen, seq);
         return seq;
@@ -194,6 +203,128 @@ public sealed class LruGen
         if (!forceScan && _minSeq[nid, swappiness == 0 ? File : Anon] + MaxNrGens - 1 <= max) return Errno.ERANGE;
         await TryToIncMaxSeq(nid, max, canSwap: swappiness != 0);
         return 0;
+    }
+
+    /// <summary>MAX_SWAPPINESS: the largest swappiness the debugfs commands take (anon only).</summary>
+    public const int MaxSwappiness = 200;
+
+    /// <summary>What <see cref="RunEviction"/> did: 0 or an errno, the folios it scanned and the pages it reclaimed.</summary>
+    public readonly record struct EvictionResult(int Errno, int Scanned, long Reclaimed);
+
+    /// <summary>
+    /// run_eviction (the debugfs '- memcg_id node_id seq [swappiness [nr_to_reclaim]]' command): -EINVAL unless
+    /// seq + MIN_NR_GENS &lt;= max_seq; then evict_folios while min_seq[!swappiness] &lt;= seq and fewer than
+    /// <paramref name="nrToReclaim"/> pages were reclaimed. -ENOENT where MGLRU is off. Where every folio left in the
+    /// oldest generation refuses reclaim without being found used, the kernel's loop runs until a signal; the model's
+    /// command stops there.
+    /// </summary>
+    public async ValueTask<EvictionResult> RunEviction(int nid, ulong seq, int swappiness, long nrToReclaim)
+    {
+        using var _ = _k.S.Current.Enter("run_eviction");
+        if (!Enabled) return new(Errno.ENOENT, 0, 0);
+        if (nid < 0 || nid >= _maxSeq.Length || swappiness < 0 || swappiness > MaxSwappiness) return new(Errno.EINVAL, 0, 0);
+        await _k.S.Point(PointKind.Counter, seq, this);
+        if (seq + MinNrGens > _maxSeq[nid]) return new(Errno.EINVAL, 0, 0);
+        int scanned = 0;
+        long reclaimed = 0;
+        while (seq >= _minSeq[nid, swappiness == 0 ? File : Anon] && reclaimed < nrToReclaim)
+        {
+            var (n, r, progress) = await EvictFolios(nid, swappiness);
+            scanned += n;
+            reclaimed += r;
+            if (n == 0 || !progress) break;
+        }
+        AssertInvariants();
+        return new(0, scanned, reclaimed);
+    }
+
+    /// <summary>
+    /// isolate_folios' choice of type: file without swappiness; anon if its oldest generation is older; swappiness 1
+    /// file first and MAX_SWAPPINESS anon first; else get_type_to_scan's PID controller, which with no refaults recorded
+    /// (the model keeps no refault history) picks file (positive_ctrl_err).
+    /// </summary>
+    int TypeToScan(int nid, int swappiness) =>
+        swappiness == 0 ? File
+        : _minSeq[nid, Anon] < _minSeq[nid, File] ? Anon
+        : swappiness == MaxSwappiness ? Anon
+        : File;
+
+    /// <summary>
+    /// evict_folios: isolate_folios takes the folios of the oldest generation of the chosen type (the other type if it
+    /// has none; never a type down to MIN_NR_GENS generations; at most MIN_LRU_BATCH pages: scan_folios), try_to_inc_min_seq moves min_seq past empty
+    /// generations, and eviction stops once only MIN_NR_GENS evictable generations are left. shrink_folio_list then
+    /// reclaims each folio after folio_referenced, whose look-around (or, for a PTE the primary has not marked young,
+    /// the secondaries' clear_flush_young) can find it used: it goes back PG_active, to generation max_seq - 1
+    /// (lru_gen_folio_seq, no PG_workingset in the model); a folio kept for another reason goes back as reclaiming, to
+    /// max(max_seq - 3, min_seq). Returns the folios scanned plus min_seq moves, the pages reclaimed, and whether
+    /// anything changed. Not modelled: tiers and refaults, sort_folio's moving of dirty or writeback file folios.
+    /// </summary>
+    async ValueTask<(int Scanned, long Reclaimed, bool Progress)> EvictFolios(int nid, int swappiness)
+    {
+        using var _ = _k.S.Current.Enter("evict_folios");
+        await _k.S.Point(PointKind.Counter, (ulong)nid, this); // lru_lock
+        TakeInNewFolios();
+        var list = new List<(long Head, int Nr)>();
+        int type = TypeToScan(nid, swappiness);
+        for (int i = swappiness == 0 ? 1 : 0; i < 2 && list.Count == 0; i++, type = 1 - type)
+        {
+            if (_maxSeq[nid] - _minSeq[nid, type] + 1 == MinNrGens) continue; // scan_folios: get_nr_gens == MIN_NR_GENS
+            ulong oldest = _minSeq[nid, type];
+            int t = type, isolated = 0;
+            ForEachFolio((head, seq) =>
+            {
+                // scan_folios stops once it has isolated MIN_LRU_BATCH pages: nr_to_reclaim is checked between batches.
+                if (isolated >= MinLruBatch || seq != oldest || _k.Mem.NodeOf(head) != nid || TypeOf(_k, head) != t) return;
+                list.Add((head, NrPages(head)));
+                isolated += NrPages(head);
+            });
+        }
+        int moved = TryToIncMinSeq(nid, swappiness);
+        int scanned = list.Count + moved;
+        if (EvictableMinSeq(nid, swappiness) + MinNrGens > _maxSeq[nid]) scanned = 0;
+        long reclaimed = 0;
+        int activated = 0;
+        foreach (var (head, nr) in list)
+        {
+            bool active = false;
+            if (await Vmscan.ShrinkFolio(_k, head, checkReferences: true, referenced: _ => active = true)) reclaimed += nr;
+            else if (active && GenFolioOf(head) == head)
+            {
+                int type2 = TypeOf(_k, head);
+                _seq[head] = (_k.Mem[head].Generation, Math.Max(_maxSeq[nid] - MinNrGens + 1, _minSeq[nid, type2]));
+                activated++;
+            }
+        }
+        AssertInvariants();
+        return (scanned, reclaimed, moved > 0 || reclaimed > 0 || activated > 0);
+    }
+
+    /// <summary>evictable_min_seq: the older min_seq of the types eviction may take (file only without swappiness).</summary>
+    ulong EvictableMinSeq(int nid, int swappiness) =>
+        swappiness == 0 ? _minSeq[nid, File] : Math.Min(_minSeq[nid, Anon], _minSeq[nid, File]);
+
+    /// <summary>
+    /// try_to_inc_min_seq: for each type eviction may take, move min_seq past empty oldest generations while at least
+    /// MIN_NR_GENS remain. Returns how many moves it made. Not modelled: the anon/file min_seq balancing after it.
+    /// </summary>
+    int TryToIncMinSeq(int nid, int swappiness)
+    {
+        int moves = 0;
+        for (int type = swappiness == 0 ? File : Anon; type <= File; type++)
+            while (_minSeq[nid, type] + MinNrGens <= _maxSeq[nid] && GenerationEmpty(nid, type, _minSeq[nid, type]))
+            {
+                _minSeq[nid, type]++;
+                moves++;
+            }
+        return moves;
+    }
+
+    bool GenerationEmpty(int nid, int type, ulong seq)
+    {
+        foreach (var (head, e) in _seq)
+            if (e.Seq == seq && _k.Mem[head].Generation == e.FrameGen && GenFolioOf(head) == head && _k.Mem.NodeOf(head) == nid && TypeOf(_k, head) == type)
+                return false;
+        return true;
     }
 
     /// <summary>try_to_inc_max_seq: walk every mm (when MM_WALK is on), promoting young folios to max_seq, then inc_max_seq.</summary>

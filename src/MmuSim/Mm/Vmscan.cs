@@ -56,9 +56,10 @@ public static class Vmscan
     /// folios go to <see cref="ShrinkFileFolio"/>.
     /// By default the folio is taken as already found cold (folio_check_references passed on an earlier LRU pass) and
     /// try_to_unmap ignores access; with <paramref name="checkReferences"/> the whole path runs: folio_referenced first
-    /// (a referenced folio is kept), then try_to_unmap without TTU_IGNORE_ACCESS where the era has the young check.
+    /// (a referenced folio is kept, and <paramref name="referenced"/> hears of it: the multi-gen LRU puts it back as
+    /// PG_active), then try_to_unmap without TTU_IGNORE_ACCESS where the era has the young check.
     /// </summary>
-    public static async ValueTask<bool> ShrinkFolio(Kernel k, long pfn, bool checkReferences = false)
+    public static async ValueTask<bool> ShrinkFolio(Kernel k, long pfn, bool checkReferences = false, Action<long>? referenced = null)
     {
         using var _ = k.S.Current.Enter("shrink_folio_list");
         await k.S.Point(PointKind.Counter, (ulong)pfn);
@@ -66,9 +67,9 @@ public static class Vmscan
         var f = k.Mem[head];
         if (head == PhysMem.ZeroPfn || f.Has(PageFlags.Free)) return false;
         if (!f.Has(PageFlags.Anon) && !f.Has(PageFlags.Ksm))
-            return LruFolioOf(k, head) == head && k.AddressSpaceById(f.AnonRoot) is { } file && await ShrinkFileFolio(k, head, file, checkReferences);
+            return LruFolioOf(k, head) == head && k.AddressSpaceById(f.AnonRoot) is { } file && await ShrinkFileFolio(k, head, file, checkReferences, referenced);
         int n = k.Mem.FolioNr(head);
-        if (!await IsolateForReclaim(k, head, checkReferences)) return false;
+        if (!await IsolateForReclaim(k, head, checkReferences, referenced)) return false;
         bool lazy = k.Mem[head].Has(PageFlags.Lazyfree);
         int[]? slots = null;
         if (!lazy)
@@ -105,13 +106,14 @@ public static class Vmscan
     /// isolate_lru_folio (taking the isolation reference), then, with <paramref name="checkReferences"/>,
     /// folio_check_references: a referenced folio goes back to the LRU (FOLIOREF_ACTIVATE / KEEP). True: reclaim goes on.
     /// </summary>
-    static async ValueTask<bool> IsolateForReclaim(Kernel k, long head, bool checkReferences)
+    static async ValueTask<bool> IsolateForReclaim(Kernel k, long head, bool checkReferences, Action<long>? referenced = null)
     {
         if (!IsolateLruFolio(k, head)) return false;
         Folio.Get(k, head); // the isolation reference
         if (!checkReferences || await Rmap.FolioReferenced(k, head) == 0) return true;
         PutbackLru(k, head);
         Folio.Put(k, head);
+        referenced?.Invoke(head);
         return false;
     }
 
@@ -127,10 +129,10 @@ public static class Vmscan
     /// <remarks>Simplifications: writeback completes at once, so the folio is freed in the same pass (the kernel frees a
     /// folio it just started writing on a later pass); a large page-cache folio (a shmem THP) is not reclaimed (the kernel
     /// splits it in shmem_writeout); guest_memfd folios are unevictable.</remarks>
-    static async ValueTask<bool> ShrinkFileFolio(Kernel k, long head, AddressSpace file, bool checkReferences)
+    static async ValueTask<bool> ShrinkFileFolio(Kernel k, long head, AddressSpace file, bool checkReferences, Action<long>? referenced)
     {
         if (k.Mem.IsLarge(head) || file.Kind == FileKind.GuestMemfd) return false;
-        if (!await IsolateForReclaim(k, head, checkReferences)) return false;
+        if (!await IsolateForReclaim(k, head, checkReferences, referenced)) return false;
         var st = new TtuState(head, 1, migrate: false) { CheckAccess = checkReferences };
         await Rmap.TryToUnmap(k, st);
         bool freed = false;

@@ -8,7 +8,7 @@ namespace MmuSim.Scenarios;
 /// <c>lru-gen.age</c> is lru_gen_do_aging (read the generations, write '+ memcg node max_gen 1 1' per node, read them
 /// again), <c>lru-gen.find-generation</c> is access_tracking_perf_test's find_generation (the oldest generation holding
 /// more than 90 % of the test's pages), optionally with lru_gen_mark_memory_idle's check that the pages moved to a
-/// newer generation than the one recorded before.
+/// newer generation than the one recorded before; <c>lru-gen.evict</c> is the debugfs eviction command ('-').
 /// </summary>
 public static partial class CoreOps
 {
@@ -32,6 +32,23 @@ public static partial class CoreOps
             "generation; tracked_at_least asserts the generations then hold at least that many pages (upstream's 'Not all pages accounted for'); " +
             "`as` records the pages of generation max_seq - 1 afterwards (node 0): the folios this pass found young",
             [], ["tracked_at_least", "as"], LruGenAge) { Check = (a, _) => { if (a.Has("tracked_at_least")) a.GetULong("tracked_at_least"); } });
+        r.Register(new OpSpec("lru-gen.evict",
+            "run_eviction: for each node, the debugfs eviction command '- memcg node seq swappiness nr_to_reclaim' (seq default max_seq - 2, " +
+            "the newest it takes; swappiness default 60, 0 file only, 200 anon first; nr default all): the oldest generations' folios go " +
+            "through shrink_folio_list with folio_referenced (the secondaries' young state keeps a folio, put back in max_seq - 1); " +
+            "`reclaimed` asserts the pages reclaimed over all nodes, `as` records them; `expect` the errno (einval for a seq newer than max_seq - 2)",
+            [], ["seq", "swappiness", "nr", "reclaimed", "as", "expect"], LruGenEvict)
+        {
+            Check = (a, _) =>
+            {
+                if (a.Has("seq")) a.GetULong("seq");
+                int sw = a.GetInt("swappiness", 60);
+                if (sw < 0 || sw > LruGen.MaxSwappiness) throw a.Error("swappiness", $"{sw} is outside 0..{LruGen.MaxSwappiness}");
+                if (a.Has("nr")) a.GetULong("nr");
+                if (a.Has("reclaimed")) a.GetULong("reclaimed");
+                a.GetErrno("expect");
+            },
+        });
         r.Register(new OpSpec("lru-gen.find-generation",
             "find_generation(stats, pages): read the generations, take the oldest with more than pages*9/10 pages (none: 'Could not find a " +
             "generation with 90% of guest memory'); `newer_than` a generation recorded before: it must be newer ('Too many pages still " +
@@ -78,6 +95,28 @@ public static partial class CoreOps
         long total = PagesInGeneration(after, seq: null);
         if ((ulong)total < want)
             w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: Not all pages accounted for (looking for {want}, {total} in the generations)");
+    }
+
+    static async ValueTask LruGenEvict(ScenarioWorld w, OpArgs a)
+    {
+        if (LruGenMissing(w, a)) return;
+        var lg = LruGen.Of(w.K);
+        int swappiness = a.GetInt("swappiness", 60);
+        long nr = a.Has("nr") ? (long)a.GetULong("nr") : long.MaxValue;
+        long reclaimed = 0;
+        int rc = 0;
+        for (int nid = 0; nid < w.K.Mem.Nodes && rc == 0; nid++)
+        {
+            ulong seq = a.Has("seq") ? a.GetULong("seq") : lg.MaxSeq(nid) - LruGen.MinNrGens;
+            var res = await lg.RunEviction(nid, seq, swappiness, nr - reclaimed);
+            rc = res.Errno;
+            reclaimed += res.Reclaimed;
+        }
+        w.ExpectErrno(a, rc, "the eviction command of /sys/kernel/debug/lru_gen");
+        if (rc != 0) return;
+        if (a.Has("as")) w.Observed[a.GetString("as")] = (ulong)reclaimed;
+        if (a.Has("reclaimed") && (ulong)reclaimed != a.GetULong("reclaimed"))
+            w.K.S.Fail(ScenarioInvariants.UnexpectedValue, $"{a.File}:{a.Line}: the eviction reclaimed {reclaimed} pages, expected {a.GetULong("reclaimed")}");
     }
 
     static async ValueTask LruGenFindGeneration(ScenarioWorld w, OpArgs a)

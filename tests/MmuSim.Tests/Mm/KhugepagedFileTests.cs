@@ -95,22 +95,12 @@ public class KhugepagedFileTests
     }
 
     /// <summary>
-    /// The CVE-2022-48991 sequence, forced: a fault holds mmap_lock while collapse_file retracts, so the trylock fails
-    /// and the range is remembered (5.4+); the fault then PTE-maps a subpage of the new THP; khugepaged's next pass
-    /// runs collapse_pte_mapped_thp, which removes that PTE with the page table. Before 6.1 no secondary hears of it.
+    /// A fault holds mmap_lock (read) while khugepaged's first pass collapses the range; then the fault maps page 1 and
+    /// khugepaged's second pass must find the range PMD-mapped. Returns the notifier calls of the first pass; the
+    /// recorder then holds only the second's.
     /// </summary>
-    [Theory]
-    [InlineData("4.19", 0, "")] // no collapse_pte_mapped_thp: the failed trylock is forgotten, the PTE stays
-    [InlineData("5.13", 1, "")]
-    [InlineData("6.1", 1, "S(200000,400000,Clear) IR(200000,400000) E(200000,400000,Clear)")]
-    public void CollapsePteMappedThp_RemovesTheSubpagePte_NotifyingOnlyFrom61(string era, int collapsed, string secondPass)
+    static string FaultHoldingMmapLockAcrossTwoPasses(Kernel k, MmStruct mm, MmuSim.Devices.RecordingSecondary rec)
     {
-        var k = Kernel(era);
-        var mm = ShmemWithTwoPages(k);
-        var vma = mm.FindVma(A)!;
-        var file = vma.File!;
-        ulong i0 = vma.IndexOf(A);
-        var rec = Recorder(k, mm);
         var wq = new WaitQueue(k.S, "test");
         bool held = false, retracted = false, mapped = false;
         string firstPass = "";
@@ -138,6 +128,27 @@ public class KhugepagedFileTests
         });
         Assert.Null(k.Run());
         Assert.Null(k.S.ModelError);
+        return firstPass;
+    }
+
+    /// <summary>
+    /// The CVE-2022-48991 sequence, forced: a fault holds mmap_lock while collapse_file retracts, so the trylock fails
+    /// and the range is remembered (5.4+); the fault then PTE-maps a subpage of the new THP; khugepaged's next pass
+    /// runs collapse_pte_mapped_thp, which removes that PTE with the page table. Before 6.1 no secondary hears of it.
+    /// </summary>
+    [Theory]
+    [InlineData("4.19", 0, "")] // no collapse_pte_mapped_thp: the failed trylock is forgotten, the PTE stays
+    [InlineData("5.13", 1, "")]
+    [InlineData("6.1", 1, "S(200000,400000,Clear) IR(200000,400000) E(200000,400000,Clear)")]
+    public void CollapsePteMappedThp_RemovesTheSubpagePte_NotifyingOnlyFrom61(string era, int collapsed, string secondPass)
+    {
+        var k = Kernel(era);
+        var mm = ShmemWithTwoPages(k);
+        var vma = mm.FindVma(A)!;
+        var file = vma.File!;
+        ulong i0 = vma.IndexOf(A);
+        var rec = Recorder(k, mm);
+        string firstPass = FaultHoldingMmapLockAcrossTwoPasses(k, mm, rec);
         Assert.DoesNotContain("200000,400000", firstPass); // the trylock failed: nothing retracted in pass 1
         long head = file.Pages[i0];
         Assert.Equal(collapsed, k.Stats[Stat.ThpPteMappedCollapsed]);
@@ -172,32 +183,7 @@ public class KhugepagedFileTests
         var mm = ShmemWithTwoPages(k);
         var file = mm.FindVma(A)!.File!;
         var rec = Recorder(k, mm);
-        var wq = new WaitQueue(k.S, "test");
-        bool held = false, retracted = false, mapped = false;
-        string firstPass = "";
-        k.S.Spawn("fault", async _ =>
-        {
-            await mm.MmapLock.ReadLock();
-            held = true;
-            wq.WakeAll();
-            while (!retracted) await wq.Wait();
-            Assert.Equal(VmFault.Ok, await Memory.HandleMmFault(mm, A + P, FaultFlags.None));
-            await mm.MmapLock.ReadUnlock();
-            mapped = true;
-            wq.WakeAll();
-        });
-        k.S.Spawn("khugepaged", async _ =>
-        {
-            while (!held) await wq.Wait();
-            Assert.Equal(ScanResult.Succeed, await Khugepaged.KhugepagedScanPmd(mm, A));
-            firstPass = Seq(rec);
-            retracted = true;
-            wq.WakeAll();
-            while (!mapped) await wq.Wait();
-            Assert.Equal(ScanResult.PmdMapped, await Khugepaged.KhugepagedScanPmd(mm, A));
-        });
-        Assert.Null(k.Run());
-        Assert.Null(k.S.ModelError);
+        string firstPass = FaultHoldingMmapLockAcrossTwoPasses(k, mm, rec);
         Assert.EndsWith("S(200000,400000,Clear) E(200000,400000,Clear)", firstPass); // retracted in pass 1, notified
         Assert.Null(mm.PteMappedThp); // nothing remembered for a later pass
         long head = file.Pages[mm.FindVma(A)!.IndexOf(A)];
