@@ -57,6 +57,8 @@ public enum Mutation
     // ---- khugepaged shmem collapse (issue 11, row e6)
     /// <summary>collapse_and_free_pmd clears the PMD without its CLEAR start/end (the pre-6.1 code in a fixed era).</summary>
     CollapseAndFreePmdNoNotify,
+    /// <summary>pte_offset_map_lock trusts the table a walker found before it slept (the pre-6.5 helper, without its pmd_same recheck, under 6.6's lockless retraction).</summary>
+    PteOffsetMapLockNoRecheck,
 
     // ---- unpaired end after a failed non-blocking start (issue 11, row e7)
     /// <summary>mn_hlist_invalidate_range_start returns -EAGAIN without calling the subscriptions' ends (the pre-5.12 code in a fixed era).</summary>
@@ -117,6 +119,7 @@ public static class Mutations
         [Mutation.PagemapScanNotifyOutsideMmapLock] = "PAGEMAP_SCAN's write-protect start/end run outside mmap_lock (a notifier registered in between gets an end without its start)",
         [Mutation.GntdevSyncUnmap] = "Xen gntdev's invalidate waits for the grant pages to be unused (gnttab_unmap_refs_sync) instead of unmapping asynchronously: deadlock against a pin holder that waits for the invalidation",
         [Mutation.NonblockFailureSkipsEnd] = "a failed non-blocking invalidate_range_start returns -EAGAIN without calling the other subscriptions' invalidate_range_end (KVM's counts stay raised)",
+        [Mutation.PteOffsetMapLockNoRecheck] = "pte_offset_map_lock does not recheck the PMD under the PTL: a fault that slept maps into a page table retract_page_tables freed without mmap_lock (6.6+)",
         [Mutation.CollapseAndFreePmdNoNotify] = "collapse_and_free_pmd retracts a page table without MMU_NOTIFY_CLEAR start/end (collapse_pte_mapped_thp's PTEs vanish behind the secondaries' backs)",
         [Mutation.KsmIgnoreTlbFlushPending] = "write_protect_page ignores mm_tlb_flush_pending (a CPU's stale writable TLB entry survives the merge)",
     };

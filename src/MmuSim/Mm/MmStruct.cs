@@ -327,7 +327,7 @@ public sealed class MmStruct
     public async ValueTask<bool> PteOffsetMapLock(int t, ulong va)
     {
         await LockPtl(t);
-        if (PteTable(va) == t) return true;
+        if (PteTable(va) == t || Kernel.Mutated(Mutation.PteOffsetMapLockNoRecheck)) return true;
         await UnlockPtl(t);
         return false;
     }
@@ -365,6 +365,7 @@ public sealed class MmStruct
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask SetPte(int table, ulong va, Pte pte)
     {
+        Pool.CheckNotFreed(table, va);
         if (S.OnPoint(PointKind.PteWrite, va))
         {
             Pool.Entry(table, PageTablePool.PteIndex(va)) = pte.Raw;
@@ -376,6 +377,7 @@ public sealed class MmStruct
     async ValueTask SetPteSlow(int table, ulong va, Pte pte)
     {
         await S.Parked();
+        Pool.CheckNotFreed(table, va);
         Pool.Entry(table, PageTablePool.PteIndex(va)) = pte.Raw;
     }
 

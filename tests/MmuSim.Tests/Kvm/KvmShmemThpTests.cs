@@ -80,6 +80,28 @@ public class KvmShmemCollapseTests
     }
 }
 
+/// <summary>
+/// 6.6's lockless retract_page_tables frees the table under a vCPU fault that found it before it slept on the new
+/// folio's lock; only pte_offset_map_lock's recheck of the PMD under the PTL stops the fault from mapping into the freed
+/// table. Without it (mutant pte-offset-map-lock-no-recheck) the explorer finds that store (primary-consistency).
+/// </summary>
+public class PteOffsetMapLockRecheckTests
+{
+    [Fact]
+    public void LocklessRetractUnderAFault_IsCleanWithTheRecheck_AndTheMutantStoresIntoTheFreedTable()
+    {
+        var s = ScenarioLoader.LoadBuiltIn("kvm-shmem-collapse");
+        var era = EraTable.Get("6.13");
+        var opts = new MmuSim.Explore.ExploreOptions { Iterations = 1024 };
+        Assert.Null(new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era), opts).Run().First);
+        var mutant = new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, era, [Mutation.PteOffsetMapLockNoRecheck]), opts).Run();
+        Assert.Equal("primary-consistency", mutant.First?.Violation.Invariant);
+        Assert.Contains("after it was freed", mutant.First!.Violation.Message);
+        // Before 6.6 retraction holds mmap_lock for write: the fault's table cannot go, and the mutant is harmless.
+        Assert.Null(new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, EraTable.Get("6.1"), [Mutation.PteOffsetMapLockNoRecheck]), opts).Run().First);
+    }
+}
+
 /// <summary>kvm-shmem-reclaim: reclaim of a guest's shmem page-cache page under a running vCPU, per era.</summary>
 public class KvmShmemReclaimTests
 {
