@@ -41,6 +41,8 @@ public enum Stat
     ThpCollapseFile,
     /// <summary>collapse_pte_mapped_thp: page tables of PTE-mapped file THPs retracted.</summary>
     ThpPteMappedCollapsed,
+    /// <summary>pte_offset_map_lock found the PMD no longer pointing at the table its caller found before it slept (6.6+ lockless retraction): the fault retried.</summary>
+    PteTableRetracted,
 
     // ---- notifier core
     NotifierStarts,

@@ -328,6 +328,7 @@ public sealed class MmStruct
     {
         await LockPtl(t);
         if (PteTable(va) == t || Kernel.Mutated(Mutation.PteOffsetMapLockNoRecheck)) return true;
+        Kernel.Stats.Inc(Stat.PteTableRetracted);
         await UnlockPtl(t);
         return false;
     }

@@ -100,6 +100,28 @@ public class PteOffsetMapLockRecheckTests
         // Before 6.6 retraction holds mmap_lock for write: the fault's table cannot go, and the mutant is harmless.
         Assert.Null(new MmuSim.Explore.Explorer(new MmuSim.Explore.ScenarioExplorable(s, EraTable.Get("6.1"), [Mutation.PteOffsetMapLockNoRecheck]), opts).Run().First);
     }
+
+    /// <summary>The clean runs do reach the recheck: some schedules count pte_table_retracted (the fault retried), none in 6.1.</summary>
+    [Theory]
+    [InlineData("6.13", true)]
+    [InlineData("6.1", false)]
+    public void TheExplorerReachesTheRecheck_OnlyWithLocklessRetraction(string era, bool reached)
+    {
+        var counting = new CountingExplorable(new MmuSim.Explore.ScenarioExplorable(ScenarioLoader.LoadBuiltIn("kvm-shmem-collapse"), EraTable.Get(era)));
+        Assert.Null(new MmuSim.Explore.Explorer(counting, new MmuSim.Explore.ExploreOptions { Iterations = 512 }).Run().First);
+        Assert.Equal(reached, counting.Retracted > 0);
+    }
+
+    /// <summary>Sums pte_table_retracted over the runs (a run observer that reads the kernel's stats when it detaches).</summary>
+    sealed class CountingExplorable(MmuSim.Explore.ScenarioExplorable inner) : MmuSim.Explore.IExplorable, MmuSim.Explore.IRunObserver
+    {
+        public long Retracted;
+        public MmuSim.Explore.ExplorableInfo Info => inner.Info;
+        public MmuSim.Explore.RunOutcome RunOnce(MmuSim.Sched.IStrategy strategy, int iteration, MmuSim.Explore.IRunObserver? observer = null) =>
+            inner.RunOnce(strategy, iteration, observer ?? this);
+        public void Attach(MmuSim.Sched.Scheduler s, Kernel? k) { }
+        public void Detach(MmuSim.Sched.Scheduler s, Kernel? k) => Retracted += k?.Stats[Stat.PteTableRetracted] ?? 0;
+    }
 }
 
 /// <summary>kvm-shmem-reclaim: reclaim of a guest's shmem page-cache page under a running vCPU, per era.</summary>
