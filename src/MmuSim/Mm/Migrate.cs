@@ -279,9 +279,8 @@ public static class Migrate
         bool ad = k.Era.Has(Feature.MigrationEntryAd);
         bool w = entry.SwapKind == SwapType.MigrationWrite && vma.Writable;
         bool dirty = ad && entry.IsMigrationDirty && Folio.IsDirty(k, dst);
-        var pte = Pte.Make(dst, w, dirty, accessed: ad && entry.IsMigrationYoung, huge: huge).WithUffdWp(entry.UffdWp);
-        if (entry.SoftDirty) pte = pte.WithSoftDirty(true);
-        return vma.Readable ? pte : pte.MkProtNone();
+        var pte = vma.MkPte(dst, w, dirty, huge, accessed: ad && entry.IsMigrationYoung).WithUffdWp(entry.UffdWp);
+        return entry.SoftDirty ? pte.WithSoftDirty(true) : pte;
     }
 
     /// <summary>

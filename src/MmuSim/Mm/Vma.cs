@@ -107,9 +107,9 @@ public sealed class Vma(MmStruct mm, ulong start, ulong end, Prot prot, VmFlags 
     /// mk_pte(page, vma->vm_page_prot): a present entry for <paramref name="pfn"/>, pte_protnone in a PROT_NONE VMA
     /// (which only FOLL_FORCE and break_ksm's remote unshare can fault), user-accessible otherwise.
     /// </summary>
-    public Pte MkPte(long pfn, bool writable, bool dirty = false, bool huge = false, bool special = false)
+    public Pte MkPte(long pfn, bool writable, bool dirty = false, bool huge = false, bool special = false, bool accessed = true)
     {
-        var pte = Pte.Make(pfn, writable, dirty, huge: huge, special: special);
+        var pte = Pte.Make(pfn, writable, dirty, accessed, huge, special);
         return Prot == Prot.None ? pte.MkProtNone() : pte;
     }
 
